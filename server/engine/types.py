@@ -1,0 +1,82 @@
+"""The engine's contract: what a job asks for, what a model looks like, how progress is told.
+
+The websocket app and the generation service talk to the engine only through these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+from PIL import Image as PILImage
+
+Mode = Literal["txt2img", "img2img", "inpaint"]
+
+
+class EngineError(Exception):
+    """A job failed for a reason the user can act on. ``field`` names the request field."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = "bad_request"):
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+
+class JobCancelled(Exception):
+    """Raised out of ``Engine.run`` when ``cancelled()`` turned true (checked every step)."""
+
+
+@dataclass
+class ModelInfo:
+    """A model the server offers (loaded or not)."""
+
+    id: str  # what clients send as ``model``
+    family: str  # "sd1", "sd2", "sdxl", "demo", ...
+    native: tuple[int, int]  # native width, height in pixels
+    default_steps: int
+    default_guidance: float
+    source: str  # "hub", "folder", "single_file", "builtin"
+    loaded: bool = False
+    few_step: bool = False  # turbo / LCM-style
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "family": self.family, "native": list(self.native),
+            "default_steps": self.default_steps, "default_guidance": self.default_guidance,
+            "source": self.source, "loaded": self.loaded, "few_step": self.few_step,
+        }
+
+
+@dataclass
+class EngineJob:
+    """One diffusers call, already at working size. Images are RGB, masks L, both (width, height)."""
+
+    mode: Mode
+    prompt: str
+    negative_prompt: str = ""
+    model: Optional[str] = None
+    steps: Optional[int] = None
+    guidance: Optional[float] = None
+    seeds: list[int] = field(default_factory=lambda: [0])  # one image per seed
+    width: int = 512
+    height: int = 512
+    scheduler: Optional[str] = None
+    strength: float = 1.0
+    image: Optional[PILImage.Image] = None
+    mask: Optional[PILImage.Image] = None
+    preview: bool = True
+
+
+@dataclass
+class Progress:
+    """A progress report. stage: "load" (model loading/downloading) or "denoise" (steps)."""
+
+    stage: str
+    step: int
+    total: int
+    message: str = ""
+    preview: Optional[PILImage.Image] = None  # cheap latent->RGB preview, small
+
+
+ProgressFn = Callable[[Progress], None]
+CancelledFn = Callable[[], bool]
