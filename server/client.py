@@ -1,0 +1,245 @@
+"""Synchronous Easel client: stdlib + websockets only, so editor plugins can bundle it.
+
+Plugins call it from a worker thread; ``cancel`` may be called from another thread while a
+worker iterates events (websockets' sync connection allows concurrent send and recv).
+
+    with Client("ws://127.0.0.1:8765") as client:
+        result = client.generate(GenerateRequest(job=new_job_id(), prompt="a red circle"))
+        result.images[0].image  # protocol.Image (PNG or raw RGBA), with seed, x, y
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Assembler,
+    GenerateRequest,
+    Image,
+    Message,
+    ProtocolError,
+    encode_message,
+)
+
+DEFAULT_URL = "ws://127.0.0.1:8765"
+
+
+class ClientError(Exception):
+    """The server could not be reached, or spoke out of protocol."""
+
+
+class JobFailed(Exception):
+    """The server ended a job with ``error``; ``field`` names the request field at fault."""
+
+    def __init__(self, code: str, message: str, field: str | None = None, job: str | None = None):
+        super().__init__(message)
+        self.code, self.field, self.job = code, field, job
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class JobCancelled(Exception):
+    """The job ended with ``cancelled``."""
+
+
+@dataclass
+class Event:
+    """A message from the server for one job (or for the connection, when ``job`` is None)."""
+
+    type: str
+    job: str | None
+    data: dict[str, Any]
+    images: dict[str, Image] = field(default_factory=dict)
+
+
+@dataclass
+class ResultImage:
+    image: Image
+    seed: int
+    x: int
+    y: int
+
+
+@dataclass
+class Result:
+    job: str
+    images: list[ResultImage]
+    parameters: dict[str, Any]
+    timings: dict[str, float]
+
+
+@dataclass
+class ProgressInfo:
+    job: str
+    stage: str  # "queued" | "load" | "denoise"
+    step: int
+    total: int
+    message: str = ""
+    preview: Image | None = None
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def result_from_event(event: Event) -> Result:
+    """Build a Result from a ``result`` event: image i is attachment ``image{i}``."""
+    images = []
+    for i, meta in enumerate(event.data.get("images", [])):
+        images.append(ResultImage(event.images[f"image{i}"], meta["seed"], meta.get("x", 0), meta.get("y", 0)))
+    return Result(event.data["job"], images, event.data.get("parameters", {}), event.data.get("timings", {}))
+
+
+def progress_from_event(event: Event) -> ProgressInfo:
+    d = event.data
+    if event.type == "queued":
+        return ProgressInfo(d["job"], "queued", 0, 0, f"queued at position {d.get('position', 0)}")
+    return ProgressInfo(d["job"], d.get("stage", "denoise"), d.get("step", 0), d.get("total", 0),
+                        d.get("message", ""), event.images.get("preview"))
+
+
+class Client:
+    """One connection to an Easel server; ``connect`` performs the hello/welcome handshake."""
+
+    def __init__(self, url: str = DEFAULT_URL, *, timeout: float = 10.0, image_format: str = "png",
+                 token: str | None = None, client_name: str = "easel-client"):
+        self.url = url
+        self.timeout = timeout
+        self.image_format = image_format  # format of results: "png" or "rgba"
+        self.token = token
+        self.client_name = client_name
+        self.welcome: dict[str, Any] = {}
+        self._ws = None
+        self._assembler = Assembler()
+        self._send_lock = threading.Lock()
+
+    # -- connection ---------------------------------------------------------------------------
+    def connect(self) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        try:
+            self._ws = connect(self.url, open_timeout=self.timeout, max_size=DEFAULT_MAX_MESSAGE_BYTES,
+                               compression=None, additional_headers=headers)
+        except (OSError, TimeoutError) as exc:
+            raise ClientError(f"cannot reach the Easel server at {self.url}: {exc}. Is `easel serve` running?") from exc
+        except Exception as exc:  # websockets' InvalidHandshake / InvalidURI / InvalidStatus
+            raise ClientError(f"cannot connect to {self.url}: {exc}") from exc
+        self._send({"type": "hello", "protocol": PROTOCOL_VERSION, "client": self.client_name,
+                    "image_format": self.image_format})
+        event = self._next_event(self.timeout)
+        if event.type == "error":
+            self.close()
+            raise ClientError(event.data.get("message", "the server refused the connection"))
+        if event.type != "welcome":
+            self.close()
+            raise ClientError(f"expected 'welcome' from the server, got {event.type!r}")
+        self.welcome = event.data
+        return self.welcome
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
+
+    def __enter__(self) -> Client:
+        if self._ws is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None
+
+    # -- requests -----------------------------------------------------------------------------
+    def submit(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None) -> str:
+        """Send a ``generate``; returns its job id. Events follow through ``events()``."""
+        GenerateRequest.from_message(request.to_message())  # validate locally first: same rules as the server
+        attachments = {k: v for k, v in (("image", image), ("mask", mask)) if v is not None}
+        self._send(request.to_message(), attachments)
+        return request.job
+
+    def cancel(self, job: str) -> None:
+        self._send({"type": "cancel", "job": job})
+
+    def models(self) -> list[dict[str, Any]]:
+        self._send({"type": "models"})
+        for event in self.events():
+            if event.type == "models":
+                return event.data["models"]
+        raise ClientError("connection closed before the model list arrived")
+
+    def send(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
+        """Send any protocol message (for features beyond the helpers here)."""
+        self._send(message, attachments)
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Yield events as they arrive; stops when the connection closes."""
+        while self._ws is not None:
+            try:
+                yield self._next_event(timeout)
+            except ClientError:
+                if self._ws is None:
+                    return
+                raise
+
+    def generate(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None,
+                 on_progress: Callable[[ProgressInfo], None] | None = None) -> Result:
+        """Submit and wait: returns the Result, raises JobFailed or JobCancelled."""
+        job = self.submit(request, image, mask)
+        for event in self.events():
+            if event.job != job and not (event.type == "error" and event.job is None):
+                continue
+            if event.type in ("queued", "progress"):
+                if on_progress:
+                    on_progress(progress_from_event(event))
+            elif event.type == "result":
+                return result_from_event(event)
+            elif event.type == "error":
+                d = event.data
+                raise JobFailed(d.get("code", "error"), d.get("message", "unknown error"), d.get("field"), job)
+            elif event.type == "cancelled":
+                raise JobCancelled(job)
+        raise ClientError("connection closed before the job finished")
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _send(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
+        if self._ws is None:
+            raise ClientError("not connected: call connect() first")
+        frames = encode_message(message, attachments)
+        try:
+            with self._send_lock:  # a message and its images must not interleave with another
+                for frame in frames:
+                    self._ws.send(frame)
+        except ConnectionClosed as exc:
+            self._ws = None
+            raise ClientError(f"connection to {self.url} closed: {exc}") from exc
+
+    def _next_event(self, timeout: float | None) -> Event:
+        while True:
+            try:
+                frame = self._ws.recv(timeout) if self._ws is not None else None
+            except TimeoutError:
+                raise
+            except ConnectionClosed as exc:
+                self._ws = None
+                raise ClientError(f"connection to {self.url} closed: {exc}") from exc
+            if frame is None:
+                raise ClientError("not connected")
+            try:
+                message: Message | None = self._assembler.feed(frame)
+            except ProtocolError as exc:
+                raise ClientError(f"server sent a malformed message: {exc}") from exc
+            if message is not None:
+                return Event(message.type, message.job, message.data, message.images)

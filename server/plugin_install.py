@@ -1,0 +1,122 @@
+"""Install or package the editor plugins with the shared client bundled in.
+
+The repository keeps one copy of the shared code (``server/protocol.py``, ``client.py``,
+``editing.py``, ``imaging/send_region.py``); installing copies it into the plugin as the
+package ``shared``, next to a pure-Python copy of ``websockets`` in ``vendor/``.
+
+    Krita: <pykrita>/easel.desktop + <pykrita>/easel/{plugin…, shared/, vendor/}; enabled in kritarc
+    GIMP:  <plug-ins>/easel/{easel.py (executable), …, shared/, vendor/}
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = Path(__file__).resolve().parent
+SHARED_FILES = ("protocol.py", "client.py", "editing.py", "imaging/send_region.py")
+EDITORS = ("krita", "gimp")
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "shared", "vendor")
+
+
+def default_dest(editor: str) -> Path:
+    """Where the editor looks for user plugins on this platform."""
+    home = Path.home()
+    if editor == "krita":
+        if sys.platform == "win32":
+            return Path(os.environ.get("APPDATA", home)) / "krita" / "pykrita"
+        if sys.platform == "darwin":
+            return home / "Library" / "Application Support" / "krita" / "pykrita"
+        return Path(os.environ.get("XDG_DATA_HOME", home / ".local" / "share")) / "krita" / "pykrita"
+    if sys.platform == "win32":
+        return Path(os.environ.get("APPDATA", home)) / "GIMP" / "3.0" / "plug-ins"
+    if sys.platform == "darwin":
+        return home / "Library" / "Application Support" / "GIMP" / "3.0" / "plug-ins"
+    return Path(os.environ.get("XDG_CONFIG_HOME", home / ".config")) / "GIMP" / "3.0" / "plug-ins"
+
+
+def default_kritarc() -> Path:
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", home)) / "kritarc"
+    if sys.platform == "darwin":
+        return home / "Library" / "Preferences" / "kritarc"
+    return Path(os.environ.get("XDG_CONFIG_HOME", home / ".config")) / "kritarc"
+
+
+def bundle_shared(package_dir: Path) -> None:
+    """Copy the shared client code into ``package_dir/shared`` and websockets into ``vendor``."""
+    shared = package_dir / "shared"
+    shutil.rmtree(shared, ignore_errors=True)
+    for rel in SHARED_FILES:
+        src, dst = SERVER / rel, shared / rel
+        if not src.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    for folder in [shared, *(p for p in shared.rglob("*") if p.is_dir())]:
+        init = folder / "__init__.py"
+        if not init.exists():
+            init.write_text('"""Easel shared client code, bundled by `easel install-plugin`."""\n')
+    import websockets
+
+    vendor = package_dir / "vendor"
+    shutil.rmtree(vendor, ignore_errors=True)
+    shutil.copytree(Path(websockets.__file__).parent, vendor / "websockets", ignore=_IGNORE)
+
+
+def install_plugin(editor: str, dest: Path | None = None, kritarc: Path | None = None,
+                   enable: bool = True) -> Path:
+    """Install the plugin for ``editor`` into ``dest`` (default: the editor's user folder)."""
+    if editor not in EDITORS:
+        raise ValueError(f"unknown editor {editor!r}: choose one of {', '.join(EDITORS)}")
+    dest = Path(dest) if dest else default_dest(editor)
+    dest.mkdir(parents=True, exist_ok=True)
+    if editor == "krita":
+        target = dest / "easel"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(REPO / "plugin_krita" / "easel", target, ignore=_IGNORE)
+        shutil.copy2(REPO / "plugin_krita" / "easel.desktop", dest / "easel.desktop")
+        bundle_shared(target)
+        if enable:
+            enable_in_kritarc(kritarc or default_kritarc())
+        return target
+    target = dest / "easel"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(REPO / "plugin_gimp" / "easel", target, ignore=_IGNORE)
+    bundle_shared(target)
+    main = target / "easel.py"
+    main.chmod(main.stat().st_mode | 0o755)
+    return target
+
+
+def enable_in_kritarc(path: Path) -> None:
+    """Set ``[python] enable_easel=true`` in kritarc, keeping everything else."""
+    config = configparser.RawConfigParser(strict=False, interpolation=None)
+    config.optionxform = str  # keep key case, Krita's keys are case-sensitive
+    if path.exists():
+        config.read(path, encoding="utf-8")
+    if not config.has_section("python"):
+        config.add_section("python")
+    config.set("python", "enable_easel", "true")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        config.write(fh, space_around_delimiters=False)
+
+
+def package_plugin(editor: str, out: Path | None = None) -> Path:
+    """Write a zip: for Krita, the layout Tools > Scripts > Import Python Plugin from File expects."""
+    out = Path(out) if out else Path.cwd() / f"easel-{editor}-plugin.zip"
+    with tempfile.TemporaryDirectory() as tmp:
+        install_plugin(editor, Path(tmp), enable=False)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(tmp).as_posix())
+    return out
