@@ -19,7 +19,7 @@ from typing import Any
 PROTOCOL_VERSION = 1
 
 #: Frame-size limit both sides set explicitly (websockets' default is only 1 MiB).
-DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 2**20 + 2**16  # an 8192x8192 RGBA image plus header
 
 # ----------------------------------------------------------------------------- images
 

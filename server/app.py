@@ -1,0 +1,279 @@
+"""The websocket app: connections, message dispatch, one worker per device.
+
+Thin I/O around the sans-IO pieces: ``protocol.Assembler`` parses frames, ``jobs.JobQueue``
+orders work, ``generation`` runs it on a worker thread. Every bad request gets an ``error``
+naming the field; the connection and the server keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from . import __version__
+from .codec import encode
+from .engine.types import EngineError, JobCancelled, ModelInfo, Progress
+from .generation import check_attachments, decode_inputs, run_generation
+from .jobs import Job, JobQueue, QueueFull
+from .limits import Limits
+from .protocol import (
+    FORMAT_CODES,
+    PROTOCOL_VERSION,
+    Assembler,
+    GenerateRequest,
+    Image,
+    Message,
+    ProtocolError,
+    check_version,
+    encode_message,
+    error_message,
+)
+
+log = logging.getLogger("easel.app")
+PREVIEW_BACKLOG = 4  # previews are skipped while this many messages wait to be sent
+
+
+class Connection:
+    """One client: an outbox drained by a single sender task, so frames never interleave."""
+
+    def __init__(self, ws: ServerConnection, cid: str):
+        self.ws, self.id = ws, cid
+        self.greeted = False
+        self.image_format = "png"
+        self.closed = False
+        self.outbox: asyncio.Queue[tuple[dict[str, Any], dict[str, Image] | None] | None] = asyncio.Queue()
+
+    def post(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
+        if not self.closed:
+            self.outbox.put_nowait((message, attachments))
+
+    async def sender(self) -> None:
+        while (item := await self.outbox.get()) is not None:
+            try:
+                for frame in encode_message(*item):
+                    await self.ws.send(frame)
+            except ConnectionClosed:
+                self.closed = True
+                return
+
+
+class App:
+    """Easel's websocket server around an engine."""
+
+    def __init__(self, engine: Any, limits: Limits | None = None):
+        self.engine = engine
+        self.limits = limits or Limits()
+        self.queue = JobQueue(self.limits.max_jobs_per_client)
+        self.running: Job | None = None
+        self.owners: dict[str, Connection] = {}  # job id -> connection, for queued and running jobs
+        self.unclaimed: dict[str, list[tuple[dict[str, Any], dict[str, Image] | None]]] = {}
+        self._ids = itertools.count(1)
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-worker")
+        self._worker: asyncio.Task | None = None
+        self.server: Server | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 8765) -> Server:
+        self._worker = asyncio.create_task(self._work_loop())
+        self.server = await serve(self._handle, host, port, max_size=self.limits.max_message_bytes,
+                                  compression=None)
+        return self.server
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        if self.running is not None:
+            self.running.cancel_event.set()
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def welcome(self) -> dict[str, Any]:
+        models: list[ModelInfo] = self.engine.models()
+        return {
+            "type": "welcome", "protocol": PROTOCOL_VERSION, "server": __version__,
+            "device": self.engine.device, "dtype": self.engine.dtype,
+            "models": [m.to_dict() for m in models], "default_model": models[0].id if models else None,
+            "schedulers": list(self.engine.schedulers()), "limits": self.limits.to_dict(),
+            "image_formats": sorted(FORMAT_CODES.keys() - {"gray"}),
+        }
+
+    # -- connections ----------------------------------------------------------------------------
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = Connection(ws, f"c{next(self._ids)}")
+        sender = asyncio.create_task(conn.sender())
+        assembler = Assembler()
+        log.info("%s connected from %s", conn.id, ws.remote_address)
+        try:
+            async for frame in ws:
+                try:
+                    message = assembler.feed(frame)
+                    if message is not None:
+                        self._dispatch(conn, message)
+                except ProtocolError as exc:
+                    conn.post(exc.to_message(job=_job_of(frame)))
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.closed = True
+            self._disconnected(conn)
+            conn.outbox.put_nowait(None)
+            await asyncio.gather(sender, return_exceptions=True)
+            log.info("%s disconnected", conn.id)
+
+    def _dispatch(self, conn: Connection, message: Message) -> None:
+        kind = message.type
+        if kind == "hello":
+            check_version(message.data)
+            fmt = message.data.get("image_format", "png")
+            if fmt not in ("png", "rgba", "webp"):
+                raise ProtocolError(f"'image_format' {fmt!r} is not supported; use png, rgba or webp",
+                                    field="image_format")
+            conn.image_format, conn.greeted = fmt, True
+            conn.post(self.welcome())
+        elif not conn.greeted:
+            raise ProtocolError("send 'hello' with the protocol version first", field="type",
+                                code="hello_required")
+        elif kind == "generate":
+            self._submit(conn, message)
+        elif kind == "cancel":
+            self._cancel(conn, message.data.get("job"))
+        elif kind == "models":
+            conn.post({"type": "models", "models": [m.to_dict() for m in self.engine.models()]})
+        else:
+            raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel or models",
+                                field="type", code="unknown_type")
+
+    def _submit(self, conn: Connection, message: Message) -> None:
+        job_id = message.data.get("job") if isinstance(message.data.get("job"), str) else None
+        try:
+            request = GenerateRequest.from_message(message.data)
+            self.limits.check_request(request)
+            check_attachments(request, message.images, self.limits)
+            self._resolve_model(request)
+        except ProtocolError as exc:
+            conn.post(exc.to_message(job=job_id))
+            return
+        if request.job in self.owners:
+            conn.post(error_message("bad_request", f"job id {request.job!r} is already in use; choose a new id",
+                                    "job", request.job))
+            return
+        job = Job(request.job, conn.id, request, message.images)
+        try:
+            position = self.queue.add(job)
+        except QueueFull as exc:
+            conn.post(error_message("queue_full", str(exc), "job", request.job))
+            return
+        self.owners[job.id] = conn
+        conn.post({"type": "queued", "job": job.id, "position": position + (self.running is not None)})
+        self._wakeup.set()
+
+    def _resolve_model(self, request: GenerateRequest) -> None:
+        try:
+            self.engine.model_info(request.model)
+        except EngineError as exc:
+            raise ProtocolError(str(exc), field=exc.field or "model", code=exc.code) from None
+        if request.scheduler is not None and request.scheduler not in self.engine.schedulers():
+            raise ProtocolError(f"unknown scheduler {request.scheduler!r}; choose one of "
+                                f"{', '.join(self.engine.schedulers())}", field="scheduler")
+
+    def _cancel(self, conn: Connection, job_id: Any) -> None:
+        if not isinstance(job_id, str) or self.owners.get(job_id) is not conn:
+            raise ProtocolError(f"no queued or running job {job_id!r} of yours to cancel", field="job")
+        if self.queue.remove(job_id) is not None:
+            del self.owners[job_id]
+            conn.post({"type": "cancelled", "job": job_id})
+        elif self.running is not None and self.running.id == job_id:
+            self.running.cancel_event.set()  # the worker reports ``cancelled`` within one step
+
+    def _disconnected(self, conn: Connection) -> None:
+        for job in self.queue.drop_client(conn.id):
+            self.owners.pop(job.id, None)
+            log.info("dropped queued job %s of %s", job.id, conn.id)
+
+    # -- worker ---------------------------------------------------------------------------------
+    async def _work_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            job = self.queue.pop_next()
+            if job is None:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            conn = self.owners[job.id]
+            self.running, job.state, job.started = job, "running", time.monotonic()
+            try:
+                reply = await loop.run_in_executor(self._executor, self._execute, job, conn, loop)
+            except Exception:  # noqa: BLE001 - never let one job stop the worker
+                log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+                reply = (error_message("internal", "the server failed while running this job; see its log",
+                                       None, job.id), None)
+            finally:
+                self.running = None
+                self.owners.pop(job.id, None)
+            self._deliver(conn, job, reply)
+
+    def _deliver(self, conn: Connection, job: Job, reply: tuple[dict[str, Any], dict[str, Image] | None]) -> None:
+        if conn.closed and reply[0]["type"] == "result":
+            self.unclaimed.setdefault(conn.id, []).append(reply)  # nothing lost: kept for a later fetch
+            log.info("kept result of %s for disconnected %s", job.id, conn.id)
+        conn.post(*reply)
+
+    def _execute(self, job: Job, conn: Connection, loop: asyncio.AbstractEventLoop):
+        """Runs on the worker thread: the whole generation, including encoding the results."""
+        request = job.request
+
+        def progress(p: Progress) -> None:
+            message = {"type": "progress", "job": job.id, "stage": p.stage, "step": p.step,
+                       "total": p.total, "message": p.message}
+            attachments = None
+            if p.preview is not None and conn.outbox.qsize() < PREVIEW_BACKLOG:
+                attachments = {"preview": encode(np.asarray(p.preview.convert("RGB")), conn.image_format)}
+            loop.call_soon_threadsafe(conn.post, message, attachments)
+
+        t0 = time.perf_counter()
+        try:
+            inputs = decode_inputs(request, job.images, self.limits)
+            model = self.engine.model_info(request.model)
+            output = run_generation(self.engine, request, inputs, model, progress, job.cancelled)
+        except JobCancelled:
+            return {"type": "cancelled", "job": job.id}, None
+        except (EngineError, ProtocolError) as exc:
+            return error_message(exc.code, str(exc), exc.field, job.id), None
+        t1 = time.perf_counter()
+        attachments = {f"image{i}": encode(layer.rgba, conn.image_format) for i, layer in enumerate(output.layers)}
+        timings = {"queued_s": (job.started or t0) - job.submitted, **output.timings,
+                   "encode_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0}
+        images = [{"seed": layer.seed, "x": layer.x, "y": layer.y, "width": layer.rgba.shape[1],
+                   "height": layer.rgba.shape[0]} for layer in output.layers]
+        return ({"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
+                 "timings": {k: round(v, 4) for k, v in timings.items()}}, attachments)
+
+
+def _job_of(frame: str | bytes) -> str | None:
+    """Best-effort job id of a rejected text frame, so clients can match the error."""
+    if isinstance(frame, str) and '"job"' in frame:
+        import json
+
+        try:
+            data = json.loads(frame)
+            return data.get("job") if isinstance(data, dict) and isinstance(data.get("job"), str) else None
+        except ValueError:
+            return None
+    return None

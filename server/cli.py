@@ -1,0 +1,299 @@
+"""The ``easel`` command: serve, generate, models, demo-model, install-plugin, package-plugin.
+
+Heavy imports (torch, diffusers) happen only in ``serve`` and ``demo-model``, so client
+commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .client import DEFAULT_URL, Client, ClientError, JobCancelled, JobFailed, ProgressInfo, new_job_id
+from .protocol import GenerateRequest, Image, ProtocolError
+
+DEMO_MODEL = "easel-demo"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easel", description="Local AI painting server and client for Krita and GIMP.")
+    parser.add_argument("--version", action="version", version=f"easel {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="start the websocket server")
+    p.add_argument("--model", action="append", metavar="M",
+                   help="hub id, diffusers folder or .safetensors/.ckpt file (repeat to serve several; "
+                        f"the first is the default). Default: the built-in toy model {DEMO_MODEL!r}")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    p.add_argument("--max-loaded", type=int, default=2, metavar="N", help="models kept in memory (LRU)")
+    p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
+    p.add_argument("--vae-tiling", action="store_true", help="decode big images in tiles")
+    p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
+    p.add_argument("--models-dir", type=Path, help="folder that local model paths are confined to")
+    p.add_argument("--no-preload", action="store_true", help="load the default model on first use")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("generate", help="generate an image through a running server")
+    p.add_argument("--url", default=DEFAULT_URL)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative", default="")
+    p.add_argument("--model")
+    p.add_argument("--image", type=Path, help="input image (PNG) for image to image / inpaint")
+    p.add_argument("--mask", type=Path, help="mask (PNG, white = regenerate) for inpaint")
+    p.add_argument("--strength", type=float, default=None, help="0..1 (default 1.0, or 0.6 with --image)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--seed", type=int, default=-1)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--scheduler")
+    p.add_argument("--out", type=Path, required=True, help="output PNG (a batch writes OUT-1.png, OUT-2.png …)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("models", help="list the models a server serves")
+    p.add_argument("--url", default=DEFAULT_URL)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("demo-model", help="the built-in demo model")
+    p.add_argument("action", choices=["train"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the trainer (see `easel demo-model train -h`)")
+    p.set_defaults(func=cmd_demo_model)
+
+    for name, helptext in (("install-plugin", "install an editor plugin"), ("package-plugin", "write a plugin zip")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("editor", choices=["krita", "gimp"])
+        if name == "install-plugin":
+            p.add_argument("--dest", type=Path, help="plugin folder (default: the editor's user folder)")
+            p.add_argument("--kritarc", type=Path, help="kritarc to enable the plugin in (Krita)")
+            p.set_defaults(func=cmd_install_plugin)
+        else:
+            p.add_argument("--out", type=Path, help="zip path (default: ./easel-EDITOR-plugin.zip)")
+            p.set_defaults(func=cmd_package_plugin)
+    return parser
+
+
+# -- serve ------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    models = args.model or [DEMO_MODEL]
+    print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
+    from .app import App
+    from .engine import Engine
+    from .engine.types import EngineError, Progress
+
+    try:
+        engine = Engine(models, device=args.device, dtype=args.dtype, max_loaded=args.max_loaded,
+                        attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
+                        cpu_offload=args.cpu_offload, models_dir=args.models_dir)
+    except EngineError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
+    if models[0] == DEMO_MODEL:
+        from .demo.model import TOY_NOTICE
+
+        print(TOY_NOTICE, flush=True)
+    if not args.no_preload:
+        bar = ProgressBar("loading")
+
+        def on_load(p: Progress) -> None:
+            bar.update(p.step, p.total, p.message or p.stage)
+
+        try:
+            engine.load(None, on_load)
+        except EngineError as exc:
+            bar.done()
+            print(f"easel serve: {exc}", file=sys.stderr)
+            return 2
+        bar.done()
+    print(f"device {engine.device}, dtype {engine.dtype}; models: "
+          + ", ".join(m.id for m in engine.models()), flush=True)
+    try:
+        asyncio.run(_serve(App(engine), args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    return 0
+
+
+async def _serve(app, host: str, port: int) -> None:
+    await app.start(host, port)
+    print(f"Easel is serving on ws://{host}:{app.port} (Ctrl+C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("Easel: shutting down", flush=True)
+    await app.close()
+
+
+# -- client commands --------------------------------------------------------------------------
+class ProgressBar:
+    """A one-line progress bar on stderr (only when it is a terminal, else one line per stage)."""
+
+    def __init__(self, label: str, width: int = 30, stream=None):
+        self.label, self.width = label, width
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = ""
+
+    def update(self, step: int, total: int, stage: str) -> None:
+        if self.tty:
+            filled = int(self.width * step / total) if total else 0
+            bar = "#" * filled + "." * (self.width - filled)
+            count = f"{step}/{total}" if total else ""
+            self.stream.write(f"\r{self.label}: [{bar}] {count} {stage[:40]:<40}")
+            self.stream.flush()
+        elif stage != self._last or (total and step == total):
+            self.stream.write(f"{self.label}: {stage} {step}/{total}\n")
+            self.stream.flush()
+        self._last = stage
+
+    def done(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _read_png(path: Path, field: str) -> Image:
+    try:
+        return Image.png(path.read_bytes())
+    except OSError as exc:
+        raise ProtocolError(f"cannot read --{field} {path}: {exc.strerror}", field=field) from None
+    except ProtocolError:
+        raise ProtocolError(f"--{field} {path} is not a PNG file; convert it to PNG", field=field) from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        image = _read_png(args.image, "image") if args.image else None
+        mask = _read_png(args.mask, "mask") if args.mask else None
+        strength = args.strength if args.strength is not None else (0.6 if image and not mask else 1.0)
+        request = GenerateRequest(job=new_job_id(), prompt=args.prompt, negative_prompt=args.negative,
+                                  model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                  batch=args.batch, width=args.width, height=args.height,
+                                  scheduler=args.scheduler, strength=strength)
+        GenerateRequest.from_message(request.to_message())
+    except ProtocolError as exc:
+        print(f"easel generate: {exc}", file=sys.stderr)
+        return 2
+    bar = ProgressBar("generating", stream=open("/dev/null", "w") if args.quiet else None)
+
+    def on_progress(p: ProgressInfo) -> None:
+        bar.update(p.step, p.total, p.stage if not p.message else f"{p.stage}: {p.message}")
+
+    try:
+        with Client(args.url, image_format="png", client_name=f"easel-cli/{__version__}") as client:
+            result = client.generate(request, image, mask, on_progress=on_progress)
+    except JobFailed as exc:
+        bar.done()
+        where = f" (field: {exc.field})" if exc.field else ""
+        print(f"easel generate: {exc}{where}", file=sys.stderr)
+        return 2
+    except (ClientError, JobCancelled) as exc:
+        bar.done()
+        print(f"easel generate: {exc or 'cancelled'}", file=sys.stderr)
+        return 1
+    bar.done()
+    paths = output_paths(args.out, len(result.images))
+    for path, item in zip(paths, result.images, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_as_png(item.image))
+        print(f"{path}  seed {item.seed}  at {item.x},{item.y}  {item.image.width}x{item.image.height}")
+    total = result.timings.get("total_s")
+    if total is not None:
+        print(f"done in {total:.2f} s on the server", file=sys.stderr)
+    return 0
+
+
+def output_paths(out: Path, count: int) -> list[Path]:
+    """OUT.png for one image; OUT-1.png, OUT-2.png … for a batch."""
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix or '.png'}") for i in range(1, count + 1)]
+
+
+def _as_png(image: Image) -> bytes:
+    if image.format == "png":
+        return image.data
+    import io
+
+    from PIL import Image as PILImage
+
+    mode = {"rgba": "RGBA", "gray": "L"}.get(image.format)
+    pil = PILImage.frombytes(mode, (image.width, image.height), image.data) if mode else PILImage.open(io.BytesIO(image.data))
+    buf = io.BytesIO()
+    pil.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    try:
+        with Client(args.url, client_name=f"easel-cli/{__version__}") as client:
+            welcome = client.welcome
+            models = client.models()
+    except ClientError as exc:
+        print(f"easel models: {exc}", file=sys.stderr)
+        return 1
+    print(f"server {welcome.get('server')} on {welcome.get('device')} ({welcome.get('dtype')})")
+    for m in models:
+        default = " (default)" if m["id"] == welcome.get("default_model") else ""
+        w, h = m["native"]
+        print(f"{m['id']}{default}  family {m['family']}  native {w}x{h}  steps {m['default_steps']}  "
+              f"guidance {m['default_guidance']}  {'loaded' if m.get('loaded') else 'not loaded'}")
+    return 0
+
+
+# -- plugins and demo model -------------------------------------------------------------------
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from .demo.train import main as train_main
+
+    rest = [a for a in args.rest if a != "--"]
+    return train_main(rest)
+
+
+def cmd_install_plugin(args: argparse.Namespace) -> int:
+    from .plugin_install import install_plugin
+
+    target = install_plugin(args.editor, args.dest, args.kritarc)
+    print(f"installed the Easel {args.editor} plugin in {target}")
+    if args.editor == "krita":
+        print("restart Krita; the docker is under Settings > Dockers > Easel")
+    else:
+        print("restart GIMP; the commands are under Filters > Easel")
+    return 0
+
+
+def cmd_package_plugin(args: argparse.Namespace) -> int:
+    from .plugin_install import package_plugin
+
+    print(f"wrote {package_plugin(args.editor, args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

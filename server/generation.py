@@ -1,0 +1,127 @@
+"""One generation, end to end: decode inputs, plan the work, run the engine, build layers.
+
+Runs on the worker thread. The app hands it a validated ``GenerateRequest`` and the decoded
+attachments; it returns result layers (RGBA + document offset) ready to encode.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from .codec import decode_mask, decode_rgba
+from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
+from .limits import Limits
+from .protocol import GenerateRequest, Image, ProtocolError
+
+
+@dataclass
+class Layer:
+    rgba: np.ndarray  # HxWx4 uint8
+    x: int
+    y: int
+    seed: int
+
+
+@dataclass
+class GenerationOutput:
+    layers: list[Layer]
+    parameters: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Inputs:
+    """Decoded, validated inputs of a request."""
+
+    mode: str
+    image: np.ndarray | None = None  # HxWx4 uint8
+    mask: np.ndarray | None = None  # HxW uint8
+
+
+def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
+    """Cheap checks from the image headers alone (done at submit time, before queueing)."""
+    unknown = sorted(set(images) - {"image", "mask"})
+    if unknown:
+        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask'", field=unknown[0])
+    image, mask = images.get("image"), images.get("mask")
+    if mask is not None and image is None:
+        raise ProtocolError("'mask' needs an 'image' to regenerate; send the canvas as 'image' too", field="mask")
+    for name, img in images.items():
+        limits.check_size(img.width, img.height, name)
+    if image is not None and mask is not None and (image.width, image.height) != (mask.width, mask.height):
+        raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
+                            "send a mask of the same size as the image", field="mask")
+
+
+def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> Inputs:
+    """Check and decode the attachments; raises ProtocolError naming the field."""
+    check_attachments(request, images, limits)
+    image, mask = images.get("image"), images.get("mask")
+    if image is None:
+        return Inputs("txt2img")
+    rgba = decode_rgba(image, "image")
+    if mask is None:
+        return Inputs("img2img", rgba)
+    return Inputs("inpaint", rgba, decode_mask(mask, "mask"))
+
+
+def pick_seeds(seed: int, batch: int) -> list[int]:
+    """Seed -1 draws a random one; image i of a batch uses seed + i."""
+    base = random.randrange(0, 2**32) if seed == -1 else seed
+    return [(base + i) % 2**63 for i in range(batch)]
+
+
+def _round8(value: int) -> int:
+    return max(8, int(round(value / 8)) * 8)
+
+
+def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
+                   progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
+    """Run the request on the engine and return result layers in document coordinates."""
+    t0 = time.perf_counter()
+    seeds = pick_seeds(request.seed, request.batch)
+    if inputs.image is None:
+        out_w = request.width or model.native[0]
+        out_h = request.height or model.native[1]
+        source = None
+    else:
+        out_h, out_w = inputs.image.shape[:2]
+        source = inputs.image
+    work_w, work_h = _round8(out_w), _round8(out_h)
+    job = EngineJob(
+        mode=inputs.mode,  # type: ignore[arg-type]
+        prompt=request.prompt, negative_prompt=request.negative_prompt, model=model.id,
+        steps=request.steps, guidance=request.guidance, seeds=seeds, width=work_w, height=work_h,
+        scheduler=request.scheduler, strength=request.strength, preview=request.preview,
+    )
+    if source is not None:
+        job.image = _resize(PILImage.fromarray(source, "RGBA").convert("RGB"), work_w, work_h)
+    if inputs.mask is not None:
+        job.mask = _resize(PILImage.fromarray(inputs.mask, "L"), work_w, work_h)
+    results = engine.run(job, progress, cancelled)
+    t1 = time.perf_counter()
+    layers = []
+    for seed, img in zip(seeds, results, strict=True):
+        rgb = np.asarray(_resize(img.convert("RGB"), out_w, out_h))
+        rgba = np.dstack([rgb, np.full((out_h, out_w), 255, np.uint8)])
+        layers.append(Layer(rgba, request.x, request.y, seed))
+    parameters = {
+        "mode": inputs.mode, "model": model.id, "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt, "steps": job.steps or model.default_steps,
+        "guidance": job.guidance if job.guidance is not None else model.default_guidance,
+        "scheduler": request.scheduler or "default", "strength": request.strength,
+        "seeds": seeds, "width": out_w, "height": out_h, "work_size": [work_w, work_h],
+    }
+    return GenerationOutput(layers, parameters, {"run_s": t1 - t0, "compose_s": time.perf_counter() - t1})
+
+
+def _resize(img: PILImage.Image, width: int, height: int) -> PILImage.Image:
+    if img.size == (width, height):
+        return img
+    return img.resize((width, height), PILImage.Resampling.LANCZOS)
