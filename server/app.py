@@ -37,6 +37,8 @@ from .protocol import (
     encode_message,
     error_message,
 )
+from .results import ResultStore
+from .security import Security
 
 log = logging.getLogger("easel.app")
 PREVIEW_BACKLOG = 4  # previews are skipped while this many messages wait to be sent
@@ -69,13 +71,15 @@ class Connection:
 class App:
     """Easel's websocket server around an engine."""
 
-    def __init__(self, engine: Any, limits: Limits | None = None):
+    def __init__(self, engine: Any, limits: Limits | None = None, store: ResultStore | None = None,
+                 security: Security | None = None):
         self.engine = engine
         self.limits = limits or Limits()
+        self.store = store
+        self.security = security or Security()
         self.queue = JobQueue(self.limits.max_jobs_per_client)
         self.running: Job | None = None
         self.owners: dict[str, Connection] = {}  # job id -> connection, for queued and running jobs
-        self.unclaimed: dict[str, list[tuple[dict[str, Any], dict[str, Image] | None]]] = {}
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-worker")
@@ -84,9 +88,11 @@ class App:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 8765) -> Server:
+        self.security.check_bind(host)
         self._worker = asyncio.create_task(self._work_loop())
         self.server = await serve(self._handle, host, port, max_size=self.limits.max_message_bytes,
-                                  compression=None)
+                                  compression=None, origins=self.security.origins(),
+                                  process_request=self.security.process_request)
         return self.server
 
     @property
@@ -156,9 +162,11 @@ class App:
             self._cancel(conn, message.data.get("job"))
         elif kind == "models":
             conn.post({"type": "models", "models": [m.to_dict() for m in self.engine.models()]})
+        elif kind in ("fetch", "ack", "history"):
+            asyncio.get_running_loop().create_task(self._stored(conn, kind, message.data))
         else:
-            raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel or models",
-                                field="type", code="unknown_type")
+            raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
+                                "ack or history", field="type", code="unknown_type")
 
     def _submit(self, conn: Connection, message: Message) -> None:
         job_id = message.data.get("job") if isinstance(message.data.get("job"), str) else None
@@ -226,14 +234,50 @@ class App:
                                        None, job.id), None)
             finally:
                 self.running = None
-                self.owners.pop(job.id, None)
-            self._deliver(conn, job, reply)
+                conn = self.owners.pop(job.id, conn)  # a reconnected client may have taken it over
+            if conn.closed:
+                log.info("%s finished after %s left; its result is kept for fetch", job.id, conn.id)
+            conn.post(*reply)
 
-    def _deliver(self, conn: Connection, job: Job, reply: tuple[dict[str, Any], dict[str, Image] | None]) -> None:
-        if conn.closed and reply[0]["type"] == "result":
-            self.unclaimed.setdefault(conn.id, []).append(reply)  # nothing lost: kept for a later fetch
-            log.info("kept result of %s for disconnected %s", job.id, conn.id)
-        conn.post(*reply)
+    def _post_to_owner(self, job: str, message: dict[str, Any], attachments: dict[str, Image] | None) -> None:
+        conn = self.owners.get(job)
+        if conn is not None:
+            conn.post(message, attachments)
+
+    async def _stored(self, conn: Connection, kind: str, data: dict[str, Any]) -> None:
+        """``fetch`` / ``ack`` / ``history`` against the result store (disk work off the loop)."""
+        loop = asyncio.get_running_loop()
+        job = data.get("job")
+        if self.store is None:
+            conn.post(error_message("unavailable", "this server keeps no results (started without a store)",
+                                    None, job if isinstance(job, str) else None))
+            return
+        if kind == "history":
+            limit = data.get("limit", 50)
+            limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 50
+            conn.post({"type": "history", "jobs": self.store.history(limit)})
+            return
+        if not isinstance(job, str):
+            conn.post(error_message("bad_request", f"'{kind}' needs the 'job' id of a finished job", "job"))
+            return
+        if kind == "ack":
+            found = await loop.run_in_executor(None, self.store.ack, job)
+            conn.post({"type": "acked", "job": job, "found": found})
+            return
+        if self.running is not None and self.running.id == job:
+            self.owners[job] = conn  # a reconnected client takes over delivery of its running job
+            conn.post({"type": "status", "job": job, "state": "running"})
+            return
+        stored = await loop.run_in_executor(None, self.store.get, job)
+        if stored is None:
+            state = "queued" if job in self.queue else "unknown"
+            conn.post(error_message("not_found", f"no finished result for job {job!r} ({state}); results are "
+                                    "kept until acknowledged or past the retention limit", "job", job))
+            return
+        meta, layers = stored
+        attachments = await loop.run_in_executor(
+            None, lambda: {f"image{i}": encode(rgba, conn.image_format) for i, rgba in enumerate(layers)})
+        conn.post(meta, attachments)
 
     def _execute(self, job: Job, conn: Connection, loop: asyncio.AbstractEventLoop):
         """Runs on the worker thread: the whole generation, including encoding the results."""
@@ -243,9 +287,10 @@ class App:
             message = {"type": "progress", "job": job.id, "stage": p.stage, "step": p.step,
                        "total": p.total, "message": p.message}
             attachments = None
-            if p.preview is not None and conn.outbox.qsize() < PREVIEW_BACKLOG:
-                attachments = {"preview": encode(np.asarray(p.preview.convert("RGB")), conn.image_format)}
-            loop.call_soon_threadsafe(conn.post, message, attachments)
+            owner = self.owners.get(job.id, conn)
+            if p.preview is not None and owner.outbox.qsize() < PREVIEW_BACKLOG:
+                attachments = {"preview": encode(np.asarray(p.preview.convert("RGB")), owner.image_format)}
+            loop.call_soon_threadsafe(self._post_to_owner, job.id, message, attachments)
 
         t0 = time.perf_counter()
         try:
@@ -262,8 +307,11 @@ class App:
                    "encode_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0}
         images = [{"seed": layer.seed, "x": layer.x, "y": layer.y, "width": layer.rgba.shape[1],
                    "height": layer.rgba.shape[0]} for layer in output.layers]
-        return ({"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
-                 "timings": {k: round(v, 4) for k, v in timings.items()}}, attachments)
+        meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
+                "timings": {k: round(v, 4) for k, v in timings.items()}}
+        if self.store is not None and self.store.valid_id(job.id):
+            self.store.save(job.id, meta, [layer.rgba for layer in output.layers])  # on disk before it is sent
+        return meta, attachments
 
 
 def _job_of(frame: str | bytes) -> str | None:

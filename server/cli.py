@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from . import __version__
 from .client import DEFAULT_URL, Client, ClientError, JobCancelled, JobFailed, ProgressInfo, new_job_id
 from .protocol import GenerateRequest, Image, ProtocolError
+from .security import TOKEN_ENV, Security, SecurityError
 
 DEMO_MODEL = "easel-demo"
 
@@ -48,11 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
     p.add_argument("--models-dir", type=Path, help="folder that local model paths are confined to")
     p.add_argument("--no-preload", action="store_true", help="load the default model on first use")
+    p.add_argument("--output-dir", type=Path, help="where finished results are kept (default: user data dir)")
+    p.add_argument("--keep-results", type=int, default=200, metavar="N", help="results kept until acknowledged")
+    p.add_argument("--keep-days", type=float, default=7.0, help="results older than this are deleted")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"require this token from clients (default: ${TOKEN_ENV}); needed off loopback")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let browser pages from ORIGIN connect (none by default)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("generate", help="generate an image through a running server")
     p.add_argument("--url", default=DEFAULT_URL)
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"server token (default: ${TOKEN_ENV})")
     p.add_argument("--prompt", required=True)
     p.add_argument("--negative", default="")
     p.add_argument("--model")
@@ -97,10 +107,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     models = args.model or [DEMO_MODEL]
+    security = Security(token=args.token, allowed_origins=args.allow_origin)
+    try:
+        security.check_bind(args.host)
+    except SecurityError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
     print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
     from .app import App
     from .engine import Engine
     from .engine.types import EngineError, Progress
+    from .results import ResultStore, default_output_dir
 
     try:
         engine = Engine(models, device=args.device, dtype=args.dtype, max_loaded=args.max_loaded,
@@ -129,7 +146,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"device {engine.device}, dtype {engine.dtype}; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
     try:
-        asyncio.run(_serve(App(engine), args.host, args.port))
+        store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
+        print(f"results are kept in {store.folder}", flush=True)
+        asyncio.run(_serve(App(engine, store=store, security=security), args.host, args.port))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -207,7 +226,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bar.update(p.step, p.total, p.stage if not p.message else f"{p.stage}: {p.message}")
 
     try:
-        with Client(args.url, image_format="png", client_name=f"easel-cli/{__version__}") as client:
+        with Client(args.url, image_format="png", client_name=f"easel-cli/{__version__}",
+                    token=args.token) as client:
             result = client.generate(request, image, mask, on_progress=on_progress)
     except JobFailed as exc:
         bar.done()
