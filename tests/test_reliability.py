@@ -1,0 +1,230 @@
+"""Nothing lost, nobody in, no crash on bad input: fuzzing, disconnects, many clients, auth."""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from server.client import Client, ClientError, new_job_id
+from server.engine import Engine
+from server.limits import Limits
+from server.protocol import GenerateRequest
+from server.results import ResultStore
+from server.security import Security, SecurityError
+from tests.server_harness import inprocess_server
+from tests.test_server import pixels
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_sd_path):
+    return Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def served(engine, tmp_path_factory):
+    store = ResultStore(tmp_path_factory.mktemp("results"))
+    with inprocess_server(engine, store=store) as (url, app):
+        yield url, app
+
+
+def req(**kw) -> GenerateRequest:
+    kw.setdefault("prompt", "a blue square")
+    kw.setdefault("steps", 2)
+    kw.setdefault("seed", 3)
+    return GenerateRequest(job=new_job_id(), **kw)
+
+
+# -- fuzzing ----------------------------------------------------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=8,
+)
+FIELDS = ["job", "prompt", "negative_prompt", "model", "steps", "guidance", "seed", "batch", "width", "height",
+          "scheduler", "strength", "x", "y", "attachments", "protocol", "preview", "grow", "feather", "padding"]
+messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["generate", "cancel", "models", "fetch", "ack", "history", "hello", "zap"]) | st.text()},
+    optional={f: json_values for f in FIELDS},
+)
+image_frames = st.builds(
+    lambda fmt, w, h, payload, magic: struct.pack(">4sBBHII", magic, 1, fmt, 0, w, h) + payload,
+    st.integers(0, 6), st.integers(0, 70000), st.integers(0, 5), st.binary(max_size=64),
+    st.sampled_from([b"EZIM", b"EZIX"]),
+)
+frames = (
+    messages.map(json.dumps)
+    | messages.map(lambda m: json.dumps(m)[: max(1, len(json.dumps(m)) // 2)])  # truncated JSON
+    | st.text(max_size=50)
+    | st.binary(max_size=100)
+    | image_frames
+)
+
+
+def test_fuzzed_frames_never_break_the_server(served):
+    url = served[0]
+    sent = {"n": 0}
+    with Client(url) as fuzz:
+
+        @settings(max_examples=2000, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(frame=frames)
+        def send(frame):
+            fuzz._ws.send(frame)
+            sent["n"] += 1
+
+        send()
+        assert fuzz.models()  # the fuzzed connection itself still answers
+    assert sent["n"] >= 1000
+    with Client(url, image_format="rgba") as normal:  # and a normal job still works
+        result = normal.generate(req())
+        assert pixels(result.images[0].image).shape == (64, 64, 4)
+
+
+def test_oversized_frame_closes_only_that_connection(engine):
+    with inprocess_server(engine, Limits(max_message_bytes=2**20)) as (url, app):
+        with Client(url) as big:
+            big._ws.send(b"\0" * (2**20 + 100))
+            with pytest.raises((ClientError, ConnectionClosed)):
+                big.models()
+        with Client(url) as other:
+            assert other.welcome["limits"]["max_message_bytes"] == 2**20
+            assert other.models()
+
+
+# -- nothing lost -----------------------------------------------------------------------------
+def test_disconnect_mid_job_then_fetch(served):
+    url = served[0]
+    request = req(steps=30, width=128, height=128, seed=11)
+    with Client(url, image_format="rgba") as first:
+        first.submit(request)
+        next(e for e in first.events(timeout=60) if e.type == "progress")
+    # the client is gone; the job goes on. A new connection fetches it by id.
+    with Client(url, image_format="rgba") as second:
+        result_event = None
+        deadline = time.monotonic() + 120
+        while result_event is None and time.monotonic() < deadline:
+            second.send({"type": "fetch", "job": request.job})
+            for event in second.events(timeout=120):
+                if event.job != request.job:
+                    continue
+                if event.type == "result":
+                    result_event = event
+                    break
+                if event.type == "status":  # still running: its result now comes here
+                    continue
+                if event.type == "error":
+                    time.sleep(0.2)
+                    break
+        assert result_event is not None, "the finished result was lost"
+        again = second.generate(req(steps=30, width=128, height=128, seed=11))
+        assert np.array_equal(pixels(result_event.images["image0"]), pixels(again.images[0].image))
+        second.send({"type": "ack", "job": request.job})
+        acked = next(e for e in second.events(timeout=10) if e.type == "acked")
+        assert acked.data["found"] is True
+
+
+def test_results_are_on_disk_before_they_are_sent(served):
+    app = served[1]
+    with Client(served[0]) as c:
+        r = c.generate(req(prompt="a green triangle", seed=5))
+    folder = app.store.folder / r.job
+    assert (folder / "result.json").exists() and (folder / "image-0.png").exists()
+    from PIL import Image as PILImage
+
+    text = PILImage.open(folder / "image-0.png").text["parameters"]
+    assert text.startswith("a green triangle\n") and "Seed: 5" in text and "Steps: 2" in text
+
+
+def test_queued_jobs_of_a_disconnected_client_are_dropped(served):
+    url, app = served
+    with Client(url) as holder:
+        blocker = holder.submit(req(steps=40, width=128, height=128))
+        with Client(url) as leaver:
+            queued = [leaver.submit(req()) for _ in range(3)]
+            assert all(j in app.queue for j in queued)
+        time.sleep(0.5)
+        assert not any(j in app.queue for j in queued)
+        holder.cancel(blocker)
+
+
+def test_eight_clients_five_jobs_each_none_lost_or_duplicated(served):
+    url = served[0]
+    got: dict[int, list[str]] = {}
+    sent: dict[int, list[str]] = {}
+
+    def run(i: int) -> None:
+        with Client(url) as c:
+            jobs = [c.submit(req(steps=1, seed=i * 10 + k)) for k in range(5)]
+            sent[i] = jobs
+            seen = []
+            for event in c.events(timeout=120):
+                if event.type == "result":
+                    seen.append(event.job)
+                    if len(seen) == 5:
+                        break
+            got[i] = seen
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert sorted(got) == list(range(8))
+    for i in range(8):
+        assert sorted(got[i]) == sorted(sent[i]), f"client {i} lost or got extra results"
+
+
+# -- nobody in --------------------------------------------------------------------------------
+def test_token_and_origin_rules(engine):
+    security = Security(token="s3cret", allowed_origins=["https://painter.example"])
+    with inprocess_server(engine, security=security) as (url, app):
+        with pytest.raises(InvalidStatus) as err:
+            connect(url).close()
+        assert err.value.response.status_code == 401
+        with pytest.raises(InvalidStatus):
+            connect(url, additional_headers={"Authorization": "Bearer wrong"}).close()
+        with Client(url, token="s3cret") as ok:
+            assert ok.models()
+        connect(url + "/?token=s3cret").close()
+        with pytest.raises(InvalidStatus) as err:
+            connect(url + "/?token=s3cret", origin="https://evil.example").close()
+        assert err.value.response.status_code == 403
+        connect(url + "/?token=s3cret", origin="https://painter.example").close()
+
+
+def test_browser_pages_are_refused_by_default(served):
+    with pytest.raises(InvalidStatus) as err:
+        connect(served[0], origin="https://any-site.example").close()
+    assert err.value.response.status_code == 403
+
+
+def test_non_loopback_bind_needs_a_token():
+    Security().check_bind("127.0.0.1")
+    Security().check_bind("::1")
+    with pytest.raises(SecurityError, match="--token"):
+        Security().check_bind("0.0.0.0")
+    Security(token="t").check_bind("0.0.0.0")
+
+
+def test_result_store_retention_and_ids(tmp_path):
+    store = ResultStore(tmp_path, max_count=2)
+    meta = {"type": "result", "images": [{"seed": 1, "x": 0, "y": 0, "width": 2, "height": 2}], "parameters": {}}
+    layer = np.zeros((2, 2, 4), np.uint8)
+    for job in ("a", "b", "c"):
+        store.save(job, {**meta, "job": job}, [layer])
+    assert sorted(store.jobs()) == ["b", "c"]  # the oldest went over the count limit
+    assert ResultStore(tmp_path).jobs() and store.get("c")[0]["job"] == "c"  # survives a restart
+    assert not ResultStore.valid_id("../etc") and not ResultStore.valid_id("..")
+    aged = ResultStore(tmp_path, max_age_s=0)
+    time.sleep(0.01)
+    aged.prune()
+    assert aged.jobs() == []
