@@ -2,7 +2,7 @@
 
 Distances are square (Chebyshev): ``dilate(m, r)`` takes the maximum over a (2r+1)² window.
 ``blur(m, r)`` is three stacked box filters whose radii add up to ``r`` (close to a gaussian
-with sigma ≈ r/2.5) computed in exact integer arithmetic, so its support is exactly ``r``
+with sigma ≈ r/2.5) computed in integer arithmetic, so its support is exactly ``r``
 pixels: a pixel farther than ``r`` from any non-zero pixel stays 0, and one whose whole
 ``r``-window is 255 stays 255. Image edges repeat the edge pixel (a selection touching the
 canvas edge is treated as continuing beyond it).
@@ -61,13 +61,19 @@ def erode(mask: np.ndarray, radius: int) -> np.ndarray:
     return 255 - dilate(255 - mask, radius)
 
 
-def _box_sum_last(a: np.ndarray, radius: int) -> np.ndarray:
-    """Sum over a ``2*radius+1`` window along the last axis, edges repeated (int64, exact)."""
-    padded = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(radius + 1, radius)], mode="edge")
-    padded[..., 0] = 0
-    csum = np.cumsum(padded, axis=-1, dtype=np.int64)
-    n = a.shape[-1]
-    return csum[..., 2 * radius + 1 :] - csum[..., : n]
+def _box_mean(a: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Rounded mean over a ``2*radius+1`` window along ``axis``, edges repeated (exact int32 arithmetic)."""
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (radius + 1, radius)
+    padded = np.pad(a, pad, mode="edge")
+    first = [slice(None)] * a.ndim
+    first[axis] = 0
+    padded[tuple(first)] = 0  # the cumulative sum's leading zero
+    csum = np.cumsum(padded, axis=axis, dtype=np.int32)
+    hi, lo = list(first), list(first)
+    hi[axis], lo[axis] = slice(2 * radius + 1, None), slice(0, a.shape[axis])
+    k = 2 * radius + 1
+    return (csum[tuple(hi)] - csum[tuple(lo)] + k // 2) // k
 
 
 def _radii(radius: int) -> list[int]:
@@ -75,19 +81,20 @@ def _radii(radius: int) -> list[int]:
 
 
 def blur(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Soft edges: three box filters (radii summing to ``radius``), so the support is exactly ``radius``."""
+    """Soft edges: three box filters (radii summing to ``radius``), so the support is exactly ``radius``.
+
+    Each 1-D pass (rows, then columns) is an exact integer sum rounded to the nearest integer,
+    so a window of 255s stays 255 and a window of 0s stays 0 bit-exactly.
+    """
     mask = _check(mask)
     if radius <= 0:
         return mask.copy()
-    acc = mask.astype(np.int64)
-    divisor = 1
+    if max(mask.shape) + 2 * radius + 2 > 2**31 // 256:
+        raise ValueError(f"mask {mask.shape} too large to blur exactly")
+    acc = mask.astype(np.int32)
     for r in _radii(radius):
-        if divisor * (2 * r + 1) ** 2 * 255 >= 2**62:  # keep the int64 sums exact: normalise first
-            acc, divisor = (acc + divisor // 2) // divisor, 1
-        acc = _box_sum_last(acc, r)
-        acc = np.ascontiguousarray(_box_sum_last(acc.T, r).T)
-        divisor *= (2 * r + 1) ** 2
-    return ((acc + divisor // 2) // divisor).astype(np.uint8)
+        acc = _box_mean(_box_mean(acc, r, 1), r, 0)
+    return acc.astype(np.uint8)
 
 
 def denoise_mask(selection: np.ndarray, grow: int, feather: int) -> np.ndarray:
