@@ -164,3 +164,44 @@ class GenerationTask(threading.Thread):
             error = f"unexpected error: {exc!r}"
         if self.on_done:
             self.on_done(result, error)
+
+
+# ----------------------------------------------------------------------------- plugin settings
+# (appended for the GIMP plug-in; editor-independent, so the Krita plugin can use them too)
+
+URL_ENV = "EASEL_URL"
+DEFAULT_SERVER_URL = "ws://127.0.0.1:8765"
+
+
+def resolve_url(explicit: str | None, environ: dict[str, str] | None = None, saved: str | None = None) -> str:
+    """The server URL to use: the one given, else ``$EASEL_URL``, else the saved one, else the default.
+
+    ``host:port`` without a scheme gets ``ws://``; surrounding blanks are dropped.
+    """
+    for candidate in (explicit, (environ or {}).get(URL_ENV), saved, DEFAULT_SERVER_URL):
+        text = (candidate or "").strip()
+        if text:
+            return text if "://" in text else f"ws://{text}"
+    return DEFAULT_SERVER_URL
+
+
+def params_from_ui(prompt: str, negative_prompt: str = "", strength: float = 1.0, steps: int = 0,
+                   guidance: float = -1.0, seed: int = -1, batch: int = 1, model: str = "") -> Params:
+    """Params from editor widgets, whose 'use the default' values are 0 steps, a negative
+    guidance and an empty model name (widgets cannot hold None)."""
+    return Params(prompt=prompt.strip(), negative_prompt=negative_prompt.strip(), strength=float(strength),
+                  steps=int(steps) if steps and steps > 0 else None,
+                  guidance=float(guidance) if guidance is not None and guidance >= 0 else None,
+                  seed=int(seed), batch=int(batch), model=model.strip() or None)
+
+
+def check_request(planned: PlannedRequest) -> str | None:
+    """Validate a planned request with the server's own rules; a plain-words problem or None."""
+    from .protocol import ProtocolError
+
+    try:
+        GenerateRequest.from_message(planned.request.to_message())
+    except ProtocolError as exc:
+        return f"bad parameter: {exc}"
+    return None
+

@@ -1,0 +1,108 @@
+# Runs inside GIMP 3 (python-fu-eval batch interpreter, which has imported Gimp, Gegl, GLib, Gio,
+# GObject and sys). It builds test images from raw pixel files the host test wrote, calls the
+# Easel procedures through the PDB NONINTERACTIVE and records what happened as JSON and raw
+# pixel files in the spec's "out" folder. The host test (tests/editors/test_gimp.py) judges.
+import hashlib
+import json
+import os
+import sys
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+FMT, MASK = "R'G'B'A u8", "Y u8"
+SPEC = json.load(open(os.environ["EASEL_TEST_SPEC"]))
+IN, OUT = SPEC["in"], SPEC["out"]
+
+
+def read(drawable, fmt=FMT):
+    w, h = drawable.get_width(), drawable.get_height()
+    return bytes(drawable.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, fmt, Gegl.AbyssPolicy.NONE))
+
+
+def write(drawable, data, fmt=FMT):
+    w, h = drawable.get_width(), drawable.get_height()
+    buf = drawable.get_buffer()
+    buf.set(Gegl.Rectangle.new(0, 0, w, h), fmt, data)
+    buf.flush()
+    drawable.update(0, 0, w, h)
+
+
+def build(spec):
+    image = Gimp.Image.new(spec["width"], spec["height"], Gimp.ImageBaseType.RGB)
+    for lay in spec["layers"]:  # bottom first
+        layer = Gimp.Layer.new(image, lay["name"], lay["w"], lay["h"], Gimp.ImageType.RGBA_IMAGE, 100.0,
+                               Gimp.LayerMode.NORMAL)
+        image.insert_layer(layer, None, 0)
+        layer.set_offsets(lay["x"], lay["y"])
+        write(layer, open(os.path.join(IN, lay["file"]), "rb").read())
+        layer.set_visible(lay.get("visible", True))
+    if spec.get("selection"):
+        write(image.get_selection(), open(os.path.join(IN, spec["selection"]), "rb").read(), MASK)
+    if spec.get("active"):
+        image.set_selected_layers([lay for lay in image.get_layers() if lay.get_name() == spec["active"]])
+    return image
+
+
+def snapshot(image):
+    layers = []
+    for layer in image.get_layers():
+        _ok, x, y = layer.get_offsets()
+        layers.append({"id": layer.get_id(), "name": layer.get_name(), "x": x, "y": y, "w": layer.get_width(),
+                       "h": layer.get_height(), "visible": layer.get_visible(), "opacity": layer.get_opacity(),
+                       "sha": hashlib.sha256(read(layer)).hexdigest()})
+    sel = hashlib.sha256(read(image.get_selection(), MASK)).hexdigest()
+    return {"size": [image.get_width(), image.get_height()], "layers": layers, "selection": sel}
+
+
+def call(name, image, drawables, args):
+    proc = Gimp.get_pdb().lookup_procedure(name)
+    if proc is None:
+        return {"status": "missing procedure " + name}
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", drawables)
+    for key, value in args.items():
+        cfg.set_property(key, value)
+    rv = proc.run(cfg)
+    out = {"status": rv.index(0).value_nick}
+    if rv.length() > 1:
+        out["message"] = str(rv.index(1))
+    return out
+
+
+def run_case(case):
+    res = {"name": case["name"]}
+    image = build(case["image"]) if case.get("image") else None
+    if image is not None:
+        res["before"] = snapshot(image)
+        drawables = list(image.get_selected_layers())
+    else:
+        drawables = []
+    res.update(call(case["procedure"], image, drawables, case["args"]))
+    if image is not None:
+        res["after"] = snapshot(image)
+        old = {lay["id"] for lay in res["before"]["layers"]}
+        res["new_layers"] = []
+        for i, layer in enumerate(x for x in image.get_layers() if x.get_id() not in old):
+            path = os.path.join(OUT, f"{case['name']}-layer{i}.rgba")
+            open(path, "wb").write(read(layer))
+            info = next(lay for lay in res["after"]["layers"] if lay["id"] == layer.get_id())
+            res["new_layers"].append({**info, "file": os.path.basename(path)})
+        image.delete()
+    return res
+
+
+results = {"gimp": Gimp.version(), "python": sys.version, "cases": []}
+for case in SPEC["cases"]:
+    try:
+        results["cases"].append(run_case(case))
+    except Exception:
+        results["cases"].append({"name": case["name"], "error": traceback.format_exc()})
+    json.dump(results, open(os.path.join(OUT, "results.json"), "w"), indent=1)
+print("EASEL-BATCH-DONE", len(results["cases"]))

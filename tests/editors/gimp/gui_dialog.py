@@ -1,0 +1,49 @@
+# Runs inside the GIMP 3 GUI (python-fu-eval batch interpreter) under Xvfb: opens an image in a
+# window and runs easel-generate INTERACTIVE, so the Easel dialog appears. The host test takes
+# the screenshot and presses OK; this script then records the outcome and quits GIMP.
+import json
+import os
+import traceback
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp  # noqa: E402
+
+SPEC = json.load(open(os.environ["EASEL_TEST_SPEC"]))
+OUT = SPEC["out"]
+res = {}
+try:
+    W, H = 320, 240
+    image = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
+    layer = Gimp.Layer.new(image, "Sketch", W, H, Gimp.ImageType.RGBA_IMAGE, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, None, 0)
+    layer.fill(Gimp.FillType.WHITE)
+    layer.get_buffer().set(Gegl.Rectangle.new(100, 60, 120, 120), "R'G'B'A u8", bytes((200, 40, 40, 255)) * 14400)
+    layer.update(0, 0, W, H)
+    Gimp.Display.new(image)
+    Gimp.displays_flush()
+    proc = Gimp.get_pdb().lookup_procedure("easel-generate")
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [layer])
+    for key, value in SPEC["args"].items():
+        cfg.set_property(key, value)
+    open(os.path.join(OUT, "dialog_requested"), "w").close()
+    rv = proc.run(cfg)
+    res["status"] = rv.index(0).value_nick
+    if rv.length() > 1:
+        res["message"] = str(rv.index(1))
+    res["layers"] = []
+    for lay in image.get_layers():
+        _ok, x, y = lay.get_offsets()
+        res["layers"].append({"name": lay.get_name(), "x": x, "y": y, "w": lay.get_width(), "h": lay.get_height()})
+except Exception:
+    res["error"] = traceback.format_exc()
+json.dump(res, open(os.path.join(OUT, "gui_result.json"), "w"), indent=1)
+quit_proc = Gimp.get_pdb().lookup_procedure("gimp-quit")
+quit_cfg = quit_proc.create_config()
+quit_cfg.set_property("force", True)
+quit_proc.run(quit_cfg)
