@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .client import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result, new_job_id
+from .imaging.send_region import send_region
 from .protocol import GenerateRequest, Image
 
 TXT2IMG, IMG2IMG, INPAINT = "txt2img", "img2img", "inpaint"
@@ -164,6 +165,99 @@ class GenerationTask(threading.Thread):
             error = f"unexpected error: {exc!r}"
         if self.on_done:
             self.on_done(result, error)
+
+
+# ----------------------------------------------------------------------------- plugin UI helpers
+# Small pure helpers both editor plugins use between their UI and the functions above.
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+
+
+def read_plan(width: int, height: int, selection_box: Box | None, strength: float) -> tuple[str, Box | None]:
+    """What a plugin reads from the document before ``plan_request``: the mode and the region.
+
+    ``selection_box`` is the selection's bounds in the document (None or empty: no selection).
+    Text to image reads nothing (region None); refine reads the whole canvas; regenerating a
+    selection reads the selection's context region (``imaging.send_region``), not the canvas.
+    """
+    has_selection = selection_box is not None and selection_box[2] > 0 and selection_box[3] > 0
+    mode = choose_mode(has_selection, strength)
+    if mode == TXT2IMG:
+        return mode, None
+    if mode == INPAINT:
+        return mode, tuple(send_region(selection_box, (width, height)))
+    return mode, (0, 0, width, height)
+
+
+def model_choices(welcome: dict) -> tuple[list[str], str | None]:
+    """Model ids a server offers (from its ``welcome``) and its default model."""
+    ids = [m["id"] if isinstance(m, dict) else str(m) for m in welcome.get("models", [])]
+    default = welcome.get("default_model") or (ids[0] if ids else None)
+    return ids, default
+
+
+def progress_text(info: ProgressInfo) -> tuple[int, str]:
+    """A progress event as a percentage (0..100) and a few plain words for the UI."""
+    if info.stage == "queued":
+        return 0, info.message or "waiting in the server's queue"
+    if info.stage == "load":
+        percent = int(100 * info.step / info.total) if info.total else 0
+        return percent, info.message or "loading the model"
+    if info.total:
+        return int(100 * info.step / info.total), f"step {info.step} of {info.total}"
+    return 0, info.message or "working"
+
+
+def strength_text(percent: int) -> str:
+    """What the strength slider means at ``percent``: 100 generates, lower refines the canvas."""
+    if percent >= 100:
+        return "100%: new image (or a new selection content)"
+    return f"{percent}%: refine what is on the canvas"
+
+
+def parse_seed(text: str) -> int:
+    """A seed typed by the painter: digits give a fixed seed, anything else -1 (random)."""
+    text = text.strip()
+    if not text.isdigit():
+        return -1
+    return min(int(text), 2**63 - 1)
+
+
+_SETTING_FIELDS = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "batch", "model")
+
+
+def params_to_settings(params: Params) -> dict[str, str]:
+    """``Params`` as strings for an editor's settings store (None becomes "")."""
+    out = {}
+    for name in _SETTING_FIELDS:
+        value = getattr(params, name)
+        out[name] = "" if value is None else str(value)
+    return out
+
+
+def params_from_settings(values: dict[str, str], defaults: Params | None = None) -> Params:
+    """The inverse of ``params_to_settings``; a missing or unreadable value keeps its default."""
+    merged = {name: getattr(defaults or Params(prompt=""), name) for name in Params.__dataclass_fields__}
+    kinds = {"strength": float, "guidance": float, "steps": int, "seed": int, "batch": int}
+    for name in _SETTING_FIELDS:
+        raw = values.get(name)
+        if raw is None:
+            continue
+        if name in ("prompt", "negative_prompt"):
+            merged[name] = raw
+        elif raw == "" and name in ("model", "steps", "guidance"):
+            merged[name] = None  # "" stands for None: the server's default
+        elif name == "model":
+            merged[name] = raw
+        else:
+            try:
+                merged[name] = kinds[name](raw)
+            except ValueError:
+                continue
+    merged["strength"] = min(max(merged["strength"], 0.0), 1.0)
+    merged["batch"] = max(1, merged["batch"])
+    merged["seed"] = max(-1, merged["seed"])
+    return Params(**merged)
 
 
 # ----------------------------------------------------------------------------- plugin settings
