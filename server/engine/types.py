@@ -5,8 +5,9 @@ The websocket app and the generation service talk to the engine only through the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 from PIL import Image as PILImage
 
@@ -54,16 +55,16 @@ class EngineJob:
     mode: Mode
     prompt: str
     negative_prompt: str = ""
-    model: Optional[str] = None
-    steps: Optional[int] = None
-    guidance: Optional[float] = None
+    model: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
     seeds: list[int] = field(default_factory=lambda: [0])  # one image per seed
     width: int = 512
     height: int = 512
-    scheduler: Optional[str] = None
+    scheduler: str | None = None
     strength: float = 1.0
-    image: Optional[PILImage.Image] = None
-    mask: Optional[PILImage.Image] = None
+    image: PILImage.Image | None = None
+    mask: PILImage.Image | None = None
     preview: bool = True
 
 
@@ -75,7 +76,7 @@ class Progress:
     step: int
     total: int
     message: str = ""
-    preview: Optional[PILImage.Image] = None  # cheap latent->RGB preview, small
+    preview: PILImage.Image | None = None  # cheap latent->RGB preview, small
 
 
 ProgressFn = Callable[[Progress], None]

@@ -1,0 +1,124 @@
+"""Model families and their defaults, detected from configs (and names, for few-step variants).
+
+Families: ``sd1`` (SD 1.x, CLIP-L 768), ``sd2`` (SD 2.x, OpenCLIP 1024), ``sdxl`` and ``demo``.
+Few-step variants change the defaults: ``turbo`` (1 step, guidance 0), ``lightning`` (4 steps,
+guidance 0) and ``lcm`` (4 steps, guidance 1; 8 when the UNet embeds guidance).
+Native size = ``unet.sample_size * vae_scale_factor`` (vae_scale_factor = 2 ** (VAE blocks - 1)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .types import EngineError
+
+FAMILY_DEFAULTS: dict[str, tuple[int, float]] = {
+    "sd1": (20, 7.5), "sd2": (20, 7.5), "sdxl": (25, 6.0), "demo": (20, 7.5)}
+VARIANT_DEFAULTS: dict[str, tuple[int, float]] = {"turbo": (1, 0.0), "lightning": (4, 0.0), "lcm": (4, 1.0)}
+SD_CLASSES = {
+    "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+    "LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline"}
+SDXL_CLASSES = {"StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"}
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the engine needs to know about a model before and after loading it."""
+
+    family: str
+    native: tuple[int, int]
+    default_steps: int
+    default_guidance: float
+    variant: str | None = None  # "turbo" | "lightning" | "lcm" | None
+    inpaint_unet: bool = False  # 9-channel inpainting UNet
+    vae_scale: int = 8
+
+    @property
+    def few_step(self) -> bool:
+        return self.variant is not None
+
+
+Config = dict[str, Any]
+
+
+def read_json(path: str) -> Config | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def folder_configs(folder: str) -> tuple[Config | None, Config | None, Config | None, Config | None]:
+    """model_index, unet, vae and scheduler configs of a diffusers folder (None where missing)."""
+    return (read_json(os.path.join(folder, "model_index.json")),
+            read_json(os.path.join(folder, "unet", "config.json")),
+            read_json(os.path.join(folder, "vae", "config.json")),
+            read_json(os.path.join(folder, "scheduler", "scheduler_config.json")))
+
+
+def check_supported(index: Config | None, name: str) -> None:
+    cls = (index or {}).get("_class_name")
+    if cls is not None and cls not in SD_CLASSES | SDXL_CLASSES:
+        raise EngineError(
+            f"model {name!r} is a {cls}; Easel serves Stable Diffusion 1.x/2.x and SDXL pipelines "
+            "(including turbo/LCM/lightning variants). Pick such a model.", field="model", code="model_load_failed")
+
+
+def detect(name: str, index: Config | None, unet: Config | None, vae: Config | None,
+           scheduler: Config | None) -> Traits:
+    """Family, native size and defaults from configs; falls back to the name where configs are missing."""
+    index, unet, vae, scheduler = index or {}, unet or {}, vae or {}, scheduler or {}
+    lname = name.lower()
+    cls = str(index.get("_class_name", ""))
+    if not (index or unet):
+        return guess(name)
+    if cls in SDXL_CLASSES or _present(index, "text_encoder_2") or unet.get("addition_embed_type") == "text_time":
+        family = "sdxl"
+    elif unet.get("cross_attention_dim") == 1024:
+        family = "sd2"
+    else:
+        family = "sd1"
+    blocks = vae.get("block_out_channels") or [0, 0, 0, 0]
+    vae_scale = 2 ** (len(blocks) - 1)
+    size = unet.get("sample_size") or {"sdxl": 128, "sd2": 96}.get(family, 64)
+    h, w = (size, size) if isinstance(size, int) else (size[0], size[1])
+    variant = _variant(lname, cls, scheduler)
+    steps, guidance = VARIANT_DEFAULTS[variant] if variant else FAMILY_DEFAULTS[family]
+    if variant == "lcm" and unet.get("time_cond_proj_dim"):
+        guidance = 8.0  # LCM-distilled UNets take guidance as an embedding, not as CFG
+    return Traits(family, (w * vae_scale, h * vae_scale), steps, guidance, variant,
+                  unet.get("in_channels") == 9, vae_scale)
+
+
+def guess(name: str) -> Traits:
+    """Best guess from a name alone (hub models not yet downloaded); corrected after loading."""
+    lname = name.lower()
+    variant = _variant(lname, "", {})
+    if "xl" in lname:
+        family, native = "sdxl", 512 if variant == "turbo" else 1024
+    elif any(tag in lname for tag in ("2-1", "2.1", "2-0", "sd2", "v2", "sd-turbo")):
+        family, native = "sd2", 512 if variant == "turbo" or "base" in lname else 768
+    else:
+        family, native = "sd1", 512
+    steps, guidance = VARIANT_DEFAULTS[variant] if variant else FAMILY_DEFAULTS[family]
+    return Traits(family, (native, native), steps, guidance, variant, "inpaint" in lname)
+
+
+def _variant(lname: str, cls: str, scheduler: Config) -> str | None:
+    if "turbo" in lname:
+        return "turbo"
+    if "lightning" in lname:
+        return "lightning"
+    if "lcm" in lname or cls.startswith("LatentConsistency") or scheduler.get("_class_name") == "LCMScheduler":
+        return "lcm"
+    return None
+
+
+def _present(index: Config, key: str) -> bool:
+    value = index.get(key)
+    return isinstance(value, (list, tuple)) and len(value) == 2 and value[0] is not None

@@ -1,0 +1,106 @@
+"""Hugging Face hub models: download what a diffusers pipeline needs into the normal HF cache.
+
+Only the pipeline's component folders are fetched (safetensors preferred over .bin, the fp16 variant
+when the model runs in float16 or when it is the only one), never extra single-file checkpoints or
+the safety checker. Offline (``HF_HUB_OFFLINE=1``) or unreachable, the cached snapshot is used.
+Byte progress is reported through ``huggingface_hub``'s ``tqdm_class`` hook.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from tqdm.auto import tqdm
+
+from .families import read_json
+from .types import CancelledFn, EngineError, JobCancelled
+
+WEIGHT_EXTS = (".safetensors", ".bin")
+SKIP_COMPONENTS = {"safety_checker", "image_encoder"}
+ByteReport = Callable[[int, int], None]  # (done, total) bytes
+
+
+def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn) -> str:
+    """Local snapshot folder of ``repo``, downloading missing files; EngineError with the fix on failure."""
+    try:
+        if constants.HF_HUB_OFFLINE:
+            return _cached(repo, "HF_HUB_OFFLINE is set")
+        index_path = hf_hub_download(repo, "model_index.json")
+        files = HfApi().list_repo_files(repo)
+    except GatedRepoError:
+        raise EngineError(f"model {repo!r} is gated: accept its licence on huggingface.co and log in with "
+                          "`hf auth login`", field="model", code="model_load_failed") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise EngineError(f"model {repo!r} does not exist on the Hugging Face hub (or is private: log in with "
+                          "`hf auth login`); check the id", field="model", code="model_load_failed") from None
+    except EntryNotFoundError:
+        raise EngineError(f"model {repo!r} has no model_index.json, so it is not a diffusers repository; download "
+                          "its .safetensors file and serve that file instead", field="model",
+                          code="model_load_failed") from None
+    except EngineError:
+        raise
+    except Exception as exc:  # connection trouble: fall back to the cache
+        return _cached(repo, f"{type(exc).__name__}: {exc}")
+    patterns = select_files(read_json(index_path) or {}, files, want_fp16)
+    return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled))
+
+
+def _cached(repo: str, why: str) -> str:
+    try:
+        return snapshot_download(repo, local_files_only=True)
+    except LocalEntryNotFoundError:
+        raise EngineError(
+            f"model {repo!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub cannot be "
+            f"reached ({why}); connect once so it downloads, or fetch it with `hf download {repo}`",
+            field="model", code="model_load_failed") from None
+
+
+def select_files(index: dict, files: list[str], want_fp16: bool) -> list[str]:
+    """Exact repo paths (usable as allow_patterns) of the files a diffusers pipeline needs."""
+    keep = ["model_index.json"]
+    components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, (list, tuple))
+                  and len(v) == 2 and v[0] is not None and k not in SKIP_COMPONENTS]
+    for comp in components:
+        inside = [f for f in files if f.startswith(comp + "/") and f.count("/") == 1]
+        keep += [f for f in inside if not f.endswith(WEIGHT_EXTS)]
+        weights = [f for f in inside if f.endswith(".safetensors")] or [f for f in inside if f.endswith(".bin")]
+        fp16 = [f for f in weights if ".fp16" in f.split("/")[-1]]
+        plain = [f for f in weights if "." not in f.split("/")[-1].rsplit(".", 1)[0]]
+        keep += fp16 if (want_fp16 and fp16) or not plain else plain
+    return keep
+
+
+def reporting_tqdm(report: ByteReport, cancelled: CancelledFn) -> type:
+    """A silent tqdm class that forwards byte counts (throttled) and raises JobCancelled when asked."""
+    state = {"done": 0, "total": 0, "last": 0.0}
+
+    class _Reporting(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            self._is_bytes = kwargs.get("unit") == "B"
+            super().__init__(*args, **kwargs)
+            self._count = kwargs.get("initial") or 0
+
+        def update(self, n: float | None = 1) -> bool | None:
+            if cancelled():
+                raise JobCancelled()
+            if self._is_bytes:
+                self._count += n or 0
+                state["done"] = max(state["done"], int(self._count))
+                state["total"] = max(state["total"], int(self.total or 0))
+                now = time.monotonic()
+                if now - state["last"] > 0.25 or state["done"] >= state["total"] > 0:
+                    state["last"] = now
+                    report(state["done"], state["total"])
+            return None
+
+    return _Reporting

@@ -1,0 +1,112 @@
+"""Model references: what a user may name, and the short id clients see.
+
+Accepted references (docs/models.md):
+
+* ``easel-demo`` - the built-in demo model.
+* ``org/name`` - a Hugging Face hub id (downloaded to / read from the normal HF cache).
+* ``/path/to/folder`` - a local diffusers folder (has ``model_index.json``).
+* ``/path/to/model.safetensors`` or ``.ckpt`` - a single-file checkpoint. Its diffusers config
+  comes from ``#config=<folder or hub id>`` appended to the reference, else from a sibling folder
+  ``model/`` or ``model.config/`` holding a ``model_index.json``, else diffusers infers it (which
+  needs that default config in the HF cache or the network).
+
+Relative paths are looked up in ``models_dir`` first, then in the working directory.
+Ids: hub ids as is; folders by their name; files by their name without the extension.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from .types import EngineError
+
+DEMO_ID = "easel-demo"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed reference. ``location``: repo id, folder or file; ``config``: single-file config."""
+
+    ref: str
+    id: str
+    source: str  # "hub" | "folder" | "single_file" | "builtin"
+    location: str
+    config: str | None = None
+
+
+def parse_ref(ref: str, models_dir: str | None = None) -> ModelRef:
+    """Turn a user's model reference into a ModelRef; EngineError(field="model") if it names nothing."""
+    text = (ref or "").strip()
+    if not text:
+        raise EngineError("empty model reference", field="model")
+    if text == DEMO_ID:
+        return ModelRef(text, DEMO_ID, "builtin", DEMO_ID)
+    path, fragment = text, ""
+    if "#" in text and _find(text, models_dir) is None:
+        path, fragment = text.split("#", 1)
+    found = _find(path, models_dir)
+    if found is None:
+        if fragment or not _HUB_ID.match(path) or path.lower().endswith(SINGLE_FILE_SUFFIXES):
+            raise EngineError(
+                f"model {text!r}: no such file or folder (looked in {_where(models_dir)}); give a diffusers "
+                "folder, a .safetensors/.ckpt file or a Hugging Face id like 'org/name'", field="model")
+        return ModelRef(text, path, "hub", path)
+    if os.path.isdir(found):
+        if fragment:
+            raise EngineError(f"model {text!r}: '#config=' only applies to single-file checkpoints", field="model")
+        if not os.path.isfile(os.path.join(found, "model_index.json")):
+            raise EngineError(
+                f"model {text!r}: folder {found} has no model_index.json, so it is not a diffusers pipeline "
+                "folder; point at the folder that holds model_index.json, or at a .safetensors file", field="model")
+        return ModelRef(text, os.path.basename(os.path.normpath(found)), "folder", found)
+    if not found.lower().endswith(SINGLE_FILE_SUFFIXES):
+        raise EngineError(
+            f"model {text!r}: {os.path.basename(found)} is not a .safetensors or .ckpt checkpoint", field="model")
+    config = _parse_config(fragment, text, found, models_dir) if fragment else _sibling_config(found)
+    stem = os.path.splitext(os.path.basename(found))[0]
+    return ModelRef(text, stem, "single_file", found, config)
+
+
+def _find(path: str, models_dir: str | None) -> str | None:
+    path = os.path.expanduser(path)
+    candidates = [path] if os.path.isabs(path) else (
+        [os.path.join(os.path.expanduser(models_dir), path)] if models_dir else []) + [path]
+    for candidate in candidates:
+        if os.path.exists(candidate):
+            return os.path.abspath(candidate)
+    return None
+
+
+def _where(models_dir: str | None) -> str:
+    return f"{models_dir} and {os.getcwd()}" if models_dir else os.getcwd()
+
+
+def _parse_config(fragment: str, text: str, file: str, models_dir: str | None) -> str:
+    key, _, value = fragment.partition("=")
+    if key.strip() != "config" or not value.strip():
+        raise EngineError(
+            f"model {text!r}: unknown suffix '#{fragment}'; the only one is '#config=<diffusers folder or hub id>'",
+            field="model")
+    value = value.strip()
+    local = _find(value, models_dir) or _find(os.path.join(os.path.dirname(file), value), None)
+    if local is not None:
+        if not os.path.isfile(os.path.join(local, "model_index.json")):
+            raise EngineError(
+                f"model {text!r}: config folder {local} has no model_index.json; use a diffusers folder "
+                "of the same architecture (weights are not needed, only the json/txt files)", field="model")
+        return local
+    if _HUB_ID.match(value):
+        return value
+    raise EngineError(f"model {text!r}: config {value!r} is neither a folder nor a hub id", field="model")
+
+
+def _sibling_config(file: str) -> str | None:
+    base = os.path.splitext(file)[0]
+    for candidate in (base, base + ".config"):
+        if os.path.isfile(os.path.join(candidate, "model_index.json")):
+            return candidate
+    return None

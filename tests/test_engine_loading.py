@@ -1,0 +1,328 @@
+"""Engine model loading: hub ids (offline, through a fake HF cache), folders, single-file checkpoints,
+references and their errors, families and defaults, device/dtype rules, previews."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
+from server.engine.device import SMALL_MODEL_BYTES, model_dtype, resolve_device, resolve_dtype
+from server.engine.families import detect, guess
+from server.engine.hub import reporting_tqdm, select_files
+from server.engine.preview import LatentPreview
+from server.engine.refs import parse_ref
+
+torch.set_num_threads(1)
+PROMPT = "a blue dog"
+
+
+def job(**kw) -> EngineJob:
+    kw.setdefault("steps", 2)
+    kw.setdefault("seeds", [4])
+    return EngineJob(mode="txt2img", prompt=PROMPT, width=64, height=64, **kw)
+
+
+def generate(engine: Engine, **kw) -> np.ndarray:
+    events: list[Progress] = []
+    (img,) = engine.run(job(**kw), events.append, lambda: False)
+    return np.asarray(img)
+
+
+@pytest.fixture(scope="module")
+def folder_result(tiny_sd_path) -> np.ndarray:
+    with Engine([tiny_sd_path], device="cpu", dtype="float32") as eng:
+        return generate(eng)
+
+
+# ----------------------------------------------------------------------------- hub ids
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert hub_constants.HF_HUB_OFFLINE, "tests must run with HF_HUB_OFFLINE=1 (tests/conftest.py sets it)"
+    return cache
+
+
+def test_hub_id_resolves_offline_from_the_cache(hub_cache, tiny_sd_path, folder_result):
+    from tiny_models import make_fake_hub_cache
+
+    snapshot = make_fake_hub_cache(tiny_sd_path, hub_cache, "easel-test/tiny-sd")
+    with Engine(["easel-test/tiny-sd"], device="cpu", dtype="float32") as eng:
+        info = eng.model_info(None)
+        assert (info.id, info.source, info.family, info.native) == ("easel-test/tiny-sd", "hub", "sd1", (64, 64))
+        events: list[Progress] = []
+        eng.load(None, events.append)
+        assert events and all(e.stage == "load" for e in events) and events[-1].step == events[-1].total
+        assert os.path.realpath(eng.pipeline(None).config["_name_or_path"]) == os.path.realpath(snapshot)
+        assert np.array_equal(generate(eng), folder_result)
+
+
+def test_hub_id_not_cached_offline_says_how_to_fix(hub_cache):
+    with Engine(["easel-test/not-downloaded"], device="cpu") as eng:
+        assert eng.model_info(None).family == "sd1"  # a guess until it loads
+        with pytest.raises(EngineError) as err:
+            eng.load(None)
+    assert err.value.field == "model" and err.value.code == "model_load_failed"
+    assert "hf download easel-test/not-downloaded" in str(err.value)
+
+
+def test_hub_file_selection():
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],
+             "safety_checker": ["stable_diffusion", "StableDiffusionSafetyChecker"], "feature_extractor": [None, None]}
+    files = ["model_index.json", "v1-5-pruned.safetensors", "unet/config.json",
+             "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+             "unet/diffusion_pytorch_model.bin", "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+             "text_encoder/config.json", "text_encoder/pytorch_model.bin",
+             "safety_checker/config.json", "safety_checker/model.safetensors"]
+    fp32 = select_files(index, files, want_fp16=False)
+    assert set(fp32) == {"model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                         "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",  # the only one
+                         "text_encoder/config.json", "text_encoder/pytorch_model.bin"}
+    fp16 = select_files(index, files, want_fp16=True)
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in fp16
+    assert "unet/diffusion_pytorch_model.safetensors" not in fp16
+
+
+def test_download_progress_reports_bytes_and_cancels():
+    seen: list[tuple[int, int]] = []
+    stop = {"now": False}
+    bar = reporting_tqdm(lambda d, t: seen.append((d, t)), lambda: stop["now"])(total=100, unit="B")
+    bar.update(40)
+    bar.update(60)
+    assert seen[-1] == (100, 100)
+    stop["now"] = True
+    with pytest.raises(JobCancelled):
+        bar.update(1)
+
+
+# ----------------------------------------------------------------------------- single files
+
+
+def test_single_file_with_config_matches_folder(tiny_sd_path, tiny_sd_single_file, folder_result):
+    with Engine([f"{tiny_sd_single_file}#config={tiny_sd_path}"], device="cpu", dtype="float32") as eng:
+        info = eng.model_info(None)
+        assert (info.id, info.source, info.family) == ("tiny-sd-file", "single_file", "sd1")
+        assert eng.model_info(f"{tiny_sd_single_file}#config={tiny_sd_path}").id == "tiny-sd-file"  # alias
+        assert np.array_equal(generate(eng), folder_result)
+        from diffusers import UNet2DConditionModel
+
+        want = UNet2DConditionModel.from_pretrained(tiny_sd_path, subfolder="unet").state_dict()
+        got = eng.pipeline(None).unet.state_dict()
+        assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_single_file_sibling_config_without_weights(tiny_sd_path, tiny_sd_single_file, tmp_path, folder_result):
+    from tiny_models import config_only_copy
+
+    config_only_copy(tiny_sd_path, tmp_path / "mymodel")
+    shutil.copy(tiny_sd_single_file, tmp_path / "mymodel.safetensors")
+    assert parse_ref(str(tmp_path / "mymodel.safetensors")).config == str(tmp_path / "mymodel")
+    with Engine(["mymodel.safetensors"], device="cpu", dtype="float32", models_dir=str(tmp_path)) as eng:
+        assert eng.model_info(None).id == "mymodel"
+        assert np.array_equal(generate(eng), folder_result)
+
+
+def test_sdxl_single_file_matches_folder(tiny_sdxl_path, tmp_path):
+    from tiny_models import write_single_file
+
+    file = write_single_file(tiny_sdxl_path, tmp_path / "xl.safetensors")
+    with Engine([tiny_sdxl_path, f"{file}#config={tiny_sdxl_path}"], device="cpu", dtype="float32") as eng:
+        folder_id, file_id = (m.id for m in eng.models())
+        assert eng.model_info(file_id).family == "sdxl"
+        assert np.array_equal(generate(eng, model=file_id), generate(eng, model=folder_id))
+
+
+def test_single_file_without_config_offline_explains(tiny_sd_single_file, hub_cache):
+    with Engine([tiny_sd_single_file], device="cpu") as eng:
+        with pytest.raises(EngineError) as err:
+            eng.load(None)
+    assert err.value.field == "model" and "#config=" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- references and errors
+
+
+def test_unknown_model_names_the_served_ones(tiny_sd_path):
+    eng = Engine([tiny_sd_path, "easel-demo"], device="cpu")
+    assert [m.id for m in eng.models()] == ["tiny-sd", "easel-demo"]
+    assert eng.model_info(None).id == "tiny-sd" and eng.model_info(tiny_sd_path).id == "tiny-sd"
+    with pytest.raises(EngineError) as err:
+        eng.model_info("sd-xl-base")
+    assert err.value.field == "model" and err.value.code == "unknown_model"
+    assert "tiny-sd" in str(err.value) and "easel-demo" in str(err.value)
+    with pytest.raises(EngineError):
+        eng.run(job(model="nope"), lambda p: None, lambda: False)
+
+
+def test_duplicate_ids_are_made_unique(tiny_sd_path, tmp_path):
+    other = shutil.copytree(tiny_sd_path, tmp_path / "tiny-sd")
+    eng = Engine([tiny_sd_path, str(other)], device="cpu")
+    assert [m.id for m in eng.models()] == ["tiny-sd", "tiny-sd-2"]
+
+
+@pytest.mark.parametrize("ref, words", [
+    ("/no/such/model.safetensors", "no such file"),
+    ("./missing-folder", "no such file"),
+    ("", "empty"),
+])
+def test_bad_references(ref, words):
+    with pytest.raises(EngineError) as err:
+        Engine([ref], device="cpu")
+    assert err.value.field == "model" and words in str(err.value)
+
+
+def test_bad_files_and_folders(tmp_path, tiny_sd_single_file):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("hi")
+    cases = [(str(tmp_path / "empty"), "model_index.json"), (str(tmp_path / "notes.txt"), ".safetensors"),
+             (f"{tiny_sd_single_file}#cfg=x", "#config="), (f"{tiny_sd_single_file}#config={tmp_path}", "model_index")]
+    for ref, words in cases:
+        with pytest.raises(EngineError) as err:
+            Engine([ref], device="cpu")
+        assert words in str(err.value), ref
+
+
+def test_unsupported_pipeline_fails_at_start(tmp_path):
+    (tmp_path / "flux").mkdir()
+    (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(EngineError) as err:
+        Engine([str(tmp_path / "flux")], device="cpu")
+    assert "FluxPipeline" in str(err.value) and "Stable Diffusion" in str(err.value)
+
+
+def test_broken_model_fails_cleanly_and_others_still_work(tiny_sd_path, tmp_path):
+    broken = shutil.copytree(tiny_sd_path, tmp_path / "broken")
+    (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
+    with Engine([str(broken), tiny_sd_path], device="cpu", dtype="float32") as eng:
+        with pytest.raises(EngineError) as err:
+            generate(eng, model="broken")
+        assert err.value.code == "model_load_failed" and "complete diffusers folder" in str(err.value)
+        assert generate(eng, model="tiny-sd").shape == (64, 64, 3)
+
+
+def test_engine_arguments():
+    with pytest.raises(EngineError):
+        Engine([], device="cpu")
+    with pytest.raises(EngineError) as err:
+        Engine(["easel-demo"], device="cpu", max_loaded=0)
+    assert err.value.field == "max_loaded"
+    with pytest.raises(EngineError) as err:
+        Engine(["easel-demo"], dtype="float8")
+    assert err.value.field == "dtype"
+
+
+# ----------------------------------------------------------------------------- families and defaults
+
+
+def _configs(cross: int, sample: int, cls: str = "StableDiffusionPipeline", **unet):
+    index = {"_class_name": cls, "unet": ["diffusers", "UNet2DConditionModel"]}
+    if cls.startswith("StableDiffusionXL"):
+        index["text_encoder_2"] = ["transformers", "CLIPTextModelWithProjection"]
+    vae = {"block_out_channels": [128, 256, 512, 512]}
+    return index, {"cross_attention_dim": cross, "sample_size": sample, "in_channels": 4, **unet}, vae, {}
+
+
+@pytest.mark.parametrize("name, configs, want", [
+    ("runwayml/stable-diffusion-v1-5", _configs(768, 64), ("sd1", 512, 20, 7.5, False)),
+    ("stabilityai/stable-diffusion-2-1", _configs(1024, 96), ("sd2", 768, 20, 7.5, False)),
+    ("stabilityai/sd-turbo", _configs(1024, 64), ("sd2", 512, 1, 0.0, True)),
+    ("stabilityai/stable-diffusion-xl-base-1.0", _configs(2048, 128, "StableDiffusionXLPipeline"),
+     ("sdxl", 1024, 25, 6.0, False)),
+    ("stabilityai/sdxl-turbo", _configs(2048, 64, "StableDiffusionXLPipeline"), ("sdxl", 512, 1, 0.0, True)),
+    ("ByteDance/SDXL-Lightning", _configs(2048, 128, "StableDiffusionXLPipeline"), ("sdxl", 1024, 4, 0.0, True)),
+    ("SimianLuo/LCM_Dreamshaper_v7", _configs(768, 96, "LatentConsistencyModelPipeline", time_cond_proj_dim=256),
+     ("sd1", 768, 4, 8.0, True)),
+])
+def test_family_detection(name, configs, want):
+    t = detect(name, *configs)
+    assert (t.family, t.native[0], t.default_steps, t.default_guidance, t.few_step) == want
+
+
+def test_lcm_scheduler_and_inpaint_unet_detected():
+    index, unet, vae, _ = _configs(768, 64, in_channels=9)
+    t = detect("my-merge", index, unet, vae, {"_class_name": "LCMScheduler"})
+    assert t.variant == "lcm" and t.default_guidance == 1.0 and t.inpaint_unet
+
+
+def test_name_guesses():
+    assert guess("stabilityai/sdxl-turbo").native == (512, 512)
+    assert guess("stabilityai/stable-diffusion-xl-base-1.0").family == "sdxl"
+    assert guess("stabilityai/stable-diffusion-2-1").native == (768, 768)
+    assert guess("someone/anything-v3").family == "sd1"
+
+
+# ----------------------------------------------------------------------------- device and dtype
+
+
+def test_dtype_rules(tmp_path):
+    with_bf16, without = tmp_path / "a", tmp_path / "b"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    assert resolve_dtype("auto", "cpu", str(with_bf16)) == "bfloat16"
+    assert resolve_dtype("auto", "cpu", str(without)) == "float32"
+    assert resolve_dtype("auto", "cpu", str(tmp_path / "missing")) == "float32"
+    assert resolve_dtype("auto", "cuda") == "float16" and resolve_dtype("auto", "mps") == "float16"
+    assert resolve_dtype("bfloat16", "cpu", str(without)) == "bfloat16"
+    assert model_dtype("auto", "bfloat16", "cpu", SMALL_MODEL_BYTES - 1) == "float32"  # small models stay fp32
+    assert model_dtype("auto", "bfloat16", "cpu", 2 * 2**30) == "bfloat16"
+    assert model_dtype("bfloat16", "bfloat16", "cpu", 1000) == "bfloat16"  # asked for explicitly
+    assert model_dtype("auto", "float16", "cuda", 1000) == "float16"
+
+
+def test_devices():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(EngineError) as err:
+            Engine(["easel-demo"], device="cuda")
+        assert err.value.field == "device" and "CUDA" in str(err.value)
+    with pytest.raises(EngineError):
+        resolve_device("tpu")
+
+
+def test_auto_dtype_keeps_tiny_models_fp32_and_bf16_runs(tiny_sd_path):
+    with Engine([tiny_sd_path], device="cpu") as eng:
+        assert eng.pipeline(None).unet.dtype == torch.float32
+    with Engine([tiny_sd_path], device="cpu", dtype="bfloat16") as eng:
+        assert eng.dtype == "bfloat16" and eng.pipeline(None).unet.dtype == torch.bfloat16
+        assert eng.pipeline(None, "img2img").unet.dtype == torch.bfloat16  # from_pipe keeps the dtype
+        out = generate(eng)
+        assert out.shape == (64, 64, 3) and out.std() > 0
+
+
+# ----------------------------------------------------------------------------- previews and the demo
+
+
+def test_latent_preview_render_and_fit(tiny_sd_path):
+    identity = LatentPreview(np.eye(4, 3), np.zeros(3), scale=2)
+    latents = torch.zeros(2, 4, 8, 12)
+    latents[0, 0] = 1.0  # all red
+    img = identity.render(latents)
+    assert img.size == (24, 16) and img.getpixel((3, 3)) == (255, 0, 0)
+    from diffusers import AutoencoderKL
+
+    fitted = LatentPreview.fit(AutoencoderKL.from_pretrained(tiny_sd_path, subfolder="vae"), 8)
+    assert fitted is not None and fitted.weight.shape == (4, 3) and np.isfinite(fitted.weight).all()
+
+
+def test_demo_model_info():
+    eng = Engine(["easel-demo"], device="cpu")
+    info = eng.model_info("easel-demo")
+    assert (info.id, info.family, info.source, info.native) == ("easel-demo", "demo", "builtin", (64, 64))
+    from server.demo import model as demo
+
+    if not os.path.exists(os.path.join(os.path.dirname(demo.__file__), "weights", "easel-demo.safetensors")):
+        pytest.skip("demo weights not built yet")
+    assert generate(eng).shape == (64, 64, 3)

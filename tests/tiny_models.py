@@ -1,0 +1,307 @@
+"""Tiny random-weight Stable Diffusion / SDXL pipelines for tests, built offline and saved to disk.
+
+They are real diffusers pipelines (UNet2DConditionModel, AutoencoderKL, CLIP text encoders, a
+hand-written CLIP BPE tokenizer) with toy sizes, so tests go through the real loading code fast:
+
+* ``build_tiny_sd(folder)`` / ``build_tiny_sdxl(folder)`` save a diffusers folder and return its path.
+  The VAE has SD's geometry (4 blocks, scale factor 8) and the UNet sample_size is 8, so the native
+  size is 64 px like a real model's 512/1024, only smaller. Options: ``inpaint_unet=True`` (9-channel
+  inpainting UNet), ``scheduler="euler"|"euler_a_trailing"|"lcm"`` (the model's own scheduler).
+* ``write_single_file(pipe_folder, out_path)`` converts such a folder (any UNet/VAE layout, not
+  hard-coded to SD 1.5's) to one original-layout ("ldm") ``.safetensors`` checkpoint, SD or SDXL.
+* ``make_fake_hub_cache(pipe_folder, cache_dir, repo_id)`` lays a folder out as a Hugging Face cache
+  entry (``models--org--name/snapshots/<rev>/`` + ``refs/main``) so hub ids resolve offline.
+
+Build at test time (session fixtures in conftest.py); never commit saved folders, because folders
+saved by one transformers version may not load in another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+
+__all__ = ["build_tiny_sd", "build_tiny_sdxl", "write_single_file", "make_fake_hub_cache", "TINY_NATIVE"]
+
+TINY_NATIVE = 64  # unet sample_size 8 x VAE scale factor 8
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def _byte_chars() -> list[str]:
+    """The 256 printable characters CLIP's byte-level BPE uses for the 256 byte values."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def write_tokenizer(folder: str) -> str:
+    """A minimal CLIP tokenizer: one token per byte (plus end-of-word forms), no merges."""
+    os.makedirs(folder, exist_ok=True)
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({t: i for i, t in enumerate(tokens)}, f, ensure_ascii=False)
+    with open(os.path.join(folder, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+    return folder
+
+
+def _tokenizer(tmp: str):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(write_tokenizer(tmp), model_max_length=77)
+
+
+def _text_config(tok, hidden: int = 32, projection_dim: int | None = None):
+    from transformers import CLIPTextConfig
+
+    kw = {"projection_dim": projection_dim} if projection_dim else {}
+    return CLIPTextConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                          hidden_size=hidden, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                          vocab_size=len(tok), max_position_embeddings=77, hidden_act="gelu", **kw)
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=[8, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                         layers_per_block=1, norm_num_groups=4, sample_size=TINY_NATIVE)
+
+
+def _scheduler(kind: str):
+    from diffusers import EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler
+
+    common = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    if kind == "euler":
+        return EulerDiscreteScheduler(timestep_spacing="leading", **common)
+    if kind == "euler_a_trailing":  # what turbo models ship
+        return EulerAncestralDiscreteScheduler(timestep_spacing="trailing", **common)
+    if kind == "lcm":
+        return LCMScheduler(**common)
+    raise ValueError(f"unknown scheduler kind {kind!r}")
+
+
+def _save(pipe, folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_sd(folder: str | os.PathLike, *, inpaint_unet: bool = False, scheduler: str = "euler") -> str:
+    """Save a tiny SD 1.x-style pipeline (CLIP 32-d, UNet blocks (4, 8), SD-geometry VAE) to ``folder``."""
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = os.fspath(folder)
+    tok = _tokenizer(folder + ".tok")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=9 if inpaint_unet else 4, out_channels=4, block_out_channels=(4, 8),
+        layers_per_block=1, norm_num_groups=2, cross_attention_dim=32, attention_head_dim=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_text_config(tok))
+    cls = StableDiffusionInpaintPipeline if inpaint_unet else StableDiffusionPipeline
+    pipe = cls(vae=_vae(), text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=_scheduler(scheduler),
+               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    shutil.rmtree(folder + ".tok", ignore_errors=True)
+    return _save(pipe, folder)
+
+
+def build_tiny_sdxl(folder: str | os.PathLike, *, scheduler: str = "euler") -> str:
+    """Save a tiny SDXL pipeline (32-d and 48-d text encoders, text_time embedding, SD-geometry VAE)."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = os.fspath(folder)
+    tok = _tokenizer(folder + ".tok")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled text (projection_dim)
+        cross_attention_dim=32 + 48)  # hidden sizes of both text encoders concatenated
+    torch.manual_seed(0)
+    te1 = CLIPTextModel(_text_config(tok))
+    # text_encoder_2 must differ in width from text_encoder (as 1280 vs 768 do in real SDXL): diffusers'
+    # single-file loader tells the two encoders apart by their embedding width
+    te2 = CLIPTextModelWithProjection(_text_config(tok, hidden=48, projection_dim=32))
+    pipe = StableDiffusionXLPipeline(vae=_vae(), text_encoder=te1, text_encoder_2=te2, tokenizer=tok, tokenizer_2=tok,
+                                     unet=unet, scheduler=_scheduler(scheduler))
+    shutil.rmtree(folder + ".tok", ignore_errors=True)
+    return _save(pipe, folder)
+
+
+# ----------------------------------------------------------------------------- single-file checkpoints
+
+_RESNET_LDM = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+               ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
+
+
+def _unet_block_map(config: dict) -> dict[str, str]:
+    """diffusers UNet module prefixes -> ldm ``input_blocks``/``output_blocks`` prefixes, from the config."""
+    per = config["layers_per_block"]
+    per = per[0] if isinstance(per, (list, tuple)) else per
+    m = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+         "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+         "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2",
+         "mid_block.resnets.0": "middle_block.0", "mid_block.attentions.0": "middle_block.1",
+         "mid_block.resnets.1": "middle_block.2"}
+    ups = config["up_block_types"]
+    for i in range(len(config["down_block_types"])):
+        for j in range(per):
+            m[f"down_blocks.{i}.resnets.{j}"] = f"input_blocks.{1 + i * (per + 1) + j}.0"
+            m[f"down_blocks.{i}.attentions.{j}"] = f"input_blocks.{1 + i * (per + 1) + j}.1"
+        m[f"down_blocks.{i}.downsamplers.0.conv"] = f"input_blocks.{(i + 1) * (per + 1)}.0.op"
+        for j in range(per + 1):
+            m[f"up_blocks.{i}.resnets.{j}"] = f"output_blocks.{i * (per + 1) + j}.0"
+            m[f"up_blocks.{i}.attentions.{j}"] = f"output_blocks.{i * (per + 1) + j}.1"
+        has_attention = "CrossAttn" in ups[i]
+        m[f"up_blocks.{i}.upsamplers.0.conv"] = f"output_blocks.{i * (per + 1) + per}.{2 if has_attention else 1}.conv"
+    return m
+
+
+def unet_to_ldm(state: dict, config: dict) -> dict:
+    blocks = _unet_block_map(config)
+    prefixes = sorted(blocks, key=len, reverse=True)
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p + ".")), None)
+        if prefix is None:
+            raise KeyError(f"no ldm name for UNet key {key}")
+        rest = key[len(prefix) + 1:]
+        if ".resnets." in prefix:
+            for new, old in _RESNET_LDM:
+                if rest.startswith(new + "."):
+                    rest = old + rest[len(new):]
+        out["model.diffusion_model." + blocks[prefix] + "." + rest] = value
+    return out
+
+
+def vae_to_ldm(state: dict, config: dict) -> dict:
+    n = len(config["block_out_channels"])
+    out = {}
+    for key, value in state.items():
+        k = key
+        for i in range(n):
+            k = k.replace(f"encoder.down_blocks.{i}.resnets.", f"encoder.down.{i}.block.")
+            k = k.replace(f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.")
+            k = k.replace(f"decoder.up_blocks.{i}.resnets.", f"decoder.up.{n - 1 - i}.block.")
+            k = k.replace(f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{n - 1 - i}.upsample.")
+        k = k.replace("mid_block.resnets.0.", "mid.block_1.").replace("mid_block.resnets.1.", "mid.block_2.")
+        if "mid_block.attentions.0." in k:
+            k = k.replace("mid_block.attentions.0.", "mid.attn_1.")
+            for new, old in (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"),
+                             ("to_out.0", "proj_out")):
+                k = k.replace(f".{new}.", f".{old}.")
+            if value.ndim == 2:
+                value = value[:, :, None, None]  # ldm stores the attention projections as 1x1 convs
+        k = k.replace("conv_shortcut", "nin_shortcut").replace("conv_norm_out", "norm_out")
+        out["first_stage_model." + k] = value
+    return out
+
+
+def _text_model_keys(state: dict) -> dict:
+    """transformers >= 5.6 saves CLIPTextModel without the ``text_model.`` prefix; put it back."""
+    return {k if k.startswith(("text_model.", "text_projection")) else "text_model." + k: v for k, v in state.items()}
+
+
+def clip_to_ldm(state: dict, prefix: str) -> dict:
+    return {prefix + k: v for k, v in _text_model_keys(state).items() if not k.endswith("position_ids")}
+
+
+def open_clip_to_ldm(state: dict, prefix: str) -> dict:
+    """CLIPTextModelWithProjection -> OpenCLIP layout (fused q/k/v ``in_proj``), as SDXL files hold it."""
+    state = _text_model_keys(state)
+    out, qkv = {}, {}
+    renames = [("text_model.encoder.layers.", "transformer.resblocks."), (".self_attn.out_proj.", ".attn.out_proj."),
+               (".layer_norm1.", ".ln_1."), (".layer_norm2.", ".ln_2."), (".mlp.fc1.", ".mlp.c_fc."),
+               (".mlp.fc2.", ".mlp.c_proj.")]
+    for key, value in state.items():
+        if key.endswith("position_ids"):
+            continue
+        if key == "text_model.embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = value
+        elif key == "text_model.embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = value
+        elif key.startswith("text_model.final_layer_norm."):
+            out[prefix + "ln_final." + key.rsplit(".", 1)[1]] = value
+        elif key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif ".self_attn." in key and key.split(".")[-2] in ("q_proj", "k_proj", "v_proj"):
+            layer = key.split(".")[3]
+            qkv.setdefault((layer, key.rsplit(".", 1)[1]), {})[key.split(".")[-2]] = value
+        else:
+            for new, old in renames:
+                key = key.replace(new, old)
+            out[prefix + key] = value
+    for (layer, kind), parts in qkv.items():
+        fused = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]])
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = fused
+    return out
+
+
+def write_single_file(pipe_folder: str | os.PathLike, out_path: str | os.PathLike) -> str:
+    """Convert a saved SD or SDXL diffusers folder to one original-layout ``.safetensors`` checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    folder = os.fspath(pipe_folder)
+
+    def weights(sub: str) -> dict:
+        names = [f for f in os.listdir(os.path.join(folder, sub)) if f.endswith(".safetensors")]
+        return load_file(os.path.join(folder, sub, names[0]))
+
+    def config(sub: str) -> dict:
+        with open(os.path.join(folder, sub, "config.json"), encoding="utf-8") as f:
+            return json.load(f)
+
+    ckpt = {**unet_to_ldm(weights("unet"), config("unet")), **vae_to_ldm(weights("vae"), config("vae"))}
+    if os.path.isdir(os.path.join(folder, "text_encoder_2")):  # SDXL
+        ckpt.update(clip_to_ldm(weights("text_encoder"), "conditioner.embedders.0.transformer."))
+        ckpt.update(open_clip_to_ldm(weights("text_encoder_2"), "conditioner.embedders.1.model."))
+    else:
+        ckpt.update(clip_to_ldm(weights("text_encoder"), "cond_stage_model.transformer."))
+    out = os.fspath(out_path)
+    save_file({k: v.contiguous() for k, v in ckpt.items()}, out)
+    return out
+
+
+def config_only_copy(pipe_folder: str | os.PathLike, out_folder: str | os.PathLike) -> str:
+    """A copy of a diffusers folder without weight files: enough as a single-file ``#config=``."""
+    src, dst = os.fspath(pipe_folder), os.fspath(out_folder)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+    return dst
+
+
+# ----------------------------------------------------------------------------- fake hub cache
+
+
+def make_fake_hub_cache(pipe_folder: str | os.PathLike, cache_dir: str | os.PathLike, repo_id: str,
+                        revision: str = "0123456789abcdef0123456789abcdef01234567") -> str:
+    """Copy a folder into ``cache_dir`` as the HF cache entry of ``repo_id``; returns the snapshot path."""
+    org_name = repo_id.replace("/", "--")
+    root = os.path.join(os.fspath(cache_dir), f"models--{org_name}")
+    snapshot = os.path.join(root, "snapshots", revision)
+    shutil.copytree(os.fspath(pipe_folder), snapshot, dirs_exist_ok=True)
+    os.makedirs(os.path.join(root, "refs"), exist_ok=True)
+    with open(os.path.join(root, "refs", "main"), "w", encoding="utf-8") as f:
+        f.write(revision)
+    return snapshot
