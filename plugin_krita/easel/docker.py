@@ -1,0 +1,257 @@
+"""The "Easel" docker: server, model, prompt and parameters, Generate/Cancel, progress, results."""
+
+from __future__ import annotations
+
+from krita import DockWidget, Krita
+
+from . import controller as ctl
+from .qt import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QIcon,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPixmap,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSize,
+    QSlider,
+    QSpinBox,
+    Qt,
+    QVBoxLayout,
+    QWidget,
+)
+from .shared import editing
+
+DOCKER_ID = "easel_docker"
+DEFAULT_LABEL = "model default"
+
+
+def _named(widget, name: str, tip: str = ""):
+    widget.setObjectName(name)
+    if tip:
+        widget.setToolTip(tip)
+    widget.setAccessibleName(name.replace("easel_", "").replace("_", " "))
+    return widget
+
+
+class EaselDocker(DockWidget):
+    def __init__(self):
+        super().__init__()
+        self.setWindowTitle("Easel")
+        self.controller = ctl.instance()
+        self._models_shown: tuple = ()
+        self._build()
+        self._restore()
+        self.controller.changed.connect(self.refresh)
+        self.controller.history_added.connect(self._add_history)
+        self.controller.add_docker(self)
+        for item in self.controller.history:
+            self._add_history(item)
+        self.refresh()
+        if not self.controller.connection_ok:
+            self.controller.connect_server(self.url.text())
+
+    # -- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QWidget(self)
+        outer = QVBoxLayout(root)
+        form = QFormLayout()
+        outer.addLayout(form)
+
+        self.url = _named(QLineEdit(), "easel_url", "Address of the Easel server (easel serve)")
+        self.connect_button = _named(QPushButton("Connect"), "easel_connect")
+        row = QHBoxLayout()
+        row.addWidget(self.url, 1)
+        row.addWidget(self.connect_button)
+        form.addRow("Server", row)
+        self.connection = _named(QLabel(), "easel_connection")
+        self.connection.setWordWrap(True)
+        form.addRow("", self.connection)
+
+        self.model = _named(QComboBox(), "easel_model", "Model to paint with (from the server)")
+        form.addRow("Model", self.model)
+        self.prompt = _named(QPlainTextEdit(), "easel_prompt", "What to paint")
+        self.prompt.setPlaceholderText("Describe the picture …")
+        self.prompt.setFixedHeight(56)
+        form.addRow("Prompt", self.prompt)
+        self.negative = _named(QLineEdit(), "easel_negative", "What to avoid")
+        self.negative.setPlaceholderText("negative prompt")
+        form.addRow("Negative", self.negative)
+
+        self.strength = _named(QSlider(Qt.Orientation.Horizontal), "easel_strength",
+                               "100%: paint a new image (or new content in the selection); lower: refine the canvas")
+        self.strength.setRange(1, 100)
+        self.strength_label = _named(QLabel(), "easel_strength_label")
+        form.addRow("Strength", self.strength)
+        form.addRow("", self.strength_label)
+
+        self.steps = _named(QSpinBox(), "easel_steps", "Denoising steps (0: the model's default)")
+        self.steps.setRange(0, 200)
+        self.steps.setSpecialValueText(DEFAULT_LABEL)
+        self.guidance = _named(QDoubleSpinBox(), "easel_guidance", "Prompt guidance (CFG)")
+        self.guidance.setRange(-0.5, 50.0)
+        self.guidance.setSingleStep(0.5)
+        self.guidance.setDecimals(1)
+        self.guidance.setSpecialValueText(DEFAULT_LABEL)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+
+        self.seed_random = _named(QCheckBox("random"), "easel_seed_random", "A new seed for every generation")
+        self.seed = _named(QLineEdit(), "easel_seed", "Fixed seed: the same seed and settings repeat the image")
+        self.seed.setPlaceholderText("seed")
+        row = QHBoxLayout()
+        row.addWidget(self.seed_random)
+        row.addWidget(self.seed, 1)
+        form.addRow("Seed", row)
+        self.last_seed = _named(QLabel("last seed: –"), "easel_last_seed")
+        self.reuse_seed = _named(QPushButton("Reuse"), "easel_reuse_seed", "Use the last seed as a fixed seed")
+        row = QHBoxLayout()
+        row.addWidget(self.last_seed, 1)
+        row.addWidget(self.reuse_seed)
+        form.addRow("", row)
+        self.batch = _named(QSpinBox(), "easel_batch", "Images per generation (one layer each)")
+        self.batch.setRange(1, 8)
+        form.addRow("Batch", self.batch)
+
+        self.generate_button = _named(QPushButton("Generate"), "easel_generate_button",
+                                      "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
+        self.cancel_button = _named(QPushButton("Cancel"), "easel_cancel_button")
+        row = QHBoxLayout()
+        row.addWidget(self.generate_button, 2)
+        row.addWidget(self.cancel_button, 1)
+        outer.addLayout(row)
+        self.progress = _named(QProgressBar(), "easel_progress")
+        self.progress.setRange(0, 100)
+        self.progress.setTextVisible(True)
+        outer.addWidget(self.progress)
+        self.status = _named(QLabel(), "easel_status")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.status)
+        self.preview = _named(QLabel(), "easel_preview", "Live preview of the steps, then the result")
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setFixedSize(96, 96)
+        self.results = _named(QListWidget(), "easel_results", "This session's results: double-click to apply again")
+        self.results.setViewMode(QListWidget.ViewMode.IconMode)
+        self.results.setFlow(QListWidget.Flow.LeftToRight)
+        self.results.setWrapping(False)
+        self.results.setIconSize(QSize(64, 64))
+        self.results.setFixedHeight(96)
+        self.apply_button = _named(QPushButton("Apply again"), "easel_apply_button",
+                                   "Add the chosen result as a new layer in the active document")
+        row = QHBoxLayout()
+        row.addWidget(self.preview)
+        row.addWidget(self.results, 1)
+        outer.addLayout(row)
+        outer.addWidget(self.apply_button)
+        outer.addStretch(1)
+        self.setWidget(root)
+
+        self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
+        self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text()))
+        self.strength.valueChanged.connect(self._strength_changed)
+        self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
+        self.reuse_seed.clicked.connect(self._reuse_seed)
+        self.generate_button.clicked.connect(lambda: self._trigger("easel_generate", self.controller.generate))
+        self.cancel_button.clicked.connect(lambda: self._trigger("easel_cancel", self.controller.cancel))
+        self.results.itemActivated.connect(self._apply_item)
+        self.apply_button.clicked.connect(lambda: self._apply_item(self.results.currentItem()))
+
+    def _restore(self) -> None:
+        params = ctl.load_params()
+        self.url.setText(self.controller.url)
+        self.prompt.setPlainText(params.prompt)
+        self.negative.setText(params.negative_prompt)
+        self.strength.setValue(round(params.strength * 100))
+        self._strength_changed(self.strength.value())
+        self.steps.setValue(params.steps or 0)
+        self.guidance.setValue(self.guidance.minimum() if params.guidance is None else params.guidance)
+        self.seed_random.setChecked(params.seed < 0)
+        self.seed.setText(ctl.read_setting("seed_text", "") if params.seed < 0 else str(params.seed))
+        self.seed.setEnabled(params.seed >= 0)
+        self.batch.setValue(params.batch)
+        self._saved_model = params.model
+
+    # -- reading the widgets -------------------------------------------------------------------
+    def params(self) -> editing.Params:
+        """What the painter set (the controller calls this when Generate is pressed)."""
+        seed = -1 if self.seed_random.isChecked() else editing.parse_seed(self.seed.text())
+        ctl.write_setting("seed_text", self.seed.text())
+        return editing.params_from_ui(self.prompt.toPlainText(), self.negative.text(), self.strength.value() / 100.0,
+                                      self.steps.value(), self.guidance.value(), seed, self.batch.value(),
+                                      self.model.currentText())
+
+    # -- showing the controller's state ----------------------------------------------------------
+    def refresh(self) -> None:
+        c = self.controller
+        if c.closing:
+            return
+        self.connection.setText(c.connection)
+        self.connection.setStyleSheet("" if c.connection_ok else "color: #c0392b;")
+        ids, default = c.model_ids()
+        if tuple(ids) != self._models_shown:
+            wanted = self.model.currentText() or self._saved_model or default
+            self.model.clear()
+            self.model.addItems(ids)
+            if wanted in ids:
+                self.model.setCurrentIndex(ids.index(wanted))
+            self._models_shown = tuple(ids)
+            limits = (c.welcome or {}).get("limits", {})
+            self.steps.setMaximum(int(limits.get("max_steps", self.steps.maximum())))
+            self.batch.setMaximum(int(limits.get("max_batch", self.batch.maximum())))
+        self.generate_button.setEnabled(not c.busy)
+        self.cancel_button.setEnabled(c.busy)
+        self.progress.setValue(c.percent)
+        self.progress.setFormat(f"%p% {c.progress_text}" if c.progress_text else "%p%")
+        self.status.setText(c.status)
+        self.status.setStyleSheet("color: #c0392b;" if c.status_is_error else "")
+        if c.preview is not None and c.busy:
+            pixmap = QPixmap.fromImage(c.preview)
+            self.preview.setPixmap(pixmap.scaled(128, 128, Qt.AspectRatioMode.KeepAspectRatio,
+                                                 Qt.TransformationMode.FastTransformation))
+        if c.last_seed is not None:
+            self.last_seed.setText(f"last seed: {c.last_seed}")
+        self.reuse_seed.setEnabled(c.last_seed is not None)
+
+    def _add_history(self, item) -> None:
+        entry = QListWidgetItem(self.results)
+        entry.setIcon(QIcon(QPixmap.fromImage(item.thumbnail)))
+        entry.setToolTip(f"{item.name}\nat {item.result.x}, {item.result.y}: double-click to apply again")
+        entry.setData(Qt.ItemDataRole.UserRole, item)
+        while self.results.count() > ctl.HISTORY_SIZE:
+            self.results.takeItem(0)
+        self.results.scrollToItem(entry)
+        if item.result.image is not None:
+            self.preview.setPixmap(QPixmap.fromImage(item.thumbnail))
+
+    # -- reactions -------------------------------------------------------------------------------
+    def _strength_changed(self, value: int) -> None:
+        self.strength_label.setText(editing.strength_text(value))
+
+    def _reuse_seed(self) -> None:
+        if self.controller.last_seed is not None:
+            self.seed_random.setChecked(False)
+            self.seed.setText(str(self.controller.last_seed))
+
+    def _apply_item(self, entry) -> None:
+        if entry is not None:
+            self.controller.apply_again(entry.data(Qt.ItemDataRole.UserRole))
+
+    @staticmethod
+    def _trigger(action_id: str, fallback) -> None:
+        """Buttons trigger the actions (the same path as menus and shortcuts)."""
+        action = Krita.instance().action(action_id)
+        if action is not None:
+            action.trigger()
+        else:
+            fallback()
+
+    def canvasChanged(self, canvas) -> None:  # noqa: N802 - Krita's API
+        pass

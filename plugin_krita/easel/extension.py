@@ -1,0 +1,33 @@
+"""Registration with Krita: the Easel extension (actions) and the Easel docker."""
+
+from __future__ import annotations
+
+from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
+
+from . import controller as ctl
+from .docker import DOCKER_ID, EaselDocker
+
+
+class EaselExtension(Extension):
+    """Creates the ``easel_generate`` and ``easel_cancel`` actions in every window."""
+
+    def __init__(self, parent):
+        super().__init__(parent)
+        self.controller = ctl.instance()
+
+    def setup(self) -> None:
+        Krita.instance().notifier().applicationClosing.connect(self.controller.shutdown)
+
+    def createActions(self, window) -> None:  # noqa: N802 - Krita's API
+        generate = window.createAction("easel_generate", "Easel: Generate", "tools/scripts")
+        generate.setToolTip("Generate with Easel: regenerate the selection, refine the canvas "
+                            "(strength < 100%) or paint a new image")
+        generate.triggered.connect(lambda *_: self.controller.generate())
+        cancel = window.createAction("easel_cancel", "Easel: Cancel", "tools/scripts")
+        cancel.triggered.connect(lambda *_: self.controller.cancel())
+
+
+def register() -> None:
+    app = Krita.instance()
+    app.addExtension(EaselExtension(app))
+    app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, EaselDocker))

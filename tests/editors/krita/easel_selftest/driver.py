@@ -1,0 +1,302 @@
+"""Drives Krita's GUI like a painter: a document, the Easel docker's widgets, the easel_generate action.
+
+Reads OUT/spec.json (written by tests/editors/test_krita.py), writes OUT/result.json and raw
+pixel dumps (RGBA, whole canvas) for every scenario, OUT/ready when the screenshot may be
+taken; then waits for OUT/quit, starts one more job and quits Krita while it runs.
+Only public widgets (found by objectName) and actions are used, never the plugin's internals.
+"""
+
+import hashlib
+import json
+import os
+import time
+import traceback
+
+from krita import Krita, Selection
+from PyQt5.QtCore import QObject, QTimer
+from PyQt5.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+)
+
+
+def swap(data):
+    """BGRA <-> RGBA, written out here so the test does not trust the plugin's own swap."""
+    data = bytes(data)
+    out = bytearray(data)
+    out[0::4], out[2::4] = data[2::4], data[0::4]
+    return bytes(out)
+
+
+def wait(cond, timeout, label=""):
+    return cond, time.time() + timeout, label
+
+
+def sleep(seconds):
+    end = time.time() + seconds
+    return wait(lambda: time.time() >= end, seconds + 1, "sleep")
+
+
+class Runner(QObject):
+    """Runs a generator that yields wait conditions, polling them on a Qt timer (the GUI keeps running)."""
+
+    def __init__(self, gen, on_error):
+        super().__init__()
+        self.gen, self.on_error, self.pending = gen, on_error, None
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.tick)
+
+    def start(self):
+        self.timer.start(100)
+        self.advance(None)
+
+    def tick(self):
+        if self.pending is None:
+            return
+        cond, deadline, _ = self.pending
+        try:
+            ok = bool(cond())
+        except Exception:  # noqa: BLE001
+            ok = False
+        if ok or time.time() > deadline:
+            self.advance(ok)
+
+    def advance(self, value):
+        try:
+            self.pending = self.gen.send(value)
+        except StopIteration:
+            self.pending = None
+            self.timer.stop()
+        except Exception:  # noqa: BLE001
+            self.pending = None
+            self.timer.stop()
+            self.on_error(traceback.format_exc())
+
+
+class Driver:
+    def __init__(self, out):
+        self.out = out
+        self.spec = json.load(open(os.path.join(out, "spec.json")))
+        self.res = {"events": [], "scenarios": [], "ok": False}
+        self.runner = None
+
+    # -- files --------------------------------------------------------------------------------
+    def write(self, name, data):
+        path = os.path.join(self.out, name)
+        with open(path + ".tmp", "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
+        os.replace(path + ".tmp", path)
+
+    def save(self):
+        self.write("result.json", json.dumps(self.res, indent=1, default=str))
+
+    def log(self, text):
+        self.res["events"].append(f"{time.time():.2f} {text}")
+
+    def fail(self, tb):
+        self.res["error"] = tb
+        self.save()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def w(self, cls, name):
+        widget = self.docker.findChild(cls, name)
+        if widget is None:
+            raise RuntimeError(f"no {cls.__name__} named {name!r} in the Easel docker")
+        return widget
+
+    def layers(self, doc):
+        """Non-mask nodes of the stack (a selection adds a "Selection Mask" node: ignored)."""
+        found = []
+
+        def walk(node):
+            for child in node.childNodes():
+                if not child.type().endswith("mask"):
+                    found.append(child)
+                    walk(child)
+
+        walk(doc.rootNode())
+        return found
+
+    def snapshot(self, doc):
+        w, h = doc.width(), doc.height()
+        return {n.uniqueId().toString(): {"name": n.name(), "sha1": hashlib.sha1(bytes(n.pixelData(0, 0, w, h))).hexdigest()}
+                for n in self.layers(doc)}
+
+    def set_params(self, sc):
+        self.w(QPlainTextEdit, "easel_prompt").setPlainText(sc["prompt"])
+        self.w(QLineEdit, "easel_negative").setText(sc.get("negative", ""))
+        self.w(QSlider, "easel_strength").setValue(sc["strength"])
+        self.w(QSpinBox, "easel_steps").setValue(sc["steps"])
+        guidance = self.w(QDoubleSpinBox, "easel_guidance")
+        guidance.setValue(sc["guidance"] if sc.get("guidance") is not None else guidance.minimum())
+        self.w(QCheckBox, "easel_seed_random").setChecked(False)
+        self.w(QLineEdit, "easel_seed").setText(str(sc["seed"]))
+        self.w(QSpinBox, "easel_batch").setValue(sc["batch"])
+
+    def busy(self):
+        return self.w(QPushButton, "easel_cancel_button").isEnabled()
+
+    # -- the script ---------------------------------------------------------------------------
+    def script(self):
+        app = Krita.instance()
+        spec, res = self.spec, self.res
+        win = app.activeWindow()
+        win.qwindow().setGeometry(0, 0, 1600, 1000)  # no window manager under Xvfb
+        W, H = spec["width"], spec["height"]
+        doc = app.createDocument(W, H, "easel-selftest", "RGBA", "U8", "", 72.0)
+        win.addView(doc)
+        app.setActiveDocument(doc)
+        root = doc.rootNode()
+        background = root.childNodes()[0]
+        background.setPixelData(bytes(spec["background_bgra"]) * (W * H), 0, 0, W, H)
+        sketch = doc.createNode("Sketch", "paintlayer")
+        root.addChildNode(sketch, background)
+        x, y, w, h = spec["sketch_box"]
+        sketch.setPixelData(bytes(spec["sketch_bgra"]) * (w * h), x, y, w, h)
+        doc.setActiveNode(sketch)
+        doc.refreshProjection()
+        yield sleep(1.0)
+        dockers = [d for d in app.dockers() if d.objectName() == "easel_docker"]
+        res["docker_found"] = bool(dockers)
+        if not dockers:
+            return
+        self.docker = dockers[0]
+        self.docker.setVisible(True)
+        self.docker.raise_()
+        res["actions"] = {a: app.action(a) is not None for a in ("easel_generate", "easel_cancel")}
+        res["widgets"] = {name: self.docker.findChild(QObject, name) is not None for name in spec["object_names"]}
+        url, connection = self.w(QLineEdit, "easel_url"), self.w(QLabel, "easel_connection")
+        res["url_field"] = url.text()
+        ok = yield wait(lambda: connection.text().startswith("connected"), 60, "connected")
+        model = self.w(QComboBox, "easel_model")
+        res["connection"] = connection.text()
+        res["models"] = [model.itemText(i) for i in range(model.count())]
+        res["model"] = model.currentText()
+        self.log(f"connected={ok}")
+        progress = self.w(QProgressBar, "easel_progress")
+        preview = self.w(QLabel, "easel_preview")
+        seen = []
+
+        def on_progress(value):
+            pixmap = preview.pixmap()
+            seen.append((value, pixmap is not None and not pixmap.isNull()))
+
+        progress.valueChanged.connect(on_progress)
+        status = self.w(QLabel, "easel_status")
+
+        # server down: the error shows in plain words
+        url.setText(spec["dead_url"])
+        self.w(QPushButton, "easel_connect").click()
+        yield wait(lambda: connection.text().startswith("not connected"), 20, "dead connection")
+        res["dead_connection"] = connection.text()
+        self.set_params(spec["scenarios"][0])
+        app.action("easel_generate").trigger()
+        yield wait(lambda: not self.busy(), 30, "dead generate")
+        res["dead_status"] = status.text()
+        res["dead_status_style"] = status.styleSheet()
+        url.setText(spec["url"])
+        self.w(QPushButton, "easel_connect").click()
+        yield wait(lambda: connection.text().startswith("connected"), 30, "reconnected")
+
+        for sc in spec["scenarios"]:
+            t0 = time.time()
+            seen.clear()
+            self.set_params(sc)
+            if sc.get("selection"):
+                sel = Selection()
+                sel.select(*sc["selection"], 255)
+                if sc.get("feather"):
+                    sel.feather(sc["feather"])
+                doc.setSelection(sel)
+                doc.waitForDone()
+                yield sleep(0.3)
+            before = self.snapshot(doc)
+            self.write(f"{sc['name']}-canvas.rgba", swap(doc.pixelData(0, 0, W, H)))
+            current = doc.selection()
+            mask = bytes(current.pixelData(0, 0, W, H)) if current is not None else b""
+            self.write(f"{sc['name']}-mask.gray", mask)
+            active = doc.activeNode().name() if doc.activeNode() else None
+            self.log(f"{sc['name']}: generate")
+            if sc.get("button"):
+                self.w(QPushButton, "easel_generate_button").click()
+            else:
+                app.action("easel_generate").trigger()
+            started_busy = self.busy()
+            done = yield wait(lambda: not self.busy(), spec["timeout"], sc["name"])
+            doc.waitForDone()
+            after = self.snapshot(doc)
+            new_nodes = [n for n in self.layers(doc) if n.uniqueId().toString() not in before]
+            order = [n.uniqueId().toString() for n in self.layers(doc)]
+            record = {
+                "name": sc["name"], "done": done, "seconds": round(time.time() - t0, 2), "started_busy": started_busy,
+                "status": status.text(), "active_before": active,
+                "mask_bytes": len(mask), "progress_seen": list(seen),
+                "last_seed": self.w(QLabel, "easel_last_seed").text(),
+                "unchanged": {k: after.get(k) == v for k, v in before.items()},
+                "stack": [n.name() for n in self.layers(doc)],
+                "new_layers": [],
+                "results_strip": self.w(QListWidget, "easel_results").count(),
+            }
+            for i, node in enumerate(new_nodes):
+                b = node.bounds()
+                fname = f"{sc['name']}-layer{i}.rgba"
+                self.write(fname, swap(node.pixelData(0, 0, W, H)))
+                parent = node.parentNode()
+                record["new_layers"].append({
+                    "name": node.name(), "type": node.type(), "file": fname, "visible": node.visible(),
+                    "opacity": node.opacity(), "bounds": [b.x(), b.y(), b.width(), b.height()],
+                    "index": order.index(node.uniqueId().toString()),
+                    "parent_is_root": parent is not None and parent.parentNode() is None,
+                })
+            res["scenarios"].append(record)
+            self.log(f"{sc['name']}: {len(new_nodes)} new layer(s), status {status.text()!r}")
+            self.save()
+
+        res["ok"] = all(s["done"] and s["new_layers"] for s in res["scenarios"])
+        self.save()
+        # for the screenshot: room for the Easel docker next to the layers
+        for d in app.dockers():
+            if d.objectName() not in ("easel_docker", "KisLayerBox"):
+                d.setVisible(False)
+        yield sleep(0.5)
+        self.write("ready", b"1")
+        yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"], "quit file")
+
+        # quit while a job runs: Krita must close cleanly and promptly
+        quit_sc = dict(spec["scenarios"][0], steps=spec["quit_steps"], batch=1, name="quit")
+        self.set_params(quit_sc)
+        seen.clear()
+        app.action("easel_generate").trigger()
+        running = yield wait(lambda: self.busy() and any(v > 0 for v, _ in seen), 30, "job running")
+        res["quit"] = {"job_running": running and self.busy(), "progress": list(seen)[-3:], "at": time.time()}
+        for d in app.documents():
+            d.setModified(False)
+        self.log("file_quit")
+        self.save()
+        app.action("file_quit").trigger()
+
+
+_driver = None
+
+
+def register(out):
+    global _driver
+    _driver = Driver(out)
+
+    def begin():
+        try:
+            _driver.runner = Runner(_driver.script(), _driver.fail)
+            _driver.runner.start()
+        except Exception:  # noqa: BLE001
+            _driver.fail(traceback.format_exc())
+
+    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(2000, begin))

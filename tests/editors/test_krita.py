@@ -1,0 +1,424 @@
+"""Easel's Krita plugin in a real Krita (Debian's 5.1.5): `make test-krita`.
+
+1. Adapter checks through ``kritarunner`` (headless, offscreen, throw-away HOME): the installed
+   plugin reads the canvas and the selection, inserts result layers at offsets, in BGRA order,
+   and converts 16-bit/float documents (tests/editors/krita/adapter_checks.py).
+2. A GUI run under Xvfb: the plugin installed with ``server.plugin_install`` into a throw-away
+   HOME, a real Easel server on 127.0.0.1, and a test-only pykrita plugin
+   (tests/editors/krita/easel_selftest/) that sets the docker's widgets by objectName and
+   triggers ``easel_generate`` for each use. Every inserted layer is compared with what the same
+   server returns for the same request asked directly through ``server.client``.
+   Screenshot: artifacts/krita_docker.png.
+
+Verdicts come from the result files the scripts write inside Krita, never from Krita's exit code.
+Set EASEL_TEST_SERVER_URL to run the GUI test against a server you started yourself.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from server import editing
+from server.client import Client, new_job_id
+from server.imaging.send_region import send_region
+from server.plugin_install import install_plugin
+from server.protocol import GenerateRequest, Image
+
+pytestmark = pytest.mark.editor
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent / "krita"
+ARTIFACTS = REPO / "artifacts"
+OBJECT_NAMES = ["easel_prompt", "easel_negative", "easel_strength", "easel_steps", "easel_seed", "easel_batch",
+                "easel_model", "easel_generate_button", "easel_cancel_button", "easel_progress"]
+W, H = 100, 72  # the GUI document; the width is not a multiple of 8 on purpose
+
+
+def need(request, tool: str) -> str:
+    """The tool's path; a missing Krita fails loudly when editor tests were asked for (or in CI)."""
+    path = shutil.which(tool)
+    if path:
+        return path
+    message = f"{tool} is not installed: run .ci/install_krita.sh (Debian: krita, xvfb, imagemagick)"
+    if os.environ.get("CI") or request.config.getoption("markexpr", "").strip() == "editor":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def krita_env(home: Path, **extra: str) -> dict[str, str]:
+    """Krita's environment: a throw-away HOME, nothing of this venv's Python."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "QT_", "VIRTUAL_ENV", "EASEL_", "XDG_", "DISPLAY", "WAYLAND"))}
+    run = home / "run"
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run), XDG_CONFIG_HOME=str(home / ".config"),
+               XDG_DATA_HOME=str(home / ".local" / "share"), LC_ALL="C.UTF-8", **extra)
+    return env
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ------------------------------------------------------------------------------------ headless adapter
+
+
+@pytest.fixture(scope="module")
+def adapter(request, tmp_path_factory):
+    kritarunner = need(request, "kritarunner")
+    base = tmp_path_factory.mktemp("krita-adapter")
+    plugins = base / "pykrita"
+    install_plugin("krita", plugins, base / "kritarc", enable=False)
+    out, log = base / "out", base / "kritarunner.log"
+    env = krita_env(base / "home", QT_QPA_PLATFORM="offscreen", PYTHONPATH=f"{plugins}{os.pathsep}{HERE}")
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        subprocess.run([kritarunner, "-s", "adapter_checks", "-f", "main", str(out)], env=env, stdout=fh,
+                       stderr=subprocess.STDOUT, timeout=240, check=False)
+    result = out / "adapter.json"
+    if not result.exists():
+        pytest.fail(f"kritarunner wrote no result after {time.monotonic() - t0:.0f} s; log:\n{tail(log)}")
+    return json.loads(result.read_text())
+
+
+def observed(adapter, name):
+    if name in adapter["errors"]:
+        pytest.fail(f"{name} raised inside Krita:\n{adapter['errors'][name]}")
+    return adapter["checks"][name]
+
+
+def test_plugin_imports_with_bundled_client(adapter):
+    got = observed(adapter, "imports")
+    assert adapter["krita_version"].startswith("5.")
+    assert got["easel"].endswith("/pykrita/easel")
+    assert got["websockets"].startswith(got["easel"] + "/vendor"), "websockets must come from the bundled vendor/"
+    assert "EaselExtension" in got["extensions"]
+
+
+def test_read_canvas_swaps_bgra_to_rgba(adapter):
+    got = observed(adapter, "read_u8")
+    assert got["raw_bgra_red"] == [0, 0, 255, 255]  # Krita's memory order…
+    assert got["red"] == [255, 0, 0, 255]  # …read as RGBA
+    assert got["custom"] == [10, 20, 30, 255] and got["part"] == [10, 20, 30, 255] and got["part_len"] == 16
+    assert got["white"] == [255, 255, 255, 255]
+    assert got["blend"] == [127, 127, 255, 255]  # the visible canvas: half-transparent blue over white
+    assert got["len"] == 64 * 48 * 4
+
+
+def test_read_selection_soft_and_region(adapter):
+    got = observed(adapter, "selection")
+    assert got["none_box"] is None
+    assert got["none_state"] == [True, None, True]  # generate: nothing read
+    assert got["refine_state"] == [200 * 150 * 4, [0, 0, 200, 150], True]  # refine: the whole canvas
+    assert got["box"] == [120, 80, 30, 30] == got["full_bounds"]
+    assert got["values"] == [0, 128, 255] and got["count_255"] == 600 and got["count_128"] == 100
+    region = tuple(got["inpaint_region"])
+    assert region == send_region((120, 80, 30, 30), (200, 150))  # only the selection's context travels
+    assert got["mask_matches_crop"] and got["rgba_matches_crop"]
+    assert got["planned"] == {"mode": "inpaint", "x": region[0], "y": region[1], "canvas": [200, 150],
+                              "image": list(region[2:]), "mask": True}
+    assert got["refine_with_selection_mode"] == "inpaint"
+
+
+def test_insert_layers_at_offsets_above_active(adapter):
+    got = observed(adapter, "insert_u8")
+    assert got["names"] == ["Background", "Easel: a cat [11]", "Easel: a cat [12]", "upper", "no active layer"]
+    assert got["active_headless"] is None and got["headless_on_top"]
+    assert got["pixels_at_offset"] and got["second_offset_pixels"]
+    assert got["bounds"] == [7, 9, 5, 4]
+    assert got["others_unchanged"]
+    assert got["type"] == "paintlayer"
+
+
+def test_insert_rgba_and_png_results(adapter):
+    got = observed(adapter, "insert_opaque_and_png")
+    assert got["canvas"] == [200, 100, 50, 255]
+    assert got["node_bgra"] == [50, 100, 200, 255]
+    assert got["png_canvas"] == [10, 200, 30, 255]
+    assert got["png_bounds"] == [30, 20, 4, 2]
+
+
+def test_insert_when_a_selection_mask_is_active(adapter):
+    got = observed(adapter, "placement_with_selection_mask")
+    assert got["active_type"] == "selectionmask"
+    assert got["parent"] and got["order"] == ["Background", "res"]
+
+
+@pytest.mark.parametrize("depth", ["U16", "F16", "F32"])
+def test_deep_documents_are_converted(adapter, depth):
+    got = observed(adapter, f"deep_{depth}")
+    assert got["profile"] == "sRGB-elle-V2-g10.icc"  # Krita's default for deep documents is linear
+    # linear (0.784, 0.5, 0.25) is sRGB (229, 188, 137): converted, not truncated
+    assert all(abs(a - b) <= 1 for a, b in zip(got["read"], [229, 188, 137, 255]))
+    assert got["state_len"] == 16 * 12 * 4
+    assert got["node_space"] == ["RGBA", depth, "sRGB-elle-V2-g10.icc"]  # the layer is in the document's space
+    assert got["bytes_per_px"] == {"U16": 8, "F16": 8, "F32": 16}[depth]
+    assert all(abs(a - b) <= 1 for a, b in zip(got["roundtrip"], got["sent"]))
+
+
+def test_non_rgb_documents_get_a_plain_message(adapter):
+    got = observed(adapter, "non_rgb")
+    for model in ("GRAYA", "CMYKA"):
+        assert got[model] and "RGB" in got[model] and "Convert Image Color Space" in got[model]
+    assert "Open or create a document" in got["none"]
+
+
+def test_document_identity(adapter):
+    assert observed(adapter, "identity") == {"stable": True, "found": True, "other": True}
+
+
+# ------------------------------------------------------------------------------------ GUI end to end
+
+
+@pytest.fixture(scope="module")
+def server_url(request, tmp_path_factory):
+    external = os.environ.get("EASEL_TEST_SERVER_URL")
+    if external:
+        yield external
+        return
+    from tests.server_harness import running_server
+
+    model = request.getfixturevalue("tiny_sd_path")
+    log = tmp_path_factory.mktemp("krita-server") / "server.log"
+    with running_server([str(model)], log_path=log) as url:
+        yield url
+
+
+def scenarios() -> list[dict]:
+    common = dict(negative="blurry", steps=4, guidance=None)
+    return [
+        dict(common, name="generate", prompt="a red circle on blue", strength=100, seed=1234, batch=2),
+        dict(common, name="refine", prompt="a green square", strength=60, seed=77, batch=1, button=True),
+        dict(common, name="selection", prompt="a yellow star", strength=100, seed=99, batch=1,
+             selection=[58, 22, 30, 26], feather=3),
+    ]
+
+
+@contextlib.contextmanager
+def xvfb(path: str):
+    """Xvfb on a free display (it picks the number), kept alive across Krita's X reconnects (-noreset)."""
+    read, write = os.pipe()
+    proc = subprocess.Popen([path, "-displayfd", str(write), "-screen", "0", "1600x1000x24", "-noreset",
+                             "-nolisten", "tcp"], pass_fds=(write,), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    os.close(write)
+    try:
+        with os.fdopen(read) as fh:
+            display = fh.readline().strip()
+        if not display:
+            raise RuntimeError("Xvfb did not start")
+        yield f":{display}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def gui(request, server_url, tmp_path_factory):
+    krita, xvfb_bin, importer = (need(request, t) for t in ("krita", "Xvfb", "import"))
+    base = tmp_path_factory.mktemp("krita-gui")
+    home, out = base / "home", base / "out"
+    out.mkdir()
+    pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
+    install_plugin("krita", pykrita, kritarc)
+    shutil.copytree(HERE / "easel_selftest", pykrita / "easel_selftest")
+    shutil.copy2(HERE / "easel_selftest.desktop", pykrita / "easel_selftest.desktop")
+    config = configparser.RawConfigParser(strict=False, interpolation=None)
+    config.optionxform = str
+    config.read(kritarc)
+    config.set("python", "enable_easel_selftest", "true")
+    with kritarc.open("w") as fh:
+        config.write(fh, space_around_delimiters=False)
+    spec = {"url": server_url, "dead_url": "ws://127.0.0.1:9", "width": W, "height": H,
+            "background_bgra": [200, 170, 140, 255], "sketch_box": [20, 14, 40, 30], "sketch_bgra": [40, 40, 220, 255],
+            "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60, "quit_steps": 150}
+    (out / "spec.json").write_text(json.dumps(spec))
+    log = base / "krita.log"
+    timings: dict[str, float] = {}
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "krita_docker.png"
+    shot.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    with xvfb(xvfb_bin) as display, open(log, "w") as fh:
+        env = krita_env(home, DISPLAY=display, EASEL_URL=server_url, EASEL_SELFTEST=str(out))
+        proc = subprocess.Popen([krita, "--nosplash"], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and proc.poll() is None and not (out / "ready").exists():
+                if (out / "result.json").exists() and "error" in json.loads((out / "result.json").read_text()):
+                    break
+                time.sleep(0.25)
+            timings["until_ready_s"] = time.monotonic() - t0
+            if (out / "ready").exists():
+                time.sleep(1.5)  # let the canvas and the docker repaint
+                subprocess.run([importer, "-display", display, "-window", "root", str(shot)], check=False,
+                               timeout=60, env={**os.environ, "DISPLAY": display})
+            (out / "quit").touch()
+            t1 = time.monotonic()
+            try:
+                proc.wait(60)
+                timings["quit_s"] = time.monotonic() - t1
+            except subprocess.TimeoutExpired:
+                timings["quit_s"] = float("inf")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    timings["total_s"] = time.monotonic() - t0
+    result_path = out / "result.json"
+    if not result_path.exists():
+        pytest.fail(f"the in-Krita self-test wrote no result ({timings}); Krita log:\n{tail(log)}")
+    result = json.loads(result_path.read_text())
+    print(f"Krita GUI run: {timings}")
+    return SimpleNamespace(result=result, out=out, home=home, log=log, shot=shot, timings=timings,
+                           url=server_url, spec=spec, exit_code=proc.returncode)
+
+
+def scenario(gui, name: str) -> dict:
+    if "error" in gui.result:
+        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
+    for record in gui.result["scenarios"]:
+        if record["name"] == name:
+            return record
+    pytest.fail(f"scenario {name} did not run; events: {gui.result.get('events')}\nKrita log:\n{tail(gui.log)}")
+
+
+def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes):
+    """The oracle: the same request, built here from the canvas the self-test dumped, sent by server.client."""
+    selected = bool(mask) and any(mask)
+    mode = "inpaint" if selected else ("img2img" if spec["strength"] < 100 else "txt2img")
+    common = dict(job=new_job_id(), prompt=spec["prompt"], negative_prompt=spec["negative"], steps=spec["steps"],
+                  guidance=spec["guidance"], seed=spec["seed"], batch=spec["batch"], model=gui.result["model"],
+                  canvas_width=W, canvas_height=H)
+    image = mask_image = None
+    if mode == "txt2img":
+        request = GenerateRequest(width=W, height=H, **common)
+    else:
+        x, y, w, h = send_region(editing.selection_bounds(mask, W, H), (W, H)) if selected else (0, 0, W, H)
+        request = GenerateRequest(strength=spec["strength"] / 100, x=x, y=y, **common)
+        image = Image.rgba(w, h, editing.crop_bytes(canvas, W, 4, x, y, w, h))
+        if selected:
+            mask_image = Image.gray(w, h, editing.crop_bytes(mask, W, 1, x, y, w, h))
+    with Client(gui.url, image_format="rgba") as client:
+        return mode, client.generate(request, image, mask_image)
+
+
+def paste(result) -> bytes:
+    """A W x H transparent layer with the result image at its offset (what Krita's layer should hold)."""
+    layer = bytearray(W * H * 4)
+    img = result.image
+    for row in range(img.height):
+        y = result.y + row
+        if not 0 <= y < H:
+            continue
+        x0, x1 = max(result.x, 0), min(result.x + img.width, W)
+        src = img.data[(row * img.width + x0 - result.x) * 4:(row * img.width + x1 - result.x) * 4]
+        layer[(y * W + x0) * 4:(y * W + x1) * 4] = src
+    return bytes(layer)
+
+
+def check_scenario(gui, name: str, expect_mode: str) -> dict:
+    record = scenario(gui, name)
+    spec = next(s for s in gui.spec["scenarios"] if s["name"] == name)
+    assert record["done"] and record["started_busy"], f"{name}: did not finish: {record['status']}"
+    assert len(record["new_layers"]) == spec["batch"], f"{name}: {record['status']}; stack {record['stack']}"
+    assert all(record["unchanged"].values()), f"{name}: an existing layer changed"
+    above = record["stack"].index(record["active_before"]) + 1
+    assert [layer["index"] for layer in record["new_layers"]] == list(range(above, above + spec["batch"])), \
+        f"{name}: new layers must go right above the active layer {record['active_before']!r}: {record['stack']}"
+    canvas = (gui.out / f"{name}-canvas.rgba").read_bytes()
+    mask = (gui.out / f"{name}-mask.gray").read_bytes()
+    mode, result = ask_server_directly(gui, spec, canvas, mask)
+    assert mode == expect_mode
+    for i, (layer, image) in enumerate(zip(record["new_layers"], result.images, strict=True)):
+        assert layer["name"] == editing.layer_name(spec["prompt"], image.seed)
+        assert image.seed == spec["seed"] + i
+        assert layer["type"] == "paintlayer" and layer["visible"]
+        got = (gui.out / layer["file"]).read_bytes()
+        want = paste(image)
+        assert len(got) == len(want)
+        diff = sum(1 for a, b in zip(got, want) if a != b)
+        assert diff == 0, f"{name} layer {i}: {diff} bytes differ from the server's own result at ({image.x}, {image.y})"
+    assert any(value > 0 for value, _ in record["progress_seen"]), "the progress bar never moved"
+    assert f"last seed: {spec['seed']}" == record["last_seed"]
+    return record
+
+
+def test_gui_docker_connects_with_env_url(gui):
+    r = gui.result
+    assert r.get("docker_found"), f"no Easel docker; Krita log:\n{tail(gui.log)}"
+    assert r["actions"] == {"easel_generate": True, "easel_cancel": True}
+    assert all(r["widgets"].values()), r["widgets"]
+    assert r["url_field"] == gui.url  # EASEL_URL presets the server
+    assert r["connection"].startswith("connected"), r["connection"]
+    assert r["model"] and r["model"] in r["models"]
+
+
+def test_gui_server_down_is_said_in_plain_words(gui):
+    r = gui.result
+    assert r["dead_connection"].startswith("not connected") and "ws://127.0.0.1:9" in r["dead_connection"]
+    assert r["dead_status"].startswith("Generation failed") and "cannot reach the Easel server" in r["dead_status"]
+    assert "color" in r["dead_status_style"]
+
+
+def test_gui_generate_new_image_at_canvas_size(gui):
+    record = check_scenario(gui, "generate", "txt2img")
+    assert [layer["bounds"] for layer in record["new_layers"]] == [[0, 0, W, H]] * 2
+
+
+def test_gui_refine_visible_canvas(gui):
+    record = check_scenario(gui, "refine", "img2img")
+    assert record["new_layers"][0]["bounds"] == [0, 0, W, H]
+
+
+def test_gui_regenerate_soft_selection(gui):
+    record = check_scenario(gui, "selection", "inpaint")
+    mask = (gui.out / "selection-mask.gray").read_bytes()
+    assert any(0 < v < 255 for v in mask), "the feathered selection should be soft"
+    x, y, w, h = record["new_layers"][0]["bounds"]
+    sx, sy, sw, sh = scenarios()[2]["selection"]
+    assert x <= sx and y <= sy and x + w >= sx + sw and y + h >= sy + sh  # covers the selection…
+    assert w * h < W * H  # …but not the whole canvas
+    assert record["results_strip"] == 4  # this session's results, to apply again
+
+
+def test_gui_shows_live_preview(gui):
+    seen = [p for s in gui.result["scenarios"] for p in s["progress_seen"]]
+    assert any(has_preview for _, has_preview in seen), "no step preview appeared while generating"
+
+
+def test_gui_closing_mid_job_is_clean(gui):
+    quit_info = gui.result.get("quit")
+    assert quit_info and quit_info["job_running"], f"no job was running at quit: {quit_info}"
+    assert gui.timings["quit_s"] < 30, f"Krita did not close promptly after file_quit: {gui.timings}"
+    log = gui.log.read_text(errors="replace")
+    assert "Traceback" not in log, tail(gui.log)
+
+
+def test_gui_settings_persist(gui):
+    config = configparser.RawConfigParser(strict=False, interpolation=None)
+    text = (gui.home / ".config" / "kritarc").read_text()
+    config.read_string("[krita-top-level]\n" + text)  # KConfig writes its first keys without a group
+    assert config.has_section("easel"), "Krita saved no Easel settings"
+    assert config.get("easel", "url") == gui.url
+    assert config.get("easel", "prompt") == scenarios()[0]["prompt"]
+    assert config.get("easel", "strength") == "1.0"
+
+
+def test_gui_screenshot_saved(gui):
+    assert gui.shot.exists() and gui.shot.stat().st_size > 10_000, "no screenshot in artifacts/"
