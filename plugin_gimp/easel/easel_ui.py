@@ -19,6 +19,7 @@ class Dialog:
 
     def __init__(self, procedure, config, title: str, fields: list[str]):
         GimpUi.init("easel")
+        self.title = title
         self.dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
         # the prompt gets a multi-line text box, framed with its title (text boxes have no label)
         prompt = self.dialog.get_widget("prompt", Gtk.TextView.__gtype__)
@@ -31,6 +32,7 @@ class Dialog:
         self.dialog.fill(fields)
         self.bar = Gtk.ProgressBar(show_text=True, text="Press OK to send the request to the Easel server")
         self.bar.set_margin_top(8)
+        self.bar.set_margin_bottom(4)
         self.dialog.get_content_area().pack_end(self.bar, False, False, 0)
         self.bar.show()
         self._cancel = None
@@ -42,14 +44,22 @@ class Dialog:
     def start(self, cancel) -> None:
         """Lock the fields and turn Cancel (and closing the window) into cancelling the job."""
         self._cancel = cancel
-        for child in self.dialog.get_content_area().get_children():
-            if child is not self.bar:
-                child.set_sensitive(False)
-        self.dialog.set_response_sensitive(Gtk.ResponseType.OK, False)
+        keep = [self.bar, self.dialog.get_widget_for_response(Gtk.ResponseType.CANCEL)]
+        self._lock(self.dialog, [w for w in keep if w is not None])
         self.dialog.connect("response", self._on_response)
         self.dialog.connect("delete-event", self._on_delete)
         self.bar.set_text("Connecting to the Easel server…")
         self.pump()
+
+    def _lock(self, widget, keep) -> None:
+        """Make everything insensitive but ``keep`` (the progress bar and Cancel)."""
+        for child in widget.get_children():
+            if child in keep:
+                continue
+            if isinstance(child, Gtk.Container) and any(k.is_ancestor(child) for k in keep):
+                self._lock(child, keep)
+            else:
+                child.set_sensitive(False)
 
     def progress(self, percent: int, text: str) -> None:
         if percent > 0:
@@ -57,6 +67,7 @@ class Dialog:
         else:
             self.bar.pulse()
         self.bar.set_text(text)
+        self.dialog.set_title(f"{self.title} – {text}")
 
     def pump(self) -> None:
         """Let GTK draw and handle clicks (called from the plug-in's wait loop)."""

@@ -247,9 +247,11 @@ def test_errors_are_clear_and_change_nothing(batch, name, status, words):
 
 # ----------------------------------------------------------------------------- GUI test
 GUI_ARGS = dict(prompt="a red circle on a hill", seed=42, steps=3)
+SLOW_ARGS = dict(prompt="a long job to cancel", seed=5, steps=150, strength=1.0)  # ~8 s on the tiny model
+IGNORED_ARGS = dict(prompt="not used: the dialog shows the last values", seed=9, steps=3)
 
 
-def _until(predicate, timeout: float, step: float = 0.5):
+def _until(predicate, timeout: float, step: float = 0.3):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -269,12 +271,18 @@ def _geometry(xwininfo: str) -> tuple[int, int, int, int]:
             int(values["Height"]))
 
 
-def test_gui_dialog_screenshot_and_interactive_run(root, server_url):
-    """GIMP's GUI on Xvfb (inside the chroot): the dialog appears, is captured, OK runs the job."""
+def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
+    """GIMP's GUI on Xvfb (inside the chroot). Run 0: the Generate dialog appears, is captured, OK
+    runs the job and its layer arrives. Run 1 (Image from Sketch): OK starts a long job, the dialog
+    shows the server's steps, Escape cancels it and nothing is added. Run 2: Generate again; its
+    dialog comes back with run 0's values, which OK then uses."""
     work = Workdir(root)
     install_plugin("gimp", work.plugins())
     (work.host / "fb").mkdir()
-    (work.host / "spec.json").write_text(json.dumps(dict(args=dict(GUI_ARGS, url=server_url), out=work.path("out"))))
+    runs = [dict(procedure=PROCS["generate"], args=dict(GUI_ARGS, url=server_url)),
+            dict(procedure=PROCS["sketch"], args=dict(SLOW_ARGS, url=server_url)),
+            dict(procedure=PROCS["generate"], args=dict(IGNORED_ARGS, url=server_url))]
+    (work.host / "spec.json").write_text(json.dumps(dict(runs=runs, out=work.path("out"))))
     (work.host / "gui_dialog.py").write_text((HERE / "gimp/gui_dialog.py").read_text())
     display = f":{free_display()}"
     env = {"HOME": work.path("home"), "EASEL_TEST_SPEC": work.path("spec.json"), "DISPLAY": display}
@@ -287,28 +295,58 @@ def test_gui_dialog_screenshot_and_interactive_run(root, server_url):
     def x11(cmd: str) -> str:
         return chroot_shell(root, cmd, {"DISPLAY": display}, timeout=30).stdout
 
-    def dialog_window() -> str | None:
+    def dialog(words: str = "Easel: Generate") -> tuple[str, str] | None:
+        """(window id, title line) of the Easel dialog whose title contains ``words``."""
         for line in x11("xwininfo -root -tree").splitlines():
-            if '"Easel: Generate' in line:
-                return line.split()[0]
+            if '"Easel: ' in line and words in line:
+                return line.split()[0], line
         return None
 
-    try:
-        window = _until(dialog_window, 120)
-        assert window, f"the Easel dialog never appeared; see {ARTIFACTS / 'gimp_gui.log'}"
-        time.sleep(2)  # let GTK finish drawing
+    def capture(window: str, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
-        xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_screen.png", ARTIFACTS / "gimp_dialog.png",
+        xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_screen.png", ARTIFACTS / name,
                    _geometry(x11(f"xwininfo -id {window}")))
-        x11(f"xdotool windowfocus --sync {window} key --clearmodifiers Return")
-        result_file = work.host / "out/gui_result.json"
-        assert _until(result_file.exists, 120), "the interactive run did not finish"
-        time.sleep(0.5)
-        result = json.loads(result_file.read_text())
-        assert "error" not in result, result["error"]
-        assert result["status"] == "success", result
-        names = [lay["name"] for lay in result["layers"]]
-        assert names[0] == editing.layer_name(GUI_ARGS["prompt"], GUI_ARGS["seed"]) and names[1:] == ["Sketch"]
+
+    def result(i: int) -> dict:
+        path = work.host / f"out/gui_result{i}.json"
+        assert _until(path.exists, 120), f"interactive run {i} did not finish; see {ARTIFACTS / 'gimp_gui.log'}"
+        time.sleep(0.3)
+        return json.loads(path.read_text())
+
+    try:
+        found = _until(dialog, 120)
+        assert found, f"the Easel dialog never appeared; see {ARTIFACTS / 'gimp_gui.log'}"
+        time.sleep(2)  # let GTK finish drawing
+        capture(found[0], "gimp_dialog.png")
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        first = result(0)
+        assert "error" not in first, first["error"]
+        assert first["status"] == "success", first
+        names = [lay["name"] for lay in first["layers"]]
+        assert names == [editing.layer_name(GUI_ARGS["prompt"], GUI_ARGS["seed"]), "Sketch"]
+        assert first["layers"][0]["x"] == first["layers"][0]["y"] == 0
+
+        found = _until(lambda: dialog("Easel: Image from Sketch…\""), 60)
+        assert found, "the Image from Sketch dialog never appeared"
+        time.sleep(1)
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        running = _until(lambda: dialog("step "), 60, step=0.2)
+        assert running, "the dialog never showed the server's steps"
+        capture(running[0], "gimp_progress.png")
+        x11(f"xdotool windowfocus --sync {running[0]} key --clearmodifiers Escape")
+        second = result(1)
+        assert "error" not in second, second["error"]
+        assert second["status"] == "cancel", second
+        assert [lay["name"] for lay in second["layers"]] == names  # nothing added
+
+        found = _until(lambda: dialog("Easel: Generate…\""), 60)
+        assert found, "the third dialog never appeared"
+        time.sleep(1)
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        third = result(2)
+        assert third.get("status") == "success", third
+        assert third["layers"][0]["name"].startswith(names[0])  # run 0's prompt and seed, remembered
+        assert len(third["layers"]) == 3
         assert gimp.wait(timeout=60) == 0
     finally:
         if gimp.poll() is None:

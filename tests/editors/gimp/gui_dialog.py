@@ -1,6 +1,7 @@
 # Runs inside the GIMP 3 GUI (python-fu-eval batch interpreter) under Xvfb: opens an image in a
-# window and runs easel-generate INTERACTIVE, so the Easel dialog appears. The host test takes
-# the screenshot and presses OK; this script then records the outcome and quits GIMP.
+# window and runs the Easel procedure of each entry of the spec's "runs" INTERACTIVE, so its
+# dialog appears each time (GIMP fills it with the last values, if any, over the args given). The host test takes screenshots and presses OK / Escape; this
+# script records each outcome (out/gui_result<i>.json) and quits GIMP.
 import json
 import os
 import traceback
@@ -13,7 +14,29 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 SPEC = json.load(open(os.environ["EASEL_TEST_SPEC"]))
 OUT = SPEC["out"]
-res = {}
+image = None
+
+
+def run(name, args):
+    res = {}
+    proc = Gimp.get_pdb().lookup_procedure(name)
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", image.get_layers()[-1:])
+    for key, value in args.items():
+        cfg.set_property(key, value)
+    rv = proc.run(cfg)
+    res["status"] = rv.index(0).value_nick
+    if rv.length() > 1:
+        res["message"] = str(rv.index(1))
+    res["layers"] = []
+    for lay in image.get_layers():
+        _ok, x, y = lay.get_offsets()
+        res["layers"].append({"name": lay.get_name(), "x": x, "y": y, "w": lay.get_width(), "h": lay.get_height()})
+    return res
+
+
 try:
     W, H = 320, 240
     image = Gimp.Image.new(W, H, Gimp.ImageBaseType.RGB)
@@ -24,25 +47,14 @@ try:
     layer.update(0, 0, W, H)
     Gimp.Display.new(image)
     Gimp.displays_flush()
-    proc = Gimp.get_pdb().lookup_procedure("easel-generate")
-    cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
-    cfg.set_property("image", image)
-    cfg.set_core_object_array("drawables", [layer])
-    for key, value in SPEC["args"].items():
-        cfg.set_property(key, value)
-    open(os.path.join(OUT, "dialog_requested"), "w").close()
-    rv = proc.run(cfg)
-    res["status"] = rv.index(0).value_nick
-    if rv.length() > 1:
-        res["message"] = str(rv.index(1))
-    res["layers"] = []
-    for lay in image.get_layers():
-        _ok, x, y = lay.get_offsets()
-        res["layers"].append({"name": lay.get_name(), "x": x, "y": y, "w": lay.get_width(), "h": lay.get_height()})
+    for i, spec in enumerate(SPEC["runs"]):
+        try:
+            result = run(spec["procedure"], spec["args"])
+        except Exception:
+            result = {"error": traceback.format_exc()}
+        json.dump(result, open(os.path.join(OUT, f"gui_result{i}.json"), "w"), indent=1)
 except Exception:
-    res["error"] = traceback.format_exc()
-json.dump(res, open(os.path.join(OUT, "gui_result.json"), "w"), indent=1)
+    json.dump({"error": traceback.format_exc()}, open(os.path.join(OUT, "gui_result0.json"), "w"), indent=1)
 quit_proc = Gimp.get_pdb().lookup_procedure("gimp-quit")
 quit_cfg = quit_proc.create_config()
 quit_cfg.set_property("force", True)
