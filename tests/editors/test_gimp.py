@@ -117,6 +117,8 @@ def _cases(work: Workdir, url: str) -> list[dict]:
     return [
         *(dict(name=kind, procedure=PROCS[kind], image=selected if kind == "selection" else plain,
                args=_args(kind, url)) for kind in GOOD),
+        dict(name="sketch-16bit", procedure=PROCS["sketch"], image=dict(plain, precision="U16_LINEAR"),
+             args=_args("sketch", url)),
         dict(name="server-down", procedure=PROCS["generate"], image=plain,
              args=dict(prompt="x", url=f"ws://127.0.0.1:{_free_port()}")),
         dict(name="bad-model", procedure=PROCS["sketch"], image=plain,
@@ -195,6 +197,7 @@ def _check_success(case: dict, url: str, kind: str, args: dict) -> None:
     before, after = case["before"], case["after"]
     # nothing else changed: same size, selection, and every old layer identical (pixels and properties)
     assert after["size"] == before["size"] and after["selection"] == before["selection"]
+    assert after["precision"] == before["precision"]
     old_after = [lay for lay in after["layers"] if lay["id"] in {b["id"] for b in before["layers"]}]
     assert old_after == before["layers"]
     expected = _direct(url, kind, args)
@@ -218,6 +221,13 @@ def test_generate_inserts_server_result_layers(batch, server_url):
 
 def test_image_from_sketch_sends_visible_composite(batch, server_url):
     _check_success(batch["sketch"], server_url, "sketch", _args("sketch", server_url))
+
+
+def test_high_bit_depth_image_is_converted_both_ways(batch, server_url):
+    """A 16-bit linear image: Gegl converts to 8-bit sRGB for the server and back for the layer."""
+    case = batch["sketch-16bit"]
+    assert case["before"]["precision"] == case["after"]["precision"] == "u16-linear"
+    _check_success(case, server_url, "sketch", _args("sketch", server_url))
 
 
 def test_regenerate_selection_sends_soft_mask(batch, server_url):

@@ -43,6 +43,8 @@ def build(spec):
         layer.set_visible(lay.get("visible", True))
     if spec.get("selection"):
         write(image.get_selection(), open(os.path.join(IN, spec["selection"]), "rb").read(), MASK)
+    if spec.get("precision"):  # e.g. "U16_LINEAR": the plug-in must convert to and from 8-bit sRGB
+        image.convert_precision(getattr(Gimp.Precision, spec["precision"]))
     if spec.get("active"):
         image.set_selected_layers([lay for lay in image.get_layers() if lay.get_name() == spec["active"]])
     return image
@@ -56,7 +58,8 @@ def snapshot(image):
                        "h": layer.get_height(), "visible": layer.get_visible(), "opacity": layer.get_opacity(),
                        "sha": hashlib.sha256(read(layer)).hexdigest()})
     sel = hashlib.sha256(read(image.get_selection(), MASK)).hexdigest()
-    return {"size": [image.get_width(), image.get_height()], "layers": layers, "selection": sel}
+    return {"size": [image.get_width(), image.get_height()], "precision": image.get_precision().value_nick,
+            "layers": layers, "selection": sel}
 
 
 def call(name, image, drawables, args):
