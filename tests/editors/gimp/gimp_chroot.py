@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,9 @@ class Workdir:
     def __init__(self, root: Path):
         base = root / "var/tmp/easel-tests"
         base.mkdir(parents=True, exist_ok=True)
+        for stale in base.glob("run-*"):  # left by a run that was killed
+            if time.time() - stale.stat().st_mtime > 6 * 3600:
+                shutil.rmtree(stale, ignore_errors=True)
         self.root = root
         self.host = Path(tempfile.mkdtemp(prefix="run-", dir=base))
         self.host.chmod(0o755)
