@@ -317,6 +317,19 @@ def test_latent_preview_render_and_fit(tiny_sd_path):
     assert fitted is not None and fitted.weight.shape == (4, 3) and np.isfinite(fitted.weight).all()
 
 
+def test_stock_vaes_use_published_factors(monkeypatch):
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(LatentPreview, "fit", classmethod(lambda cls, *a: pytest.fail("no fit for stock VAEs")))
+    for scaling, red_from_ch0 in ((0.18215, 0.3512), (0.13025, 0.3651)):
+        vae = SimpleNamespace(config=SimpleNamespace(scaling_factor=scaling, block_out_channels=[128, 256, 512, 512],
+                                                     latent_channels=4, shift_factor=None))
+        preview = LatentPreview.for_vae(vae, 8)
+        assert preview.weight[0, 0] == pytest.approx(red_from_ch0 / 2)  # [-1, 1] factors rescaled to [0, 1]
+    assert LatentPreview(np.zeros((4, 3)), np.full(3, 0.5)).render(torch.zeros(1, 4, 2, 2)).getpixel((0, 0)) == (
+        128, 128, 128)
+
+
 def test_demo_model_info():
     eng = Engine(["easel-demo"], device="cpu")
     info = eng.model_info("easel-demo")

@@ -86,9 +86,10 @@ def model_dtype(requested: str, resolved: str, device: str, weight_bytes: int | 
     return resolved
 
 
-def free_memory(device: str) -> None:
-    """Collect garbage and return cached accelerator memory to the driver."""
-    gc.collect()
+def free_memory(device: str, collect: bool = True) -> None:
+    """Collect garbage (if asked) and return cached accelerator memory to the driver."""
+    if collect:
+        gc.collect()
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
     elif device == "mps" and _mps_available():

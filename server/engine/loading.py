@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +79,10 @@ class LoadedModel:
             self._offload_owner = pipe
         return pipe
 
-    def release(self) -> None:
-        """Drop every reference this object holds to weights (the caller frees memory after)."""
+    def release(self) -> list[weakref.ref]:
+        """Drop every reference this object holds to weights; weak refs to the big modules come back
+        so the caller can tell whether a garbage collection is needed to free them."""
+        refs = [weakref.ref(m) for m in self.base.components.values() if isinstance(m, torch.nn.Module)]
         for pipe in [self.base, *self.pipes.values()]:
             if self.offload_device is not None:
                 try:
@@ -90,6 +93,7 @@ class LoadedModel:
         self.base = None
         self._offload_owner = None
         self.preview = None
+        return refs
 
 
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
@@ -114,7 +118,7 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
             pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled)
         offload = _place(pipe, opts)
         preview = _demo_preview() if ref.source == "builtin" else None
-        preview = preview or LatentPreview.fit(pipe.vae, traits.vae_scale)
+        preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
     except (EngineError, JobCancelled):
         raise
     except torch.OutOfMemoryError:
@@ -131,14 +135,22 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
 
 
 def _quiet() -> None:
-    """No tqdm bars from diffusers/transformers on the server's console (progress goes to clients)."""
+    """No tqdm bars from diffusers/transformers on the server's console (progress goes to clients),
+    and no "modules that should be kept in float32: []" warning at every SDXL img2img/inpaint."""
     diffusers.utils.logging.disable_progress_bar()
+    modeling = logging.getLogger("diffusers.models.modeling_utils")
+    if _empty_fp32_warning not in modeling.filters:
+        modeling.addFilter(_empty_fp32_warning)
     try:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
     except (ImportError, AttributeError):
         pass
+
+
+def _empty_fp32_warning(record: logging.LogRecord) -> bool:
+    return "should be kept in float32: []" not in record.getMessage()
 
 
 _HINTS = {
