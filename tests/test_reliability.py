@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 import threading
 import time
@@ -11,17 +12,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from server_harness import inprocess_server
+from test_server import pixels
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from server.client import Client, ClientError, new_job_id
 from server.engine import Engine
 from server.limits import Limits
-from server.protocol import GenerateRequest
+from server.protocol import GenerateRequest, Image, encode_message
 from server.results import ResultStore
 from server.security import Security, SecurityError
-from tests.server_harness import inprocess_server
-from tests.test_server import pixels
 
 
 @pytest.fixture(scope="module")
@@ -69,24 +70,89 @@ frames = (
 )
 
 
-def test_fuzzed_frames_never_break_the_server(served):
-    url = served[0]
-    sent = {"n": 0}
-    with Client(url) as fuzz:
+def valid_frames() -> list[list[str | bytes]]:
+    image = Image.rgba(8, 8, bytes(range(256)))
+    mask = Image.gray(8, 8, bytes(64))
+    gen = GenerateRequest(job="fz", prompt="a red circle", steps=1, width=64, height=64).to_message()
+    return [encode_message(gen, {"image": image, "mask": mask}), encode_message(gen),
+            encode_message({"type": "cancel", "job": "fz"}), encode_message({"type": "fetch", "job": "fz"}),
+            encode_message({"type": "history", "limit": 3})]
 
-        @settings(max_examples=2000, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        @given(frame=frames)
-        def send(frame):
-            fuzz._ws.send(frame)
-            sent["n"] += 1
 
-        send()
-        assert fuzz.models()  # the fuzzed connection itself still answers
-    assert sent["n"] >= 1000
-    with Client(url, image_format="rgba") as normal:  # and a normal job still works
-        result = normal.generate(req())
-        assert pixels(result.images[0].image).shape == (64, 64, 4)
+def mutated_frames(count: int, seed: int):
+    """Seeded mutations of valid messages: truncation, bit flips, spliced bytes, dropped or
+    repeated frames, JSON values swapped for other types."""
+    rng = random.Random(seed)
+    pool = valid_frames()
+    odd_values = [None, True, -1, 2**64, 1e309, "", "x" * 300, [], {}, [1, 2], {"a": 1}, 0.5]
+    for _ in range(count):
+        frames_ = list(rng.choice(pool))
+        i = rng.randrange(len(frames_))
+        frame = frames_[i]
+        how = rng.randrange(5)
+        if isinstance(frame, str) and how < 2:
+            data = json.loads(frame)
+            key = rng.choice(list(data))
+            data[key] = rng.choice(odd_values)
+            frame = json.dumps(data)
+        elif how == 2:
+            frame = frame[: rng.randrange(len(frame) + 1)]
+        elif how == 3:
+            raw = bytearray(frame.encode() if isinstance(frame, str) else frame)
+            for _ in range(rng.randint(1, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            frame = bytes(raw) if isinstance(frames_[i], bytes) else raw.decode("utf-8", "replace")
+        else:
+            frames_.insert(i, frame)  # a repeated frame
+        frames_[i] = frame
+        if rng.random() < 0.2:
+            del frames_[rng.randrange(len(frames_))]  # a dropped frame
+        yield from frames_
+
+
+def test_fuzzed_frames_never_break_the_server(engine):
+    # small limits, so a fuzzed frame that happens to be a valid job stays a tiny job
+    limits = Limits(max_side=128, max_steps=4, max_batch=2)
+    replies: list[dict] = []
+    with inprocess_server(engine, limits) as (url, app):
+        with connect(url, max_size=None, compression=None) as ws:
+            ws.send(json.dumps({"type": "hello", "protocol": 1}))
+
+            def drain() -> None:  # read every reply, so the server never waits on us
+                try:
+                    for frame in ws:
+                        if isinstance(frame, str):
+                            replies.append(json.loads(frame))
+                except ConnectionClosed:
+                    pass
+
+            reader = threading.Thread(target=drain, daemon=True)
+            reader.start()
+            sent = {"n": 0}
+
+            @settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+            @given(frame=frames)
+            def send(frame):  # structured garbage: every field with every JSON type
+                ws.send(frame)
+                sent["n"] += 1
+
+            send()
+            for frame in mutated_frames(3000, seed=1234):  # broken versions of valid frames
+                ws.send(frame)
+                sent["n"] += 1
+            ws.send(json.dumps({"type": "models"}))  # a protocol error can swallow one pending frame
+            ws.send(json.dumps({"type": "models"}))
+            deadline = time.monotonic() + 60
+            while not any(r.get("type") == "models" for r in replies) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert sent["n"] >= 3400
+        assert any(r.get("type") == "models" for r in replies), "the fuzzed connection stopped answering"
+        errors = [r for r in replies if r.get("type") == "error"]
+        assert errors and all(r.get("message") for r in errors)
+        assert not any(r.get("code") == "internal" for r in errors), [r for r in errors if r["code"] == "internal"]
+        with Client(url, image_format="rgba") as normal:  # and a normal job still works
+            result = normal.generate(req())
+            assert pixels(result.images[0].image).shape == (64, 64, 4)
 
 
 def test_oversized_frame_closes_only_that_connection(engine):
@@ -150,7 +216,12 @@ def test_queued_jobs_of_a_disconnected_client_are_dropped(served):
         blocker = holder.submit(req(steps=40, width=128, height=128))
         with Client(url) as leaver:
             queued = [leaver.submit(req()) for _ in range(3)]
-            assert all(j in app.queue for j in queued)
+            acks: list[str] = []
+            for event in leaver.events(timeout=30):
+                acks.append(event.job)
+                if len(acks) == 3:
+                    break
+            assert sorted(acks) == sorted(queued) and all(j in app.queue for j in queued)
         time.sleep(0.5)
         assert not any(j in app.queue for j in queued)
         holder.cancel(blocker)

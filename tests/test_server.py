@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 from server.client import Client, JobCancelled, JobFailed, new_job_id
 from server.engine import Engine
 from server.protocol import GenerateRequest, Image, encode_image
-from tests.server_harness import inprocess_server
+from server_harness import inprocess_server
 
 SIZE = 64
 
