@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image as PILImage
 
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
+from .imaging.compose import composite, prepare
+from .imaging.region import plan_request
 from .limits import Limits
 from .protocol import GenerateRequest, Image, ProtocolError
 
@@ -77,51 +78,33 @@ def pick_seeds(seed: int, batch: int) -> list[int]:
     return [(base + i) % 2**63 for i in range(batch)]
 
 
-def _round8(value: int) -> int:
-    return max(8, int(round(value / 8)) * 8)
-
-
 def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                    progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
-    """Run the request on the engine and return result layers in document coordinates."""
+    """Plan the work region, run the engine at working size, composite layers in document coordinates."""
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)
-    if inputs.image is None:
-        out_w = request.width or model.native[0]
-        out_h = request.height or model.native[1]
-        source = None
-    else:
-        out_h, out_w = inputs.image.shape[:2]
-        source = inputs.image
-    work_w, work_h = _round8(out_w), _round8(out_h)
+    plan = plan_request(request, inputs.image, inputs.mask, model.native)
+    work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
     job = EngineJob(
-        mode=inputs.mode,  # type: ignore[arg-type]
+        mode=plan.mode,  # type: ignore[arg-type]
         prompt=request.prompt, negative_prompt=request.negative_prompt, model=model.id,
-        steps=request.steps, guidance=request.guidance, seeds=seeds, width=work_w, height=work_h,
-        scheduler=request.scheduler, strength=request.strength, preview=request.preview,
+        steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.work.width,
+        height=plan.work.height, scheduler=request.scheduler, strength=request.strength,
+        image=work_image, mask=work_mask, preview=request.preview,
     )
-    if source is not None:
-        job.image = _resize(PILImage.fromarray(source, "RGBA").convert("RGB"), work_w, work_h)
-    if inputs.mask is not None:
-        job.mask = _resize(PILImage.fromarray(inputs.mask, "L"), work_w, work_h)
-    results = engine.run(job, progress, cancelled)
     t1 = time.perf_counter()
+    results = engine.run(job, progress, cancelled)
+    t2 = time.perf_counter()
     layers = []
     for seed, img in zip(seeds, results, strict=True):
-        rgb = np.asarray(_resize(img.convert("RGB"), out_w, out_h))
-        rgba = np.dstack([rgb, np.full((out_h, out_w), 255, np.uint8)])
-        layers.append(Layer(rgba, request.x, request.y, seed))
+        layer = composite(plan, inputs.image, inputs.mask, img)
+        layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
     parameters = {
-        "mode": inputs.mode, "model": model.id, "prompt": request.prompt,
-        "negative_prompt": request.negative_prompt, "steps": job.steps or model.default_steps,
+        "model": model.id, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "steps": job.steps or model.default_steps,
         "guidance": job.guidance if job.guidance is not None else model.default_guidance,
-        "scheduler": request.scheduler or "default", "strength": request.strength,
-        "seeds": seeds, "width": out_w, "height": out_h, "work_size": [work_w, work_h],
+        "scheduler": request.scheduler or "default", "strength": request.strength, "seeds": seeds,
+        **plan.to_dict(),
     }
-    return GenerationOutput(layers, parameters, {"run_s": t1 - t0, "compose_s": time.perf_counter() - t1})
-
-
-def _resize(img: PILImage.Image, width: int, height: int) -> PILImage.Image:
-    if img.size == (width, height):
-        return img
-    return img.resize((width, height), PILImage.Resampling.LANCZOS)
+    timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t2}
+    return GenerationOutput(layers, parameters, timings)

@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from server_harness import inprocess_server
-from test_server import pixels
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -23,6 +21,8 @@ from server.limits import Limits
 from server.protocol import GenerateRequest, Image, encode_message
 from server.results import ResultStore
 from server.security import Security, SecurityError
+from server_harness import inprocess_server
+from test_server import pixels
 
 
 @pytest.fixture(scope="module")

@@ -250,3 +250,25 @@ def test_cancelled_exception_from_generate(served):
                 c.cancel(p.job)
         with pytest.raises(JobCancelled):
             c.generate(req(steps=50, width=128, height=128), on_progress=cancel_soon)
+
+
+def test_regenerate_selection_changes_only_the_selection(client):
+    """A soft-edged selection in a corner of a 200x150 canvas sent at document offset (30, 40)."""
+    from server.imaging.compose import LayerResult, flatten
+
+    rng = np.random.default_rng(5)
+    base = np.dstack([rng.integers(0, 255, (150, 200, 3), dtype=np.uint8), np.full((150, 200), 255, np.uint8)])
+    mask = np.zeros((150, 200), np.uint8)
+    mask[100:150, 150:200] = 255  # touches the bottom-right canvas edge
+    mask[95:100, 150:200] = 128  # a soft band
+    r = client.generate(req(x=30, y=40, strength=1.0), rgba_image(base), Image.gray(200, 150, mask.tobytes()))
+    layer = r.images[0]
+    rgba = pixels(layer.image)
+    assert layer.x >= 30 + 140 and layer.y >= 40 + 85  # only the selection's neighbourhood comes back
+    assert layer.x + rgba.shape[1] == 30 + 200 and layer.y + rgba.shape[0] == 40 + 150
+    flat = flatten(base, LayerResult(rgba.copy(), layer.x, layer.y), origin=(30, 40))
+    alpha = np.zeros((150, 200), np.uint8)
+    alpha[layer.y - 40:, layer.x - 30:] = rgba[..., 3]
+    assert np.array_equal(flat[alpha == 0], base[alpha == 0]), "pixels outside the blend changed"
+    assert (alpha[mask == 255] == 255).all(), "the inside of the selection must be fully replaced"
+    assert not np.array_equal(flat[mask == 255], base[mask == 255])
