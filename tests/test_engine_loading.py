@@ -77,6 +77,35 @@ def test_hub_id_not_cached_offline_says_how_to_fix(hub_cache):
     assert "hf download easel-test/not-downloaded" in str(err.value)
 
 
+def test_hub_download_path_selects_files_and_reports_bytes(monkeypatch, tiny_sd_path):
+    """The online branch, with the three hub calls replaced: what it asks for and what it reports."""
+    from server.engine import hub
+
+    calls: dict = {}
+
+    def fake_snapshot(repo, **kw):
+        calls.update(repo=repo, **kw)
+        bar = kw["tqdm_class"](total=2048, unit="B")
+        bar.update(1024)
+        bar.update(1024)
+        return tiny_sd_path
+
+    files = [os.path.relpath(os.path.join(root, f), tiny_sd_path).replace(os.sep, "/")
+             for root, _, names in os.walk(tiny_sd_path) for f in names]
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hf_hub_download", lambda repo, name: os.path.join(tiny_sd_path, name))
+    monkeypatch.setattr(hub.HfApi, "list_repo_files", lambda self, repo: files)
+    monkeypatch.setattr(hub, "snapshot_download", fake_snapshot)
+    events: list[Progress] = []
+    with Engine(["easel-test/online-sd"], device="cpu", dtype="float32") as eng:
+        eng.load(None, events.append)
+        assert eng.model_info(None).loaded
+    assert calls["repo"] == "easel-test/online-sd"
+    assert set(calls["allow_patterns"]) == set(files)  # everything in a tiny folder is needed
+    downloads = [e for e in events if "downloading" in e.message]
+    assert downloads and (downloads[-1].step, downloads[-1].total) == (2048, 2048)
+
+
 def test_hub_file_selection():
     index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
              "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],

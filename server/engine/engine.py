@@ -31,10 +31,10 @@ log = logging.getLogger(__name__)
 class Engine:
     """Hosts diffusers pipelines for the models it serves; the first model is the default."""
 
-    def __init__(self, models: Sequence[str], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
+    def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
                  attention_slicing: bool = False, vae_tiling: bool = False, cpu_offload: bool = False,
                  models_dir: str | None = None):
-        if isinstance(models, str):
+        if isinstance(models, (str, os.PathLike)):
             models = [models]
         if not models:
             raise EngineError("no model to serve; name at least one (for example 'easel-demo')", field="model")
@@ -47,7 +47,8 @@ class Engine:
         self._refs: dict[str, ModelRef] = {}
         self._aliases: dict[str, str] = {}
         self._infos: dict[str, ModelInfo] = {}
-        for text in models:
+        for item in models:
+            text = os.fspath(item)
             ref = parse_ref(text, models_dir)
             model_id = ref.id
             n = 2
