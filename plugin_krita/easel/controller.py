@@ -75,8 +75,9 @@ class Controller(QObject):
     """State of the plugin. Dockers show it and feed it parameters; actions call generate/cancel."""
 
     changed = Signal()  # anything the dockers show changed
+    progress_changed = Signal()  # only the progress bar and the preview changed
     history_added = Signal(object)  # a HistoryItem
-    _progress = Signal(object)  # from the worker thread
+    _progress = Signal()  # from the worker thread: a progress event is waiting in _pending
     _done = Signal(object, object, object)  # job, result, error
     _probed = Signal(str, object, object)  # url, welcome, error
 
@@ -96,6 +97,8 @@ class Controller(QObject):
         self.history: list[HistoryItem] = []
         self.dockers: list = []  # every window's docker; the active window's one gives the parameters
         self.closing = False
+        self._pending = None  # the newest progress event not shown yet (older ones are dropped)
+        self._pending_lock = threading.Lock()
         self._progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         self._probed.connect(self._on_probed, Qt.ConnectionType.QueuedConnection)
@@ -196,7 +199,7 @@ class Controller(QObject):
         self.job = job
         self.task = editing.GenerationTask(
             self.url, planned, image_format="rgba", client_name=CLIENT_NAME, token=self.token,
-            on_progress=lambda info: self._emit("_progress", info),
+            on_progress=self._queue_progress,
             on_done=lambda result, error: self._emit("_done", job, result, error))
         self.percent, self.progress_text, self.preview = 0, "connecting", None
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",
@@ -211,13 +214,22 @@ class Controller(QObject):
         self.set_status("Cancelling …")
         threading.Thread(target=self.task.cancel, daemon=True, name="easel-cancel").start()
 
-    def _on_progress(self, info) -> None:
-        if self.job is None or info.job != self.job.planned.request.job:
+    def _queue_progress(self, info) -> None:
+        """Worker thread: keep only the newest event, so a slow GUI never falls behind the server."""
+        with self._pending_lock:
+            waiting, self._pending = self._pending is not None, info
+        if not waiting:
+            self._emit("_progress")
+
+    def _on_progress(self) -> None:
+        with self._pending_lock:
+            info, self._pending = self._pending, None
+        if info is None or self.job is None or info.job != self.job.planned.request.job:
             return
         self.percent, self.progress_text = editing.progress_text(info)
         if info.preview is not None:
             self.preview = to_qimage(info.preview)
-        self.changed.emit()
+        self.progress_changed.emit()
 
     def _on_done(self, job: Job, result, error) -> None:
         if job is not self.job:

@@ -50,6 +50,7 @@ class EaselDocker(DockWidget):
         self._build()
         self._restore()
         self.controller.changed.connect(self.refresh)
+        self.controller.progress_changed.connect(self.refresh_progress)
         self.controller.history_added.connect(self._add_history)
         self.controller.add_docker(self)
         for item in self.controller.history:
@@ -194,7 +195,7 @@ class EaselDocker(DockWidget):
         if c.closing:
             return
         self.connection.setText(c.connection)
-        self.connection.setStyleSheet("" if c.connection_ok else "color: #c0392b;")
+        self._style(self.connection, not c.connection_ok)
         ids, default = c.model_ids()
         if tuple(ids) != self._models_shown:
             wanted = self.model.currentText() or self._saved_model or default
@@ -208,17 +209,30 @@ class EaselDocker(DockWidget):
             self.batch.setMaximum(int(limits.get("max_batch", self.batch.maximum())))
         self.generate_button.setEnabled(not c.busy)
         self.cancel_button.setEnabled(c.busy)
-        self.progress.setValue(c.percent)
-        self.progress.setFormat(f"%p% {c.progress_text}" if c.progress_text else "%p%")
         self.status.setText(c.status)
-        self.status.setStyleSheet("color: #c0392b;" if c.status_is_error else "")
-        if c.preview is not None and c.busy:
-            pixmap = QPixmap.fromImage(c.preview)
-            self.preview.setPixmap(pixmap.scaled(128, 128, Qt.AspectRatioMode.KeepAspectRatio,
-                                                 Qt.TransformationMode.FastTransformation))
+        self._style(self.status, c.status_is_error)
         if c.last_seed is not None:
             self.last_seed.setText(f"last seed: {c.last_seed}")
         self.reuse_seed.setEnabled(c.last_seed is not None)
+        self.refresh_progress()
+
+    def refresh_progress(self) -> None:
+        c = self.controller
+        if c.closing:
+            return
+        self.progress.setValue(c.percent)
+        self.progress.setFormat(f"%p% {c.progress_text}" if c.progress_text else "%p%")
+        if c.preview is not None and c.busy:
+            pixmap = QPixmap.fromImage(c.preview)
+            self.preview.setPixmap(pixmap.scaled(96, 96, Qt.AspectRatioMode.KeepAspectRatio,
+                                                 Qt.TransformationMode.FastTransformation))
+
+    @staticmethod
+    def _style(label, error: bool) -> None:
+        """Errors in red; style sheets are costly to re-apply, so only on a change."""
+        wanted = "color: #c0392b;" if error else ""
+        if label.styleSheet() != wanted:
+            label.setStyleSheet(wanted)
 
     def _add_history(self, item) -> None:
         entry = QListWidgetItem(self.results)

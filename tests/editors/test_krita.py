@@ -17,12 +17,12 @@ Set EASEL_TEST_SERVER_URL to run the GUI test against a server you started yours
 from __future__ import annotations
 
 import configparser
-import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +35,9 @@ from server.imaging.send_region import send_region
 from server.plugin_install import install_plugin
 from server.protocol import GenerateRequest, Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
+from krita_host import krita_env, need, paste, tail, xvfb  # noqa: E402
+
 pytestmark = pytest.mark.editor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,35 +46,6 @@ ARTIFACTS = REPO / "artifacts"
 OBJECT_NAMES = ["easel_prompt", "easel_negative", "easel_strength", "easel_steps", "easel_seed", "easel_batch",
                 "easel_model", "easel_generate_button", "easel_cancel_button", "easel_progress"]
 W, H = 100, 72  # the GUI document; the width is not a multiple of 8 on purpose
-
-
-def need(request, tool: str) -> str:
-    """The tool's path; a missing Krita fails loudly when editor tests were asked for (or in CI)."""
-    path = shutil.which(tool)
-    if path:
-        return path
-    message = f"{tool} is not installed: run .ci/install_krita.sh (Debian: krita, xvfb, imagemagick)"
-    if os.environ.get("CI") or request.config.getoption("markexpr", "").strip() == "editor":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def krita_env(home: Path, **extra: str) -> dict[str, str]:
-    """Krita's environment: a throw-away HOME, nothing of this venv's Python."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "QT_", "VIRTUAL_ENV", "EASEL_", "XDG_", "DISPLAY", "WAYLAND"))}
-    run = home / "run"
-    run.mkdir(mode=0o700, parents=True, exist_ok=True)
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run), XDG_CONFIG_HOME=str(home / ".config"),
-               XDG_DATA_HOME=str(home / ".local" / "share"), LC_ALL="C.UTF-8", **extra)
-    return env
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 # ------------------------------------------------------------------------------------ headless adapter
@@ -208,25 +182,6 @@ def scenarios() -> list[dict]:
     ]
 
 
-@contextlib.contextmanager
-def xvfb(path: str):
-    """Xvfb on a free display (it picks the number), kept alive across Krita's X reconnects (-noreset)."""
-    read, write = os.pipe()
-    proc = subprocess.Popen([path, "-displayfd", str(write), "-screen", "0", "1600x1000x24", "-noreset",
-                             "-nolisten", "tcp"], pass_fds=(write,), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    os.close(write)
-    try:
-        with os.fdopen(read) as fh:
-            display = fh.readline().strip()
-        if not display:
-            raise RuntimeError("Xvfb did not start")
-        yield f":{display}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="module")
 def gui(request, server_url, tmp_path_factory):
     krita, xvfb_bin, importer = (need(request, t) for t in ("krita", "Xvfb", "import"))
@@ -245,7 +200,8 @@ def gui(request, server_url, tmp_path_factory):
         config.write(fh, space_around_delimiters=False)
     spec = {"url": server_url, "dead_url": "ws://127.0.0.1:9", "width": W, "height": H,
             "background_bgra": [200, 170, 140, 255], "sketch_box": [20, 14, 40, 30], "sketch_bgra": [40, 40, 220, 255],
-            "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60, "quit_steps": 150}
+            "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60,
+            "long_steps": 150, "long_batch": 4}  # the job to cancel, and the one running when Krita quits
     (out / "spec.json").write_text(json.dumps(spec))
     log = base / "krita.log"
     timings: dict[str, float] = {}
@@ -318,20 +274,6 @@ def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes):
         return mode, client.generate(request, image, mask_image)
 
 
-def paste(result) -> bytes:
-    """A W x H transparent layer with the result image at its offset (what Krita's layer should hold)."""
-    layer = bytearray(W * H * 4)
-    img = result.image
-    for row in range(img.height):
-        y = result.y + row
-        if not 0 <= y < H:
-            continue
-        x0, x1 = max(result.x, 0), min(result.x + img.width, W)
-        src = img.data[(row * img.width + x0 - result.x) * 4:(row * img.width + x1 - result.x) * 4]
-        layer[(y * W + x0) * 4:(y * W + x1) * 4] = src
-    return bytes(layer)
-
-
 def check_scenario(gui, name: str, expect_mode: str) -> dict:
     record = scenario(gui, name)
     spec = next(s for s in gui.spec["scenarios"] if s["name"] == name)
@@ -350,7 +292,7 @@ def check_scenario(gui, name: str, expect_mode: str) -> dict:
         assert image.seed == spec["seed"] + i
         assert layer["type"] == "paintlayer" and layer["visible"]
         got = (gui.out / layer["file"]).read_bytes()
-        want = paste(image)
+        want = paste(image, W, H)
         assert len(got) == len(want)
         diff = sum(1 for a, b in zip(got, want) if a != b)
         assert diff == 0, f"{name} layer {i}: {diff} bytes differ from the server's own result at ({image.x}, {image.y})"
@@ -395,6 +337,21 @@ def test_gui_regenerate_soft_selection(gui):
     assert x <= sx and y <= sy and x + w >= sx + sw and y + h >= sy + sh  # covers the selection…
     assert w * h < W * H  # …but not the whole canvas
     assert record["results_strip"] == 4  # this session's results, to apply again
+
+
+def test_gui_cancel_stops_the_job(gui):
+    cancel = gui.result.get("cancel")
+    assert cancel and cancel["running"] and cancel["stopped"], cancel
+    assert cancel["status"] == "Cancelled." and cancel["unchanged"]
+    assert cancel["seconds"] < 10 and max(cancel["progress"]) < 100
+
+
+def test_gui_apply_again_then_undo(gui):
+    applied, undo = gui.result.get("apply_again"), gui.result.get("undo")
+    first = scenario(gui, "generate")["new_layers"][0]
+    assert applied and applied["names"] == [first["name"]], applied
+    assert (gui.out / "apply-layer0.rgba").read_bytes() == (gui.out / first["file"]).read_bytes()
+    assert undo["back_to_before"], undo  # Ctrl+Z removes the added layer and nothing else
 
 
 def test_gui_shows_live_preview(gui):

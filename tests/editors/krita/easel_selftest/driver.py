@@ -261,6 +261,34 @@ class Driver:
             self.log(f"{sc['name']}: {len(new_nodes)} new layer(s), status {status.text()!r}")
             self.save()
 
+        # Cancel: the job stops, nothing is added
+        self.set_params(dict(spec["scenarios"][0], steps=spec["long_steps"], batch=spec["long_batch"]))
+        before = self.snapshot(doc)
+        seen.clear()
+        app.action("easel_generate").trigger()
+        running = yield wait(lambda: any(v > 0 for v, _ in seen), 30, "cancel: running")
+        self.w(QPushButton, "easel_cancel_button").click()
+        t0 = time.time()
+        stopped = yield wait(lambda: not self.busy(), 30, "cancelled")
+        res["cancel"] = {"running": running, "stopped": stopped, "seconds": round(time.time() - t0, 2),
+                         "status": status.text(), "progress": [v for v, _ in seen],
+                         "unchanged": self.snapshot(doc) == before}
+
+        # Apply again: the first result of the strip becomes a new layer; Ctrl+Z (edit_undo) removes it
+        strip = self.w(QListWidget, "easel_results")
+        strip.setCurrentRow(0)
+        self.w(QPushButton, "easel_apply_button").click()
+        doc.waitForDone()
+        yield sleep(0.3)
+        applied = [n for n in self.layers(doc) if n.uniqueId().toString() not in before]
+        if applied:
+            self.write("apply-layer0.rgba", swap(applied[0].pixelData(0, 0, W, H)))
+        res["apply_again"] = {"names": [n.name() for n in applied], "status": status.text(), "strip": strip.count()}
+        app.action("edit_undo").trigger()
+        doc.waitForDone()
+        yield sleep(0.5)
+        res["undo"] = {"stack": [n.name() for n in self.layers(doc)], "back_to_before": self.snapshot(doc) == before}
+
         res["ok"] = all(s["done"] and s["new_layers"] for s in res["scenarios"])
         self.save()
         # for the screenshot: room for the Easel docker next to the layers
@@ -272,7 +300,7 @@ class Driver:
         yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"], "quit file")
 
         # quit while a job runs: Krita must close cleanly and promptly
-        quit_sc = dict(spec["scenarios"][0], steps=spec["quit_steps"], batch=1, name="quit")
+        quit_sc = dict(spec["scenarios"][0], steps=spec["long_steps"], batch=spec["long_batch"], name="quit")
         self.set_params(quit_sc)
         seen.clear()
         app.action("easel_generate").trigger()
