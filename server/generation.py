@@ -99,12 +99,13 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
     for seed, img in zip(seeds, results, strict=True):
         layer = composite(plan, inputs.image, inputs.mask, img)
         layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
+    used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
     parameters = {
         "model": model.id, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
-        "steps": job.steps or model.default_steps,
-        "guidance": job.guidance if job.guidance is not None else model.default_guidance,
-        "scheduler": request.scheduler or "default", "strength": request.strength, "seeds": seeds,
-        **plan.to_dict(),
+        "steps": used.get("steps", job.steps or model.default_steps),
+        "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
+        "scheduler": used.get("scheduler") or request.scheduler or "default",
+        "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
     }
     timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t2}
     return GenerationOutput(layers, parameters, timings)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .device import free_memory
 from .loading import LoadedModel
 from .schedulers import make_scheduler
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, Progress, ProgressFn
@@ -103,6 +104,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if cancelled():
             raise JobCancelled()
+        if not bool(torch.isfinite(tensors["latents"]).all()):
+            raise EngineError(NAN_MESSAGE, code="nan")
         preview = None
         if job.preview and lm.preview is not None:
             preview = lm.preview.render(tensors["latents"])
@@ -116,19 +119,35 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     images: list[Image.Image] = []
     if cancelled():
         raise JobCancelled()
-    pipe.scheduler = scheduler
-    try:
+    def generate_all() -> list[Image.Image]:
+        out: list[Image.Image] = []
         for k, seeds in enumerate(groups):
             done["group"] = k
-            if k:
-                pipe.scheduler = make_scheduler(job.scheduler, original)
+            pipe.scheduler = make_scheduler(job.scheduler, original)
             kwargs = _call_kwargs(lm, job, p, seeds, on_step)
-            images += pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
-    except torch.OutOfMemoryError:
-        raise EngineError("out of memory: use a smaller size or fewer images, or start the server with "
-                          "vae_tiling / attention_slicing / cpu_offload", field="width", code="out_of_memory") from None
-    except ValueError as exc:
-        raise EngineError(f"the pipeline rejected the job: {exc}", field=None) from exc
+            arrays = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
+            out += [_to_pil(a) for a in arrays]
+        return out
+
+    try:
+        try:
+            images = generate_all()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Out of memory: free what we can, turn on memory savers for this model, try once more.
+            savers = enable_memory_savers(pipe)
+            free_memory(str(getattr(pipe, "device", "cpu")), collect=True)
+            progress(Progress("denoise", 0, 0, f"out of memory; retrying with {', '.join(savers)}"))
+            images = generate_all()
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise EngineError("out of memory even with attention slicing and VAE tiling: use a smaller size or "
+                              "fewer images, or start the server with --cpu-offload", field="width",
+                              code="out_of_memory") from None
+        if isinstance(exc, ValueError):
+            raise EngineError(f"the pipeline rejected the job: {exc}", field=None) from exc
+        raise
     finally:
         pipe.scheduler = original
     if len(images) != len(job.seeds):
@@ -145,7 +164,7 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
         # one CPU generator per image: image i equals a batch-1 run with seeds[i], on any device
         "generator": [torch.Generator("cpu").manual_seed(s & 0xFFFF_FFFF_FFFF_FFFF) for s in seeds],
         "width": job.width, "height": job.height,  # always: inpaint pipelines default to the native size
-        "output_type": "pil",
+        "output_type": "np",  # float arrays: NaNs are caught before they become black pixels
         "callback_on_step_end": on_step, "callback_on_step_end_tensor_inputs": ["latents"],
     }
     image, mask, strength = job.image, job.mask, p.strength
@@ -157,6 +176,34 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
     if mask is not None and (job.mode == "inpaint" or lm.traits.inpaint_unet):
         kwargs["mask_image"] = mask.convert("L")
     return kwargs
+
+
+NAN_MESSAGE = ("the model produced NaN values (often float16 overflow in the UNet or VAE); "
+               "start the server with --dtype float32 or bfloat16, or use a fixed VAE")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS out-of-memory errors and the CPU allocator's 'not enough memory'."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
+
+
+def enable_memory_savers(pipe: Any) -> list[str]:
+    """Attention slicing and VAE tiling on a pipeline (shared by all modes via from_pipe)."""
+    pipe.enable_attention_slicing()
+    pipe.vae.enable_tiling()
+    return ["attention slicing", "VAE tiling"]
+
+
+def _to_pil(array: Any) -> Image.Image:
+    """One HxWx3 float image in [0, 1] to PIL, exactly as diffusers' numpy_to_pil; NaN is an error."""
+    import numpy as np
+
+    if not np.isfinite(array).all():
+        raise EngineError(NAN_MESSAGE, code="nan")
+    return Image.fromarray((array * 255).round().astype("uint8"))
 
 
 def _tag(image: Image.Image, info: dict[str, Any], seed: int) -> Image.Image:
