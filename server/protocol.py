@@ -240,9 +240,21 @@ class GenerateRequest:
     feather: int | None = None
     padding: float | None = None
     preview: bool = True  # send cheap step previews with progress
+    # power features (docs/features.md)
+    loras: list | None = None  # [{"name": "ink.safetensors", "weight": 0.8}, ...] from welcome.loras
+    control_model: str | None = None  # ControlNet id from welcome.control_models; attachment ``control``
+    control_strength: float = 1.0
+    variation_seed: int | None = None  # blend this seed's noise into ``seed``'s
+    variation_strength: float = 0.0  # 0 = only ``seed``, 1 = only ``variation_seed``
+    upscale: int | None = None  # 2 or 4: tiled upscale of ``image``, refined at ``strength``
+    refiner: bool = False  # SDXL: hand the last steps to the configured refiner model
+    refiner_switch: float = 0.8  # fraction of denoising done by the base model
+    replace: bool = False  # live painting: replaces this client's queued job and stops its running one
 
     def to_message(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if v is not None}
+        defaults = {f.name: f.default for f in fields(self)}
+        data = {k: v for k, v in asdict(self).items()
+                if v is not None and not (k in _FEATURES and v == defaults[k])}
         return {"type": "generate", **data}
 
     @classmethod
@@ -285,19 +297,47 @@ class GenerateRequest:
                 _bad(name, f"must be between 0 and 1024 pixels (got {value})")
         if self.padding is not None and not 0.0 <= self.padding <= 4.0:
             _bad("padding", f"must be between 0 and 4 (a fraction of the selection size; got {self.padding})")
+        self._check_features()
+
+    def _check_features(self) -> None:
+        if self.loras is not None:
+            if len(self.loras) > MAX_LORAS:
+                _bad("loras", f"may list at most {MAX_LORAS} LoRAs (got {len(self.loras)})")
+            for item in self.loras:
+                if (not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "weight"}
+                        or not isinstance(item.get("weight", 1.0), (int, float)) or isinstance(item.get("weight"), bool)):
+                    _bad("loras", 'must be a list of {"name": string, "weight": number} objects')
+                if not -4.0 <= float(item.get("weight", 1.0)) <= 4.0:
+                    _bad("loras", f"weight of {item['name']!r} must be between -4 and 4")
+        if not 0.0 <= self.control_strength <= 2.0:
+            _bad("control_strength", f"must be between 0 and 2 (got {self.control_strength})")
+        if not 0.0 <= self.variation_strength <= 1.0:
+            _bad("variation_strength", f"must be between 0 and 1 (got {self.variation_strength})")
+        if self.variation_seed is not None and not 0 <= self.variation_seed < 2**63:
+            _bad("variation_seed", f"must be between 0 and 2^63-1 (got {self.variation_seed})")
+        if self.upscale is not None and self.upscale not in (2, 4):
+            _bad("upscale", f"must be 2 or 4 (got {self.upscale})")
+        if not 0.5 <= self.refiner_switch < 1.0:
+            _bad("refiner_switch", f"must be at least 0.5 and below 1 (got {self.refiner_switch})")
 
 
+_FEATURES = {"control_strength", "variation_strength", "refiner", "refiner_switch", "replace"}
 _TYPES: dict[str, tuple[type, ...]] = {
     "job": (str,), "prompt": (str,), "negative_prompt": (str,), "model": (str,), "scheduler": (str,),
     "steps": (int,), "seed": (int,), "batch": (int,), "width": (int,), "height": (int,), "x": (int,),
     "y": (int,), "canvas_width": (int,), "canvas_height": (int,), "grow": (int,), "feather": (int,),
     "guidance": (int, float), "strength": (int, float), "padding": (int, float), "preview": (bool,),
+    "loras": (list,), "control_model": (str,), "control_strength": (int, float), "variation_seed": (int,),
+    "variation_strength": (int, float), "upscale": (int,), "refiner": (bool,), "refiner_switch": (int, float),
+    "replace": (bool,),
 }
+_OPTIONAL = {"model", "steps", "guidance", "width", "height", "scheduler", "canvas_width", "canvas_height", "grow",
+             "feather", "padding", "loras", "control_model", "variation_seed", "upscale"}
+MAX_LORAS = 8
 
 
 def _check_field(name: str, value: Any) -> Any:
-    if value is None and name in ("model", "steps", "guidance", "width", "height", "scheduler",
-                                  "canvas_width", "canvas_height", "grow", "feather", "padding"):
+    if value is None and name in _OPTIONAL:
         return None
     types = _TYPES[name]
     if isinstance(value, bool) and bool not in types:

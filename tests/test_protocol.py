@@ -110,3 +110,24 @@ def test_protocol_version_must_match():
     with pytest.raises(ProtocolError) as err:
         check_version({"protocol": 99})
     assert err.value.code == "unsupported_protocol" and "version 1" in str(err.value)
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"loras": [{"name": 3}]}, "loras"), ({"loras": [{"name": "a", "weight": 9}]}, "loras"),
+    ({"loras": [{"name": "a", "extra": 1}]}, "loras"), ({"loras": "a"}, "loras"),
+    ({"loras": [{"name": f"l{i}"} for i in range(9)]}, "loras"), ({"control_strength": 3}, "control_strength"),
+    ({"variation_strength": 1.5}, "variation_strength"), ({"upscale": 3}, "upscale"),
+    ({"refiner_switch": 1.0}, "refiner_switch"), ({"replace": 1}, "replace"), ({"variation_seed": -1}, "variation_seed"),
+])
+def test_bad_feature_fields_are_named(patch, field):
+    with pytest.raises(ProtocolError) as err:
+        GenerateRequest.from_message({"type": "generate", "job": "j", "prompt": "p", **patch})
+    assert err.value.field == field
+
+
+def test_feature_fields_roundtrip_and_defaults_stay_off_the_wire():
+    plain = GenerateRequest(job="j", prompt="p").to_message()
+    assert not {"replace", "refiner", "control_strength", "variation_strength"} & set(plain)
+    rich = GenerateRequest(job="j", prompt="p", loras=[{"name": "ink", "weight": 0.7}], variation_seed=3,
+                           variation_strength=0.2, upscale=2, replace=True, control_model="scribble")
+    assert GenerateRequest.from_message(json.loads(json.dumps(rich.to_message()))) == rich
