@@ -35,8 +35,9 @@ def write_setting(key: str, value: str) -> None:
 def load_params() -> editing.Params:
     """The parameters saved by the last session (defaults where none were saved)."""
     keys = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "batch", "model")
-    values = {key: read_setting(key, "\0") for key in keys}
-    return editing.params_from_settings({k: v for k, v in values.items() if v != "\0"})
+    unset = "\x01unset"
+    values = {key: read_setting(key, unset) for key in keys}
+    return editing.params_from_settings({k: v for k, v in values.items() if v != unset})
 
 
 def save_params(params: editing.Params) -> None:

@@ -151,6 +151,10 @@ def test_non_rgb_documents_get_a_plain_message(adapter):
     assert "Open or create a document" in got["none"]
 
 
+def test_settings_round_trip_through_krita(adapter):
+    assert observed(adapter, "settings") == {"fresh_defaults": True, "round_trip": True, "raw_strength": "0.6"}
+
+
 def test_document_identity(adapter):
     assert observed(adapter, "identity") == {"stable": True, "found": True, "other": True}
 

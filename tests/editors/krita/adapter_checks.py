@@ -258,6 +258,18 @@ def main(args=None):
 
     check("identity", identity)
 
+    def settings():
+        from easel import controller
+
+        before = controller.load_params()
+        params = editing.Params(prompt="a fox", negative_prompt="blurry", strength=0.6, steps=12, guidance=None,
+                                seed=42, batch=3, model="tiny")
+        controller.save_params(params)
+        return {"fresh_defaults": before == editing.Params(prompt=""), "round_trip": controller.load_params() == params,
+                "raw_strength": app.readSetting("easel", "strength", "")}
+
+    check("settings", settings)
+
     with open(os.path.join(out, "adapter.json"), "w") as fh:
         json.dump(res, fh, indent=1, default=str)
     print("EASEL-ADAPTER-DONE", len(ck), "checks,", len(res["errors"]), "errors")
