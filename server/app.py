@@ -182,6 +182,8 @@ class App:
             conn.post(error_message("bad_request", f"job id {request.job!r} is already in use; choose a new id",
                                     "job", request.job))
             return
+        if request.replace:
+            self._replace_stale(conn)
         job = Job(request.job, conn.id, request, message.images)
         try:
             position = self.queue.add(job)
@@ -200,6 +202,16 @@ class App:
         if request.scheduler is not None and request.scheduler not in self.engine.schedulers():
             raise ProtocolError(f"unknown scheduler {request.scheduler!r}; choose one of "
                                 f"{', '.join(self.engine.schedulers())}", field="scheduler")
+
+    def _replace_stale(self, conn: Connection) -> None:
+        """A newer live request: drop this client's queued live jobs, stop its running one."""
+        for old in self.queue.remove_where(conn.id, lambda j: j.request.replace):
+            self.owners.pop(old.id, None)
+            conn.post({"type": "cancelled", "job": old.id, "reason": "replaced"})
+        running = self.running
+        if running is not None and running.client == conn.id and running.request.replace:
+            running.replaced = True
+            running.cancel_event.set()  # stops at its next step; a finished one is not delivered
 
     def _cancel(self, conn: Connection, job_id: Any) -> None:
         if not isinstance(job_id, str) or self.owners.get(job_id) is not conn:
@@ -298,9 +310,11 @@ class App:
             model = self.engine.model_info(request.model)
             output = run_generation(self.engine, request, inputs, model, progress, job.cancelled)
         except JobCancelled:
-            return {"type": "cancelled", "job": job.id}, None
+            return _cancelled_message(job), None
         except (EngineError, ProtocolError) as exc:
             return error_message(exc.code, str(exc), exc.field, job.id), None
+        if job.cancelled():  # cancelled after its last step: stale, never delivered
+            return _cancelled_message(job), None
         t1 = time.perf_counter()
         attachments = {f"image{i}": encode(layer.rgba, conn.image_format) for i, layer in enumerate(output.layers)}
         timings = {"queued_s": (job.started or t0) - job.submitted, **output.timings,
@@ -309,9 +323,13 @@ class App:
                    "height": layer.rgba.shape[0]} for layer in output.layers]
         meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
-        if self.store is not None and self.store.valid_id(job.id):
+        if self.store is not None and self.store.valid_id(job.id) and not request.replace:
             self.store.save(job.id, meta, [layer.rgba for layer in output.layers])  # on disk before it is sent
         return meta, attachments
+
+
+def _cancelled_message(job: Job) -> dict[str, Any]:
+    return {"type": "cancelled", "job": job.id, **({"reason": "replaced"} if job.replaced else {})}
 
 
 def _job_of(frame: str | bytes) -> str | None:

@@ -30,6 +30,7 @@ class Job:
     started: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued | running | done | failed | cancelled
+    replaced: bool = False  # cancelled because a newer live request from the same client came in
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -83,6 +84,13 @@ class JobQueue:
             if not queue:
                 del self._queues[job.client]
         return job
+
+    def remove_where(self, client: str, predicate) -> list[Job]:
+        """Remove a client's queued jobs that match ``predicate`` (live painting's replace)."""
+        doomed = [job for job in self._queues.get(client, ()) if predicate(job)]
+        for job in doomed:
+            self.remove(job.id)
+        return doomed
 
     def drop_client(self, client: str) -> list[Job]:
         """Remove every queued job of a client (it disconnected)."""
