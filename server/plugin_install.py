@@ -10,7 +10,6 @@ package ``shared``, next to a pure-Python copy of ``websockets`` in ``vendor/``.
 
 from __future__ import annotations
 
-import configparser
 import os
 import shutil
 import sys
@@ -97,17 +96,35 @@ def install_plugin(editor: str, dest: Path | None = None, kritarc: Path | None =
 
 
 def enable_in_kritarc(path: Path) -> None:
-    """Set ``[python] enable_easel=true`` in kritarc, keeping everything else."""
-    config = configparser.RawConfigParser(strict=False, interpolation=None)
-    config.optionxform = str  # keep key case, Krita's keys are case-sensitive
-    if path.exists():
-        config.read(path, encoding="utf-8")
-    if not config.has_section("python"):
-        config.add_section("python")
-    config.set("python", "enable_easel", "true")
+    """Set ``enable_easel=true`` in kritarc's ``[python]`` group, leaving every other line as it was.
+
+    A line edit, not configparser: Krita writes keys before the first ``[group]`` header, which
+    configparser rejects, and rewriting would reorder or drop what Krita wrote.
+    """
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    section = None
+    insert_at = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if section == "python" and insert_at is None:
+                insert_at = i
+            section = stripped[1:-1]
+            continue
+        if section == "python" and stripped.split("=", 1)[0].strip() == "enable_easel":
+            lines[i] = "enable_easel=true"
+            break
+    else:
+        if section == "python" and insert_at is None:
+            insert_at = len(lines)
+        if insert_at is None:
+            lines += ([""] if lines and lines[-1].strip() else []) + ["[python]", "enable_easel=true"]
+        else:
+            while insert_at > 0 and not lines[insert_at - 1].strip():
+                insert_at -= 1
+            lines.insert(insert_at, "enable_easel=true")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as fh:
-        config.write(fh, space_around_delimiters=False)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def package_plugin(editor: str, out: Path | None = None) -> Path:

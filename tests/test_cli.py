@@ -112,3 +112,23 @@ def test_shared_code_has_one_source(tmp_path):
     assert not (REPO / "plugin_krita" / "easel" / "shared").exists()
     assert not (REPO / "plugin_gimp" / "easel" / "shared").exists()
     assert Path(REPO / "server" / "client.py").exists()
+
+
+@pytest.mark.parametrize("before, after", [
+    ("", "[python]\nenable_easel=true\n"),
+    ("topkey=1\n[General]\na=b\n", "topkey=1\n[General]\na=b\n\n[python]\nenable_easel=true\n"),
+    ("x=1\n[python]\nenable_other=true\n\n[Z]\nq=2\n", "x=1\n[python]\nenable_other=true\nenable_easel=true\n\n[Z]\nq=2\n"),
+    ("[python]\nenable_easel=false\n", "[python]\nenable_easel=true\n"),
+    ("[python]\nenable_a=true\n", "[python]\nenable_a=true\nenable_easel=true\n"),
+])
+def test_kritarc_edit_keeps_krita_lines(tmp_path, before, after):
+    """Krita's own kritarc has keys before any [group]: a line edit keeps them exactly."""
+    from server.plugin_install import enable_in_kritarc
+
+    rc = tmp_path / "kritarc"
+    if before:
+        rc.write_text(before)
+    enable_in_kritarc(rc)
+    assert rc.read_text() == after
+    enable_in_kritarc(rc)
+    assert rc.read_text() == after  # idempotent
