@@ -368,3 +368,17 @@ def test_demo_model_info():
     if not os.path.exists(os.path.join(os.path.dirname(demo.__file__), "weights", "easel-demo.safetensors")):
         pytest.skip("demo weights not built yet")
     assert generate(eng).shape == (64, 64, 3)
+
+
+def test_models_dir_confines_model_paths(tmp_path, tiny_sd_path):
+    """With --models-dir, no model reference reaches outside it: not by '..', not by a symlink."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copytree(tiny_sd_path, allowed / "mine")
+    (allowed / "sneaky").symlink_to(tiny_sd_path)
+    with Engine(["mine"], device="cpu", dtype="float32", models_dir=str(allowed)) as eng:
+        assert eng.models()[0].id == "mine"
+    for ref in (str(tiny_sd_path), os.path.relpath(tiny_sd_path, allowed), "sneaky"):
+        with pytest.raises(EngineError) as err:
+            Engine([ref], device="cpu", dtype="float32", models_dir=str(allowed))
+        assert err.value.field == "model"

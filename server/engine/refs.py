@@ -10,7 +10,8 @@ Accepted references (docs/models.md):
   ``model/`` or ``model.config/`` holding a ``model_index.json``, else diffusers infers it (which
   needs that default config in the HF cache or the network).
 
-Relative paths are looked up in ``models_dir`` first, then in the working directory.
+Relative paths are looked up in ``models_dir`` when one is given (and every path must then lie
+inside it), else in the working directory.
 Ids: hub ids as is; folders by their name; files by their name without the extension.
 """
 
@@ -72,17 +73,23 @@ def parse_ref(ref: str, models_dir: str | None = None) -> ModelRef:
 
 
 def _find(path: str, models_dir: str | None) -> str | None:
+    """The file or folder ``path`` names. With ``models_dir`` every path must resolve inside it
+    (symlinks and ``..`` included): model paths are confined to the allowed folder."""
     path = os.path.expanduser(path)
-    candidates = [path] if os.path.isabs(path) else (
-        [os.path.join(os.path.expanduser(models_dir), path)] if models_dir else []) + [path]
-    for candidate in candidates:
-        if os.path.exists(candidate):
-            return os.path.abspath(candidate)
-    return None
+    if models_dir:
+        root = os.path.realpath(os.path.expanduser(models_dir))
+        candidate = os.path.realpath(os.path.join(root, path))
+        if not os.path.exists(candidate):
+            return None
+        if os.path.commonpath([root, candidate]) != root:
+            raise EngineError(f"model {path!r} lies outside the models folder {root}; put it there or "
+                              "start the server without --models-dir", field="model")
+        return candidate
+    return os.path.abspath(path) if os.path.exists(path) else None
 
 
 def _where(models_dir: str | None) -> str:
-    return f"{models_dir} and {os.getcwd()}" if models_dir else os.getcwd()
+    return str(models_dir) if models_dir else os.getcwd()
 
 
 def _parse_config(fragment: str, text: str, file: str, models_dir: str | None) -> str:
