@@ -1,0 +1,398 @@
+"""Live painting's editor-independent side (server/editing.py): when a frame goes out, which
+results are shown, the fixed seed, change detection, and the long-lived LiveConnection against a
+real server with the tiny model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from server import editing
+from server.client import Client, new_job_id
+from server.editing import LiveConfig, LiveConnection, LiveSession, Params
+from server.protocol import GenerateRequest, Image
+
+TURBO = {"id": "turbo", "few_step": True, "default_steps": 2}
+PLAIN = {"id": "plain", "few_step": False, "default_steps": 20}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def tick(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def session(clock, seed=7, **config) -> LiveSession:
+    return LiveSession(seed, LiveConfig(**config), clock=clock)
+
+
+# ------------------------------------------------------------------------------ parameters
+
+
+def test_live_steps_follow_the_model():
+    assert editing.live_steps(TURBO) == 2  # a few-step model's own default
+    assert editing.live_steps(PLAIN) == editing.LIVE_STEPS
+    assert editing.live_steps(None) == editing.LIVE_STEPS
+    assert editing.live_steps(PLAIN, 3) == 3  # the painter's small step count is kept
+    assert editing.live_steps(PLAIN, 30) == editing.LIVE_STEPS  # a big one would make live too slow
+    assert editing.live_steps(TURBO, 30) == 2
+    assert 4 <= editing.LIVE_STEPS <= editing.LIVE_MAX_STEPS <= 8
+
+
+def test_find_model_and_live_params():
+    welcome = {"models": [PLAIN, TURBO], "default_model": "turbo"}
+    assert editing.find_model(welcome, None) is TURBO
+    assert editing.find_model(welcome, "plain") is PLAIN
+    assert editing.find_model(welcome, "nope") is None and editing.find_model(None, None) is None
+    painter = Params(prompt="a lake", negative_prompt="fog", strength=0.55, steps=None, guidance=3.0, seed=-1,
+                     batch=4, model="turbo")
+    live = editing.live_params(painter, TURBO, seed=1234)
+    assert (live.prompt, live.negative_prompt, live.strength, live.guidance, live.model) == \
+        ("a lake", "fog", 0.55, 3.0, "turbo")
+    assert (live.steps, live.seed, live.batch) == (2, 1234, 1)
+
+
+def test_fingerprint_sees_every_byte_and_part_boundaries():
+    a = bytes(256 * 256 * 4)
+    b = bytearray(a)
+    b[123_456] = 1
+    assert editing.fingerprint(a) == editing.fingerprint(bytes(a))
+    assert editing.fingerprint(a) != editing.fingerprint(bytes(b))
+    assert editing.fingerprint(b"ab", b"c") != editing.fingerprint(b"a", b"bc")
+    assert editing.fingerprint(a, None) != editing.fingerprint(a, b"")
+    assert len(editing.fingerprint("x")) == 32
+
+
+def test_params_key_changes_with_what_matters():
+    p = Params(prompt="a", strength=0.5)
+    assert editing.params_key(p) == editing.params_key(Params(prompt="a", strength=0.5))
+    assert editing.params_key(p) != editing.params_key(Params(prompt="b", strength=0.5))
+    assert editing.params_key(p) != editing.params_key(Params(prompt="a", strength=0.6))
+    assert editing.params_key(p, (0, 0, 8, 8)) != editing.params_key(p, (1, 0, 8, 8))
+
+
+def test_plan_live_replaces_and_skips_previews():
+    state = editing.EditorState(8, 6, bytes(8 * 6 * 4), (0, 0, 8, 6))
+    planned = editing.plan_live(state, Params(prompt="x", strength=0.5, seed=3, steps=4))
+    assert planned.mode == editing.IMG2IMG
+    assert planned.request.replace and not planned.request.preview
+    message = planned.request.to_message()
+    assert message["replace"] is True and message["preview"] is False and message["seed"] == 3
+    mask = bytes([0, 255] * 12)
+    sel = editing.EditorState(100, 100, bytes(6 * 4 * 4), (40, 50, 6, 4), mask)
+    planned = editing.plan_live(sel, Params(prompt="x", strength=0.5))
+    assert planned.mode == editing.INPAINT and (planned.request.x, planned.request.y) == (40, 50)
+    assert (planned.image.width, planned.mask.height) == (6, 4)  # only the selection's region travels
+
+
+# ------------------------------------------------------------------------------ the session
+
+
+def test_seed_is_fixed_for_the_session():
+    assert LiveSession(42).seed == 42
+    drawn = LiveSession(-1)
+    assert 0 <= drawn.seed < 2**32 and drawn.seed == drawn.seed  # drawn once, then kept
+
+
+def test_first_state_goes_out_at_once_then_nothing_until_a_change(clock):
+    s = session(clock)
+    assert not s.due() and s.up_to_date  # nothing seen yet
+    s.observe("c1", "p")
+    assert s.due()
+    s.sent("j1")
+    assert not s.due() and s.in_flight == "j1" and not s.up_to_date
+    clock.tick(0.2)
+    s.observe("c1", "p")
+    assert not s.due()
+    assert s.finished("j1", delivered=True)
+    assert s.up_to_date and s.in_flight is None and s.shown_count == 1
+    assert s.latencies == [pytest.approx(0.2)] and s.frame_s == pytest.approx(0.2)
+    clock.tick(0.15)
+    s.observe("c1", "p")
+    assert not s.due()
+    s.observe("c2", "p")
+    assert s.due() and s.pending
+
+
+def test_changing_back_to_the_sent_state_is_no_change(clock):
+    s = session(clock)
+    s.observe("c1", "p")
+    s.sent("j1")
+    s.finished("j1", True)
+    s.observe("c2", "p")
+    assert s.due()
+    s.observe("c1", "p")  # undo: back to what is on show
+    assert not s.due() and s.up_to_date
+
+
+def test_a_young_frame_is_replaced_an_old_one_is_awaited(clock):
+    s = session(clock, restart_fraction=0.5)
+    s.observe("c1", "p")
+    s.sent("j1")
+    clock.tick(0.1)
+    s.observe("c2", "p")
+    assert not s.due(), "no frame time known yet (the first frame may load the model): wait"
+    clock.tick(0.1)
+    assert s.finished("j1", True)  # frame_s = 0.2
+    assert s.due()
+    s.sent("j2")
+    clock.tick(0.05)  # j2 is young (0.05 < 0.5 * 0.2): replacing it costs less than waiting
+    s.observe("c3", "p")
+    assert s.due()
+    s.sent("j3")
+    clock.tick(0.01)  # j3 is young too, but it replaced j2: it is never replaced itself (no starving)
+    s.observe("c4", "p")
+    assert not s.due()
+    clock.tick(0.14)  # …and now it is past half a frame: the newest state waits for it
+    assert not s.due()
+    assert not s.finished("j2", False)  # the server's "cancelled: replaced" for j2 changes nothing
+    assert s.in_flight == "j3" and not s.due()
+    clock.tick(0.04)
+    assert s.finished("j3", True)
+    assert s.due()  # …and goes out the moment j3 ends
+    assert s.dropped_count == 1 and s.shown_count == 2
+
+
+def test_a_continuous_stroke_still_gets_frames(clock):
+    """Changes every 40 ms, frames of 200 ms: replacing every frame would show nothing."""
+    s = session(clock)
+    s.observe("c0", "p")
+    s.sent("j0")
+    clock.tick(0.2)
+    s.finished("j0", True)
+    running, shown, n = None, 0, 0
+    started = 0.0
+    for i in range(1, 51):  # 2 s of painting
+        clock.tick(0.04)
+        s.observe(f"c{i}", "p")
+        if running and clock.t - started >= 0.2 - 1e-9:
+            shown += s.finished(running, True)
+            running = None
+        if s.due():
+            n += 1
+            replaced, running, started = running, f"j{n}", clock.t
+            s.sent(running)
+            if replaced:  # the server's "cancelled: replaced" comes after the newer request
+                s.finished(replaced, False)
+    assert shown >= 7, f"only {shown} frames in 2 s of painting"
+    assert s.dropped_count <= shown + 1  # at most one restart per frame
+
+
+def test_an_older_result_is_never_shown_after_a_newer_one(clock):
+    s = session(clock)
+    s.observe("c1", "p")
+    s.sent("j1")
+    clock.tick(0.3)
+    s.finished("j1", True)
+    s.observe("c2", "p")
+    s.sent("j2")
+    s.observe("c3", "p")
+    s.sent("j3")  # replaces j2 (young)
+    clock.tick(0.1)
+    assert s.finished("j3", True)
+    assert not s.finished("j2", True), "j2 finished before the replace reached it, but j3 is already shown"
+    assert not s.finished("j2", True) and not s.finished("unknown", True)
+
+
+def test_an_older_result_arriving_first_is_shown(clock):
+    s = session(clock)
+    s.observe("c1", "p")
+    s.sent("j1")
+    s.observe("c2", "p")
+    s.sent("j2")  # j1 had already finished on the server
+    assert s.finished("j1", True)  # newer than what is on show: better than nothing
+    assert s.in_flight == "j2" and not s.up_to_date
+    assert s.finished("j2", True)
+
+
+def test_prompt_edits_wait_for_a_typing_pause(clock):
+    s = session(clock, typing_quiet_s=0.4)
+    s.observe("c1", "a")
+    s.sent("j1")
+    s.finished("j1", True)
+    for text in ("a ", "a r", "a re", "a red"):
+        clock.tick(0.15)
+        s.observe("c1", text)
+        assert not s.due()
+    clock.tick(0.3)
+    s.observe("c1", "a red")
+    assert not s.due()
+    clock.tick(0.15)
+    assert s.due()
+
+
+def test_a_stalled_frame_is_replaced(clock):
+    s = session(clock, stall_s=5.0)
+    s.observe("c1", "p")
+    s.sent("j1")
+    s.observe("c2", "p")
+    clock.tick(4.9)
+    assert not s.due()
+    clock.tick(0.2)
+    assert s.due()
+
+
+def test_a_lost_connection_sends_the_current_state_again(clock):
+    s = session(clock)
+    s.observe("c1", "p")
+    s.sent("j1")
+    s.lost()
+    assert s.in_flight is None and s.due()
+    assert not s.finished("j1", True)
+
+
+def test_rate_and_status_line(clock):
+    s = session(clock, seed=5)
+    assert s.status_text().startswith("Live: up to date · 0 frames · seed 5")
+    for i in range(5):
+        s.observe(f"c{i}", "p")
+        s.sent(f"j{i}")
+        clock.tick(0.25)
+        s.finished(f"j{i}", True)
+    assert s.fps() == pytest.approx(4.0)
+    assert s.status_text() == "Live: up to date · 5 frames · seed 5 · 4.0/s · 250 ms"
+    clock.tick(10)
+    assert s.fps() == 0.0
+
+
+# ------------------------------------------------------------------------------ a real server
+
+
+@pytest.fixture(scope="module")
+def url(tiny_sd_path):
+    from server.engine import Engine
+    from server_harness import inprocess_server
+
+    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
+    with inprocess_server(engine) as (u, _app):
+        yield u
+
+
+def canvas(step: int, size: int = 64) -> bytes:
+    """A grey canvas with a stroke that grows by one dab per step."""
+    data = bytearray([128, 128, 128, 255] * size * size)
+    for i in range(step + 1):
+        x, y = (4 + 3 * i) % (size - 4), 20 + (i % 7)
+        for dy in range(4):
+            for dx in range(4):
+                data[((y + dy) * size + x + dx) * 4 : ((y + dy) * size + x + dx) * 4 + 3] = b"\xd0\x20\x20"
+    return bytes(data)
+
+
+class Painter:
+    """What an editor plugin does: poll, hash, ask the session, send through one LiveConnection."""
+
+    def __init__(self, url: str, params: Params):
+        self.params = params
+        self.session = LiveSession(params.seed)
+        self.lock = threading.Lock()
+        self.shown: list[tuple[str, object]] = []
+        self.ended: list[tuple[str, str, object]] = []
+        self.sent: dict[str, bytes] = {}
+        self.canvas = canvas(0)
+        self.conn = LiveConnection(url, self.on_event, client_name="test-live")
+
+    def on_event(self, kind, job, payload):
+        with self.lock:
+            self.ended.append((kind, job, payload))
+            if kind in ("result", "cancelled", "error") and self.session.finished(job, kind == "result"):
+                self.shown.append((job, payload))
+        if kind == "result":
+            self.poll()  # a frame ended: the newest state may go out now
+
+    def poll(self):
+        with self.lock:
+            pixels = self.canvas
+            self.session.observe(editing.fingerprint(pixels), editing.params_key(self.params))
+            if not self.session.due():
+                return
+            state = editing.EditorState(64, 64, pixels, (0, 0, 64, 64))
+            planned = editing.plan_live(state, editing.live_params(self.params, PLAIN, self.session.seed))
+            self.session.sent(planned.request.job)
+            self.sent[planned.request.job] = pixels
+        self.conn.submit(planned)
+
+
+def test_live_connection_end_to_end_with_replace(url):
+    params = Params(prompt="a red stroke", strength=0.6, seed=-1, steps=4)
+    painter = Painter(url, params)
+    try:
+        for step in range(1, 16):  # a stroke: a new dab every 40 ms, polled every 60 ms
+            painter.canvas = canvas(step)
+            time.sleep(0.04)
+            if step % 3 == 0 or step % 3 == 2:
+                painter.poll()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            painter.poll()
+            with painter.lock:
+                if painter.session.up_to_date:
+                    break
+            time.sleep(0.05)
+    finally:
+        painter.conn.close()
+    s = painter.session
+    assert s.up_to_date, f"never caught up: {painter.ended}"
+    jobs = list(painter.sent)
+    shown = [job for job, _ in painter.shown]
+    assert shown == sorted(shown, key=jobs.index), "an older frame was shown after a newer one"
+    assert shown[-1] == jobs[-1] and painter.sent[jobs[-1]] == canvas(15), "the last frame must show the last dab"
+    results = [p for k, _, p in painter.ended if k == "result"]
+    assert {r.parameters.get("seed", r.images[0].seed) for r in results} == {s.seed}  # one seed for the session
+    assert all(r.parameters.get("steps", 4) == 4 for r in results)
+    # the frame on show is exactly what a plain request for the final canvas gives
+    final = painter.shown[-1][1]
+    request = GenerateRequest(job=new_job_id(), prompt=params.prompt, strength=0.6, steps=4, seed=s.seed,
+                              canvas_width=64, canvas_height=64)
+    with Client(url, image_format="rgba") as client:
+        direct = client.generate(request, Image.rgba(64, 64, canvas(15)))
+    assert final.images[0].image.data == direct.images[0].image.data
+
+
+def test_live_connection_reports_a_server_that_is_down():
+    events = []
+    got = threading.Event()
+
+    def on_event(kind, job, payload):
+        events.append((kind, job, payload))
+        got.set()
+
+    conn = LiveConnection("ws://127.0.0.1:9", on_event)
+    state = editing.EditorState(8, 8, bytes(8 * 8 * 4), (0, 0, 8, 8))
+    conn.submit(editing.plan_live(state, Params(prompt="x", strength=0.5)))
+    assert got.wait(15)
+    conn.close()
+    kind, job, message = events[0]
+    assert kind == "lost" and job is None and "cannot reach the Easel server" in message
+
+
+def test_live_connection_reports_refused_jobs_and_cancels(url):
+    events: list = []
+    conn = LiveConnection(url, lambda *e: events.append(e))
+    state = editing.EditorState(64, 64, canvas(0), (0, 0, 64, 64))
+    bad = editing.plan_live(state, Params(prompt="x", strength=0.5, model="no-such-model"))
+    conn.submit(bad)
+    long = editing.plan_live(state, Params(prompt="x", strength=1.0, steps=150))
+    deadline = time.monotonic() + 30
+    while not events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    conn.submit(long)
+    time.sleep(0.3)
+    conn.cancel(long.request.job)
+    while len(events) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    conn.close()
+    assert events[0][0] == "error" and events[0][1] == bad.request.job and "no-such-model" in events[0][2]
+    assert events[1][:2] == ("cancelled", long.request.job)
