@@ -63,12 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate an image through a running server")
     p.add_argument("--url", default=DEFAULT_URL)
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"server token (default: ${TOKEN_ENV})")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="required, except with --upscale (where it defaults to empty)")
     p.add_argument("--negative", default="")
     p.add_argument("--model")
     p.add_argument("--image", type=Path, help="input image (PNG) for image to image / inpaint")
     p.add_argument("--mask", type=Path, help="mask (PNG, white = regenerate) for inpaint")
-    p.add_argument("--strength", type=float, default=None, help="0..1 (default 1.0, or 0.6 with --image)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="0..1 (default 1.0, or 0.6 with --image; with --upscale the server's refine default 0.35)")
+    p.add_argument("--upscale", type=int, choices=[2, 4],
+                   help="tiled upscale of --image by 2 or 4, refined at --strength (docs/features.md)")
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--seed", type=int, default=-1)
@@ -208,14 +211,18 @@ def _read_png(path: Path, field: str) -> Image:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    if args.prompt is None and not args.upscale:
+        print("easel generate: --prompt is required (only --upscale may leave it out)", file=sys.stderr)
+        return 2
     try:
         image = _read_png(args.image, "image") if args.image else None
         mask = _read_png(args.mask, "mask") if args.mask else None
-        strength = args.strength if args.strength is not None else (0.6 if image and not mask else 1.0)
-        request = GenerateRequest(job=new_job_id(), prompt=args.prompt, negative_prompt=args.negative,
+        strength = args.strength if args.strength is not None else (0.6 if image and not mask and not args.upscale
+                                                                    else 1.0)  # upscale: 1.0 = server default
+        request = GenerateRequest(job=new_job_id(), prompt=args.prompt or "", negative_prompt=args.negative,
                                   model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
                                   batch=args.batch, width=args.width, height=args.height,
-                                  scheduler=args.scheduler, strength=strength)
+                                  scheduler=args.scheduler, strength=strength, upscale=args.upscale)
         GenerateRequest.from_message(request.to_message())
     except ProtocolError as exc:
         print(f"easel generate: {exc}", file=sys.stderr)

@@ -58,6 +58,10 @@ def check_attachments(request: GenerateRequest, images: dict[str, Image], limits
     if image is not None and mask is not None and (image.width, image.height) != (mask.width, mask.height):
         raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
                             "send a mask of the same size as the image", field="mask")
+    if request.upscale is not None:
+        from .upscale import check_upscale  # tiled upscale (docs/features.md)
+
+        check_upscale(request, images, limits)
 
 
 def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> Inputs:
@@ -81,6 +85,10 @@ def pick_seeds(seed: int, batch: int) -> list[int]:
 def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                    progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
     """Plan the work region, run the engine at working size, composite layers in document coordinates."""
+    if request.upscale is not None:
+        from .upscale import run_upscale  # tiled upscale (docs/features.md)
+
+        return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)
     plan = plan_request(request, inputs.image, inputs.mask, model.native)

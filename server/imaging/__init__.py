@@ -10,8 +10,9 @@ Flow for one request::
 Modules: ``geometry`` (Extent, Bounds), ``send_region`` (stdlib-only region rule, bundled
 into the plugins), ``region`` (WorkPlan), ``masks`` (grow/feather, denoise and composite
 masks), ``fill`` (transparency fill), ``compose`` (prepare, composite, flatten),
-``metrics`` (seam quality). Names below are imported lazily so that importing
-``server.imaging.send_region`` or ``server.imaging.geometry`` never pulls in numpy.
+``metrics`` (seam quality), ``tiles`` (tiled upscale: tile plans and blending). Names
+below are imported lazily so that importing ``server.imaging.send_region`` or
+``server.imaging.geometry`` never pulls in numpy.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _EXPORTS = {
     "fill_transparent": "fill",
     "LayerResult": "compose", "prepare": "compose", "composite": "compose", "flatten": "compose",
     "seam_ratio": "metrics",
+    "TilePlan": "tiles", "plan_tiles": "tiles", "TileBlender": "tiles",
 }
 
 __all__ = sorted(_EXPORTS)
