@@ -17,11 +17,15 @@ from typing import Any
 from PIL import Image
 
 from .cache import LRUCache
+from .controlnet import ControlNets, check_fits
 from .device import free_memory, resolve_device, resolve_dtype
 from .families import Traits, check_supported, detect, folder_configs, guess, read_json
 from .loading import LoadedModel, LoadOptions, demo_traits, load_model
+from .lora import LoraLibrary
+from .refiner import Refiner
 from .refs import ModelRef, parse_ref
-from .runner import run_job
+from .runner import Extras, run_job
+from .safety import DEFAULT_CHECKER, SafetyChecker
 from .schedulers import scheduler_names
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, ModelInfo, ProgressFn
 
@@ -29,11 +33,18 @@ log = logging.getLogger(__name__)
 
 
 class Engine:
-    """Hosts diffusers pipelines for the models it serves; the first model is the default."""
+    """Hosts diffusers pipelines for the models it serves; the first model is the default.
+
+    Power features (docs/features.md): ``loras_dir`` (a folder of .safetensors LoRAs),
+    ``control_models`` (ControlNet hub ids or folders), ``refiner`` (an SDXL refiner reference) and
+    ``safety_checker`` (False = off, True = the stock checker, or a reference to one).
+    """
 
     def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
                  attention_slicing: bool = False, vae_tiling: bool = False, cpu_offload: bool = False,
-                 models_dir: str | None = None):
+                 models_dir: str | None = None, loras_dir: str | os.PathLike | None = None,
+                 control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
+                 safety_checker: bool | str | os.PathLike = False):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if not models:
@@ -62,6 +73,11 @@ class Engine:
                 self._aliases.setdefault(alias, model_id)
             self._infos[model_id] = _info(ref, _initial_traits(ref))
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
+        self._loras = LoraLibrary(loras_dir)
+        self._controls = ControlNets(control_models, self._options, models_dir)
+        self._refiner = Refiner(refiner, self._options, models_dir)
+        checker = DEFAULT_CHECKER if safety_checker is True else (safety_checker or None)
+        self._safety = SafetyChecker(checker, self.device, self.dtype)
         self._lock = threading.RLock()
         self._info_lock = threading.Lock()
         self._closed = False
@@ -83,6 +99,22 @@ class Engine:
 
     def schedulers(self) -> list[str]:
         return scheduler_names()
+
+    def loras(self) -> list[str]:
+        """Ids of the LoRAs in the LoRA folder (rescanned on every call)."""
+        return self._loras.names()
+
+    def control_models(self) -> list[str]:
+        """Ids of the ControlNets jobs may name as ``control_model``."""
+        return self._controls.ids()
+
+    def refiners(self) -> list[str]:
+        """The configured SDXL refiner's id (empty: none)."""
+        return self._refiner.ids()
+
+    @property
+    def safety_checker(self) -> bool:
+        return self._safety.enabled
 
     def _resolve(self, ref: str | None) -> str:
         if ref is None or ref == "":
@@ -152,14 +184,42 @@ class Engine:
             self._check_open()
             if cancelled():
                 raise JobCancelled()
+            self._check_features(job)
             loaded = self._get(model_id, progress, cancelled)
-            return run_job(loaded, job, progress, cancelled)
+            extras = self._extras(job, loaded, progress, cancelled)
+            with self._loras.applied(loaded.base, job.loras, model_id):
+                images = run_job(loaded, job, progress, cancelled, extras)
+            return self._safety.apply(images, progress)
+
+    def _check_features(self, job: EngineJob) -> None:
+        """Cheap checks before any loading: names that must exist."""
+        for name, _ in job.loras:
+            self._loras.path(name)
+        if job.control_model is not None:
+            self._controls.resolve(job.control_model)
+        self._refiner.check(job)
+
+    def _extras(self, job: EngineJob, loaded: LoadedModel, progress: ProgressFn, cancelled: CancelledFn) -> Extras:
+        """Load what the job's features need: its ControlNet and the refiner."""
+        extras = Extras()
+        self._refiner.check(job, loaded)
+        if job.control_model is not None and job.control_strength > 0:
+            if job.control_image is None:
+                raise EngineError("a control model needs a control image: send the sketch as attachment 'control'",
+                                  field="control")
+            extras.controlnet = self._controls.get(job.control_model, loaded.dtype, progress, cancelled)
+            check_fits(extras.controlnet, loaded, job.control_model)
+        if job.refiner:
+            extras.refiner = self._refiner.get(progress, cancelled)
+        return extras
 
     def close(self) -> None:
         """Unload every model and free memory; the engine refuses work afterwards."""
         with self._lock:
             for model_id, loaded in self._cache.pop_all():
                 self._unload(model_id, loaded)
+            self._controls.close()
+            self._refiner.close()
             self._closed = True
 
     def _check_open(self) -> None:

@@ -1,7 +1,9 @@
 """One job on one loaded model: parameters, scheduler, seeds, progress, previews and cancel.
 
 Each result image carries what was actually used in ``image.info["easel"]`` (model, mode, seed,
-steps, guidance, scheduler, strength), since steps may be raised for low strengths.
+steps, guidance, scheduler, strength, and the power features in ``features``), since steps may be
+raised for low strengths. ``Extras`` brings what the engine loaded for the job's power features
+(docs/features.md): a ControlNet and the SDXL refiner; variations are done here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from . import refiner as refine
+from . import variations
+from .controlnet import control_kwargs, control_pipeline
 from .device import free_memory
 from .loading import LoadedModel
 from .schedulers import make_scheduler
@@ -29,6 +34,14 @@ class Plan:
     guidance: float
     strength: float
     note: str = ""  # why a parameter differs from what the job asked
+
+
+@dataclass
+class Extras:
+    """Models the engine loaded for this job's power features."""
+
+    controlnet: Any = None  # a ControlNetModel
+    refiner: LoadedModel | None = None
 
 
 def validate(job: EngineJob, vae_scale: int = 8) -> None:
@@ -53,6 +66,20 @@ def validate(job: EngineJob, vae_scale: int = 8) -> None:
         _check_image(job.image, "image", job)
     if job.mode == "inpaint":
         _check_image(job.mask, "mask", job)
+    if job.control_model is not None:
+        if job.control_image is None:
+            raise EngineError("a control model needs a control image: send the sketch as attachment 'control'",
+                              field="control")
+        _check_image(job.control_image, "control", job)
+        if not 0.0 <= job.control_strength <= 2.0:
+            raise EngineError(f"control_strength must be between 0 and 2 (got {job.control_strength})",
+                              field="control_strength")
+    if job.variation_seed is not None and not 0.0 <= job.variation_strength <= 1.0:
+        raise EngineError(f"variation_strength must be between 0 and 1 (got {job.variation_strength})",
+                          field="variation_strength")
+    if job.refiner and not 0.0 < job.refiner_switch < 1.0:
+        raise EngineError(f"refiner_switch must be above 0 and below 1 (got {job.refiner_switch})",
+                          field="refiner_switch")
 
 
 def _check_image(image: Image.Image | None, name: str, job: EngineJob) -> None:
@@ -79,27 +106,37 @@ def plan(job: EngineJob, default_steps: int, default_guidance: float) -> Plan:
     return Plan(steps, guidance, strength, note)
 
 
-def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: CancelledFn) -> list[Image.Image]:
+def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: CancelledFn,
+            extras: Extras | None = None) -> list[Image.Image]:
     """Run ``job`` on ``lm``: RGB images of job.width x job.height, one per seed, in seed order."""
+    extras = extras or Extras()
     validate(job, lm.traits.vae_scale)
     p = plan(job, lm.traits.default_steps, lm.traits.default_guidance)
     info = {"model": lm.ref.id, "mode": job.mode, "steps": p.steps, "guidance": p.guidance,
             "scheduler": job.scheduler, "strength": p.strength}
+    features = job_features(job, extras)
+    if features:
+        info["features"] = features
     if job.mode != "txt2img" and p.strength <= 0:  # nothing to denoise: the input comes back
         return [_tag(job.image.convert("RGB"), info, seed) for seed in job.seeds]
-    pipe = lm.pipeline(job.mode)
+    if extras.controlnet is not None:
+        pipe = control_pipeline(lm, job.mode, extras.controlnet)
+    else:
+        pipe = lm.pipeline(job.mode)
     original = pipe.scheduler
     scheduler = make_scheduler(job.scheduler, original)
     info["scheduler"] = job.scheduler or type(scheduler).__name__
+    expected = p.steps if job.mode == "txt2img" else max(1, int(p.steps * p.strength))
     if p.note:
-        estimate = p.steps if job.mode == "txt2img" else max(1, int(p.steps * p.strength))
-        progress(Progress("denoise", 0, estimate, p.note))
+        progress(Progress("denoise", 0, expected, p.note))
 
     # Inpaint pipelines sample every image's VAE latents from the first generator, so a batch would not
     # reproduce per-seed results there: inpaint runs one image per call. Others batch all seeds at once.
     one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet
-    groups = [[seed] for seed in job.seeds] if one_by_one else [list(job.seeds)]
-    done = {"group": 0}
+    run_seeds, blend = variation_plan(job)
+    groups = [[seed] for seed in run_seeds] if one_by_one else [list(run_seeds)]
+    # per group: base steps (known once it runs), refiner steps (estimated until the refiner runs)
+    count = {"group": 0, "base": 0, "stage": "base"}
 
     def on_step(pipeline: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         if cancelled():
@@ -110,7 +147,14 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         if job.preview and lm.preview is not None:
             preview = lm.preview.render(tensors["latents"])
         n = int(pipeline.num_timesteps)
-        progress(Progress("denoise", done["group"] * n + i + 1, len(groups) * n, preview=preview))
+        if count["stage"] == "base":
+            count["base"] = n
+            per_group = n + (max(1, expected - n) if extras.refiner is not None else 0)
+            step = i + 1
+        else:  # refiner
+            per_group = count["base"] + n
+            step = count["base"] + i + 1
+        progress(Progress("denoise", count["group"] * per_group + step, len(groups) * per_group, preview=preview))
         if cancelled():  # a cancel that came in while progress was being reported
             raise JobCancelled()
         return {}
@@ -119,14 +163,24 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     images: list[Image.Image] = []
     if cancelled():
         raise JobCancelled()
+
     def generate_all() -> list[Image.Image]:
         out: list[Image.Image] = []
         for k, seeds in enumerate(groups):
-            done["group"] = k
+            count.update(group=k, stage="base")
             pipe.scheduler = make_scheduler(job.scheduler, original)
             kwargs = _call_kwargs(lm, job, p, seeds, on_step)
-            arrays = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
-            out += [_to_pil(a) for a in arrays]
+            if extras.controlnet is not None:
+                kwargs.update(control_kwargs(accepted, job.control_image, job.control_strength))
+            if blend is not None:
+                kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
+            if extras.refiner is not None:
+                kwargs.update(refine.base_kwargs(job.refiner_switch))
+            result = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
+            if extras.refiner is not None:
+                count["stage"] = "refiner"
+                result = _refine(extras.refiner, job, kwargs, result)
+            out += [_to_pil(a) for a in result]
         return out
 
     try:
@@ -152,7 +206,69 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         pipe.scheduler = original
     if len(images) != len(job.seeds):
         raise RuntimeError(f"pipeline returned {len(images)} images for {len(job.seeds)} seeds")
-    return [_tag(img.convert("RGB"), info, seed) for img, seed in zip(images, job.seeds)]
+    out = [_tag(img.convert("RGB"), info, seed) for img, seed in zip(images, job.seeds)]
+    if "variation_seed" in features:
+        for i, img in enumerate(out):
+            img.info["easel"]["variation_seed"] = (job.variation_seed + i) % 2**63
+    return out
+
+
+def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
+    """The power features a job used, for its parameters (only those in use)."""
+    out: dict[str, Any] = {}
+    if job.loras:
+        out["loras"] = [{"name": name, "weight": float(weight)} for name, weight in job.loras]
+    if extras.controlnet is not None:
+        out.update(control_model=job.control_model, control_strength=float(job.control_strength))
+    if job.variation_seed is not None and job.variation_strength > 0:
+        out.update(variation_seed=job.variation_seed, variation_strength=float(job.variation_strength))
+    if extras.refiner is not None:
+        out.update(refiner=extras.refiner.ref.id, refiner_switch=float(job.refiner_switch))
+    return out
+
+
+def variation_plan(job: EngineJob) -> tuple[list[int], dict[int, int] | None]:
+    """The seeds to run, and (for a real blend) each run seed's variation seed.
+
+    Strength 0 runs the plain seeds and strength 1 the variation seeds (both plain runs, bit-exact).
+    """
+    if job.variation_seed is None or job.variation_strength <= 0:
+        return list(job.seeds), None
+    partners = [(job.variation_seed + i) % 2**63 for i in range(len(job.seeds))]
+    if job.variation_strength >= 1:
+        return partners, None
+    return list(job.seeds), dict(zip(job.seeds, partners))
+
+
+def _variation_kwargs(pipe: Any, job: EngineJob, p: Plan, kwargs: dict[str, Any], seeds: list[int],
+                      partners: list[int], accepted: Any) -> dict[str, Any]:
+    """Blended initial noise: as ``latents=`` where the pipeline starts from pure noise, else via add_noise."""
+    strength = job.variation_strength
+    pure_noise = job.mode == "txt2img" or (job.mode == "inpaint" and p.strength >= 1)
+    if not pure_noise or "latents" not in accepted:
+        variations.blend_scheduler_noise(pipe.scheduler, partners, strength)
+        return {}
+    gens = kwargs["generator"]
+    if "mask_image" in kwargs and int(pipe.unet.config.in_channels) == 4:
+        # 4-channel inpainting draws the image's VAE sample first and its noise second: blend that second
+        # draw (from copies, so the pipeline's generators go on as in a plain run)
+        gens = variations.generators(seeds)
+        variations.skip_noise(pipe, gens, job.width, job.height)
+    latents = variations.blended_latents(pipe, gens, partners, strength, job.width, job.height)
+    return {"latents": latents}
+
+
+def _refine(lm: LoadedModel, job: EngineJob, kwargs: dict[str, Any], latents: Any) -> Any:
+    """The refiner's part of the denoising, from the base model's latents; float images."""
+    rpipe = lm.pipeline("inpaint" if job.mode == "inpaint" else "img2img")
+    original = rpipe.scheduler
+    rpipe.scheduler = make_scheduler(job.scheduler, original)
+    try:
+        rkwargs = refine.refiner_kwargs(kwargs, latents, job.refiner_switch)
+        accepted = inspect.signature(rpipe.__call__).parameters
+        return rpipe(**{key: v for key, v in rkwargs.items() if key in accepted}).images
+    finally:
+        rpipe.scheduler = original
 
 
 def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_step: Any) -> dict[str, Any]:

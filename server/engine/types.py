@@ -66,6 +66,15 @@ class EngineJob:
     image: PILImage.Image | None = None
     mask: PILImage.Image | None = None
     preview: bool = True
+    # power features (docs/features.md)
+    loras: list[tuple[str, float]] = field(default_factory=list)  # (id from Engine.loras(), weight)
+    control_model: str | None = None  # id from Engine.control_models()
+    control_image: PILImage.Image | None = None  # RGB at (width, height)
+    control_strength: float = 1.0
+    variation_seed: int | None = None  # image i blends in the noise of variation_seed + i
+    variation_strength: float = 0.0
+    refiner: bool = False  # SDXL: the configured refiner does the last denoising steps
+    refiner_switch: float = 0.8  # fraction of the denoising done by the base model
 
 
 @dataclass
