@@ -165,8 +165,10 @@ class Controller(QObject):
         self.dockers.append(docker)
         docker.destroyed.connect(lambda *_: self.dockers.remove(docker) if docker in self.dockers else None)
 
-    def current_params(self) -> editing.Params:
-        """The parameters in the active window's docker (another docker's, or the saved ones, as fallbacks)."""
+    def current_params(self, remember: bool = True) -> editing.Params:
+        """The parameters in the active window's docker (another docker's, or the saved ones, as fallbacks).
+
+        ``remember=False`` (live polling) reads without saving anything to Krita's settings."""
         window = Krita.instance().activeWindow()
         qwindow = window.qwindow() if window is not None else None
         ranked = []
@@ -176,7 +178,7 @@ class Controller(QObject):
             except RuntimeError:  # deleted with its window
                 self.dockers.remove(docker)
         for _, _, docker in sorted(ranked):
-            return docker.params()
+            return docker.params(remember)
         return load_params()
 
     def generate(self) -> None:

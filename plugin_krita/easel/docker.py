@@ -5,6 +5,7 @@ from __future__ import annotations
 from krita import DockWidget, Krita
 
 from . import controller as ctl
+from . import live
 from .qt import (
     QCheckBox,
     QComboBox,
@@ -46,12 +47,14 @@ class EaselDocker(DockWidget):
         super().__init__()
         self.setWindowTitle("Easel")
         self.controller = ctl.instance()
+        self.live = live.instance()
         self._models_shown: tuple = ()
         self._build()
         self._restore()
         self.controller.changed.connect(self.refresh)
         self.controller.progress_changed.connect(self.refresh_progress)
         self.controller.history_added.connect(self._add_history)
+        self.live.changed.connect(self.refresh_live)
         self.controller.add_docker(self)
         for item in self.controller.history:
             self._add_history(item)
@@ -128,6 +131,19 @@ class EaselDocker(DockWidget):
         row.addWidget(self.generate_button, 2)
         row.addWidget(self.cancel_button, 1)
         outer.addLayout(row)
+        self.live_button = _named(QPushButton("Live"), "easel_live",
+                                  "Live painting: the canvas regenerates as you paint (few steps, fixed seed), "
+                                  "shown in the locked 'Easel Live' layer; off removes that layer")
+        self.live_button.setCheckable(True)
+        self.live_apply = _named(QPushButton("Apply"), "easel_live_apply",
+                                 "Copy the live result into a normal new layer")
+        row = QHBoxLayout()
+        row.addWidget(self.live_button, 2)
+        row.addWidget(self.live_apply, 1)
+        outer.addLayout(row)
+        self.live_status = _named(QLabel(), "easel_live_status")
+        self.live_status.setWordWrap(True)
+        outer.addWidget(self.live_status)
         self.progress = _named(QProgressBar(), "easel_progress")
         self.progress.setRange(0, 100)
         self.progress.setTextVisible(True)
@@ -158,6 +174,8 @@ class EaselDocker(DockWidget):
         self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
         self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text()))
         self.strength.valueChanged.connect(self._strength_changed)
+        self.live_button.toggled.connect(self.live.toggle)
+        self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
         self.reuse_seed.clicked.connect(self._reuse_seed)
         self.generate_button.clicked.connect(lambda: self._trigger("easel_generate", self.controller.generate))
@@ -181,10 +199,11 @@ class EaselDocker(DockWidget):
         self._saved_model = params.model
 
     # -- reading the widgets -------------------------------------------------------------------
-    def params(self) -> editing.Params:
-        """What the painter set (the controller calls this when Generate is pressed)."""
+    def params(self, remember: bool = True) -> editing.Params:
+        """What the painter set (the controller calls this when Generate is pressed, live at every poll)."""
         seed = -1 if self.seed_random.isChecked() else editing.parse_seed(self.seed.text())
-        ctl.write_setting("seed_text", self.seed.text())
+        if remember:
+            ctl.write_setting("seed_text", self.seed.text())
         return editing.params_from_ui(self.prompt.toPlainText(), self.negative.text(), self.strength.value() / 100.0,
                                       self.steps.value(), self.guidance.value(), seed, self.batch.value(),
                                       self.model.currentText())
@@ -215,6 +234,19 @@ class EaselDocker(DockWidget):
             self.last_seed.setText(f"last seed: {c.last_seed}")
         self.reuse_seed.setEnabled(c.last_seed is not None)
         self.refresh_progress()
+        self.refresh_live()
+
+    def refresh_live(self) -> None:
+        lv = self.live
+        if self.controller.closing:
+            return
+        if self.live_button.isChecked() != lv.active:
+            self.live_button.blockSignals(True)
+            self.live_button.setChecked(lv.active)
+            self.live_button.blockSignals(False)
+        self.live_apply.setEnabled(lv.shown is not None)
+        self.live_status.setText(lv.status)
+        self._style(self.live_status, lv.status_is_error)
 
     def refresh_progress(self) -> None:
         c = self.controller

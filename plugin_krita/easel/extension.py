@@ -5,6 +5,7 @@ from __future__ import annotations
 from krita import DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita
 
 from . import controller as ctl
+from . import live
 from .docker import DOCKER_ID, EaselDocker
 
 
@@ -16,7 +17,9 @@ class EaselExtension(Extension):
         self.controller = ctl.instance()
 
     def setup(self) -> None:
-        Krita.instance().notifier().applicationClosing.connect(self.controller.shutdown)
+        notifier = Krita.instance().notifier()
+        notifier.applicationClosing.connect(self.controller.shutdown)
+        notifier.applicationClosing.connect(live.instance().shutdown)
 
     def createActions(self, window) -> None:  # noqa: N802 - Krita's API
         generate = window.createAction("easel_generate", "Easel: Generate", "tools/scripts")

@@ -7,7 +7,7 @@ The rest of the plugin imports Qt names only from here and uses scoped enums
 try:
     from PyQt5.QtCore import QObject, QSize, Qt, QTimer
     from PyQt5.QtCore import pyqtSignal as Signal
-    from PyQt5.QtGui import QColor, QIcon, QImage, QPixmap
+    from PyQt5.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
     from PyQt5.QtWidgets import (
         QApplication,
         QCheckBox,
@@ -33,7 +33,7 @@ try:
 except ImportError:  # Krita 6
     from PyQt6.QtCore import QObject, QSize, Qt, QTimer
     from PyQt6.QtCore import pyqtSignal as Signal
-    from PyQt6.QtGui import QColor, QIcon, QImage, QPixmap
+    from PyQt6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
     from PyQt6.QtWidgets import (
         QApplication,
         QCheckBox,
@@ -72,6 +72,6 @@ def qimage_bytes(image: "QImage") -> bytes:
 __all__ = [
     "QT_API", "QApplication", "QCheckBox", "QColor", "QComboBox", "QDoubleSpinBox", "QFormLayout",
     "QHBoxLayout", "QIcon", "QImage", "QLabel", "QLineEdit", "QListWidget", "QListWidgetItem",
-    "QObject", "QPixmap", "QPlainTextEdit", "QProgressBar", "QPushButton", "QSize", "QSizePolicy",
+    "QObject", "QPainter", "QPixmap", "QPlainTextEdit", "QProgressBar", "QPushButton", "QSize", "QSizePolicy",
     "QSlider", "QSpinBox", "QTimer", "QVBoxLayout", "QWidget", "Qt", "Signal", "qimage_bytes",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -155,6 +156,38 @@ def test_settings_round_trip_through_krita(adapter):
     assert observed(adapter, "settings") == {"fresh_defaults": True, "round_trip": True, "raw_strength": "0.6"}
 
 
+def test_live_reads_the_canvas_as_krita_composes_it(adapter):
+    got = observed(adapter, "live_composition")
+    assert got["len"] == 40 * 30 * 4 and got["part_equal"]
+    assert got["max_diff"] <= 1, "opacity, multiply, hidden layers and groups must compose like Krita's projection"
+    assert got["opaque_px"][0] == got["opaque_px"][1] and got["hidden_left_out"]
+
+
+def test_live_layer_reused_locked_on_top_and_left_out_of_reads(adapter):
+    got = observed(adapter, "live_layer")
+    first, second, apply = got["first"], got["second"], got["apply"]
+    assert first == {"name": "Easel Live", "locked": True, "top": "Easel Live", "visible_px": [9, 99, 199, 255],
+                     "read_ignores_it": True}  # shown on the canvas, never fed back into the next frame
+    assert second == {"count": 1, "old_cleared": True, "new_px": [1, 2, 3, 200], "bounds": [20, 15, 10, 10]}
+    assert apply["names"][-2:] == ["Easel: a lake [5]", "Easel Live"]  # a normal layer, under the live one
+    assert apply["equal"] and apply["type"] == "paintlayer" and not apply["locked"] and apply["others_unchanged"]
+    assert got["removed"] == 1 and "Easel Live" not in got["after"] and "Easel: a lake [5]" in got["after"]
+
+
+def test_live_reads_the_same_region_as_generate(adapter):
+    got = observed(adapter, "live_state")
+    assert got["whole"] == [[0, 0, 200, 150], 200 * 150 * 4, True]
+    assert got["txt2img"] == [None, True]
+    region = got["expected_region"]
+    assert got["selection"] == [region, region[2] * region[3] * 4, region[2] * region[3], 255]
+
+
+def test_live_refuses_deep_documents_in_plain_words(adapter):
+    got = observed(adapter, "live_depths")
+    assert got["U8"] is None
+    assert "8-bit" in got["U16"] and "Convert Image Color Space" in got["F32"]
+
+
 def test_document_identity(adapter):
     assert observed(adapter, "identity") == {"stable": True, "found": True, "other": True}
 
@@ -186,6 +219,17 @@ def scenarios() -> list[dict]:
     ]
 
 
+LW, LH = 96, 64  # the live document
+
+
+def live_spec(stroke_s: float = 1.5) -> dict:
+    return {"width": LW, "height": LH, "background_bgra": [230, 230, 230, 255], "sketch_box": [10, 10, 30, 20],
+            "sketch_bgra": [200, 60, 40, 255], "stroke_bgra": [30, 30, 200, 255], "stroke": [12, 36, 6],
+            "stroke_s": stroke_s, "dab_s": 0.1, "timeout": 60, "prompt2": "a red boat at dusk",
+            "params": dict(prompt="a blue lake", negative="", strength=60, steps=0, guidance=None, seed=0,
+                           seed_random=True, batch=3)}
+
+
 @pytest.fixture(scope="module")
 def gui(request, server_url, tmp_path_factory):
     krita, xvfb_bin, importer = (need(request, t) for t in ("krita", "Xvfb", "import"))
@@ -205,7 +249,8 @@ def gui(request, server_url, tmp_path_factory):
     spec = {"url": server_url, "dead_url": "ws://127.0.0.1:9", "width": W, "height": H,
             "background_bgra": [200, 170, 140, 255], "sketch_box": [20, 14, 40, 30], "sketch_bgra": [40, 40, 220, 255],
             "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60,
-            "long_steps": 150, "long_batch": 4}  # the job to cancel, and the one running when Krita quits
+            "long_steps": 150, "long_batch": 4,  # the job to cancel, and the one running when Krita quits
+            "live": live_spec()}
     (out / "spec.json").write_text(json.dumps(spec))
     log = base / "krita.log"
     timings: dict[str, float] = {}
@@ -383,3 +428,76 @@ def test_gui_settings_persist(gui):
 
 def test_gui_screenshot_saved(gui):
     assert gui.shot.exists() and gui.shot.stat().st_size > 10_000, "no screenshot in artifacts/"
+
+
+# ------------------------------------------------------------------------------------ live painting (GUI)
+
+
+def live_record(gui) -> dict:
+    if "error" in gui.result:
+        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
+    record = gui.result.get("live")
+    if not record or "after_stroke" not in record:
+        pytest.fail(f"the live part did not finish: {record}; events: {gui.result.get('events')}\n{tail(gui.log)}")
+    return record
+
+
+def live_seed(record) -> int:
+    return int(re.search(r"seed (\d+)", record["after_stroke"]["status"]).group(1))
+
+
+def ask_live_frame(gui, prompt: str, canvas: bytes, seed: int):
+    """The oracle: the live frame the plugin should have sent, asked directly through server.client."""
+    params = live_spec()["params"]
+    request = GenerateRequest(job=new_job_id(), prompt=prompt, strength=params["strength"] / 100,
+                              steps=editing.LIVE_STEPS, seed=seed, model=gui.result["model"], canvas_width=LW,
+                              canvas_height=LH, replace=True, preview=False)
+    with Client(gui.url, image_format="rgba") as client:
+        return client.generate(request, Image.rgba(LW, LH, canvas))
+
+
+def test_gui_live_stroke_updates_the_one_live_layer(gui):
+    record = live_record(gui)
+    print(f"live in Krita (tiny model, {LW}x{LH}): first frame {record['first_frame_s']} s, {record['stroke']}, "
+          f"status {record['after_stroke']['status']!r}")
+    assert record["checked"] and not record["apply_enabled_before"]
+    first, stroke = record["first"], record["after_stroke"]
+    assert stroke["count"] == 1 and stroke["locked"], "exactly one live layer, locked"
+    assert stroke["bounds"] == [0, 0, LW, LH]  # the whole canvas is refined: the frame covers it
+    assert stroke["digest"] != first["digest"], "the stroke did not change the live layer"
+    assert record["stroke"]["settled"] and record["stroke"]["frames_during"] >= 2, record["stroke"]
+    seed = live_seed(record)
+    canvas = (gui.out / "live-stroke-canvas.rgba").read_bytes()
+    stroke_box = live_spec()["stroke"]
+    assert canvas[(stroke_box[1] * LW + stroke_box[0]) * 4:][:4] == bytes([200, 30, 30, 255])  # the stroke is in
+    result = ask_live_frame(gui, live_spec()["params"]["prompt"], canvas, seed)
+    assert paste(result.images[0], LW, LH) == (gui.out / "live-stroke-layer.rgba").read_bytes(), \
+        "the live layer must show the frame for the canvas after the stroke (not a stale one)"
+
+
+def test_gui_live_prompt_change_keeps_the_seed(gui):
+    record = live_record(gui)
+    after = record["after_prompt"]
+    assert after.get("count") == 1 and after["digest"] != record["after_stroke"]["digest"], after
+    assert f"seed {live_seed(record)}" in after["status"]
+    canvas = (gui.out / "live-prompt-canvas.rgba").read_bytes()
+    result = ask_live_frame(gui, live_spec()["prompt2"], canvas, live_seed(record))
+    assert paste(result.images[0], LW, LH) == (gui.out / "live-prompt-layer.rgba").read_bytes()
+
+
+def test_gui_live_apply_copies_the_frame_into_a_normal_layer(gui):
+    record = live_record(gui)
+    applied = record["apply"]
+    name = editing.layer_name(live_spec()["prompt2"], live_seed(record))
+    assert applied["new"] == [name] and applied["types"] == ["paintlayer"] and applied["locked"] == [False], applied
+    assert applied["live_count"] == 1 and applied["names"][-2:] == [name, "Easel Live"]
+    assert applied["unchanged"], "Apply changed an existing layer"
+    assert (gui.out / "live-applied.rgba").read_bytes() == (gui.out / "live-prompt-layer.rgba").read_bytes()
+    assert record["apply_enabled"] and name in applied["main_status"]
+
+
+def test_gui_live_off_removes_the_live_layer(gui):
+    off = live_record(gui)["off"]
+    assert not off["checked"] and "Easel Live" not in off["names"], off
+    assert editing.layer_name(live_spec()["prompt2"], live_seed(live_record(gui))) in off["names"]
+    assert off["status"] == "Live: off."

@@ -270,6 +270,10 @@ def main(args=None):
 
     check("settings", settings)
 
+    import live_checks
+
+    live_checks.run(check, new_doc, done, bgra)
+
     with open(os.path.join(out, "adapter.json"), "w") as fh:
         json.dump(res, fh, indent=1, default=str)
     print("EASEL-ADAPTER-DONE", len(ck), "checks,", len(res["errors"]), "errors")

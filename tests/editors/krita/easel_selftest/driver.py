@@ -289,6 +289,13 @@ class Driver:
         yield sleep(0.5)
         res["undo"] = {"stack": [n.name() for n in self.layers(doc)], "back_to_before": self.snapshot(doc) == before}
 
+        # Live painting, on a document of its own (easel_selftest/live_part.py)
+        if spec.get("live"):
+            from . import live_part
+
+            res["live"] = yield from live_part.run(self, spec["live"])
+            self.save()
+
         res["ok"] = all(s["done"] and s["new_layers"] for s in res["scenarios"])
         self.save()
         # for the screenshot: room for the Easel docker next to the layers
