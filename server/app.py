@@ -118,6 +118,11 @@ class App:
             "models": [m.to_dict() for m in models], "default_model": models[0].id if models else None,
             "schedulers": list(self.engine.schedulers()), "limits": self.limits.to_dict(),
             "image_formats": sorted(FORMAT_CODES.keys() - {"gray"}),
+            # power features (docs/features.md): what jobs may name in loras / control_model / refiner
+            "loras": list(getattr(self.engine, "loras", list)()),
+            "control_models": list(getattr(self.engine, "control_models", list)()),
+            "refiner": list(getattr(self.engine, "refiners", list)()),
+            "safety_checker": bool(getattr(self.engine, "safety_checker", False)),
         }
 
     # -- connections ----------------------------------------------------------------------------

@@ -57,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"require this token from clients (default: ${TOKEN_ENV}); needed off loopback")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="let browser pages from ORIGIN connect (none by default)")
+    p.add_argument("--loras-dir", type=Path, metavar="DIR", help="folder of .safetensors LoRAs offered to clients")
+    p.add_argument("--control-model", action="append", default=[], metavar="REF",
+                   help="ControlNet (hub id or folder) offered to clients; repeat for several")
+    p.add_argument("--refiner", metavar="REF", help="SDXL refiner model (hub id, folder or file) for refiner jobs")
+    p.add_argument("--safety-checker", nargs="?", const=True, default=False, metavar="REF",
+                   help="check results with the SD safety checker (off by default; REF: a folder or hub id, "
+                        "default CompVis/stable-diffusion-safety-checker); flagged images come back black")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_serve)
 
@@ -72,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0..1 (default 1.0, or 0.6 with --image; with --upscale the server's refine default 0.35)")
     p.add_argument("--upscale", type=int, choices=[2, 4],
                    help="tiled upscale of --image by 2 or 4, refined at --strength (docs/features.md)")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME[:WEIGHT]",
+                   help="apply a LoRA from the server's list (weight default 1.0); repeat for several")
+    p.add_argument("--control-image", type=Path, metavar="PNG",
+                   help="ControlNet guide (PNG, the size of --image or of the output)")
+    p.add_argument("--control-model", metavar="ID", help="ControlNet id from the server's list")
+    p.add_argument("--control-strength", type=float, default=1.0, metavar="F", help="0..2 (default 1.0)")
+    p.add_argument("--variation-seed", type=int, metavar="N", help="blend this seed's noise into --seed's")
+    p.add_argument("--variation-strength", type=float, default=0.0, metavar="F",
+                   help="0..1: 0 = only --seed, 1 = only --variation-seed")
+    p.add_argument("--refiner", action="store_true", help="SDXL: let the server's refiner do the last steps")
+    p.add_argument("--refiner-switch", type=float, default=0.8, metavar="F",
+                   help="fraction of denoising done by the base model (default 0.8)")
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--seed", type=int, default=-1)
@@ -125,7 +144,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         engine = Engine(models, device=args.device, dtype=args.dtype, max_loaded=args.max_loaded,
                         attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
-                        cpu_offload=args.cpu_offload, models_dir=args.models_dir)
+                        cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
+                        control_models=args.control_model, refiner=args.refiner,
+                        safety_checker=args.safety_checker)
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
@@ -148,6 +169,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bar.done()
     print(f"device {engine.device}, dtype {engine.dtype}; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
+    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir else "",
+              "control models: " + ", ".join(engine.control_models()) if args.control_model else "",
+              "refiner: " + ", ".join(engine.refiners()) if args.refiner else "",
+              "safety checker on" if engine.safety_checker else ""]
+    if any(extras):
+        print("; ".join(e for e in extras if e), flush=True)
     try:
         store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
         print(f"results are kept in {store.folder}", flush=True)
@@ -222,7 +249,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         request = GenerateRequest(job=new_job_id(), prompt=args.prompt or "", negative_prompt=args.negative,
                                   model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
                                   batch=args.batch, width=args.width, height=args.height,
-                                  scheduler=args.scheduler, strength=strength, upscale=args.upscale)
+                                  scheduler=args.scheduler, strength=strength, upscale=args.upscale,
+                                  **_feature_fields(args))
+        control = _read_png(args.control_image, "control-image") if args.control_image else None
         GenerateRequest.from_message(request.to_message())
     except ProtocolError as exc:
         print(f"easel generate: {exc}", file=sys.stderr)
@@ -235,7 +264,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         with Client(args.url, image_format="png", client_name=f"easel-cli/{__version__}",
                     token=args.token) as client:
-            result = client.generate(request, image, mask, on_progress=on_progress)
+            result = client.generate(request, image, mask, on_progress=on_progress, control=control)
     except JobFailed as exc:
         bar.done()
         where = f" (field: {exc.field})" if exc.field else ""
@@ -255,6 +284,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if total is not None:
         print(f"done in {total:.2f} s on the server", file=sys.stderr)
     return 0
+
+
+def parse_lora(text: str) -> dict:
+    """``NAME[:WEIGHT]`` -> {"name", "weight"}; ProtocolError (field loras) for a weight that is no number."""
+    name, sep, weight = text.rpartition(":")
+    if not sep:
+        return {"name": text, "weight": 1.0}
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise ProtocolError(f"--lora {text!r}: the weight after ':' must be a number", field="loras") from None
+
+
+def _feature_fields(args: argparse.Namespace) -> dict:
+    """GenerateRequest fields of the power-feature flags (docs/features.md)."""
+    return {"loras": [parse_lora(t) for t in args.lora] or None, "control_model": args.control_model,
+            "control_strength": args.control_strength, "variation_seed": args.variation_seed,
+            "variation_strength": args.variation_strength, "refiner": args.refiner,
+            "refiner_switch": args.refiner_switch}
 
 
 def output_paths(out: Path, count: int) -> list[Path]:

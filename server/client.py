@@ -163,10 +163,13 @@ class Client:
         return self._ws is not None
 
     # -- requests -----------------------------------------------------------------------------
-    def submit(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None) -> str:
-        """Send a ``generate``; returns its job id. Events follow through ``events()``."""
+    def submit(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None, *,
+               control: Image | None = None) -> str:
+        """Send a ``generate``; returns its job id. Events follow through ``events()``.
+
+        ``control``: the ControlNet guide for ``request.control_model`` (docs/features.md)."""
         GenerateRequest.from_message(request.to_message())  # validate locally first: same rules as the server
-        attachments = {k: v for k, v in (("image", image), ("mask", mask)) if v is not None}
+        attachments = {k: v for k, v in (("image", image), ("mask", mask), ("control", control)) if v is not None}
         self._send(request.to_message(), attachments)
         return request.job
 
@@ -195,9 +198,9 @@ class Client:
                 raise
 
     def generate(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None,
-                 on_progress: Callable[[ProgressInfo], None] | None = None) -> Result:
+                 on_progress: Callable[[ProgressInfo], None] | None = None, *, control: Image | None = None) -> Result:
         """Submit and wait: returns the Result, raises JobFailed or JobCancelled."""
-        job = self.submit(request, image, mask)
+        job = self.submit(request, image, mask, control=control)
         for event in self.events():
             if event.job != job and not (event.type == "error" and event.job is None):
                 continue

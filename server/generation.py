@@ -15,6 +15,7 @@ import numpy as np
 
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
+from .features import check_control, engine_fields, prepare_control, used_parameters
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_request
 from .limits import Limits
@@ -43,18 +44,21 @@ class Inputs:
     mode: str
     image: np.ndarray | None = None  # HxWx4 uint8
     mask: np.ndarray | None = None  # HxW uint8
+    control: np.ndarray | None = None  # HxWx4 uint8, ControlNet guide (docs/features.md)
 
 
 def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
     """Cheap checks from the image headers alone (done at submit time, before queueing)."""
-    unknown = sorted(set(images) - {"image", "mask"})
+    unknown = sorted(set(images) - {"image", "mask", "control"})
     if unknown:
-        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask'", field=unknown[0])
+        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask' and 'control'",
+                            field=unknown[0])
     image, mask = images.get("image"), images.get("mask")
     if mask is not None and image is None:
         raise ProtocolError("'mask' needs an 'image' to regenerate; send the canvas as 'image' too", field="mask")
     for name, img in images.items():
         limits.check_size(img.width, img.height, name)
+    check_control(request, images)
     if image is not None and mask is not None and (image.width, image.height) != (mask.width, mask.height):
         raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
                             "send a mask of the same size as the image", field="mask")
@@ -68,12 +72,13 @@ def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Li
     """Check and decode the attachments; raises ProtocolError naming the field."""
     check_attachments(request, images, limits)
     image, mask = images.get("image"), images.get("mask")
+    control = decode_rgba(images["control"], "control") if "control" in images else None
     if image is None:
-        return Inputs("txt2img")
+        return Inputs("txt2img", control=control)
     rgba = decode_rgba(image, "image")
     if mask is None:
-        return Inputs("img2img", rgba)
-    return Inputs("inpaint", rgba, decode_mask(mask, "mask"))
+        return Inputs("img2img", rgba, control=control)
+    return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control)
 
 
 def pick_seeds(seed: int, batch: int) -> list[int]:
@@ -99,6 +104,7 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.work.width,
         height=plan.work.height, scheduler=request.scheduler, strength=request.strength,
         image=work_image, mask=work_mask, preview=request.preview,
+        **engine_fields(request, prepare_control(plan, inputs.control)),
     )
     t1 = time.perf_counter()
     results = engine.run(job, progress, cancelled)
@@ -114,6 +120,7 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
         "scheduler": used.get("scheduler") or request.scheduler or "default",
         "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
+        **used_parameters(results),
     }
     timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t2}
     return GenerationOutput(layers, parameters, timings)
