@@ -11,6 +11,10 @@ hand-written CLIP BPE tokenizer) with toy sizes, so tests go through the real lo
   hard-coded to SD 1.5's) to one original-layout ("ldm") ``.safetensors`` checkpoint, SD or SDXL.
 * ``make_fake_hub_cache(pipe_folder, cache_dir, repo_id)`` lays a folder out as a Hugging Face cache
   entry (``models--org--name/snapshots/<rev>/`` + ``refs/main``) so hub ids resolve offline.
+* Power features: ``build_tiny_controlnet`` (a ControlNet for a saved tiny pipeline, with random
+  instead of zero output convolutions so it has an effect), ``write_tiny_lora`` (a diffusers/PEFT
+  LoRA file for a saved tiny pipeline), ``build_tiny_refiner`` (an SDXL refiner: text_encoder_2 only,
+  aesthetic-score embedding) and ``build_tiny_safety_checker`` (random CLIP; flags every image or none).
 
 Build at test time (session fixtures in conftest.py); never commit saved folders, because folders
 saved by one transformers version may not load in another.
@@ -21,10 +25,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 
 import torch
 
-__all__ = ["build_tiny_sd", "build_tiny_sdxl", "write_single_file", "make_fake_hub_cache", "TINY_NATIVE"]
+__all__ = ["build_tiny_sd", "build_tiny_sdxl", "write_single_file", "make_fake_hub_cache", "TINY_NATIVE",
+           "build_tiny_controlnet", "write_tiny_lora", "build_tiny_refiner", "build_tiny_safety_checker"]
 
 TINY_NATIVE = 64  # unet sample_size 8 x VAE scale factor 8
 
@@ -305,3 +311,112 @@ def make_fake_hub_cache(pipe_folder: str | os.PathLike, cache_dir: str | os.Path
     with open(os.path.join(root, "refs", "main"), "w", encoding="utf-8") as f:
         f.write(revision)
     return snapshot
+
+
+# ----------------------------------------------------------------------------- power features
+
+
+def _sdxl_unet(cross_attention_dim: int, time_ids: int):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+        norm_num_groups=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=time_ids * 8 + 32, cross_attention_dim=cross_attention_dim)
+
+
+def build_tiny_controlnet(pipe_folder: str | os.PathLike, folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save a ControlNetModel made from a saved tiny pipeline's UNet (SD or SDXL) to ``folder``.
+
+    A fresh ControlNet's output convolutions are zero (it changes nothing until trained), and its
+    default-initialised conditioning embedding all but loses the image on the way down; here both
+    are random with a larger spread, so the control image visibly steers the result.
+    """
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(os.fspath(pipe_folder), subfolder="unet")
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(4, 4, 4, 4))  # 1/8 size
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv, std in [*((c, 0.5) for c in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]),
+                          *((c, 0.4) for c in [embedding.conv_in, *embedding.blocks, embedding.conv_out])]:
+            conv.weight.normal_(0.0, std)
+            conv.bias.zero_()
+    controlnet.save_pretrained(os.fspath(folder))
+    return os.fspath(folder)
+
+
+def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, rank: int = 4,
+                    text_encoder: bool = False) -> str:
+    """Write a diffusers-format LoRA (.safetensors) for a saved tiny SD or SDXL pipeline's UNet
+    (and its first text encoder); random non-zero A and B, so it changes the output."""
+    import diffusers
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    folder = os.fspath(pipe_folder)
+    xl = os.path.isdir(os.path.join(folder, "text_encoder_2"))
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with warnings.catch_warnings():  # "could not find a config file": the tiny UNet has no vocabulary to check
+        warnings.simplefilter("ignore", UserWarning)
+        layers = {"unet_lora_layers": get_peft_model_state_dict(unet)}
+    if text_encoder:
+        from transformers import CLIPTextModel
+
+        te = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+        te.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                  target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            layers["text_encoder_lora_layers"] = get_peft_model_state_dict(te)
+    cls = diffusers.StableDiffusionXLPipeline if xl else diffusers.StableDiffusionPipeline
+    out = os.fspath(out_path)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    cls.save_lora_weights(os.path.dirname(out) or ".", weight_name=os.path.basename(out), **layers)
+    return out
+
+
+def build_tiny_refiner(folder: str | os.PathLike) -> str:
+    """Save a tiny SDXL refiner (img2img pipeline, text_encoder_2 only, aesthetic-score time ids) that fits
+    ``build_tiny_sdxl``'s VAE latents."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = os.fspath(folder)
+    tok = _tokenizer(folder + ".tok")
+    torch.manual_seed(1)
+    unet = _sdxl_unet(cross_attention_dim=48, time_ids=5)  # 5 time ids: size, crop, aesthetic score
+    torch.manual_seed(0)
+    te2 = CLIPTextModelWithProjection(_text_config(tok, hidden=48, projection_dim=32))
+    pipe = StableDiffusionXLImg2ImgPipeline(vae=_vae(), text_encoder=None, text_encoder_2=te2, tokenizer=None,
+                                            tokenizer_2=tok, unet=unet, scheduler=_scheduler("euler"),
+                                            requires_aesthetics_score=True)
+    shutil.rmtree(folder + ".tok", ignore_errors=True)
+    return _save(pipe, folder)
+
+
+def build_tiny_safety_checker(folder: str | os.PathLike, flag_all: bool = True) -> str:
+    """Save a tiny random StableDiffusionSafetyChecker + its image processor; it flags every image
+    (``flag_all``) or none, since its concept thresholds are pushed to one side."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    small = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_hidden_layers": 1}
+    config = CLIPConfig(text_config={**small, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+                        vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=8)
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0 if flag_all else 10.0)
+        checker.special_care_embeds_weights.fill_(-10.0 if flag_all else 10.0)
+    folder = os.fspath(folder)
+    checker.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
