@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from . import __version__
 from .codec import encode
 from .engine.types import EngineError, JobCancelled, ModelInfo, Progress
+from .features import check_names
 from .generation import check_attachments, decode_inputs, run_generation
 from .jobs import Job, JobQueue, QueueFull
 from .limits import Limits
@@ -207,6 +208,7 @@ class App:
         if request.scheduler is not None and request.scheduler not in self.engine.schedulers():
             raise ProtocolError(f"unknown scheduler {request.scheduler!r}; choose one of "
                                 f"{', '.join(self.engine.schedulers())}", field="scheduler")
+        check_names(request, self.engine)
 
     def _replace_stale(self, conn: Connection) -> None:
         """A newer live request: drop this client's queued live jobs, stop its running one."""

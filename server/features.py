@@ -37,6 +37,27 @@ def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
                             f"{image.height}; send the control image at the size of the image", field="control")
 
 
+def check_names(request: GenerateRequest, engine: Any) -> None:
+    """Submit-time checks against what the server offers: LoRA names, control model, refiner.
+
+    Clients can only name what ``welcome`` lists, so a name is never used as a path.
+    """
+    if request.loras:
+        known = set(engine.loras())
+        for item in request.loras:
+            if item["name"] not in known:
+                offer = ", ".join(sorted(known)) or "none (start the server with --loras-dir)"
+                raise ProtocolError(f"unknown LoRA {item['name']!r}; this server offers: {offer}", field="loras",
+                                    code="unknown_lora")
+    if request.control_model is not None and request.control_model not in engine.control_models():
+        offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
+        raise ProtocolError(f"unknown control model {request.control_model!r}; this server offers: {offer}",
+                            field="control_model")
+    if request.refiner and not engine.refiners():
+        raise ProtocolError("no refiner is configured; start the server with --refiner REF or leave 'refiner' off",
+                            field="refiner", code="no_refiner")
+
+
 def prepare_control(plan: WorkPlan, control: np.ndarray | None) -> PILImage.Image | None:
     """The control image at work size: cropped to the plan's region and resized like the image."""
     if control is None:

@@ -38,6 +38,15 @@ def parameters_text(params: dict[str, Any], seed: int, width: int, height: int) 
               ("CFG scale", params.get("guidance")), ("Seed", seed), ("Size", f"{width}x{height}"),
               ("Model", params.get("model")), ("Denoising strength", params.get("strength")),
               ("Mode", params.get("mode"))]
+    if params.get("variation_seed") is not None and params.get("variation_strength"):
+        fields += [("Variation seed", params["variation_seed"]),
+                   ("Variation seed strength", params["variation_strength"])]
+    if params.get("loras"):
+        fields.append(("Lora", " ".join(f"{x['name']}:{x.get('weight', 1.0)}" for x in params["loras"])))
+    if params.get("control_model"):
+        fields.append(("ControlNet", f"{params['control_model']} ({params.get('control_strength', 1.0)})"))
+    if params.get("refiner"):
+        fields += [("Refiner", params["refiner"]), ("Refiner switch at", params.get("refiner_switch"))]
     lines = [params.get("prompt", "")]
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
+from .features import engine_fields
 from .generation import GenerationOutput, Inputs, Layer, pick_seeds
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
@@ -49,6 +50,9 @@ def check_upscale(request: GenerateRequest, images: dict[str, Image], limits: Li
         raise ProtocolError("'upscale' needs the 'image' to upscale (the layer or the canvas)", field="image")
     if "mask" in images:
         raise ProtocolError("'upscale' refines the whole image; send it without a 'mask'", field="mask")
+    if request.control_model is not None:
+        raise ProtocolError("'upscale' does not take a sketch guide; send it without 'control_model'",
+                            field="control_model")
     factor = request.upscale or 1
     width, height = image.width * factor, image.height * factor
     if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
@@ -136,6 +140,7 @@ def refine_tiles(engine: Any, request: GenerateRequest, model: ModelInfo, plan: 
             steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.tile.width,
             height=plan.tile.height, scheduler=request.scheduler, strength=strength,
             image=PILImage.fromarray(np.ascontiguousarray(crop), "RGB"), preview=request.preview,
+            **{**engine_fields(request, None), "control_model": None},  # LoRAs, variations; no sketch guide
         )
         results = engine.run(job, tracker, cancelled)
         used = results[0].info.get("easel", {}) if results else used

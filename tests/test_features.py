@@ -345,3 +345,19 @@ def test_server_cancel_during_refiner(served):
             if event.type in ("cancelled", "result", "error"):
                 assert event.type == "cancelled"
                 break
+
+
+def test_unknown_feature_names_are_refused_at_submit(tiny_sd_path):
+    """Names are checked against what the server offers before the job is queued; no name is a path."""
+    from server.client import Client, new_job_id
+    from server.engine import Engine
+    from server.protocol import GenerateRequest
+    from server_harness import inprocess_server
+
+    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
+    with inprocess_server(engine) as (url, app), Client(url) as c:
+        for patch, field in (({"loras": [{"name": "../../etc/passwd", "weight": 1}]}, "loras"),
+                             ({"refiner": True}, "refiner")):
+            c.submit(GenerateRequest(job=new_job_id(), prompt="x", steps=1, **patch))
+            event = next(e for e in c.events(timeout=30) if e.type in ("error", "queued", "result"))
+            assert event.type == "error" and event.data["field"] == field, event.data

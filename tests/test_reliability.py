@@ -299,3 +299,16 @@ def test_result_store_retention_and_ids(tmp_path):
     time.sleep(0.01)
     aged.prune()
     assert aged.jobs() == []
+
+
+def test_parameters_text_is_the_widely_read_format():
+    from server.results import parameters_text
+
+    params = {"prompt": "a red circle", "negative_prompt": "blurry", "steps": 20, "scheduler": "euler",
+              "guidance": 5.0, "model": "easel-demo", "strength": 1.0, "mode": "txt2img",
+              "loras": [{"name": "ink.safetensors", "weight": 0.8}], "variation_seed": 9, "variation_strength": 0.3}
+    text = parameters_text(params, seed=7, width=64, height=48)
+    prompt, negative, rest = text.split("\n")
+    assert prompt == "a red circle" and negative == "Negative prompt: blurry"
+    assert rest.startswith("Steps: 20, Sampler: euler, CFG scale: 5.0, Seed: 7, Size: 64x48, Model: easel-demo")
+    assert "Variation seed: 9, Variation seed strength: 0.3" in rest and "Lora: ink.safetensors:0.8" in rest
