@@ -249,7 +249,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         request = GenerateRequest(job=new_job_id(), prompt=args.prompt or "", negative_prompt=args.negative,
                                   model=args.model, steps=args.steps, guidance=args.guidance, seed=args.seed,
                                   batch=args.batch, width=args.width, height=args.height,
-                                  scheduler=args.scheduler, strength=strength, upscale=args.upscale,
+                                  scheduler=args.scheduler, strength=strength, upscale=args.upscale, preview=False,
                                   **_feature_fields(args))
         control = _read_png(args.control_image, "control-image") if args.control_image else None
         GenerateRequest.from_message(request.to_message())
