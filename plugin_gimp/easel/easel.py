@@ -1,19 +1,18 @@
 #!/usr/bin/env python3
-"""Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection….
+"""Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection…,
+Upscale…, History….
 
 Each command is a PDB procedure (``easel-generate``, ``easel-image-from-sketch``,
-``easel-regenerate-selection``) with the arguments prompt, negative-prompt, strength, steps,
-guidance, seed, batch, model and url, so scripts and batch mode can run it NONINTERACTIVE.
-The request goes to a local Easel server; results come back as new layers at the offsets the
-server gives, in one undo step. Install with ``easel install-plugin gimp``, which bundles the
+``easel-regenerate-selection``, ``easel-upscale``, ``easel-history``) whose arguments are the
+dialog's fields, so scripts and batch mode can run it NONINTERACTIVE. The request goes to a local
+Easel server; results come back as new layers at the offsets the server gives, in one undo step
+(an upscale opens as a new image). Install with ``easel install-plugin gimp``, which bundles the
 shared client (``shared/``) and websockets (``vendor/``) next to this file.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import sys
 from dataclasses import dataclass
 
@@ -25,6 +24,8 @@ for _path in (os.path.join(HERE, "vendor"), HERE):
 import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
+import easel_jobs  # noqa: E402
+import easel_more  # noqa: E402
 from easel_pixels import (  # noqa: E402
     CallingError,
     EaselError,
@@ -38,7 +39,6 @@ from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from shared import editing  # noqa: E402
 
 MENU = "<Image>/Filters/Easel"
-SETTINGS_FILE = "easel-gimp.json"  # in GIMP's profile folder: the last server URL that worked
 RW = GObject.ParamFlags.READWRITE
 Status = Gimp.PDBStatusType
 
@@ -47,57 +47,66 @@ Status = Gimp.PDBStatusType
 class Command:
     label: str
     blurb: str
-    kind: str  # "generate" | "sketch" | "selection"
-    strength: float  # default strength
+    kind: str  # "generate" | "sketch" | "selection" | "upscale" | "history"
+    strength: float = 1.0  # default strength
 
 
 COMMANDS = {
     "easel-generate": Command(
-        "_Generate…", "Paint a new layer from the prompt, the size of the image", "generate", 1.0),
+        "_Generate…", "Paint a new layer from the prompt, the size of the image", "generate"),
     "easel-image-from-sketch": Command(
         "Image from _Sketch…", "Repaint what the image shows (all visible layers) following the prompt; "
         "lower strength keeps more of the sketch", "sketch", 0.6),
     "easel-regenerate-selection": Command(
         "_Regenerate Selection…", "Repaint the selected area (soft edges blend) following the prompt, "
-        "with the surroundings as context", "selection", 1.0),
+        "with the surroundings as context", "selection"),
+    "easel-upscale": Command(
+        "_Upscale…", "Upscale what the image shows by 2 or 4 into a new image, letting the model add detail "
+        "tile by tile", "upscale", 0.35),
+    "easel-history": Command(
+        "_History…", "Add the layers of a recent result the server keeps (its history) to the image", "history"),
 }
+MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
+POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner")
+UPSCALE_FIELDS = ("factor", "strength", "prompt", "seed", "steps", "model")
 
 
-# ----------------------------------------------------------------------------- settings
-def _settings_path() -> str:
-    return os.path.join(Gimp.directory(), SETTINGS_FILE)
-
-
-def load_settings() -> dict:
-    try:
-        with open(_settings_path(), encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def save_settings(**values) -> None:
-    data = {**load_settings(), **values}
-    try:
-        with open(_settings_path(), "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-    except OSError:
-        pass  # settings are a convenience; never fail a run over them
+def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The dialog's main fields and its power-feature fields (the server URL comes last)."""
+    if command.kind == "upscale":
+        return UPSCALE_FIELDS, ()
+    if command.kind == "history":
+        return ("job",), ()
+    return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind == "generate")), POWER_FIELDS
 
 
 # ----------------------------------------------------------------------------- one run
 def read_config(config, command: Command) -> tuple[editing.Params, str]:
     get = config.get_property
+    if command.kind == "upscale":  # no negative prompt, guidance or batch: the model's defaults, one image
+        negative, guidance, batch = "", -1.0, 1
+    else:
+        negative, guidance, batch = get("negative-prompt") or "", get("guidance"), get("batch")
     strength = 1.0 if command.kind == "generate" else get("strength")
-    params = editing.params_from_ui(get("prompt") or "", get("negative-prompt") or "", strength, get("steps"),
-                                    get("guidance"), get("seed"), get("batch"), get("model") or "")
-    url = editing.resolve_url(get("url"), dict(os.environ), load_settings().get("url"))
-    return params, url
+    params = editing.params_from_ui(get("prompt") or "", negative, strength, get("steps"), guidance, get("seed"),
+                                    batch, get("model") or "")
+    return params, easel_jobs.resolve_url(get("url"))
 
 
-def plan(image, command: Command, params: editing.Params) -> editing.PlannedRequest:
-    """Read what the command needs from the image and build the request."""
+def read_features(config) -> editing.Features:
+    get = config.get_property
+    try:
+        return editing.features_from_ui(get("loras") or "", get("variation-seed"), get("variation-strength"),
+                                        get("control-model") or "", get("control-strength"), get("refiner"))
+    except ValueError as exc:
+        raise CallingError(str(exc)) from None
+
+
+def plan(image, command: Command, params: editing.Params, features: editing.Features) -> editing.PlannedRequest:
+    """Read what the command needs from the image and build the request.
+
+    With a control model, the sketch guide is the visible image over the same region as the sent
+    image (text to image: the whole canvas), inverted when it is drawn dark on light."""
     width, height = image.get_width(), image.get_height()
     if command.kind == "generate":
         mode, region = editing.TXT2IMG, None
@@ -115,48 +124,27 @@ def plan(image, command: Command, params: editing.Params) -> editing.PlannedRequ
         if mode == editing.INPAINT:
             state.selection = selection_mask(image, state.region)
     planned = editing.plan_request(state, params)
+    control = None
+    if features.control_model:
+        box = state.region or (0, 0, width, height)
+        rgba = state.rgba if state.rgba is not None else visible_composite(image, box)
+        control = editing.Image.rgba(box[2], box[3], editing.sketch_guide(rgba)[0])
+    planned = editing.apply_features(planned, features, control)
     problem = editing.check_request(planned)
     if problem:
         raise CallingError(problem)
     return planned
 
 
-def generate(url: str, planned: editing.PlannedRequest, dialog=None):
-    """Run the request on a worker thread; feed GIMP's progress (and the dialog's) from here."""
-    events: queue.Queue = queue.Queue()
-    task = editing.GenerationTask(url, planned, image_format="rgba", client_name="easel-gimp",
-                                  on_progress=lambda info: events.put(("progress", info)),
-                                  on_done=lambda result, error: events.put(("done", (result, error))))
-    Gimp.progress_init("Easel: connecting to the server…")
-    if dialog is not None:
-        dialog.start(task.cancel)
-    task.start()
-    outcome = None
-    while outcome is None:
-        if dialog is not None:
-            dialog.pump()
-        try:
-            kind, payload = events.get(timeout=0.03 if dialog is not None else 0.2)
-        except queue.Empty:
-            continue
-        if kind == "done":
-            outcome = payload
-            continue
-        percent, text = editing.progress_text(payload)
-        Gimp.progress_set_text(f"Easel: {text}")
-        if percent > 0:
-            Gimp.progress_update(percent / 100)
-        else:
-            Gimp.progress_pulse()
-        if dialog is not None:
-            dialog.progress(percent, text)
-    Gimp.progress_end()
-    result, error = outcome
-    if error == "cancelled":
+def run_generation(image, config, command: Command, dialog):
+    params, url = read_config(config, command)
+    planned = plan(image, command, params, read_features(config))
+    result = easel_jobs.generate(url, planned, dialog)
+    if result is None:
         return None
-    if error:
-        raise EaselError(error)
-    return result
+    insert_results(image, result, params.prompt)
+    easel_jobs.save_settings(url=url)
+    return []
 
 
 def run(procedure, run_mode, image, _drawables, config, _data):
@@ -165,21 +153,17 @@ def run(procedure, run_mode, image, _drawables, config, _data):
     try:
         check_image(image)
         if run_mode == Gimp.RunMode.INTERACTIVE:
-            from easel_ui import Dialog
-
-            if not (config.get_property("url") or "").strip():
-                config.set_property("url", editing.resolve_url("", dict(os.environ), load_settings().get("url")))
-            fields = [n for n in ARGUMENTS if not (n == "strength" and command.kind == "generate")]
-            dialog = Dialog(procedure, config, f"Easel: {command.label.replace('_', '')}", fields)
-            if not dialog.run():
+            dialog = easel_more.open_dialog(procedure, config, command, *fields_of(command))
+            if dialog is None:
                 return procedure.new_return_values(Status.CANCEL, GLib.Error())
-        params, url = read_config(config, command)
-        planned = plan(image, command, params)
-        result = generate(url, planned, dialog)
-        if result is None:
+        if command.kind == "upscale":
+            values = easel_more.run_upscale(image, config, read_config(config, command), dialog, run_mode)
+        elif command.kind == "history":
+            values = easel_more.run_history(image, config, dialog)
+        else:
+            values = run_generation(image, config, command, dialog)
+        if values is None:
             return procedure.new_return_values(Status.CANCEL, GLib.Error())
-        insert_results(image, result.images, params.prompt)
-        save_settings(url=url)
     except CallingError as exc:
         return _fail(procedure, Status.CALLING_ERROR, str(exc))
     except EaselError as exc:
@@ -189,7 +173,11 @@ def run(procedure, run_mode, image, _drawables, config, _data):
     finally:
         if dialog is not None:
             dialog.destroy()
-    return procedure.new_return_values(Status.SUCCESS, GLib.Error())
+    out = procedure.new_return_values(Status.SUCCESS, GLib.Error())
+    for i, value in enumerate(values, start=1):
+        out.remove(i)
+        out.insert(i, value)
+    return out
 
 
 def _fail(procedure, status, message: str):
@@ -197,23 +185,53 @@ def _fail(procedure, status, message: str):
 
 
 # ----------------------------------------------------------------------------- registration
-ARGUMENTS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model", "url")
-
-
 def add_arguments(proc, command: Command) -> None:
-    proc.add_string_argument("prompt", "Prompt", "What to paint", "", RW)  # a text box: no mnemonic
-    proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
-    proc.add_double_argument("strength", "_Strength", "1.0 paints anew; lower keeps more of the image",
-                             0.0, 1.0, command.strength, RW)
-    proc.add_int_argument("steps", "S_teps", "Denoising steps (0: the model's default)", 0, 500, 0, RW)
-    proc.add_double_argument("guidance", "_Guidance", "Prompt guidance scale (-1: the model's default)",
-                             -1.0, 100.0, -1.0, RW)
-    proc.add_int_argument("seed", "S_eed", "Random seed (-1: a new one each run)", -1, 2**31 - 1, -1, RW)
-    proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", 1, 16, 1, RW)
-    proc.add_string_argument("model", "_Model", "Model id on the server (empty: the server's default)", "", RW)
+    kind = command.kind
+    generating = kind not in ("upscale", "history")
+    if kind == "history":
+        proc.add_string_argument("job", "_Job", "Job id of a stored result (empty: the newest)", "", RW)
+    else:
+        if kind == "upscale":
+            proc.add_int_argument("factor", "_Factor", "Upscale by 2 or 4", 2, 4, 2, RW)
+        proc.add_string_argument("prompt", "Prompt", "What to paint", "", RW)  # a text box: no mnemonic
+        if generating:
+            proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
+        proc.add_double_argument("strength", "_Strength", "How much detail the model adds per tile (0: plain "
+                                 "Lanczos; 0.2–0.4 keeps the picture)" if kind == "upscale" else
+                                 "1.0 paints anew; lower keeps more of the image", 0.0, 1.0, command.strength, RW)
+        proc.add_int_argument("steps", "S_teps", "Denoising steps (0: the model's default)", 0, 500, 0, RW)
+        if generating:
+            proc.add_double_argument("guidance", "_Guidance", "Prompt guidance scale (-1: the model's default)",
+                                     -1.0, 100.0, -1.0, RW)
+        proc.add_int_argument("seed", "S_eed", "Random seed (-1: a new one each run)", -1, 2**31 - 1, -1, RW)
+        if generating:
+            proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", 1, 16, 1, RW)
+        proc.add_string_argument("model", "_Model", "Model id on the server (empty: the server's default)", "", RW)
+        if generating:
+            add_power_arguments(proc)
     proc.add_string_argument("url", "Server _URL",
                              f"Easel server (empty: ${editing.URL_ENV}, else the last one used, else "
                              f"{editing.DEFAULT_SERVER_URL})", "", RW)
+    if kind == "upscale":
+        proc.add_image_return_value("new-image", "New image", "The upscaled image (shown in a new window when "
+                                    "run interactively)", True, RW)
+
+
+def add_power_arguments(proc) -> None:
+    """LoRAs, variations, the sketch guide and the refiner (docs/features.md); defaults change nothing."""
+    proc.add_string_argument("loras", "_LoRAs", "LoRAs the server offers, with weights: name:0.8, other:0.5 "
+                             "(empty: none)", "", RW)
+    proc.add_int_argument("variation-seed", "_Variation seed", "Blend this seed's noise into the seed's, to "
+                          "explore around a result (-1: off)", -1, 2**31 - 1, -1, RW)
+    proc.add_double_argument("variation-strength", "Variation s_trength", "0: the seed's result, 1: the "
+                             "variation seed's", 0.0, 1.0, 0.0, RW)
+    proc.add_string_argument("control-model", "S_ketch guide model", "ControlNet id on the server (empty: no "
+                             "guide). The visible image guides the result, as white lines on black (a dark-on-"
+                             "light sketch is inverted)", "", RW)
+    proc.add_double_argument("control-strength", "Guide str_ength", "How closely the result follows the "
+                             "sketch guide (0..2)", 0.0, 2.0, 1.0, RW)
+    proc.add_boolean_argument("refiner", "SDXL re_finer", "Let the server's SDXL refiner do the last steps "
+                              "(SDXL models, when the server has a refiner)", False, RW)
 
 
 class EaselPlugIn(Gimp.PlugIn):
@@ -230,7 +248,9 @@ class EaselPlugIn(Gimp.PlugIn):
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
         proc.set_menu_label(command.label)
         proc.add_menu_path(MENU)
-        proc.set_documentation(command.blurb, command.blurb + ". Results are added as new layers.", name)
+        what = " The result opens as a new image." if command.kind == "upscale" else \
+            " Results are added as new layers."
+        proc.set_documentation(command.blurb, command.blurb + "." + what, name)
         proc.set_attribution("Easel", "Easel contributors", "2026")
         add_arguments(proc, command)
         return proc

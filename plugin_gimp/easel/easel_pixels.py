@@ -7,6 +7,8 @@ gets the 8-bit RGBA the protocol carries.
 
 from __future__ import annotations
 
+import json
+
 import gi
 
 gi.require_version("Gimp", "3.0")
@@ -82,12 +84,24 @@ def _layer_type(image):
     return Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
 
 
-def insert_results(image, results, prompt: str) -> list:
-    """Add each result as a new top layer at its document offset, all in one undo step."""
+PARASITE = "easel-parameters"  # on each result layer: JSON of editing.result_record (job, seed, parameters)
+
+
+def sketch_guide(image, box: Box) -> tuple[bytes, bool]:
+    """The visible image in ``box`` as a ControlNet guide: white lines on black (dark-on-light
+    sketches are inverted; see editing.sketch_guide). Returns RGBA and whether it was inverted."""
+    return editing.sketch_guide(visible_composite(image, box))
+
+
+def insert_results(image, result, prompt: str) -> list:
+    """Add each image of ``result`` as a new top layer at its document offset, all in one undo step.
+
+    Each layer is named ``Easel: <prompt> [<seed>]`` and carries the job id and the parameters the
+    server used in the persistent parasite ``easel-parameters`` (kept in XCF files)."""
     layers = []
     image.undo_group_start()
     try:
-        for res in results:
+        for i, res in enumerate(result.images):
             img = res.image
             if img.format != "rgba":
                 raise EaselError(f"the server sent a {img.format!r} image; this plug-in asks for raw RGBA")
@@ -100,8 +114,40 @@ def insert_results(image, results, prompt: str) -> list:
             buffer.set(Gegl.Rectangle.new(0, 0, w, h), RGBA, img.data)
             buffer.flush()
             layer.update(0, 0, w, h)
+            record = json.dumps(editing.result_record(result, i), separators=(",", ":")).encode()
+            layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, list(record)))
             layers.append(layer)
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
     return layers
+
+
+def layer_record(layer) -> dict | None:
+    """The ``easel-parameters`` record of a result layer, or None."""
+    parasite = layer.get_parasite(PARASITE)
+    if parasite is None:
+        return None
+    try:
+        return json.loads(bytes(parasite.get_data()).decode())
+    except ValueError:
+        return None
+
+
+def open_as_new_image(result, source, prompt: str):
+    """A new image the size of the (first) result, holding the result's layers at 0, 0, in the
+    source image's precision (the upscale's document; nothing in ``source`` changes)."""
+    first = result.images[0].image
+    new = Gimp.Image.new(first.width, first.height, Gimp.ImageBaseType.RGB)
+    new.undo_disable()  # a fresh document starts with an empty undo history
+    try:
+        for res in result.images:
+            res.x = res.y = 0  # the whole upscaled canvas; its document offset was scaled by the factor
+        insert_results(new, result, prompt)
+        if source.get_precision() != new.get_precision():
+            new.convert_precision(source.get_precision())
+        _ok, xres, yres = source.get_resolution()
+        new.set_resolution(xres, yres)
+    finally:
+        new.undo_enable()
+    return new

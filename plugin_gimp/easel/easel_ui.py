@@ -1,7 +1,9 @@
 """The interactive side: the procedure dialog, with a progress bar and Cancel while the server works.
 
 GIMP remembers the dialog's values between runs (the procedure's config is saved when a run
-succeeds), so the fields come back as the painter left them.
+succeeds), so the fields come back as the painter left them. With the server's ``welcome``, the
+model, LoRA and sketch-guide fields get a drop-down of what the server offers (the text stays
+editable) and the power features the server lacks are hidden.
 """
 
 from __future__ import annotations
@@ -11,25 +13,44 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
-from gi.repository import GimpUi, Gtk  # noqa: E402
+from gi.repository import Gdk, GimpUi, Gtk  # noqa: E402
+from shared import editing  # noqa: E402
+
+POWER_TITLE = "LoRAs, variations, sketch guide, refiner"
+DEFAULTS = {"loras": "", "variation-seed": -1, "control-model": "", "refiner": False}
 
 
 class Dialog:
     """A GimpUi.ProcedureDialog for one Easel command; stays open to show progress after OK."""
 
-    def __init__(self, procedure, config, title: str, fields: list[str]):
+    def __init__(self, procedure, config, title: str, fields: list[str], power: list[str] = (),
+                 choices: dict | None = None, history: list[dict] | None = None):
         GimpUi.init("easel")
-        self.title = title
+        self.title, self.config, self.choices = title, config, choices
+        self._menus: list = []
         self.dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+        if history:
+            self._history_list(history)
         # the prompt gets a multi-line text box, framed with its title (text boxes have no label)
-        prompt = self.dialog.get_widget("prompt", Gtk.TextView.__gtype__)
+        prompt = self.dialog.get_widget("prompt", Gtk.TextView.__gtype__) if "prompt" in fields else None
         if isinstance(prompt, Gtk.TextView):
             prompt.set_wrap_mode(Gtk.WrapMode.WORD_CHAR)
             prompt.set_size_request(380, 64)
             self.dialog.get_label("prompt-title", "Prompt", False, False)
             self.dialog.fill_frame("prompt-frame", "prompt-title", False, "prompt")
             fields = ["prompt-frame" if name == "prompt" else name for name in fields]
-        self.dialog.fill(fields)
+        if "factor" in fields:
+            self._factor_radio()
+        power = [name for name in power if self._offered(name)]
+        if power:
+            self.dialog.fill_box("power-box", power)
+            self.dialog.get_label("power-title", POWER_TITLE, False, False)
+            expander = self.dialog.fill_expander("power", "power-title", False, "power-box")
+            expander.set_expanded(any(config.get_property(n) != v for n, v in DEFAULTS.items() if n in power))
+            fields.append("power")
+        self.dialog.fill([*fields, "url"])
+        if choices:
+            self._drop_downs(choices, power)
         self.bar = Gtk.ProgressBar(show_text=True, text="Press OK to send the request to the Easel server")
         self.bar.set_margin_top(8)
         self.bar.set_margin_bottom(4)
@@ -37,6 +58,100 @@ class Dialog:
         self.bar.show()
         self._cancel = None
 
+    # -- building ----------------------------------------------------------------------------
+    def _offered(self, name: str) -> bool:
+        """Hide what the server does not offer (everything shows when its welcome is unknown)."""
+        c = self.choices
+        if not c:
+            return True
+        if name == "loras":
+            return bool(c["loras"])
+        if name in ("control-model", "control-strength"):
+            return bool(c["control_models"])
+        if name == "refiner":
+            return c["refiner"]
+        return True
+
+    def _factor_radio(self) -> None:
+        store = GimpUi.IntStore()
+        for value in (2, 4):
+            store.set(store.append(), [GimpUi.IntStoreColumns.VALUE, GimpUi.IntStoreColumns.LABEL],
+                      [value, f"×{value}"])
+        self.dialog.get_int_radio("factor", store)
+
+    def _entry(self, name: str):
+        widget = self.dialog.get_widget(name, GimpUi.LabelEntry.__gtype__)
+        return widget.get_entry() if isinstance(widget, GimpUi.LabelEntry) else None
+
+    def _drop_downs(self, c: dict, power: list[str]) -> None:
+        """A drop-down button in the model, LoRA and sketch-guide entries listing the server's choices."""
+        default = c["default_model"] or "the server's default"
+        self._menu("model", [(f"(default: {default})", "")] + [(m, m) for m in c["models"]])
+        if "loras" in power:
+            self._menu("loras", [(name, name) for name in c["loras"]], append=True)
+        if "control-model" in power:
+            self._menu("control-model", [("(none)", "")] + [(m, m) for m in c["control_models"]])
+        if "refiner" in power:
+            check = self.dialog.get_widget("refiner", Gtk.CheckButton.__gtype__)
+            sdxl = set(c["sdxl"])
+
+            def follow_model(*_args) -> None:  # the refiner only helps SDXL models
+                check.set_sensitive((self.config.get_property("model") or c["default_model"]) in sdxl)
+
+            self.config.connect("notify::model", follow_model)
+            follow_model()
+
+    def _menu(self, name: str, items: list[tuple[str, str]], append: bool = False) -> None:
+        entry = self._entry(name)
+        if entry is None or not items:
+            return
+        menu = Gtk.Menu()
+        for label, value in items:
+            item = Gtk.MenuItem(label=label)
+            item.connect("activate", self._pick, entry, value, append)
+            menu.append(item)
+        menu.show_all()
+        entry.set_icon_from_icon_name(Gtk.EntryIconPosition.SECONDARY, "pan-down-symbolic")
+        entry.set_icon_tooltip_text(Gtk.EntryIconPosition.SECONDARY, "What the server offers")
+        entry.connect("icon-press", lambda e, _pos, event: menu.popup_at_widget(
+            e, Gdk.Gravity.SOUTH_WEST, Gdk.Gravity.NORTH_WEST, event))
+        self._menus.append(menu)  # keep it alive
+        if not append:
+            completion = Gtk.EntryCompletion(inline_completion=True, popup_completion=True)
+            store = Gtk.ListStore(str)
+            for _label, value in items:
+                if value:
+                    store.append([value])
+            completion.set_model(store)
+            completion.set_text_column(0)
+            entry.set_completion(completion)
+
+    @staticmethod
+    def _pick(_item, entry, value: str, append: bool) -> None:
+        entry.set_text(editing.add_lora(entry.get_text(), value) if append else value)
+
+    def _history_list(self, entries: list[dict]) -> None:
+        """Recent results, newest first; picking one fills the Job field."""
+        store = Gtk.ListStore(str, str)
+        for entry in entries:
+            store.append([entry["job"], editing.history_label(entry)])
+        view = Gtk.TreeView(model=store, headers_visible=False)
+        view.append_column(Gtk.TreeViewColumn("Result", Gtk.CellRendererText(), text=1))
+        view.get_selection().connect("changed", self._history_pick)
+        scroll = Gtk.ScrolledWindow(hscrollbar_policy=Gtk.PolicyType.NEVER)
+        scroll.set_size_request(520, 220)
+        scroll.add(view)
+        self.dialog.get_content_area().pack_start(scroll, True, True, 0)
+        scroll.show_all()
+        self.dialog.set_ok_label("_Insert as layers")
+        view.get_selection().select_path(Gtk.TreePath.new_first())
+
+    def _history_pick(self, selection) -> None:
+        model, it = selection.get_selected()
+        if it is not None:
+            self.config.set_property("job", model[it][0])
+
+    # -- running -----------------------------------------------------------------------------
     def run(self) -> bool:
         """Show the dialog; True when the painter pressed OK."""
         return bool(self.dialog.run())

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "gimp"))
 sys.path.insert(0, str(HERE.parent))
 
+from gimp_cases import GOOD, PROCS, SEL_BOX, H, W, batch_cases, direct, geometry, until  # noqa: E402
 from gimp_chroot import (  # noqa: E402
     REPO,
     Workdir,
@@ -36,96 +35,10 @@ from gimp_chroot import (  # noqa: E402
 )
 
 from server import editing  # noqa: E402
-from server.client import Client  # noqa: E402
 from server.plugin_install import install_plugin  # noqa: E402
 
 pytestmark = pytest.mark.editor
 ARTIFACTS = REPO / "artifacts"
-W, H = 96, 80
-SEL_BOX = (20, 16, 48, 40)
-PROCS = {"generate": "easel-generate", "sketch": "easel-image-from-sketch", "selection": "easel-regenerate-selection"}
-
-
-# ----------------------------------------------------------------------------- test image
-def _layers() -> list[dict]:
-    """Bottom to top: an opaque gradient background, an opaque patterned 'ink' layer at an
-    offset, and a hidden magenta layer that must not reach the composite."""
-    yy, xx = np.mgrid[0:H, 0:W]
-    bg = np.dstack([xx * 255 // (W - 1), yy * 255 // (H - 1), np.full((H, W), 180), np.full((H, W), 255)])
-    iy, ix = np.mgrid[0:24, 0:40]
-    ink = np.dstack([np.full((24, 40), 20), (ix * 6) % 256, np.where((ix // 4 + iy // 4) % 2, 200, 60),
-                     np.full((24, 40), 255)])
-    hidden = np.dstack([np.full((H, W), 255), np.zeros((H, W)), np.full((H, W), 255), np.full((H, W), 255)])
-    return [dict(name="Background", x=0, y=0, px=bg), dict(name="Ink", x=30, y=20, px=ink),
-            dict(name="Hidden", x=0, y=0, px=hidden, visible=False)]
-
-
-def _composite() -> np.ndarray:
-    """What GIMP shows: opaque visible layers pasted in order (no blending needed)."""
-    out = np.zeros((H, W, 4), np.uint8)
-    for lay in _layers():
-        if lay.get("visible", True):
-            h, w = lay["px"].shape[:2]
-            out[lay["y"]:lay["y"] + h, lay["x"]:lay["x"] + w] = lay["px"]
-    return out
-
-
-def _selection() -> np.ndarray:
-    """A soft selection: 60 at the box edge rising by 16 per pixel inwards to 255, 0 outside."""
-    x, y, w, h = SEL_BOX
-    yy, xx = np.mgrid[0:h, 0:w]
-    depth = np.minimum(np.minimum(xx, w - 1 - xx), np.minimum(yy, h - 1 - yy))
-    mask = np.zeros((H, W), np.uint8)
-    mask[y:y + h, x:x + w] = np.minimum(255, 60 + 16 * depth)
-    return mask
-
-
-def _image_spec(work: Workdir, selection: bool) -> dict:
-    layers = []
-    for lay in _layers():
-        name = f"{lay['name']}.rgba"
-        (work.host / "in" / name).write_bytes(lay["px"].astype(np.uint8).tobytes())
-        h, w = lay["px"].shape[:2]
-        layers.append(dict(name=lay["name"], file=name, x=lay["x"], y=lay["y"], w=w, h=h,
-                           visible=lay.get("visible", True)))
-    spec = dict(width=W, height=H, layers=layers, active="Ink")
-    if selection:
-        (work.host / "in/selection.gray").write_bytes(_selection().tobytes())
-        spec["selection"] = "selection.gray"
-    return spec
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# the successful cases: procedure kind -> arguments (plus steps and url)
-GOOD = {"generate": dict(prompt="a red circle", seed=1234, batch=2),
-        "sketch": dict(prompt="a blue square", strength=0.5, seed=99),
-        "selection": dict(prompt="a green triangle", strength=1.0, seed=7)}
-
-
-def _args(kind: str, url: str) -> dict:
-    return dict(GOOD[kind], steps=3, url=url)
-
-
-def _cases(work: Workdir, url: str) -> list[dict]:
-    args = dict(steps=3, url=url)
-    plain, selected = _image_spec(work, False), _image_spec(work, True)
-    return [
-        *(dict(name=kind, procedure=PROCS[kind], image=selected if kind == "selection" else plain,
-               args=_args(kind, url)) for kind in GOOD),
-        dict(name="sketch-16bit", procedure=PROCS["sketch"], image=dict(plain, precision="U16_LINEAR"),
-             args=_args("sketch", url)),
-        dict(name="server-down", procedure=PROCS["generate"], image=plain,
-             args=dict(prompt="x", url=f"ws://127.0.0.1:{_free_port()}")),
-        dict(name="bad-model", procedure=PROCS["sketch"], image=plain,
-             args=dict(args, prompt="x", model="no-such-model")),
-        dict(name="no-selection", procedure=PROCS["selection"], image=plain, args=dict(args, prompt="x")),
-        dict(name="no-image", procedure=PROCS["generate"], image=None, args=dict(args, prompt="x")),
-    ]
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -135,17 +48,24 @@ def root():
 
 
 @pytest.fixture(scope="module")
-def server_url(request):
-    """A real `easel serve` subprocess on 127.0.0.1 with the tiny SD test model (EASEL_TEST_MODEL
-    names another model; EASEL_TEST_URL points at a server you started yourself)."""
+def server_url(request, tmp_path_factory):
+    """A real `easel serve` subprocess on 127.0.0.1 with the tiny SD test model, a tiny LoRA
+    (``ink.safetensors``), a tiny ControlNet (``scribble``) and its own result store
+    (EASEL_TEST_MODEL names another model; EASEL_TEST_URL points at a server you started yourself)."""
     if os.environ.get("EASEL_TEST_URL"):
         yield os.environ["EASEL_TEST_URL"]
         return
     from server_harness import running_server
+    from tiny_models import build_tiny_controlnet, write_tiny_lora
 
-    model = os.environ.get("EASEL_TEST_MODEL") or request.getfixturevalue("tiny_sd_path")
+    tiny = request.getfixturevalue("tiny_sd_path")
+    root = tmp_path_factory.mktemp("gimp_server")
+    write_tiny_lora(tiny, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
+    control = build_tiny_controlnet(tiny, root / "scribble")
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_server([model], log_path=ARTIFACTS / "gimp_server.log") as url:
+    with running_server([os.environ.get("EASEL_TEST_MODEL") or tiny], "--loras-dir", str(root / "loras"),
+                        "--control-model", control, "--output-dir", str(root / "results"),
+                        log_path=ARTIFACTS / "gimp_server.log") as url:
         yield url
 
 
@@ -154,7 +74,8 @@ def batch(root, server_url):
     """One GIMP batch session running every case; yields {case name: recorded result}."""
     work = Workdir(root)
     install_plugin("gimp", work.plugins())
-    spec = dict(cases=_cases(work, server_url), url=server_url, **{"in": work.path("in"), "out": work.path("out")})
+    spec = dict(cases=batch_cases(work.host / "in", server_url), url=server_url,
+                **{"in": work.path("in"), "out": work.path("out")})
     (work.host / "spec.json").write_text(json.dumps(spec))
     (work.host / "batch_cases.py").write_text((HERE / "gimp/batch_cases.py").read_text())
     t0 = time.monotonic()
@@ -167,76 +88,121 @@ def batch(root, server_url):
     print(f"GIMP batch session: {time.monotonic() - t0:.1f} s, {results['gimp']}")
     cases = {c["name"]: c for c in results["cases"]}
     for case in cases.values():
-        for layer in case.get("new_layers", []):
+        for layer in case.get("new_layers", []) + case.get("new_image", {}).get("layers", []):
             layer["pixels"] = (work.host / "out" / layer["file"]).read_bytes()
     yield cases
     work.cleanup()
 
 
 # ----------------------------------------------------------------------------- helpers
-def _direct(url: str, kind: str, args: dict) -> list:
-    """Ask the server straight through the shared client what the plug-in should have asked."""
-    params = editing.params_from_ui(args["prompt"], "", args.get("strength", 1.0) if kind != "generate" else 1.0,
-                                    args["steps"], -1.0, args["seed"], args.get("batch", 1), "")
-    state = editing.EditorState(W, H)
-    if kind != "generate":
-        box = SEL_BOX if kind == "selection" else None
-        mode, region = editing.read_plan(W, H, box, params.strength)
-        x, y, w, h = region
-        state.region, state.rgba = region, _composite()[y:y + h, x:x + w].tobytes()
-        if mode == editing.INPAINT:
-            state.selection = _selection()[y:y + h, x:x + w].tobytes()
-    planned = editing.plan_request(state, params)
-    with Client(url, image_format="rgba", timeout=60) as client:
-        return client.generate(planned.request, planned.image, planned.mask).images
-
-
-def _check_success(case: dict, url: str, kind: str, args: dict) -> None:
-    assert "error" not in case, case["error"]
-    assert case["status"] == "success", case
+def _unchanged(case: dict) -> None:
+    """Nothing but the new layers changed: size, selection, precision, every old layer (pixels, properties)."""
     before, after = case["before"], case["after"]
-    # nothing else changed: same size, selection, and every old layer identical (pixels and properties)
     assert after["size"] == before["size"] and after["selection"] == before["selection"]
     assert after["precision"] == before["precision"]
     old_after = [lay for lay in after["layers"] if lay["id"] in {b["id"] for b in before["layers"]}]
     assert old_after == before["layers"]
-    expected = _direct(url, kind, args)
-    got = case["new_layers"]
-    assert len(got) == len(expected) == args.get("batch", 1)
-    # each result on top, in server order (the last inserted is the topmost)
-    for layer, want in zip(reversed(got), expected):
-        assert layer["name"] == editing.layer_name(args["prompt"], want.seed)
+
+
+def _check_layers(got: list[dict], result, prompt: str) -> None:
+    """Each result on top, in server order (the last inserted is the topmost), equal to the server's."""
+    assert len(got) == len(result.images)
+    for layer, want in zip(reversed(got), result.images):
+        assert layer["name"] == editing.layer_name(prompt, want.seed)
         assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (want.x, want.y, want.image.width,
                                                                      want.image.height)
         assert layer["pixels"] == want.image.data, f"{layer['name']}: pixels differ from the server's"
         assert layer["visible"] and layer["opacity"] == 100.0
+        assert layer["record"]["seed"] == want.seed and layer["record"]["job"]
+
+
+def _check_success(case: dict, url: str, name: str):
+    """The case succeeded, changed nothing else, and its layers equal the direct request's result."""
+    assert "error" not in case, case["error"]
+    assert case["status"] == "success", case
+    _unchanged(case)
+    expected = direct(name, url)
+    assert len(expected.images) == GOOD[name][1].get("batch", 1)
+    _check_layers(case["new_layers"], expected, GOOD[name][1]["prompt"])
+    return expected
 
 
 # ----------------------------------------------------------------------------- batch tests
 def test_generate_inserts_server_result_layers(batch, server_url):
     case = batch["generate"]
-    _check_success(case, server_url, "generate", _args("generate", server_url))
+    _check_success(case, server_url, "generate")
     assert all((lay["x"], lay["y"]) == (0, 0) for lay in case["new_layers"])
 
 
 def test_image_from_sketch_sends_visible_composite(batch, server_url):
-    _check_success(batch["sketch"], server_url, "sketch", _args("sketch", server_url))
+    _check_success(batch["sketch"], server_url, "sketch")
 
 
 def test_high_bit_depth_image_is_converted_both_ways(batch, server_url):
     """A 16-bit linear image: Gegl converts to 8-bit sRGB for the server and back for the layer."""
     case = batch["sketch-16bit"]
     assert case["before"]["precision"] == case["after"]["precision"] == "u16-linear"
-    _check_success(case, server_url, "sketch", _args("sketch", server_url))
+    _check_success(case, server_url, "sketch")
 
 
 def test_regenerate_selection_sends_soft_mask(batch, server_url):
     case = batch["selection"]
-    _check_success(case, server_url, "selection", _args("selection", server_url))
+    _check_success(case, server_url, "selection")
     layer = case["new_layers"][0]
     x, y, w, h = SEL_BOX  # the result covers the selection
     assert layer["x"] <= x and layer["y"] <= y
     assert layer["x"] + layer["w"] >= x + w and layer["y"] + layer["h"] >= y + h
+
+
+def test_lora_and_variation_reach_the_server(batch, server_url):
+    """``loras`` "ink:0.7" (completed to ink.safetensors) and a variation seed: the layer equals the
+    direct request's, differs from the plain result, and its parasite shows the parameters used."""
+    case = batch["features"]
+    _check_success(case, server_url, "features")
+    params = case["new_layers"][0]["record"]["parameters"]
+    assert params["loras"] == [{"name": "ink.safetensors", "weight": 0.7}]
+    assert (params["variation_seed"], params["variation_strength"]) == (5, 0.4)
+    plain = batch["generate"]["new_layers"][-1]  # same prompt and seed, no features
+    assert plain["record"]["seed"] == case["new_layers"][0]["record"]["seed"]
+    assert plain["pixels"] != case["new_layers"][0]["pixels"]
+
+
+def test_sketch_guide_sends_the_visible_image_as_control(batch, server_url):
+    """Regenerate Selection with a control model: the guide is the visible image over the same
+    region, inverted to white-on-black; the layer equals the direct request's and differs from
+    the unguided one."""
+    case = batch["control"]
+    _check_success(case, server_url, "control")
+    params = case["new_layers"][0]["record"]["parameters"]
+    assert (params["control_model"], params["control_strength"]) == ("scribble", 0.9)
+    unguided = batch["selection"]["new_layers"][0]
+    assert unguided["pixels"] != case["new_layers"][0]["pixels"]
+
+
+def test_upscale_opens_a_new_image_equal_to_the_server_result(batch, server_url):
+    case = batch["upscale"]
+    assert "error" not in case, case["error"]
+    assert case["status"] == "success", case
+    assert case["after"] == case["before"] and case["new_layers"] == []  # the source image is untouched
+    new = case["new_image"]
+    assert new["size"] == [2 * W, 2 * H] and new["precision"] == case["before"]["precision"]
+    expected = direct("upscale", server_url)
+    _check_layers(new["layers"], expected, "crisp")
+    params = new["layers"][0]["record"]["parameters"]
+    assert (params["mode"], params["upscale"], params["strength"]) == ("upscale", 2, 0.3)
+
+
+def test_history_inserts_the_newest_stored_result(batch):
+    """``easel-history`` with no job id fetches the newest stored result (the control case's) and
+    adds its layer at its offset: the same job, the same pixels."""
+    case, source = batch["history"], batch["control"]["new_layers"][0]
+    assert "error" not in case, case["error"]
+    assert case["status"] == "success", case
+    _unchanged(case)
+    [layer] = case["new_layers"]
+    assert layer["record"]["job"] == source["record"]["job"]
+    for key in ("name", "x", "y", "w", "h", "pixels"):
+        assert layer[key] == source[key], key
 
 
 @pytest.mark.parametrize("name, status, words", [
@@ -244,6 +210,10 @@ def test_regenerate_selection_sends_soft_mask(batch, server_url):
     ("bad-model", "execution-error", "model"),
     ("no-selection", "calling-error", "needs a selection"),
     ("no-image", "calling-error", "no image is open"),
+    ("bad-lora", "execution-error", "unknown LoRA 'nope'; this server offers: ink.safetensors"),
+    ("bad-lora-text", "calling-error", "the weight a number"),
+    ("bad-factor", "calling-error", "'upscale' must be 2 or 4"),
+    ("history-unknown", "execution-error", "no finished result for job 'no-such-job'"),
 ])
 def test_errors_are_clear_and_change_nothing(batch, name, status, words):
     case = batch[name]
@@ -259,26 +229,6 @@ def test_errors_are_clear_and_change_nothing(batch, name, status, words):
 GUI_ARGS = dict(prompt="a red circle on a hill", seed=42, steps=3)
 SLOW_ARGS = dict(prompt="a long job to cancel", seed=5, steps=150, strength=1.0)  # ~8 s on the tiny model
 IGNORED_ARGS = dict(prompt="not used: the dialog shows the last values", seed=9, steps=3)
-
-
-def _until(predicate, timeout: float, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
-
-
-def _geometry(xwininfo: str) -> tuple[int, int, int, int]:
-    """(x, y, width, height) of a window from ``xwininfo -id`` output."""
-    values = {}
-    for line in xwininfo.splitlines():
-        key, _, value = line.strip().partition(":")
-        values[key] = value.strip()
-    return (int(values["Absolute upper-left X"]), int(values["Absolute upper-left Y"]), int(values["Width"]),
-            int(values["Height"]))
 
 
 def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
@@ -315,16 +265,16 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
     def capture(window: str, name: str) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_screen.png", ARTIFACTS / name,
-                   _geometry(x11(f"xwininfo -id {window}")))
+                   geometry(x11(f"xwininfo -id {window}")))
 
     def result(i: int) -> dict:
         path = work.host / f"out/gui_result{i}.json"
-        assert _until(path.exists, 120), f"interactive run {i} did not finish; see {ARTIFACTS / 'gimp_gui.log'}"
+        assert until(path.exists, 120), f"interactive run {i} did not finish; see {ARTIFACTS / 'gimp_gui.log'}"
         time.sleep(0.3)
         return json.loads(path.read_text())
 
     try:
-        found = _until(dialog, 120)
+        found = until(dialog, 120)
         assert found, f"the Easel dialog never appeared; see {ARTIFACTS / 'gimp_gui.log'}"
         time.sleep(2)  # let GTK finish drawing
         capture(found[0], "gimp_dialog.png")
@@ -336,11 +286,11 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         assert names == [editing.layer_name(GUI_ARGS["prompt"], GUI_ARGS["seed"]), "Sketch"]
         assert first["layers"][0]["x"] == first["layers"][0]["y"] == 0
 
-        found = _until(lambda: dialog("Easel: Image from Sketch…\""), 60)
+        found = until(lambda: dialog("Easel: Image from Sketch…\""), 60)
         assert found, "the Image from Sketch dialog never appeared"
         time.sleep(1)
         x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
-        running = _until(lambda: dialog("step "), 60, step=0.2)
+        running = until(lambda: dialog("step "), 60, step=0.2)
         assert running, "the dialog never showed the server's steps"
         capture(running[0], "gimp_progress.png")
         x11(f"xdotool windowfocus --sync {running[0]} key --clearmodifiers Escape")
@@ -349,7 +299,7 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         assert second["status"] == "cancel", second
         assert [lay["name"] for lay in second["layers"]] == names  # nothing added
 
-        found = _until(lambda: dialog("Easel: Generate…\""), 60)
+        found = until(lambda: dialog("Easel: Generate…\""), 60)
         assert found, "the third dialog never appeared"
         time.sleep(1)
         x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")

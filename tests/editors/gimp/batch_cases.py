@@ -75,7 +75,29 @@ def call(name, image, drawables, args):
     rv = proc.run(cfg)
     out = {"status": rv.index(0).value_nick}
     if rv.length() > 1:
-        out["message"] = str(rv.index(1))
+        value = rv.index(1)
+        if isinstance(value, Gimp.Image):  # easel-upscale returns the new image
+            out["new_image"] = value
+        else:
+            out["message"] = str(value)
+    return out
+
+
+def record(layer):
+    """The plug-in's easel-parameters parasite of a result layer (job id, seed, parameters)."""
+    parasite = layer.get_parasite("easel-parameters")
+    return json.loads(bytes(parasite.get_data()).decode()) if parasite is not None else None
+
+
+def dump_layers(image, name, old_ids=()):
+    """Write the layers not in ``old_ids`` as raw RGBA files; their snapshot entries with file and record."""
+    snap = snapshot(image)
+    out = []
+    for i, layer in enumerate(x for x in image.get_layers() if x.get_id() not in old_ids):
+        path = os.path.join(OUT, f"{name}-layer{i}.rgba")
+        open(path, "wb").write(read(layer))
+        info = next(lay for lay in snap["layers"] if lay["id"] == layer.get_id())
+        out.append({**info, "file": os.path.basename(path), "record": record(layer)})
     return out
 
 
@@ -88,15 +110,13 @@ def run_case(case):
     else:
         drawables = []
     res.update(call(case["procedure"], image, drawables, case["args"]))
+    new_image = res.pop("new_image", None)
+    if new_image is not None:
+        res["new_image"] = dict(snapshot(new_image), layers=dump_layers(new_image, case["name"] + "-new"))
+        new_image.delete()
     if image is not None:
         res["after"] = snapshot(image)
-        old = {lay["id"] for lay in res["before"]["layers"]}
-        res["new_layers"] = []
-        for i, layer in enumerate(x for x in image.get_layers() if x.get_id() not in old):
-            path = os.path.join(OUT, f"{case['name']}-layer{i}.rgba")
-            open(path, "wb").write(read(layer))
-            info = next(lay for lay in res["after"]["layers"] if lay["id"] == layer.get_id())
-            res["new_layers"].append({**info, "file": os.path.basename(path)})
+        res["new_layers"] = dump_layers(image, case["name"], {lay["id"] for lay in res["before"]["layers"]})
         image.delete()
     return res
 
