@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .common import Row, machine
 
-SECTIONS = ["transfer", "overhead", "previews", "memory", "selection", "concurrency", "gpu"]
+SECTIONS = ["transfer", "overhead", "previews", "memory", "selection", "concurrency", "live", "gpu"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -306,7 +306,7 @@ def check_request(planned: PlannedRequest) -> str | None:
 # the region it would send, and lets a ``LiveSession`` decide when a request goes out through one
 # long-lived ``LiveConnection``)
 
-LIVE_STEPS = 6  #: live steps for models without a few-step default (turbo/LCM models use their own)
+LIVE_STEPS = 4  #: live steps for models without a few-step default (turbo/LCM models use their own)
 LIVE_MAX_STEPS = 8  #: a Steps field of 1..8 is used as it is while live; higher or "default": the live default
 LIVE_LAYER_NAME = "Easel Live"
 
