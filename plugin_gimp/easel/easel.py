@@ -68,7 +68,7 @@ COMMANDS = {
 }
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
 POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner")
-UPSCALE_FIELDS = ("factor", "strength", "prompt", "seed", "steps", "model")
+UPSCALE_FIELDS = ("prompt", "factor", "strength", "steps", "seed", "model")
 
 
 def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -192,7 +192,7 @@ def add_arguments(proc, command: Command) -> None:
         proc.add_string_argument("job", "_Job", "Job id of a stored result (empty: the newest)", "", RW)
     else:
         if kind == "upscale":
-            proc.add_int_argument("factor", "_Factor", "Upscale by 2 or 4", 2, 4, 2, RW)
+            proc.add_int_argument("factor", "Factor", "Upscale by 2 or 4", 2, 4, 2, RW)
         proc.add_string_argument("prompt", "Prompt", "What to paint", "", RW)  # a text box: no mnemonic
         if generating:
             proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)

@@ -51,7 +51,8 @@ class Dialog:
         self.dialog.fill([*fields, "url"])
         if choices:
             self._drop_downs(choices, power)
-        self.bar = Gtk.ProgressBar(show_text=True, text="Press OK to send the request to the Easel server")
+        hint = "Pick a result, then Insert as layers" if history else "Press OK to send the request to the Easel server"
+        self.bar = Gtk.ProgressBar(show_text=True, text=hint)
         self.bar.set_margin_top(8)
         self.bar.set_margin_bottom(4)
         self.dialog.get_content_area().pack_end(self.bar, False, False, 0)
@@ -86,11 +87,11 @@ class Dialog:
     def _drop_downs(self, c: dict, power: list[str]) -> None:
         """A drop-down button in the model, LoRA and sketch-guide entries listing the server's choices."""
         default = c["default_model"] or "the server's default"
-        self._menu("model", [(f"(default: {default})", "")] + [(m, m) for m in c["models"]])
+        self._menu("model", [(f"(default: {default})", "")] + [(m, m) for m in c["models"]], f"{default} (default)")
         if "loras" in power:
-            self._menu("loras", [(name, name) for name in c["loras"]], append=True)
+            self._menu("loras", [(name, name) for name in c["loras"]], f"none; e.g. {c['loras'][0]}:0.8", append=True)
         if "control-model" in power:
-            self._menu("control-model", [("(none)", "")] + [(m, m) for m in c["control_models"]])
+            self._menu("control-model", [("(none)", "")] + [(m, m) for m in c["control_models"]], "none")
         if "refiner" in power:
             check = self.dialog.get_widget("refiner", Gtk.CheckButton.__gtype__)
             sdxl = set(c["sdxl"])
@@ -101,10 +102,11 @@ class Dialog:
             self.config.connect("notify::model", follow_model)
             follow_model()
 
-    def _menu(self, name: str, items: list[tuple[str, str]], append: bool = False) -> None:
+    def _menu(self, name: str, items: list[tuple[str, str]], placeholder: str, append: bool = False) -> None:
         entry = self._entry(name)
         if entry is None or not items:
             return
+        entry.set_placeholder_text(placeholder)
         menu = Gtk.Menu()
         for label, value in items:
             item = Gtk.MenuItem(label=label)
@@ -138,6 +140,7 @@ class Dialog:
         view = Gtk.TreeView(model=store, headers_visible=False)
         view.append_column(Gtk.TreeViewColumn("Result", Gtk.CellRendererText(), text=1))
         view.get_selection().connect("changed", self._history_pick)
+        view.connect("row-activated", lambda *_a: self.dialog.response(Gtk.ResponseType.OK))  # Return, double-click
         scroll = Gtk.ScrolledWindow(hscrollbar_policy=Gtk.PolicyType.NEVER)
         scroll.set_size_request(520, 220)
         scroll.add(view)

@@ -226,22 +226,27 @@ def test_errors_are_clear_and_change_nothing(batch, name, status, words):
 
 
 # ----------------------------------------------------------------------------- GUI test
-GUI_ARGS = dict(prompt="a red circle on a hill", seed=42, steps=3)
+GUI_ARGS = dict(prompt="a red circle on a hill", seed=42, steps=3, loras="ink.safetensors:0.5")
 SLOW_ARGS = dict(prompt="a long job to cancel", seed=5, steps=150, strength=1.0)  # ~8 s on the tiny model
 IGNORED_ARGS = dict(prompt="not used: the dialog shows the last values", seed=9, steps=3)
+UPSCALE_ARGS = dict(prompt="", factor=2, strength=0.3, seed=3, steps=3)
 
 
 def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
-    """GIMP's GUI on Xvfb (inside the chroot). Run 0: the Generate dialog appears, is captured, OK
-    runs the job and its layer arrives. Run 1 (Image from Sketch): OK starts a long job, the dialog
-    shows the server's steps, Escape cancels it and nothing is added. Run 2: Generate again; its
-    dialog comes back with run 0's values, which OK then uses."""
+    """GIMP's GUI on Xvfb (inside the chroot). Run 0: the Generate dialog appears (its power
+    features open, since a LoRA is set), is captured, OK runs the job and its layer arrives, made
+    with the LoRA. Run 1 (Image from Sketch): OK starts a long job, the dialog shows the server's
+    steps, Escape cancels it and nothing is added. Run 2: Generate again; its dialog comes back
+    with run 0's values, which OK then uses. Run 3: History lists the server's results, newest
+    first; Return inserts the newest (run 2's). Run 4: Upscale opens the result as a new image."""
     work = Workdir(root)
     install_plugin("gimp", work.plugins())
     (work.host / "fb").mkdir()
     runs = [dict(procedure=PROCS["generate"], args=dict(GUI_ARGS, url=server_url)),
             dict(procedure=PROCS["sketch"], args=dict(SLOW_ARGS, url=server_url)),
-            dict(procedure=PROCS["generate"], args=dict(IGNORED_ARGS, url=server_url))]
+            dict(procedure=PROCS["generate"], args=dict(IGNORED_ARGS, url=server_url)),
+            dict(procedure=PROCS["history"], args=dict(url=server_url)),
+            dict(procedure=PROCS["upscale"], args=dict(UPSCALE_ARGS, url=server_url))]
     (work.host / "spec.json").write_text(json.dumps(dict(runs=runs, out=work.path("out"))))
     (work.host / "gui_dialog.py").write_text((HERE / "gimp/gui_dialog.py").read_text())
     display = f":{free_display()}"
@@ -285,6 +290,7 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         names = [lay["name"] for lay in first["layers"]]
         assert names == [editing.layer_name(GUI_ARGS["prompt"], GUI_ARGS["seed"]), "Sketch"]
         assert first["layers"][0]["x"] == first["layers"][0]["y"] == 0
+        assert first["layers"][0]["record"]["parameters"]["loras"] == [{"name": "ink.safetensors", "weight": 0.5}]
 
         found = until(lambda: dialog("Easel: Image from Sketch…\""), 60)
         assert found, "the Image from Sketch dialog never appeared"
@@ -307,6 +313,26 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         assert third.get("status") == "success", third
         assert third["layers"][0]["name"].startswith(names[0])  # run 0's prompt and seed, remembered
         assert len(third["layers"]) == 3
+
+        found = until(lambda: dialog("Easel: History…\""), 60)
+        assert found, "the History dialog never appeared"
+        time.sleep(1)
+        capture(found[0], "gimp_history.png")
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        fourth = result(3)
+        assert fourth.get("status") == "success", fourth
+        assert len(fourth["layers"]) == 4 and fourth["layers"][0]["name"].startswith(names[0])  # GIMP adds " #2"
+        assert fourth["layers"][0]["record"] == third["layers"][0]["record"]  # the same stored job
+
+        found = until(lambda: dialog("Easel: Upscale…\""), 60)
+        assert found, "the Upscale dialog never appeared"
+        time.sleep(1)
+        capture(found[0], "gimp_upscale.png")
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        fifth = result(4)
+        assert fifth.get("status") == "success", fifth
+        assert fifth["new_image"] == {"size": [640, 480], "layers": 1} and fifth["images"] == 2
+        assert len(fifth["layers"]) == 4  # the source image is unchanged
         assert gimp.wait(timeout=60) == 0
     finally:
         if gimp.poll() is None:

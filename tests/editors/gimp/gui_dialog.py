@@ -29,11 +29,19 @@ def run(name, args):
     rv = proc.run(cfg)
     res["status"] = rv.index(0).value_nick
     if rv.length() > 1:
-        res["message"] = str(rv.index(1))
+        value = rv.index(1)
+        if isinstance(value, Gimp.Image):  # easel-upscale's new image
+            res["new_image"] = {"size": [value.get_width(), value.get_height()], "layers": len(value.get_layers())}
+        else:
+            res["message"] = str(value)
+    res["images"] = len(Gimp.get_images())
     res["layers"] = []
     for lay in image.get_layers():
         _ok, x, y = lay.get_offsets()
-        res["layers"].append({"name": lay.get_name(), "x": x, "y": y, "w": lay.get_width(), "h": lay.get_height()})
+        parasite = lay.get_parasite("easel-parameters")
+        record = json.loads(bytes(parasite.get_data()).decode()) if parasite is not None else None
+        res["layers"].append({"name": lay.get_name(), "x": x, "y": y, "w": lay.get_width(), "h": lay.get_height(),
+                              "record": record})
     return res
 
 
