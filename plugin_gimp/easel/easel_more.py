@@ -32,7 +32,8 @@ def open_dialog(procedure, config, command, fields, power):
             raise EaselError(f"the server at {url} keeps no results yet: generate something first")
         dialog = Dialog(procedure, config, title, list(fields), history=entries)
     else:
-        choices = editing.feature_choices(easel_jobs.welcome(url)) if url else None
+        welcome = easel_jobs.welcome(url)
+        choices = editing.feature_choices(welcome) if welcome else None
         dialog = Dialog(procedure, config, title, list(fields), power=list(power), choices=choices)
     if dialog.run():
         return dialog

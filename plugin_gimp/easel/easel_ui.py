@@ -41,6 +41,9 @@ class Dialog:
             fields = ["prompt-frame" if name == "prompt" else name for name in fields]
         if "factor" in fields:
             self._factor_radio()
+        for name in power:  # what the server lacks is off, so no hidden value can fail a run
+            if not self._offered(name) and name in DEFAULTS:
+                config.set_property(name, DEFAULTS[name])
         power = [name for name in power if self._offered(name)]
         if power:
             self.dialog.fill_box("power-box", power)

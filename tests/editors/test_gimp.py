@@ -212,6 +212,7 @@ def test_history_inserts_the_newest_stored_result(batch):
     ("no-image", "calling-error", "no image is open"),
     ("bad-lora", "execution-error", "unknown LoRA 'nope'; this server offers: ink.safetensors"),
     ("bad-lora-text", "calling-error", "the weight a number"),
+    ("no-refiner", "execution-error", "no refiner is configured"),
     ("bad-factor", "calling-error", "'upscale' must be 2 or 4"),
     ("history-unknown", "execution-error", "no finished result for job 'no-such-job'"),
 ])

@@ -116,6 +116,7 @@ def batch_cases(folder: Path, url: str) -> list[dict]:
         dict(name="bad-lora", procedure=PROCS["generate"], image=plain, args=dict(args, prompt="x", loras="nope:1")),
         dict(name="bad-lora-text", procedure=PROCS["sketch"], image=plain,
              args=dict(args, prompt="x", loras="ink:lots")),
+        dict(name="no-refiner", procedure=PROCS["generate"], image=plain, args=dict(args, prompt="x", refiner=True)),
         dict(name="bad-factor", procedure=PROCS["upscale"], image=plain, args=dict(args, factor=3)),
         dict(name="history-unknown", procedure=PROCS["history"], image=plain, args=dict(job="no-such-job", url=url)),
     ]
