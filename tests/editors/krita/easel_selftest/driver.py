@@ -182,6 +182,15 @@ class Driver:
         res["models"] = [model.itemText(i) for i in range(model.count())]
         res["model"] = model.currentText()
         self.log(f"connected={ok}")
+        if spec.get("only_live"):  # bench/live.py: the live part alone, then quit
+            from . import live_part
+
+            res["live"] = yield from live_part.run(self, spec["live"])
+            self.save()
+            for d in app.documents():
+                d.setModified(False)
+            app.action("file_quit").trigger()
+            return
         progress = self.w(QProgressBar, "easel_progress")
         preview = self.w(QLabel, "easel_preview")
         seen = []

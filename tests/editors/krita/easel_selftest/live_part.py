@@ -97,19 +97,21 @@ def run(d, spec):
     stroke_start = time.time()
     color = bytes(spec["stroke_bgra"])
     sx, sy, size = spec["stroke"]
-    i = 0
+    i, seen = 0, {}  # frame count -> the status line that announced it (with that frame's latency)
     while time.time() - stroke_start < spec["stroke_s"]:
         sketch.setPixelData(color * (size * size), sx + (i * 3) % (W - sx - size), sy + (i % 5), size, size)
         doc.refreshProjection()
         i += 1
-        yield sleep(spec["dab_s"])
+        yield wait(lambda: seen.setdefault(frames(status.text()), status.text()) and False, spec["dab_s"], "dab")
     pen_up = time.time()
     during = frames(status.text()) - before_stroke
     calm["since"] = None
     ok = yield wait(lambda: settled(rec["first"]["digest"]), spec["timeout"], "live: stroke")
     rec["stroke"] = {"dabs": i, "seconds": round(pen_up - stroke_start, 3), "frames_during": during,
                      "fps_during": round(during / (pen_up - stroke_start), 2),
-                     "pen_up_to_final_s": round((calm["since"] or time.time()) - pen_up, 3), "settled": ok}
+                     "pen_up_to_final_s": round((calm["since"] or time.time()) - pen_up, 3), "settled": ok,
+                     "frame_latencies_ms": [int(m) for n, t in sorted(seen.items()) if n > before_stroke
+                                            for m in re.findall(r"(\d+) ms", t)]}
     rec["after_stroke"] = dump("stroke")
     layers_before = {n.uniqueId().toString(): bytes(n.pixelData(0, 0, W, H)) for n in root.childNodes()
                      if n.name() != LIVE}
