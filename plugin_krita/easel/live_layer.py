@@ -96,6 +96,10 @@ def show(doc, image: Image, x: int, y: int, previous: tuple[int, int, int, int] 
         extra.remove()
     if layers:
         node = layers[0]
+        if previous is None:  # a live layer of an earlier session (e.g. back by Undo): start clean
+            b = node.bounds()
+            if b.width() > 0 and b.height() > 0:
+                node.setPixelData(bytes(b.width() * b.height() * 4), b.x(), b.y(), b.width(), b.height())
     else:
         node = doc.createNode(LIVE_NAME, "paintlayer")
         doc.rootNode().addChildNode(node, None)  # on top of the stack

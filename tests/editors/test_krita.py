@@ -168,6 +168,7 @@ def test_live_layer_reused_locked_on_top_and_left_out_of_reads(adapter):
     first, second, apply = got["first"], got["second"], got["apply"]
     assert first == {"name": "Easel Live", "locked": True, "top": "Easel Live", "visible_px": [9, 99, 199, 255],
                      "read_ignores_it": True}  # shown on the canvas, never fed back into the next frame
+    assert second.pop("stale") == {"count": 1, "cleared": True, "new": True}  # extras removed, the kept one cleared
     assert second == {"count": 1, "old_cleared": True, "new_px": [1, 2, 3, 200], "bounds": [20, 15, 10, 10]}
     assert apply["names"][-2:] == ["Easel: a lake [5]", "Easel Live"]  # a normal layer, under the live one
     assert apply["equal"] and apply["type"] == "paintlayer" and not apply["locked"] and apply["others_unchanged"]
@@ -501,3 +502,4 @@ def test_gui_live_off_removes_the_live_layer(gui):
     assert not off["checked"] and "Easel Live" not in off["names"], off
     assert editing.layer_name(live_spec()["prompt2"], live_seed(live_record(gui))) in off["names"]
     assert off["status"] == "Live: off."
+    assert off["after_undo"][-1] == "Easel Live"  # Krita's Undo brings the removed layer back (documented)

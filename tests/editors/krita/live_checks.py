@@ -89,6 +89,14 @@ def run(check, new_doc, done, bgra):
                  "type": applied.type(), "locked": applied.locked(),
                  "others_unchanged": all(bytes(n.pixelData(0, 0, 40, 30)) == layers_before[n.name()]
                                          for n in doc.rootNode().childNodes() if n.name() in layers_before)}
+        stale = doc.createNode("Easel Live", "paintlayer")  # one left over (e.g. back by Undo)
+        doc.rootNode().addChildNode(stale, None)
+        stale.setPixelData(bytes((5, 5, 5, 255)) * 4, 0, 0, 2, 2)
+        reused = live_layer.show(doc, Image.rgba(2, 2, bytes((7, 7, 7, 255)) * 4), 30, 20)
+        done(doc)
+        second["stale"] = {"count": len(live_layer.live_layers(doc)),
+                           "cleared": bytes(reused.pixelData(20, 15, 10, 5)) == bytes(10 * 5 * 4),
+                           "new": bytes(reused.pixelData(30, 20, 2, 2)) == bytes((7, 7, 7, 255)) * 4}
         removed = live_layer.remove(doc)
         done(doc)
         return {"first": first, "second": second, "apply": apply, "removed": removed,

@@ -143,6 +143,10 @@ def run(d, spec):
     yield sleep(0.3)
     rec["off"] = {"checked": toggle.isChecked(), "names": [n.name() for n in root.childNodes()],
                   "status": status.text()}
+    app.action("edit_undo").trigger()  # what Ctrl+Z does right after Live off
+    doc.waitForDone()
+    yield sleep(0.3)
+    rec["off"]["after_undo"] = [n.name() for n in root.childNodes()]
     d.runner.timer.setInterval(100)
     doc.setModified(False)
     return rec
