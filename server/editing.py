@@ -417,6 +417,13 @@ class LiveSession:
         self.shown_at: list[float] = []  # when the last 50 frames were shown
 
     # -- what the editor sees ------------------------------------------------------------------
+    def follow_seed(self, seed: int) -> int:
+        """The painter's seed field: a fixed seed typed while live becomes the session's; -1
+        (random) keeps the one drawn when the session began. Returns the session's seed."""
+        if seed >= 0:
+            self.seed = seed
+        return self.seed
+
     def observe(self, canvas_key: str, params_key: str, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         if params_key != self._params:

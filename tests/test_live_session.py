@@ -103,7 +103,15 @@ def test_plan_live_replaces_and_skips_previews():
 def test_seed_is_fixed_for_the_session():
     assert LiveSession(42).seed == 42
     drawn = LiveSession(-1)
-    assert 0 <= drawn.seed < 2**32 and drawn.seed == drawn.seed  # drawn once, then kept
+    assert 0 <= drawn.seed < 2**32
+
+
+def test_a_typed_seed_wins_random_keeps_the_drawn_one():
+    s = LiveSession(-1)
+    drawn = s.seed
+    assert s.follow_seed(-1) == drawn
+    assert s.follow_seed(77) == 77 and s.seed == 77
+    assert s.follow_seed(-1) == 77
 
 
 def test_first_state_goes_out_at_once_then_nothing_until_a_change(clock):

@@ -125,7 +125,7 @@ class LiveController(QObject):
         t0 = time.perf_counter()
         params = self.main.current_params(remember=False)
         model = editing.find_model(self.main.welcome, params.model)
-        live = editing.live_params(params, model, session.seed)
+        live = editing.live_params(params, model, session.follow_seed(params.seed))
         try:
             state = live_layer.read_live_state(doc, live.strength)
         except document.DocumentError as exc:
