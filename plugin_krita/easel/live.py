@@ -168,6 +168,7 @@ class LiveController(QObject):
             return
         if kind == "lost":
             session.lost()
+            self._frames.clear()
             self._retry_at = time.monotonic() + RETRY_S
             self._error = f"Live: {payload} (trying again in {RETRY_S:.0f} s)"
             self._say(self._error, error=True)

@@ -17,27 +17,30 @@ Set EASEL_TEST_SERVER_URL to run the GUI test against a server you started yours
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from server import editing
 from server.client import Client, new_job_id
 from server.imaging.send_region import send_region
-from server.plugin_install import install_plugin
 from server.protocol import GenerateRequest, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from krita_host import krita_env, need, paste, tail, xvfb  # noqa: E402
+from gui_run import (  # noqa: E402
+    ask_power,
+    check_power_layer,
+    check_scenario,
+    power,
+    power_spec,
+    run_adapter_checks,
+    run_krita_gui,
+    scenario,
+)
+from krita_host import need, paste, tail  # noqa: E402
 
 pytestmark = pytest.mark.editor
 
@@ -54,20 +57,7 @@ W, H = 100, 72  # the GUI document; the width is not a multiple of 8 on purpose
 
 @pytest.fixture(scope="module")
 def adapter(request, tmp_path_factory):
-    kritarunner = need(request, "kritarunner")
-    base = tmp_path_factory.mktemp("krita-adapter")
-    plugins = base / "pykrita"
-    install_plugin("krita", plugins, base / "kritarc", enable=False)
-    out, log = base / "out", base / "kritarunner.log"
-    env = krita_env(base / "home", QT_QPA_PLATFORM="offscreen", PYTHONPATH=f"{plugins}{os.pathsep}{HERE}")
-    t0 = time.monotonic()
-    with open(log, "w") as fh:
-        subprocess.run([kritarunner, "-s", "adapter_checks", "-f", "main", str(out)], env=env, stdout=fh,
-                       stderr=subprocess.STDOUT, timeout=240, check=False)
-    result = out / "adapter.json"
-    if not result.exists():
-        pytest.fail(f"kritarunner wrote no result after {time.monotonic() - t0:.0f} s; log:\n{tail(log)}")
-    return json.loads(result.read_text())
+    return run_adapter_checks(need(request, "kritarunner"), tmp_path_factory.mktemp("krita-adapter"))
 
 
 def observed(adapter, name):
@@ -203,10 +193,14 @@ def server_url(request, tmp_path_factory):
         yield external
         return
     from tests.server_harness import running_server
+    from tests.tiny_models import build_tiny_controlnet, write_tiny_lora
 
     model = request.getfixturevalue("tiny_sd_path")
-    log = tmp_path_factory.mktemp("krita-server") / "server.log"
-    with running_server([str(model)], log_path=log) as url:
+    root = tmp_path_factory.mktemp("krita-server")
+    write_tiny_lora(model, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
+    control = build_tiny_controlnet(model, root / "scribble")
+    with running_server([str(model)], "--loras-dir", str(root / "loras"), "--control-model", control,
+                        "--output-dir", str(root / "results"), log_path=root / "server.log") as url:
         yield url
 
 
@@ -226,129 +220,20 @@ LW, LH = 96, 64  # the live document
 def live_spec(stroke_s: float = 1.5) -> dict:
     return {"width": LW, "height": LH, "background_bgra": [230, 230, 230, 255], "sketch_box": [10, 10, 30, 20],
             "sketch_bgra": [200, 60, 40, 255], "stroke_bgra": [30, 30, 200, 255], "stroke": [12, 36, 6],
-            "stroke_s": stroke_s, "dab_s": 0.1, "timeout": 60, "prompt2": "a red boat at dusk",
+            "stroke_s": stroke_s, "dab_s": 0.1, "timeout": 60, "prompt2": "a red boat at dusk", "dead_url": "ws://127.0.0.1:9",
             "params": dict(prompt="a blue lake", negative="", strength=60, steps=0, guidance=None, seed=0,
                            seed_random=True, batch=3)}
 
 
 @pytest.fixture(scope="module")
 def gui(request, server_url, tmp_path_factory):
-    krita, xvfb_bin, importer = (need(request, t) for t in ("krita", "Xvfb", "import"))
-    base = tmp_path_factory.mktemp("krita-gui")
-    home, out = base / "home", base / "out"
-    out.mkdir()
-    pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
-    install_plugin("krita", pykrita, kritarc)
-    shutil.copytree(HERE / "easel_selftest", pykrita / "easel_selftest")
-    shutil.copy2(HERE / "easel_selftest.desktop", pykrita / "easel_selftest.desktop")
-    config = configparser.RawConfigParser(strict=False, interpolation=None)
-    config.optionxform = str
-    config.read(kritarc)
-    config.set("python", "enable_easel_selftest", "true")
-    with kritarc.open("w") as fh:
-        config.write(fh, space_around_delimiters=False)
+    tools = tuple(need(request, t) for t in ("krita", "Xvfb", "import"))
     spec = {"url": server_url, "dead_url": "ws://127.0.0.1:9", "width": W, "height": H,
             "background_bgra": [200, 170, 140, 255], "sketch_box": [20, 14, 40, 30], "sketch_bgra": [40, 40, 220, 255],
             "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60,
             "long_steps": 150, "long_batch": 4,  # the job to cancel, and the one running when Krita quits
-            "live": live_spec()}
-    (out / "spec.json").write_text(json.dumps(spec))
-    log = base / "krita.log"
-    timings: dict[str, float] = {}
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "krita_docker.png"
-    shot.unlink(missing_ok=True)
-    t0 = time.monotonic()
-    with xvfb(xvfb_bin) as display, open(log, "w") as fh:
-        env = krita_env(home, DISPLAY=display, EASEL_URL=server_url, EASEL_SELFTEST=str(out))
-        proc = subprocess.Popen([krita, "--nosplash"], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 240
-            while time.monotonic() < deadline and proc.poll() is None and not (out / "ready").exists():
-                if (out / "result.json").exists() and "error" in json.loads((out / "result.json").read_text()):
-                    break
-                time.sleep(0.25)
-            timings["until_ready_s"] = time.monotonic() - t0
-            if (out / "ready").exists():
-                time.sleep(1.5)  # let the canvas and the docker repaint
-                subprocess.run([importer, "-display", display, "-window", "root", str(shot)], check=False,
-                               timeout=60, env={**os.environ, "DISPLAY": display})
-            (out / "quit").touch()
-            t1 = time.monotonic()
-            try:
-                proc.wait(60)
-                timings["quit_s"] = time.monotonic() - t1
-            except subprocess.TimeoutExpired:
-                timings["quit_s"] = float("inf")
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-    timings["total_s"] = time.monotonic() - t0
-    result_path = out / "result.json"
-    if not result_path.exists():
-        pytest.fail(f"the in-Krita self-test wrote no result ({timings}); Krita log:\n{tail(log)}")
-    result = json.loads(result_path.read_text())
-    print(f"Krita GUI run: {timings}")
-    return SimpleNamespace(result=result, out=out, home=home, log=log, shot=shot, timings=timings,
-                           url=server_url, spec=spec, exit_code=proc.returncode)
-
-
-def scenario(gui, name: str) -> dict:
-    if "error" in gui.result:
-        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
-    for record in gui.result["scenarios"]:
-        if record["name"] == name:
-            return record
-    pytest.fail(f"scenario {name} did not run; events: {gui.result.get('events')}\nKrita log:\n{tail(gui.log)}")
-
-
-def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes):
-    """The oracle: the same request, built here from the canvas the self-test dumped, sent by server.client."""
-    selected = bool(mask) and any(mask)
-    mode = "inpaint" if selected else ("img2img" if spec["strength"] < 100 else "txt2img")
-    common = dict(job=new_job_id(), prompt=spec["prompt"], negative_prompt=spec["negative"], steps=spec["steps"],
-                  guidance=spec["guidance"], seed=spec["seed"], batch=spec["batch"], model=gui.result["model"],
-                  canvas_width=W, canvas_height=H)
-    image = mask_image = None
-    if mode == "txt2img":
-        request = GenerateRequest(width=W, height=H, **common)
-    else:
-        x, y, w, h = send_region(editing.selection_bounds(mask, W, H), (W, H)) if selected else (0, 0, W, H)
-        request = GenerateRequest(strength=spec["strength"] / 100, x=x, y=y, **common)
-        image = Image.rgba(w, h, editing.crop_bytes(canvas, W, 4, x, y, w, h))
-        if selected:
-            mask_image = Image.gray(w, h, editing.crop_bytes(mask, W, 1, x, y, w, h))
-    with Client(gui.url, image_format="rgba") as client:
-        return mode, client.generate(request, image, mask_image)
-
-
-def check_scenario(gui, name: str, expect_mode: str) -> dict:
-    record = scenario(gui, name)
-    spec = next(s for s in gui.spec["scenarios"] if s["name"] == name)
-    assert record["done"] and record["started_busy"], f"{name}: did not finish: {record['status']}"
-    assert len(record["new_layers"]) == spec["batch"], f"{name}: {record['status']}; stack {record['stack']}"
-    assert all(record["unchanged"].values()), f"{name}: an existing layer changed"
-    above = record["stack"].index(record["active_before"]) + 1
-    assert [layer["index"] for layer in record["new_layers"]] == list(range(above, above + spec["batch"])), \
-        f"{name}: new layers must go right above the active layer {record['active_before']!r}: {record['stack']}"
-    canvas = (gui.out / f"{name}-canvas.rgba").read_bytes()
-    mask = (gui.out / f"{name}-mask.gray").read_bytes()
-    mode, result = ask_server_directly(gui, spec, canvas, mask)
-    assert mode == expect_mode
-    for i, (layer, image) in enumerate(zip(record["new_layers"], result.images, strict=True)):
-        assert layer["name"] == editing.layer_name(spec["prompt"], image.seed)
-        assert image.seed == spec["seed"] + i
-        assert layer["type"] == "paintlayer" and layer["visible"]
-        got = (gui.out / layer["file"]).read_bytes()
-        want = paste(image, W, H)
-        assert len(got) == len(want)
-        diff = sum(1 for a, b in zip(got, want) if a != b)
-        assert diff == 0, f"{name} layer {i}: {diff} bytes differ from the server's own result at ({image.x}, {image.y})"
-    assert any(value > 0 for value, _ in record["progress_seen"]), "the progress bar never moved"
-    assert f"last seed: {spec['seed']}" == record["last_seed"]
-    return record
+            "live": live_spec(), "power": power_spec()}
+    return run_krita_gui(tools, tmp_path_factory.mktemp("krita-gui"), spec, server_url, ARTIFACTS / "krita_docker.png")
 
 
 def test_gui_docker_connects_with_env_url(gui):
@@ -369,17 +254,17 @@ def test_gui_server_down_is_said_in_plain_words(gui):
 
 
 def test_gui_generate_new_image_at_canvas_size(gui):
-    record = check_scenario(gui, "generate", "txt2img")
+    record = check_scenario(gui, W, H, "generate", "txt2img")
     assert [layer["bounds"] for layer in record["new_layers"]] == [[0, 0, W, H]] * 2
 
 
 def test_gui_refine_visible_canvas(gui):
-    record = check_scenario(gui, "refine", "img2img")
+    record = check_scenario(gui, W, H, "refine", "img2img")
     assert record["new_layers"][0]["bounds"] == [0, 0, W, H]
 
 
 def test_gui_regenerate_soft_selection(gui):
-    record = check_scenario(gui, "selection", "inpaint")
+    record = check_scenario(gui, W, H, "selection", "inpaint")
     mask = (gui.out / "selection-mask.gray").read_bytes()
     assert any(0 < v < 255 for v in mask), "the feathered selection should be soft"
     x, y, w, h = record["new_layers"][0]["bounds"]
@@ -431,6 +316,51 @@ def test_gui_screenshot_saved(gui):
     assert gui.shot.exists() and gui.shot.stat().st_size > 10_000, "no screenshot in artifacts/"
 
 
+# ------------------------------------------------------------------------------------ power features (GUI)
+
+
+def test_gui_more_offers_what_the_server_offers(gui):
+    offered = power(gui, "offered")
+    assert offered["panel"] and offered["loras_shown"]
+    assert offered["lora_pick"][1:] == ["ink.safetensors"] and offered["control_models"] == ["scribble"]
+    assert not offered["refiner_shown"]  # the test server has no refiner
+    assert power(gui, "picked") == "ink.safetensors:1"
+
+
+def test_gui_lora_and_variation_layer_equals_the_server_result(gui):
+    result = check_power_layer(gui, W, H, power(gui, "lora"), "lora")
+    p = result.parameters
+    assert p["loras"] == [{"name": "ink.safetensors", "weight": 0.8}]  # "ink:0.8" completed like the server lists it
+    assert (p["variation_seed"], p["variation_strength"]) == (4242, 0.3)
+
+
+def test_gui_history_lists_jobs_and_inserts_one_as_a_layer(gui):
+    record = power(gui, "history")
+    assert record["listed"] and "ink cat" in record["labels"][0]
+    insert = record["insert"]
+    assert insert["done"] and insert["unchanged"] and len(insert["layers"]) == 1, insert["status"]
+    lora_layer = power(gui, "lora")["layers"][0]
+    assert insert["layers"][0]["name"] == lora_layer["name"]
+    assert (gui.out / insert["layers"][0]["file"]).read_bytes() == (gui.out / lora_layer["file"]).read_bytes()
+
+
+def test_gui_canvas_as_sketch_guide_layer_equals_the_server_result(gui):
+    result = check_power_layer(gui, W, H, power(gui, "sketch"), "sketch")
+    assert result.parameters["control_model"] == "scribble"
+
+
+def test_gui_upscale_opens_a_new_document_with_the_server_pixels(gui):
+    record = power(gui, "upscale")
+    assert record["done"] and record["new_documents"] == 1, record["status"]
+    assert record["original_unchanged"] and record["active_is_new"]
+    assert record["size"] == [2 * W, 2 * H] and len(record["layers"]) == 1
+    result = ask_power(gui, "upscale", W, H)
+    image = result.images[0].image
+    assert (image.width, image.height) == (2 * W, 2 * H)
+    got = (gui.out / "power-upscale-doc.rgba").read_bytes()
+    assert got == image.data, f"{sum(a != b for a, b in zip(got, image.data))} bytes differ from the server's"
+
+
 # ------------------------------------------------------------------------------------ live painting (GUI)
 
 
@@ -474,6 +404,12 @@ def test_gui_live_stroke_updates_the_one_live_layer(gui):
     result = ask_live_frame(gui, live_spec()["params"]["prompt"], canvas, seed)
     assert paste(result.images[0], LW, LH) == (gui.out / "live-stroke-layer.rgba").read_bytes(), \
         "the live layer must show the frame for the canvas after the stroke (not a stale one)"
+
+
+def test_gui_live_with_the_server_down_says_so(gui):
+    dead = live_record(gui)["dead"]
+    assert "cannot reach the Easel server at ws://127.0.0.1:9" in dead["status"] and "trying again" in dead["status"]
+    assert "color" in dead["style"] and dead["checked"] and dead["layers"] == 0
 
 
 def test_gui_live_prompt_change_keeps_the_seed(gui):

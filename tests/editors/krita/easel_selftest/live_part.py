@@ -12,7 +12,7 @@ import re
 import time
 
 from krita import Krita
-from PyQt5.QtWidgets import QCheckBox, QLabel, QPlainTextEdit, QPushButton
+from PyQt5.QtWidgets import QCheckBox, QLabel, QLineEdit, QPlainTextEdit, QPushButton
 
 LIVE = "Easel Live"
 
@@ -81,6 +81,20 @@ def run(d, spec):
         return {"status": status.text(), "bounds": [b.x(), b.y(), b.width(), b.height()], "locked": node.locked(),
                 "count": len(live_nodes(doc)), "digest": digest(node), "prompt": d.w(QPlainTextEdit, "easel_prompt")
                 .toPlainText()}
+
+    if spec.get("dead_url"):  # a server that is down: said in plain words, in red, Live stays on
+        url, connect = d.w(QLineEdit, "easel_url"), d.w(QPushButton, "easel_connect")
+        good = url.text()
+        url.setText(spec["dead_url"])
+        connect.click()
+        toggle.click()
+        yield wait(lambda: "cannot reach" in status.text(), 20, "live: dead server")
+        rec["dead"] = {"status": status.text(), "style": status.styleSheet(), "checked": toggle.isChecked(),
+                       "layers": len(live_nodes(doc))}
+        toggle.click()
+        url.setText(good)
+        connect.click()
+        yield wait(lambda: d.w(QLabel, "easel_connection").text().startswith("connected"), 30, "reconnected")
 
     t0 = time.time()
     toggle.click()
