@@ -59,8 +59,13 @@ class Job:
     """A generation in flight: where its results go and what it asked for."""
 
     doc_key: str
-    planned: editing.PlannedRequest
+    planned: editing.PlannedRequest | None  # None: a stored result fetched from the server's history
     params: editing.Params
+    target: str = "layers"  # or "new_document" (Upscale)
+    job_id: str = ""
+
+    def __post_init__(self):
+        self.job_id = self.job_id or self.planned.request.job
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Controller(QObject):
     _progress = Signal()  # from the worker thread: a progress event is waiting in _pending
     _done = Signal(object, object, object)  # job, result, error
     _probed = Signal(str, object, object)  # url, welcome, error
+    history_listed = Signal(object)  # the server's history entries (power.PowerPanel shows them)
+    _listed = Signal(object, object)  # from the worker thread: entries, error
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -103,6 +110,7 @@ class Controller(QObject):
         self._progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self._done.connect(self._on_done, Qt.ConnectionType.QueuedConnection)
         self._probed.connect(self._on_probed, Qt.ConnectionType.QueuedConnection)
+        self._listed.connect(self._on_listed, Qt.ConnectionType.QueuedConnection)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -169,6 +177,11 @@ class Controller(QObject):
         """The parameters in the active window's docker (another docker's, or the saved ones, as fallbacks).
 
         ``remember=False`` (live polling) reads without saving anything to Krita's settings."""
+        docker = self.current_docker()
+        return docker.params(remember) if docker is not None else load_params()
+
+    def current_docker(self):
+        """The active window's docker (another one as a fallback), or None."""
         window = Krita.instance().activeWindow()
         qwindow = window.qwindow() if window is not None else None
         ranked = []
@@ -178,8 +191,8 @@ class Controller(QObject):
             except RuntimeError:  # deleted with its window
                 self.dockers.remove(docker)
         for _, _, docker in sorted(ranked):
-            return docker.params(remember)
-        return load_params()
+            return docker
+        return None
 
     def generate(self) -> None:
         """What the Generate button and the ``easel_generate`` action do."""
@@ -189,9 +202,13 @@ class Controller(QObject):
         params = self.current_params()
         save_params(params)
         doc = Krita.instance().activeDocument()
+        docker = self.current_docker()
         try:
+            features = docker.power.features() if docker is not None else editing.Features()
             planned = editing.plan_request(document.read_state(doc, params.strength), params)
-        except document.DocumentError as exc:
+            guide = document.read_guide(doc, planned) if features.control_model else None
+            planned = editing.apply_features(planned, features, guide)
+        except (document.DocumentError, ValueError) as exc:
             self.set_status(str(exc), error=True)
             return
         problem = editing.check_request(planned)  # bad parameters, in plain words, before any network
@@ -199,20 +216,80 @@ class Controller(QObject):
             self.set_status(f"Cannot generate: {problem}", error=True)
             return
         job = Job(document.document_key(doc), planned, params)
-        self.job = job
-        self.task = editing.GenerationTask(
-            self.url, planned, image_format="rgba", client_name=CLIENT_NAME, token=self.token,
-            on_progress=self._queue_progress,
-            on_done=lambda result, error: self._emit("_done", job, result, error))
-        self.percent, self.progress_text, self.preview = 0, "connecting", None
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
+        if getattr(planned, "control", None) is None:
+            task = editing.GenerationTask(
+                self.url, planned, image_format="rgba", client_name=CLIENT_NAME, token=self.token,
+                on_progress=self._queue_progress,
+                on_done=lambda result, error: self._emit("_done", job, result, error))
+            self._start(job, task, words)
+        else:  # the sketch guide travels as attachment "control"
+            self._run(job, editing.generate_work(planned, self._queue_progress), words)
+
+    def _run(self, job: Job, work, words: str) -> None:
+        task = editing.ClientTask(self.url, work, job=job.job_id if job.planned else None,
+                                  on_done=lambda value, error: self._emit("_done", job, value, error),
+                                  image_format="rgba", client_name=CLIENT_NAME, token=self.token)
+        self._start(job, task, words)
+
+    def _start(self, job: Job, task, words: str) -> None:
+        self.job, self.task = job, task
+        self.percent, self.progress_text, self.preview = 0, "connecting", None
         self.set_status(f"{words} …")
-        self.task.start()
+        task.start()
+
+    # -- power features: upscale, history (docs/features.md) ------------------------------------
+    def upscale(self, factor: int = 2) -> None:
+        """Upscale ×``factor`` of the visible canvas, refined at the docker's strength, into a NEW document."""
+        if self.busy:
+            self.set_status("A generation is already running: wait for it, or press Cancel.")
+            return
+        params = self.current_params()
+        doc = Krita.instance().activeDocument()
+        try:
+            document.check_document(doc)
+            w, h = doc.width(), doc.height()
+            planned = editing.plan_upscale(document.read_canvas(doc, 0, 0, w, h), w, h, params, factor)
+        except document.DocumentError as exc:
+            self.set_status(str(exc), error=True)
+            return
+        job = Job(document.document_key(doc), planned, params, target="new_document")
+        self._run(job, editing.generate_work(planned, self._queue_progress), f"Upscaling ×{factor}")
+
+    def fetch_history(self) -> None:
+        """Ask the server for its recent jobs; ``history_listed`` carries them to the docker."""
+        self.set_status("Asking the server for its history …")
+        editing.ClientTask(self.url, lambda client: editing.fetch_history(client, 30),
+                           on_done=lambda value, error: self._emit("_listed", value, error), image_format="rgba",
+                           client_name=CLIENT_NAME, token=self.token).start()
+
+    def _on_listed(self, entries, error) -> None:
+        if error:
+            self.set_status(f"History failed: {error}", error=True)
+            return
+        self.set_status(f"{len(entries)} job{'s' if len(entries) != 1 else ''} in the server's history"
+                        + (": double-click one to add it as a layer." if entries else "."))
+        self.history_listed.emit(entries)
+
+    def insert_history(self, entry: dict) -> None:
+        """Fetch a stored job's images and add them as layers to the active document."""
+        doc = Krita.instance().activeDocument()
+        if self.busy or doc is None:
+            self.set_status("Open a document (and wait for the running job) to add a history entry.", error=True)
+            return
+        params, _ = editing.params_from_history(entry)
+        job = Job(document.document_key(doc), None, params, job_id=entry["job"])
+        self._run(job, lambda client: editing.fetch_result(client, job.job_id, self._queue_progress),
+                  "Fetching from the history")
 
     def cancel(self) -> None:
         """What the Cancel button and the ``easel_cancel`` action do."""
         if self.task is None:
+            return
+        if self.job is not None and self.job.planned is None:  # a history fetch: nothing to stop on the server
+            self.task, self.job, self.percent, self.progress_text = None, None, 0, ""
+            self.set_status("Cancelled.")
             return
         self.set_status("Cancelling …")
         threading.Thread(target=self.task.cancel, daemon=True, name="easel-cancel").start()
@@ -227,7 +304,7 @@ class Controller(QObject):
     def _on_progress(self) -> None:
         with self._pending_lock:
             info, self._pending = self._pending, None
-        if info is None or self.job is None or info.job != self.job.planned.request.job:
+        if info is None or self.job is None or info.job != self.job.job_id:
             return
         self.percent, self.progress_text = editing.progress_text(info)
         if info.preview is not None:
@@ -254,6 +331,9 @@ class Controller(QObject):
         del self.history[:-HISTORY_SIZE]
         if result.images:
             self.last_seed = result.images[0].seed
+        if job.target == "new_document" and result.images:
+            self._open_new(items[0])
+            return
         doc = document.find_document(job.doc_key)
         if doc is None:
             self.set_status("The document was closed before the results came: they are in the strip below.")
@@ -270,6 +350,15 @@ class Controller(QObject):
         seeds = ", ".join(str(item.result.seed) for item in items)
         plural = "s" if len(items) != 1 else ""
         self.set_status(f"Added {len(items)} layer{plural} (seed{plural} {seeds}).")
+
+    def _open_new(self, item: HistoryItem) -> None:
+        try:
+            document.open_in_new_document(item.result.image, item.name)
+        except document.DocumentError as exc:
+            self.set_status(str(exc), error=True)
+            return
+        image = item.result.image
+        self.set_status(f"Opened the upscaled image ({image.width}×{image.height}) as a new document.")
 
     def apply_again(self, item: HistoryItem) -> None:
         """Insert an earlier result into the active document, at the offset it came with."""

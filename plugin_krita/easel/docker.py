@@ -6,6 +6,7 @@ from krita import DockWidget, Krita
 
 from . import controller as ctl
 from . import live
+from .power import PowerPanel
 from .qt import (
     QCheckBox,
     QComboBox,
@@ -124,6 +125,8 @@ class EaselDocker(DockWidget):
         self.batch.setRange(1, 8)
         form.addRow("Batch", self.batch)
 
+        self.power = PowerPanel(self.controller)  # "More": LoRAs, variations, sketch guide, upscale, history
+        outer.addWidget(self.power)
         self.generate_button = _named(QPushButton("Generate"), "easel_generate_button",
                                       "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
         self.cancel_button = _named(QPushButton("Cancel"), "easel_cancel_button")
@@ -174,6 +177,7 @@ class EaselDocker(DockWidget):
         self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
         self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text()))
         self.strength.valueChanged.connect(self._strength_changed)
+        self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
         self.live_button.toggled.connect(self.live.toggle)
         self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
@@ -233,6 +237,7 @@ class EaselDocker(DockWidget):
         if c.last_seed is not None:
             self.last_seed.setText(f"last seed: {c.last_seed}")
         self.reuse_seed.setEnabled(c.last_seed is not None)
+        self.power.refresh(self.model.currentText())
         self.refresh_progress()
         self.refresh_live()
 
@@ -283,8 +288,11 @@ class EaselDocker(DockWidget):
 
     def _reuse_seed(self) -> None:
         if self.controller.last_seed is not None:
-            self.seed_random.setChecked(False)
-            self.seed.setText(str(self.controller.last_seed))
+            self.use_seed(self.controller.last_seed)
+
+    def use_seed(self, seed: int) -> None:
+        self.seed_random.setChecked(False)
+        self.seed.setText(str(seed))
 
     def _apply_item(self, entry) -> None:
         if entry is not None:

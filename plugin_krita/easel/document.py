@@ -147,3 +147,35 @@ def find_document(key: str):
             return doc
     return None
 
+
+
+def read_guide(doc, planned: editing.PlannedRequest) -> Image:
+    """The visible canvas over exactly what ``planned`` sends (text to image: the whole canvas) as a
+    ControlNet sketch guide: white lines on black, a dark-on-light sketch inverted (``editing.sketch_guide``)."""
+    if planned.image is None:
+        x, y, w, h = 0, 0, doc.width(), doc.height()
+    else:
+        x, y, w, h = planned.request.x or 0, planned.request.y or 0, planned.image.width, planned.image.height
+    rgba, _ = editing.sketch_guide(read_canvas(doc, x, y, w, h))
+    return Image.rgba(w, h, rgba)
+
+
+def open_in_new_document(image: Image, name: str):
+    """A new 8-bit RGB document of the image's size, shown in the active window, holding ``image``
+    in one paint layer (Upscale: the original document is left untouched). Returns the document."""
+    app = Krita.instance()
+    doc = app.createDocument(image.width, image.height, name, "RGBA", "U8", "", 72.0)
+    if doc is None:
+        raise DocumentError(f"Krita could not create a {image.width}×{image.height} document")
+    root = doc.rootNode()
+    for node in list(root.childNodes()):  # the empty background Krita adds
+        node.remove()
+    node = doc.createNode(name, "paintlayer")
+    root.addChildNode(node, None)
+    node.setPixelData(image_to_bgra(image), 0, 0, image.width, image.height)
+    window = app.activeWindow()
+    if window is not None:
+        window.addView(doc)
+    app.setActiveDocument(doc)
+    doc.refreshProjection()
+    return doc

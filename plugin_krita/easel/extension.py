@@ -10,7 +10,7 @@ from .docker import DOCKER_ID, EaselDocker
 
 
 class EaselExtension(Extension):
-    """Creates the ``easel_generate`` and ``easel_cancel`` actions in every window."""
+    """Creates the ``easel_generate``, ``easel_cancel`` and ``easel_upscale`` actions in every window."""
 
     def __init__(self, parent):
         super().__init__(parent)
@@ -28,6 +28,10 @@ class EaselExtension(Extension):
         generate.triggered.connect(lambda *_: self.controller.generate())
         cancel = window.createAction("easel_cancel", "Easel: Cancel", "tools/scripts")
         cancel.triggered.connect(lambda *_: self.controller.cancel())
+        upscale = window.createAction("easel_upscale", "Easel: Upscale ×2", "tools/scripts")
+        upscale.setToolTip("Upscale the visible canvas ×2 with Easel (tiled, refined at the docker's strength) "
+                           "into a new document")
+        upscale.triggered.connect(lambda *_: self.controller.upscale(2))
 
 
 def register() -> None:

@@ -320,6 +320,7 @@ def test_gui_screenshot_saved(gui):
 
 
 def test_gui_more_offers_what_the_server_offers(gui):
+    assert power(gui, "deselected")
     offered = power(gui, "offered")
     assert offered["panel"] and offered["loras_shown"]
     assert offered["lora_pick"][1:] == ["ink.safetensors"] and offered["control_models"] == ["scribble"]
@@ -342,6 +343,14 @@ def test_gui_history_lists_jobs_and_inserts_one_as_a_layer(gui):
     lora_layer = power(gui, "lora")["layers"][0]
     assert insert["layers"][0]["name"] == lora_layer["name"]
     assert (gui.out / insert["layers"][0]["file"]).read_bytes() == (gui.out / lora_layer["file"]).read_bytes()
+
+
+def test_gui_vary_last_keeps_the_seed_and_draws_a_variation(gui):
+    record = power(gui, "vary")
+    assert record["seed"] == "321" and record["variation_seed"].isdigit() and record["variation_strength"] == 0.2
+    result = check_power_layer(gui, W, H, record, "vary")
+    assert result.parameters["variation_seed"] == int(record["variation_seed"])
+    assert "loras" not in result.parameters
 
 
 def test_gui_canvas_as_sketch_guide_layer_equals_the_server_result(gui):

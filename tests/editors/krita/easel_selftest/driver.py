@@ -142,6 +142,9 @@ class Driver:
         self.w(QLineEdit, "easel_seed").setText(str(sc["seed"]))
         self.w(QSpinBox, "easel_batch").setValue(sc["batch"])
 
+    def w_status(self):
+        return self.w(QLabel, "easel_status").text()
+
     def busy(self):
         return self.w(QPushButton, "easel_cancel_button").isEnabled()
 
@@ -297,6 +300,13 @@ class Driver:
         doc.waitForDone()
         yield sleep(0.5)
         res["undo"] = {"stack": [n.name() for n in self.layers(doc)], "back_to_before": self.snapshot(doc) == before}
+
+        # Power features ("More": LoRA + variation, History, sketch guide, Upscale ×2): power_part.py
+        if spec.get("power"):
+            from . import power_part
+
+            res["power"] = yield from power_part.run(self, doc, spec["power"])
+            self.save()
 
         # Live painting, on a document of its own (easel_selftest/live_part.py)
         if spec.get("live"):

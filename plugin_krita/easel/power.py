@@ -1,0 +1,198 @@
+"""The docker's "More" group: power features (docs/features.md) — LoRAs, variations, sketch guide
+(ControlNet), SDXL refiner, Upscale ×2 (a new document) and the server's History.
+
+Only widgets and reading them live here; requests, polarity, history and re-apply are
+``shared.editing``'s; the work runs through the controller (``generate``, ``upscale``,
+``fetch_history``, ``insert_history``), the same busy / progress / Cancel path as Generate.
+Features the connected server does not offer are hidden and count as off.
+"""
+
+from __future__ import annotations
+
+import random
+
+from krita import Krita
+
+from .qt import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    Qt,
+    QVBoxLayout,
+    QWidget,
+)
+from .shared import editing
+
+PICK_LABEL = "add a LoRA…"
+
+
+def _named(widget, name: str, tip: str = ""):
+    widget.setObjectName(name)
+    if tip:
+        widget.setToolTip(tip)
+    widget.setAccessibleName(name.replace("easel_", "").replace("_", " "))
+    return widget
+
+
+def _row(layout, label: str, *widgets, stretch_first: bool = True) -> QWidget:
+    """A labelled row in its own widget, so that a feature the server lacks hides as a whole."""
+    row = QWidget()
+    line = QHBoxLayout(row)
+    line.setContentsMargins(0, 0, 0, 0)
+    if label:
+        line.addWidget(QLabel(label))
+    for i, widget in enumerate(widgets):
+        line.addWidget(widget, 1 if (i == 0 and stretch_first) else 0)
+    layout.addWidget(row)
+    return row
+
+
+class PowerPanel(QWidget):
+    """A "More" toggle and the group it shows; ``features()`` / ``sketch_guide()`` feed Generate."""
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self._offered: tuple = ()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.more = _named(QPushButton("More ▸"), "easel_more", "LoRAs, variations, sketch guide, refiner, "
+                                                                "upscale, history")
+        self.more.setCheckable(True)
+        outer.addWidget(self.more)
+        self.panel = _named(QWidget(), "easel_more_panel")
+        box = QVBoxLayout(self.panel)
+        box.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.panel)
+        self.panel.setVisible(False)
+
+        self.loras = _named(QLineEdit(), "easel_loras", "LoRAs and weights: name:weight, … (blank: none)")
+        self.loras.setPlaceholderText("ink:0.8, soft:0.5")
+        self.lora_pick = _named(QComboBox(), "easel_lora_pick", "The server's LoRAs: pick one to add it")
+        self.lora_row = _row(box, "LoRAs", self.loras, self.lora_pick)
+
+        self.variation_seed = _named(QLineEdit(), "easel_variation_seed",
+                                     "Variation seed (blank: none): mixes its noise into the seed's")
+        self.variation_seed.setPlaceholderText("variation seed")
+        self.variation_strength = _named(QDoubleSpinBox(), "easel_variation_strength",
+                                         "0: the seed's image · 1: the variation seed's image")
+        self.variation_strength.setRange(0.0, 1.0)
+        self.variation_strength.setSingleStep(0.05)
+        self.vary = _named(QPushButton("Vary last"), "easel_vary",
+                           "Keep the last result's seed, pick a new variation seed and generate")
+        _row(box, "Variation", self.variation_seed, self.variation_strength, self.vary)
+
+        self.sketch = _named(QCheckBox("canvas as sketch guide"), "easel_sketch_guide",
+                             "Send the visible canvas as the ControlNet guide (dark-on-light sketches are inverted)")
+        self.control_model = _named(QComboBox(), "easel_control_model", "ControlNet (from the server)")
+        self.control_strength = _named(QDoubleSpinBox(), "easel_control_strength", "ControlNet strength")
+        self.control_strength.setRange(0.0, 2.0)
+        self.control_strength.setSingleStep(0.1)
+        self.control_strength.setValue(1.0)
+        self.control_row = _row(box, "", self.sketch, self.control_model, self.control_strength)
+
+        self.refiner = _named(QCheckBox("SDXL refiner"), "easel_refiner",
+                              "Let the server's refiner finish the last steps (SDXL models only)")
+        self.refiner_row = _row(box, "", self.refiner)
+
+        self.upscale = _named(QPushButton("Upscale ×2"), "easel_upscale",
+                              "Upscale the visible canvas ×2, refined at the strength above; opens a new document")
+        self.history = _named(QPushButton("History"), "easel_history", "List the server's recent jobs")
+        _row(box, "", self.upscale, self.history, stretch_first=False)
+        self.history_list = _named(QListWidget(), "easel_history_list",
+                                   "The server's recent jobs: double-click to add one as a layer")
+        self.history_list.setFixedHeight(90)
+        self.history_list.setVisible(False)
+        box.addWidget(self.history_list)
+
+        self.more.toggled.connect(self._toggle)
+        self.lora_pick.activated.connect(self._pick_lora)
+        self.vary.clicked.connect(self._vary)
+        self.upscale.clicked.connect(lambda: _trigger("easel_upscale", self.controller.upscale))
+        self.history.clicked.connect(self.controller.fetch_history)
+        self.history_list.itemActivated.connect(
+            lambda item: self.controller.insert_history(item.data(Qt.ItemDataRole.UserRole)))
+        controller.history_listed.connect(self._show_history)
+
+    # -- showing ------------------------------------------------------------------------------
+    def _toggle(self, shown: bool) -> None:
+        self.panel.setVisible(shown)
+        self.more.setText("More ▾" if shown else "More ▸")
+
+    def refresh(self, model_id: str) -> None:
+        """Offer what the server offers (``welcome``); called with the docker's refresh."""
+        c = self.controller
+        choices = editing.feature_choices(c.welcome)
+        offered = (tuple(choices["loras"]), tuple(choices["control_models"]))
+        if offered != self._offered:
+            self._offered = offered
+            self.lora_pick.clear()
+            self.lora_pick.addItems([PICK_LABEL, *choices["loras"]])
+            current = self.control_model.currentText()
+            self.control_model.clear()
+            self.control_model.addItems(choices["control_models"])
+            if current in choices["control_models"]:
+                self.control_model.setCurrentText(current)
+        self.lora_row.setVisible(bool(choices["loras"]))
+        self.control_row.setVisible(bool(choices["control_models"]))
+        self.refiner_row.setVisible(choices["refiner"])
+        self.refiner.setEnabled(choices["refiner"] and model_id in choices["sdxl"])
+        idle = not c.busy
+        for button in (self.vary, self.upscale, self.history):
+            button.setEnabled(idle and c.connection_ok)
+        self.vary.setEnabled(self.vary.isEnabled() and c.last_seed is not None)
+
+    def _show_history(self, entries: list) -> None:
+        self.history_list.clear()
+        for entry in entries:
+            item = QListWidgetItem(editing.history_label(entry), self.history_list)
+            item.setData(Qt.ItemDataRole.UserRole, entry)
+        self.history_list.setVisible(True)
+
+    # -- reading ------------------------------------------------------------------------------
+    def features(self) -> editing.Features:
+        """The features set, those the server lacks as off. ValueError (plain words) for bad text."""
+        choices = editing.feature_choices(self.controller.welcome)
+        text = self.variation_seed.text().strip()
+        try:
+            variation = int(text) if text else -1
+        except ValueError:
+            raise ValueError(f"variation seed {text!r}: write a whole number, or leave it blank") from None
+        control = self.control_model.currentText() if self.sketch.isChecked() and choices["control_models"] else ""
+        return editing.features_from_ui(
+            self.loras.text() if choices["loras"] else "", variation, self.variation_strength.value(),
+            control, self.control_strength.value(), self.refiner.isChecked() and self.refiner.isEnabled(),
+            available_loras=choices["loras"])
+
+    # -- reactions ------------------------------------------------------------------------------
+    def _pick_lora(self, index: int) -> None:
+        if index > 0:
+            self.loras.setText(editing.add_lora(self.loras.text(), self.lora_pick.itemText(index)))
+        self.lora_pick.setCurrentIndex(0)
+
+    def _vary(self) -> None:
+        """Keep the last seed (fixed), a new variation seed, a small strength when none is set."""
+        docker = self.parent()
+        while docker is not None and not hasattr(docker, "use_seed"):
+            docker = docker.parent()
+        if docker is None or self.controller.last_seed is None:
+            return
+        docker.use_seed(self.controller.last_seed)
+        self.variation_seed.setText(str(random.randrange(2**31)))
+        if self.variation_strength.value() == 0.0:
+            self.variation_strength.setValue(0.2)
+        _trigger("easel_generate", self.controller.generate)
+
+
+def _trigger(action_id: str, fallback) -> None:
+    action = Krita.instance().action(action_id)
+    if action is not None:
+        action.trigger()
+    else:
+        fallback()

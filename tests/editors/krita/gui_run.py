@@ -1,0 +1,221 @@
+"""The GUI half of tests/editors/test_krita.py: running Krita under Xvfb with the self-test plugin,
+and the oracles (the same requests asked directly through ``server.client``)."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from krita_host import krita_env, paste, tail, xvfb
+
+from server import editing
+from server.client import Client, new_job_id
+from server.imaging.send_region import send_region
+from server.plugin_install import install_plugin
+from server.protocol import GenerateRequest, Image
+
+HERE = Path(__file__).resolve().parent
+
+
+def power_spec() -> dict:
+    """The "More" group's run (easel_selftest/power_part.py)."""
+    common = dict(negative="", steps=4, guidance=None, batch=1)
+    return {"lora": dict(common, prompt="ink cat", strength=100, seed=321, loras_text="ink:0.8",
+                         variation_seed=4242, variation_strength=0.3),
+            "sketch": dict(common, prompt="a house", strength=100, seed=5, control_strength=0.8),
+            "upscale": dict(common, prompt="crisp", strength=30, seed=11)}
+
+
+def run_krita_gui(tools, base: Path, spec: dict, server_url: str, shot: Path) -> SimpleNamespace:
+    """Install the plugin + self-test into a throw-away HOME, run Krita's GUI on Xvfb, return its result."""
+    krita, xvfb_bin, importer = tools
+    home, out = base / "home", base / "out"
+    out.mkdir()
+    pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
+    install_plugin("krita", pykrita, kritarc)
+    shutil.copytree(HERE / "easel_selftest", pykrita / "easel_selftest")
+    shutil.copy2(HERE / "easel_selftest.desktop", pykrita / "easel_selftest.desktop")
+    config = configparser.RawConfigParser(strict=False, interpolation=None)
+    config.optionxform = str
+    config.read(kritarc)
+    config.set("python", "enable_easel_selftest", "true")
+    with kritarc.open("w") as fh:
+        config.write(fh, space_around_delimiters=False)
+    (out / "spec.json").write_text(json.dumps(spec))
+    log = base / "krita.log"
+    timings: dict[str, float] = {}
+    shot.parent.mkdir(exist_ok=True)
+    shot.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    with xvfb(xvfb_bin) as display, open(log, "w") as fh:
+        env = krita_env(home, DISPLAY=display, EASEL_URL=server_url, EASEL_SELFTEST=str(out))
+        proc = subprocess.Popen([krita, "--nosplash"], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None and not (out / "ready").exists():
+                if (out / "result.json").exists() and "error" in json.loads((out / "result.json").read_text()):
+                    break
+                time.sleep(0.25)
+            timings["until_ready_s"] = time.monotonic() - t0
+            if (out / "ready").exists():
+                time.sleep(1.5)  # let the canvas and the docker repaint
+                subprocess.run([importer, "-display", display, "-window", "root", str(shot)], check=False,
+                               timeout=60, env={**os.environ, "DISPLAY": display})
+            (out / "quit").touch()
+            t1 = time.monotonic()
+            try:
+                proc.wait(60)
+                timings["quit_s"] = time.monotonic() - t1
+            except subprocess.TimeoutExpired:
+                timings["quit_s"] = float("inf")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    timings["total_s"] = time.monotonic() - t0
+    result_path = out / "result.json"
+    if not result_path.exists():
+        pytest.fail(f"the in-Krita self-test wrote no result ({timings}); Krita log:\n{tail(log)}")
+    result = json.loads(result_path.read_text())
+    print(f"Krita GUI run: {timings}")
+    return SimpleNamespace(result=result, out=out, home=home, log=log, shot=shot, timings=timings,
+                           url=server_url, spec=spec, exit_code=proc.returncode)
+
+
+def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes, W: int, H: int):
+    """The oracle: the same request, built here from the canvas the self-test dumped, sent by server.client."""
+    selected = bool(mask) and any(mask)
+    mode = "inpaint" if selected else ("img2img" if spec["strength"] < 100 else "txt2img")
+    common = dict(job=new_job_id(), prompt=spec["prompt"], negative_prompt=spec["negative"], steps=spec["steps"],
+                  guidance=spec["guidance"], seed=spec["seed"], batch=spec["batch"], model=gui.result["model"],
+                  canvas_width=W, canvas_height=H)
+    image = mask_image = None
+    if mode == "txt2img":
+        request = GenerateRequest(width=W, height=H, **common)
+    else:
+        x, y, w, h = send_region(editing.selection_bounds(mask, W, H), (W, H)) if selected else (0, 0, W, H)
+        request = GenerateRequest(strength=spec["strength"] / 100, x=x, y=y, **common)
+        image = Image.rgba(w, h, editing.crop_bytes(canvas, W, 4, x, y, w, h))
+        if selected:
+            mask_image = Image.gray(w, h, editing.crop_bytes(mask, W, 1, x, y, w, h))
+    with Client(gui.url, image_format="rgba") as client:
+        return mode, client.generate(request, image, mask_image)
+
+
+
+def ui_params(sc: dict, model: str) -> editing.Params:
+    """What the docker reads from its widgets for a self-test scenario."""
+    return editing.params_from_ui(sc["prompt"], sc.get("negative", ""), sc["strength"] / 100, sc["steps"],
+                                  -1.0 if sc.get("guidance") is None else sc["guidance"], sc["seed"], sc["batch"],
+                                  model)
+
+
+def ask_power(gui, part: str, W: int, H: int):
+    """The oracle for power_part.py's jobs: the request built from the spec and the dumped canvas
+    with the shared helpers (the LoRA picked as the plugin's text, the guide's polarity…)."""
+    sc, model = gui.spec["power"]["lora" if part == "vary" else part], gui.result["model"]
+    params = ui_params(sc, model)
+    if part == "upscale":
+        canvas = (gui.out / "power-upscale-canvas.rgba").read_bytes()
+        planned = editing.plan_upscale(canvas, W, H, params, 2)
+        control = None
+    else:
+        planned = editing.plan_request(editing.EditorState(W, H), params)  # text to image at canvas size
+        features = editing.Features(control_strength=sc.get("control_strength", 1.0))
+        control = None
+        if part == "lora":
+            features.loras = [{"name": "ink.safetensors", "weight": 0.8}]
+            features.variation_seed, features.variation_strength = sc["variation_seed"], sc["variation_strength"]
+        if part == "vary":  # the lora scenario's prompt and seed, no LoRA, the variation the button drew
+            vary = gui.result["power"]["vary"]
+            features.variation_seed, features.variation_strength = int(vary["variation_seed"]), 0.2
+        if part == "sketch":
+            features.control_model = "scribble"
+            guide, _ = editing.sketch_guide((gui.out / "power-sketch-canvas.rgba").read_bytes())
+            control = Image.rgba(W, H, guide)
+        planned = editing.apply_features(planned, features, control)
+    planned.request.job = new_job_id()
+    with Client(gui.url, image_format="rgba") as client:
+        return client.generate(planned.request, planned.image, planned.mask, control=control)
+
+
+def scenario(gui, name: str) -> dict:
+    if "error" in gui.result:
+        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
+    for record in gui.result["scenarios"]:
+        if record["name"] == name:
+            return record
+    pytest.fail(f"scenario {name} did not run; events: {gui.result.get('events')}\nKrita log:\n{tail(gui.log)}")
+
+
+def check_scenario(gui, W: int, H: int, name: str, expect_mode: str) -> dict:
+    record = scenario(gui, name)
+    spec = next(s for s in gui.spec["scenarios"] if s["name"] == name)
+    assert record["done"] and record["started_busy"], f"{name}: did not finish: {record['status']}"
+    assert len(record["new_layers"]) == spec["batch"], f"{name}: {record['status']}; stack {record['stack']}"
+    assert all(record["unchanged"].values()), f"{name}: an existing layer changed"
+    above = record["stack"].index(record["active_before"]) + 1
+    assert [layer["index"] for layer in record["new_layers"]] == list(range(above, above + spec["batch"])), \
+        f"{name}: new layers must go right above the active layer {record['active_before']!r}: {record['stack']}"
+    canvas = (gui.out / f"{name}-canvas.rgba").read_bytes()
+    mask = (gui.out / f"{name}-mask.gray").read_bytes()
+    mode, result = ask_server_directly(gui, spec, canvas, mask, W, H)
+    assert mode == expect_mode
+    for i, (layer, image) in enumerate(zip(record["new_layers"], result.images, strict=True)):
+        assert layer["name"] == editing.layer_name(spec["prompt"], image.seed)
+        assert image.seed == spec["seed"] + i
+        assert layer["type"] == "paintlayer" and layer["visible"]
+        got = (gui.out / layer["file"]).read_bytes()
+        want = paste(image, W, H)
+        assert len(got) == len(want)
+        diff = sum(1 for a, b in zip(got, want) if a != b)
+        assert diff == 0, f"{name} layer {i}: {diff} bytes differ from the server's own result at ({image.x}, {image.y})"
+    assert any(value > 0 for value, _ in record["progress_seen"]), "the progress bar never moved"
+    assert f"last seed: {spec['seed']}" == record["last_seed"]
+    return record
+
+
+def power(gui, part: str) -> dict:
+    if "error" in gui.result:
+        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
+    record = gui.result.get("power", {}).get(part)
+    if record is None:
+        pytest.fail(f"power part {part!r} did not run; events: {gui.result.get('events')}\n{tail(gui.log)}")
+    return record
+
+
+def check_power_layer(gui, W: int, H: int, record: dict, part: str):
+    assert record["done"] and record["started_busy"] and record["unchanged"], record["status"]
+    assert len(record["layers"]) == 1, record["status"]
+    result = ask_power(gui, part, W, H)
+    image = result.images[0]
+    sc = gui.spec["power"]["lora" if part == "vary" else part]
+    assert record["layers"][0]["name"] == editing.layer_name(sc["prompt"], sc["seed"]) and image.seed == sc["seed"]
+    got = (gui.out / record["layers"][0]["file"]).read_bytes()
+    assert got == paste(image, W, H), f"{part}: the layer differs from the server's own result"
+    return result
+
+
+def run_adapter_checks(kritarunner: str, base: Path) -> dict:
+    """tests/editors/krita/adapter_checks.py in a headless ``kritarunner``; its result dict."""
+    plugins = base / "pykrita"
+    install_plugin("krita", plugins, base / "kritarc", enable=False)
+    out, log = base / "out", base / "kritarunner.log"
+    env = krita_env(base / "home", QT_QPA_PLATFORM="offscreen", PYTHONPATH=f"{plugins}{os.pathsep}{HERE}")
+    t0 = time.monotonic()
+    with open(log, "w") as fh:
+        subprocess.run([kritarunner, "-s", "adapter_checks", "-f", "main", str(out)], env=env, stdout=fh,
+                       stderr=subprocess.STDOUT, timeout=240, check=False)
+    result = out / "adapter.json"
+    if not result.exists():
+        pytest.fail(f"kritarunner wrote no result after {time.monotonic() - t0:.0f} s; log:\n{tail(log)}")
+    return json.loads(result.read_text())
