@@ -39,6 +39,8 @@ from gui_run import (  # noqa: E402
     run_adapter_checks,
     run_krita_gui,
     scenario,
+    scenarios,
+    tiny_server,
 )
 from krita_host import need, paste, tail  # noqa: E402
 
@@ -192,26 +194,8 @@ def server_url(request, tmp_path_factory):
     if external:
         yield external
         return
-    from tests.server_harness import running_server
-    from tests.tiny_models import build_tiny_controlnet, write_tiny_lora
-
-    model = request.getfixturevalue("tiny_sd_path")
-    root = tmp_path_factory.mktemp("krita-server")
-    write_tiny_lora(model, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
-    control = build_tiny_controlnet(model, root / "scribble")
-    with running_server([str(model)], "--loras-dir", str(root / "loras"), "--control-model", control,
-                        "--output-dir", str(root / "results"), log_path=root / "server.log") as url:
+    with tiny_server(request.getfixturevalue("tiny_sd_path"), tmp_path_factory.mktemp("krita-server")) as url:
         yield url
-
-
-def scenarios() -> list[dict]:
-    common = dict(negative="blurry", steps=4, guidance=None)
-    return [
-        dict(common, name="generate", prompt="a red circle on blue", strength=100, seed=1234, batch=2),
-        dict(common, name="refine", prompt="a green square", strength=60, seed=77, batch=1, button=True),
-        dict(common, name="selection", prompt="a yellow star", strength=100, seed=99, batch=1,
-             selection=[58, 22, 30, 26], feather=3),
-    ]
 
 
 LW, LH = 96, 64  # the live document

@@ -4,6 +4,7 @@ and the oracles (the same requests asked directly through ``server.client``)."""
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,30 @@ from server.plugin_install import install_plugin
 from server.protocol import GenerateRequest, Image
 
 HERE = Path(__file__).resolve().parent
+
+
+def scenarios() -> list[dict]:
+    common = dict(negative="blurry", steps=4, guidance=None)
+    return [
+        dict(common, name="generate", prompt="a red circle on blue", strength=100, seed=1234, batch=2),
+        dict(common, name="refine", prompt="a green square", strength=60, seed=77, batch=1, button=True),
+        dict(common, name="selection", prompt="a yellow star", strength=100, seed=99, batch=1,
+             selection=[58, 22, 30, 26], feather=3),
+    ]
+
+
+@contextlib.contextmanager
+def tiny_server(model, root: Path):
+    """``easel serve`` with the tiny model, a tiny LoRA (``ink.safetensors``), a tiny ControlNet
+    (``scribble``) and its own result store (for History); yields its URL."""
+    from tests.server_harness import running_server
+    from tests.tiny_models import build_tiny_controlnet, write_tiny_lora
+
+    write_tiny_lora(model, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
+    control = build_tiny_controlnet(model, root / "scribble")
+    with running_server([str(model)], "--loras-dir", str(root / "loras"), "--control-model", control,
+                        "--output-dir", str(root / "results"), log_path=root / "server.log") as url:
+        yield url
 
 
 def power_spec() -> dict:
