@@ -1,0 +1,70 @@
+"""The benchmark suite stays runnable: the runner writes its table and JSON, every section imports.
+
+Not a timing test (timings live in docs/performance.md). The model-running sections take minutes,
+so here the runner runs the GPU section only (a skip row without CUDA) and the transfer round trip
+runs on a small image; `make bench` runs everything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # `bench` is a top-level folder, not an installed package
+    sys.path.insert(0, str(REPO))
+
+
+def test_runner_writes_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("EASEL_BENCH_GPU_DRYRUN", None)
+    env.pop("EASEL_BENCH_THREADS", None)
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "gpu", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "section" in proc.stdout and "gpu" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["quick"] is True and data["machine"]["cores"] >= 1 and data["machine"]["threads"] == 1
+    assert data["rows"] and all(row["section"] == "gpu" for row in data["rows"])
+    import torch
+
+    if not torch.cuda.is_available():
+        assert data["rows"][0]["value"] is None and "no CUDA device" in data["rows"][0]["note"]
+
+
+@pytest.mark.parametrize("section", ["transfer", "overhead", "previews", "memory", "selection", "concurrency", "gpu"])
+def test_section_imports(section):
+    from bench.__main__ import SECTIONS
+
+    assert section in SECTIONS
+    assert callable(importlib.import_module(f"bench.{section}").run)
+
+
+def test_transfer_round_trip_small():
+    from websockets.sync.client import connect
+
+    from bench.transfer import FORMATS, EchoServer, canvas, round_trip
+
+    pixels = canvas(64)
+    server = EchoServer()
+    with connect(f"ws://127.0.0.1:{server.port}", compression=None) as ws:
+        for fmt in FORMATS:
+            assert np.array_equal(round_trip(ws, pixels, fmt), pixels)
+
+
+def test_check_and_interleaved():
+    from bench.common import check, interleaved
+
+    assert check("s", "n", 1.04, "×", "<= 1.05").ok and not check("s", "n", 6.0, "%", "<= 5%").ok
+    assert check("s", "n", 0.95, "×", ">= 0.9").ok
+    calls = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a"] and len(times["a"]) == len(times["b"]) == 2
