@@ -84,6 +84,10 @@ class App:
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-worker")
+        # Results are saved on their own thread, so the inference worker starts the next job at once.
+        self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-saver")
+        self.finishing: set[str] = set()  # jobs done computing whose results are being saved
+        self._finishers: set[asyncio.Task] = set()
         self._worker: asyncio.Task | None = None
         self.server: Server | None = None
 
@@ -109,7 +113,10 @@ class App:
             self.running.cancel_event.set()
         if self._worker is not None:
             self._worker.cancel()
+        if self._finishers:
+            await asyncio.gather(*self._finishers, return_exceptions=True)
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._saver.shutdown(wait=True)
 
     def welcome(self) -> dict[str, Any]:
         models: list[ModelInfo] = self.engine.models()
@@ -245,18 +252,38 @@ class App:
                 continue
             conn = self.owners[job.id]
             self.running, job.state, job.started = job, "running", time.monotonic()
+            layers = None
             try:
-                reply = await loop.run_in_executor(self._executor, self._execute, job, conn, loop)
+                reply, layers = await loop.run_in_executor(self._executor, self._execute, job, conn, loop)
             except Exception:  # noqa: BLE001 - never let one job stop the worker
                 log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
                 reply = (error_message("internal", "the server failed while running this job; see its log",
                                        None, job.id), None)
             finally:
                 self.running = None
-                conn = self.owners.pop(job.id, conn)  # a reconnected client may have taken it over
-            if conn.closed:
-                log.info("%s finished after %s left; its result is kept for fetch", job.id, conn.id)
-            conn.post(*reply)
+            if layers is None:
+                self._deliver(job, conn, reply)
+            else:
+                self.finishing.add(job.id)
+                task = asyncio.create_task(self._save_then_deliver(job, conn, reply, layers))
+                self._finishers.add(task)
+                task.add_done_callback(self._finishers.discard)
+
+    async def _save_then_deliver(self, job: Job, conn: Connection, reply: tuple, layers: list) -> None:
+        """Nothing lost: the result is on disk before ``result`` is sent."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._saver, self.store.save, job.id, reply[0], layers)
+        except Exception:  # noqa: BLE001 - a full disk must not lose the result the client is waiting for
+            log.error("could not save the result of %s:\n%s", job.id, traceback.format_exc())
+        finally:
+            self.finishing.discard(job.id)
+        self._deliver(job, conn, reply)
+
+    def _deliver(self, job: Job, conn: Connection, reply: tuple) -> None:
+        conn = self.owners.pop(job.id, conn)  # a reconnected client may have taken it over
+        if conn.closed:
+            log.info("%s finished after %s left; its result is kept for fetch", job.id, conn.id)
+        conn.post(*reply)
 
     def _post_to_owner(self, job: str, message: dict[str, Any], attachments: dict[str, Image] | None) -> None:
         conn = self.owners.get(job)
@@ -283,7 +310,7 @@ class App:
             found = await loop.run_in_executor(None, self.store.ack, job)
             conn.post({"type": "acked", "job": job, "found": found})
             return
-        if self.running is not None and self.running.id == job:
+        if (self.running is not None and self.running.id == job) or job in self.finishing:
             self.owners[job] = conn  # a reconnected client takes over delivery of its running job
             conn.post({"type": "status", "job": job, "state": "running"})
             return
@@ -317,11 +344,11 @@ class App:
             model = self.engine.model_info(request.model)
             output = run_generation(self.engine, request, inputs, model, progress, job.cancelled)
         except JobCancelled:
-            return _cancelled_message(job), None
+            return (_cancelled_message(job), None), None
         except (EngineError, ProtocolError) as exc:
-            return error_message(exc.code, str(exc), exc.field, job.id), None
+            return (error_message(exc.code, str(exc), exc.field, job.id), None), None
         if job.cancelled():  # cancelled after its last step: stale, never delivered
-            return _cancelled_message(job), None
+            return (_cancelled_message(job), None), None
         t1 = time.perf_counter()
         attachments = {f"image{i}": encode(layer.rgba, conn.image_format) for i, layer in enumerate(output.layers)}
         timings = {"queued_s": (job.started or t0) - job.submitted, **output.timings,
@@ -331,8 +358,8 @@ class App:
         meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
                 "timings": {k: round(v, 4) for k, v in timings.items()}}
         if self.store is not None and self.store.valid_id(job.id) and not request.replace:
-            self.store.save(job.id, meta, [layer.rgba for layer in output.layers])  # on disk before it is sent
-        return meta, attachments
+            return (meta, attachments), [layer.rgba for layer in output.layers]  # saved, then sent
+        return (meta, attachments), None
 
 
 def _cancelled_message(job: Job) -> dict[str, Any]:
