@@ -1,7 +1,7 @@
 """Install or package the editor plugins with the shared client bundled in.
 
 The repository keeps one copy of the shared code (``server/protocol.py``, ``client.py``,
-``editing.py``, ``imaging/send_region.py``); installing copies it into the plugin as the
+``editing/``, ``imaging/send_region.py``); installing copies it into the plugin as the
 package ``shared``, next to a pure-Python copy of ``websockets`` in ``vendor/``.
 
     Krita: <pykrita>/easel.desktop + <pykrita>/easel/{plugin…, shared/, vendor/}; enabled in kritarc
@@ -19,7 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = Path(__file__).resolve().parent
-SHARED_FILES = ("protocol.py", "client.py", "editing.py", "imaging/send_region.py")
+SHARED_FILES = ("protocol.py", "client.py", "editing/__init__.py", "editing/core.py", "editing/ui.py",
+                "editing/tasks.py", "editing/live.py", "editing/features.py", "imaging/send_region.py")
 EDITORS = ("krita", "gimp")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.pyd", "shared", "vendor")
 

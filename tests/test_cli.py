@@ -95,7 +95,7 @@ def test_install_and_package_plugins(tmp_path):
     assert r.returncode == 0, r.stderr
     plugin = tmp_path / "pykrita" / "easel"
     assert (tmp_path / "pykrita" / "easel.desktop").exists() and (plugin / "__init__.py").exists()
-    for rel in ("shared/protocol.py", "shared/client.py", "shared/editing.py", "vendor/websockets/__init__.py"):
+    for rel in ("shared/protocol.py", "shared/client.py", "shared/editing/__init__.py", "shared/editing/live.py", "vendor/websockets/__init__.py"):
         assert (plugin / rel).exists(), rel
     assert not list(plugin.rglob("*.so")), "the bundled websockets must be pure Python"
     assert "enable_easel=true" in kritarc.read_text() and "key=value" in kritarc.read_text()

@@ -1,4 +1,4 @@
-"""Unit tests for the editor-independent plugin helpers in server/editing.py."""
+"""Unit tests for the editor-independent plugin helpers in server/editing/."""
 
 from server import editing
 from server.client import ProgressInfo

@@ -1,4 +1,4 @@
-"""Live painting's editor-independent side (server/editing.py): when a frame goes out, which
+"""Live painting's editor-independent side (server/editing/): when a frame goes out, which
 results are shown, the fixed seed, change detection, and the long-lived LiveConnection against a
 real server with the tiny model."""
 
