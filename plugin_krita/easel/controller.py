@@ -63,6 +63,7 @@ class Job:
     params: editing.Params
     target: str = "layers"  # or "new_document" (Upscale)
     job_id: str = ""
+    placement: tuple | None = None  # (parent, above) when Generate was pressed: results go there
 
     def __post_init__(self):
         self.job_id = self.job_id or self.planned.request.job
@@ -215,7 +216,7 @@ class Controller(QObject):
         if problem:
             self.set_status(f"Cannot generate: {problem}", error=True)
             return
-        job = Job(document.document_key(doc), planned, params)
+        job = Job(document.document_key(doc), planned, params, placement=document.placement(doc))
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
         if getattr(planned, "control", None) is None:
@@ -338,12 +339,12 @@ class Controller(QObject):
         if doc is None:
             self.set_status("The document was closed before the results came: they are in the strip below.")
             return
-        self._insert(doc, items)
+        self._insert(doc, items, job.placement)
 
-    def _insert(self, doc, items: list[HistoryItem]) -> None:
+    def _insert(self, doc, items: list[HistoryItem], placement: tuple | None = None) -> None:
         try:
             names = {id(item.result): item.name for item in items}
-            document.insert_results(doc, [item.result for item in items], lambda r: names[id(r)])
+            document.insert_results(doc, [item.result for item in items], lambda r: names[id(r)], placement)
         except document.DocumentError as exc:
             self.set_status(str(exc), error=True)
             return

@@ -98,6 +98,18 @@ def placement(doc):
     return node.parentNode(), node
 
 
+def _still_there(parent, above) -> bool:
+    """True when ``above`` (or the top of ``parent``, for None) is still a child of ``parent``."""
+    try:
+        children = parent.childNodes()  # raises if the parent is gone
+        if above is None:
+            return True
+        uid = above.uniqueId()
+        return any(child.uniqueId() == uid for child in children)
+    except RuntimeError:  # the node was deleted
+        return False
+
+
 def insert_layer(doc, name: str, image: Image, x: int, y: int, parent=None, above=None):
     """Add a paint layer named ``name`` holding ``image`` at document offset x, y; returns the node.
 
@@ -119,13 +131,15 @@ def insert_layer(doc, name: str, image: Image, x: int, y: int, parent=None, abov
     return node
 
 
-def insert_results(doc, images, name_for) -> list:
+def insert_results(doc, images, name_for, where: tuple | None = None) -> list:
     """Insert result images (objects with ``image``, ``x``, ``y``, ``seed``) as layers above the active one.
 
-    Each new layer goes above the previous one, so the first image of a batch is the lowest.
-    ``name_for(result)`` names each layer. Returns the new nodes.
+    ``where``: the (parent, above) placement captured when the request was made, used while that
+    layer is still in place (else the active layer now). Each new layer goes above the previous
+    one, so the first image of a batch is the lowest. ``name_for(result)`` names each layer.
+    Returns the new nodes.
     """
-    parent, above = placement(doc)
+    parent, above = where if where is not None and _still_there(*where) else placement(doc)
     nodes = []
     for result in images:
         node = insert_layer(doc, name_for(result), result.image, result.x, result.y, parent, above)
