@@ -3,19 +3,39 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.easel-installed
+LOCK   := requirements.lock
+LATEST ?= .venv-latest
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
 
-.PHONY: setup serve test test-editors test-krita test-gimp lint bench clean
+.PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean
 
 setup: $(STAMP)
 
-# constraints.txt pins the CPU build of torch for dev/CI; users installing the package get a loose torch.
-$(STAMP): pyproject.toml constraints.txt
+# Dev/CI install exactly the locked set (requirements.lock, made by `make lock`); the package's own
+# requirements stay ranges, so users installing it get their CUDA torch. constraints.txt pins the
+# CPU build of torch for dev/CI.
+$(STAMP): pyproject.toml constraints.txt $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet torch==2.13.0
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Refresh the lock: the newest releases pyproject.toml's ranges allow (torch held by constraints.txt).
+lock:
+	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/pip install --quiet pip-tools
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra dev -c constraints.txt --strip-extras --allow-unsafe \
+	    --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+	rm -rf $(VENV)-lock
+
+# The same suite on the newest releases the ranges allow, in a separate venv; then what differs from
+# the lock. Not part of .ci/run: an upstream release must not block unrelated work.
+test-latest:
+	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not editor" -p no:cacheprovider tests; \
+	    rc=$$?; $(LATEST)/bin/python .ci/lock_diff.py $(LOCK); exit $$rc
 
 serve: $(STAMP)
 	$(VENV)/bin/easel serve --host $(HOST) --port $(PORT)
@@ -38,4 +58,4 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache

@@ -224,15 +224,16 @@ def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike,
     (and its first text encoder); random non-zero A and B, so it changes the output."""
     import diffusers
     from diffusers import UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
     folder = os.fspath(pipe_folder)
     xl = os.path.isdir(os.path.join(folder, "text_encoder_2"))
     torch.manual_seed(seed)
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    # peft's own public functions, not transformers'/diffusers' add_adapter wrappers (whose peft
+    # version checks move with each release).
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]), unet)
     with warnings.catch_warnings():  # "could not find a config file": the tiny UNet has no vocabulary to check
         warnings.simplefilter("ignore", UserWarning)
         layers = {"unet_lora_layers": get_peft_model_state_dict(unet)}
@@ -240,8 +241,8 @@ def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike,
         from transformers import CLIPTextModel
 
         te = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
-        te.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                  target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                           target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]), te)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             layers["text_encoder_lora_layers"] = get_peft_model_state_dict(te)

@@ -7,12 +7,29 @@ docs/models.md describes model references, families, defaults, dtypes and memory
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+
+class _TorchvisionFallbackFilter(logging.Filter):
+    """Drop transformers' "`XImageProcessor` requires torchvision (not installed); falling back to
+    `XImageProcessorPil`" warnings. diffusers imports those processors at pipeline import, so every
+    start printed three of them; the PIL fallback is what Easel wants (it never installs torchvision,
+    whose PyPI build does not load beside a CPU torch), so the user cannot and need not act on them.
+    Only exactly that message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("requires torchvision (not installed); falling back to" in msg)
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_TorchvisionFallbackFilter())
 
 __all__ = ["Engine", "EngineError", "EngineJob", "JobCancelled", "ModelInfo", "Progress", "ProgressFn", "CancelledFn"]
 
