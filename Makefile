@@ -52,7 +52,7 @@ test-gimp: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_gimp.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check server tests plugin_krita plugin_gimp bench
+	$(VENV)/bin/ruff check server tests plugin_krita plugin_gimp bench setup.py .ci
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench

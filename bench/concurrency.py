@@ -25,8 +25,8 @@ STEPS = 4
 
 
 def client_loop(url: str, jobs: int, start: threading.Barrier, latencies: list[float], errors: list[str]) -> None:
-    from server.client import Client, new_job_id
-    from server.protocol import GenerateRequest
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
 
     try:
         with Client(url, image_format="rgba", client_name="easel-plugin/bench", timeout=600) as client:

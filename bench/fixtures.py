@@ -4,7 +4,7 @@
   UNet's ``sample_size`` set so the model's native size is ``native`` (512 like SD 1.5 by default).
   The weights are the same; only the size the server plans work at changes. Built once per process
   into a temporary folder (never committed: saved folders are tied to the transformers version).
-* ``demo_spec()``: the built-in ``easel-demo`` model when ``server/demo/weights/`` exists, else None.
+* ``demo_spec()``: the built-in ``easel-demo`` model when ``server/easel/server/demo/weights/`` exists, else None.
 * ``serve(engine)``: the real ``App`` (real websockets on 127.0.0.1) in a background event loop, with a
   ``ResultStore`` in a temporary folder, as ``easel serve`` runs it.
 """
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_WEIGHTS = REPO / "server" / "demo" / "weights"
+DEMO_WEIGHTS = REPO / "server" / "easel" / "server" / "demo" / "weights"
 PROMPT = "a red circle on a blue background"
 
 
@@ -85,7 +85,7 @@ def demo_spec() -> ModelSpec | None:
     """The built-in demo model, if its weights exist (they are trained by `easel demo-model train`)."""
     if not (DEMO_WEIGHTS / "easel-demo.safetensors").is_file():
         return None
-    from server.demo import model as demo
+    from easel.server.demo import model as demo
 
     def load_raw() -> Any:
         return demo.load_pipeline("cpu")
@@ -98,7 +98,7 @@ DEMO_MISSING = f"easel-demo skipped: {DEMO_WEIGHTS.relative_to(REPO)}/ has no we
 
 def engine_for(spec: ModelSpec, device: str = "cpu", dtype: str = "float32") -> Any:
     """An Engine serving ``spec`` (on the CPU in float32 unless told), its model loaded."""
-    from server.engine import Engine
+    from easel.server.engine import Engine
 
     engine = Engine([spec.ref], device=device, dtype=dtype)
     engine.load(None)
@@ -138,7 +138,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def pixels(image: Any) -> np.ndarray:
     """HxWx4 uint8 from a protocol image (rgba or an encoded file)."""
-    from server.codec import decode_rgba
+    from easel.server.codec import decode_rgba
 
     return decode_rgba(image)
 
@@ -149,8 +149,8 @@ def pixels(image: Any) -> np.ndarray:
 @contextlib.contextmanager
 def serve(engine: Any) -> Iterator[tuple[str, Any]]:
     """The real App around ``engine`` on a free loopback port, with a result store; yields (url, app)."""
-    from server.app import App
-    from server.results import ResultStore
+    from easel.server.app import App
+    from easel.server.results import ResultStore
 
     loop = asyncio.new_event_loop()
     app = App(engine, store=ResultStore(Path(tmpdir("results"))))

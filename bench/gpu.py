@@ -95,8 +95,8 @@ def specs() -> list[fixtures.ModelSpec]:
 
 def first_preview(url: str, steps: int, repeats: int) -> float:
     """Median seconds from submitting a txt2img job to its first step preview, through the server."""
-    from server.client import Client, new_job_id
-    from server.protocol import GenerateRequest
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
 
     times = []
     with Client(url, image_format="rgba", client_name="easel-plugin/bench") as client:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server import editing
-from server.editing import LiveConfig, LiveConnection, LiveSession, Params
+from easel.client import editing
+from easel.client.editing import LiveConfig, LiveConnection, LiveSession, Params
 
 from .common import Row
 
@@ -48,8 +48,8 @@ def pick_model(tmp: str) -> tuple[str, str]:
     demo model's architecture with untrained weights: the same compute, saved as a diffusers
     folder; the default while the demo weights are missing) or any model reference.
     """
-    from server.demo import config as demo_config
-    from server.demo import model as demo
+    from easel.server.demo import config as demo_config
+    from easel.server.demo import model as demo
 
     choice = os.environ.get("EASEL_BENCH_LIVE_MODEL", "")
     if not choice and (demo.WEIGHTS_DIR / demo_config.WEIGHTS_NAME).exists():
@@ -80,7 +80,7 @@ def threads() -> str:
 @contextmanager
 def serve(model: str):
     """``easel serve`` on a free loopback port, as editors use it; yields its URL."""
-    cmd = [sys.executable, "-u", "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0", "--model", model,
+    cmd = [sys.executable, "-u", "-m", "easel", "serve", "--host", "127.0.0.1", "--port", "0", "--model", model,
            "--output-dir", tempfile.mkdtemp(prefix="easel-bench-live-")]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads()})
@@ -214,7 +214,7 @@ def in_krita(url: str, seconds: float) -> dict | None:
     sys.path.insert(0, str(here))
     from krita_host import krita_env, xvfb
 
-    from server.plugin_install import install_plugin
+    from easel.plugin_install import install_plugin
 
     with tempfile.TemporaryDirectory(prefix="easel-bench-krita-") as base:
         home, out = Path(base) / "home", Path(base) / "out"
@@ -267,7 +267,7 @@ def run(quick: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         ref, words = pick_model(tmp)
         with serve(ref) as url:
-            from server.client import Client
+            from easel.client.connection import Client
 
             with Client(url) as client:
                 model = editing.find_model(client.welcome, None)

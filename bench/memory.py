@@ -31,7 +31,7 @@ def measure(ref: str, native: int, steps: int, trim: bool = False, runs: int = 2
     import torch
     from PIL import Image as PILImage
 
-    from server.engine import Engine, EngineJob
+    from easel.server.engine import Engine, EngineJob
 
     from .common import peak_rss_mb, rss_mb
 

@@ -72,8 +72,8 @@ class Pair:
         return out
 
     def easel(self, mode: str, image_format: str = "png") -> np.ndarray:
-        from server.client import Client, new_job_id
-        from server.protocol import GenerateRequest, Image
+        from easel.client.connection import Client, new_job_id
+        from easel.client.protocol import GenerateRequest, Image
 
         request = GenerateRequest(job=new_job_id(), prompt=fixtures.PROMPT, model=self.spec.ref, steps=self.steps,
                                   guidance=self.spec.guidance, seed=SEED, strength=STRENGTH[mode],
@@ -118,8 +118,8 @@ def compare(pair: Pair, mode: str, repeats: int, image_format: str = "png") -> R
 
 def store_cost(size: int, repeats: int) -> Row:
     """What ``ResultStore.save`` (a PNG per layer, on the worker, before the result is sent) costs."""
-    from server.codec import encode
-    from server.results import ResultStore
+    from easel.server.codec import encode
+    from easel.server.results import ResultStore
 
     store = ResultStore(Path(fixtures.tmpdir("store")))
     layer = fixtures.canvas(size)

@@ -25,8 +25,8 @@ def preview_cost(engine, native: int, fmt: str, repeats: int) -> float:
     """Seconds per step for render + encode, as ``App._execute.progress`` does it."""
     import torch
 
-    from server.codec import encode
-    from server.engine.preview import LatentPreview
+    from easel.server.codec import encode
+    from easel.server.engine.preview import LatentPreview
 
     pipe = engine.pipeline(None)
     preview = LatentPreview.for_vae(pipe.vae, pipe.vae_scale_factor)
@@ -48,7 +48,7 @@ def preview_cost(engine, native: int, fmt: str, repeats: int) -> float:
 
 def step_interval(engine, native: int, steps: int, runs: int) -> float:
     """Median seconds between consecutive denoising steps of a txt2img job without previews."""
-    from server.engine import EngineJob
+    from easel.server.engine import EngineJob
 
     intervals: list[float] = []
     for _ in range(runs):
@@ -65,8 +65,8 @@ def step_interval(engine, native: int, steps: int, runs: int) -> float:
 
 
 def run(quick: bool = False) -> list[Row]:
-    from server.client import Client, new_job_id
-    from server.protocol import GenerateRequest
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
 
     spec = fixtures.tiny_sd(512)
     steps, repeats = (8, 3) if quick else (20, 7)

@@ -32,14 +32,14 @@ class Plugin:
     """What the Krita/GIMP adapters do around ``editing``: read pixels, plan, send, decode the layer."""
 
     def __init__(self, url: str):
-        from server.client import Client
+        from easel.client.connection import Client
 
         self.client = Client(url, image_format="rgba", client_name="easel-plugin/bench")
         self.client.connect()
         self.timings: list[dict[str, float]] = []
 
     def regenerate(self, canvas: np.ndarray, selection: tuple[int, int, int, int], whole: bool = False) -> tuple:
-        from server.editing import EditorState, Params, plan_request, read_plan
+        from easel.client.editing import EditorState, Params, plan_request, read_plan
 
         height, width = canvas.shape[:2]
         mode, region = read_plan(width, height, selection, strength=1.0)

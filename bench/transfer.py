@@ -16,8 +16,8 @@ import numpy as np
 from websockets.asyncio.server import serve
 from websockets.sync.client import connect
 
-from server.codec import decode_rgba, encode
-from server.protocol import DEFAULT_MAX_MESSAGE_BYTES, Assembler, decode_image, encode_image, encode_message
+from easel.client.protocol import DEFAULT_MAX_MESSAGE_BYTES, Assembler, decode_image, encode_image, encode_message
+from easel.server.codec import decode_rgba, encode
 
 from . import fixtures
 from .common import Row, check, med, median_time
@@ -64,8 +64,8 @@ def round_trip(ws, pixels: np.ndarray, fmt: str) -> np.ndarray:
 
 def job_seconds(pixels: np.ndarray, repeats: int) -> float:
     """Median server-side work (prepare + engine + composite) of a 4-step img2img of ``pixels``."""
-    from server.client import Client, new_job_id
-    from server.protocol import GenerateRequest, Image
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest, Image
 
     engine = fixtures.engine_for(fixtures.tiny_sd(512))
     image = Image.rgba(pixels.shape[1], pixels.shape[0], pixels.tobytes())

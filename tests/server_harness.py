@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 @contextlib.contextmanager
 def running_server(models: list[str], *extra: str, timeout: float = 120.0, log_path: Path | None = None,
                    env: dict[str, str] | None = None) -> Iterator[str]:
-    """Run `python -m server serve` on a free 127.0.0.1 port; yields its ws:// URL."""
-    cmd = [sys.executable, "-u", "-m", "server", "serve", "--host", "127.0.0.1", "--port", "0", *extra]
+    """Run `python -m easel serve` on a free 127.0.0.1 port; yields its ws:// URL."""
+    cmd = [sys.executable, "-u", "-m", "easel", "serve", "--host", "127.0.0.1", "--port", "0", *extra]
     for m in models:
         cmd += ["--model", m]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -75,7 +75,7 @@ def running_server(models: list[str], *extra: str, timeout: float = 120.0, log_p
 @contextlib.contextmanager
 def inprocess_server(engine, limits=None, store=None, security=None) -> Iterator[tuple[str, object]]:
     """Run the real App (real websockets on 127.0.0.1) in a background event loop."""
-    from server.app import App
+    from easel.server.app import App
 
     loop = asyncio.new_event_loop()
     app = App(engine, limits, store=store, security=security)

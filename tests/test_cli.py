@@ -6,7 +6,6 @@ import io
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from server_harness import REPO, running_server
 
 
 def easel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "server", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "easel", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
 
 
@@ -93,37 +92,30 @@ def test_install_and_package_plugins(tmp_path):
     kritarc.write_text("[General]\nkey=value\n")
     r = easel("install-plugin", "krita", "--dest", str(tmp_path / "pykrita"), "--kritarc", str(kritarc))
     assert r.returncode == 0, r.stderr
-    plugin = tmp_path / "pykrita" / "easel"
-    assert (tmp_path / "pykrita" / "easel.desktop").exists() and (plugin / "__init__.py").exists()
-    for rel in ("shared/protocol.py", "shared/client.py", "shared/editing/__init__.py", "shared/editing/live.py", "vendor/websockets/__init__.py"):
+    plugin = tmp_path / "pykrita" / "easel_krita"
+    assert (tmp_path / "pykrita" / "easel_krita.desktop").exists() and (plugin / "__init__.py").exists()
+    for rel in ("shared/protocol.py", "shared/connection.py", "shared/editing/__init__.py", "shared/editing/live.py", "vendor/websockets/__init__.py"):
         assert (plugin / rel).exists(), rel
     assert not list(plugin.rglob("*.so")), "the bundled websockets must be pure Python"
-    assert "enable_easel=true" in kritarc.read_text() and "key=value" in kritarc.read_text()
+    assert "enable_easel_krita=true" in kritarc.read_text() and "key=value" in kritarc.read_text()
     r = easel("install-plugin", "gimp", "--dest", str(tmp_path / "plug-ins"))
-    main = tmp_path / "plug-ins" / "easel" / "easel.py"
+    main = tmp_path / "plug-ins" / "easel_gimp" / "easel_gimp.py"
     assert r.returncode == 0 and main.stat().st_mode & 0o111
     r = easel("package-plugin", "krita", "--out", str(tmp_path / "k.zip"))
     names = zipfile.ZipFile(io.BytesIO((tmp_path / "k.zip").read_bytes())).namelist()
-    assert r.returncode == 0 and "easel.desktop" in names and "easel/shared/client.py" in names
-
-
-def test_shared_code_has_one_source(tmp_path):
-    """The bundle is a copy made at install time; the repository keeps no second copy."""
-    assert not (REPO / "plugin_krita" / "easel" / "shared").exists()
-    assert not (REPO / "plugin_gimp" / "easel" / "shared").exists()
-    assert Path(REPO / "server" / "client.py").exists()
+    assert r.returncode == 0 and "easel_krita.desktop" in names and "easel_krita/shared/connection.py" in names
 
 
 @pytest.mark.parametrize("before, after", [
-    ("", "[python]\nenable_easel=true\n"),
-    ("topkey=1\n[General]\na=b\n", "topkey=1\n[General]\na=b\n\n[python]\nenable_easel=true\n"),
-    ("x=1\n[python]\nenable_other=true\n\n[Z]\nq=2\n", "x=1\n[python]\nenable_other=true\nenable_easel=true\n\n[Z]\nq=2\n"),
-    ("[python]\nenable_easel=false\n", "[python]\nenable_easel=true\n"),
-    ("[python]\nenable_a=true\n", "[python]\nenable_a=true\nenable_easel=true\n"),
+    ("", "[python]\nenable_easel_krita=true\n"),
+    ("topkey=1\n[General]\na=b\n", "topkey=1\n[General]\na=b\n\n[python]\nenable_easel_krita=true\n"),
+    ("x=1\n[python]\nenable_other=true\n\n[Z]\nq=2\n", "x=1\n[python]\nenable_other=true\nenable_easel_krita=true\n\n[Z]\nq=2\n"),
+    ("[python]\nenable_easel_krita=false\n", "[python]\nenable_easel_krita=true\n"),
+    ("[python]\nenable_a=true\n", "[python]\nenable_a=true\nenable_easel_krita=true\n"),
 ])
 def test_kritarc_edit_keeps_krita_lines(tmp_path, before, after):
     """Krita's own kritarc has keys before any [group]: a line edit keeps them exactly."""
-    from server.plugin_install import enable_in_kritarc
+    from easel.plugin_install import enable_in_kritarc
 
     rc = tmp_path / "kritarc"
     if before:

@@ -1,7 +1,7 @@
 """The built-in demo model: loads offline from the committed files, follows prompts, and works
 as img2img and inpaint through the stock StableDiffusion pipelines.
 
-How pictures are graded (server/demo/measure.py; docs/demo-model.md says the same):
+How pictures are graded (server/easel/server/demo/measure.py; docs/demo-model.md says the same):
 - background = median colour of the 2-pixel border; foreground = the largest 4-connected blob of
   pixels more than 60 (RGB distance) away from it;
 - colour = dominant hue of the foreground's chromatic pixels (10-degree histogram peak, refined
@@ -20,9 +20,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from server.demo import config as demo_config
-from server.demo import evaluate, measure, model, shapes
-from server.demo.tokenizer import make_tokenizer
+from easel.server.demo import config as demo_config
+from easel.server.demo import evaluate, measure, model, shapes
+from easel.server.demo.tokenizer import make_tokenizer
 
 COLOUR_THRESHOLD = 0.80  #: required share of pictures whose colour is the prompt's
 #: required share of pictures whose shape is the prompt's (chance is 1 in 5; measured 56-59% with the
@@ -35,7 +35,7 @@ WHITE = (245, 245, 240)
 @pytest.fixture(scope="module", autouse=True)
 def _threads():
     """Two threads on an idle 2-core box, one when it is busy (see train.pick_threads)."""
-    from server.demo.train import pick_threads
+    from easel.server.demo.train import pick_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(pick_threads(0))
@@ -128,11 +128,11 @@ def test_sketch_to_image_makes_the_blob_a_red_circle(pipe):
 def test_inpaint_changes_only_the_selection():
     """Regenerate a selection through Easel's own path (engine + imaging + server + client):
     the selection is repainted red, and every pixel outside the returned blend is bit-exact."""
-    from server.client import Client, new_job_id
-    from server.engine import Engine
-    from server.imaging.compose import LayerResult, flatten
-    from server.protocol import GenerateRequest
-    from server.protocol import Image as WireImage
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
+    from easel.client.protocol import Image as WireImage
+    from easel.server.engine import Engine
+    from easel.server.imaging.compose import LayerResult, flatten
     from server_harness import inprocess_server
 
     spec = shapes.Spec("blue", "square", "", "", "white", 18, 32, 12, shapes.COLOURS["blue"], "")

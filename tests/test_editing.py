@@ -1,8 +1,8 @@
-"""Unit tests for the editor-independent plugin helpers in server/editing/."""
+"""Unit tests for the editor-independent plugin helpers in server/easel/client/editing/."""
 
-from server import editing
-from server.client import ProgressInfo
-from server.editing import IMG2IMG, INPAINT, TXT2IMG, Params
+from easel.client import editing
+from easel.client.connection import ProgressInfo
+from easel.client.editing import IMG2IMG, INPAINT, TXT2IMG, Params
 
 
 def test_read_plan_txt2img_reads_nothing():
@@ -109,8 +109,8 @@ def test_check_request_reports_the_field_in_plain_words():
 # ----------------------------------------------------------------------------- power features (issue #8)
 import pytest  # noqa: E402
 
-from server.client import Client  # noqa: E402
-from server.protocol import Image  # noqa: E402
+from easel.client.connection import Client  # noqa: E402
+from easel.client.protocol import Image  # noqa: E402
 
 
 def test_parse_loras_reads_names_and_weights():
@@ -227,8 +227,8 @@ def test_client_task_history_and_fetch_on_a_real_server(tiny_sd_path, tmp_path):
     """ClientTask runs a generate; the stored result shows up in ``history`` and ``fetch`` returns it."""
     import threading
 
-    from server.engine import Engine
-    from server.results import ResultStore
+    from easel.server.engine import Engine
+    from easel.server.results import ResultStore
     from server_harness import inprocess_server
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")

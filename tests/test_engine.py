@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
-from server.protocol import SCHEDULERS
+from easel.client.protocol import SCHEDULERS
+from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two under load
 SIZE = 64
@@ -293,7 +293,7 @@ def test_sdpa_attention_by_default(engine, tiny_sd_path, tiny_sdxl_path):
 
 
 def test_memory_options(tiny_sd_path, caplog):
-    with caplog.at_level("INFO", logger="server.engine"):
+    with caplog.at_level("INFO", logger="easel.server.engine"):
         eng = Engine([tiny_sd_path], device="cpu", dtype="float32", attention_slicing=True, vae_tiling=True,
                      cpu_offload=True)
         (img,) = run(eng, job(steps=1))

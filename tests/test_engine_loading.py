@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
-from server.engine.device import SMALL_MODEL_BYTES, model_dtype, resolve_device, resolve_dtype
-from server.engine.families import detect, guess
-from server.engine.hub import reporting_tqdm, select_files
-from server.engine.preview import LatentPreview
-from server.engine.refs import parse_ref
+from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
+from easel.server.engine.device import SMALL_MODEL_BYTES, model_dtype, resolve_device, resolve_dtype
+from easel.server.engine.families import detect, guess
+from easel.server.engine.hub import reporting_tqdm, select_files
+from easel.server.engine.preview import LatentPreview
+from easel.server.engine.refs import parse_ref
 
 torch.set_num_threads(1)
 PROMPT = "a blue dog"
@@ -79,7 +79,7 @@ def test_hub_id_not_cached_offline_says_how_to_fix(hub_cache):
 
 def test_hub_download_path_selects_files_and_reports_bytes(monkeypatch, tiny_sd_path):
     """The online branch, with the three hub calls replaced: what it asks for and what it reports."""
-    from server.engine import hub
+    from easel.server.engine import hub
 
     calls: dict = {}
 
@@ -363,7 +363,7 @@ def test_demo_model_info():
     eng = Engine(["easel-demo"], device="cpu")
     info = eng.model_info("easel-demo")
     assert (info.id, info.family, info.source, info.native) == ("easel-demo", "demo", "builtin", (64, 64))
-    from server.demo import model as demo
+    from easel.server.demo import model as demo
 
     if not os.path.exists(os.path.join(os.path.dirname(demo.__file__), "weights", "easel-demo.safetensors")):
         pytest.skip("demo weights not built yet")

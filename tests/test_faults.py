@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from server.client import Client, JobFailed, new_job_id
-from server.engine import Engine
-from server.protocol import GenerateRequest
+from easel.client.connection import Client, JobFailed, new_job_id
+from easel.client.protocol import GenerateRequest
+from easel.server.engine import Engine
 from server_harness import inprocess_server
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from server.client import Client, JobFailed, new_job_id
-from server.engine import Engine, EngineError, EngineJob, JobCancelled
-from server.protocol import GenerateRequest
-from server.protocol import Image as WireImage
+from easel.client.connection import Client, JobFailed, new_job_id
+from easel.client.protocol import GenerateRequest
+from easel.client.protocol import Image as WireImage
+from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
 from server_harness import inprocess_server
 from tiny_models import (
     build_tiny_controlnet,
@@ -300,9 +300,9 @@ def test_server_control_follows_the_work_region(served):
 
 
 def test_prepare_control_uses_the_image_plan():
-    from server.features import prepare_control
-    from server.imaging.compose import prepare
-    from server.imaging.region import plan_work
+    from easel.server.features import prepare_control
+    from easel.server.imaging.compose import prepare
+    from easel.server.imaging.region import plan_work
 
     rng = np.random.default_rng(0)
     image = np.dstack([rng.integers(0, 255, (120, 200, 3), dtype=np.uint8), np.full((120, 200), 255, np.uint8)])
@@ -317,7 +317,7 @@ def test_prepare_control_uses_the_image_plan():
 
 
 def test_cli_generate_with_feature_flags(served, tmp_path):
-    from server.cli import main, parse_lora
+    from easel.cli import main, parse_lora
 
     assert parse_lora("ink.safetensors") == {"name": "ink.safetensors", "weight": 1.0}
     assert parse_lora("styles/soft.safetensors:-0.5") == {"name": "styles/soft.safetensors", "weight": -0.5}
@@ -349,9 +349,9 @@ def test_server_cancel_during_refiner(served):
 
 def test_unknown_feature_names_are_refused_at_submit(tiny_sd_path):
     """Names are checked against what the server offers before the job is queued; no name is a path."""
-    from server.client import Client, new_job_id
-    from server.engine import Engine
-    from server.protocol import GenerateRequest
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
+    from easel.server.engine import Engine
     from server_harness import inprocess_server
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")

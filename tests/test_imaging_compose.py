@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from server.imaging.compose import LayerResult, as_mask, as_rgba, composite, flatten, prepare, resize
-from server.imaging.fill import EMPTY_FILL, fill_transparent
-from server.imaging.geometry import Bounds, Extent
-from server.imaging.masks import composite_mask
-from server.imaging.metrics import gradient_magnitude, seam_bands, seam_ratio
-from server.imaging.region import plan_txt2img, plan_work
+from easel.server.imaging.compose import LayerResult, as_mask, as_rgba, composite, flatten, prepare, resize
+from easel.server.imaging.fill import EMPTY_FILL, fill_transparent
+from easel.server.imaging.geometry import Bounds, Extent
+from easel.server.imaging.masks import composite_mask
+from easel.server.imaging.metrics import gradient_magnitude, seam_bands, seam_ratio
+from easel.server.imaging.region import plan_txt2img, plan_work
 
 SD1 = Extent(512, 512)
 DEMO = Extent(64, 64)

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.imaging import send_region as rules
-from server.imaging.geometry import Bounds, Extent, multiple_of
-from server.imaging.send_region import context_bounds, expand_interval, send_region
+from easel.client import send_region as rules
+from easel.client.send_region import context_bounds, expand_interval, send_region
+from easel.server.imaging.geometry import Bounds, Extent, multiple_of
 
 # ----------------------------------------------------------------------------- multiple_of / Extent
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from server.imaging.masks import blur, composite_mask, denoise_mask, dilate, erode
+from easel.server.imaging.masks import blur, composite_mask, denoise_mask, dilate, erode
 
 
 def brute_dilate(mask, r):

@@ -6,23 +6,19 @@ Random weights paint noise, which is fine here: what is checked is geometry and 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from server.imaging.compose import composite, flatten, prepare, resize
-from server.imaging.geometry import Bounds
-from server.imaging.masks import composite_mask, dilate
-from server.imaging.metrics import seam_ratio
-from server.imaging.region import plan_work
+from easel.server.imaging.compose import composite, flatten, prepare, resize
+from easel.server.imaging.geometry import Bounds
+from easel.server.imaging.masks import composite_mask, dilate
+from easel.server.imaging.metrics import seam_ratio
+from easel.server.imaging.region import plan_work
 
 torch = pytest.importorskip("torch")
 tiny_models = pytest.importorskip("tiny_models")
-engine_mod = pytest.importorskip("server.engine")
-from server.engine.types import EngineJob  # noqa: E402
-
-DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "server" / "demo" / "weights" / "easel-demo.safetensors"
+engine_mod = pytest.importorskip("easel.server.engine")
+from easel.server.engine.types import EngineJob  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +119,6 @@ def test_tiny_selection_and_seam_measurement(tiny_engine):
     assert ratios[None] <= ratios[0] * 1.05  # feathering never makes the border stand out more
 
 
-@pytest.mark.skipif(not DEMO_WEIGHTS.exists(), reason="demo model weights not trained/committed yet")
 def test_demo_model_selection_round_trip():
     engine = engine_mod.Engine(["easel-demo"], device="cpu")
     try:

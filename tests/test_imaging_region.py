@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from server.imaging import send_region as rules
-from server.imaging.geometry import Bounds, Extent
-from server.imaging.region import (
+from easel.client import send_region as rules
+from easel.client.protocol import GenerateRequest
+from easel.client.send_region import send_region
+from easel.server.imaging.geometry import Bounds, Extent
+from easel.server.imaging.region import (
     FAMILY_NATIVE,
     KEEP_SCALE,
     native_size,
@@ -14,8 +16,6 @@ from server.imaging.region import (
     plan_work,
     work_size,
 )
-from server.imaging.send_region import send_region
-from server.protocol import GenerateRequest
 
 SD1 = Extent(512, 512)
 

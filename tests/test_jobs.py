@@ -2,8 +2,8 @@
 
 import pytest
 
-from server.jobs import Job, JobQueue, QueueFull
-from server.protocol import GenerateRequest
+from easel.client.protocol import GenerateRequest
+from easel.server.jobs import Job, JobQueue, QueueFull
 
 
 def job(jid: str, client: str) -> Job:

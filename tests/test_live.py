@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from server.client import Client, new_job_id
-from server.engine import Engine
-from server.protocol import GenerateRequest
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import GenerateRequest
+from easel.server.engine import Engine
 from server_harness import inprocess_server
 
 

@@ -1,4 +1,4 @@
-"""Live painting's editor-independent side (server/editing/): when a frame goes out, which
+"""Live painting's editor-independent side (server/easel/client/editing/): when a frame goes out, which
 results are shown, the fixed seed, change detection, and the long-lived LiveConnection against a
 real server with the tiny model."""
 
@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from server import editing
-from server.client import Client, new_job_id
-from server.editing import LiveConfig, LiveConnection, LiveSession, Params
-from server.protocol import GenerateRequest, Image
+from easel.client import editing
+from easel.client.connection import Client, new_job_id
+from easel.client.editing import LiveConfig, LiveConnection, LiveSession, Params
+from easel.client.protocol import GenerateRequest, Image
 
 TURBO = {"id": "turbo", "few_step": True, "default_steps": 2}
 PLAIN = {"id": "plain", "few_step": False, "default_steps": 20}
@@ -280,7 +280,7 @@ def test_rate_and_status_line(clock):
 
 @pytest.fixture(scope="module")
 def url(tiny_sd_path):
-    from server.engine import Engine
+    from easel.server.engine import Engine
     from server_harness import inprocess_server
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")

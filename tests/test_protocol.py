@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from server.protocol import (
+from easel.client.protocol import (
     Assembler,
     GenerateRequest,
     Image,

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from server.client import Client, ClientError, new_job_id
-from server.engine import Engine
-from server.limits import Limits
-from server.protocol import GenerateRequest, Image, encode_message
-from server.results import ResultStore
-from server.security import Security, SecurityError
+from easel.client.connection import Client, ClientError, new_job_id
+from easel.client.protocol import GenerateRequest, Image, encode_message
+from easel.server.engine import Engine
+from easel.server.limits import Limits
+from easel.server.results import ResultStore
+from easel.server.security import Security, SecurityError
 from server_harness import inprocess_server
 from test_server import pixels
 
@@ -302,7 +302,7 @@ def test_result_store_retention_and_ids(tmp_path):
 
 
 def test_parameters_text_is_the_widely_read_format():
-    from server.results import parameters_text
+    from easel.server.results import parameters_text
 
     params = {"prompt": "a red circle", "negative_prompt": "blurry", "steps": 20, "scheduler": "euler",
               "guidance": 5.0, "model": "easel-demo", "strength": 1.0, "mode": "txt2img",

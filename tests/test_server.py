@@ -13,9 +13,9 @@ import torch
 from PIL import Image as PILImage
 from websockets.sync.client import connect
 
-from server.client import Client, JobCancelled, JobFailed, new_job_id
-from server.engine import Engine
-from server.protocol import GenerateRequest, Image, encode_image
+from easel.client.connection import Client, JobCancelled, JobFailed, new_job_id
+from easel.client.protocol import GenerateRequest, Image, encode_image
+from easel.server.engine import Engine
 from server_harness import inprocess_server
 
 SIZE = 64
@@ -23,7 +23,7 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def served(tiny_sd_path, tmp_path_factory):
-    from server.results import ResultStore
+    from easel.server.results import ResultStore
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
     store = ResultStore(tmp_path_factory.mktemp("results"))
@@ -254,7 +254,7 @@ def test_cancelled_exception_from_generate(served):
 
 def test_regenerate_selection_changes_only_the_selection(client):
     """A soft-edged selection in a corner of a 200x150 canvas sent at document offset (30, 40)."""
-    from server.imaging.compose import LayerResult, flatten
+    from easel.server.imaging.compose import LayerResult, flatten
 
     rng = np.random.default_rng(5)
     base = np.dstack([rng.integers(0, 255, (150, 200, 3), dtype=np.uint8), np.full((150, 200), 255, np.uint8)])

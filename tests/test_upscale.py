@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from server.client import Client, new_job_id
-from server.engine import Engine
-from server.imaging.geometry import Extent
-from server.imaging.tiles import WEIGHT, axis_tiles, axis_weights, blend, plan_tiles
-from server.protocol import GenerateRequest, Image, encode_image
-from server.upscale import DEFAULT_STRENGTH
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import GenerateRequest, Image, encode_image
+from easel.server.engine import Engine
+from easel.server.imaging.geometry import Extent
+from easel.server.imaging.tiles import WEIGHT, axis_tiles, axis_weights, blend, plan_tiles
+from easel.server.upscale import DEFAULT_STRENGTH
 from server_harness import inprocess_server
 from test_server import pixels, rgba_image
 
@@ -228,7 +228,7 @@ class ShiftingEngine:
         self.tiles: list[np.ndarray] = []
 
     def run(self, job, progress, cancelled):
-        from server.engine.types import Progress
+        from easel.server.engine.types import Progress
 
         shift = (len(self.tiles) * 37) % 25 - 12
         out = np.clip(np.asarray(job.image).astype(int) + shift, 0, 255).astype(np.uint8)
@@ -238,9 +238,9 @@ class ShiftingEngine:
 
 
 def test_blending_removes_tile_disagreement_seams():
-    from server.engine.types import ModelInfo
-    from server.generation import Inputs
-    from server.upscale import run_upscale
+    from easel.server.engine.types import ModelInfo
+    from easel.server.generation import Inputs
+    from easel.server.upscale import run_upscale
 
     engine = ShiftingEngine()
     model = ModelInfo("fake", "sd1", (64, 64), 4, 7.5, "builtin")
@@ -288,7 +288,7 @@ def test_bad_upscale_requests_name_the_field(client, patch, attach, field):
 
 
 def test_cli_upscale(served, tmp_path):
-    from server.cli import main
+    from easel.cli import main
 
     PILImage.fromarray(smooth(40, 30)[..., :3]).save(tmp_path / "in.png")
     code = main(["generate", "--url", served[0], "--steps", "2", "--upscale", "2", "--image", str(tmp_path / "in.png"),

@@ -34,8 +34,8 @@ from gimp_chroot import (  # noqa: E402
     xwd_to_png,
 )
 
-from server import editing  # noqa: E402
-from server.plugin_install import install_plugin  # noqa: E402
+from easel.client import editing  # noqa: E402
+from easel.plugin_install import install_plugin  # noqa: E402
 
 pytestmark = pytest.mark.editor
 ARTIFACTS = REPO / "artifacts"

@@ -3,11 +3,11 @@
 1. Adapter checks through ``kritarunner`` (headless, offscreen, throw-away HOME): the installed
    plugin reads the canvas and the selection, inserts result layers at offsets, in BGRA order,
    and converts 16-bit/float documents (tests/editors/krita/adapter_checks.py).
-2. A GUI run under Xvfb: the plugin installed with ``server.plugin_install`` into a throw-away
+2. A GUI run under Xvfb: the plugin installed with ``easel.plugin_install`` into a throw-away
    HOME, a real Easel server on 127.0.0.1, and a test-only pykrita plugin
    (tests/editors/krita/easel_selftest/) that sets the docker's widgets by objectName and
    triggers ``easel_generate`` for each use. Every inserted layer is compared with what the same
-   server returns for the same request asked directly through ``server.client``.
+   server returns for the same request asked directly through ``easel.client.connection``.
    Screenshot: artifacts/krita_docker.png.
 
 Verdicts come from the result files the scripts write inside Krita, never from Krita's exit code.
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from server import editing
-from server.client import Client, new_job_id
-from server.imaging.send_region import send_region
-from server.protocol import GenerateRequest, Image
+from easel.client import editing
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import GenerateRequest, Image
+from easel.client.send_region import send_region
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
 from gui_run import (  # noqa: E402
@@ -371,7 +371,7 @@ def live_seed(record) -> int:
 
 
 def ask_live_frame(gui, prompt: str, canvas: bytes, seed: int):
-    """The oracle: the live frame the plugin should have sent, asked directly through server.client."""
+    """The oracle: the live frame the plugin should have sent, asked directly through easel.client.connection."""
     params = live_spec()["params"]
     request = GenerateRequest(job=new_job_id(), prompt=prompt, strength=params["strength"] / 100,
                               steps=editing.LIVE_STEPS, seed=seed, model=gui.result["model"], canvas_width=LW,

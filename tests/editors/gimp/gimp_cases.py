@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from server import editing
-from server.client import Client
-from server.protocol import Image
+from easel.client import editing
+from easel.client.connection import Client
+from easel.client.protocol import Image
 
 W, H = 96, 80
 SEL_BOX = (20, 16, 48, 40)

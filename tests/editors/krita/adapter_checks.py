@@ -59,21 +59,21 @@ def main(args=None):
         doc.waitForDone()
 
     def imports():
-        import easel
+        import easel_krita
         import websockets
-        from easel import controller, docker, document, qt
-        from easel.shared import client, editing, protocol
+        from easel_krita import controller, docker, document, qt
+        from easel_krita.shared import connection, editing, protocol
 
-        return {"easel": os.path.dirname(easel.__file__), "websockets": os.path.dirname(websockets.__file__),
+        return {"easel": os.path.dirname(easel_krita.__file__), "websockets": os.path.dirname(websockets.__file__),
                 "websockets_version": websockets.__version__, "qt_api": qt.QT_API,
-                "modules": [m.__name__ for m in (controller, docker, document, client, editing, protocol)],
+                "modules": [m.__name__ for m in (controller, docker, document, connection, editing, protocol)],
                 "extensions": [type(e).__name__ for e in app.extensions()]}
 
     check("imports", imports)
-    from easel import document
-    from easel.shared import editing
-    from easel.shared.client import ResultImage
-    from easel.shared.protocol import Image
+    from easel_krita import document
+    from easel_krita.shared import editing
+    from easel_krita.shared.connection import ResultImage
+    from easel_krita.shared.protocol import Image
 
     # --- 8-bit: BGRA memory order, reading the visible canvas -------------------------------------
     def read_u8():
@@ -259,7 +259,7 @@ def main(args=None):
     check("identity", identity)
 
     def settings():
-        from easel import controller
+        from easel_krita import controller
 
         before = controller.load_params()
         params = editing.Params(prompt="a fox", negative_prompt="blurry", strength=0.6, steps=12, guidance=None,

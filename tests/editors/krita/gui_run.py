@@ -1,5 +1,5 @@
 """The GUI half of tests/editors/test_krita.py: running Krita under Xvfb with the self-test plugin,
-and the oracles (the same requests asked directly through ``server.client``)."""
+and the oracles (the same requests asked directly through ``easel.client.connection``)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from types import SimpleNamespace
 import pytest
 from krita_host import krita_env, paste, tail, xvfb
 
-from server import editing
-from server.client import Client, new_job_id
-from server.imaging.send_region import send_region
-from server.plugin_install import install_plugin
-from server.protocol import GenerateRequest, Image
+from easel.client import editing
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import GenerateRequest, Image
+from easel.client.send_region import send_region
+from easel.plugin_install import install_plugin
 
 HERE = Path(__file__).resolve().parent
 
@@ -117,7 +117,7 @@ def run_krita_gui(tools, base: Path, spec: dict, server_url: str, shot: Path) ->
 
 
 def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes, W: int, H: int):
-    """The oracle: the same request, built here from the canvas the self-test dumped, sent by server.client."""
+    """The oracle: the same request, built here from the canvas the self-test dumped, sent by easel.client.connection."""
     selected = bool(mask) and any(mask)
     mode = "inpaint" if selected else ("img2img" if spec["strength"] < 100 else "txt2img")
     common = dict(job=new_job_id(), prompt=spec["prompt"], negative_prompt=spec["negative"], steps=spec["steps"],

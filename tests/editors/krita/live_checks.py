@@ -5,10 +5,10 @@ Records what it observes; tests/editors/test_krita.py holds the expectations.
 
 
 def run(check, new_doc, done, bgra):
-    from easel import live_layer
-    from easel.shared import editing
-    from easel.shared.imaging.send_region import send_region
-    from easel.shared.protocol import Image
+    from easel_krita import live_layer
+    from easel_krita.shared import editing
+    from easel_krita.shared.protocol import Image
+    from easel_krita.shared.send_region import send_region
     from krita import Selection
 
     def stack(doc):

@@ -1,7 +1,0 @@
-"""``python -m server`` is the ``easel`` command."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())

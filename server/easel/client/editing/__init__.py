@@ -1,0 +1,79 @@
+"""Editor-independent plugin logic, shared by the Krita and GIMP adapters (stdlib only).
+
+A plugin gathers editor state into an ``EditorState``, calls ``plan_request`` to get the
+request and the region to send, runs it with a ``GenerationTask`` on a worker thread, and
+turns each ``ResultImage`` into a layer named by ``layer_name`` at the offset it carries.
+
+The package splits that logic by responsibility; everything is importable from here.
+"""
+
+from __future__ import annotations
+
+from ..connection import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result
+from ..protocol import GenerateRequest, Image
+from .core import (
+    IMG2IMG,
+    INPAINT,
+    TXT2IMG,
+    Box,
+    EditorState,
+    Params,
+    PlannedRequest,
+    bgra_to_rgba,
+    choose_mode,
+    crop_bytes,
+    layer_name,
+    plan_request,
+    read_plan,
+    rgba_to_bgra,
+    selection_bounds,
+)
+from .live import (
+    LIVE_LAYER_NAME,
+    LIVE_MAX_STEPS,
+    LIVE_STEPS,
+    LiveConfig,
+    LiveConnection,
+    LiveSession,
+    find_model,
+    fingerprint,
+    live_params,
+    live_steps,
+    params_key,
+    plan_live,
+)
+from .power import (
+    FeaturePlan,
+    Features,
+    add_lora,
+    apply_features,
+    feature_choices,
+    features_from_ui,
+    fetch_history,
+    fetch_result,
+    history_label,
+    is_dark_on_light,
+    loras_text,
+    match_loras,
+    params_from_history,
+    parse_loras,
+    plan_upscale,
+    result_record,
+    sketch_guide,
+)
+from .tasks import ClientTask, GenerationTask, generate_work
+from .ui import (
+    DEFAULT_SERVER_URL,
+    URL_ENV,
+    check_request,
+    model_choices,
+    params_from_settings,
+    params_from_ui,
+    params_to_settings,
+    parse_seed,
+    progress_text,
+    resolve_url,
+    strength_text,
+)
+
+__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LiveConfig", "LiveConnection", "LiveSession", "Params", "PlannedRequest", "ProgressInfo", "Result", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "loras_text", "match_loras", "model_choices", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "progress_text", "read_plan", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]

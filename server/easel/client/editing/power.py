@@ -1,0 +1,236 @@
+"""Power features in plugins: LoRA text, sketch guides, variations, upscale, history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..connection import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result, new_job_id
+from ..protocol import GenerateRequest, Image
+from .core import IMG2IMG, Params, PlannedRequest
+from .ui import model_choices
+
+
+def parse_loras(text: str) -> list[dict] | None:
+    """LoRAs typed as ``"ink.safetensors:0.8, styles/soft:0.5"`` (commas or new lines; a name
+    without ``:weight`` gets 1.0) -> ``[{"name", "weight"}]``, or None when blank.
+    ValueError in plain words for a weight that is no number or outside -4..4, or too many."""
+    from ..protocol import MAX_LORAS
+
+    out = []
+    for part in text.replace("\n", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, weight = part.rpartition(":")
+        if not sep:
+            name, weight = part, "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            raise ValueError(f"LoRA {part!r}: write it as name:weight, the weight a number (e.g. ink:0.8)") from None
+        if not name.strip() or not -4.0 <= value <= 4.0 or value != value:
+            raise ValueError(f"LoRA {part!r}: needs a name and a weight between -4 and 4")
+        out.append({"name": name.strip(), "weight": value})
+    if len(out) > MAX_LORAS:
+        raise ValueError(f"at most {MAX_LORAS} LoRAs per job (got {len(out)})")
+    return out or None
+
+
+def loras_text(loras: list | None) -> str:
+    """The inverse of ``parse_loras``: ``"ink.safetensors:0.8, soft.safetensors:1"``."""
+    return ", ".join(f"{x['name']}:{float(x.get('weight', 1.0)):g}" for x in loras or [])
+
+
+def add_lora(text: str, name: str, weight: float = 1.0) -> str:
+    """``text`` with LoRA ``name`` appended (a picker's action); unchanged when it is already listed."""
+    try:
+        current = parse_loras(text) or []
+    except ValueError:
+        current = []
+    if any(x["name"] == name for x in current):
+        return text
+    return ", ".join(p for p in (text.strip().rstrip(","), f"{name}:{weight:g}") if p)
+
+
+def match_loras(loras: list | None, available: list[str] | None) -> list | None:
+    """Let painters leave out ``.safetensors``: a name the server does not list but whose
+    ``name.safetensors`` it does list is completed. Unknown names stay (the server names them)."""
+    if not loras or not available:
+        return loras
+    offered = set(available)
+    return [dict(x, name=f"{x['name']}.safetensors") if x["name"] not in offered
+            and f"{x['name']}.safetensors" in offered else x for x in loras]
+
+
+@dataclass
+class Features:
+    """The power features a painter set (docs/features.md); the defaults change nothing."""
+
+    loras: list | None = None
+    control_model: str | None = None  # with a control image (``sketch_guide``)
+    control_strength: float = 1.0
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    refiner: bool = False
+    refiner_switch: float = 0.8
+
+
+def features_from_ui(loras: str = "", variation_seed: int = -1, variation_strength: float = 0.0,
+                     control_model: str = "", control_strength: float = 1.0, refiner: bool = False,
+                     refiner_switch: float = 0.8, available_loras: list[str] | None = None) -> Features:
+    """Features from editor widgets, whose 'off' values are an empty text, a negative variation
+    seed and an empty control model. ValueError (plain words) for unreadable LoRA text."""
+    return Features(loras=match_loras(parse_loras(loras or ""), available_loras),
+                    control_model=(control_model or "").strip() or None, control_strength=float(control_strength),
+                    variation_seed=int(variation_seed) if variation_seed is not None and variation_seed >= 0 else None,
+                    variation_strength=float(variation_strength), refiner=bool(refiner),
+                    refiner_switch=float(refiner_switch))
+
+
+@dataclass
+class FeaturePlan(PlannedRequest):
+    """A ``PlannedRequest`` that may carry the ControlNet guide (attachment ``control``)."""
+
+    control: Image | None = None
+
+
+def apply_features(planned: PlannedRequest, features: Features, control: Image | None = None) -> FeaturePlan:
+    """Set the request's feature fields. With a control model, ``control`` (see ``sketch_guide``)
+    must cover exactly what ``image`` covers (text to image: the requested width x height)."""
+    r = planned.request
+    r.loras, r.control_model, r.control_strength = features.loras, features.control_model, features.control_strength
+    r.variation_seed, r.variation_strength = features.variation_seed, features.variation_strength
+    r.refiner, r.refiner_switch = features.refiner, features.refiner_switch
+    base = {name: getattr(planned, name) for name in PlannedRequest.__dataclass_fields__}
+    return FeaturePlan(**base, control=control if features.control_model else None)
+
+
+_INVERT = bytes(range(255, -1, -1))
+
+
+def is_dark_on_light(rgba: bytes, samples: int = 4096) -> bool:
+    """Whether a sketch is drawn dark on a light ground: the mean luma of up to ``samples``
+    evenly spread pixels, transparent ones counted as white paper, is above the middle."""
+    count = len(rgba) // 4
+    if not count:
+        return False
+    step = max(1, count // samples)
+    total = n = 0
+    for i in range(0, count * 4, step * 4):
+        r, g, b, a = rgba[i : i + 4]
+        luma = (299 * r + 587 * g + 114 * b) // 1000
+        total += (luma * a + 255 * (255 - a)) // 255
+        n += 1
+    return total / n > 127.5
+
+
+def sketch_guide(rgba: bytes, invert: bool | None = None) -> tuple[bytes, bool]:
+    """A canvas as a ControlNet guide: white lines on black (what scribble / line-art / canny
+    ControlNets expect). ``invert`` None decides by ``is_dark_on_light``. Returns the RGBA and
+    whether it was inverted. Inverting keeps alpha: the server lays the guide over black, which
+    for an inverted sketch is the same as flattening it on white paper and then inverting."""
+    if invert is None:
+        invert = is_dark_on_light(rgba)
+    if not invert:
+        return bytes(rgba), False
+    out = bytearray(rgba)
+    for channel in range(3):
+        out[channel::4] = rgba[channel::4].translate(_INVERT)
+    return bytes(out), True
+
+
+def plan_upscale(rgba: bytes, width: int, height: int, params: Params, factor: int,
+                 x: int = 0, y: int = 0) -> PlannedRequest:
+    """A tiled-upscale request (docs/features.md) for ``rgba`` (``width`` x ``height``, at x, y in the
+    document). ``params.strength`` is the refine strength: 0 = plain Lanczos; a slider at 1.0 asks for
+    0.99 (the protocol's own 1.0 would mean its default, 0.35)."""
+    request = GenerateRequest(job=new_job_id(), prompt=params.prompt, negative_prompt=params.negative_prompt,
+                              model=params.model, steps=params.steps, guidance=params.guidance, seed=params.seed,
+                              batch=params.batch, scheduler=params.scheduler, strength=min(params.strength, 0.99),
+                              x=x, y=y, upscale=factor)
+    return PlannedRequest(IMG2IMG, request, Image.rgba(width, height, rgba))
+
+
+def feature_choices(welcome: dict | None) -> dict:
+    """What a plugin's dialog offers from a server's ``welcome``: models (ids, default), LoRAs,
+    control models, whether a refiner is configured. Empty lists: hide that control."""
+    welcome = welcome or {}
+    models, default = model_choices(welcome)
+    return {"models": models, "default_model": default, "loras": list(welcome.get("loras") or []),
+            "control_models": list(welcome.get("control_models") or []),
+            "refiner": bool(welcome.get("refiner")), "sdxl": [m["id"] for m in welcome.get("models", [])
+                                                              if isinstance(m, dict) and m.get("family") == "sdxl"]}
+
+
+def result_record(result: Result, index: int = 0) -> dict:
+    """What a result layer keeps about its origin (e.g. as a GIMP parasite / Krita annotation):
+    the job id (for ``fetch``), its seed and the parameters the server used."""
+    return {"job": result.job, "seed": result.images[index].seed if result.images else None,
+            "parameters": result.parameters}
+
+
+def fetch_history(client: Client, limit: int = 30) -> list[dict]:
+    """Recent stored results, newest first (``job``, ``created``, ``parameters``, ``images``)."""
+    client.send({"type": "history", "limit": int(limit)})
+    for event in client.events():
+        if event.type == "history":
+            return list(event.data.get("jobs", []))
+        if event.type == "error" and event.job is None:
+            raise ClientError(event.data.get("message", "the server refused the history request"))
+    raise ClientError("connection closed before the history arrived")
+
+
+def fetch_result(client: Client, job: str, on_progress: Callable[[ProgressInfo], None] | None = None) -> Result:
+    """A stored result by job id (a running job's result is awaited). JobFailed when unknown."""
+    from ..connection import progress_from_event, result_from_event
+
+    client.send({"type": "fetch", "job": job})
+    for event in client.events():
+        if event.job != job and not (event.type == "error" and event.job is None):
+            continue
+        if event.type == "result":
+            return result_from_event(event)
+        if event.type == "error":
+            d = event.data
+            raise JobFailed(d.get("code", "error"), d.get("message", "unknown error"), d.get("field"), job)
+        if event.type == "cancelled":
+            raise JobCancelled(job)
+        if event.type == "progress" and on_progress:
+            on_progress(progress_from_event(event))
+    raise ClientError("connection closed before the result arrived")
+
+
+def history_label(entry: dict) -> str:
+    """One line for a history list: time, mode, prompt, seed, size, image count."""
+    import time
+
+    p = entry.get("parameters", {})
+    images = entry.get("images", [])
+    when = time.strftime("%m-%d %H:%M", time.localtime(entry.get("created", 0)))
+    prompt = " ".join(str(p.get("prompt", "")).split()) or "(no prompt)"
+    prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+    seeds = p.get("seeds") or [i.get("seed") for i in images]
+    size = f"{images[0]['width']}×{images[0]['height']}" if images and "width" in images[0] else ""
+    mode = p.get("mode", "") + (f" ×{p['upscale']}" if p.get("upscale") else "")
+    parts = [when, mode, prompt, f"seed {seeds[0]}" if seeds else "", size,
+             f"{len(images)} images" if len(images) > 1 else ""]
+    return " · ".join(x for x in parts if x)
+
+
+def params_from_history(entry: dict) -> tuple[Params, Features]:
+    """A history entry's (or result's) parameters as UI values, to run the same job again."""
+    from ..protocol import SCHEDULERS
+
+    p = entry.get("parameters", {})
+    seeds = p.get("seeds") or [-1]
+    params = Params(prompt=p.get("prompt", ""), negative_prompt=p.get("negative_prompt", ""),
+                    strength=float(p.get("strength", 1.0)), steps=p.get("steps"), guidance=p.get("guidance"),
+                    seed=int(seeds[0]), batch=len(seeds), model=p.get("model"),
+                    scheduler=p.get("scheduler") if p.get("scheduler") in SCHEDULERS else None)
+    features = Features(loras=p.get("loras") or None, control_model=p.get("control_model"),
+                        control_strength=float(p.get("control_strength", 1.0)),
+                        variation_seed=p.get("variation_seed"),
+                        variation_strength=float(p.get("variation_strength", 0.0)),
+                        refiner=bool(p.get("refiner")), refiner_switch=float(p.get("refiner_switch", 0.8)))
+    return params, features

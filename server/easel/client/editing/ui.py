@@ -1,0 +1,117 @@
+"""Small helpers for plugin UIs: progress text, seeds, settings, server URL, parameter checks."""
+
+from __future__ import annotations
+
+from ..connection import ProgressInfo
+from ..protocol import GenerateRequest
+from .core import Params, PlannedRequest
+
+
+def model_choices(welcome: dict) -> tuple[list[str], str | None]:
+    """Model ids a server offers (from its ``welcome``) and its default model."""
+    ids = [m["id"] if isinstance(m, dict) else str(m) for m in welcome.get("models", [])]
+    default = welcome.get("default_model") or (ids[0] if ids else None)
+    return ids, default
+
+
+def progress_text(info: ProgressInfo) -> tuple[int, str]:
+    """A progress event as a percentage (0..100) and a few plain words for the UI."""
+    if info.stage == "queued":
+        return 0, info.message or "waiting in the server's queue"
+    if info.stage == "load":
+        percent = int(100 * info.step / info.total) if info.total else 0
+        return percent, info.message or "loading the model"
+    if info.total:
+        return int(100 * info.step / info.total), f"step {info.step} of {info.total}"
+    return 0, info.message or "working"
+
+
+def strength_text(percent: int) -> str:
+    """What the strength slider means at ``percent``: 100 generates, lower refines the canvas."""
+    if percent >= 100:
+        return "100%: new image (or a new selection content)"
+    return f"{percent}%: refine what is on the canvas"
+
+
+def parse_seed(text: str) -> int:
+    """A seed typed by the painter: digits give a fixed seed, anything else -1 (random)."""
+    text = text.strip()
+    if not text.isdigit():
+        return -1
+    return min(int(text), 2**63 - 1)
+
+
+_SETTING_FIELDS = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "batch", "model")
+
+
+def params_to_settings(params: Params) -> dict[str, str]:
+    """``Params`` as strings for an editor's settings store (None becomes "")."""
+    out = {}
+    for name in _SETTING_FIELDS:
+        value = getattr(params, name)
+        out[name] = "" if value is None else str(value)
+    return out
+
+
+def params_from_settings(values: dict[str, str], defaults: Params | None = None) -> Params:
+    """The inverse of ``params_to_settings``; a missing or unreadable value keeps its default."""
+    merged = {name: getattr(defaults or Params(prompt=""), name) for name in Params.__dataclass_fields__}
+    kinds = {"strength": float, "guidance": float, "steps": int, "seed": int, "batch": int}
+    for name in _SETTING_FIELDS:
+        raw = values.get(name)
+        if raw is None:
+            continue
+        if name in ("prompt", "negative_prompt"):
+            merged[name] = raw
+        elif raw == "" and name in ("model", "steps", "guidance"):
+            merged[name] = None  # "" stands for None: the server's default
+        elif name == "model":
+            merged[name] = raw
+        else:
+            try:
+                merged[name] = kinds[name](raw)
+            except ValueError:
+                continue
+    merged["strength"] = min(max(merged["strength"], 0.0), 1.0)
+    merged["batch"] = max(1, merged["batch"])
+    merged["seed"] = max(-1, merged["seed"])
+    return Params(**merged)
+
+
+URL_ENV = "EASEL_URL"
+
+
+DEFAULT_SERVER_URL = "ws://127.0.0.1:8765"
+
+
+def resolve_url(explicit: str | None, environ: dict[str, str] | None = None, saved: str | None = None) -> str:
+    """The server URL to use: the one given, else ``$EASEL_URL``, else the saved one, else the default.
+
+    ``host:port`` without a scheme gets ``ws://``; surrounding blanks are dropped.
+    """
+    for candidate in (explicit, (environ or {}).get(URL_ENV), saved, DEFAULT_SERVER_URL):
+        text = (candidate or "").strip()
+        if text:
+            return text if "://" in text else f"ws://{text}"
+    return DEFAULT_SERVER_URL
+
+
+def params_from_ui(prompt: str, negative_prompt: str = "", strength: float = 1.0, steps: int = 0,
+                   guidance: float = -1.0, seed: int = -1, batch: int = 1, model: str = "") -> Params:
+    """Params from editor widgets, whose 'use the default' values are 0 steps, a negative
+    guidance and an empty model name (widgets cannot hold None)."""
+    return Params(prompt=prompt.strip(), negative_prompt=negative_prompt.strip(), strength=float(strength),
+                  steps=int(steps) if steps and steps > 0 else None,
+                  guidance=float(guidance) if guidance is not None and guidance >= 0 else None,
+                  seed=int(seed), batch=int(batch), model=model.strip() or None)
+
+
+def check_request(planned: PlannedRequest) -> str | None:
+    """Validate a planned request with the server's own rules; a plain-words problem or None."""
+    from ..protocol import ProtocolError
+
+    try:
+        GenerateRequest.from_message(planned.request.to_message())
+    except ProtocolError as exc:
+        return f"bad parameter: {exc}"
+    return None

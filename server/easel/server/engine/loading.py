@@ -1,0 +1,300 @@
+"""Loading one model (demo, hub id, folder or single file) into a ready-to-run LoadedModel.
+
+A LoadedModel holds one set of weights. The pipelines for the three modes are made from it with
+``AutoPipelineFor*.from_pipe`` (no weights are copied or loaded again) and cached on it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
+
+from . import hub
+from .device import DTYPES, model_dtype
+from .families import SDXL_CLASSES, Traits, check_supported, detect, folder_configs
+from .preview import LatentPreview
+from .refs import ModelRef
+from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
+
+log = logging.getLogger(__name__)
+
+_AUTO = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image,
+         "inpaint": AutoPipelineForInpainting}
+# diffusers renamed ``torch_dtype`` to ``dtype`` (the old name warns); older versions only know the old one
+_DTYPE_KW = "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
+_SD_MODE_CLASSES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
+                    "inpaint": "StableDiffusionInpaintPipeline"}
+_XL_MODE_CLASSES = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
+                    "inpaint": "StableDiffusionXLInpaintPipeline"}
+
+
+@dataclass
+class LoadOptions:
+    device: str
+    dtype_requested: str  # as asked: "auto" or a dtype name
+    dtype_default: str  # resolved for the device
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+    cpu_offload: bool = False  # only honoured on an accelerator
+
+
+@dataclass
+class LoadedModel:
+    """One model's weights plus the per-mode pipelines that share them."""
+
+    ref: ModelRef
+    traits: Traits
+    dtype: str
+    base: Any  # the loaded DiffusionPipeline
+    preview: LatentPreview | None
+    offload_device: str | None = None  # set when model CPU offload is on
+    pipes: dict[str, Any] = field(default_factory=dict)
+    _offload_owner: Any = None
+
+    def pipeline(self, mode: str) -> Any:
+        """The pipeline for ``mode`` (9-channel inpaint models use the inpaint pipeline for every mode)."""
+        if self.traits.inpaint_unet:
+            mode = "inpaint"
+        pipe = self.pipes.get(mode)
+        if pipe is None:
+            pipe = self.pipes[mode] = _from_pipe(self.base, mode, self.traits)
+            pipe.set_progress_bar_config(disable=True)
+        if self.offload_device is not None and self._offload_owner is not pipe:
+            pipe.enable_model_cpu_offload(device=self.offload_device)  # re-hooks the shared modules
+            self._offload_owner = pipe
+        return pipe
+
+    def release(self) -> list[weakref.ref]:
+        """Drop every reference this object holds to weights; weak refs to the big modules come back
+        so the caller can tell whether a garbage collection is needed to free them."""
+        refs = [weakref.ref(m) for m in self.base.components.values() if isinstance(m, torch.nn.Module)]
+        for pipe in [self.base, *self.pipes.values()]:
+            if self.offload_device is not None:
+                try:
+                    pipe.remove_all_hooks()
+                except Exception:  # already gone
+                    pass
+        self.pipes.clear()
+        self.base = None
+        self._offload_owner = None
+        self.preview = None
+        return refs
+
+
+def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
+    try:
+        return _AUTO[mode].from_pipe(base)
+    except ValueError:  # e.g. an LCM pipeline has no inpaint twin: use the plain SD/SDXL class
+        names = _XL_MODE_CLASSES if traits.family == "sdxl" else _SD_MODE_CLASSES
+        return getattr(diffusers, names[mode]).from_pipe(base, **{_DTYPE_KW: base.dtype})
+
+
+def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
+               cancelled: CancelledFn | None = None) -> LoadedModel:
+    """Load ``ref`` and prepare it for ``opts.device``; EngineError (field "model") with the fix on failure."""
+    cancelled = cancelled or (lambda: False)
+    say = progress or (lambda p: None)
+    _quiet()
+    t0 = time.perf_counter()
+    try:
+        if ref.source == "builtin":
+            pipe, dtype, traits = _load_demo(opts, say)
+        else:
+            pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled)
+        offload = _place(pipe, opts)
+        preview = _demo_preview() if ref.source == "builtin" else None
+        preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
+    except (EngineError, JobCancelled):
+        raise
+    except torch.OutOfMemoryError:
+        raise EngineError(f"out of memory loading model {ref.id!r}: serve fewer models at once (max_loaded), turn "
+                          "on cpu_offload, or use float16", field="model", code="out_of_memory") from None
+    except Exception as exc:
+        raise EngineError(f"could not load model {ref.id!r} from {ref.location}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
+                          f"{_HINTS[ref.source]}", field="model", code="model_load_failed") from exc
+    seconds = time.perf_counter() - t0
+    log.info("loaded %s (%s, %s on %s%s) in %.2f s", ref.id, traits.family, dtype, opts.device,
+             ", cpu offload" if offload else "", seconds)
+    say(Progress("load", 1, 1, f"loaded {ref.id} in {seconds:.1f} s"))
+    return LoadedModel(ref, traits, dtype, pipe, preview, opts.device if offload else None)
+
+
+def _quiet() -> None:
+    """No tqdm bars from diffusers/transformers on the server's console (progress goes to clients),
+    and no "modules that should be kept in float32: []" warning at every SDXL img2img/inpaint."""
+    diffusers.utils.logging.disable_progress_bar()
+    modeling = logging.getLogger("diffusers.models.modeling_utils")
+    if _empty_fp32_warning not in modeling.filters:
+        modeling.addFilter(_empty_fp32_warning)
+    try:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+    except (ImportError, AttributeError):
+        pass
+
+
+def _empty_fp32_warning(record: logging.LogRecord) -> bool:
+    return "should be kept in float32: []" not in record.getMessage()
+
+
+_HINTS = {
+    "builtin": "The demo model ships with Easel; reinstall Easel if its files are missing.",
+    "folder": "Check that it is a complete diffusers folder (model_index.json plus unet/, vae/, text_encoder/, "
+              "tokenizer/ and scheduler/ with their weights).",
+    "hub": "Check the id; if a download was interrupted, run `hf download <id>` to complete it.",
+    "single_file": "Give it a config folder of the same architecture: 'model.safetensors#config=/path/to/"
+                   "diffusers-folder' (only the folder's json/txt files are read).",
+}
+
+
+def _load_demo(opts: LoadOptions, say: ProgressFn) -> tuple[Any, str, Traits]:
+    try:
+        demo = importlib.import_module("easel.server.demo.model")
+    except ImportError as exc:
+        raise EngineError(f"the built-in demo model is not available in this installation ({exc}); reinstall "
+                          "Easel or serve another model", field="model", code="model_load_failed") from None
+    dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, 0)
+    say(Progress("load", 0, 1, f"loading easel-demo ({dtype} on {opts.device})"))
+    pipe = demo.load_pipeline(opts.device, DTYPES[dtype])
+    return pipe, dtype, demo_traits(demo, pipe)
+
+
+def _demo_preview() -> LatentPreview | None:
+    """The demo ships its own fitted latent->RGB map; use it when present."""
+    try:
+        fitted = importlib.import_module("easel.server.demo.model").latent_preview()
+    except (ImportError, AttributeError, OSError, KeyError):
+        return None
+    return LatentPreview(np.array(fitted[0]), np.array(fitted[1])) if fitted else None
+
+
+def demo_traits(demo: Any, pipe: Any = None) -> Traits:
+    native = int(getattr(demo, "NATIVE", 64))
+    vae_scale = int(getattr(pipe, "vae_scale_factor", 8)) if pipe is not None else 8
+    return Traits("demo", (native, native), int(getattr(demo, "DEFAULT_STEPS", 20)),
+                  float(getattr(demo, "DEFAULT_GUIDANCE", 7.5)), None, False, vae_scale)
+
+
+def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
+                    cancelled: CancelledFn) -> tuple[Any, str, Traits]:
+    folder = ref.location
+    if ref.source == "hub":
+        def report(done: int, total: int) -> None:
+            say(Progress("load", done, total, f"downloading {ref.id}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB"))
+        say(Progress("load", 0, 1, f"looking up {ref.id} on the Hugging Face hub"))
+        folder = hub.fetch(ref.id, opts.dtype_default == "float16", report, cancelled)
+    config_dir = ref.config if ref.source == "single_file" else folder
+    local_config = config_dir if config_dir and os.path.isdir(config_dir) else None
+    index, unet, vae, sched = folder_configs(local_config) if local_config else (None,) * 4
+    check_supported(index, ref.id)
+    weight_bytes = os.path.getsize(folder) if ref.source == "single_file" else _weight_bytes(folder)
+    dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, weight_bytes)
+    say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
+    if cancelled():
+        raise JobCancelled()
+    if ref.source == "single_file":
+        pipe = _from_single_file(ref, index, DTYPES[dtype])
+    else:
+        kwargs = _skip_components(index)
+        variant = _variant(folder, dtype)
+        if variant:
+            kwargs["variant"] = variant
+        kwargs[_DTYPE_KW] = DTYPES[dtype]
+        pipe = DiffusionPipeline.from_pretrained(folder, **kwargs)
+    check_supported({"_class_name": type(pipe).__name__}, ref.id)
+    components = {k: ["x", type(v).__name__] if v is not None else [None, None] for k, v in pipe.components.items()}
+    name = ref.id + " " + os.path.basename(str(ref.config or ""))
+    traits = detect(name, {"_class_name": type(pipe).__name__, **components}, dict(pipe.unet.config),
+                    dict(pipe.vae.config), dict(pipe.scheduler.config))
+    return pipe, dtype, traits
+
+
+def _skip_components(index: dict | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if index and "safety_checker" in index:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if index and "image_encoder" in index:
+        kwargs["image_encoder"] = None
+    return kwargs
+
+
+def _from_single_file(ref: ModelRef, index: dict | None, dtype: torch.dtype) -> Any:
+    cls_name = (index or {}).get("_class_name") or _sniff_class(ref.location)
+    if cls_name.startswith("LatentConsistency"):
+        cls_name = "StableDiffusionPipeline"
+    cls = getattr(diffusers, cls_name)
+    kwargs: dict[str, Any] = {_DTYPE_KW: dtype}
+    if ref.config:
+        kwargs["config"] = ref.config
+    if cls_name not in SDXL_CLASSES:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return cls.from_single_file(ref.location, **kwargs)
+
+
+def _sniff_class(path: str) -> str:
+    """SD or SDXL (txt2img or inpaint) pipeline class from a checkpoint's keys (safetensors header only)."""
+    if not path.lower().endswith(".safetensors"):
+        return "StableDiffusionPipeline"
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        keys = list(f.keys())
+        conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+        channels = f.get_slice(conv_in).get_shape()[1] if conv_in in keys else 4
+    xl = any(k.startswith("conditioner.embedders.1.") for k in keys)
+    if channels == 9:
+        return "StableDiffusionXLInpaintPipeline" if xl else "StableDiffusionInpaintPipeline"
+    return "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline"
+
+
+def _weight_files(folder: str) -> list[str]:
+    out = []
+    for entry in os.scandir(folder):
+        if entry.is_dir() and entry.name not in hub.SKIP_COMPONENTS:
+            out += [os.path.join(entry.path, f) for f in os.listdir(entry.path) if f.endswith(hub.WEIGHT_EXTS)]
+    return out
+
+
+def _weight_bytes(folder: str) -> int:
+    return sum(os.path.getsize(f) for f in _weight_files(folder))
+
+
+def _variant(folder: str, dtype: str) -> str | None:
+    """"fp16" when the folder only has fp16 weight files, or has them and we run in float16."""
+    names = [os.path.basename(f) for f in _weight_files(folder)]
+    fp16 = [n for n in names if ".fp16" in n]
+    plain = [n for n in names if "." not in n.rsplit(".", 1)[0]]
+    return "fp16" if fp16 and (dtype == "float16" or not plain) else None
+
+
+def _place(pipe: Any, opts: LoadOptions) -> bool:
+    """Move to the device and apply memory options; True when model CPU offload is on."""
+    pipe.set_progress_bar_config(disable=True)
+    offload = opts.cpu_offload and opts.device != "cpu"
+    if opts.cpu_offload and not offload:
+        log.info("cpu_offload ignored: the model already runs on the CPU")
+    if offload:
+        pipe.enable_model_cpu_offload(device=opts.device)
+    else:
+        pipe.to(opts.device)
+    if opts.attention_slicing:
+        pipe.enable_attention_slicing()  # replaces SDPA with sliced attention: only for very low memory
+    if opts.vae_tiling:
+        pipe.vae.enable_tiling()
+    return offload

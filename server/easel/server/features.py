@@ -1,0 +1,92 @@
+"""Power-feature inputs of a ``generate`` request (docs/features.md): the control image and the
+engine fields for LoRAs, ControlNet, variations and the refiner.
+
+The control image (attachment ``control``) covers the same pixels as ``image``: it has the image's
+size (text to image: the requested size, ``width`` x ``height`` or the model's native size), and
+is cropped and scaled with the same work plan, so the sketch lines up with the region the model
+paints. Transparent control pixels count as black (no line, in the white-on-black convention of
+scribble, line-art and canny ControlNets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .imaging.compose import as_rgba, resize
+from .imaging.region import WorkPlan
+
+ATTACHMENT = "control"
+
+
+def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
+    """Cheap checks at submit time: a control model and its control image go together."""
+    control = images.get(ATTACHMENT)
+    if request.control_model is not None and control is None:
+        raise ProtocolError("'control_model' needs a control image: send it as attachment 'control' (the sketch, "
+                            "at the size of 'image', or of the requested size for text to image)", field="control")
+    if control is not None and request.control_model is None:
+        raise ProtocolError("attachment 'control' needs a 'control_model' (one of welcome.control_models)",
+                            field="control_model")
+    image = images.get("image")
+    if control is not None and image is not None and (control.width, control.height) != (image.width, image.height):
+        raise ProtocolError(f"'control' is {control.width}x{control.height} but 'image' is {image.width}x"
+                            f"{image.height}; send the control image at the size of the image", field="control")
+
+
+def check_names(request: GenerateRequest, engine: Any) -> None:
+    """Submit-time checks against what the server offers: LoRA names, control model, refiner.
+
+    Clients can only name what ``welcome`` lists, so a name is never used as a path.
+    """
+    if request.loras:
+        known = set(engine.loras())
+        for item in request.loras:
+            if item["name"] not in known:
+                offer = ", ".join(sorted(known)) or "none (start the server with --loras-dir)"
+                raise ProtocolError(f"unknown LoRA {item['name']!r}; this server offers: {offer}", field="loras",
+                                    code="unknown_lora")
+    if request.control_model is not None and request.control_model not in engine.control_models():
+        offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
+        raise ProtocolError(f"unknown control model {request.control_model!r}; this server offers: {offer}",
+                            field="control_model")
+    if request.refiner and not engine.refiners():
+        raise ProtocolError("no refiner is configured; start the server with --refiner REF or leave 'refiner' off",
+                            field="refiner", code="no_refiner")
+
+
+def prepare_control(plan: WorkPlan, control: np.ndarray | None) -> PILImage.Image | None:
+    """The control image at work size: cropped to the plan's region and resized like the image."""
+    if control is None:
+        return None
+    rgba = as_rgba(control)
+    if rgba.shape[:2] != (plan.image.height, plan.image.width):
+        raise ProtocolError(f"'control' is {rgba.shape[1]}x{rgba.shape[0]} but the job is {plan.image.width}x"
+                            f"{plan.image.height}; send the control image at that size (the image's size, or "
+                            "width x height for text to image)", field="control")
+    region = rgba[plan.region.slices].astype(np.uint16)
+    rgb = (region[..., :3] * region[..., 3:] + 127) // 255  # over black
+    return PILImage.fromarray(resize(rgb.astype(np.uint8), plan.work), "RGB")
+
+
+def engine_fields(request: GenerateRequest, control: PILImage.Image | None) -> dict[str, Any]:
+    """EngineJob keyword arguments for the request's power features."""
+    return {
+        "loras": [(item["name"], float(item.get("weight", 1.0))) for item in request.loras or []],
+        "control_model": request.control_model, "control_image": control,
+        "control_strength": request.control_strength, "variation_seed": request.variation_seed,
+        "variation_strength": request.variation_strength, "refiner": request.refiner,
+        "refiner_switch": request.refiner_switch,
+    }
+
+
+def used_parameters(results: list[PILImage.Image]) -> dict[str, Any]:
+    """Result parameters for the features a job used (``nsfw``: one flag per image, when checked)."""
+    used = results[0].info.get("easel", {}) if results else {}
+    out = dict(used.get("features", {}))
+    if any("nsfw" in img.info.get("easel", {}) for img in results):
+        out["nsfw"] = [bool(img.info.get("easel", {}).get("nsfw")) for img in results]
+    return out

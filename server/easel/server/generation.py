@@ -1,0 +1,126 @@
+"""One generation, end to end: decode inputs, plan the work, run the engine, build layers.
+
+Runs on the worker thread. The app hands it a validated ``GenerateRequest`` and the decoded
+attachments; it returns result layers (RGBA + document offset) ready to encode.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .codec import decode_mask, decode_rgba
+from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
+from .features import check_control, engine_fields, prepare_control, used_parameters
+from .imaging.compose import composite, prepare
+from .imaging.region import plan_request
+from .limits import Limits
+
+
+@dataclass
+class Layer:
+    rgba: np.ndarray  # HxWx4 uint8
+    x: int
+    y: int
+    seed: int
+
+
+@dataclass
+class GenerationOutput:
+    layers: list[Layer]
+    parameters: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Inputs:
+    """Decoded, validated inputs of a request."""
+
+    mode: str
+    image: np.ndarray | None = None  # HxWx4 uint8
+    mask: np.ndarray | None = None  # HxW uint8
+    control: np.ndarray | None = None  # HxWx4 uint8, ControlNet guide (docs/features.md)
+
+
+def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
+    """Cheap checks from the image headers alone (done at submit time, before queueing)."""
+    unknown = sorted(set(images) - {"image", "mask", "control"})
+    if unknown:
+        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask' and 'control'",
+                            field=unknown[0])
+    image, mask = images.get("image"), images.get("mask")
+    if mask is not None and image is None:
+        raise ProtocolError("'mask' needs an 'image' to regenerate; send the canvas as 'image' too", field="mask")
+    for name, img in images.items():
+        limits.check_size(img.width, img.height, name)
+    check_control(request, images)
+    if image is not None and mask is not None and (image.width, image.height) != (mask.width, mask.height):
+        raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
+                            "send a mask of the same size as the image", field="mask")
+    if request.upscale is not None:
+        from .upscale import check_upscale  # tiled upscale (docs/features.md)
+
+        check_upscale(request, images, limits)
+
+
+def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> Inputs:
+    """Check and decode the attachments; raises ProtocolError naming the field."""
+    check_attachments(request, images, limits)
+    image, mask = images.get("image"), images.get("mask")
+    control = decode_rgba(images["control"], "control") if "control" in images else None
+    if image is None:
+        return Inputs("txt2img", control=control)
+    rgba = decode_rgba(image, "image")
+    if mask is None:
+        return Inputs("img2img", rgba, control=control)
+    return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control)
+
+
+def pick_seeds(seed: int, batch: int) -> list[int]:
+    """Seed -1 draws a random one; image i of a batch uses seed + i."""
+    base = random.randrange(0, 2**32) if seed == -1 else seed
+    return [(base + i) % 2**63 for i in range(batch)]
+
+
+def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
+                   progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
+    """Plan the work region, run the engine at working size, composite layers in document coordinates."""
+    if request.upscale is not None:
+        from .upscale import run_upscale  # tiled upscale (docs/features.md)
+
+        return run_upscale(engine, request, inputs, model, progress, cancelled)
+    t0 = time.perf_counter()
+    seeds = pick_seeds(request.seed, request.batch)
+    plan = plan_request(request, inputs.image, inputs.mask, model.native)
+    work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
+    job = EngineJob(
+        mode=plan.mode,  # type: ignore[arg-type]
+        prompt=request.prompt, negative_prompt=request.negative_prompt, model=model.id,
+        steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.work.width,
+        height=plan.work.height, scheduler=request.scheduler, strength=request.strength,
+        image=work_image, mask=work_mask, preview=request.preview,
+        **engine_fields(request, prepare_control(plan, inputs.control)),
+    )
+    t1 = time.perf_counter()
+    results = engine.run(job, progress, cancelled)
+    t2 = time.perf_counter()
+    layers = []
+    for seed, img in zip(seeds, results, strict=True):
+        layer = composite(plan, inputs.image, inputs.mask, img)
+        layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
+    used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
+    parameters = {
+        "model": model.id, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "steps": used.get("steps", job.steps or model.default_steps),
+        "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
+        "scheduler": used.get("scheduler") or request.scheduler or "default",
+        "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
+        **used_parameters(results),
+    }
+    timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t2}
+    return GenerationOutput(layers, parameters, timings)

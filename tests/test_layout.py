@@ -1,0 +1,63 @@
+"""The package layout's rules: the client side stands alone, imports go one way, plugins bundle it whole."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import easel
+from easel.plugin_install import CLIENT, install_plugin
+
+PACKAGE = Path(easel.__file__).resolve().parent
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(level, module) for every import statement in a file; level 0 = absolute."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out += [(0, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            out.append((node.level, node.module or ""))
+    return out
+
+
+def test_client_imports_only_stdlib_websockets_and_itself():
+    """easel.client is copied under another name into the plugins: only relative imports inside it,
+    the standard library and websockets; never easel.server."""
+    allowed = set(sys.stdlib_module_names) | {"websockets", "__future__"}
+    for path in CLIENT.rglob("*.py"):
+        depth = len(path.relative_to(CLIENT).parts) - 1  # how many ".." stay inside the package
+        for level, module in _imports(path):
+            where = f"{path.relative_to(PACKAGE)}: import {'.' * level}{module}"
+            if level == 0:
+                assert module.split(".")[0] in allowed, where
+            else:
+                assert level - 1 <= depth, f"{where} leaves easel.client"
+
+
+def test_server_side_never_imported_by_client_at_runtime():
+    import subprocess
+
+    code = "import sys, easel.client.editing, easel.client.connection; print(sorted(m for m in sys.modules if m.startswith('easel.server')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_plugins_bundle_the_whole_client_package(tmp_path):
+    """Every file of easel.client lands in each plugin's shared/, byte for byte: no hand-kept list."""
+    want = {p.relative_to(CLIENT): p.read_bytes() for p in CLIENT.rglob("*.py")}
+    for editor, name in (("krita", "easel_krita"), ("gimp", "easel_gimp")):
+        target = install_plugin(editor, tmp_path / editor, kritarc=tmp_path / "kritarc")
+        shared = target / "shared"
+        got = {p.relative_to(shared): p.read_bytes() for p in shared.rglob("*.py")}
+        assert got == want, editor
+        assert target.name == name
+
+
+def test_repository_keeps_no_second_copy_of_the_client():
+    repo = PACKAGE.parent.parent
+    for folder in ("plugin_krita", "plugin_gimp"):
+        assert not list((repo / folder).rglob("shared")), f"{folder} must not hold a copy of easel.client"
+        assert not list((repo / folder).rglob("protocol.py"))
