@@ -61,3 +61,55 @@ def test_repository_keeps_no_second_copy_of_the_client():
     for folder in ("plugin_krita", "plugin_gimp"):
         assert not list((repo / folder).rglob("shared")), f"{folder} must not hold a copy of easel.client"
         assert not list((repo / folder).rglob("protocol.py"))
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """easel's modules and the easel modules each one imports (top-level and inside functions)."""
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts[:-1]) if rel.name == "__init__" else list(rel.parts)
+        mods[".".join(parts)] = (path, path.name == "__init__.py")
+    graph: dict[str, set[str]] = {}
+    for name, (path, is_pkg) in mods.items():
+        pkg = name if is_pkg else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+                module = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{module}.{a.name}" for a in node.names] + [module]
+            for t in targets:
+                while t and t not in mods:
+                    t = t.rpartition(".")[0]
+                # a package's __init__ and its own submodules are one unit
+                if t and t != name and not t.startswith(name + ".") and not name.startswith(t + "."):
+                    deps.add(t)
+        graph[name] = deps
+    return graph
+
+
+def test_imports_go_one_way():
+    """No import cycles between easel's modules, counting imports hidden inside functions."""
+    graph = _module_graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph[node]):
+            if state.get(dep) == 1:
+                cycle = stack[stack.index(dep):] + [dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)

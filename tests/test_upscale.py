@@ -239,8 +239,8 @@ class ShiftingEngine:
 
 def test_blending_removes_tile_disagreement_seams():
     from easel.server.engine.types import ModelInfo
-    from easel.server.generation import Inputs
     from easel.server.upscale import run_upscale
+    from easel.server.work import Inputs
 
     engine = ShiftingEngine()
     model = ModelInfo("fake", "sd1", (64, 64), 4, 7.5, "builtin")

@@ -6,12 +6,8 @@ attachments; it returns result layers (RGBA + document offset) ready to encode.
 
 from __future__ import annotations
 
-import random
 import time
-from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
@@ -20,31 +16,8 @@ from .features import check_control, engine_fields, prepare_control, used_parame
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_request
 from .limits import Limits
-
-
-@dataclass
-class Layer:
-    rgba: np.ndarray  # HxWx4 uint8
-    x: int
-    y: int
-    seed: int
-
-
-@dataclass
-class GenerationOutput:
-    layers: list[Layer]
-    parameters: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class Inputs:
-    """Decoded, validated inputs of a request."""
-
-    mode: str
-    image: np.ndarray | None = None  # HxWx4 uint8
-    mask: np.ndarray | None = None  # HxW uint8
-    control: np.ndarray | None = None  # HxWx4 uint8, ControlNet guide (docs/features.md)
+from .upscale import check_upscale, run_upscale
+from .work import GenerationOutput, Inputs, Layer, pick_seeds
 
 
 def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
@@ -63,8 +36,6 @@ def check_attachments(request: GenerateRequest, images: dict[str, Image], limits
         raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
                             "send a mask of the same size as the image", field="mask")
     if request.upscale is not None:
-        from .upscale import check_upscale  # tiled upscale (docs/features.md)
-
         check_upscale(request, images, limits)
 
 
@@ -81,18 +52,10 @@ def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Li
     return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control)
 
 
-def pick_seeds(seed: int, batch: int) -> list[int]:
-    """Seed -1 draws a random one; image i of a batch uses seed + i."""
-    base = random.randrange(0, 2**32) if seed == -1 else seed
-    return [(base + i) % 2**63 for i in range(batch)]
-
-
 def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                    progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
     """Plan the work region, run the engine at working size, composite layers in document coordinates."""
     if request.upscale is not None:
-        from .upscale import run_upscale  # tiled upscale (docs/features.md)
-
         return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)

@@ -26,12 +26,12 @@ from PIL import Image as PILImage
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 from .features import engine_fields
-from .generation import GenerationOutput, Inputs, Layer, pick_seeds
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
 from .imaging.tiles import TileBlender, TilePlan, plan_tiles
 from .limits import Limits
+from .work import GenerationOutput, Inputs, Layer, pick_seeds
 
 #: Refine strength when the request leaves ``strength`` at its default 1.0 (which would repaint everything).
 DEFAULT_STRENGTH = 0.35
