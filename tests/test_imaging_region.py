@@ -11,7 +11,7 @@ from easel.server.imaging.region import (
     FAMILY_NATIVE,
     KEEP_SCALE,
     native_size,
-    plan_request,
+    plan_generation,
     plan_txt2img,
     plan_work,
     work_size,
@@ -166,12 +166,12 @@ def test_plan_request_maps_the_protocol_fields():
                           grow=3, feather=5, padding=0.5)
     image = np.zeros((400, 600, 4), np.uint8)
     mask = selection((600, 400), (200, 100, 100, 100))
-    plan = plan_request(req, image, mask, SD1)
+    plan = plan_generation(req, image, mask, SD1)
     assert plan.origin == (100, 50) and (plan.grow, plan.feather, plan.padding) == (3, 5, 0.5)
     assert plan.region == Bounds(150, 50, 200, 200)
-    txt = plan_request(GenerateRequest(job="j", prompt="p", width=1001, height=777), None, None, SD1)
+    txt = plan_generation(GenerateRequest(job="j", prompt="p", width=1001, height=777), None, None, SD1)
     assert txt.mode == "txt2img" and txt.image == Extent(1001, 777)
-    native = plan_request(GenerateRequest(job="j", prompt="p"), None, None, SD1)
+    native = plan_generation(GenerateRequest(job="j", prompt="p"), None, None, SD1)
     assert native.image == SD1
 
 

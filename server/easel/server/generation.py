@@ -14,7 +14,7 @@ from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
 from .features import check_control, engine_fields, prepare_control, used_parameters
 from .imaging.compose import composite, prepare
-from .imaging.region import plan_request
+from .imaging.region import plan_generation
 from .limits import Limits
 from .upscale import check_upscale, run_upscale
 from .work import GenerationOutput, Inputs, Layer, pick_seeds
@@ -59,7 +59,7 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)
-    plan = plan_request(request, inputs.image, inputs.mask, model.native)
+    plan = plan_generation(request, inputs.image, inputs.mask, model.native)
     work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
     job = EngineJob(
         mode=plan.mode,  # type: ignore[arg-type]

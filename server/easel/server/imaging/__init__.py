@@ -2,7 +2,7 @@
 
 Flow for one request::
 
-    plan = plan_request(request, image, mask, model.native)     # or plan_work / plan_txt2img
+    plan = plan_generation(request, image, mask, model.native)     # or plan_work / plan_txt2img
     work_image, work_mask = prepare(plan, image, mask)         # RGB + L at plan.work size
     ...engine runs at plan.work.width x plan.work.height...
     layer = composite(plan, image, mask, generated)            # RGBA + document x, y
@@ -22,7 +22,7 @@ from typing import Any
 
 _EXPORTS = {
     "Extent": "geometry", "Bounds": "geometry",
-    "WorkPlan": "region", "plan_work": "region", "plan_txt2img": "region", "plan_request": "region",
+    "WorkPlan": "region", "plan_work": "region", "plan_txt2img": "region", "plan_generation": "region",
     "work_size": "region", "native_size": "region",
     "dilate": "masks", "erode": "masks", "blur": "masks", "denoise_mask": "masks", "composite_mask": "masks",
     "fill_transparent": "fill",

@@ -134,7 +134,7 @@ def plan_txt2img(size: Extent | tuple[int, int], native: Extent | tuple[int, int
     return plan_work(size, None, native, has_image=False, origin=origin)
 
 
-def plan_request(request: Any, image: Any | None, mask: Any | None, native: Extent | tuple[int, int]) -> WorkPlan:
+def plan_generation(request: Any, image: Any | None, mask: Any | None, native: Extent | tuple[int, int]) -> WorkPlan:
     """``plan_work`` for a ``protocol.GenerateRequest`` and its decoded HxWx4 image / HxW mask."""
     origin = (request.x, request.y)
     canvas = None
