@@ -28,19 +28,12 @@ from .qt import (
     Qt,
     QVBoxLayout,
     QWidget,
+    named,
 )
 from .shared import editing
 
 DOCKER_ID = "easel_docker"
 DEFAULT_LABEL = "model default"
-
-
-def _named(widget, name: str, tip: str = ""):
-    widget.setObjectName(name)
-    if tip:
-        widget.setToolTip(tip)
-    widget.setAccessibleName(name.replace("easel_", "").replace("_", " "))
-    return widget
 
 
 class EaselDocker(DockWidget):
@@ -70,37 +63,37 @@ class EaselDocker(DockWidget):
         form = QFormLayout()
         outer.addLayout(form)
 
-        self.url = _named(QLineEdit(), "easel_url", "Address of the Easel server (easel serve)")
-        self.connect_button = _named(QPushButton("Connect"), "easel_connect")
+        self.url = named(QLineEdit(), "easel_url", "Address of the Easel server (easel serve)")
+        self.connect_button = named(QPushButton("Connect"), "easel_connect")
         row = QHBoxLayout()
         row.addWidget(self.url, 1)
         row.addWidget(self.connect_button)
         form.addRow("Server", row)
-        self.connection = _named(QLabel(), "easel_connection")
+        self.connection = named(QLabel(), "easel_connection")
         self.connection.setWordWrap(True)
         form.addRow("", self.connection)
 
-        self.model = _named(QComboBox(), "easel_model", "Model to paint with (from the server)")
+        self.model = named(QComboBox(), "easel_model", "Model to paint with (from the server)")
         form.addRow("Model", self.model)
-        self.prompt = _named(QPlainTextEdit(), "easel_prompt", "What to paint")
+        self.prompt = named(QPlainTextEdit(), "easel_prompt", "What to paint")
         self.prompt.setPlaceholderText("Describe the picture …")
         self.prompt.setFixedHeight(56)
         form.addRow("Prompt", self.prompt)
-        self.negative = _named(QLineEdit(), "easel_negative", "What to avoid")
+        self.negative = named(QLineEdit(), "easel_negative", "What to avoid")
         self.negative.setPlaceholderText("negative prompt")
         form.addRow("Negative", self.negative)
 
-        self.strength = _named(QSlider(Qt.Orientation.Horizontal), "easel_strength",
+        self.strength = named(QSlider(Qt.Orientation.Horizontal), "easel_strength",
                                "100%: paint a new image (or new content in the selection); lower: refine the canvas")
         self.strength.setRange(1, 100)
-        self.strength_label = _named(QLabel(), "easel_strength_label")
+        self.strength_label = named(QLabel(), "easel_strength_label")
         form.addRow("Strength", self.strength)
         form.addRow("", self.strength_label)
 
-        self.steps = _named(QSpinBox(), "easel_steps", "Denoising steps (0: the model's default)")
+        self.steps = named(QSpinBox(), "easel_steps", "Denoising steps (0: the model's default)")
         self.steps.setRange(0, 200)
         self.steps.setSpecialValueText(DEFAULT_LABEL)
-        self.guidance = _named(QDoubleSpinBox(), "easel_guidance", "Prompt guidance (CFG)")
+        self.guidance = named(QDoubleSpinBox(), "easel_guidance", "Prompt guidance (CFG)")
         self.guidance.setRange(-0.5, 50.0)
         self.guidance.setSingleStep(0.5)
         self.guidance.setDecimals(1)
@@ -108,63 +101,63 @@ class EaselDocker(DockWidget):
         form.addRow("Steps", self.steps)
         form.addRow("Guidance", self.guidance)
 
-        self.seed_random = _named(QCheckBox("random"), "easel_seed_random", "A new seed for every generation")
-        self.seed = _named(QLineEdit(), "easel_seed", "Fixed seed: the same seed and settings repeat the image")
+        self.seed_random = named(QCheckBox("random"), "easel_seed_random", "A new seed for every generation")
+        self.seed = named(QLineEdit(), "easel_seed", "Fixed seed: the same seed and settings repeat the image")
         self.seed.setPlaceholderText("seed")
         row = QHBoxLayout()
         row.addWidget(self.seed_random)
         row.addWidget(self.seed, 1)
         form.addRow("Seed", row)
-        self.last_seed = _named(QLabel("last seed: –"), "easel_last_seed")
-        self.reuse_seed = _named(QPushButton("Reuse"), "easel_reuse_seed", "Use the last seed as a fixed seed")
+        self.last_seed = named(QLabel("last seed: –"), "easel_last_seed")
+        self.reuse_seed = named(QPushButton("Reuse"), "easel_reuse_seed", "Use the last seed as a fixed seed")
         row = QHBoxLayout()
         row.addWidget(self.last_seed, 1)
         row.addWidget(self.reuse_seed)
         form.addRow("", row)
-        self.batch = _named(QSpinBox(), "easel_batch", "Images per generation (one layer each)")
+        self.batch = named(QSpinBox(), "easel_batch", "Images per generation (one layer each)")
         self.batch.setRange(1, 8)
         form.addRow("Batch", self.batch)
 
         self.power = PowerPanel(self.controller)  # "More": LoRAs, variations, sketch guide, upscale, history
         outer.addWidget(self.power)
-        self.generate_button = _named(QPushButton("Generate"), "easel_generate_button",
+        self.generate_button = named(QPushButton("Generate"), "easel_generate_button",
                                       "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
-        self.cancel_button = _named(QPushButton("Cancel"), "easel_cancel_button")
+        self.cancel_button = named(QPushButton("Cancel"), "easel_cancel_button")
         row = QHBoxLayout()
         row.addWidget(self.generate_button, 2)
         row.addWidget(self.cancel_button, 1)
         outer.addLayout(row)
-        self.live_button = _named(QPushButton("Live"), "easel_live",
+        self.live_button = named(QPushButton("Live"), "easel_live",
                                   "Live painting: the canvas regenerates as you paint (few steps, fixed seed), "
                                   "shown in the locked 'Easel Live' layer; off removes that layer")
         self.live_button.setCheckable(True)
-        self.live_apply = _named(QPushButton("Apply"), "easel_live_apply",
+        self.live_apply = named(QPushButton("Apply"), "easel_live_apply",
                                  "Copy the live result into a normal new layer")
         row = QHBoxLayout()
         row.addWidget(self.live_button, 2)
         row.addWidget(self.live_apply, 1)
         outer.addLayout(row)
-        self.live_status = _named(QLabel(), "easel_live_status")
+        self.live_status = named(QLabel(), "easel_live_status")
         self.live_status.setWordWrap(True)
         outer.addWidget(self.live_status)
-        self.progress = _named(QProgressBar(), "easel_progress")
+        self.progress = named(QProgressBar(), "easel_progress")
         self.progress.setRange(0, 100)
         self.progress.setTextVisible(True)
         outer.addWidget(self.progress)
-        self.status = _named(QLabel(), "easel_status")
+        self.status = named(QLabel(), "easel_status")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.status)
-        self.preview = _named(QLabel(), "easel_preview", "Live preview of the steps, then the result")
+        self.preview = named(QLabel(), "easel_preview", "Live preview of the steps, then the result")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setFixedSize(96, 96)
-        self.results = _named(QListWidget(), "easel_results", "This session's results: double-click to apply again")
+        self.results = named(QListWidget(), "easel_results", "This session's results: double-click to apply again")
         self.results.setViewMode(QListWidget.ViewMode.IconMode)
         self.results.setFlow(QListWidget.Flow.LeftToRight)
         self.results.setWrapping(False)
         self.results.setIconSize(QSize(64, 64))
         self.results.setFixedHeight(96)
-        self.apply_button = _named(QPushButton("Apply again"), "easel_apply_button",
+        self.apply_button = named(QPushButton("Apply again"), "easel_apply_button",
                                    "Add the chosen result as a new layer in the active document")
         row = QHBoxLayout()
         row.addWidget(self.preview)

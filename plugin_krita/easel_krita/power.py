@@ -26,18 +26,11 @@ from .qt import (
     Qt,
     QVBoxLayout,
     QWidget,
+    named,
 )
 from .shared import editing
 
 PICK_LABEL = "add a LoRA…"
-
-
-def _named(widget, name: str, tip: str = ""):
-    widget.setObjectName(name)
-    if tip:
-        widget.setToolTip(tip)
-    widget.setAccessibleName(name.replace("easel_", "").replace("_", " "))
-    return widget
 
 
 def _row(layout, label: str, *widgets, stretch_first: bool = True) -> QWidget:
@@ -62,50 +55,50 @@ class PowerPanel(QWidget):
         self._offered: tuple = ()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.more = _named(QPushButton("More ▸"), "easel_more", "LoRAs, variations, sketch guide, refiner, "
+        self.more = named(QPushButton("More ▸"), "easel_more", "LoRAs, variations, sketch guide, refiner, "
                                                                 "upscale, history")
         self.more.setCheckable(True)
         outer.addWidget(self.more)
-        self.panel = _named(QWidget(), "easel_more_panel")
+        self.panel = named(QWidget(), "easel_more_panel")
         box = QVBoxLayout(self.panel)
         box.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.panel)
         self.panel.setVisible(False)
 
-        self.loras = _named(QLineEdit(), "easel_loras", "LoRAs and weights: name:weight, … (blank: none)")
+        self.loras = named(QLineEdit(), "easel_loras", "LoRAs and weights: name:weight, … (blank: none)")
         self.loras.setPlaceholderText("ink:0.8, soft:0.5")
-        self.lora_pick = _named(QComboBox(), "easel_lora_pick", "The server's LoRAs: pick one to add it")
+        self.lora_pick = named(QComboBox(), "easel_lora_pick", "The server's LoRAs: pick one to add it")
         self.lora_row = _row(box, "LoRAs", self.loras, self.lora_pick)
 
-        self.variation_seed = _named(QLineEdit(), "easel_variation_seed",
+        self.variation_seed = named(QLineEdit(), "easel_variation_seed",
                                      "Variation seed (blank: none): mixes its noise into the seed's")
         self.variation_seed.setPlaceholderText("variation seed")
-        self.variation_strength = _named(QDoubleSpinBox(), "easel_variation_strength",
+        self.variation_strength = named(QDoubleSpinBox(), "easel_variation_strength",
                                          "0: the seed's image · 1: the variation seed's image")
         self.variation_strength.setRange(0.0, 1.0)
         self.variation_strength.setSingleStep(0.05)
-        self.vary = _named(QPushButton("Vary last"), "easel_vary",
+        self.vary = named(QPushButton("Vary last"), "easel_vary",
                            "Keep the last result's seed, pick a new variation seed and generate")
         _row(box, "Variation", self.variation_seed, self.variation_strength, self.vary)
 
-        self.sketch = _named(QCheckBox("canvas as sketch guide"), "easel_sketch_guide",
+        self.sketch = named(QCheckBox("canvas as sketch guide"), "easel_sketch_guide",
                              "Send the visible canvas as the ControlNet guide (dark-on-light sketches are inverted)")
-        self.control_model = _named(QComboBox(), "easel_control_model", "ControlNet (from the server)")
-        self.control_strength = _named(QDoubleSpinBox(), "easel_control_strength", "ControlNet strength")
+        self.control_model = named(QComboBox(), "easel_control_model", "ControlNet (from the server)")
+        self.control_strength = named(QDoubleSpinBox(), "easel_control_strength", "ControlNet strength")
         self.control_strength.setRange(0.0, 2.0)
         self.control_strength.setSingleStep(0.1)
         self.control_strength.setValue(1.0)
         self.control_row = _row(box, "", self.sketch, self.control_model, self.control_strength)
 
-        self.refiner = _named(QCheckBox("SDXL refiner"), "easel_refiner",
+        self.refiner = named(QCheckBox("SDXL refiner"), "easel_refiner",
                               "Let the server's refiner finish the last steps (SDXL models only)")
         self.refiner_row = _row(box, "", self.refiner)
 
-        self.upscale = _named(QPushButton("Upscale ×2"), "easel_upscale",
+        self.upscale = named(QPushButton("Upscale ×2"), "easel_upscale",
                               "Upscale the visible canvas ×2, refined at the strength above; opens a new document")
-        self.history = _named(QPushButton("History"), "easel_history", "List the server's recent jobs")
+        self.history = named(QPushButton("History"), "easel_history", "List the server's recent jobs")
         _row(box, "", self.upscale, self.history, stretch_first=False)
-        self.history_list = _named(QListWidget(), "easel_history_list",
+        self.history_list = named(QListWidget(), "easel_history_list",
                                    "The server's recent jobs: double-click to add one as a layer")
         self.history_list.setFixedHeight(90)
         self.history_list.setVisible(False)
