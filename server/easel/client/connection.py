@@ -11,12 +11,13 @@ worker iterates events (websockets' sync connection allows concurrent send and r
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
 from .protocol import (
@@ -125,25 +126,58 @@ class Client:
 
     # -- connection ---------------------------------------------------------------------------
     def connect(self) -> dict[str, Any]:
+        """Open the connection and exchange hello/welcome, all within ``timeout`` seconds in total
+        (TCP connect, websocket handshake and the wait for ``welcome``).
+
+        On any failure the socket is closed and ClientError says what happened and what to do."""
+        if self._ws is not None:
+            return self.welcome
+        deadline = time.monotonic() + self.timeout
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
         try:
             self._ws = connect(self.url, open_timeout=self.timeout, max_size=DEFAULT_MAX_MESSAGE_BYTES,
                                compression=None, additional_headers=headers)
-        except (OSError, TimeoutError) as exc:
-            raise ClientError(f"cannot reach the Easel server at {self.url}: {exc}. Is `easel serve` running?") from exc
-        except Exception as exc:  # websockets' InvalidHandshake / InvalidURI / InvalidStatus
-            raise ClientError(f"cannot connect to {self.url}: {exc}") from exc
-        self._send({"type": "hello", "protocol": PROTOCOL_VERSION, "client": self.client_name,
-                    "image_format": self.image_format})
-        event = self._next_event(self.timeout)
-        if event.type == "error":
-            self.close()
-            raise ClientError(event.data.get("message", "the server refused the connection"))
+        except Exception as exc:  # OSError, TimeoutError, InvalidURI, InvalidStatus, InvalidHandshake…
+            raise ClientError(open_error(self.url, self.timeout, exc)) from exc
+        self._assembler = Assembler()
+        try:
+            self._send({"type": "hello", "protocol": PROTOCOL_VERSION, "client": self.client_name,
+                        "image_format": self.image_format})
+            event = self._next_event(None, deadline)
+        except TimeoutError as exc:
+            self._abort(deadline, 1000, "no welcome in time")
+            raise ClientError(f"the server at {self.url} accepted the connection but sent no welcome within "
+                              f"{self.timeout:g} s: check that the URL is an Easel server's (`easel serve`) "
+                              "and that it is not stuck, then try again") from exc
+        except ClientError as exc:
+            self._abort(deadline)
+            raise ClientError(f"no welcome from the server at {self.url}: {exc}. Check that the URL is an "
+                              "Easel server's (`easel serve`) and that both sides run the same Easel "
+                              "version") from exc
+        except BaseException:
+            self._abort(deadline)
+            raise
         if event.type != "welcome":
-            self.close()
-            raise ClientError(f"expected 'welcome' from the server, got {event.type!r}")
+            self._abort(deadline)
+            if event.type == "error":
+                message = event.data.get("message", "no reason given")
+                raise ClientError(f"the server at {self.url} refused the connection: {message}")
+            raise ClientError(f"the server at {self.url} answered the hello with {event.type!r} instead of "
+                              "'welcome': is it an Easel server of the same version?")
         self.welcome = event.data
         return self.welcome
+
+    def _abort(self, deadline: float, code: int = 1002, reason: str = "no welcome") -> None:
+        """Close a connection that failed to open, waiting for the server's close frame only
+        until ``deadline`` (then the socket is shut)."""
+        ws, self._ws = self._ws, None
+        if ws is None:
+            return
+        try:
+            ws.close_timeout = max(0.0, deadline - time.monotonic())
+            ws.close(code, reason)
+        except Exception:  # noqa: BLE001 - closing is best effort; the socket is shut either way
+            ws.close_socket()
 
     def close(self) -> None:
         if self._ws is not None:
@@ -229,8 +263,11 @@ class Client:
             self._ws = None
             raise ClientError(f"connection to {self.url} closed: {exc}") from exc
 
-    def _next_event(self, timeout: float | None) -> Event:
+    def _next_event(self, timeout: float | None, deadline: float | None = None) -> Event:
+        """The next whole message; TimeoutError after ``timeout`` s per frame or at ``deadline``."""
         while True:
+            if deadline is not None:
+                timeout = max(0.0, deadline - time.monotonic())
             try:
                 frame = self._ws.recv(timeout) if self._ws is not None else None
             except TimeoutError:
@@ -246,3 +283,26 @@ class Client:
                 raise ClientError(f"server sent a malformed message: {exc}") from exc
             if message is not None:
                 return Event(message.type, message.job, message.data, message.images)
+
+
+def open_error(url: str, timeout: float, exc: BaseException) -> str:
+    """Plain words for a failed TCP connect or websocket handshake: what URL, what happened, what to do."""
+    if isinstance(exc, InvalidURI):
+        return f"{url!r} is not a websocket address: write it as ws://HOST:PORT (e.g. {DEFAULT_URL})"
+    if isinstance(exc, TimeoutError):
+        return (f"the Easel server at {url} did not answer within {timeout:g} s: check the host and port, "
+                "that `easel serve` is running there and that no firewall drops the connection")
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status == 401:
+            return (f"the Easel server at {url} requires a token (HTTP 401): set the token it was started "
+                    "with (`easel serve --token`) in the plugin's Token field or in $EASEL_TOKEN")
+        if status == 403:
+            return (f"the server at {url} refused this client's origin (HTTP 403): editors and the CLI send "
+                    "none; see docs/security.md (--allow-origin)")
+        return f"{url} answered HTTP {status} instead of opening a websocket: is it an Easel server's address?"
+    if isinstance(exc, OSError):
+        return f"cannot reach the Easel server at {url}: {exc.strerror or exc}. Is `easel serve` running?"
+    if isinstance(exc, InvalidHandshake):
+        return f"{url} did not answer as a websocket server ({exc}): is it an Easel server's address?"
+    return f"cannot connect to {url}: {exc!r}"
