@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from pictures import engine_job
 from PIL import Image
 
 from easel.client.protocol import SCHEDULERS
@@ -33,14 +34,9 @@ def _mask() -> Image.Image:
 
 
 def job(mode: str = "txt2img", **kw) -> EngineJob:
-    kw.setdefault("steps", 3)
-    kw.setdefault("seeds", [7])
-    if mode != "txt2img":
-        kw.setdefault("image", _image())
-        kw.setdefault("strength", 0.7)
-    if mode == "inpaint":
-        kw.setdefault("mask", _mask())
-    return EngineJob(mode=mode, prompt=PROMPT, negative_prompt="blurry", width=SIZE, height=SIZE, **kw)
+    kw.setdefault("negative_prompt", "blurry")
+    return engine_job(mode, SIZE, PROMPT, _image() if mode != "txt2img" else None,
+                      _mask() if mode == "inpaint" else None, **kw)
 
 
 def run(engine: Engine, j: EngineJob, events: list | None = None, cancelled=lambda: False) -> list[Image.Image]:

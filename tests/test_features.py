@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from pictures import engine_job
 from PIL import Image
 
 from easel.client.connection import Client, JobFailed, new_job_id
@@ -66,14 +67,8 @@ def square_mask() -> Image.Image:
 
 
 def job(mode: str = "txt2img", **kw) -> EngineJob:
-    kw.setdefault("steps", 3)
-    kw.setdefault("seeds", [7])
-    if mode != "txt2img":
-        kw.setdefault("image", photo())
-        kw.setdefault("strength", 0.7)
-    if mode == "inpaint":
-        kw.setdefault("mask", square_mask())
-    return EngineJob(mode=mode, prompt="a red cat", width=SIZE, height=SIZE, **kw)
+    return engine_job(mode, SIZE, "a red cat", photo() if mode != "txt2img" else None,
+                      square_mask() if mode == "inpaint" else None, **kw)
 
 
 def run(engine: Engine, j: EngineJob, events: list | None = None, cancelled=lambda: False) -> list[np.ndarray]:
@@ -349,11 +344,6 @@ def test_server_cancel_during_refiner(served):
 
 def test_unknown_feature_names_are_refused_at_submit(tiny_sd_path):
     """Names are checked against what the server offers before the job is queued; no name is a path."""
-    from easel.client.connection import Client, new_job_id
-    from easel.client.protocol import GenerateRequest
-    from easel.server.engine import Engine
-    from server_harness import inprocess_server
-
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
     with inprocess_server(engine) as (url, app), Client(url) as c:
         for patch, field in (({"loras": [{"name": "../../etc/passwd", "weight": 1}]}, "loras"),

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from pictures import box_mask, texture
 from PIL import Image as PILImage
 
 from easel.server.imaging.compose import LayerResult, as_mask, as_rgba, composite, flatten, prepare, resize
@@ -15,20 +16,8 @@ SD1 = Extent(512, 512)
 DEMO = Extent(64, 64)
 
 
-def texture(w, h, seed=0, amp=60.0):
-    """A smooth, painterly RGBA image with mild grain."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    base = [120 + amp * np.sin(xx / (17 + 5 * c) + c) * np.cos(yy / (23 + 3 * c)) for c in range(3)]
-    rgb = np.stack(base, -1) + rng.normal(0, 3, (h, w, 3))
-    return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), np.full((h, w), 255, np.uint8)])
 
 
-def box_mask(w, h, box, value=255):
-    mask = np.zeros((h, w), np.uint8)
-    x, y, bw, bh = box
-    mask[y: y + bh, x: x + bw] = value
-    return mask
 
 
 def fake_engine(work_image, seed=1):

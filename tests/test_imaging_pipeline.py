@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pictures import box_mask, texture
 
 from easel.server.imaging.compose import composite, flatten, prepare, resize
 from easel.server.imaging.geometry import Bounds
@@ -29,19 +30,8 @@ def tiny_engine(tmp_path_factory):
     engine.close()
 
 
-def texture(w, h, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    rgb = np.stack([120 + 60 * np.sin(xx / (15 + 4 * c)) * np.cos(yy / (21 + c)) for c in range(3)], -1)
-    rgb += rng.normal(0, 3, rgb.shape)
-    return np.dstack([np.clip(rgb, 0, 255).astype(np.uint8), np.full((h, w), 255, np.uint8)])
 
 
-def box_mask(w, h, box, value=255):
-    mask = np.zeros((h, w), np.uint8)
-    x, y, bw, bh = box
-    mask[y: y + bh, x: x + bw] = value
-    return mask
 
 
 def run(engine, image, mask, origin=(0, 0), canvas=None, **overrides):

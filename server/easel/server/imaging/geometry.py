@@ -160,11 +160,11 @@ class Bounds:
 
     @property
     def area(self) -> int:
-        return self.width * self.height
+        return self.extent.area
 
     @property
     def is_empty(self) -> bool:
-        return self.width == 0 or self.height == 0
+        return self.extent.is_empty
 
     @property
     def center(self) -> tuple[float, float]:
