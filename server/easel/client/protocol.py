@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
+
+from .fields import BIG, Declared, FieldError, declare, declared, markdown_table, replace_block
 
 PROTOCOL_VERSION = 1
 
@@ -209,6 +211,40 @@ def error_message(code: str, message: str, field: str | None = None, job: str | 
 # ----------------------------------------------------------------------------- requests
 
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
+MAX_LORAS = 8
+LORA_WEIGHT = (-4.0, 4.0)  # the allowed range of a LoRA's weight
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value else "must be a non-empty string chosen by the client"
+
+
+def _check_loras(value: list) -> str | None:
+    """The structure of ``loras``: at most MAX_LORAS {"name": str, "weight": number} objects."""
+    if len(value) > MAX_LORAS:
+        return f"may list at most {MAX_LORAS} LoRAs (got {len(value)})"
+    for item in value:
+        if (not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "weight"}
+                or not isinstance(item.get("weight", 1.0), (int, float)) or isinstance(item.get("weight"), bool)):
+            return 'must be a list of {"name": string, "weight": number} objects'
+        if not LORA_WEIGHT[0] <= float(item.get("weight", 1.0)) <= LORA_WEIGHT[1]:
+            return f"weight of {item['name']!r} must be between {LORA_WEIGHT[0]:g} and {LORA_WEIGHT[1]:g}"
+    return None
+
+
+def parse_lora(text: str) -> dict:
+    """``NAME[:WEIGHT]`` -> {"name", "weight"}; ProtocolError (field loras) for a weight that is no number."""
+    name, sep, weight = text.rpartition(":")
+    if not sep:
+        return {"name": text, "weight": 1.0}
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise ProtocolError(f"LoRA {text!r}: write NAME:WEIGHT with a number after ':' (e.g. ink:0.8)",
+                            field="loras") from None
+
+
+_PIXELS = "a positive number of pixels"
 
 
 @dataclass
@@ -218,144 +254,94 @@ class GenerateRequest:
     Mode follows from the attachments: none = text to image; ``image`` = image to image;
     ``image`` + ``mask`` = inpaint (mask 255 = regenerate, soft values blend).
     ``x``/``y`` place the sent image in the document; results come back with document offsets.
+    Each field is declared once (``declare``): its checks, the docs table and the CLI flags follow.
     """
 
-    job: str
-    prompt: str
-    negative_prompt: str = ""
-    model: str | None = None  # None: the server's default model
-    steps: int | None = None  # None: the model's default
-    guidance: float | None = None  # None: the model's default
-    seed: int = -1  # -1: random; the seed used is always returned
-    batch: int = 1
-    width: int | None = None  # text to image size; None: the model's native size
-    height: int | None = None
-    scheduler: str | None = None  # None: the model's own scheduler
-    strength: float = 1.0  # image to image / inpaint: 1.0 = from scratch
-    x: int = 0  # document offset of the sent image
-    y: int = 0
-    canvas_width: int | None = None  # document size (context clamping); None: image size
-    canvas_height: int | None = None
-    grow: int | None = None  # selection work: None = server defaults (docs/imaging.md)
-    feather: int | None = None
-    padding: float | None = None
-    preview: bool = True  # send cheap step previews with progress
-    # power features (docs/features.md)
-    loras: list | None = None  # [{"name": "ink.safetensors", "weight": 0.8}, ...] from welcome.loras
-    control_model: str | None = None  # ControlNet id from welcome.control_models; attachment ``control``
-    control_strength: float = 1.0
-    variation_seed: int | None = None  # blend this seed's noise into ``seed``'s
-    variation_strength: float = 0.0  # 0 = only ``seed``, 1 = only ``variation_seed``
-    upscale: int | None = None  # 2 or 4: tiled upscale of ``image``, refined at ``strength``
-    refiner: bool = False  # SDXL: hand the last steps to the configured refiner model
-    refiner_switch: float = 0.8  # fraction of denoising done by the base model
-    replace: bool = False  # live painting: replaces this client's queued job and stops its running one
+    job: str = declare(help="client-chosen id, unique among active jobs", flag=None, validator=_non_empty)
+    prompt: str = declare(help="what to paint")
+    negative_prompt: str = declare("", "what to avoid", flag="--negative")
+    model: str | None = declare(None, "a model id from `welcome.models`", default_text="server default")
+    steps: int | None = declare(None, "denoising steps; a server may allow fewer (`welcome.limits.max_steps`)",
+                                low=1, default_text="model default")
+    guidance: float | None = declare(None, "CFG scale: how closely the prompt is followed", low=0.0, high=100.0,
+                                     default_text="model default")
+    seed: int = declare(-1, "-1 = random; image i of a batch uses `seed` + i; the seeds used are returned",
+                        low=-1, high=BIG, hint="-1 picks a random seed")
+    batch: int = declare(1, "images from one request; a server may allow fewer (`welcome.limits.max_batch`)",
+                         low=1, high=64)
+    width: int | None = declare(None, "text to image width", low=1, hint=_PIXELS, default_text="native size")
+    height: int | None = declare(None, "text to image height", low=1, hint=_PIXELS, default_text="native size")
+    scheduler: str | None = declare(None, "the sampler (`welcome.schedulers`)", choices=SCHEDULERS,
+                                    default_text="the model's own")
+    strength: float = declare(1.0, "with an image: how much changes (1 = from scratch)", low=0.0, high=1.0,
+                              hint="use 1.0 to generate from scratch")
+    x: int = declare(0, "where the sent `image` sits in the document (left)", flag=None)
+    y: int = declare(0, "where the sent `image` sits in the document (top)", flag=None)
+    canvas_width: int | None = declare(None, "document width (context is clamped to the document)", low=1,
+                                       hint=_PIXELS, default_text="image size", flag=None)
+    canvas_height: int | None = declare(None, "document height", low=1, hint=_PIXELS, default_text="image size",
+                                        flag=None)
+    grow: int | None = declare(None, "selection work: grow the selection by this many pixels (docs/imaging.md)",
+                               low=0, high=1024, default_text="server default", metavar="PX")
+    feather: int | None = declare(None, "selection work: blend the result's edge over this many pixels",
+                                  low=0, high=1024, default_text="server default", metavar="PX")
+    padding: float | None = declare(None, "selection work: context around the selection, a fraction of its size",
+                                    low=0.0, high=4.0, default_text="server default", metavar="F")
+    preview: bool = declare(True, "send step previews", flag=None)
+    loras: list | None = declare(
+        None, 'LoRAs from `welcome.loras`, weights -4..4: `[{"name": "ink.safetensors", "weight": 0.8}]` '
+        "(docs/features.md)", validator=_check_loras, flag="--lora", metavar="NAME[:WEIGHT]", parse=parse_lora)
+    control_model: str | None = declare(None, "ControlNet id from `welcome.control_models`; the guide image is "
+                                              "attachment `control`", metavar="ID")
+    control_strength: float = declare(1.0, "how strongly the ControlNet guide steers (0 = not at all)", low=0.0,
+                                      high=2.0, wire_default=False, metavar="F")
+    variation_seed: int | None = declare(None, "blend this seed's noise into `seed`'s", low=0, high=BIG,
+                                         metavar="N")
+    variation_strength: float = declare(0.0, "0 = only `seed`'s noise, 1 = only `variation_seed`'s", low=0.0,
+                                        high=1.0, wire_default=False, metavar="F")
+    upscale: int | None = declare(None, "tiled upscale of `image`, refined at `strength` (1.0 = the default 0.35, "
+                                        "0 = plain Lanczos); the result is `upscale` × the image, at `upscale` × "
+                                        "`x`, `y` (docs/features.md)", choices=(2, 4))
+    refiner: bool = declare(False, "SDXL: the server's refiner model (`welcome.refiner`) does the last steps",
+                            wire_default=False)
+    refiner_switch: float = declare(0.8, "fraction of the denoising done by the base model before the refiner",
+                                    low=0.5, high=1.0, below_high=True, wire_default=False, metavar="F")
+    replace: bool = declare(False, "live painting: this request replaces the client's queued `replace` jobs (they "
+                                   "end with `cancelled`, `reason: \"replaced\"`) and stops its running one at the "
+                                   "next step; a stale job that finished anyway is never delivered. Live results "
+                                   "are not stored", wire_default=False, flag=None)
 
     def to_message(self) -> dict[str, Any]:
-        defaults = {f.name: f.default for f in fields(self)}
-        data = {k: v for k, v in asdict(self).items()
-                if v is not None and not (k in _FEATURES and v == defaults[k])}
+        data = {}
+        for name, d in declared(GenerateRequest).items():
+            value = getattr(self, name)
+            if value is not None and (d.spec.wire_default or value != d.default):
+                data[name] = value
         return {"type": "generate", **data}
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> GenerateRequest:
         """Validate a ``generate`` message's fields; raises ProtocolError naming the field."""
-        known = {f.name: f for f in fields(cls)}
+        known = declared(cls)
         unknown = sorted(set(data) - set(known) - {"type", "attachments"})
         if unknown:
             raise ProtocolError(f"unknown field {unknown[0]!r} in generate", field=unknown[0])
-        for name in ("job", "prompt"):
-            if name not in data:
-                raise ProtocolError(f"'{name}' is missing: generate needs a job id and a prompt", field=name)
-        values = {name: _check_field(name, data[name]) for name in known if name in data}
-        request = cls(**values)
-        request._check_ranges()
-        return request
-
-    def _check_ranges(self) -> None:
-        if not self.job:
-            _bad("job", "must be a non-empty string chosen by the client")
-        if self.steps is not None and self.steps < 1:
-            _bad("steps", f"must be at least 1 (got {self.steps})")
-        if not 0.0 <= self.strength <= 1.0:
-            _bad("strength", f"must be between 0 and 1 (got {self.strength}); use 1.0 to generate from scratch")
-        if self.guidance is not None and not 0.0 <= self.guidance <= 100.0:
-            _bad("guidance", f"must be between 0 and 100 (got {self.guidance})")
-        if not 1 <= self.batch <= 64:
-            _bad("batch", f"must be at least 1 (got {self.batch})")
-        if self.seed < -1 or self.seed >= 2**63:
-            _bad("seed", f"must be -1 (random) or between 0 and 2^63-1 (got {self.seed})")
-        for name in ("width", "height", "canvas_width", "canvas_height"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                _bad(name, f"must be a positive number of pixels (got {value})")
-        if self.scheduler is not None and self.scheduler not in SCHEDULERS:
-            _bad("scheduler", f"unknown scheduler {self.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
-        for name in ("grow", "feather"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value <= 1024:
-                _bad(name, f"must be between 0 and 1024 pixels (got {value})")
-        if self.padding is not None and not 0.0 <= self.padding <= 4.0:
-            _bad("padding", f"must be between 0 and 4 (a fraction of the selection size; got {self.padding})")
-        self._check_features()
-
-    def _check_features(self) -> None:
-        if self.loras is not None:
-            if len(self.loras) > MAX_LORAS:
-                _bad("loras", f"may list at most {MAX_LORAS} LoRAs (got {len(self.loras)})")
-            for item in self.loras:
-                if (not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "weight"}
-                        or not isinstance(item.get("weight", 1.0), (int, float)) or isinstance(item.get("weight"), bool)):
-                    _bad("loras", 'must be a list of {"name": string, "weight": number} objects')
-                if not -4.0 <= float(item.get("weight", 1.0)) <= 4.0:
-                    _bad("loras", f"weight of {item['name']!r} must be between -4 and 4")
-        if not 0.0 <= self.control_strength <= 2.0:
-            _bad("control_strength", f"must be between 0 and 2 (got {self.control_strength})")
-        if not 0.0 <= self.variation_strength <= 1.0:
-            _bad("variation_strength", f"must be between 0 and 1 (got {self.variation_strength})")
-        if self.variation_seed is not None and not 0 <= self.variation_seed < 2**63:
-            _bad("variation_seed", f"must be between 0 and 2^63-1 (got {self.variation_seed})")
-        if self.upscale is not None and self.upscale not in (2, 4):
-            _bad("upscale", f"must be 2 or 4 (got {self.upscale})")
-        if not 0.5 <= self.refiner_switch < 1.0:
-            _bad("refiner_switch", f"must be at least 0.5 and below 1 (got {self.refiner_switch})")
+        for name in (n for n, d in known.items() if d.required and n not in data):
+            raise ProtocolError(f"'{name}' is missing: generate needs a job id and a prompt", field=name)
+        try:
+            return cls(**{name: d.check(data[name]) for name, d in known.items() if name in data})
+        except FieldError as exc:
+            raise ProtocolError(str(exc), field=exc.field) from None
 
 
-_FEATURES = {"control_strength", "variation_strength", "refiner", "refiner_switch", "replace"}
-_TYPES: dict[str, tuple[type, ...]] = {
-    "job": (str,), "prompt": (str,), "negative_prompt": (str,), "model": (str,), "scheduler": (str,),
-    "steps": (int,), "seed": (int,), "batch": (int,), "width": (int,), "height": (int,), "x": (int,),
-    "y": (int,), "canvas_width": (int,), "canvas_height": (int,), "grow": (int,), "feather": (int,),
-    "guidance": (int, float), "strength": (int, float), "padding": (int, float), "preview": (bool,),
-    "loras": (list,), "control_model": (str,), "control_strength": (int, float), "variation_seed": (int,),
-    "variation_strength": (int, float), "upscale": (int,), "refiner": (bool,), "refiner_switch": (int, float),
-    "replace": (bool,),
-}
-_OPTIONAL = {"model", "steps", "guidance", "width", "height", "scheduler", "canvas_width", "canvas_height", "grow",
-             "feather", "padding", "loras", "control_model", "variation_seed", "upscale"}
-MAX_LORAS = 8
+def request_fields() -> dict[str, Declared]:
+    """``GenerateRequest``'s declared fields by name: types, ranges, defaults and help."""
+    return declared(GenerateRequest)
 
 
-def _check_field(name: str, value: Any) -> Any:
-    if value is None and name in _OPTIONAL:
-        return None
-    types = _TYPES[name]
-    if isinstance(value, bool) and bool not in types:
-        ok = False
-    else:
-        ok = isinstance(value, types)
-    if not ok:
-        kind = " or ".join("number" if t is float else t.__name__ for t in types)
-        raise ProtocolError(f"'{name}' must be a {kind} (got {type(value).__name__})", field=name)
-    if float in types:
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ProtocolError(f"'{name}' must be a finite number", field=name)
-    return value
-
-
-def _bad(name: str, text: str) -> None:
-    raise ProtocolError(f"'{name}' {text}", field=name)
+REQUEST_TABLE = ("<!-- generate fields: generated from GenerateRequest by "
+                 "`python -m easel.client.protocol --markdown docs/protocol.md`; do not edit -->",
+                 "<!-- end of generate fields -->")
 
 
 def check_version(data: dict[str, Any]) -> None:
@@ -376,3 +362,25 @@ def iter_frames(messages: Iterable[tuple[dict[str, Any], dict[str, Image] | None
     for message, images in messages:
         out.extend(encode_message(message, images))
     return out
+
+
+def _main(argv: list[str]) -> int:
+    """``--markdown``: print the generate fields table; ``--markdown FILE``: rewrite it in FILE."""
+    if not argv or argv[0] != "--markdown" or len(argv) > 2:
+        print("usage: python -m easel.client.protocol --markdown [docs/protocol.md]")
+        return 2
+    table = markdown_table(GenerateRequest)
+    if len(argv) == 1:
+        print(table, end="")
+        return 0
+    with open(argv[1], encoding="utf-8") as f:
+        text = f.read()
+    with open(argv[1], "w", encoding="utf-8") as f:
+        f.write(replace_block(text, *REQUEST_TABLE, table))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_main(sys.argv[1:]))

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ...client.fields import FieldError
+from ...client.protocol import request_fields
 from . import refiner as refine
 from . import variations
 from .controlnet import control_kwargs, control_pipeline
@@ -58,11 +60,9 @@ def validate(job: EngineJob, vae_scale: int = 8) -> None:
                               f"use {near}", field=name)
     if job.steps is not None and not 1 <= job.steps <= MAX_STEPS:
         raise EngineError(f"steps must be between 1 and {MAX_STEPS} (got {job.steps})", field="steps")
-    if job.guidance is not None and not (job.guidance >= 0 and math.isfinite(job.guidance)):
-        raise EngineError(f"guidance must be a number >= 0 (got {job.guidance})", field="guidance")
+    _check_declared(job, "guidance")
     if job.mode != "txt2img":
-        if not 0.0 <= job.strength <= 1.0:
-            raise EngineError(f"strength must be between 0 and 1 (got {job.strength})", field="strength")
+        _check_declared(job, "strength")
         _check_image(job.image, "image", job)
     if job.mode == "inpaint":
         _check_image(job.mask, "mask", job)
@@ -71,15 +71,19 @@ def validate(job: EngineJob, vae_scale: int = 8) -> None:
             raise EngineError("a control model needs a control image: send the sketch as attachment 'control'",
                               field="control")
         _check_image(job.control_image, "control", job)
-        if not 0.0 <= job.control_strength <= 2.0:
-            raise EngineError(f"control_strength must be between 0 and 2 (got {job.control_strength})",
-                              field="control_strength")
-    if job.variation_seed is not None and not 0.0 <= job.variation_strength <= 1.0:
-        raise EngineError(f"variation_strength must be between 0 and 1 (got {job.variation_strength})",
-                          field="variation_strength")
-    if job.refiner and not 0.0 < job.refiner_switch < 1.0:
-        raise EngineError(f"refiner_switch must be above 0 and below 1 (got {job.refiner_switch})",
-                          field="refiner_switch")
+        _check_declared(job, "control_strength")
+    if job.variation_seed is not None:
+        _check_declared(job, "variation_strength")
+    if job.refiner:
+        _check_declared(job, "refiner_switch")
+
+
+def _check_declared(job: EngineJob, name: str) -> None:
+    """The job's ``name`` against the protocol's declaration of that request field (one range for both)."""
+    try:
+        request_fields()[name].check(getattr(job, name))
+    except FieldError as exc:
+        raise EngineError(str(exc), field=name) from None
 
 
 def _check_image(image: Image.Image | None, name: str, job: EngineJob) -> None:
