@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from easel.client.protocol import GenerateRequest, request_fields
 from server_harness import REPO, running_server
 
 
@@ -124,3 +125,113 @@ def test_kritarc_edit_keeps_krita_lines(tmp_path, before, after):
     assert rc.read_text() == after
     enable_in_kritarc(rc)
     assert rc.read_text() == after  # idempotent
+
+
+# ----------------------------------------------------------------------------- what `easel generate` writes
+def textured(w: int, h: int) -> np.ndarray:
+    """An RGB picture where every pixel differs from its neighbours (so "unchanged" means something)."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.dstack([(x * 7 + y * 3) % 256, (x * 5 + y * 11) % 256, (x * y) % 256]).astype(np.uint8)
+
+
+def canvas_and_mask(tmp_path):
+    PILImage.fromarray(textured(96, 64)).save(tmp_path / "canvas.png")
+    mask = PILImage.new("L", (96, 64), 0)
+    mask.paste(255, (40, 16, 80, 48))
+    mask.save(tmp_path / "sel.png")
+    return ["--image", str(tmp_path / "canvas.png"), "--mask", str(tmp_path / "sel.png")]
+
+
+def test_inpaint_writes_the_whole_picture_and_layer_writes_the_patch(url, tmp_path):
+    common = ["generate", "--url", url, "--prompt", "a blue square", "--seed", "11", "--steps", "2", "--quiet",
+              "--feather", "4", *canvas_and_mask(tmp_path)]
+    r = easel(*common, "--out", str(tmp_path / "fixed.png"))
+    assert r.returncode == 0, r.stderr
+    r2 = easel(*common, "--layer", "--out", str(tmp_path / "patch.png"))
+    assert r2.returncode == 0, r2.stderr
+    full, patch = PILImage.open(tmp_path / "fixed.png"), PILImage.open(tmp_path / "patch.png")
+    assert full.size == (96, 64) and full.mode == "RGB"  # an RGB canvas comes back RGB, whole
+    assert patch.mode == "RGBA"
+    x, y = int(patch.text["easel.x"]), int(patch.text["easel.y"])
+    w, h = patch.size
+    assert f"(regenerated {w}x{h} at {x},{y})" in r.stdout and f"{w}x{h}  at {x},{y}" in r2.stdout
+    assert 40 - 5 <= x <= 40 and 16 - 5 <= y <= 16 and x + w >= 80 and y + h >= 48  # the selection + blend
+    assert x + w <= 80 + 5 and y + h <= 48 + 5
+    before, after = textured(96, 64), np.asarray(full)
+    placed = np.zeros((64, 96, 4), np.uint8)
+    placed[y:y + h, x:x + w] = np.asarray(patch)
+    alpha = placed[..., 3]
+    assert np.array_equal(after[alpha == 0], before[alpha == 0])  # outside the blend: bit-exact input
+    assert (alpha[16:48, 40:80] == 255).all()
+    assert np.array_equal(after[alpha == 255], placed[..., :3][alpha == 255])  # inside: the patch itself
+    assert not np.array_equal(after[16:48, 40:80], before[16:48, 40:80])  # and the selection was regenerated
+    for img, size in ((full, "96x64"), (patch, f"{w}x{h}")):
+        text = img.text["parameters"]
+        assert text.startswith("a blue square\n") and "Seed: 11" in text and f"Size: {size}" in text, text
+        assert "Steps: 2" in text and "Mode: inpaint" in text
+
+
+def test_every_written_png_carries_its_parameters(url, tmp_path):
+    r = easel("generate", "--url", url, "--prompt", "x", "--negative", "blur", "--seed", "5", "--steps", "2",
+              "--batch", "2", "--out", str(tmp_path / "b.png"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    for i, seed in ((1, 5), (2, 6)):
+        text = PILImage.open(tmp_path / f"b-{i}.png").text["parameters"]
+        assert text.splitlines()[:2] == ["x", "Negative prompt: blur"] and f"Seed: {seed}," in text
+
+
+def test_batch_over_the_protocol_range_names_it(url, tmp_path):
+    r = easel("generate", "--url", url, "--prompt", "x", "--batch", "100", "--out", str(tmp_path / "o.png"))
+    assert r.returncode == 2
+    assert "'batch' must be between 1 and 64 (got 100) (--batch)" in r.stderr, r.stderr
+
+
+def test_quiet_opens_no_stream(url, tmp_path, capsys):
+    """--quiet used to open /dev/null and never close it (a ResourceWarning per run)."""
+    import gc
+    import warnings
+
+    from easel.cli import main
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert main(["generate", "--url", url, "--prompt", "x", "--steps", "1", "--quiet",
+                     "--out", str(tmp_path / "q.png")]) == 0
+        gc.collect()
+    assert not [w for w in caught if "unclosed file" in str(w.message)]
+    assert "generating" not in capsys.readouterr().err
+
+
+def test_models_takes_a_token(tmp_path):
+    with running_server(["easel-demo"], "--token", "s3cret",
+                        "--no-preload", "--output-dir", str(tmp_path)) as u:
+        r = easel("models", "--url", u, "--token", "s3cret")
+        assert r.returncode == 0 and "easel-demo (default)" in r.stdout, r.stderr
+        r = easel("models", "--url", u)
+        assert r.returncode == 1 and "token" in r.stderr
+
+
+def test_cli_flags_come_from_the_declarations():
+    from easel.cli import build_parser
+    from easel.cli.generate import request_from_args
+
+    parser = build_parser()
+    helptext = parser._subparsers._group_actions[0].choices["generate"].format_help()  # noqa: SLF001
+    for d in request_fields().values():
+        if d.flag:
+            assert d.flag in helptext, d.name
+    old_flags = ["--prompt", "a", "--negative", "b", "--model", "m", "--strength", "0.4", "--upscale", "2",
+                 "--lora", "ink:0.5", "--lora", "soft", "--control-model", "c", "--control-strength", "0.7",
+                 "--variation-seed", "9", "--variation-strength", "0.3", "--refiner", "--refiner-switch", "0.6",
+                 "--steps", "3", "--guidance", "4.5", "--seed", "-1", "--batch", "2", "--width", "64",
+                 "--height", "72", "--scheduler", "ddim", "--grow", "3", "--feather", "5", "--padding", "0.5"]
+    args = parser.parse_args(["generate", "--out", "o.png", *old_flags])
+    got = request_from_args(args, None, None)
+    want = GenerateRequest(job=got.job, prompt="a", negative_prompt="b", model="m", strength=0.4, upscale=2,
+                           loras=[{"name": "ink", "weight": 0.5}, {"name": "soft", "weight": 1.0}],
+                           control_model="c", control_strength=0.7, variation_seed=9, variation_strength=0.3,
+                           refiner=True, refiner_switch=0.6, steps=3, guidance=4.5, seed=-1, batch=2, width=64,
+                           height=72, scheduler="ddim", grow=3, feather=5, padding=0.5, preview=False)
+    assert got == want
+    plain = request_from_args(parser.parse_args(["generate", "--out", "o.png", "--prompt", "x"]), None, None)
+    assert plain == GenerateRequest(job=plain.job, prompt="x", preview=False)  # the protocol's defaults

@@ -1,0 +1,36 @@
+"""The ``easel`` command: serve, generate, models, demo-model, install-plugin, package-plugin.
+
+One module per responsibility: ``serve`` (the server), ``generate`` (client commands; its flags are
+generated from the protocol's field declarations), ``pictures`` (the PNGs ``generate`` writes),
+``plugins`` (editor plugins and the demo model). Heavy imports (torch, diffusers) happen only in
+``serve`` and ``demo-model``, so client commands start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..client.protocol import parse_lora
+from . import generate, plugins, serve
+
+__all__ = ["build_parser", "main", "parse_lora"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easel", description="Local AI painting server and client for Krita and GIMP.")
+    parser.add_argument("--version", action="version", version=f"easel {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+    serve.add_parser(sub)
+    generate.add_parsers(sub)
+    plugins.add_parsers(sub)
+    return parser

@@ -1,0 +1,51 @@
+"""``easel install-plugin``, ``package-plugin`` and ``demo-model``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("demo-model", help="the built-in demo model")
+    p.add_argument("action", choices=["train"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options for the trainer (see `easel demo-model train -h`)")
+    p.set_defaults(func=cmd_demo_model)
+
+    for name, helptext in (("install-plugin", "install an editor plugin"), ("package-plugin", "write a plugin zip")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("editor", choices=["krita", "gimp"])
+        if name == "install-plugin":
+            p.add_argument("--dest", type=Path, help="plugin folder (default: the editor's user folder)")
+            p.add_argument("--kritarc", type=Path, help="kritarc to enable the plugin in (Krita)")
+            p.set_defaults(func=cmd_install_plugin)
+        else:
+            p.add_argument("--out", type=Path, help="zip path (default: ./easel-EDITOR-plugin.zip)")
+            p.set_defaults(func=cmd_package_plugin)
+
+
+def cmd_demo_model(args: argparse.Namespace) -> int:
+    from ..server.demo.train import main as train_main
+
+    rest = [a for a in args.rest if a != "--"]
+    return train_main(rest)
+
+
+def cmd_install_plugin(args: argparse.Namespace) -> int:
+    from ..plugin_install import install_plugin
+
+    target = install_plugin(args.editor, args.dest, args.kritarc)
+    print(f"installed the Easel {args.editor} plugin in {target}")
+    if args.editor == "krita":
+        print("restart Krita; the docker is under Settings > Dockers > Easel")
+    else:
+        print("restart GIMP; the commands are under Filters > Easel")
+    return 0
+
+
+def cmd_package_plugin(args: argparse.Namespace) -> int:
+    from ..plugin_install import package_plugin
+
+    print(f"wrote {package_plugin(args.editor, args.out)}")
+    return 0

@@ -1,0 +1,135 @@
+"""``easel serve``: load the models and serve the websocket protocol until Ctrl+C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..server.security import TOKEN_ENV, Security, SecurityError
+from .progress import ProgressBar
+
+DEMO_MODEL = "easel-demo"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="start the websocket server")
+    p.add_argument("--model", action="append", metavar="M",
+                   help="hub id, diffusers folder or .safetensors/.ckpt file (repeat to serve several; "
+                        f"the first is the default). Default: the built-in toy model {DEMO_MODEL!r}")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    p.add_argument("--max-loaded", type=int, default=2, metavar="N", help="models kept in memory (LRU)")
+    p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
+    p.add_argument("--vae-tiling", action="store_true", help="decode big images in tiles")
+    p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
+    p.add_argument("--models-dir", type=Path, help="folder that local model paths are confined to")
+    p.add_argument("--no-preload", action="store_true", help="load the default model on first use")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for inference (default: torch's choice, one per core; on a busy "
+                        "2-core machine 1 was measured 3-6x faster, docs/performance.md)")
+    p.add_argument("--output-dir", type=Path, help="where finished results are kept (default: user data dir)")
+    p.add_argument("--keep-results", type=int, default=200, metavar="N", help="results kept until acknowledged")
+    p.add_argument("--keep-days", type=float, default=7.0, help="results older than this are deleted")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"require this token from clients (default: ${TOKEN_ENV}); needed off loopback")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let browser pages from ORIGIN connect (none by default)")
+    p.add_argument("--loras-dir", type=Path, metavar="DIR", help="folder of .safetensors LoRAs offered to clients")
+    p.add_argument("--control-model", action="append", default=[], metavar="REF",
+                   help="ControlNet (hub id or folder) offered to clients; repeat for several")
+    p.add_argument("--refiner", metavar="REF", help="SDXL refiner model (hub id, folder or file) for refiner jobs")
+    p.add_argument("--safety-checker", nargs="?", const=True, default=False, metavar="REF",
+                   help="check results with the SD safety checker (off by default; REF: a folder or hub id, "
+                        "default CompVis/stable-diffusion-safety-checker); flagged images come back black")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    models = args.model or [DEMO_MODEL]
+    security = Security(token=args.token, allowed_origins=args.allow_origin)
+    try:
+        security.check_bind(args.host)
+    except SecurityError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
+    print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
+    from ..server.app import App
+    from ..server.engine import Engine
+    from ..server.engine.types import EngineError, Progress
+    from ..server.results import ResultStore, default_output_dir
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    try:
+        engine = Engine(models, device=args.device, dtype=args.dtype, max_loaded=args.max_loaded,
+                        attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
+                        cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
+                        control_models=args.control_model, refiner=args.refiner,
+                        safety_checker=args.safety_checker)
+    except EngineError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
+    if models[0] == DEMO_MODEL:
+        from ..server.demo.model import TOY_NOTICE
+
+        print(TOY_NOTICE, flush=True)
+    if not args.no_preload:
+        bar = ProgressBar("loading")
+
+        def on_load(p: Progress) -> None:
+            bar.update(p.step, p.total, p.message or p.stage)
+
+        try:
+            engine.load(None, on_load)
+        except EngineError as exc:
+            bar.done()
+            print(f"easel serve: {exc}", file=sys.stderr)
+            return 2
+        bar.done()
+    print(f"device {engine.device}, dtype {engine.dtype}; models: "
+          + ", ".join(m.id for m in engine.models()), flush=True)
+    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir else "",
+              "control models: " + ", ".join(engine.control_models()) if args.control_model else "",
+              "refiner: " + ", ".join(engine.refiners()) if args.refiner else "",
+              "safety checker on" if engine.safety_checker else ""]
+    if any(extras):
+        print("; ".join(e for e in extras if e), flush=True)
+    try:
+        store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
+        print(f"results are kept in {store.folder}", flush=True)
+        asyncio.run(_serve(App(engine, store=store, security=security), args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.close()
+    return 0
+
+
+async def _serve(app, host: str, port: int) -> None:
+    await app.start(host, port)
+    print(f"Easel is serving on ws://{host}:{app.port} (Ctrl+C to stop)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("Easel: shutting down", flush=True)
+    await app.close()
