@@ -154,6 +154,9 @@ def test_missing_token_names_the_setting():
         error, _elapsed, _client = timed_connect(url)
     assert "requires a token (HTTP 401)" in str(error) and "EASEL_TOKEN" in str(error) and url in str(error)
     assert not seen.hello.is_set()
+    with ws_server(silent, process_request=unauthorized) as (url, seen):
+        error, _elapsed, _client = timed_connect(url, token="wrong")
+    assert "rejected the token (HTTP 401)" in str(error) and "easel serve --token" in str(error)
 
 
 def test_refused_port_and_bad_url_are_plain_errors():

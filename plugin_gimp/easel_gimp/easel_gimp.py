@@ -138,12 +138,13 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
 
 def run_generation(image, config, command: Command, dialog):
     params, url = read_config(config, command)
+    token = easel_jobs.resolve_token(config, url)
     planned = plan(image, command, params, read_features(config))
-    result = easel_jobs.generate(url, planned, dialog)
+    result = easel_jobs.generate(url, planned, dialog, token)
     if result is None:
         return None
     insert_results(image, result, params.prompt)
-    easel_jobs.save_settings(url=url)
+    easel_jobs.remember_server(url, config)
     return []
 
 
@@ -212,6 +213,9 @@ def add_arguments(proc, command: Command) -> None:
     proc.add_string_argument("url", "Server _URL",
                              f"Easel server (empty: ${editing.URL_ENV}, else the last one used, else "
                              f"{editing.DEFAULT_SERVER_URL})", "", RW)
+    proc.add_string_argument("token", "Server t_oken",
+                             f"The token the server requires when started with --token (empty: ${editing.TOKEN_ENV}, "
+                             "else the one last used with this URL)", "", RW)
     if kind == "upscale":
         proc.add_image_return_value("new-image", "New image", "The upscaled image (shown in a new window when "
                                     "run interactively)", True, RW)

@@ -13,11 +13,11 @@ import queue
 import gi
 
 gi.require_version("Gimp", "3.0")
-from easel_pixels import EaselError  # noqa: E402
+from easel_pixels import CallingError, EaselError  # noqa: E402
 from gi.repository import Gimp  # noqa: E402
 from shared import editing  # noqa: E402
 
-SETTINGS_FILE = "easel-gimp.json"  # in GIMP's profile folder: the last server URL that worked
+SETTINGS_FILE = "easel-gimp.json"  # in GIMP's profile: the last server URL that worked, tokens per URL
 CLIENT_NAME = "easel-gimp"
 
 
@@ -36,10 +36,13 @@ def load_settings() -> dict:
 
 
 def save_settings(**values) -> None:
+    """Merge ``values`` into the settings file, readable by this user only (it may hold tokens)."""
     data = {**load_settings(), **values}
+    path = _settings_path()
     try:
-        with open(_settings_path(), "w", encoding="utf-8") as fh:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
+        os.chmod(path, 0o600)  # a file written by an older version may be world-readable
     except OSError:
         pass  # settings are a convenience; never fail a run over them
 
@@ -48,12 +51,35 @@ def resolve_url(text: str | None) -> str:
     return editing.resolve_url(text, dict(os.environ), load_settings().get("url"))
 
 
+def typed_token(config) -> str:
+    """The dialog's Server token field (CallingError when it cannot be a token)."""
+    token = (config.get_property("token") or "").strip()
+    problem = editing.check_token(token)
+    if problem:
+        raise CallingError(problem)
+    return token
+
+
+def resolve_token(config, url: str) -> str | None:
+    """The token for ``url``: the field, else $EASEL_TOKEN, else the one saved for that URL."""
+    return editing.resolve_token(typed_token(config), dict(os.environ), load_settings().get("tokens"), url)
+
+
+def remember_server(url: str, config) -> None:
+    """After a run that worked: the URL, and the token typed for it (one from $EASEL_TOKEN is never written)."""
+    values: dict = {"url": url}
+    typed = typed_token(config)
+    if typed:
+        values["tokens"] = editing.remember_token(load_settings().get("tokens"), url, typed)
+    save_settings(**values)
+
+
 # ----------------------------------------------------------------------------- jobs
-def welcome(url: str, timeout: float = 3.0) -> dict | None:
+def welcome(url: str, timeout: float = 3.0, token: str | None = None) -> dict | None:
     """The server's ``welcome`` (models, LoRAs, control models, refiner), or None when unreachable:
     the dialog then shows plain text fields."""
     try:
-        client = editing.Client(url, timeout=timeout, client_name=CLIENT_NAME)
+        client = editing.Client(url, timeout=timeout, client_name=CLIENT_NAME, token=token)
         data = client.connect()
         client.close()
         return data
@@ -61,7 +87,8 @@ def welcome(url: str, timeout: float = 3.0) -> dict | None:
         return None
 
 
-def run_work(url: str, work, *, job: str | None = None, dialog=None, with_progress: bool = True):
+def run_work(url: str, work, *, token: str | None = None, job: str | None = None, dialog=None,
+             with_progress: bool = True):
     """Run ``work(client, on_progress)`` on a worker thread and wait, pumping GIMP's progress (and the
     dialog's). Returns its value; None when cancelled; raises EaselError with the server's words."""
     events: queue.Queue = queue.Queue()
@@ -70,7 +97,7 @@ def run_work(url: str, work, *, job: str | None = None, dialog=None, with_progre
         events.put(("progress", info))
 
     task = editing.ClientTask(url, lambda client: work(client, on_progress), job=job, client_name=CLIENT_NAME,
-                              on_done=lambda value, error: events.put(("done", (value, error))))
+                              token=token, on_done=lambda value, error: events.put(("done", (value, error))))
     if with_progress:
         Gimp.progress_init("Easel: connecting to the server…")
     if dialog is not None:
@@ -108,7 +135,7 @@ def run_work(url: str, work, *, job: str | None = None, dialog=None, with_progre
     return value
 
 
-def generate(url: str, planned: editing.PlannedRequest, dialog=None):
+def generate(url: str, planned: editing.PlannedRequest, dialog=None, token: str | None = None):
     """Send a planned request (with its control guide, if any) and wait for the Result. LoRA names
     typed without ``.safetensors`` are completed from the server's list."""
 
@@ -116,4 +143,4 @@ def generate(url: str, planned: editing.PlannedRequest, dialog=None):
         planned.request.loras = editing.match_loras(planned.request.loras, client.welcome.get("loras"))
         return editing.generate_work(planned, on_progress)(client)
 
-    return run_work(url, work, job=planned.request.job, dialog=dialog)
+    return run_work(url, work, token=token, job=planned.request.job, dialog=dialog)

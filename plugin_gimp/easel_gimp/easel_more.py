@@ -24,15 +24,16 @@ def open_dialog(procedure, config, command, fields, power):
     if not (config.get_property("url") or "").strip():
         config.set_property("url", easel_jobs.resolve_url(""))
     url = easel_jobs.resolve_url(config.get_property("url"))
+    token = easel_jobs.resolve_token(config, url)
     title = f"Easel: {command.label.replace('_', '')}"
     if command.kind == "history":
         entries = easel_jobs.run_work(url, lambda client, _progress: editing.fetch_history(client, HISTORY_LIMIT),
-                                      with_progress=False)
+                                      token=token, with_progress=False)
         if not entries:
             raise EaselError(f"the server at {url} keeps no results yet: generate something first")
         dialog = Dialog(procedure, config, title, list(fields), history=entries)
     else:
-        welcome = easel_jobs.welcome(url)
+        welcome = easel_jobs.welcome(url, token=token)
         choices = editing.feature_choices(welcome) if welcome else None
         dialog = Dialog(procedure, config, title, list(fields), power=list(power), choices=choices)
     if dialog.run():
@@ -50,14 +51,14 @@ def run_upscale(image, config, params_url, dialog, run_mode):
     problem = editing.check_request(planned)
     if problem:
         raise CallingError(problem)
-    result = easel_jobs.generate(url, planned, dialog)
+    result = easel_jobs.generate(url, planned, dialog, easel_jobs.resolve_token(config, url))
     if result is None:
         return None
     new = open_as_new_image(result, image, params.prompt or "upscale")
     if run_mode == Gimp.RunMode.INTERACTIVE:
         Gimp.Display.new(new)
         Gimp.displays_flush()
-    easel_jobs.save_settings(url=url)
+    easel_jobs.remember_server(url, config)
     return [GObject.Value(Gimp.Image, new)]
 
 
@@ -76,7 +77,8 @@ def run_history(image, config, dialog):
             wanted = newest[0]["job"]
         return editing.fetch_result(client, wanted, on_progress)
 
-    result = easel_jobs.run_work(url, work, job=job or None, dialog=dialog)
+    result = easel_jobs.run_work(url, work, token=easel_jobs.resolve_token(config, url), job=job or None,
+                                 dialog=dialog)
     if result is None:
         return None
     prompt = str(result.parameters.get("prompt", ""))
@@ -84,5 +86,5 @@ def run_history(image, config, dialog):
         Gimp.Display.new(open_as_new_image(result, image, prompt or "upscale"))
     else:
         insert_results(image, result, prompt)
-    easel_jobs.save_settings(url=url)
+    easel_jobs.remember_server(url, config)
     return []

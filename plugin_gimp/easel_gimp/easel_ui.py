@@ -51,7 +51,8 @@ class Dialog:
             expander = self.dialog.fill_expander("power", "power-title", False, "power-box")
             expander.set_expanded(any(config.get_property(n) != v for n, v in DEFAULTS.items() if n in power))
             fields.append("power")
-        self.dialog.fill([*fields, "url"])
+        self.dialog.fill([*fields, "url", "token"])
+        self._secret("token", f"none, ${editing.TOKEN_ENV}, or the one last used with this URL")
         if choices:
             self._drop_downs(choices, power)
         hint = "Pick a result, then Insert as layers" if history else "Press OK to send the request to the Easel server"
@@ -82,6 +83,13 @@ class Dialog:
             store.set(store.append(), [GimpUi.IntStoreColumns.VALUE, GimpUi.IntStoreColumns.LABEL],
                       [value, f"×{value}"])
         self.dialog.get_int_radio("factor", store)
+
+    def _secret(self, name: str, placeholder: str) -> None:
+        """Show a token field as dots, like a password."""
+        entry = self._entry(name)
+        if entry is not None:
+            entry.set_visibility(False)
+            entry.set_placeholder_text(placeholder)
 
     def _entry(self, name: str):
         widget = self.dialog.get_widget(name, GimpUi.LabelEntry.__gtype__)

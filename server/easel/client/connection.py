@@ -138,7 +138,7 @@ class Client:
             self._ws = connect(self.url, open_timeout=self.timeout, max_size=DEFAULT_MAX_MESSAGE_BYTES,
                                compression=None, additional_headers=headers)
         except Exception as exc:  # OSError, TimeoutError, InvalidURI, InvalidStatus, InvalidHandshake…
-            raise ClientError(open_error(self.url, self.timeout, exc)) from exc
+            raise ClientError(open_error(self.url, self.timeout, exc, bool(self.token))) from exc
         self._assembler = Assembler()
         try:
             self._send({"type": "hello", "protocol": PROTOCOL_VERSION, "client": self.client_name,
@@ -285,7 +285,10 @@ class Client:
                 return Event(message.type, message.job, message.data, message.images)
 
 
-def open_error(url: str, timeout: float, exc: BaseException) -> str:
+_WHERE_TOKEN = "$EASEL_TOKEN works everywhere, --token on the command line, the Server token field in GIMP"
+
+
+def open_error(url: str, timeout: float, exc: BaseException, token_sent: bool = False) -> str:
     """Plain words for a failed TCP connect or websocket handshake: what URL, what happened, what to do."""
     if isinstance(exc, InvalidURI):
         return f"{url!r} is not a websocket address: write it as ws://HOST:PORT (e.g. {DEFAULT_URL})"
@@ -294,9 +297,12 @@ def open_error(url: str, timeout: float, exc: BaseException) -> str:
                 "that `easel serve` is running there and that no firewall drops the connection")
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
+        if status == 401 and token_sent:
+            return (f"the Easel server at {url} rejected the token (HTTP 401): use the one it was started with "
+                    f"(`easel serve --token`); {_WHERE_TOKEN}")
         if status == 401:
-            return (f"the Easel server at {url} requires a token (HTTP 401): set the token it was started "
-                    "with (`easel serve --token`) in the plugin's Token field or in $EASEL_TOKEN")
+            return (f"the Easel server at {url} requires a token (HTTP 401): give the one it was started with "
+                    f"(`easel serve --token`); {_WHERE_TOKEN}")
         if status == 403:
             return (f"the server at {url} refused this client's origin (HTTP 403): editors and the CLI send "
                     "none; see docs/security.md (--allow-origin)")

@@ -64,16 +64,20 @@ from .power import (
 from .tasks import ClientTask, GenerationTask, generate_work
 from .ui import (
     DEFAULT_SERVER_URL,
+    TOKEN_ENV,
     URL_ENV,
     check_request,
+    check_token,
     model_choices,
     params_from_settings,
     params_from_ui,
     params_to_settings,
     parse_seed,
     progress_text,
+    remember_token,
+    resolve_token,
     resolve_url,
     strength_text,
 )
 
-__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LiveConfig", "LiveConnection", "LiveSession", "Params", "PlannedRequest", "ProgressInfo", "Result", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "loras_text", "match_loras", "model_choices", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "progress_text", "read_plan", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]
+__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LiveConfig", "LiveConnection", "LiveSession", "Params", "PlannedRequest", "ProgressInfo", "Result", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "loras_text", "match_loras", "model_choices", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "progress_text", "read_plan", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]

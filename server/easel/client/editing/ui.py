@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ..connection import ProgressInfo
 from ..protocol import GenerateRequest
 from .core import Params, PlannedRequest
@@ -94,6 +96,41 @@ def resolve_url(explicit: str | None, environ: dict[str, str] | None = None, sav
         if text:
             return text if "://" in text else f"ws://{text}"
     return DEFAULT_SERVER_URL
+
+
+TOKEN_ENV = "EASEL_TOKEN"
+
+
+def resolve_token(explicit: str | None, environ: Mapping[str, str] | None = None,
+                  saved: Mapping[str, str] | None = None, url: str = "") -> str | None:
+    """The token to send to ``url``: the one typed, else ``$EASEL_TOKEN``, else the one saved for that
+    URL (``saved`` maps server URLs to tokens, so a token never goes to another server); None: none.
+    Surrounding blanks (a pasted newline) are dropped."""
+    for candidate in (explicit, (environ or {}).get(TOKEN_ENV), (saved or {}).get(url)):
+        text = (candidate or "").strip()
+        if text:
+            return text
+    return None
+
+
+def check_token(token: str | None) -> str | None:
+    """A plain-words problem with a token typed by the painter, or None. It travels in an HTTP header,
+    so only printable ASCII without spaces fits (``easel serve --token`` tokens do)."""
+    if token and not all(33 <= ord(c) < 127 for c in token):
+        return ("the server token may contain only printable ASCII characters without spaces: paste the "
+                "token the server was started with (easel serve --token)")
+    return None
+
+
+def remember_token(saved: Mapping[str, str] | None, url: str, token: str | None) -> dict[str, str]:
+    """``saved`` (server URL -> token) with ``token`` kept for ``url``; a blank token forgets that URL's."""
+    out = {k: v for k, v in (saved or {}).items() if isinstance(k, str) and isinstance(v, str)}
+    token = (token or "").strip()
+    if token:
+        out[url] = token
+    else:
+        out.pop(url, None)
+    return out
 
 
 def params_from_ui(prompt: str, negative_prompt: str = "", strength: float = 1.0, steps: int = 0,
