@@ -1,4 +1,6 @@
-"""The GIMP 3 plug-in in a real GIMP 3 (Debian trixie chroot from .ci/install_gimp.sh).
+"""The GIMP 3 plug-in in a real GIMP 3, in a Debian chroot: the oldest supported (GIMP 3.0.4, trixie,
+.ci/install_gimp.sh; `make test-gimp`) or the newest Debian ships (sid, .ci/install_sid_editors.sh;
+`make test-gimp-newest`, which sets EASEL_GIMP_ROOT).
 
 One batch-mode GIMP session runs every NONINTERACTIVE case (tests/editors/gimp/batch_cases.py)
 against a real Easel server on 127.0.0.1; each test below judges one case from the files that
@@ -22,9 +24,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "gimp"))
 sys.path.insert(0, str(HERE.parent))
 
+from editor_site import install_plugin  # noqa: E402
 from gimp_cases import GOOD, PROCS, SEL_BOX, H, W, batch_cases, direct, geometry, until  # noqa: E402
 from gimp_chroot import (  # noqa: E402
-    REPO,
+    ARTIFACTS,
     Workdir,
     batch_command,
     chroot_shell,
@@ -35,16 +38,14 @@ from gimp_chroot import (  # noqa: E402
 )
 
 from easel.client import editing  # noqa: E402
-from easel.plugin_install import install_plugin  # noqa: E402
 
 pytestmark = pytest.mark.editor
-ARTIFACTS = REPO / "artifacts"
 
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def root():
-    return require_chroot()
+def root(request):
+    return require_chroot(request)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def server_url(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("gimp_server")
     write_tiny_lora(tiny, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
     control = build_tiny_controlnet(tiny, root / "scribble")
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with running_server([os.environ.get("EASEL_TEST_MODEL") or tiny], "--loras-dir", str(root / "loras"),
                         "--control-model", control, "--output-dir", str(root / "results"),
                         log_path=ARTIFACTS / "gimp_server.log") as url:
@@ -79,7 +80,7 @@ def batch(root, server_url):
     (work.host / "spec.json").write_text(json.dumps(spec))
     (work.host / "batch_cases.py").write_text((HERE / "gimp/batch_cases.py").read_text())
     t0 = time.monotonic()
-    proc = chroot_shell(root, batch_command(work.path("batch_cases.py")),
+    proc = chroot_shell(root, batch_command(work.path("batch_cases.py"), work.version),
                         {"HOME": work.path("home"), "EASEL_TEST_SPEC": work.path("spec.json")},
                         timeout=300, log=ARTIFACTS / "gimp_batch.log")
     results_file = work.host / "out/results.json"
@@ -255,7 +256,7 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
     gimp = start_chroot_shell(root, (
         f"Xvfb {display} -screen 0 1280x800x24 -nolisten tcp -noreset -fbdir {work.path('fb')} & X=$!; "
         "for i in $(seq 50); do xwininfo -root >/dev/null 2>&1 && break; sleep 0.2; done; "
-        "timeout 240 gimp-3.0 --no-splash --batch-interpreter=python-fu-eval "
+        f"timeout 240 gimp-{work.version} --no-splash --batch-interpreter=python-fu-eval "
         f"-b \"exec(open('{work.path('gui_dialog.py')}').read())\"; kill $X"), env, ARTIFACTS / "gimp_gui.log")
 
     def x11(cmd: str) -> str:
@@ -269,7 +270,7 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         return None
 
     def capture(window: str, name: str) -> None:
-        ARTIFACTS.mkdir(exist_ok=True)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_screen.png", ARTIFACTS / name,
                    geometry(x11(f"xwininfo -id {window}")))
 

@@ -1,87 +1,66 @@
-"""Drive GIMP 3 inside the Debian trixie chroot that .ci/install_gimp.sh builds.
+"""Drive GIMP 3 inside a Debian chroot (tests/editors/editor_site.py runs it in a private mount
+namespace).
 
-Every run happens in a private mount namespace (``unshare --mount``): /proc, /dev and a fresh
-/tmp are mounted for GIMP there and vanish with it, so nothing is left mounted on the host and
-parallel runs do not disturb each other. The chroot shares the host's network, so GIMP reaches
-an Easel server on the host's 127.0.0.1.
+Which GIMP: ``EASEL_GIMP_ROOT`` names the chroot; by default the trixie chroot .ci/install_gimp.sh
+builds (GIMP 3.0.4, the oldest supported); ``make test-gimp-newest`` points it at the sid chroot of
+.ci/install_sid_editors.sh (the newest GIMP Debian ships). The GIMP version is read from the
+chroot's binaries (``gimp-console-3.0``, ``gimp-console-3.2``): it names the binaries and the
+profile folder (``~/.config/GIMP/3.2``: GIMP 3.2 reads user plug-ins from its own profile only).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
-import tempfile
-import time
+import sys
 from pathlib import Path
 
-import pytest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot  # noqa: E402
 
-ROOT = Path(os.environ.get("EASEL_GIMP_ROOT", "/var/cache/easel/gimp3-trixie"))
-REPO = Path(__file__).resolve().parents[3]
+DEFAULT_ROOT = Path("/var/cache/easel/gimp3-trixie")
+ROOT = Path(os.environ.get("EASEL_GIMP_ROOT") or DEFAULT_ROOT)
+ARTIFACTS = artifacts(ROOT, DEFAULT_ROOT)
 
 
-def require_chroot() -> Path:
+def gimp_version(root: Path = ROOT) -> str:
+    """"3.0" or "3.2": the newest ``gimp-console-3.N`` in the chroot."""
+    found = sorted((p.name.rsplit("-", 1)[1] for p in (root / "usr/bin").glob("gimp-console-3.*")),
+                   key=lambda v: tuple(int(n) for n in v.split(".")))
+    return found[-1] if found else "3.0"
+
+
+def require_chroot(request) -> Path:
     """The chroot, or a loud failure under CI (these tests must never be skipped there)."""
-    problem = None
-    if not (ROOT / "usr/bin/gimp-console-3.0").exists():
-        problem = f"no GIMP 3 chroot at {ROOT}: run .ci/install_gimp.sh (or set EASEL_GIMP_ROOT)"
-    elif os.geteuid() != 0:
-        problem = "the GIMP tests need root (chroot, mount namespaces)"
-    elif shutil.which("unshare") is None:
-        problem = "the GIMP tests need unshare (util-linux)"
+    problem = problem_with_chroot(ROOT, f"usr/bin/gimp-console-{gimp_version()}",
+                                  ".ci/install_gimp.sh (or set EASEL_GIMP_ROOT)")
     if problem:
-        if os.environ.get("CI"):
-            pytest.fail(problem)
-        pytest.skip(problem)
+        fail_or_skip(request, problem)
     return ROOT
 
 
-class Workdir:
-    """A folder inside the chroot (``/var/tmp/easel-tests/run-…``) with a GIMP profile holding the plug-in."""
+class Workdir(Scratch):
+    """A folder inside the chroot with a GIMP profile (for this GIMP version) holding the plug-in."""
 
     def __init__(self, root: Path):
-        base = root / "var/tmp/easel-tests"
-        base.mkdir(parents=True, exist_ok=True)
-        for stale in base.glob("run-*"):  # left by a run that was killed
-            if time.time() - stale.stat().st_mtime > 6 * 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        self.root = root
-        self.host = Path(tempfile.mkdtemp(prefix="run-", dir=base))
-        self.host.chmod(0o755)
-        self.inner = "/" + str(self.host.relative_to(root))
+        super().__init__(root)
+        self.version = gimp_version(root)
         for sub in ("home", "in", "out"):
             (self.host / sub).mkdir()
         # a profile that skips the welcome dialog and the "tip of the day"
-        profile = self.host / "home/.config/GIMP/3.0"
+        profile = self.host / f"home/.config/GIMP/{self.version}"
         profile.mkdir(parents=True)
         (profile / "gimprc").write_text("(show-welcome-dialog no)\n(show-tips no)\n")
 
     def plugins(self) -> Path:
-        return self.host / "home/.config/GIMP/3.0/plug-ins"
-
-    def path(self, *parts: str) -> str:
-        """A path as GIMP sees it inside the chroot."""
-        return "/".join([self.inner, *parts])
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.host, ignore_errors=True)
-
-
-def _chroot_cmd(root: Path, script: str, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-    inner_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **env}
-    setup = ('mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" && mount -t tmpfs tmpfs "$R/tmp" '
-             '&& exec chroot "$R" env -i "$@"')
-    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh",
-           *(f"{k}={v}" for k, v in inner_env.items()), "sh", "-c", script]
-    return cmd, {"R": str(root), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return self.host / f"home/.config/GIMP/{self.version}/plug-ins"
 
 
 def chroot_shell(root: Path, script: str, env: dict[str, str], timeout: float,
                  log: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``sh -c script`` in the chroot with a clean environment (``env`` plus PATH and LANG)."""
-    cmd, host_env = _chroot_cmd(root, script, env)
+    cmd, host_env = chroot_command(root, ["sh", "-c", script], env)
     out = subprocess.run(cmd, env=host_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          timeout=timeout)
     if log is not None:
@@ -92,7 +71,7 @@ def chroot_shell(root: Path, script: str, env: dict[str, str], timeout: float,
 
 def start_chroot_shell(root: Path, script: str, env: dict[str, str], log: Path) -> subprocess.Popen:
     """Like ``chroot_shell`` but in the background, in its own process group (output to ``log``)."""
-    cmd, host_env = _chroot_cmd(root, script, env)
+    cmd, host_env = chroot_command(root, ["sh", "-c", script], env)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
         return subprocess.Popen(cmd, env=host_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -107,9 +86,9 @@ def free_display() -> int:
     raise RuntimeError("no free X display number")
 
 
-def batch_command(script: str) -> str:
+def batch_command(script: str, version: str) -> str:
     """The gimp-console command that executes a Python file with the python-fu-eval interpreter."""
-    return ("gimp-console-3.0 -i --batch-interpreter=python-fu-eval "
+    return (f"gimp-console-{version} -i --batch-interpreter=python-fu-eval "
             f"-b \"exec(open('{script}').read())\" --quit")
 
 
