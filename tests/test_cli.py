@@ -127,6 +127,20 @@ def test_kritarc_edit_keeps_krita_lines(tmp_path, before, after):
     assert rc.read_text() == after  # idempotent
 
 
+def test_install_plugin_with_empty_xdg_uses_home_not_the_cwd(tmp_path):
+    """Regression: XDG_CONFIG_HOME="" made `easel install-plugin gimp` write ./GIMP/3.0/… in the cwd."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    env = {"HOME": str(home), "XDG_CONFIG_HOME": "", "XDG_DATA_HOME": "", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(REPO / "server")}
+    for editor, where in (("gimp", ".config/GIMP/3.0/plug-ins/easel_gimp"),
+                          ("krita", ".local/share/krita/pykrita/easel_krita")):
+        r = subprocess.run([sys.executable, "-m", "easel", "install-plugin", editor], cwd=cwd, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and str(home / where) in r.stdout, r.stderr
+    assert list(cwd.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- what `easel generate` writes
 def textured(w: int, h: int) -> np.ndarray:
     """An RGB picture where every pixel differs from its neighbours (so "unchanged" means something)."""
