@@ -29,8 +29,17 @@ from .qt import (
     named,
 )
 from .shared import editing
+from .shared.protocol import request_fields
 
 PICK_LABEL = "add a LoRA…"
+
+
+def _declared(box: QDoubleSpinBox, name: str) -> QDoubleSpinBox:
+    """``box`` with the range and start value the protocol declares for request field ``name``."""
+    field = request_fields()[name]
+    box.setRange(field.spec.low, field.spec.high)
+    box.setValue(field.default)
+    return box
 
 
 def _row(layout, label: str, *widgets, stretch_first: bool = True) -> QWidget:
@@ -75,8 +84,7 @@ class PowerPanel(QWidget):
         self.variation_seed.setPlaceholderText("variation seed")
         self.variation_strength = named(QDoubleSpinBox(), "easel_variation_strength",
                                          "0: the seed's image · 1: the variation seed's image")
-        self.variation_strength.setRange(0.0, 1.0)
-        self.variation_strength.setSingleStep(0.05)
+        _declared(self.variation_strength, "variation_strength").setSingleStep(0.05)
         self.vary = named(QPushButton("Vary last"), "easel_vary",
                            "Keep the last result's seed, pick a new variation seed and generate")
         _row(box, "Variation", self.variation_seed, self.variation_strength, self.vary)
@@ -85,9 +93,7 @@ class PowerPanel(QWidget):
                              "Send the visible canvas as the ControlNet guide (dark-on-light sketches are inverted)")
         self.control_model = named(QComboBox(), "easel_control_model", "ControlNet (from the server)")
         self.control_strength = named(QDoubleSpinBox(), "easel_control_strength", "ControlNet strength")
-        self.control_strength.setRange(0.0, 2.0)
-        self.control_strength.setSingleStep(0.1)
-        self.control_strength.setValue(1.0)
+        _declared(self.control_strength, "control_strength").setSingleStep(0.1)
         self.control_row = _row(box, "", self.sketch, self.control_model, self.control_strength)
 
         self.refiner = named(QCheckBox("SDXL refiner"), "easel_refiner",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..connection import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result, new_job_id
-from ..protocol import GenerateRequest, Image
+from ..protocol import LORA_WEIGHT, MAX_LORAS, GenerateRequest, Image, request_fields
 from .core import IMG2IMG, Params, PlannedRequest
 from .ui import model_choices
 
@@ -14,9 +14,8 @@ from .ui import model_choices
 def parse_loras(text: str) -> list[dict] | None:
     """LoRAs typed as ``"ink.safetensors:0.8, styles/soft:0.5"`` (commas or new lines; a name
     without ``:weight`` gets 1.0) -> ``[{"name", "weight"}]``, or None when blank.
-    ValueError in plain words for a weight that is no number or outside -4..4, or too many."""
-    from ..protocol import MAX_LORAS
-
+    ValueError in plain words for a weight that is no number or outside LORA_WEIGHT, or too many."""
+    low, high = LORA_WEIGHT
     out = []
     for part in text.replace("\n", ",").split(","):
         part = part.strip()
@@ -29,8 +28,8 @@ def parse_loras(text: str) -> list[dict] | None:
             value = float(weight)
         except ValueError:
             raise ValueError(f"LoRA {part!r}: write it as name:weight, the weight a number (e.g. ink:0.8)") from None
-        if not name.strip() or not -4.0 <= value <= 4.0 or value != value:
-            raise ValueError(f"LoRA {part!r}: needs a name and a weight between -4 and 4")
+        if not name.strip() or not low <= value <= high or value != value:
+            raise ValueError(f"LoRA {part!r}: needs a name and a weight between {low:g} and {high:g}")
         out.append({"name": name.strip(), "weight": value})
     if len(out) > MAX_LORAS:
         raise ValueError(f"at most {MAX_LORAS} LoRAs per job (got {len(out)})")
@@ -63,22 +62,28 @@ def match_loras(loras: list | None, available: list[str] | None) -> list | None:
             and f"{x['name']}.safetensors" in offered else x for x in loras]
 
 
+def _default(name: str):
+    """The protocol's declared default of request field ``name``."""
+    return request_fields()[name].default
+
+
 @dataclass
 class Features:
-    """The power features a painter set (docs/features.md); the defaults change nothing."""
+    """The power features a painter set (docs/features.md); the defaults (the protocol's) change nothing."""
 
     loras: list | None = None
     control_model: str | None = None  # with a control image (``sketch_guide``)
-    control_strength: float = 1.0
+    control_strength: float = _default("control_strength")
     variation_seed: int | None = None
-    variation_strength: float = 0.0
+    variation_strength: float = _default("variation_strength")
     refiner: bool = False
-    refiner_switch: float = 0.8
+    refiner_switch: float = _default("refiner_switch")
 
 
-def features_from_ui(loras: str = "", variation_seed: int = -1, variation_strength: float = 0.0,
-                     control_model: str = "", control_strength: float = 1.0, refiner: bool = False,
-                     refiner_switch: float = 0.8, available_loras: list[str] | None = None) -> Features:
+def features_from_ui(loras: str = "", variation_seed: int = -1, variation_strength: float = Features.variation_strength,
+                     control_model: str = "", control_strength: float = Features.control_strength,
+                     refiner: bool = False, refiner_switch: float = Features.refiner_switch,
+                     available_loras: list[str] | None = None) -> Features:
     """Features from editor widgets, whose 'off' values are an empty text, a negative variation
     seed and an empty control model. ValueError (plain words) for unreadable LoRA text."""
     return Features(loras=match_loras(parse_loras(loras or ""), available_loras),
@@ -229,8 +234,9 @@ def params_from_history(entry: dict) -> tuple[Params, Features]:
                     seed=int(seeds[0]), batch=len(seeds), model=p.get("model"),
                     scheduler=p.get("scheduler") if p.get("scheduler") in SCHEDULERS else None)
     features = Features(loras=p.get("loras") or None, control_model=p.get("control_model"),
-                        control_strength=float(p.get("control_strength", 1.0)),
+                        control_strength=float(p.get("control_strength", Features.control_strength)),
                         variation_seed=p.get("variation_seed"),
-                        variation_strength=float(p.get("variation_strength", 0.0)),
-                        refiner=bool(p.get("refiner")), refiner_switch=float(p.get("refiner_switch", 0.8)))
+                        variation_strength=float(p.get("variation_strength", Features.variation_strength)),
+                        refiner=bool(p.get("refiner")),
+                        refiner_switch=float(p.get("refiner_switch", Features.refiner_switch)))
     return params, features
