@@ -37,6 +37,7 @@ from easel_pixels import (  # noqa: E402
 )
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from shared import editing  # noqa: E402
+from shared.protocol import request_fields  # noqa: E402
 
 MENU = "<Image>/Filters/Easel"
 RW = GObject.ParamFlags.READWRITE
@@ -199,11 +200,12 @@ def add_arguments(proc, command: Command) -> None:
             proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
         proc.add_double_argument("strength", "_Strength", "How much detail the model adds per tile (0: plain "
                                  "Lanczos; 0.2–0.4 keeps the picture)" if kind == "upscale" else
-                                 "1.0 paints anew; lower keeps more of the image", 0.0, 1.0, command.strength, RW)
+                                 "1.0 paints anew; lower keeps more of the image", *declared("strength")[:2],
+                                 command.strength, RW)
         proc.add_int_argument("steps", "S_teps", "Denoising steps (0: the model's default)", 0, 500, 0, RW)
         if generating:
             proc.add_double_argument("guidance", "_Guidance", "Prompt guidance scale (-1: the model's default)",
-                                     -1.0, 100.0, -1.0, RW)
+                                     -1.0, declared("guidance")[1], -1.0, RW)
         proc.add_int_argument("seed", "S_eed", "Random seed (-1: a new one each run)", -1, 2**31 - 1, -1, RW)
         if generating:
             proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", 1, 16, 1, RW)
@@ -221,6 +223,12 @@ def add_arguments(proc, command: Command) -> None:
                                     "run interactively)", True, RW)
 
 
+def declared(name: str) -> tuple[float, float, float]:
+    """(min, max, default) of request field ``name`` as the protocol declares it."""
+    field = request_fields()[name]
+    return field.spec.low, field.spec.high, field.default
+
+
 def add_power_arguments(proc) -> None:
     """LoRAs, variations, the sketch guide and the refiner (docs/features.md); defaults change nothing."""
     proc.add_string_argument("loras", "_LoRAs", "LoRAs the server offers, with weights: name:0.8, other:0.5 "
@@ -228,12 +236,13 @@ def add_power_arguments(proc) -> None:
     proc.add_int_argument("variation-seed", "_Variation seed", "Blend this seed's noise into the seed's, to "
                           "explore around a result (-1: off)", -1, 2**31 - 1, -1, RW)
     proc.add_double_argument("variation-strength", "Variation s_trength", "0: the seed's result, 1: the "
-                             "variation seed's", 0.0, 1.0, 0.0, RW)
+                             "variation seed's", *declared("variation_strength"), RW)
     proc.add_string_argument("control-model", "S_ketch guide model", "ControlNet id on the server (empty: no "
                              "guide). The visible image guides the result, as white lines on black (a dark-on-"
                              "light sketch is inverted)", "", RW)
     proc.add_double_argument("control-strength", "Guide str_ength", "How closely the result follows the "
-                             "sketch guide (0..2)", 0.0, 2.0, 1.0, RW)
+                             f"sketch guide ({request_fields()['control_strength'].range_text()})",
+                             *declared("control_strength"), RW)
     proc.add_boolean_argument("refiner", "SDXL re_finer", "Let the server's SDXL refiner do the last steps "
                               "(SDXL models, when the server has a refiner)", False, RW)
 
