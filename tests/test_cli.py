@@ -141,6 +141,24 @@ def test_install_plugin_with_empty_xdg_uses_home_not_the_cwd(tmp_path):
     assert list(cwd.iterdir()) == []
 
 
+
+@pytest.mark.parametrize("flag, want", [([], ["3.0", "3.2"]), (["--gimp-version", "3.2"], ["3.2"])])
+def test_install_plugin_gimp_goes_to_each_existing_profile_or_the_one_asked(tmp_path, flag, want):
+    home = tmp_path / "home"
+    for version in ("3.0", "3.2"):
+        (home / ".config" / "GIMP" / version).mkdir(parents=True)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "server")}
+    r = subprocess.run([sys.executable, "-m", "easel", "install-plugin", "gimp", *flag], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for version in ("3.0", "3.2"):
+        main = home / ".config" / "GIMP" / version / "plug-ins" / "easel_gimp" / "easel_gimp.py"
+        assert main.exists() == (version in want)
+        assert (str(main.parent) in r.stdout) == (version in want)
+    r = subprocess.run([sys.executable, "-m", "easel", "install-plugin", "krita", "--gimp-version", "3.2"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--gimp-version" in r.stderr
+
 # ----------------------------------------------------------------------------- what `easel generate` writes
 def textured(w: int, h: int) -> np.ndarray:
     """An RGB picture where every pixel differs from its neighbours (so "unchanged" means something)."""

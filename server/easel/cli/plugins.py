@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ def add_parsers(sub: Any) -> None:
         if name == "install-plugin":
             p.add_argument("--dest", type=Path, help="plugin folder (default: the editor's user folder)")
             p.add_argument("--kritarc", type=Path, help="kritarc to enable the plugin in (Krita)")
+            p.add_argument("--gimp-version", metavar="3.0|3.2|all",
+                           help="GIMP: install for this version (default: every GIMP 3.x profile that exists, else 3.0)")
             p.set_defaults(func=cmd_install_plugin)
         else:
             p.add_argument("--out", type=Path, help="zip path (default: ./easel-EDITOR-plugin.zip)")
@@ -33,10 +36,15 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 
 
 def cmd_install_plugin(args: argparse.Namespace) -> int:
-    from ..plugin_install import install_plugin
+    from ..plugin_install import install
 
-    target = install_plugin(args.editor, args.dest, args.kritarc)
-    print(f"installed the Easel {args.editor} plugin in {target}")
+    try:
+        report = install(args.editor, args.dest, args.kritarc, gimp_version=args.gimp_version)
+    except ValueError as exc:
+        print(f"easel install-plugin: {exc}", file=sys.stderr)
+        return 2
+    for line in report.lines():
+        print(line)
     if args.editor == "krita":
         print("restart Krita; the docker is under Settings > Dockers > Easel")
     else:
