@@ -1,0 +1,220 @@
+"""What a weights file is, from its tensor names and shapes alone (pure: no I/O, no torch).
+
+``describe(tensors)`` tells a checkpoint (original "ldm" layout: ``model.diffusion_model.*`` plus
+text encoders and VAE), a LoRA, a ControlNet or a VAE apart, and for checkpoints the family
+(``sd1``, ``sd2``, ``sdxl``, ``sdxl-refiner``), inpainting (a 9-channel UNet) and whether the sizes
+are exactly those of a real architecture Easel ships a config for (``arch``). The cues are the
+ones diffusers and ComfyUI use: the UNet's input channels and model channels, the cross-attention
+width (768 CLIP-L, 1024 OpenCLIP-H, 2048 CLIP-L+bigG, 1280 bigG), the SDXL ``label_emb`` width
+(2816 base, 2560 refiner) and which text encoders are present.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .configs import CONFIGS
+from .header import Tensors
+
+UNET = "model.diffusion_model."
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
+CONTEXT_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl-refiner"}
+# exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
+_PROBES: dict[str, dict[str, tuple[int, ...]]] = {
+    "sd1": {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
+            "input_blocks.1.1.proj_in.weight": (320, 320, 1, 1), "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 768),
+            "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)},
+    "sd2": {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
+            "input_blocks.1.1.proj_in.weight": (320, 320), "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 1024),
+            "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)},
+    "sdxl": {"input_blocks.0.0.weight": (320, 4, 3, 3), "label_emb.0.0.weight": (1280, 2816),
+             "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight": (640, 2048),
+             "input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight": (1280, 2048),
+             "output_blocks.8.0.skip_connection.weight": (320, 640, 1, 1)},
+    "sdxl-refiner": {"input_blocks.0.0.weight": (384, 4, 3, 3), "label_emb.0.0.weight": (1536, 2560),
+                     "input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight": (768, 1280),
+                     "output_blocks.11.0.skip_connection.weight": (384, 768, 1, 1)},
+}
+_TEXT = {  # family -> token-embedding tensors (either spelling) and their widths
+    "sd1": [(("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+              "cond_stage_model.transformer.embeddings.token_embedding.weight"), 768)],
+    "sd2": [(("cond_stage_model.model.token_embedding.weight",), 1024)],
+    "sdxl": [(("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+               "conditioner.embedders.0.transformer.embeddings.token_embedding.weight"), 768),
+             (("conditioner.embedders.1.model.token_embedding.weight",), 1280)],
+    "sdxl-refiner": [(("conditioner.embedders.0.model.token_embedding.weight",), 1280)],
+}
+_OTHER = [  # (key fragment, what it is) for files Easel does not serve
+    ("joint_blocks.", "a Stable Diffusion 3 model"), ("double_blocks.", "a Flux model"),
+    ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
+    ("emb_params", "a textual-inversion embedding"), ("string_to_param", "a textual-inversion embedding"),
+    ("image_proj.", "an IP-Adapter"), ("ip_adapter.", "an IP-Adapter"), ("adapter.body.", "a T2I-Adapter"),
+    ("conv_first.weight", "an upscaling model (ESRGAN-style)"), ("vision_model.", "a CLIP vision model"),
+    ("edm_mean", "an EDM model (Playground v2.5)"), ("lora_controlnet", "a Control-LoRA"),
+]
+_LORA = re.compile(r"(\.lora_(down|up|A|B)\.weight|\.hada_w1_[ab]|\.lokr_w[12]|_lora\.(down|up)\.weight|\.alpha)$")
+_CROSS_K = re.compile(r"attn2[._]to_[kv]")
+_DEPTH = re.compile(r"transformer_blocks[._](\d+)[._]")
+
+
+@dataclass(frozen=True)
+class Description:
+    """One file's kind, family and sizes; ``problem`` (plain words) when Easel cannot use it."""
+
+    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "unknown"
+    family: str | None = None  # "sd1" | "sd2" | "sdxl" | "sdxl-refiner" | None (unknown)
+    inpaint: bool = False
+    arch: str | None = None  # the shipped config that fits exactly (configs.CONFIGS), else None
+    native: int | None = None  # native size in px, when known
+    context: int | None = None  # cross-attention width (LoRAs and ControlNets must match the model's)
+    prediction: str | None = None  # "v" when the file says so (v_pred key / SD 2.x 768 heuristic)
+    problem: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
+        family = FAMILY_LABELS.get(self.family or "", "")
+        kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE"}.get(self.kind, "file")
+        parts = [family or ("unknown" if self.kind != "vae" else ""), "inpainting" if self.inpaint else "", kind]
+        return " ".join(p for p in parts if p) or "unknown"
+
+
+def describe(tensors: Tensors, v_prediction: bool | None = None) -> Description:
+    """Describe a file from its tensors; ``v_prediction``: what the caller measured for SD 2.x (or None)."""
+    if UNET + "input_blocks.0.0.weight" in tensors:
+        return describe_checkpoint(tensors, v_prediction)
+    keys = list(tensors)
+    if any(_LORA.search(k) for k in keys):
+        return describe_lora(tensors)
+    if any(k.endswith(("input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight")) for k in keys):
+        return describe_controlnet(tensors)
+    vae = _vae_prefix(tensors)
+    if vae is not None:
+        return describe_vae(tensors, vae)
+    return Description("unknown", problem=_unknown(keys))
+
+
+def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None) -> Description:
+    conv_in = tensors[UNET + "input_blocks.0.0.weight"].shape
+    channels = conv_in[1] if len(conv_in) == 4 else 0
+    context = _context(tensors, UNET)
+    label = tensors.get(UNET + "label_emb.0.0.weight")
+    for fragment, what in _OTHER:
+        if any(fragment in k for k in tensors):
+            return Description("checkpoint", problem=f"{what}; Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
+    if label is not None:
+        refiner = context == 1280 or label.shape[1] == 2560 or _has_text(tensors, "sdxl-refiner")
+        family = "sdxl-refiner" if refiner else "sdxl"
+    elif context == 1024 or _has_text(tensors, "sd2"):
+        family = "sd2"
+    elif context == 768 or _has_text(tensors, "sd1"):
+        family = "sd1"
+    else:
+        return Description("checkpoint", context=context, problem=f"unknown architecture (cross-attention width "
+                           f"{context}, no known text encoder); Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
+    inpaint = channels == 9
+    if channels not in (4, 9):
+        what = "an InstructPix2Pix model" if channels == 8 else f"a UNet with {channels} input channels"
+        return Description("checkpoint", family, context=context,
+                           problem=f"{what}; Easel serves text-to-image and 9-channel inpainting models")
+    prediction = "v" if "v_pred" in tensors or (family == "sd2" and not inpaint and v_prediction) else None
+    arch = _arch(tensors, family, inpaint, prediction)
+    missing = [part for part, ok in (("text encoder", _has_text(tensors, family)),
+                                     ("VAE", "first_stage_model.decoder.conv_out.weight" in tensors)) if not ok]
+    problem = None
+    if missing:
+        problem = (f"it has no {' or '.join(missing)} (a UNet-only file); use a full checkpoint that includes "
+                   "them, or its diffusers folder")
+    native = CONFIGS[arch][1] if arch else {"sd1": 512, "sd2": 768 if prediction else 512}.get(family, 1024)
+    return Description("checkpoint", family, inpaint, arch, native, context, prediction, problem)
+
+
+def _arch(tensors: Tensors, family: str, inpaint: bool, prediction: str | None) -> str | None:
+    """The shipped architecture whose probe shapes the file has exactly (inpainting: 9 input channels)."""
+    for name, shape in _PROBES[family].items():
+        if name == "input_blocks.0.0.weight":
+            shape = (shape[0], 9 if inpaint else 4, *shape[2:])
+        found = tensors.get(UNET + name)
+        if found is None or found.shape != shape:
+            return None
+    for names, width in _TEXT[family]:
+        present = [tensors[n] for n in names if n in tensors]
+        if present and present[0].shape[-1] != width:
+            return None
+    if inpaint:
+        return f"{family}-inpaint" if f"{family}-inpaint" in CONFIGS else None
+    if family == "sd2":
+        return "sd2-v" if prediction == "v" else "sd2"
+    return family
+
+
+def _has_text(tensors: Tensors, family: str) -> bool:
+    return all(any(n in tensors for n in names) for names, _ in _TEXT[family])
+
+
+def _context(tensors: Tensors, prefix: str) -> int | None:
+    for name, info in tensors.items():
+        if name.startswith(prefix) and name.endswith("attn2.to_k.weight") and len(info.shape) == 2:
+            return info.shape[1]
+    return None
+
+
+def describe_lora(tensors: Tensors) -> Description:
+    """A LoRA (kohya, diffusers/PEFT, LyCORIS LoHa): family from its cross-attention width or structure."""
+    context = None
+    for name, info in tensors.items():
+        if _CROSS_K.search(name) and len(info.shape) == 2 and name.endswith(("down.weight", "lora_A.weight", "w1_b")):
+            context = info.shape[1]
+            break
+    family = CONTEXT_FAMILIES.get(context or 0)
+    if family is None and any(k.startswith(("lora_te2_", "text_encoder_2.", "te2.")) for k in tensors):
+        family = "sdxl"
+    if family is None and any(int(m.group(1)) > 0 for k in tensors if (m := _DEPTH.search(k))):
+        family = "sdxl"  # only SDXL stacks several transformer blocks per attention
+    return Description("lora", family, context=context)
+
+
+def describe_controlnet(tensors: Tensors) -> Description:
+    """A ControlNet single file (original or diffusers layout)."""
+    ldm = any(k.endswith("input_hint_block.0.weight") for k in tensors)
+    context = _context(tensors, "")
+    xl = any(k.endswith(("label_emb.0.0.weight", "add_embedding.linear_1.weight")) for k in tensors)
+    family = "sdxl" if xl else CONTEXT_FAMILIES.get(context or 0)
+    layout = "original" if ldm else "diffusers"
+    problem = (f"a single-file ControlNet ({layout} layout); Easel loads ControlNets from diffusers folders: use "
+               "the folder version (config.json + diffusion_pytorch_model.safetensors)")
+    return Description("controlnet", family, context=context, problem=problem)
+
+
+def _vae_prefix(tensors: Tensors) -> str | None:
+    for prefix in ("", "first_stage_model.", "vae."):
+        if prefix + "encoder.conv_in.weight" in tensors and prefix + "decoder.conv_out.weight" in tensors:
+            return prefix
+    return None
+
+
+def describe_vae(tensors: Tensors, prefix: str) -> Description:
+    latent = tensors.get(prefix + "decoder.conv_in.weight")
+    channels = latent.shape[1] if latent is not None and len(latent.shape) == 4 else None
+    problem = None if channels == 4 else (f"a VAE with {channels} latent channels (SD3/Flux-style); Easel's models "
+                                          "use 4")
+    return Description("vae", problem=problem)
+
+
+def _unknown(keys: list[str]) -> str:
+    for fragment, what in _OTHER:
+        if any(fragment in k for k in keys):
+            return f"{what}, which Easel does not use"
+    if not keys:
+        return "it holds no tensors"
+    return "unknown contents (not an SD checkpoint, LoRA, ControlNet or VAE)"
+
+
+def fits(lora: Description, context: int | None, family: str | None) -> bool:
+    """Whether a LoRA (or ControlNet) fits a model with this cross-attention width and family."""
+    if lora.context is not None and context is not None:
+        return lora.context == context
+    if lora.family is not None and family is not None:
+        return lora.family == family
+    return True

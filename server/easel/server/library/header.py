@@ -1,0 +1,195 @@
+"""Tensor names, shapes and dtypes of a weights file, without reading its weights.
+
+* ``.safetensors``: the first 8 bytes give the JSON header's length; the header names every tensor
+  with its dtype, shape and byte range. A file whose header or data runs past its end is
+  incomplete (truncated, or still being copied); the header tells how big it will be.
+* ``.ckpt``/``.pt``/``.pth`` (pickles): opened with ``torch.load(weights_only=True, mmap=True)``,
+  which never runs code from the file and maps the tensors without reading them. A pickle that
+  needs anything but tensors and plain containers is refused (``NeedsCode``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MAX_HEADER = 100 * 2**20  # a real header is at most a few MB
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+_TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
+                 "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+                 "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+_DTYPE_BYTES = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+                "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str  # safetensors' names: F32, F16, BF16, ...
+    shape: tuple[int, ...]
+
+
+Tensors = Mapping[str, TensorInfo]
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a weights file holds. ``offsets``: safetensors byte ranges (None for pickles)."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    data_start: int = 0
+    offsets: dict[str, tuple[int, int]] | None = None
+
+    def dtypes(self) -> list[str]:
+        """The file's floating-point dtypes, most common first."""
+        counts: dict[str, int] = {}
+        for info in self.tensors.values():
+            if info.dtype.startswith(("F", "BF")):
+                counts[info.dtype] = counts.get(info.dtype, 0) + 1
+        return sorted(counts, key=lambda d: -counts[d])
+
+
+class HeaderError(Exception):
+    """The file cannot be described; the message says why in plain words."""
+
+
+class Incomplete(HeaderError):
+    """The file ends before its data does: truncated, or still being copied."""
+
+    def __init__(self, message: str, have: int, want: int | None):
+        super().__init__(message)
+        self.have, self.want = have, want
+
+
+class NeedsCode(HeaderError):
+    """A pickle that needs arbitrary code to load (refused)."""
+
+
+def read_header(path: str) -> Header:
+    """The header of a ``.safetensors`` or pickle checkpoint; HeaderError says what is wrong."""
+    if path.lower().endswith(PICKLE_SUFFIXES):
+        return read_pickle_index(path)
+    return read_safetensors_header(path)
+
+
+def read_safetensors_header(path: str) -> Header:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise Incomplete(f"only {size} bytes: not a safetensors file, or not yet copied", size, None)
+        (length,) = struct.unpack("<Q", head)
+        if length == 0 or length > MAX_HEADER:
+            raise HeaderError("not a safetensors file (its first 8 bytes give no header length); it may be corrupt")
+        if 8 + length > size:
+            raise Incomplete(f"its header needs {8 + length} bytes but the file has {size}", size, None)
+        raw = f.read(length)
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise HeaderError("its safetensors header is not valid JSON; the file is corrupt") from None
+    if not isinstance(data, dict):
+        raise HeaderError("its safetensors header is not a JSON object; the file is corrupt")
+    return _parse(data, size, 8 + length)
+
+
+def _parse(data: dict[str, Any], size: int, start: int) -> Header:
+    metadata = data.pop("__metadata__", None) or {}
+    tensors: dict[str, TensorInfo] = {}
+    offsets: dict[str, tuple[int, int]] = {}
+    end = 0
+    for name, entry in data.items():
+        try:
+            dtype, shape, (lo, hi) = str(entry["dtype"]), tuple(int(n) for n in entry["shape"]), entry["data_offsets"]
+            lo, hi = int(lo), int(hi)
+        except (KeyError, TypeError, ValueError):
+            raise HeaderError(f"its header entry {name!r} has no valid dtype/shape/offsets; the file is corrupt") from None
+        count = 1
+        for n in shape:
+            count *= n
+        if hi < lo or (dtype in _DTYPE_BYTES and hi - lo != count * _DTYPE_BYTES[dtype]):
+            raise HeaderError(f"tensor {name!r} has {hi - lo} bytes for shape {list(shape)} {dtype}; the file is corrupt")
+        tensors[name] = TensorInfo(dtype, shape)
+        offsets[name] = (lo, hi)
+        end = max(end, hi)
+    if start + end > size:
+        raise Incomplete(f"{size / 2**20:.1f} of {(start + end) / 2**20:.1f} MiB present", size, start + end)
+    meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+    return Header(tensors, meta, start, offsets)
+
+
+def read_floats(path: str, header: Header, name: str) -> list[float]:
+    """The values of one small float tensor of a safetensors file (F32/F16/BF16), read by offset."""
+    if header.offsets is None or name not in header.offsets:
+        raise KeyError(name)
+    lo, hi = header.offsets[name]
+    dtype = header.tensors[name].dtype
+    with open(path, "rb") as f:
+        f.seek(header.data_start + lo)
+        raw = f.read(hi - lo)
+    if dtype == "F32":
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    if dtype == "F16":
+        return list(struct.unpack(f"<{len(raw) // 2}e", raw))
+    if dtype == "BF16":  # the upper half of a float32
+        halves = struct.unpack(f"<{len(raw) // 2}H", raw)
+        return list(struct.unpack(f"<{len(halves)}f", struct.pack(f"<{len(halves)}I", *(h << 16 for h in halves))))
+    raise ValueError(f"tensor {name!r} is {dtype}, not a float tensor")
+
+
+def read_pickle_index(path: str) -> Header:
+    """Names and shapes of a zip-format torch checkpoint, loaded only with ``weights_only=True``."""
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                raise HeaderError("it is a zip file but not a torch checkpoint")
+    except zipfile.BadZipFile:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic[:1] == b"\x80":
+            raise HeaderError("it is an old-style (torch < 1.6) pickle, which Easel does not read; convert it to "
+                              ".safetensors") from None
+        raise Incomplete(f"{size / 2**20:.1f} MiB and no zip directory at its end: truncated, still being "
+                         "copied, or not a checkpoint", size, None) from None
+    state = load_pickle(path, mmap=True)
+    return Header({k: TensorInfo(_TORCH_DTYPES.get(str(v.dtype).removeprefix("torch."), str(v.dtype)),
+                                 tuple(v.shape)) for k, v in state.items()}, {})
+
+
+def load_pickle(path: str, mmap: bool = False) -> dict[str, Any]:
+    """A pickle checkpoint's state dict (unwrapping ``state_dict``), with ``torch.load(weights_only=True)``.
+
+    NeedsCode when the pickle names anything beyond tensors and plain containers."""
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise NeedsCode(_needs_code(path, str(exc))) from None
+    except RuntimeError as exc:
+        raise HeaderError(f"torch cannot read it ({str(exc).splitlines()[0][:200]}); the file may be corrupt") from None
+    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise HeaderError(f"it holds a {type(obj).__name__}, not a dictionary of tensors")
+    return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+
+
+def _needs_code(path: str, detail: str) -> str:
+    what = ""
+    for line in detail.splitlines():
+        if "GLOBAL" in line or "global" in line:
+            what = line.strip()
+            break
+    named = f" ({what[:160]})" if what else ""
+    return (f"{os.path.basename(path)} is a pickle that needs code to load{named}. A pickle can run any program, "
+            "so Easel loads .ckpt files only when they hold plain tensors (torch's weights_only=True). Convert it "
+            "to .safetensors with a tool you trust, or download the .safetensors version of the model")

@@ -1,0 +1,180 @@
+"""Family detection from tensor names and shapes of the REAL architectures (SD 1.5, SD 2.x, SDXL, SDXL
+refiner and the inpainting variants), built from the shipped diffusers configs on the ``meta`` device
+(no memory for weights) and renamed to the original checkpoint layout; LoRAs from the real UNets'
+attention layers. The configs themselves are checked against the published parameter counts.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from tiny_single_file import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from easel.server.library.configs import CONFIGS, spec
+from easel.server.library.detect import describe, fits
+from easel.server.library.header import TensorInfo
+
+# published sizes: SD 1.5 / 2.x / SDXL UNets, the SD VAE, CLIP-L, OpenCLIP-H (23 layers), OpenCLIP-bigG
+PARAMS = {"sd1": 859_520_964, "sd2": 865_910_724, "sdxl": 2_567_463_684}
+TEXT_PARAMS = {"clip_l": 123_060_480, "clip_h": 340_387_840, "clip_g": 694_659_840}
+
+
+def _text(config: dict):
+    cls = CLIPTextModelWithProjection if config["architectures"][0].endswith("Projection") else CLIPTextModel
+    return cls(CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+
+
+@functools.cache
+def modules(arch: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Meta-device state dicts of the architecture's UNet, VAE and text encoders."""
+    s = spec(arch)
+    with torch.device("meta"):
+        out = {"unet": UNet2DConditionModel.from_config(s["unet"]).state_dict(),
+               "vae": AutoencoderKL.from_config(s["vae"]).state_dict()}
+        for part in ("text_encoder", "text_encoder_2"):
+            if part in s:
+                out[part] = _text(s[part]).state_dict()
+    return out
+
+
+def checkpoint(arch: str, text_model: bool = True, parts: tuple[str, ...] = ("unet", "vae", "text"),
+               dtype: str = "F16") -> dict[str, TensorInfo]:
+    """Names and shapes of a real original-layout checkpoint of ``arch``."""
+    m, s = modules(arch), spec(arch)
+    state: dict[str, torch.Tensor] = {}
+    if "unet" in parts:
+        state.update(unet_to_ldm(m["unet"], s["unet"]))
+    if "vae" in parts:
+        state.update(vae_to_ldm(m["vae"], s["vae"]))
+    if "text" in parts:
+        if arch.startswith("sd1"):
+            state.update(clip_to_ldm(m["text_encoder"], "cond_stage_model.transformer."))
+        elif arch.startswith("sd2"):
+            state.update(open_clip_to_ldm(m["text_encoder"], "cond_stage_model.model."))
+        elif arch == "sdxl-refiner":
+            state.update(open_clip_to_ldm(m["text_encoder_2"], "conditioner.embedders.0.model."))
+        else:
+            state.update(clip_to_ldm(m["text_encoder"], "conditioner.embedders.0.transformer."))
+            state.update(open_clip_to_ldm(m["text_encoder_2"], "conditioner.embedders.1.model."))
+    if not text_model:
+        state = {k.replace(".transformer.text_model.", ".transformer."): v for k, v in state.items()}
+    return {k: TensorInfo(dtype, tuple(v.shape)) for k, v in state.items()}
+
+
+def test_shipped_configs_have_the_published_sizes():
+    for arch, want in PARAMS.items():
+        assert sum(v.numel() for v in modules(arch)["unet"].values()) == want, arch
+    assert sum(v.numel() for v in modules("sd1")["vae"].values()) == 83_653_863
+    texts = {"clip_l": modules("sd1")["text_encoder"], "clip_h": modules("sd2")["text_encoder"],
+             "clip_g": modules("sdxl")["text_encoder_2"]}
+    for name, state in texts.items():
+        assert sum(v.numel() for v in state.values()) == TEXT_PARAMS[name], name
+
+
+@pytest.mark.parametrize("arch, family, inpaint, native, context", [
+    ("sd1", "sd1", False, 512, 768),
+    ("sd1-inpaint", "sd1", True, 512, 768),
+    ("sd2", "sd2", False, 512, 1024),
+    ("sd2-inpaint", "sd2", True, 512, 1024),
+    ("sdxl", "sdxl", False, 1024, 2048),
+    ("sdxl-inpaint", "sdxl", True, 1024, 2048),
+    ("sdxl-refiner", "sdxl-refiner", False, 1024, 1280),
+])
+def test_real_checkpoints(arch, family, inpaint, native, context):
+    d = describe(checkpoint(arch))
+    assert (d.kind, d.family, d.inpaint, d.arch, d.native, d.context, d.problem) == \
+        ("checkpoint", family, inpaint, arch, native, context, None)
+    assert CONFIGS[d.arch][0] == family
+
+
+def test_sd2_prediction_picks_the_768_v_config():
+    d = describe(checkpoint("sd2-v"), v_prediction=True)
+    assert (d.arch, d.native, d.prediction) == ("sd2-v", 768, "v")
+    assert describe(checkpoint("sd2-inpaint"), v_prediction=True).arch == "sd2-inpaint"  # inpainting is epsilon
+    xl_v = {**checkpoint("sdxl"), "v_pred": TensorInfo("F32", ())}
+    assert describe(xl_v).prediction == "v"
+
+
+@pytest.mark.parametrize("arch", ["sd1", "sdxl"])
+def test_text_encoder_keys_without_text_model_level(arch):
+    d = describe(checkpoint(arch, text_model=False))
+    assert (d.family, d.arch, d.problem) == (arch, arch, None)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_dtype_does_not_matter(dtype):
+    assert describe(checkpoint("sd1", dtype=dtype)).arch == "sd1"
+
+
+def test_unet_only_file_is_named_as_such():
+    d = describe(checkpoint("sd1", parts=("unet",)))
+    assert d.family == "sd1" and "UNet-only" in d.problem and "text encoder or VAE" in d.problem
+
+
+def test_other_sizes_have_a_family_but_no_shipped_config():
+    ckpt = checkpoint("sd1")
+    ckpt["model.diffusion_model.input_blocks.1.1.proj_in.weight"] = TensorInfo("F16", (320, 320))  # linear proj
+    d = describe(ckpt)
+    assert (d.family, d.arch, d.problem) == ("sd1", None, None)
+
+
+def test_other_architectures_are_named():
+    flux = {"model.diffusion_model.input_blocks.0.0.weight": TensorInfo("F16", (320, 4, 3, 3)),
+            "model.diffusion_model.double_blocks.0.img_attn.qkv.weight": TensorInfo("F16", (9216, 3072))}
+    assert "Flux" in describe(flux).problem
+    pix2pix = checkpoint("sd1")
+    pix2pix["model.diffusion_model.input_blocks.0.0.weight"] = TensorInfo("F16", (320, 8, 3, 3))
+    assert "InstructPix2Pix" in describe(pix2pix).problem
+    embedding = {"emb_params": TensorInfo("F32", (8, 768))}
+    assert describe(embedding).kind == "unknown" and "embedding" in describe(embedding).problem
+
+
+def test_vae_files():
+    ldm = {k.removeprefix("first_stage_model."): v for k, v in checkpoint("sd1", parts=("vae",)).items()}
+    assert describe(ldm).kind == "vae" and describe(ldm).problem is None
+    diffusers_layout = {k: TensorInfo("F32", tuple(v.shape)) for k, v in modules("sdxl")["vae"].items()}
+    assert describe(diffusers_layout).kind == "vae"
+
+
+def _kohya_lora(arch: str, rank: int = 8) -> dict[str, TensorInfo]:
+    """A kohya-style LoRA over every attention projection of the real UNet (diffusers module names)."""
+    out = {}
+    for name, value in modules(arch)["unet"].items():
+        if ".attn" in name and name.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")):
+            base = "lora_unet_" + name.removesuffix(".weight").replace(".", "_")
+            out[base + ".lora_down.weight"] = TensorInfo("F16", (rank, value.shape[1]))
+            out[base + ".lora_up.weight"] = TensorInfo("F16", (value.shape[0], rank))
+            out[base + ".alpha"] = TensorInfo("F16", ())
+    return out
+
+
+def _peft_lora(arch: str, rank: int = 4) -> dict[str, TensorInfo]:
+    out = {}
+    for name, value in modules(arch)["unet"].items():
+        if "attn2.to_k.weight" in name or "attn2.to_v.weight" in name:
+            base = "unet." + name.removesuffix(".weight")
+            out[base + ".lora_A.weight"] = TensorInfo("F32", (rank, value.shape[1]))
+            out[base + ".lora_B.weight"] = TensorInfo("F32", (value.shape[0], rank))
+    return out
+
+
+@pytest.mark.parametrize("arch, family, context", [("sd1", "sd1", 768), ("sd2", "sd2", 1024), ("sdxl", "sdxl", 2048)])
+def test_loras_of_each_family(arch, family, context):
+    for lora in (_kohya_lora(arch), _peft_lora(arch)):
+        d = describe(lora)
+        assert (d.kind, d.family, d.context) == ("lora", family, context)
+        model = describe(checkpoint(arch))
+        assert fits(d, model.context, model.family)
+        other = describe(checkpoint("sdxl" if arch != "sdxl" else "sd1"))
+        assert not fits(d, other.context, other.family)
+
+
+def test_lora_without_cross_attention_layers_uses_structure():
+    te2_only = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": TensorInfo("F16", (4, 1280))}
+    assert describe(te2_only).family == "sdxl"
+    self_attn_only = {k: v for k, v in _kohya_lora("sdxl").items() if "attn1" in k}
+    assert describe(self_attn_only).family == "sdxl"  # several transformer blocks per attention: SDXL
