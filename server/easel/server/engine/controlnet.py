@@ -18,6 +18,7 @@ from typing import Any
 
 import diffusers
 
+from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
 from .loading import _DTYPE_KW, LoadedModel, LoadOptions
@@ -42,7 +43,7 @@ class ControlRef:
     location: str
 
 
-def parse_control_ref(text: str, models_dir: str | None = None) -> ControlRef:
+def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) -> ControlRef:
     """A ControlNet reference: a folder with a ControlNetModel config.json, or a hub id."""
     text = (text or "").strip()
     try:
@@ -63,8 +64,10 @@ def parse_control_ref(text: str, models_dir: str | None = None) -> ControlRef:
 class ControlNets:
     """The control models a server offers; ``get`` loads one (LRU of ``max_loaded``)."""
 
-    def __init__(self, refs: Sequence[str | os.PathLike], options: LoadOptions, models_dir: str | None = None,
-                 max_loaded: int = 1):
+    def __init__(self, refs: Sequence[str | os.PathLike], options: LoadOptions,
+                 models_dir: str | Sequence[str] | None = None, library: Library | None = None, max_loaded: int = 1):
+        self._library = library
+        self._lib_refs: dict[str, ControlRef] = {}  # models-folder control models resolved so far
         self._refs: dict[str, ControlRef] = {}
         self._aliases: dict[str, str] = {}
         for item in refs:
@@ -79,14 +82,31 @@ class ControlNets:
         self._lock = threading.Lock()
 
     def ids(self) -> list[str]:
-        return list(self._refs)
+        """The named control models, then the usable ones of the models folders."""
+        return [*self._refs, *(i for i, e in self._found().items() if e.problem is None)]
+
+    def _found(self) -> dict[str, Entry]:
+        """Control models of the models folders (``ControlNet/``, ``controlnet/``) by id."""
+        found: dict[str, Entry] = {}
+        for entry in self._library.entries("controlnet") if self._library is not None else []:
+            if entry.id not in self._refs:
+                found.setdefault(entry.id, entry)
+        return found
 
     def resolve(self, name: str) -> str:
         if name in self._refs:
             return name
         if name in self._aliases:
             return self._aliases[name]
-        offer = f"this server offers: {', '.join(self._refs)}" if self._refs else \
+        entry = self._found().get(name)
+        if entry is not None:
+            if entry.problem is not None:
+                raise EngineError(f"control model {name!r} ({entry.path}) cannot be used: {entry.problem}",
+                                  field="control_model", code="model_load_failed")
+            self._lib_refs[name] = ControlRef(entry.path, name, "folder", entry.path)
+            return name
+        ids = self.ids()
+        offer = f"this server offers: {', '.join(ids)}" if ids else \
             "this server offers none (start it with --control-model ID_OR_FOLDER)"
         raise EngineError(f"unknown control model {name!r}; {offer}", field="control_model",
                           code="unknown_control_model")
@@ -104,7 +124,7 @@ class ControlNets:
                 free_memory(self._options.device)
             if cancelled():
                 raise JobCancelled()
-            model = self._load(self._refs[control_id], dtype, progress)
+            model = self._load(self._refs.get(control_id) or self._lib_refs[control_id], dtype, progress)
             self._cache.put(key, model)
             return model
 

@@ -35,6 +35,7 @@ class Traits:
     variant: str | None = None  # "turbo" | "lightning" | "lcm" | None
     inpaint_unet: bool = False  # 9-channel inpainting UNet
     vae_scale: int = 8
+    context: int | None = None  # the UNet's cross-attention width (LoRAs must match it)
 
     @property
     def few_step(self) -> bool:
@@ -87,18 +88,19 @@ def detect(name: str, index: Config | None, unet: Config | None, vae: Config | N
     vae_scale = 2 ** (len(blocks) - 1)
     size = unet.get("sample_size") or {"sdxl": 128, "sd2": 96}.get(family, 64)
     h, w = (size, size) if isinstance(size, int) else (size[0], size[1])
-    variant = _variant(lname, cls, scheduler)
+    variant = variant_of(lname, cls, scheduler)
     steps, guidance = VARIANT_DEFAULTS[variant] if variant else FAMILY_DEFAULTS[family]
     if variant == "lcm" and unet.get("time_cond_proj_dim"):
         guidance = 8.0  # LCM-distilled UNets take guidance as an embedding, not as CFG
+    context = unet.get("cross_attention_dim")
     return Traits(family, (w * vae_scale, h * vae_scale), steps, guidance, variant,
-                  unet.get("in_channels") == 9, vae_scale)
+                  unet.get("in_channels") == 9, vae_scale, context if isinstance(context, int) else None)
 
 
 def guess(name: str) -> Traits:
     """Best guess from a name alone (hub models not yet downloaded); corrected after loading."""
     lname = name.lower()
-    variant = _variant(lname, "", {})
+    variant = variant_of(lname, "", {})
     if "xl" in lname:
         family, native = "sdxl", 512 if variant == "turbo" else 1024
     elif any(tag in lname for tag in ("2-1", "2.1", "2-0", "sd2", "v2", "sd-turbo")):
@@ -109,7 +111,7 @@ def guess(name: str) -> Traits:
     return Traits(family, (native, native), steps, guidance, variant, "inpaint" in lname)
 
 
-def _variant(lname: str, cls: str, scheduler: Config) -> str | None:
+def variant_of(lname: str, cls: str, scheduler: Config) -> str | None:
     if "turbo" in lname:
         return "turbo"
     if "lightning" in lname:

@@ -54,6 +54,24 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
     return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled))
 
 
+def config_files(repo: str) -> str:
+    """A local folder with ``repo``'s json/txt files only (a single file's ``#config=`` hub id)."""
+    patterns = ["*.json", "*/*.json", "*/*.txt"]
+    try:
+        if not constants.HF_HUB_OFFLINE:
+            try:
+                return snapshot_download(repo, allow_patterns=patterns)
+            except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
+                raise
+            except Exception:  # noqa: BLE001 - connection trouble: the cache may still have it
+                pass
+        return snapshot_download(repo, allow_patterns=patterns, local_files_only=True)
+    except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError) as exc:
+        raise EngineError(f"its configs are neither in the Hugging Face cache nor reachable ({type(exc).__name__}); "
+                          f"run `hf download {repo} --include '*.json' '*.txt'` once, or give a local diffusers "
+                          "folder", field="model", code="model_load_failed") from None
+
+
 def _cached(repo: str, why: str) -> str:
     try:
         return snapshot_download(repo, local_files_only=True)

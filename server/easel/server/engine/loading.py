@@ -24,9 +24,9 @@ from diffusers import (
     DiffusionPipeline,
 )
 
-from . import hub
+from . import hub, single_file
 from .device import DTYPES, model_dtype
-from .families import SDXL_CLASSES, Traits, check_supported, detect, folder_configs
+from .families import Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
@@ -199,9 +199,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
             say(Progress("load", done, total, f"downloading {ref.id}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB"))
         say(Progress("load", 0, 1, f"looking up {ref.id} on the Hugging Face hub"))
         folder = hub.fetch(ref.id, opts.dtype_default == "float16", report, cancelled)
-    config_dir = ref.config if ref.source == "single_file" else folder
-    local_config = config_dir if config_dir and os.path.isdir(config_dir) else None
-    index, unet, vae, sched = folder_configs(local_config) if local_config else (None,) * 4
+    config_dir = single_file_config(ref) if ref.source == "single_file" else folder
+    index, unet, vae, sched = folder_configs(config_dir)
     check_supported(index, ref.id)
     weight_bytes = os.path.getsize(folder) if ref.source == "single_file" else _weight_bytes(folder)
     dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, weight_bytes)
@@ -209,7 +208,7 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     if cancelled():
         raise JobCancelled()
     if ref.source == "single_file":
-        pipe = _from_single_file(ref, index, DTYPES[dtype])
+        pipe = single_file.load_pipeline(ref.location, config_dir, DTYPES[dtype])
     else:
         kwargs = _skip_components(index)
         variant = _variant(folder, dtype)
@@ -234,33 +233,18 @@ def _skip_components(index: dict | None) -> dict[str, Any]:
     return kwargs
 
 
-def _from_single_file(ref: ModelRef, index: dict | None, dtype: torch.dtype) -> Any:
-    cls_name = (index or {}).get("_class_name") or _sniff_class(ref.location)
-    if cls_name.startswith("LatentConsistency"):
-        cls_name = "StableDiffusionPipeline"
-    cls = getattr(diffusers, cls_name)
-    kwargs: dict[str, Any] = {_DTYPE_KW: dtype}
-    if ref.config:
-        kwargs["config"] = ref.config
-    if cls_name not in SDXL_CLASSES:
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    return cls.from_single_file(ref.location, **kwargs)
-
-
-def _sniff_class(path: str) -> str:
-    """SD or SDXL (txt2img or inpaint) pipeline class from a checkpoint's keys (safetensors header only)."""
-    if not path.lower().endswith(".safetensors"):
-        return "StableDiffusionPipeline"
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as f:
-        keys = list(f.keys())
-        conv_in = "model.diffusion_model.input_blocks.0.0.weight"
-        channels = f.get_slice(conv_in).get_shape()[1] if conv_in in keys else 4
-    xl = any(k.startswith("conditioner.embedders.1.") for k in keys)
-    if channels == 9:
-        return "StableDiffusionXLInpaintPipeline" if xl else "StableDiffusionInpaintPipeline"
-    return "StableDiffusionXLPipeline" if xl else "StableDiffusionPipeline"
+def single_file_config(ref: ModelRef) -> str:
+    """The local config folder for a single file: the user's (a folder, or a hub id's cached configs),
+    else the one Easel ships for the file's architecture."""
+    if ref.config is None:
+        return single_file.shipped_config(ref.location, ref.id)
+    if os.path.isdir(ref.config):
+        return ref.config
+    try:
+        return hub.config_files(ref.config)
+    except EngineError as exc:
+        raise EngineError(f"model {ref.id!r}: config {ref.config!r}: {exc}", field="model",
+                          code="model_load_failed") from None
 
 
 def _weight_files(folder: str) -> list[str]:

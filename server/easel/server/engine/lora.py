@@ -1,7 +1,9 @@
 """LoRAs: the ``.safetensors`` files of a folder, applied per job and removed again afterwards.
 
-Ids are file paths relative to the folder (``ink.safetensors``, ``styles/ink.safetensors``); the
-folder is scanned on every listing, so files dropped in while the server runs appear at once.
+Ids are file paths relative to the folder (``ink.safetensors``, ``styles/ink.safetensors``); LoRAs
+of the models folders (``Lora/``, ``loras/``) join them. Folders are scanned on every listing (file
+headers cached), so files dropped in while the server runs appear at once; each LoRA's family comes
+from its header, and a LoRA is offered only to models of its family.
 ``LoraLibrary.applied`` loads one or more LoRAs into a pipeline as PEFT adapters
 (``load_lora_weights(adapter_name=...)`` + ``set_adapters(names, weights)``) and unloads them all
 when the job ends, whatever happened, so the next job runs on the untouched model (bit-exact).
@@ -19,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..library.detect import FAMILY_LABELS, fits
+from ..library.scan import Entry, Library
 from .types import EngineError
 
 log = logging.getLogger(__name__)
@@ -27,37 +31,71 @@ CACHED_FILES = 4  # state dicts kept in memory (a LoRA is 10-200 MB)
 
 
 class LoraLibrary:
-    """The LoRA files of ``folder`` (None: no LoRAs) and a small cache of their tensors."""
+    """The LoRA files of ``folder`` and of the models folders' library, and a small cache of their tensors."""
 
-    def __init__(self, folder: str | os.PathLike | None):
+    def __init__(self, folder: str | os.PathLike | None, library: Library | None = None):
         self.folder = os.path.abspath(os.path.expanduser(os.fspath(folder))) if folder is not None else None
         if self.folder is not None and not os.path.isdir(self.folder):
             raise EngineError(f"LoRA folder {self.folder} does not exist; create it and put .safetensors LoRAs in it",
                               field="loras")
+        self._own = Library([self.folder], min_interval=0.0, hint="lora") if self.folder else None
+        self._library = library
         self._cache: OrderedDict[tuple[str, int, float], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
+    @property
+    def enabled(self) -> bool:
+        """Whether there is anywhere LoRAs can come from."""
+        return self._own is not None or self._library is not None
+
+    def entries(self) -> dict[str, Entry]:
+        """LoRA id -> library entry: the LoRA folder's, then the models folders' (rescanned)."""
+        found: dict[str, Entry] = {}
+        for source in (self._own, self._library):
+            for entry in source.entries("lora") if source is not None else []:
+                if entry.path.lower().endswith(SUFFIX):
+                    name, n = entry.id, 2
+                    while name in found:
+                        name, n = f"{entry.id}-{n}", n + 1
+                    found[name] = entry
+        return found
+
     def names(self) -> list[str]:
-        """Ids of the LoRA files (relative paths with ``/``), sorted."""
-        if self.folder is None or not os.path.isdir(self.folder):
-            return []
-        found = []
-        for root, dirs, files in os.walk(self.folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            rel = os.path.relpath(root, self.folder)
-            for name in files:
-                if name.lower().endswith(SUFFIX) and not name.startswith("."):
-                    found.append(name if rel == "." else f"{rel}/{name}".replace(os.sep, "/"))
-        return sorted(found)
+        """Ids of the usable LoRAs (relative paths with ``/``), sorted."""
+        return sorted(name for name, entry in self.entries().items() if entry.problem is None)
+
+    def fitting(self, context: int | None, family: str | None) -> list[str]:
+        """Ids of the usable LoRAs that fit a model of this cross-attention width and family."""
+        return sorted(name for name, e in self.entries().items()
+                      if e.problem is None and fits(e.desc, context, family))
 
     def path(self, name: str) -> str:
         """The file of LoRA ``name``; EngineError (field "loras") unless it is one of ``names()``."""
-        available = self.names()
-        if name not in available:
-            where = f"in {self.folder}" if self.folder else "(the server was started without --loras-dir)"
+        return self._entry(name).path
+
+    def _entry(self, name: str) -> Entry:
+        entries = self.entries()
+        entry = entries.get(name)
+        if entry is None:
+            available = self.names()
+            where = "" if self.enabled else " (the server was started without --loras-dir or --models-dir)"
             offer = f"; available: {', '.join(available)}" if available else ""
-            raise EngineError(f"unknown LoRA {name!r} {where}{offer}", field="loras", code="unknown_lora")
-        return os.path.join(self.folder or "", *name.split("/"))
+            raise EngineError(f"unknown LoRA {name!r}{where}{offer}", field="loras", code="unknown_lora")
+        if entry.problem is not None:
+            raise EngineError(f"LoRA {name!r} ({entry.path}) cannot be used: {entry.problem}", field="loras",
+                              code="lora_failed")
+        return entry
+
+    def check_fits(self, name: str, model_id: str, context: int | None, family: str | None) -> None:
+        """EngineError (field loras) naming both when LoRA ``name`` was made for another model family."""
+        entry = self._entry(name)
+        if not fits(entry.desc, context, family):
+            made = FAMILY_LABELS.get(entry.desc.family or "", "another family")
+            width = f", cross-attention {entry.desc.context}" if entry.desc.context else ""
+            mine = FAMILY_LABELS.get(family or "", family or "unknown")
+            raise EngineError(f"LoRA {name!r} is for {made}{width}; model {model_id!r} is {mine}"
+                              f"{f' ({context})' if context else ''}: pick a LoRA of the model's family",
+                              field="loras", code="lora_failed")
 
     def tensors(self, name: str) -> dict[str, Any]:
         """The file's tensors (cached); a new dict each time, since loading may pop keys from it."""

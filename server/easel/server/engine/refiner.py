@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from .device import free_memory
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 class Refiner:
     """The configured refiner model (or none), loaded lazily."""
 
-    def __init__(self, ref: str | os.PathLike | None, options: LoadOptions, models_dir: str | None = None):
+    def __init__(self, ref: str | os.PathLike | None, options: LoadOptions,
+                 models_dir: str | Sequence[str] | None = None):
         self.ref: ModelRef | None = None
         if ref is not None:
             try:

@@ -10,8 +10,8 @@ Accepted references (docs/models.md):
   ``model/`` or ``model.config/`` holding a ``model_index.json``, else diffusers infers it (which
   needs that default config in the HF cache or the network).
 
-Relative paths are looked up in ``models_dir`` when one is given (and every path must then lie
-inside it), else in the working directory.
+Relative paths are looked up in the models folders when there are any (and every path must then
+lie inside one of them), else in the working directory.
 Ids: hub ids as is; folders by their name; files by their name without the extension.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .types import EngineError
@@ -39,7 +40,7 @@ class ModelRef:
     config: str | None = None
 
 
-def parse_ref(ref: str, models_dir: str | None = None) -> ModelRef:
+def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None) -> ModelRef:
     """Turn a user's model reference into a ModelRef; EngineError(field="model") if it names nothing."""
     text = (ref or "").strip()
     if not text:
@@ -72,27 +73,41 @@ def parse_ref(ref: str, models_dir: str | None = None) -> ModelRef:
     return ModelRef(text, stem, "single_file", found, config)
 
 
-def _find(path: str, models_dir: str | None) -> str | None:
-    """The file or folder ``path`` names. With ``models_dir`` every path must resolve inside it
-    (symlinks and ``..`` included): model paths are confined to the allowed folder."""
+def _find(path: str, models_dir: str | Sequence[str] | None) -> str | None:
+    """The file or folder ``path`` names. With models folders every path must resolve inside one of
+    them (symlinks and ``..`` included): model paths are confined to the allowed folders."""
     path = os.path.expanduser(path)
-    if models_dir:
-        root = os.path.realpath(os.path.expanduser(models_dir))
+    roots = models_roots(models_dir)
+    if not roots:
+        return os.path.abspath(path) if os.path.exists(path) else None
+    outside = None
+    for root in roots:
         candidate = os.path.realpath(os.path.join(root, path))
         if not os.path.exists(candidate):
-            return None
-        if os.path.commonpath([root, candidate]) != root:
-            raise EngineError(f"model {path!r} lies outside the models folder {root}; put it there or "
-                              "start the server without --models-dir", field="model")
-        return candidate
-    return os.path.abspath(path) if os.path.exists(path) else None
+            continue
+        if os.path.commonpath([root, candidate]) == root:
+            return candidate
+        outside = outside or candidate
+    if outside is not None:
+        where = roots[0] if len(roots) == 1 else ", ".join(roots)
+        raise EngineError(f"model {path!r} lies outside the models folder {where}; put it there or "
+                          "start the server without --models-dir", field="model")
+    return None
 
 
-def _where(models_dir: str | None) -> str:
-    return str(models_dir) if models_dir else os.getcwd()
+def models_roots(models_dir: str | os.PathLike | Sequence[str | os.PathLike] | None) -> list[str]:
+    """The models folders as real paths (one folder or several)."""
+    if not models_dir:
+        return []
+    items = [models_dir] if isinstance(models_dir, (str, os.PathLike)) else list(models_dir)
+    return [os.path.realpath(os.path.expanduser(os.fspath(m))) for m in items]
 
 
-def _parse_config(fragment: str, text: str, file: str, models_dir: str | None) -> str:
+def _where(models_dir: str | Sequence[str] | None) -> str:
+    return ", ".join(models_roots(models_dir)) or os.getcwd()
+
+
+def _parse_config(fragment: str, text: str, file: str, models_dir: str | Sequence[str] | None) -> str:
     key, _, value = fragment.partition("=")
     if key.strip() != "config" or not value.strip():
         raise EngineError(

@@ -39,13 +39,22 @@ class ModelInfo:
     source: str  # "hub", "folder", "single_file", "builtin"
     loaded: bool = False
     few_step: bool = False  # turbo / LCM-style
+    name: str = ""  # readable ("dreamshaper 8"); the id when empty
+    problem: str | None = None  # why it cannot be used (a broken library entry); None = usable
+    inpaint: bool = False  # a 9-channel inpainting model
+    loras: list[str] | None = None  # ids of the LoRAs that fit it (None: the server has no LoRAs)
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id, "family": self.family, "native": list(self.native),
+        d = {
+            "id": self.id, "name": self.name or self.id, "family": self.family, "native": list(self.native),
             "default_steps": self.default_steps, "default_guidance": self.default_guidance,
-            "source": self.source, "loaded": self.loaded, "few_step": self.few_step,
+            "source": self.source, "loaded": self.loaded, "few_step": self.few_step, "inpaint": self.inpaint,
         }
+        if self.problem is not None:
+            d["problem"] = self.problem
+        if self.loras is not None:
+            d["loras"] = list(self.loras)
+        return d
 
 
 @dataclass

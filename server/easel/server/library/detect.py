@@ -76,7 +76,8 @@ class Description:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
         family = FAMILY_LABELS.get(self.family or "", "")
         kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE"}.get(self.kind, "file")
-        parts = [family or ("unknown" if self.kind != "vae" else ""), "inpainting" if self.inpaint else "", kind]
+        parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),
+                 "inpainting" if self.inpaint else "", kind]
         return " ".join(p for p in parts if p) or "unknown"
 
 
