@@ -75,7 +75,9 @@ class Catalog:
         """Rescan the library (throttled by the library) and rebuild its ids."""
         if self._library is None:
             return
-        entries = [e for e in self._library.entries(fresh=fresh) if e.kind in LIBRARY_KINDS]
+        named = {os.path.realpath(r.location) for r in self._refs.values() if r.source in ("folder", "single_file")}
+        entries = [e for e in self._library.entries(fresh=fresh)
+                   if e.kind in LIBRARY_KINDS and os.path.realpath(e.path) not in named]
         with self._lock:
             old = self._lib
             self._lib, self._lib_aliases = {}, {}

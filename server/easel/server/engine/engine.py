@@ -77,11 +77,15 @@ class Engine:
     def models(self) -> list[ModelInfo]:
         """All served models (loaded or not), the default first; the models folders are rescanned, and
         each model lists the LoRAs that fit it."""
+        if self.library is not None:
+            self.library.scan()  # what a client asks for is what is on disk now
+        self._loras.rescan()
         infos = self._catalog.infos()
         if self._loras.enabled:
+            entries = self._loras.entries()
             for info in infos:
                 traits = self._catalog.traits(info.id)
-                info.loras = self._loras.fitting(traits.context, traits.family)
+                info.loras = self._loras.fitting(traits.context, traits.family, entries)
         return infos
 
     def model_info(self, ref: str | None) -> ModelInfo:

@@ -38,7 +38,7 @@ class LoraLibrary:
         if self.folder is not None and not os.path.isdir(self.folder):
             raise EngineError(f"LoRA folder {self.folder} does not exist; create it and put .safetensors LoRAs in it",
                               field="loras")
-        self._own = Library([self.folder], min_interval=0.0, hint="lora") if self.folder else None
+        self._own = Library([self.folder], hint="lora") if self.folder else None
         self._library = library
         self._cache: OrderedDict[tuple[str, int, float], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
@@ -48,8 +48,13 @@ class LoraLibrary:
         """Whether there is anywhere LoRAs can come from."""
         return self._own is not None or self._library is not None
 
+    def rescan(self) -> None:
+        """Rescan the LoRA folder now (listings within the library's interval reuse this scan)."""
+        if self._own is not None:
+            self._own.scan()
+
     def entries(self) -> dict[str, Entry]:
-        """LoRA id -> library entry: the LoRA folder's, then the models folders' (rescanned)."""
+        """LoRA id -> library entry: the LoRA folder's, then the models folders' (rescanned unless just done)."""
         found: dict[str, Entry] = {}
         for source in (self._own, self._library):
             for entry in source.entries("lora") if source is not None else []:
@@ -64,9 +69,9 @@ class LoraLibrary:
         """Ids of the usable LoRAs (relative paths with ``/``), sorted."""
         return sorted(name for name, entry in self.entries().items() if entry.problem is None)
 
-    def fitting(self, context: int | None, family: str | None) -> list[str]:
+    def fitting(self, context: int | None, family: str | None, entries: dict[str, Entry] | None = None) -> list[str]:
         """Ids of the usable LoRAs that fit a model of this cross-attention width and family."""
-        return sorted(name for name, e in self.entries().items()
+        return sorted(name for name, e in (entries if entries is not None else self.entries()).items()
                       if e.problem is None and fits(e.desc, context, family))
 
     def path(self, name: str) -> str:
