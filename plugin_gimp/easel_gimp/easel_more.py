@@ -33,9 +33,13 @@ def open_dialog(procedure, config, command, fields, power):
             raise EaselError(f"the server at {url} keeps no results yet: generate something first")
         dialog = Dialog(procedure, config, title, list(fields), history=entries)
     else:
+        def ask_again() -> dict | None:  # the dialog's refresh button: the URL and token as typed now
+            now = easel_jobs.resolve_url(config.get_property("url"))
+            return easel_jobs.welcome(now, token=easel_jobs.resolve_token(config, now))
+
         welcome = easel_jobs.welcome(url, token=token)
-        choices = editing.feature_choices(welcome) if welcome else None
-        dialog = Dialog(procedure, config, title, list(fields), power=list(power), choices=choices)
+        dialog = Dialog(procedure, config, title, list(fields), power=list(power), welcome=welcome,
+                        refresh=ask_again)
     if dialog.run():
         return dialog
     dialog.destroy()

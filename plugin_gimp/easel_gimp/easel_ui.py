@@ -3,7 +3,8 @@
 GIMP remembers the dialog's values between runs (the procedure's config is saved when a run
 succeeds), so the fields come back as the painter left them. With the server's ``welcome``, the
 model, LoRA and sketch-guide fields get a drop-down of what the server offers (the text stays
-editable) and the power features the server lacks are hidden.
+editable; the LoRAs are those of the chosen model's family), the model field a refresh button that
+asks the server again, and the power features the server lacks are hidden.
 """
 
 from __future__ import annotations
@@ -24,10 +25,15 @@ class Dialog:
     """A GimpUi.ProcedureDialog for one Easel command; stays open to show progress after OK."""
 
     def __init__(self, procedure, config, title: str, fields: list[str], power: list[str] = (),
-                 choices: dict | None = None, history: list[dict] | None = None):
+                 welcome: dict | None = None, history: list[dict] | None = None, refresh=None):
         GimpUi.init("easel")
-        self.title, self.config, self.choices = title, config, choices
-        self._menus: list = []
+        self.title, self.config = title, config
+        self._welcome = welcome
+        self.choices = editing.feature_choices(welcome) if welcome else None
+        self._refresh = refresh  # () -> the server's welcome asked again, or None when unreachable
+        self._menus: dict = {}  # field -> its drop-down menu
+        self._wired: set = set()  # entries whose icon is connected
+        self._follows_model = False
         self.dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
         if history:
             self._history_list(history)
@@ -44,7 +50,7 @@ class Dialog:
         for name in power:  # what the server lacks is off, so no hidden value can fail a run
             if not self._offered(name) and name in DEFAULTS:
                 config.set_property(name, DEFAULTS[name])
-        power = [name for name in power if self._offered(name)]
+        power = self._power = [name for name in power if self._offered(name)]
         if power:
             self.dialog.fill_box("power-box", power)
             self.dialog.get_label("power-title", POWER_TITLE, False, False)
@@ -53,8 +59,8 @@ class Dialog:
             fields.append("power")
         self.dialog.fill([*fields, "url", "token"])
         self._secret("token", f"none, ${editing.TOKEN_ENV}, or the one last used with this URL")
-        if choices:
-            self._drop_downs(choices, power)
+        if self.choices:
+            self._drop_downs()
         hint = "Pick a result, then Insert as layers" if history else "Press OK to send the request to the Easel server"
         self.bar = Gtk.ProgressBar(show_text=True, text=hint)
         self.bar.set_margin_top(8)
@@ -95,23 +101,45 @@ class Dialog:
         widget = self.dialog.get_widget(name, GimpUi.LabelEntry.__gtype__)
         return widget.get_entry() if isinstance(widget, GimpUi.LabelEntry) else None
 
-    def _drop_downs(self, c: dict, power: list[str]) -> None:
-        """A drop-down button in the model, LoRA and sketch-guide entries listing the server's choices."""
+    def _drop_downs(self) -> None:
+        """A drop-down button in the model, LoRA and sketch-guide entries listing the server's choices;
+        a refresh button in the model entry asks the server again (files added to its models folders)."""
+        c, power = self.choices, self._power
         default = c["default_model"] or "the server's default"
         self._menu("model", [(f"(default: {default})", "")] + [(m, m) for m in c["models"]], f"{default} (default)")
-        if "loras" in power:
-            self._menu("loras", [(name, name) for name in c["loras"]], f"none; e.g. {c['loras'][0]}:0.8", append=True)
         if "control-model" in power:
             self._menu("control-model", [("(none)", "")] + [(m, m) for m in c["control_models"]], "none")
-        if "refiner" in power:
+        if not self._follows_model:
+            self._follows_model = True
+            entry = self._entry("model")
+            if self._refresh is not None and entry is not None:
+                entry.set_icon_from_icon_name(Gtk.EntryIconPosition.PRIMARY, "view-refresh-symbolic")
+                entry.set_icon_tooltip_text(Gtk.EntryIconPosition.PRIMARY, "Ask the server again: models and "
+                                            "LoRAs added to its folders show up")
+            self.config.connect("notify::model", self._model_changed)
+        self._model_changed()
+
+    def _model_changed(self, *_args) -> None:
+        """The LoRA list follows the model (LoRAs of its family); the refiner only helps SDXL models."""
+        model = (self.config.get_property("model") or "").strip() or None
+        c = editing.feature_choices(self._welcome, model) if self._welcome else self.choices
+        if "loras" in self._power and c["loras"]:
+            self._menu("loras", [(name, name) for name in c["loras"]], f"none; e.g. {c['loras'][0]}:0.8", append=True)
+        if "refiner" in self._power:
             check = self.dialog.get_widget("refiner", Gtk.CheckButton.__gtype__)
-            sdxl = set(c["sdxl"])
+            check.set_sensitive((model or c["default_model"]) in set(c["sdxl"]))
 
-            def follow_model(*_args) -> None:  # the refiner only helps SDXL models
-                check.set_sensitive((self.config.get_property("model") or c["default_model"]) in sdxl)
-
-            self.config.connect("notify::model", follow_model)
-            follow_model()
+    def refresh_choices(self) -> None:
+        """Ask the server again and rebuild the drop-downs."""
+        welcome = self._refresh() if self._refresh is not None else None
+        if not welcome:
+            self.bar.set_text("The server did not answer; the lists are unchanged")
+            return
+        self._welcome, self.choices = welcome, editing.feature_choices(welcome)
+        self._drop_downs()
+        problems = editing.ui.model_problems(welcome)
+        self.bar.set_text(f"{len(self.choices['models'])} models" + (
+            f"; cannot use {'; '.join(problems)}" if problems else ""))
 
     def _menu(self, name: str, items: list[tuple[str, str]], placeholder: str, append: bool = False) -> None:
         entry = self._entry(name)
@@ -124,11 +152,12 @@ class Dialog:
             item.connect("activate", self._pick, entry, value, append)
             menu.append(item)
         menu.show_all()
+        self._menus[name] = menu  # keep it alive; the icon shows the newest one
         entry.set_icon_from_icon_name(Gtk.EntryIconPosition.SECONDARY, "pan-down-symbolic")
         entry.set_icon_tooltip_text(Gtk.EntryIconPosition.SECONDARY, "What the server offers")
-        entry.connect("icon-press", lambda e, _pos, event: menu.popup_at_widget(
-            e, Gdk.Gravity.SOUTH_WEST, Gdk.Gravity.NORTH_WEST, event))
-        self._menus.append(menu)  # keep it alive
+        if name not in self._wired:
+            self._wired.add(name)
+            entry.connect("icon-press", self._icon_pressed, name)
         if not append:
             completion = Gtk.EntryCompletion(inline_completion=True, popup_completion=True)
             store = Gtk.ListStore(str)
@@ -138,6 +167,12 @@ class Dialog:
             completion.set_model(store)
             completion.set_text_column(0)
             entry.set_completion(completion)
+
+    def _icon_pressed(self, entry, position, event, name: str) -> None:
+        if position == Gtk.EntryIconPosition.PRIMARY:
+            self.refresh_choices()
+        elif name in self._menus:
+            self._menus[name].popup_at_widget(entry, Gdk.Gravity.SOUTH_WEST, Gdk.Gravity.NORTH_WEST, event)
 
     @staticmethod
     def _pick(_item, entry, value: str, append: bool) -> None:

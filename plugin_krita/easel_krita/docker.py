@@ -74,7 +74,13 @@ class EaselDocker(DockWidget):
         form.addRow("", self.connection)
 
         self.model = named(QComboBox(), "easel_model", "Model to paint with (from the server)")
-        form.addRow("Model", self.model)
+        self.refresh_models = named(QPushButton("↻"), "easel_refresh_models",
+                                    "Ask the server again: models and LoRAs added to its folders show up")
+        self.refresh_models.setMaximumWidth(32)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model, 1)
+        model_row.addWidget(self.refresh_models)
+        form.addRow("Model", model_row)
         self.prompt = named(QPlainTextEdit(), "easel_prompt", "What to paint")
         self.prompt.setPlaceholderText("Describe the picture …")
         self.prompt.setFixedHeight(56)
@@ -168,6 +174,7 @@ class EaselDocker(DockWidget):
         self.setWidget(root)
 
         self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
+        self.refresh_models.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
         self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text()))
         self.strength.valueChanged.connect(self._strength_changed)
         self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
@@ -223,6 +230,9 @@ class EaselDocker(DockWidget):
             limits = (c.welcome or {}).get("limits", {})
             self.steps.setMaximum(int(limits.get("max_steps", self.steps.maximum())))
             self.batch.setMaximum(int(limits.get("max_batch", self.batch.maximum())))
+        problems = editing.ui.model_problems(c.welcome or {})  # broken files in the server's models folders
+        self.model.setToolTip("Model to paint with (from the server)" + (
+            "\n\nThe server cannot use:\n" + "\n".join(problems) if problems else ""))
         self.generate_button.setEnabled(not c.busy)
         self.cancel_button.setEnabled(c.busy)
         self.status.setText(c.status)

@@ -127,7 +127,7 @@ class PowerPanel(QWidget):
     def refresh(self, model_id: str) -> None:
         """Offer what the server offers (``welcome``); called with the docker's refresh."""
         c = self.controller
-        choices = editing.feature_choices(c.welcome)
+        choices = editing.feature_choices(c.welcome, model_id)  # LoRAs: those of this model's family
         offered = (tuple(choices["loras"]), tuple(choices["control_models"]))
         if offered != self._offered:
             self._offered = offered

@@ -157,12 +157,18 @@ def plan_upscale(rgba: bytes, width: int, height: int, params: Params, factor: i
     return PlannedRequest(IMG2IMG, request, Image.rgba(width, height, rgba))
 
 
-def feature_choices(welcome: dict | None) -> dict:
-    """What a plugin's dialog offers from a server's ``welcome``: models (ids, default), LoRAs,
-    control models, whether a refiner is configured. Empty lists: hide that control."""
+def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
+    """What a plugin's dialog offers from a server's ``welcome``: models (ids, default), LoRAs (those
+    of ``model``'s family when the server says which fit it; None/"" = the default model), control
+    models, whether a refiner is configured. Empty lists: hide that control."""
     welcome = welcome or {}
     models, default = model_choices(welcome)
-    return {"models": models, "default_model": default, "loras": list(welcome.get("loras") or []),
+    loras = list(welcome.get("loras") or [])
+    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == (model or default)),
+                 None)
+    if entry is not None and isinstance(entry.get("loras"), list):
+        loras = [name for name in loras if name in entry["loras"]]
+    return {"models": models, "default_model": default, "loras": loras,
             "control_models": list(welcome.get("control_models") or []),
             "refiner": bool(welcome.get("refiner")), "sdxl": [m["id"] for m in welcome.get("models", [])
                                                               if isinstance(m, dict) and m.get("family") == "sdxl"]}

@@ -10,10 +10,17 @@ from .core import Params, PlannedRequest
 
 
 def model_choices(welcome: dict) -> tuple[list[str], str | None]:
-    """Model ids a server offers (from its ``welcome``) and its default model."""
-    ids = [m["id"] if isinstance(m, dict) else str(m) for m in welcome.get("models", [])]
+    """Model ids a server offers (from its ``welcome``) and its default model; entries the server
+    lists with a ``problem`` (a broken file in its models folder) are left out, see ``model_problems``."""
+    ids = [m["id"] if isinstance(m, dict) else str(m) for m in welcome.get("models", [])
+           if not (isinstance(m, dict) and m.get("problem"))]
     default = welcome.get("default_model") or (ids[0] if ids else None)
     return ids, default
+
+
+def model_problems(welcome: dict) -> list[str]:
+    """``"id: why it cannot be used"`` for each model the server lists but cannot serve."""
+    return [f"{m['id']}: {m['problem']}" for m in welcome.get("models", []) if isinstance(m, dict) and m.get("problem")]
 
 
 def progress_text(info: ProgressInfo) -> tuple[int, str]:
