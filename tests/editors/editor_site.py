@@ -67,13 +67,13 @@ class Scratch:
     """A throw-away folder the editor can see: a host temp folder, or ``/var/tmp/easel-tests/run-…``
     inside the chroot. ``host`` is its path here, ``path(…)`` a path as the editor sees it."""
 
-    def __init__(self, root: Path | None, prefix: str = "run-"):
+    def __init__(self, root: Path | None, prefix: str = "run-", base: Path | None = None):
         if root is None:
-            base = Path(tempfile.gettempdir())
+            base = base or Path(tempfile.gettempdir())
         else:
             base = root / "var/tmp/easel-tests"
             base.mkdir(parents=True, exist_ok=True)
-            for stale in base.glob("run-*"):  # left by a run that was killed
+            for stale in base.iterdir():  # left by a run that was killed
                 if time.time() - stale.stat().st_mtime > 6 * 3600:
                     shutil.rmtree(stale, ignore_errors=True)
         self.root = root

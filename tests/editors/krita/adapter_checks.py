@@ -62,11 +62,12 @@ def main(args=None):
         import easel_krita
         import websockets
         from easel_krita import controller, docker, document, qt
-        from easel_krita.shared import connection, editing, protocol
+        from easel_krita.shared import connection, editing, protocol, send_region
 
         return {"easel": os.path.dirname(easel_krita.__file__), "websockets": os.path.dirname(websockets.__file__),
                 "websockets_version": websockets.__version__, "qt_api": qt.QT_API,
-                "modules": [m.__name__ for m in (controller, docker, document, connection, editing, protocol)],
+                "modules": [m.__name__ for m in (controller, docker, document, connection, editing, protocol,
+                                                 send_region)],
                 "extensions": [type(e).__name__ for e in app.extensions()]}
 
     check("imports", imports)

@@ -15,15 +15,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from krita_host import krita_env, paste, tail, xvfb
+from editor_site import Scratch, install_plugin
+from krita_host import krita_command, paste, tail, xvfb
 
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 from easel.client.send_region import send_region
-from easel.plugin_install import install_plugin
 
 HERE = Path(__file__).resolve().parent
+OBJECT_NAMES = ["easel_prompt", "easel_negative", "easel_strength", "easel_steps", "easel_seed", "easel_batch",
+                "easel_model", "easel_generate_button", "easel_cancel_button", "easel_progress"]
+W, H = 100, 72  # the GUI document; the width is not a multiple of 8 on purpose
+LW, LH = 96, 64  # the live document
 
 
 def scenarios() -> list[dict]:
@@ -59,11 +63,29 @@ def power_spec() -> dict:
             "upscale": dict(common, prompt="crisp", strength=30, seed=11)}
 
 
-def run_krita_gui(tools, base: Path, spec: dict, server_url: str, shot: Path) -> SimpleNamespace:
+def live_spec(stroke_s: float = 1.5) -> dict:
+    """The live part's run (easel_selftest/live_part.py)."""
+    return {"width": LW, "height": LH, "background_bgra": [230, 230, 230, 255], "sketch_box": [10, 10, 30, 20],
+            "sketch_bgra": [200, 60, 40, 255], "stroke_bgra": [30, 30, 200, 255], "stroke": [12, 36, 6],
+            "stroke_s": stroke_s, "dab_s": 0.1, "timeout": 60, "prompt2": "a red boat at dusk", "dead_url": "ws://127.0.0.1:9",
+            "params": dict(prompt="a blue lake", negative="", strength=60, steps=0, guidance=None, seed=0,
+                           seed_random=True, batch=3)}
+
+
+def gui_spec(url: str) -> dict:
+    """What the self-test plugin does, in order (easel_selftest/driver.py)."""
+    return {"url": url, "dead_url": "ws://127.0.0.1:9", "width": W, "height": H,
+            "background_bgra": [200, 170, 140, 255], "sketch_box": [20, 14, 40, 30], "sketch_bgra": [40, 40, 220, 255],
+            "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60,
+            "long_steps": 150, "long_batch": 4,  # the job to cancel, and the one running when Krita quits
+            "live": live_spec(), "power": power_spec()}
+
+
+def run_krita_gui(tools, work: Scratch, spec: dict, server_url: str, shot: Path) -> SimpleNamespace:
     """Install the plugin + self-test into a throw-away HOME, run Krita's GUI on Xvfb, return its result."""
     krita, xvfb_bin, importer = tools
-    home, out = base / "home", base / "out"
-    out.mkdir()
+    home, out = work.host / "home", work.host / "out"
+    out.mkdir(parents=True)
     pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
     install_plugin("krita", pykrita, kritarc)
     shutil.copytree(HERE / "easel_selftest", pykrita / "easel_selftest")
@@ -75,15 +97,15 @@ def run_krita_gui(tools, base: Path, spec: dict, server_url: str, shot: Path) ->
     with kritarc.open("w") as fh:
         config.write(fh, space_around_delimiters=False)
     (out / "spec.json").write_text(json.dumps(spec))
-    log = base / "krita.log"
+    log = work.host / "krita.log"
     timings: dict[str, float] = {}
-    shot.parent.mkdir(exist_ok=True)
+    shot.parent.mkdir(parents=True, exist_ok=True)
     shot.unlink(missing_ok=True)
     t0 = time.monotonic()
     with xvfb(xvfb_bin) as display, open(log, "w") as fh:
-        env = krita_env(home, DISPLAY=display, EASEL_URL=server_url, EASEL_SELFTEST=str(out))
-        proc = subprocess.Popen([krita, "--nosplash"], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        cmd, env = krita_command(work, [krita, "--nosplash"], DISPLAY=display, EASEL_URL=server_url,
+                                 EASEL_SELFTEST=work.path("out"))
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline and proc.poll() is None and not (out / "ready").exists():
@@ -111,7 +133,7 @@ def run_krita_gui(tools, base: Path, spec: dict, server_url: str, shot: Path) ->
     if not result_path.exists():
         pytest.fail(f"the in-Krita self-test wrote no result ({timings}); Krita log:\n{tail(log)}")
     result = json.loads(result_path.read_text())
-    print(f"Krita GUI run: {timings}")
+    print(f"Krita {result.get('krita_version')} GUI run: {timings}")
     return SimpleNamespace(result=result, out=out, home=home, log=log, shot=shot, timings=timings,
                            url=server_url, spec=spec, exit_code=proc.returncode)
 
@@ -230,17 +252,23 @@ def check_power_layer(gui, W: int, H: int, record: dict, part: str):
     return result
 
 
-def run_adapter_checks(kritarunner: str, base: Path) -> dict:
+def run_adapter_checks(kritarunner: str, work: Scratch) -> dict:
     """tests/editors/krita/adapter_checks.py in a headless ``kritarunner``; its result dict."""
-    plugins = base / "pykrita"
-    install_plugin("krita", plugins, base / "kritarc", enable=False)
-    out, log = base / "out", base / "kritarunner.log"
-    env = krita_env(base / "home", QT_QPA_PLATFORM="offscreen", PYTHONPATH=f"{plugins}{os.pathsep}{HERE}")
+    install_plugin("krita", work.host / "pykrita", work.host / "kritarc")  # a kritarc Krita never reads
+    checks = work.host / "checks"
+    checks.mkdir()
+    for name in ("adapter_checks.py", "live_checks.py"):
+        shutil.copy2(HERE / name, checks / name)
+    log = work.host / "kritarunner.log"
+    cmd, env = krita_command(work, [kritarunner, "-s", "adapter_checks", "-f", "main", work.path("out")],
+                             QT_QPA_PLATFORM="offscreen", PYTHONPATH=f"{work.path('pykrita')}:{work.path('checks')}")
     t0 = time.monotonic()
     with open(log, "w") as fh:
-        subprocess.run([kritarunner, "-s", "adapter_checks", "-f", "main", str(out)], env=env, stdout=fh,
-                       stderr=subprocess.STDOUT, timeout=240, check=False)
-    result = out / "adapter.json"
+        subprocess.run(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=240, check=False)
+    result = work.host / "out" / "adapter.json"
     if not result.exists():
         pytest.fail(f"kritarunner wrote no result after {time.monotonic() - t0:.0f} s; log:\n{tail(log)}")
-    return json.loads(result.read_text())
+    found = json.loads(result.read_text())
+    print(f"Krita {found.get('krita_version')} (Python {found['python'].split()[0]}) adapter checks: "
+          f"{time.monotonic() - t0:.1f} s")
+    return found

@@ -1,4 +1,11 @@
-"""Host-side helpers for tests/editors/test_krita.py: finding tools, Krita's environment, Xvfb."""
+"""Where the Krita tests run Krita: finding tools, Krita's environment, Xvfb.
+
+By default Krita is this machine's (Debian 12's Krita 5.1.5, the oldest supported: `make
+test-krita`). ``EASEL_KRITA_ROOT`` names a Debian chroot to run Krita from instead (`make
+test-krita-newest`: the sid chroot of .ci/install_sid_editors.sh, the newest Krita Debian ships);
+Krita then runs inside it (tests/editors/editor_site.py), on an Xvfb started on this machine (the
+chroot shares its abstract X sockets), and the screenshot is taken here.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +13,41 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
-import pytest
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot  # noqa: E402
+
+ROOT = Path(os.environ["EASEL_KRITA_ROOT"]) if os.environ.get("EASEL_KRITA_ROOT") else None
+ARTIFACTS = artifacts(ROOT, None)
 
 
 def need(request, tool: str) -> str:
-    """The tool's path; a missing Krita fails loudly when editor tests were asked for (or in CI)."""
+    """A tool of this machine; a missing one fails loudly when editor tests were asked for (or in CI)."""
     path = shutil.which(tool)
-    if path:
-        return path
-    message = f"{tool} is not installed: run .ci/install_krita.sh (Debian: krita, xvfb, imagemagick)"
-    if os.environ.get("CI") or request.config.getoption("markexpr", "").strip() == "editor":
-        pytest.fail(message)
-    pytest.skip(message)
+    if not path:
+        fail_or_skip(request, f"{tool} is not installed: run .ci/install_krita.sh (Debian: krita, xvfb, imagemagick)")
+    return path
+
+
+def need_krita(request, tool: str) -> str:
+    """``krita`` or ``kritarunner`` where Krita runs: this machine's, or the chroot's."""
+    if ROOT is None:
+        return need(request, tool)
+    problem = problem_with_chroot(ROOT, f"usr/bin/{tool}", ".ci/install_sid_editors.sh (or unset EASEL_KRITA_ROOT)")
+    if problem:
+        fail_or_skip(request, problem)
+    return f"/usr/bin/{tool}"
+
+
+def scratch(prefix: str, base: Path) -> Scratch:
+    """A folder Krita can see: under ``base`` on this machine, inside the chroot otherwise."""
+    return Scratch(ROOT, prefix, base)
 
 
 def krita_env(home: Path, **extra: str) -> dict[str, str]:
-    """Krita's environment: a throw-away HOME, nothing of this venv's Python."""
+    """Krita's environment on this machine: a throw-away HOME, nothing of this venv's Python."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTHON", "QT_", "VIRTUAL_ENV", "EASEL_", "XDG_", "DISPLAY", "WAYLAND"))}
     run = home / "run"
@@ -31,6 +55,17 @@ def krita_env(home: Path, **extra: str) -> dict[str, str]:
     env.update(HOME=str(home), XDG_RUNTIME_DIR=str(run), XDG_CONFIG_HOME=str(home / ".config"),
                XDG_DATA_HOME=str(home / ".local" / "share"), LC_ALL="C.UTF-8", **extra)
     return env
+
+
+def krita_command(work: Scratch, argv: list[str], **extra: str) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) running ``argv`` where Krita runs, with HOME = ``work``'s home/."""
+    if ROOT is None:
+        return argv, krita_env(work.host / "home", **extra)
+    (work.host / "home" / "run").mkdir(mode=0o700, parents=True, exist_ok=True)
+    home = work.path("home")
+    env = dict(HOME=home, XDG_RUNTIME_DIR=f"{home}/run", XDG_CONFIG_HOME=f"{home}/.config",
+               XDG_DATA_HOME=f"{home}/.local/share", LC_ALL="C.UTF-8", **extra)
+    return chroot_command(ROOT, argv, env)
 
 
 def tail(path: Path, lines: int = 40) -> str:

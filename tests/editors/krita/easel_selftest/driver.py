@@ -152,6 +152,7 @@ class Driver:
     def script(self):
         app = Krita.instance()
         spec, res = self.spec, self.res
+        res["krita_version"] = app.version()
         win = app.activeWindow()
         win.qwindow().setGeometry(0, 0, 1600, 1000)  # no window manager under Xvfb
         W, H = spec["width"], spec["height"]

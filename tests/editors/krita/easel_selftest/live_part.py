@@ -158,8 +158,8 @@ def run(d, spec):
     rec["off"] = {"checked": toggle.isChecked(), "names": [n.name() for n in root.childNodes()],
                   "status": status.text()}
     app.action("edit_undo").trigger()  # what Ctrl+Z does right after Live off
-    doc.waitForDone()
-    yield sleep(0.3)
+    doc.waitForDone()  # Krita 5.3 may finish the undo later: poll, with a deadline
+    yield wait(lambda: [n.name() for n in root.childNodes()][-1:] == [LIVE], 10, "live: undo")
     rec["off"]["after_undo"] = [n.name() for n in root.childNodes()]
     d.runner.timer.setInterval(100)
     doc.setModified(False)

@@ -1,0 +1,41 @@
+"""The Krita GUI run, shared by test_krita_gui.py and test_krita_live.py: one Krita session per pytest
+session (it takes a minute), against one real Easel server."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
+
+
+@pytest.fixture(scope="session")
+def krita_server_url(request, tmp_path_factory):
+    """A real ``easel serve`` with the tiny model, a tiny LoRA, a tiny ControlNet and a result store
+    (EASEL_TEST_SERVER_URL: a server you started yourself)."""
+    external = os.environ.get("EASEL_TEST_SERVER_URL")
+    if external:
+        yield external
+        return
+    from gui_run import tiny_server
+
+    with tiny_server(request.getfixturevalue("tiny_sd_path"), tmp_path_factory.mktemp("krita-server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def krita_gui(request, krita_server_url, tmp_path_factory):
+    """Krita's GUI on Xvfb with the plugin and the self-test plugin; what the self-test recorded."""
+    from gui_run import gui_spec, run_krita_gui
+    from krita_host import ARTIFACTS, need, need_krita, scratch
+
+    tools = (need_krita(request, "krita"), need(request, "Xvfb"), need(request, "import"))
+    work = scratch("krita-gui-", tmp_path_factory.getbasetemp())
+    try:
+        yield run_krita_gui(tools, work, gui_spec(krita_server_url), krita_server_url, ARTIFACTS / "krita_docker.png")
+    finally:
+        if work.root is not None:
+            work.cleanup()
