@@ -7,8 +7,12 @@ LOCK   := requirements.lock
 LATEST ?= .venv-latest
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
+WHEEL_VENV ?= .venv-wheel
+SID_ROOT   ?= /var/cache/easel/editors-sid
+KRITA_TESTS := tests/editors/test_krita_adapter.py tests/editors/test_krita_gui.py tests/editors/test_krita_live.py
 
-.PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean
+.PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean \
+        wheel-smoke test-editors-newest test-krita-newest test-gimp-newest
 
 setup: $(STAMP)
 
@@ -43,13 +47,29 @@ serve: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not editor" tests
 
+# The wheel as painters get it: built, installed (not editable, locked versions) into a clean
+# $(WHEEL_VENV), its CLI run from outside the checkout against a real `easel serve` (.ci/wheel_smoke.sh).
+wheel-smoke: $(STAMP)
+	WHEEL_VENV=$(WHEEL_VENV) BUILD_PY=$(PY) PYTHON=$(PYTHON) bash .ci/wheel_smoke.sh
+
+# Real editors (docs/krita.md, docs/gimp.md). The oldest supported: Debian 12's Krita 5.1.5 on this
+# machine (.ci/install_krita.sh), GIMP 3.0.4 in a trixie chroot (.ci/install_gimp.sh). The newest
+# Debian ships: Krita and GIMP in a sid chroot (.ci/install_sid_editors.sh). The plugins come from
+# this checkout, or from the wheel with EASEL_PLUGIN_INSTALLER=$(WHEEL_VENV)/bin/easel (CI).
 test-editors: test-krita test-gimp
+test-editors-newest: test-krita-newest test-gimp-newest
 
 test-krita: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_krita.py
+	EASEL_KRITA_ROOT= HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(KRITA_TESTS)
 
 test-gimp: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_gimp.py
+
+test-krita-newest: $(STAMP)
+	EASEL_KRITA_ROOT=$(SID_ROOT) HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(KRITA_TESTS)
+
+test-gimp-newest: $(STAMP)
+	EASEL_GIMP_ROOT=$(SID_ROOT) HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_gimp.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server tests plugin_krita plugin_gimp bench setup.py .ci
@@ -58,4 +78,4 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(WHEEL_VENV) .pytest_cache
