@@ -211,6 +211,7 @@ def error_message(code: str, message: str, field: str | None = None, job: str | 
 # ----------------------------------------------------------------------------- requests
 
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
+HIRES = ("auto", "off")  # the second pass: when the region needs it, or never
 MAX_LORAS = 8
 LORA_WEIGHT = (-4.0, 4.0)  # the allowed range of a LoRA's weight
 
@@ -302,6 +303,14 @@ class GenerateRequest:
     upscale: int | None = declare(None, "tiled upscale of `image`, refined at `strength` (1.0 = the default 0.35, "
                                         "0 = plain Lanczos); the result is `upscale` × the image, at `upscale` × "
                                         "`x`, `y` (docs/features.md)", choices=(2, 4))
+    hires: str = declare("auto", "second pass when the model's first pass is well below the region's size (more "
+                                 "than 1.5× a side): upscale it, refine at the region's size (docs/imaging.md)",
+                         choices=HIRES, wire_default=False, metavar="auto|off")
+    hires_strength: float | None = declare(None, "how much the second pass repaints (0 = a plain upscale)", low=0.0,
+                                           high=1.0, default_text="per model family", metavar="F")
+    exact_size: bool = declare(False, "run the model at the requested size (the region's, 8-px rounded) instead "
+                                      "of its native area: faster for small requests, no second pass",
+                               wire_default=False)
     refiner: bool = declare(False, "SDXL: the server's refiner model (`welcome.refiner`) does the last steps",
                             wire_default=False)
     refiner_switch: float = declare(0.8, "fraction of the denoising done by the base model before the refiner",

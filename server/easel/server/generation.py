@@ -11,13 +11,14 @@ from typing import Any
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
-from .engine.types import CancelledFn, EngineJob, ModelInfo, ProgressFn
+from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, ProgressFn
 from .features import check_control, engine_fields, prepare_control, used_parameters
+from .hires import SecondPass, second_pass_wanted
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_generation
 from .limits import Limits
 from .upscale import check_upscale, run_upscale
-from .work import GenerationOutput, Inputs, Layer, pick_seeds
+from .work import GenerationOutput, Inputs, Layer, StepBar, engine_steps, pick_seeds
 
 
 def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
@@ -54,7 +55,8 @@ def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Li
 
 def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                    progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
-    """Plan the work region, run the engine at working size, composite layers in document coordinates."""
+    """Plan the work region, run the engine at working size (and the second pass when the region is
+    well above it, ``hires``), composite layers in document coordinates. One progress bar counts both passes."""
     if request.upscale is not None:
         return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
@@ -69,11 +71,22 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         image=work_image, mask=work_mask, preview=request.preview,
         **engine_fields(request, prepare_control(plan, inputs.control)),
     )
+    second = None
+    if second_pass_wanted(request, plan):
+        second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)
+    first = engine_steps(job, model)
+    bar = StepBar(progress, first + (second.total if second is not None else 0))
     t1 = time.perf_counter()
-    results = engine.run(job, progress, cancelled)
+    results = engine.run(job, bar.begin(first), cancelled)
     t2 = time.perf_counter()
+    final: list[Any] = list(results)
+    if second is not None:
+        if cancelled():
+            raise JobCancelled()
+        final, _ = second.run(results, bar, cancelled)
+    t3 = time.perf_counter()
     layers = []
-    for seed, img in zip(seeds, results, strict=True):
+    for seed, img in zip(seeds, final, strict=True):
         layer = composite(plan, inputs.image, inputs.mask, img)
         layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
     used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
@@ -83,7 +96,23 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
         "scheduler": used.get("scheduler") or request.scheduler or "default",
         "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
-        **used_parameters(results),
+        **used_parameters(results), **request_choices(request),
     }
-    timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t2}
+    if second is not None:
+        parameters["second_pass"] = second.parameters()
+    timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t3}
+    if second is not None:
+        timings["second_pass_s"] = t3 - t2
     return GenerationOutput(layers, parameters, timings)
+
+
+def request_choices(request: GenerateRequest) -> dict[str, Any]:
+    """The second-pass and size choices a request made, when not the defaults (to run it again)."""
+    out: dict[str, Any] = {}
+    if request.hires != "auto":
+        out["hires"] = request.hires
+    if request.hires_strength is not None:
+        out["hires_strength"] = request.hires_strength
+    if request.exact_size:
+        out["exact_size"] = True
+    return out

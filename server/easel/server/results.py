@@ -33,11 +33,25 @@ def default_output_dir() -> Path:
 
 
 def parameters_text(params: dict[str, Any], seed: int, width: int, height: int) -> str:
-    """The widely read A1111-style ``parameters`` text: prompt, negative line, key: value line."""
+    """The widely read A1111-style ``parameters`` text: prompt, negative line, key: value line.
+
+    ``Size`` is what the model's (first) pass ran at (``work_size``; ``width`` x ``height`` when the
+    parameters do not say). After a second pass, A1111's hires keys follow: ``Hires upscale`` (the
+    factor), ``Hires resize`` (the size refined at) and its strength: ``Denoising strength`` for text
+    to image (A1111's meaning there), ``Hires strength`` with an image (whose own strength stays).
+    """
+    size = params.get("work_size") or (width, height)
+    second = params.get("second_pass")
+    strength = params.get("strength")
+    if second and params.get("mode") == "txt2img":
+        strength = second.get("strength")
     fields = [("Steps", params.get("steps")), ("Sampler", params.get("scheduler")),
-              ("CFG scale", params.get("guidance")), ("Seed", seed), ("Size", f"{width}x{height}"),
-              ("Model", params.get("model")), ("Denoising strength", params.get("strength")),
-              ("Mode", params.get("mode"))]
+              ("CFG scale", params.get("guidance")), ("Seed", seed), ("Size", f"{size[0]}x{size[1]}"),
+              ("Model", params.get("model")), ("Denoising strength", strength), ("Mode", params.get("mode"))]
+    if second:
+        fields += [("Hires upscale", second.get("upscale")), ("Hires resize", "x".join(map(str, second["size"])))]
+        if params.get("mode") != "txt2img":
+            fields.append(("Hires strength", second.get("strength")))
     if params.get("variation_seed") is not None and params.get("variation_strength"):
         fields += [("Variation seed", params["variation_seed"]),
                    ("Variation seed strength", params["variation_strength"])]

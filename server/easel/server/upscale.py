@@ -24,14 +24,14 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
-from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
+from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, ProgressFn
 from .features import engine_fields
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
 from .imaging.tiles import TileBlender, TilePlan, plan_tiles
 from .limits import Limits
-from .work import GenerationOutput, Inputs, Layer, pick_seeds
+from .work import GenerationOutput, Inputs, Layer, StepBar, engine_steps, pick_seeds
 
 #: Refine strength when the request leaves ``strength`` at its default 1.0 (which would repaint everything).
 DEFAULT_STRENGTH = 0.35
@@ -70,26 +70,6 @@ def lanczos(rgba: np.ndarray, size: Extent) -> np.ndarray:
     return resize(rgba, size)  # Pillow resizes RGBA premultiplied: no dark fringes
 
 
-class TileProgress:
-    """Maps the engine's per-tile ``denoise`` reports onto one monotonic bar over all tiles."""
-
-    def __init__(self, report: ProgressFn, tiles: int):
-        self.report, self.tiles = report, tiles
-        self.tile = 0  # index of the tile being refined
-        self.per_tile = 0  # denoising steps one tile takes (learnt from the engine's first report)
-        self.step = 0
-
-    def __call__(self, p: Progress) -> None:
-        if p.stage != "denoise":  # model loading and the like pass through
-            self.report(p)
-            return
-        if p.total > 0:
-            self.per_tile = p.total
-        self.step = max(self.step, min(self.tile * self.per_tile + p.step, self.tiles * self.per_tile))
-        message = f"tile {self.tile + 1}/{self.tiles}" + (f": {p.message}" if p.message else "")
-        self.report(Progress(STAGE, self.step, self.tiles * self.per_tile, message, p.preview))
-
-
 def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                 progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
     """Upscale ``inputs.image`` by ``request.upscale`` and refine it tile by tile (module doc)."""
@@ -114,8 +94,8 @@ def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: Mo
         layers = [Layer(big.copy() if i else big, x, y, seed) for i, seed in enumerate(seeds)]
         return GenerationOutput(layers, parameters, {"prepare_s": time.perf_counter() - t0, "run_s": 0.0})
     t1 = time.perf_counter()
-    blended, used, blend_s = refine_tiles(engine, request, model, plan, fill_transparent(big), seeds, strength,
-                                          progress, cancelled)
+    refiner = TileRefiner(engine, request, model, plan, seeds, strength)
+    blended, used, blend_s = refiner.run([fill_transparent(big)], StepBar(progress, refiner.total(), STAGE), cancelled)
     t2 = time.perf_counter()
     layers = [Layer(np.dstack([rgb, big[..., 3]]), x, y, seed) for rgb, seed in zip(blended, seeds, strict=True)]
     parameters.update({k: used[k] for k in ("steps", "guidance", "scheduler", "strength") if k in used})
@@ -123,29 +103,69 @@ def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: Mo
     return GenerationOutput(layers, parameters, timings)
 
 
-def refine_tiles(engine: Any, request: GenerateRequest, model: ModelInfo, plan: TilePlan, rgb: np.ndarray,
-                 seeds: list[int], strength: float, progress: ProgressFn, cancelled: CancelledFn
-                 ) -> tuple[list[np.ndarray], dict[str, Any], float]:
-    """img2img on every tile of ``rgb`` (HxWx3 at ``plan.size``); (one blended image per seed, used, blend s)."""
-    blenders = [TileBlender(plan) for _ in seeds]
-    tracker = TileProgress(progress, plan.count)
-    used: dict[str, Any] = {}
-    blend_s = 0.0
-    for index, crop in enumerate(plan.crops(rgb)):
-        if cancelled():
-            raise JobCancelled()
-        tracker.tile = index
-        job = EngineJob(
-            mode="img2img", prompt=request.prompt, negative_prompt=request.negative_prompt, model=model.id,
-            steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.tile.width,
-            height=plan.tile.height, scheduler=request.scheduler, strength=strength,
-            image=PILImage.fromarray(np.ascontiguousarray(crop), "RGB"), preview=request.preview,
-            **{**engine_fields(request, None), "control_model": None},  # LoRAs, variations; no sketch guide
-        )
-        results = engine.run(job, tracker, cancelled)
-        used = results[0].info.get("easel", {}) if results else used
-        t = time.perf_counter()
-        for blender, image in zip(blenders, results, strict=True):
-            blender.add(np.asarray(image.convert("RGB")))
-        blend_s += time.perf_counter() - t
-    return [b.result() for b in blenders], used, blend_s
+class TileRefiner:
+    """img2img over the tiles of ``plan``, blended back: the upscale's refinement and the second pass's.
+
+    ``run`` takes the images to refine (HxWx3 uint8 at ``plan.size``): one for all ``seeds`` (one
+    engine job per tile makes every batch image; the upscale) or, with ``per_seed``, one per seed
+    (a job per tile and seed; image ``i`` of the second pass refines its own first pass). With
+    ``mask`` (HxW at ``plan.size``) the jobs inpaint, and tiles where the mask is all 0 are not
+    run: they keep the source's pixels. Progress: ``message`` "tile k/N" (after ``name``, e.g.
+    "second pass, tile k/N"; a lone tile shows only the name), previews of the tile being refined.
+    """
+
+    def __init__(self, engine: Any, request: GenerateRequest, model: ModelInfo, plan: TilePlan, seeds: list[int],
+                 strength: float, mask: np.ndarray | None = None, name: str | None = None, per_seed: bool = False):
+        self.engine, self.request, self.model, self.plan = engine, request, model, plan
+        self.seeds, self.strength, self.name = seeds, strength, name
+        self.masks = plan.crops(mask) if mask is not None else None
+        self.active = [i for i in range(plan.count) if self.masks is None or self.masks[i].any()]
+        self.groups = [[seed] for seed in seeds] if per_seed else [seeds]
+
+    def job(self, group: int, image: np.ndarray | None = None, mask: np.ndarray | None = None) -> EngineJob:
+        """The engine job for one tile and seed group (``image``/``mask``: the tile's crops)."""
+        fields = {**engine_fields(self.request, None), "control_model": None}  # LoRAs, variations; no guide
+        if len(self.groups) > 1 and self.request.variation_seed is not None:
+            fields["variation_seed"] = (self.request.variation_seed + group) % 2**63  # as image ``group`` of a batch
+        r = self.request
+        return EngineJob(
+            mode="img2img" if self.masks is None else "inpaint", prompt=r.prompt, negative_prompt=r.negative_prompt,
+            model=self.model.id, steps=r.steps, guidance=r.guidance, seeds=self.groups[group],
+            width=self.plan.tile.width, height=self.plan.tile.height, scheduler=r.scheduler, strength=self.strength,
+            image=None if image is None else PILImage.fromarray(np.ascontiguousarray(image), "RGB"),
+            mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"),
+            preview=r.preview, **fields)
+
+    def total(self) -> int:
+        """Denoising steps over every tile that runs (what the progress bar counts)."""
+        return len(self.active) * sum(engine_steps(self.job(k), self.model) for k in range(len(self.groups)))
+
+    def run(self, sources: list[np.ndarray], bar: StepBar, cancelled: CancelledFn
+            ) -> tuple[list[np.ndarray], dict[str, Any], float]:
+        """(one blended image per seed, what the engine used, seconds spent blending)."""
+        if len(sources) != len(self.groups):
+            raise ValueError(f"{len(sources)} images to refine for {len(self.groups)} seed groups")
+        blenders = [TileBlender(self.plan) for _ in self.seeds]
+        crops = [self.plan.crops(source) for source in sources]
+        used: dict[str, Any] = {}
+        blend_s, count = 0.0, len(self.active)
+        for index in range(self.plan.count):
+            if cancelled():
+                raise JobCancelled()
+            if index not in self.active:  # nothing to repaint here: the source's own pixels
+                results = [crops[k if len(crops) > 1 else 0][index] for k in range(len(self.seeds))]
+            else:
+                k = self.active.index(index) + 1
+                tile = f"tile {k}/{count}" if count > 1 or self.name is None else ""
+                message = ", ".join(m for m in (self.name, tile) if m)
+                results = []
+                for group in range(len(self.groups)):
+                    job = self.job(group, crops[group][index], None if self.masks is None else self.masks[index])
+                    images = self.engine.run(job, bar.begin(engine_steps(job, self.model), message), cancelled)
+                    used = images[0].info.get("easel", {}) if images else used
+                    results += [np.asarray(image.convert("RGB")) for image in images]
+            t = time.perf_counter()
+            for blender, image in zip(blenders, results, strict=True):
+                blender.add(image)
+            blend_s += time.perf_counter() - t
+        return [b.result() for b in blenders], used, blend_s

@@ -1,7 +1,7 @@
-"""What one generation takes and gives: decoded inputs, result layers, seeds.
+"""What one generation takes and gives: decoded inputs, result layers, seeds, one progress bar.
 
-Shared by ``generation`` (one pass over a planned work region) and ``upscale`` (tiled refinement),
-so that imports go one way: ``generation`` -> ``upscale`` -> ``work``.
+Shared by ``generation`` (a planned work region), ``hires`` (its second pass) and ``upscale``
+(tiled refinement), so that imports go one way: ``generation`` -> ``hires`` -> ``upscale`` -> ``work``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .engine.types import EngineJob, ModelInfo, Progress, ProgressFn
 
 
 @dataclass
@@ -46,3 +48,54 @@ def pick_seeds(seed: int, batch: int) -> list[int]:
     """Seed -1 draws a random one; image i of a batch uses seed + i."""
     base = random.randrange(0, 2**32) if seed == -1 else seed
     return [(base + i) % 2**63 for i in range(batch)]
+
+
+def engine_steps(job: EngineJob, model: ModelInfo) -> int:
+    """The ``total`` that ``engine.run(job)`` reports: denoising steps over all its images.
+
+    The runner's rule (engine/runner.py ``plan``): text to image runs ``steps``; with an image,
+    ``int(steps * strength)`` but at least 1 (steps are raised for tiny strengths); strength 0
+    runs nothing. Inpaint, and any job on an inpainting model, runs image by image.
+    """
+    steps = job.steps or model.default_steps
+    if job.mode == "txt2img":
+        per_image = steps
+    elif job.strength <= 0:
+        return 0
+    else:
+        per_image = max(1, int(steps * job.strength))
+    return per_image * (len(job.seeds) if job.mode == "inpaint" or model.inpaint else 1)
+
+
+class StepBar:
+    """One progress bar over several engine runs (two passes, many tiles).
+
+    ``total`` is the sum of every run's predicted steps (``engine_steps``); each run is started
+    with ``begin`` and fed the engine's ``denoise`` reports, which count on from where the
+    previous run ended, so ``step`` rises 1, 2, … ``total`` across runs. A run that reports
+    another total corrects the bar. Other stages (model loading) pass through unchanged.
+    """
+
+    def __init__(self, report: ProgressFn, total: int, stage: str = "denoise"):
+        self.report, self.total, self.stage = report, total, stage
+        self.start = 0  # bar position where the current run began
+        self.expected = 0  # steps the current run is predicted to take
+        self.step = 0
+        self.message = ""
+
+    def begin(self, expected: int, message: str = "") -> StepBar:
+        """Start the next run (the previous one is complete), predicted to take ``expected`` steps."""
+        self.start += self.expected
+        self.expected, self.message = expected, message
+        return self
+
+    def __call__(self, p: Progress) -> None:
+        if p.stage != "denoise":
+            self.report(p)
+            return
+        if p.total > 0 and p.total != self.expected:
+            self.total += p.total - self.expected
+            self.expected = p.total
+        self.step = max(self.step, min(self.start + p.step, self.total))
+        message = ": ".join(m for m in (self.message, p.message) if m)
+        self.report(Progress(self.stage, self.step, self.total, message, p.preview))

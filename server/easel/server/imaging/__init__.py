@@ -10,7 +10,8 @@ Flow for one request::
 Modules: ``geometry`` (Extent, Bounds), ``region`` (WorkPlan; the send-region rule it shares
 with the plugins lives client-side in ``easel.client.send_region``), ``masks`` (grow/feather, denoise and composite
 masks), ``fill`` (transparency fill), ``compose`` (prepare, composite, flatten),
-``metrics`` (seam quality), ``tiles`` (tiled upscale: tile plans and blending). Names
+``metrics`` (seam quality, detail), ``tiles`` (tiled upscale and the second pass: tile plans
+and blending). Names
 below are imported lazily so that importing ``easel.client.send_region`` or
 ``easel.server.imaging.geometry`` never pulls in numpy.
 """
@@ -27,8 +28,8 @@ _EXPORTS = {
     "dilate": "masks", "erode": "masks", "blur": "masks", "denoise_mask": "masks", "composite_mask": "masks",
     "fill_transparent": "fill",
     "LayerResult": "compose", "prepare": "compose", "composite": "compose", "flatten": "compose",
-    "seam_ratio": "metrics",
-    "TilePlan": "tiles", "plan_tiles": "tiles", "TileBlender": "tiles",
+    "seam_ratio": "metrics", "detail": "metrics",
+    "TilePlan": "tiles", "plan_tiles": "tiles", "plan_refine": "tiles", "TileBlender": "tiles",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -78,14 +78,16 @@ def resize(array: np.ndarray, size: Extent, resample: PILImage.Resampling = LANC
     return np.asarray(PILImage.fromarray(np.ascontiguousarray(array)).resize(size.as_tuple(), resample))
 
 
-def _selection(plan: WorkPlan, mask: Any) -> np.ndarray:
+def region_selection(plan: WorkPlan, mask: Any) -> np.ndarray:
+    """The selection mask (HxW uint8) cropped to the plan's region."""
     m = as_mask(mask)
     if m.shape != (plan.image.height, plan.image.width):
         raise ValueError(f"mask is {m.shape[1]}x{m.shape[0]} but the plan is for {plan.image}")
     return m[plan.region.slices]
 
 
-def _source(plan: WorkPlan, image: Any) -> np.ndarray:
+def region_source(plan: WorkPlan, image: Any) -> np.ndarray:
+    """The sent image (HxWx4 uint8) cropped to the plan's region."""
     rgba = as_rgba(image)
     if rgba.shape[:2] != (plan.image.height, plan.image.width):
         raise ValueError(f"image is {rgba.shape[1]}x{rgba.shape[0]} but the plan is for {plan.image}")
@@ -101,11 +103,11 @@ def prepare(plan: WorkPlan, image: Any | None, mask: Any | None = None
     """
     if plan.mode == "txt2img" or image is None:
         return None, None
-    rgb = fill_transparent(_source(plan, image))
+    rgb = fill_transparent(region_source(plan, image))
     work_image = PILImage.fromarray(resize(rgb, plan.work), "RGB")
     if plan.mode != "inpaint" or mask is None:
         return work_image, None
-    dmask = denoise_mask(_selection(plan, mask), plan.grow, plan.feather)
+    dmask = denoise_mask(region_selection(plan, mask), plan.grow, plan.feather)
     return work_image, PILImage.fromarray(resize(dmask, plan.work, BILINEAR), "L")
 
 
@@ -125,12 +127,12 @@ def composite(plan: WorkPlan, image: Any | None, mask: Any | None, generated: An
     if plan.mode != "inpaint" or image is None or mask is None:
         opaque = np.full(gen.shape[:2], 255, np.uint8)
         return LayerResult(np.dstack([gen, opaque]), ox + plan.region.x, oy + plan.region.y)
-    cmask = composite_mask(_selection(plan, mask), plan.feather)
+    cmask = composite_mask(region_selection(plan, mask), plan.feather)
     paste = Bounds.from_mask(cmask)
     if paste is None:  # cannot happen for a plan made from this mask; keep the type honest
         paste = Bounds(0, 0, 1, 1)
     alpha = cmask[paste.slices]
-    original = _source(plan, image)[paste.slices]
+    original = region_source(plan, image)[paste.slices]
     rgb = np.where(alpha[..., None] > 0, gen[paste.slices], original[..., :3])
     doc = paste.offset(plan.region.x + ox, plan.region.y + oy)
     return LayerResult(np.dstack([rgb, alpha]).astype(np.uint8), doc.x, doc.y)

@@ -25,6 +25,8 @@ KEEP_SCALE = (0.75, 1.5)
 #: The working size's longest side is at most this many times the native longest side.
 MAX_SIDE_FACTOR = 2.0
 MULTIPLE = 8
+#: A second pass runs when the region is more than this many times the work size on each side.
+SECOND_PASS_FACTOR = 1.5
 
 
 def native_size(family: str, native: tuple[int, int] | None = None) -> Extent:
@@ -34,15 +36,18 @@ def native_size(family: str, native: tuple[int, int] | None = None) -> Extent:
     return FAMILY_NATIVE.get(family, Extent(512, 512))
 
 
-def work_size(region: Extent, native: Extent, multiple: int = MULTIPLE) -> Extent:
+def work_size(region: Extent, native: Extent, multiple: int = MULTIPLE, exact: bool = False) -> Extent:
     """The size the model runs at for a region: 1:1 when its area is near native, else scaled to native area.
 
     Aspect is kept (up to rounding each side to a multiple of ``multiple``); the longest side
     is capped at ``MAX_SIDE_FACTOR`` x native. Regions already a multiple of 8 inside the
-    keep band run at exactly their own size.
+    keep band run at exactly their own size. ``exact``: always 1:1, uncapped (the request's
+    ``exact_size``), each side rounded to the nearest multiple.
     """
     if region.is_empty:
         raise ValueError(f"cannot plan work for an empty region ({region})")
+    if exact:
+        return Extent(*(max(multiple, round(side / multiple) * multiple) for side in region))
     area, target = region.area, native.area
     lo, hi = KEEP_SCALE
     scale = 1.0 if lo * target <= area <= hi * target else math.sqrt(target / area)
@@ -73,6 +78,16 @@ class WorkPlan:
         return self.work.width / self.region.width, self.work.height / self.region.height
 
     @property
+    def upscale(self) -> float:
+        """How many times larger than the work size the region is (the smaller of the two sides' factors)."""
+        return min(self.region.width / self.work.width, self.region.height / self.work.height)
+
+    @property
+    def wants_second_pass(self) -> bool:
+        """Whether the work size is well below the region: more than ``SECOND_PASS_FACTOR`` x on each side."""
+        return self.upscale > SECOND_PASS_FACTOR
+
+    @property
     def document_region(self) -> Bounds:
         """The region in document coordinates."""
         return self.region.offset(*self.origin)
@@ -89,13 +104,14 @@ class WorkPlan:
 def plan_work(image_size: Extent | tuple[int, int], mask: Any | None, native: Extent | tuple[int, int], *,
               grow: int | None = None, feather: int | None = None, padding: float | None = None,
               has_image: bool = True, origin: tuple[int, int] = (0, 0),
-              canvas: Extent | tuple[int, int] | None = None) -> WorkPlan:
+              canvas: Extent | tuple[int, int] | None = None, exact: bool = False) -> WorkPlan:
     """Plan one generation on a sent image of ``image_size`` placed at ``origin`` in the document.
 
     ``mask``: HxW uint8 selection (255 = regenerate, soft values blend) or None. No mask or an
     all-zero mask means the whole image (img2img; txt2img when ``has_image`` is False).
     ``canvas``: the document size; the region is clamped to the part of the sent image that
     lies on the canvas. ``grow``/``feather``/``padding``: None = defaults (send_region.py).
+    ``exact``: the model runs at the region's own size (``work_size``).
     """
     size, native = Extent(*image_size), Extent(*native)
     if size.is_empty:
@@ -119,31 +135,34 @@ def plan_work(image_size: Extent | tuple[int, int], mask: Any | None, native: Ex
         mode = "img2img" if has_image else "txt2img"
         sel_size = limit.extent
         g, f, p = rules.resolve(sel_size.width, sel_size.height, grow, feather, padding)
-        return WorkPlan(mode, size, limit, work_size(limit.extent, native), None, g, f, p, tuple(origin))
+        return WorkPlan(mode, size, limit, work_size(limit.extent, native, exact=exact), None, g, f, p, tuple(origin))
     g, f, p = rules.resolve(selection.width, selection.height, grow, feather, padding)
     region = Bounds.from_box(rules.context_bounds(selection.as_tuple(), limit.as_tuple(), g, f, p))
-    return WorkPlan("inpaint", size, region, work_size(region.extent, native), selection, g, f, p, tuple(origin))
+    return WorkPlan("inpaint", size, region, work_size(region.extent, native, exact=exact), selection, g, f, p,
+                    tuple(origin))
 
 
 def plan_txt2img(size: Extent | tuple[int, int], native: Extent | tuple[int, int],
-                 origin: tuple[int, int] = (0, 0)) -> WorkPlan:
+                 origin: tuple[int, int] = (0, 0), exact: bool = False) -> WorkPlan:
     """Text to image at ``size``: the model runs near its native area, the result is resized to ``size``.
 
-    E.g. the demo model (64² native) asked for 512x384 runs at 72x56 and is scaled up 7x.
+    E.g. the demo model (64² native) asked for 512x384 runs at 72x56 (then a second pass refines
+    it at 512x384, ``wants_second_pass``); ``exact`` runs it at 512x384.
     """
-    return plan_work(size, None, native, has_image=False, origin=origin)
+    return plan_work(size, None, native, has_image=False, origin=origin, exact=exact)
 
 
 def plan_generation(request: Any, image: Any | None, mask: Any | None, native: Extent | tuple[int, int]) -> WorkPlan:
     """``plan_work`` for a ``protocol.GenerateRequest`` and its decoded HxWx4 image / HxW mask."""
     origin = (request.x, request.y)
+    exact = bool(getattr(request, "exact_size", False))
     canvas = None
     if request.canvas_width is not None or request.canvas_height is not None:
         canvas = (request.canvas_width or 2**31, request.canvas_height or 2**31)
     if image is None:
         native = Extent(*native)
         size = (request.width or native.width, request.height or native.height)
-        return plan_txt2img(size, native, origin)
+        return plan_txt2img(size, native, origin, exact)
     height, width = image.shape[:2]
     return plan_work((width, height), mask, native, grow=request.grow, feather=request.feather,
-                     padding=request.padding, origin=origin, canvas=canvas)
+                     padding=request.padding, origin=origin, canvas=canvas, exact=exact)

@@ -158,6 +158,26 @@ def plan_tiles(size: Extent | tuple[int, int], tile: Extent | tuple[int, int], o
     return TilePlan(size, Extent(tw, th), xs, ys, overlap)
 
 
+#: A refinement runs in one piece up to this many times the model's native area (2x a side), else in tiles.
+ONE_PIECE_AREA = 4.0
+
+
+def plan_refine(size: Extent | tuple[int, int], native: Extent | tuple[int, int]) -> TilePlan:
+    """Tiles for refining an image of ``size`` with a model of ``native`` size (the second pass).
+
+    Up to ``ONE_PIECE_AREA`` x the native area, with neither side over twice the native side, it
+    is one tile of the whole image (sides rounded up to multiples of 8 by edge padding); a bigger
+    image gets overlapping native-size tiles (``plan_tiles``).
+    """
+    size, native = Extent(*size), Extent(*native)
+    one_piece = (size.area <= ONE_PIECE_AREA * native.area
+                 and size.longest_side <= math.sqrt(ONE_PIECE_AREA) * native.longest_side)
+    if one_piece:
+        return plan_tiles(size, (math.ceil(size.width / MULTIPLE) * MULTIPLE,
+                                 math.ceil(size.height / MULTIPLE) * MULTIPLE))
+    return plan_tiles(size, native)
+
+
 class TileBlender:
     """Blends refined tiles (HxWxC uint8 at ``plan.tile`` size), added in plan order, into one image.
 

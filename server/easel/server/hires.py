@@ -1,0 +1,94 @@
+"""The second pass ("hires fix"): keep a big region's detail when the model runs well below its size.
+
+A region more than ``SECOND_PASS_FACTOR`` (1.5) x the work size on each side (``WorkPlan.wants_second_pass``)
+is, after the first pass at about the model's native area:
+
+1. upscaled to the region's size (Lanczos);
+2. refined there with img2img at ``hires_strength`` (the request's, else ``HIRES_STRENGTH`` of the
+   model's family): in one piece up to 4x the native area, else in overlapping native-size tiles
+   (``imaging.tiles.plan_refine``, run by the tiled upscale's ``TileRefiner``).
+
+For a selection the refined image is the original region with the first pass laid into the denoise
+mask, and the second pass inpaints with that mask at region size (tiles the mask does not touch are
+not run); compositing is unchanged, so pixels outside the selection's blend stay bit-exact.
+Image ``i`` of a batch refines its own first pass with seed ``seed + i``. The ControlNet guide
+steers the first pass only (the second keeps the composition it made). docs/imaging.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..client.protocol import GenerateRequest
+from .engine.types import CancelledFn, ModelInfo
+from .imaging.compose import region_selection, region_source, resize
+from .imaging.fill import fill_transparent
+from .imaging.masks import denoise_mask
+from .imaging.region import WorkPlan
+from .imaging.tiles import plan_refine
+from .upscale import TileRefiner
+from .work import StepBar
+
+#: The second pass's strength per model family when the request leaves ``hires_strength`` out:
+#: enough to paint detail into a Lanczos upscale, little enough to keep the first pass's composition.
+HIRES_STRENGTH = {"sd1": 0.5, "sd2": 0.5, "sdxl": 0.4, "demo": 0.5}
+DEFAULT_HIRES_STRENGTH = 0.5
+NAME = "second pass"
+
+
+def hires_strength(request: GenerateRequest, model: ModelInfo) -> float:
+    """The request's ``hires_strength``, else the model family's default."""
+    if request.hires_strength is not None:
+        return request.hires_strength
+    return HIRES_STRENGTH.get(model.family, DEFAULT_HIRES_STRENGTH)
+
+
+def second_pass_wanted(request: GenerateRequest, plan: WorkPlan) -> bool:
+    """``hires: auto`` and a work size well below the region (never with ``exact_size``: it runs 1:1)."""
+    return request.hires != "off" and not request.exact_size and plan.wants_second_pass
+
+
+class SecondPass:
+    """The second pass of one generation: planned before the first pass runs (its tiles and steps do
+    not depend on the pixels), run on the first pass's images."""
+
+    def __init__(self, engine: Any, request: GenerateRequest, model: ModelInfo, plan: WorkPlan, image: Any,
+                 mask: Any, seeds: list[int]):
+        self.plan = plan
+        self.original: np.ndarray | None = None  # the region, transparency filled (selections)
+        self.mask: np.ndarray | None = None  # the denoise mask at region size (selections)
+        if plan.mode == "inpaint" and image is not None and mask is not None:
+            self.mask = denoise_mask(region_selection(plan, mask), plan.grow, plan.feather)
+            self.original = fill_transparent(region_source(plan, image))
+        tiles = plan_refine(plan.region.extent, model.native)
+        self.refiner = TileRefiner(engine, request, model, tiles, seeds, hires_strength(request, model), self.mask,
+                                   NAME, per_seed=True)
+
+    @property
+    def total(self) -> int:
+        """Denoising steps the second pass takes (all tiles, all images)."""
+        return self.refiner.total()
+
+    def sources(self, first: list[Any]) -> list[np.ndarray]:
+        """The images to refine: each first pass upscaled to the region (Lanczos); for a selection,
+        laid into the original region through the denoise mask."""
+        big = [resize(np.asarray(img.convert("RGB")), self.plan.region.extent) for img in first]
+        if self.mask is None or self.original is None:
+            return big
+        weight = self.mask[..., None].astype(np.uint32)
+        keep = self.original.astype(np.uint32) * (255 - weight)
+        return [((keep + b * weight + 127) // 255).astype(np.uint8) for b in big]
+
+    def run(self, first: list[Any], bar: StepBar, cancelled: CancelledFn) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """One refined RGB image per seed at the region's size, and what the engine used."""
+        images, used, _ = self.refiner.run(self.sources(first), bar, cancelled)
+        return images, used
+
+    def parameters(self) -> dict[str, Any]:
+        """``second_pass`` in the result parameters (the PNG text's ``Hires upscale`` …)."""
+        tiles = self.refiner.plan
+        return {"upscale": round(self.plan.upscale, 2), "size": list(self.plan.region.extent),
+                "strength": self.refiner.strength, "tile": list(tiles.tile), "tiles": len(self.refiner.active),
+                "grid": [len(tiles.xs), len(tiles.ys)]}

@@ -1,0 +1,134 @@
+"""The second pass and exact size through the real server, client and CLI (tiny SD, native 64 px)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pictures import box_mask, texture
+from PIL import Image as PILImage
+
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import GenerateRequest, Image
+from easel.server.engine import Engine
+from easel.server.results import ResultStore
+from server_harness import inprocess_server
+from test_server import pixels, rgba_image
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_sd_path, tmp_path_factory):
+    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
+    store = ResultStore(tmp_path_factory.mktemp("results"))
+    with inprocess_server(engine, store=store) as (url, app):
+        yield url, store
+
+
+@pytest.fixture
+def client(served):
+    with Client(served[0], image_format="rgba") as c:
+        yield c
+
+
+def req(**kw) -> GenerateRequest:
+    kw.setdefault("prompt", "a red circle")
+    kw.setdefault("steps", 4)
+    kw.setdefault("seed", 5)
+    return GenerateRequest(job=new_job_id(), **kw)
+
+
+def test_stored_png_says_size_and_hires(client, served):
+    events = []
+    r = client.generate(req(width=160, height=128), on_progress=events.append)
+    assert (r.images[0].image.width, r.images[0].image.height) == (160, 128)
+    assert r.parameters["second_pass"]["tiles"] > 1
+    steps = [e.step for e in events if e.stage == "denoise"]
+    assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == events[-1].total
+    text = PILImage.open(served[1].folder / r.job / "image-0.png").text["parameters"]
+    upscale = r.parameters["second_pass"]["upscale"]
+    assert f"Size: {'x'.join(map(str, r.parameters['work_size']))}," in text
+    assert f"Denoising strength: 0.5, Mode: txt2img, Hires upscale: {upscale}, Hires resize: 160x128" in text
+
+
+def test_selection_through_the_server_is_bit_exact_outside_the_blend(client):
+    picture = texture(224, 160, seed=1)
+    mask = box_mask(224, 160, (40, 30, 120, 90))
+    r = client.generate(req(feather=5, x=10, y=20, canvas_width=300, canvas_height=200), rgba_image(picture),
+                        Image.gray(224, 160, mask.tobytes()))
+    assert r.parameters["second_pass"]["tiles"] >= 1
+    item = r.images[0]
+    layer = pixels(item.image)
+    x, y = item.x - 10, item.y - 20  # the layer's place in the sent picture
+    region = picture[y:y + layer.shape[0], x:x + layer.shape[1]]
+    outside = layer[..., 3] == 0
+    assert np.array_equal(layer[outside][:, :3], region[outside][:, :3])  # transparent pixels carry the original
+    assert (layer[..., 3][mask[y:y + layer.shape[0], x:x + layer.shape[1]] == 255] == 255).all()
+
+
+def cancel_when(client, request, predicate):
+    """Submit, cancel at the first progress event ``predicate`` accepts; (final event, step then, last step)."""
+    job = client.submit(request)
+    at_cancel = last = None
+    for event in client.events(timeout=120):
+        if event.type == "progress" and event.data["stage"] == "denoise":
+            last = event.data["step"]
+            if at_cancel is None and predicate(event.data):
+                at_cancel = last
+                client.cancel(job)
+        if event.type in ("cancelled", "result", "error"):
+            return event, at_cancel, last, job
+    raise AssertionError("no end event")
+
+
+@pytest.mark.parametrize("where", ["first", "second"])
+def test_cancel_in_either_pass(client, where):
+    """Cancelled within a step, in the first pass or among the second pass's tiles."""
+    first = lambda d: d["step"] == 2 and not d["message"]  # noqa: E731
+    second = lambda d: d["message"].startswith("second pass, tile 2/")  # noqa: E731
+    event, at_cancel, last, job = cancel_when(client, req(width=256, height=256, steps=12),
+                                              first if where == "first" else second)
+    assert event.type == "cancelled" and event.job == job
+    assert at_cancel is not None and last - at_cancel <= 1
+
+
+def test_cli_flags(served, tmp_path):
+    from easel.cli import main
+
+    url = served[0]
+    base = ["generate", "--url", url, "--prompt", "a red circle", "--seed", "3", "--steps", "2", "--quiet",
+            "--width", "160", "--height", "160"]
+    assert main([*base, "--out", str(tmp_path / "two.png")]) == 0
+    two = PILImage.open(tmp_path / "two.png")
+    assert two.size == (160, 160) and "Hires upscale: 2.5, Hires resize: 160x160" in two.text["parameters"]
+    assert main([*base, "--hires-strength", "0.3", "--out", str(tmp_path / "soft.png")]) == 0
+    assert "Denoising strength: 0.3" in PILImage.open(tmp_path / "soft.png").text["parameters"]
+    assert main([*base, "--hires", "off", "--out", str(tmp_path / "one.png")]) == 0
+    one = PILImage.open(tmp_path / "one.png")
+    assert one.size == (160, 160) and "Hires" not in one.text["parameters"] and "Size: 64x64" in one.text["parameters"]
+    assert main([*base, "--exact-size", "--out", str(tmp_path / "exact.png")]) == 0
+    exact = PILImage.open(tmp_path / "exact.png")
+    assert exact.size == (160, 160) and "Size: 160x160" in exact.text["parameters"]
+    assert "Hires" not in exact.text["parameters"]
+
+
+def test_cli_rejects_bad_values_naming_the_flag(served, tmp_path, capsys):
+    from easel.cli import main
+
+    base = ["generate", "--url", served[0], "--prompt", "x", "--out", str(tmp_path / "x.png")]
+    assert main([*base, "--hires", "sometimes"]) == 2
+    assert "(--hires)" in capsys.readouterr().err
+    assert main([*base, "--hires-strength", "2"]) == 2
+    assert "(--hires-strength)" in capsys.readouterr().err
+
+
+def test_cli_help_lists_the_flags(capsys):
+    from easel.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "-h"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--hires auto|off" in help_text and 'auto or off; default "auto"' in help_text
+    assert "--hires-strength F" in help_text and "default per model family" in help_text
+    assert "--exact-size" in help_text
