@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..server.security import TOKEN_ENV, Security, SecurityError
+from . import library
 from .progress import ProgressBar
 
 DEMO_MODEL = "easel-demo"
@@ -31,7 +32,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
     p.add_argument("--vae-tiling", action="store_true", help="decode big images in tiles")
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
-    p.add_argument("--models-dir", type=Path, help="folder that local model paths are confined to")
+    p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
+                   help="models folder (A1111/Forge, ComfyUI or flat; repeat for several): its checkpoints, "
+                        "diffusers folders, LoRAs and ControlNets are offered, rescanned as clients ask; local "
+                        "model paths must lie inside it")
     p.add_argument("--no-preload", action="store_true", help="load the default model on first use")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for inference (default: torch's choice, one per core; on a busy "
@@ -50,14 +54,24 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--safety-checker", nargs="?", const=True, default=False, metavar="REF",
                    help="check results with the SD safety checker (off by default; REF: a folder or hub id, "
                         "default CompVis/stable-diffusion-safety-checker); flagged images come back black")
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="exit after SECONDS with no client connected and no job (servers started by GIMP)")
+    p.add_argument("--parent-pid", type=int, metavar="PID", help="exit when process PID ends (the editor that "
+                   "started this server)")
+    p.add_argument("--status-lines", action="store_true",
+                   help="print start-up progress as 'easel-status: {json}' lines (for the editor plugins)")
     p.add_argument("-v", "--verbose", action="store_true")
+    library.prepare_serve_parser(p)  # --config / --print-config: flags win over the config file
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    done = library.apply_settings(args)
+    if done is not None:
+        return done
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    models = args.model or [DEMO_MODEL]
+    models = args.model or ([] if args.models_dir else [DEMO_MODEL])  # with folders: their models
     security = Security(token=args.token, allowed_origins=args.allow_origin)
     try:
         security.check_bind(args.host)
@@ -65,6 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
     print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
+    from ..server.lifetime import StatusLines
+
+    status = StatusLines(args.status_lines)
+    status.say("engine", message="loading torch and diffusers")
     from ..server.app import App
     from ..server.engine import Engine
     from ..server.engine.types import EngineError, Progress
@@ -84,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
-    if models[0] == DEMO_MODEL:
+    if engine.model_info(None).id == DEMO_MODEL:
         from ..server.demo.model import TOY_NOTICE
 
         print(TOY_NOTICE, flush=True)
@@ -93,6 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         def on_load(p: Progress) -> None:
             bar.update(p.step, p.total, p.message or p.stage)
+            status.say("load", p.step, p.total, p.message or p.stage)
 
         try:
             engine.load(None, on_load)
@@ -103,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bar.done()
     print(f"device {engine.device}, dtype {engine.dtype}; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
-    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir else "",
+    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir or args.models_dir else "",
               "control models: " + ", ".join(engine.control_models()) if args.control_model else "",
               "refiner: " + ", ".join(engine.refiners()) if args.refiner else "",
               "safety checker on" if engine.safety_checker else ""]
@@ -112,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
         print(f"results are kept in {store.folder}", flush=True)
-        asyncio.run(_serve(App(engine, store=store, security=security), args.host, args.port))
+        asyncio.run(_serve(App(engine, store=store, security=security), args.host, args.port, args, status))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -123,13 +142,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(app, host: str, port: int) -> None:
+async def _serve(app, host: str, port: int, args: argparse.Namespace, status) -> None:
+    from ..server.lifetime import watch
+
     await app.start(host, port)
     print(f"Easel is serving on ws://{host}:{app.port} (Ctrl+C to stop)", flush=True)
+    status.say("ready", url=f"ws://{host}:{app.port}", pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(watch(app, stop, parent_pid=args.parent_pid, idle_exit=args.idle_exit, say=status))
     await stop.wait()
+    watcher.cancel()
     print("Easel: shutting down", flush=True)
     await app.close()

@@ -12,13 +12,19 @@ from .core import PlannedRequest
 class ClientTask(threading.Thread):
     """Runs ``work(client)`` on a worker thread over one connection: a generate with a control
     image (``generate_work``), ``fetch_history``, ``fetch_result``… ``on_done(value, error)`` is
-    called exactly once, with error "cancelled" when cancelled."""
+    called exactly once, with error "cancelled" when cancelled.
+
+    ``prepare(cancel_event)`` runs first on the worker thread (``ServerManager.hooks``: start the local
+    server); ``explain(exc)`` turns a connection error into the message shown (a server that died)."""
 
     def __init__(self, url: str, work: Callable[[Client], object], *, job: str | None = None,
                  on_done: Callable[[object, str | None], None] | None = None, image_format: str = "rgba",
-                 client_name: str = "easel-plugin", token: str | None = None, timeout: float = 10.0):
+                 client_name: str = "easel-plugin", token: str | None = None, timeout: float = 10.0,
+                 prepare: Callable[[threading.Event], object] | None = None,
+                 explain: Callable[[BaseException], str] | None = None):
         super().__init__(daemon=True, name=f"easel-{job or 'task'}")
         self.work, self.job, self.on_done = work, job, on_done
+        self.prepare, self.explain = prepare, explain or str
         self._client = Client(url, timeout=timeout, image_format=image_format, client_name=client_name, token=token)
         self._cancel = threading.Event()
 
@@ -33,6 +39,8 @@ class ClientTask(threading.Thread):
     def run(self) -> None:
         value, error = None, None
         try:
+            if self.prepare is not None:
+                self.prepare(self._cancel)
             with self._client as client:
                 if self._cancel.is_set():
                     raise JobCancelled(self.job)
@@ -42,7 +50,7 @@ class ClientTask(threading.Thread):
         except JobFailed as exc:
             error = f"{exc} (field: {exc.field})" if exc.field else str(exc)
         except ClientError as exc:
-            error = str(exc)
+            error = self.explain(exc)
         except Exception as exc:  # noqa: BLE001 - a plugin must never die with a traceback
             error = f"unexpected error: {exc!r}"
         if self.on_done:
@@ -63,7 +71,8 @@ class GenerationTask(ClientTask):
     def __init__(self, url: str, planned: PlannedRequest, *,
                  on_progress: Callable[[ProgressInfo], None] | None = None,
                  on_done: Callable[[Result | None, str | None], None] | None = None,
-                 image_format: str = "rgba", client_name: str = "easel-plugin", token: str | None = None):
+                 image_format: str = "rgba", client_name: str = "easel-plugin", token: str | None = None,
+                 **hooks):
         super().__init__(url, generate_work(planned, on_progress), job=planned.request.job, on_done=on_done,
-                         image_format=image_format, client_name=client_name, token=token)
+                         image_format=image_format, client_name=client_name, token=token, **hooks)
         self.url, self.planned, self.on_progress = url, planned, on_progress
