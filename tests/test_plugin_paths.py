@@ -118,7 +118,9 @@ def test_install_gimp_goes_into_every_existing_profile(tmp_path):
     assert report.targets == [config / "GIMP" / v / "plug-ins" / "easel_gimp" for v in ("3.0", "3.2")]
     for target in report.targets:
         assert (target / "easel_gimp.py").stat().st_mode & 0o111 and (target / "shared" / "connection.py").is_file()
-    assert not report.notes and len(report.lines()) == 2
+    assert not report.notes and len(report.lines()) == 4  # two folders, and the server command recorded in each profile
+    assert [line.rsplit(" in ", 1)[1] for line in report.recorded] == \
+        [str(config / "GIMP" / v / "easel-gimp.json") for v in ("3.0", "3.2")]
 
 
 def test_install_gimp_without_profile_uses_3_0_and_says_so(tmp_path):

@@ -40,6 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
+from .plugin_settings import record_server, set_in_kritarc
+
 PACKAGE = Path(__file__).resolve().parent
 CLIENT = PACKAGE / "client"
 EDITORS = ("krita", "gimp")
@@ -214,19 +216,23 @@ class Installed:
     targets: list[Path]
     removed: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)  # where the server command was recorded
 
     def lines(self) -> list[str]:
         what = "plugin" if self.editor == "krita" else "plug-in"
         return ([f"installed the Easel {self.editor} {what} in {t}" for t in self.targets]
-                + [f"removed an older Easel copy that would load twice: {p}" for p in self.removed] + self.notes)
+                + [f"removed an older Easel copy that would load twice: {p}" for p in self.removed]
+                + self.recorded + self.notes)
 
 
 def install(editor: str, dest: Path | None = None, kritarc: Path | None = None, *, gimp_version: str | None = None,
             enable: bool = True, platform: str | None = None, env: Mapping[str, str] | None = None,
-            home: Path | None = None) -> Installed:
+            home: Path | None = None, record: bool = True, serve_args: str | None = None) -> Installed:
     """Install the plugin for ``editor`` into ``dest``, or where the editor looks (GIMP: see the module
     docstring for which versions); removes leftovers of older installs there. ``platform``, ``env``
-    and ``home`` default to this machine's."""
+    and ``home`` default to this machine's. ``record``: write the command that starts this
+    installation's server (and ``serve_args``, its extra arguments) into the plugin's settings
+    (``easel.plugin_settings``)."""
     if editor not in EDITORS:
         raise ValueError(f"unknown editor {editor!r}: choose one of {', '.join(EDITORS)}")
     if gimp_version and editor != "gimp":
@@ -254,15 +260,18 @@ def install(editor: str, dest: Path | None = None, kritarc: Path | None = None, 
     for folder in folders:
         report.targets.append(_install_into(editor, folder))
         report.removed += remove_leftovers(editor, folder)
+    rc = Path(kritarc) if kritarc else Path(str(kritarc_path(platform, env, home)))
     if editor == "krita" and enable:
-        enable_in_kritarc(Path(kritarc) if kritarc else Path(str(kritarc_path(platform, env, home))))
+        enable_in_kritarc(rc)
+    if record:
+        report.recorded = record_server(editor, report.targets, rc if editor == "krita" else None, serve_args)
     return report
 
 
 def install_plugin(editor: str, dest: Path | None = None, kritarc: Path | None = None,
-                   enable: bool = True, gimp_version: str | None = None) -> Path:
-    """``install``, returning the (first) plugin folder written."""
-    return install(editor, dest, kritarc, gimp_version=gimp_version, enable=enable).targets[0]
+                   enable: bool = True, gimp_version: str | None = None, record: bool = False) -> Path:
+    """``install``, returning the (first) plugin folder written; records no server command unless asked."""
+    return install(editor, dest, kritarc, gimp_version=gimp_version, enable=enable, record=record).targets[0]
 
 
 def _install_into(editor: str, dest: Path) -> Path:
@@ -281,35 +290,8 @@ def _install_into(editor: str, dest: Path) -> Path:
 
 
 def enable_in_kritarc(path: Path) -> None:
-    """Set ``enable_easel_krita=true`` in kritarc's ``[python]`` group, leaving every other line as it was.
-
-    A line edit, not configparser: Krita writes keys before the first ``[group]`` header, which
-    configparser rejects, and rewriting would reorder or drop what Krita wrote.
-    """
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    section = None
-    insert_at = None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            if section == "python" and insert_at is None:
-                insert_at = i
-            section = stripped[1:-1]
-            continue
-        if section == "python" and stripped.split("=", 1)[0].strip() == "enable_easel_krita":
-            lines[i] = "enable_easel_krita=true"
-            break
-    else:
-        if section == "python" and insert_at is None:
-            insert_at = len(lines)
-        if insert_at is None:
-            lines += ([""] if lines and lines[-1].strip() else []) + ["[python]", "enable_easel_krita=true"]
-        else:
-            while insert_at > 0 and not lines[insert_at - 1].strip():
-                insert_at -= 1
-            lines.insert(insert_at, "enable_easel_krita=true")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Set ``enable_easel_krita=true`` in kritarc's ``[python]`` group, leaving every other line as it was."""
+    set_in_kritarc(path, "python", {"enable_easel_krita": "true"})
 
 
 def package_plugin(editor: str, out: Path | None = None) -> Path:

@@ -22,6 +22,9 @@ def add_parsers(sub: Any) -> None:
             p.add_argument("--kritarc", type=Path, help="kritarc to enable the plugin in (Krita)")
             p.add_argument("--gimp-version", metavar="3.0|3.2|all",
                            help="GIMP: install for this version (default: every GIMP 3.x profile that exists, else 3.0)")
+            p.add_argument("--serve-args", metavar='"ARGS"',
+                           help="extra `easel serve` arguments for the server the plugin starts when none runs, "
+                                'e.g. --serve-args "--models-dir ~/models" (one word: --serve-args=--no-preload)')
             p.set_defaults(func=cmd_install_plugin)
         else:
             p.add_argument("--out", type=Path, help="zip path (default: ./easel-EDITOR-plugin.zip)")
@@ -39,16 +42,19 @@ def cmd_install_plugin(args: argparse.Namespace) -> int:
     from ..plugin_install import install
 
     try:
-        report = install(args.editor, args.dest, args.kritarc, gimp_version=args.gimp_version)
+        report = install(args.editor, args.dest, args.kritarc, gimp_version=args.gimp_version,
+                         serve_args=args.serve_args)
     except ValueError as exc:
         print(f"easel install-plugin: {exc}", file=sys.stderr)
         return 2
     for line in report.lines():
         print(line)
     if args.editor == "krita":
-        print("restart Krita; the docker is under Settings > Dockers > Easel")
+        print("restart Krita; the docker is under Settings > Dockers > Easel. Generate starts the server "
+              "when none runs (see the docker's Server settings)")
     else:
-        print("restart GIMP; the commands are under Filters > Easel")
+        print("restart GIMP; the commands are under Filters > Easel. They start the server when none runs "
+              "(see Local server in their dialogs)")
     return 0
 
 
