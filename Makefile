@@ -10,6 +10,7 @@ PORT   ?= 8765
 WHEEL_VENV ?= .venv-wheel
 SID_ROOT   ?= /var/cache/easel/editors-sid
 KRITA_TESTS := tests/editors/test_krita_adapter.py tests/editors/test_krita_gui.py tests/editors/test_krita_live.py
+GIMP_TESTS  := tests/editors/test_gimp.py tests/editors/test_gimp_profile.py
 
 .PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean \
         wheel-smoke test-editors-newest test-krita-newest test-gimp-newest
@@ -63,13 +64,13 @@ test-krita: $(STAMP)
 	EASEL_KRITA_ROOT= HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(KRITA_TESTS)
 
 test-gimp: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_gimp.py
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(GIMP_TESTS)
 
 test-krita-newest: $(STAMP)
 	EASEL_KRITA_ROOT=$(SID_ROOT) HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(KRITA_TESTS)
 
 test-gimp-newest: $(STAMP)
-	EASEL_GIMP_ROOT=$(SID_ROOT) HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor tests/editors/test_gimp.py
+	EASEL_GIMP_ROOT=$(SID_ROOT) HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m editor $(GIMP_TESTS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check server tests plugin_krita plugin_gimp bench setup.py .ci

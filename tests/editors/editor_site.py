@@ -8,9 +8,9 @@ it, so nothing stays mounted on the host and parallel runs do not disturb each o
 shares the host's network (an Easel server on the host's 127.0.0.1 is reachable) and its abstract
 X sockets (an Xvfb started on the host serves a chroot's editor).
 
-Plugins are installed with ``easel install-plugin`` from the wheel when ``EASEL_PLUGIN_INSTALLER``
-names that command (CI: the installed wheel's ``easel``), else with ``easel.plugin_install`` from
-this checkout.
+Plugins are installed as painters install them, with ``easel install-plugin``: the command
+``EASEL_PLUGIN_INSTALLER`` names (CI: the installed wheel's ``easel``), else this checkout's
+(``python -m easel``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,30 +89,32 @@ class Scratch:
         shutil.rmtree(self.host, ignore_errors=True)
 
 
-def install_plugin(editor: str, dest: Path, kritarc: Path | None = None) -> Path:
-    """Install ``editor``'s plugin into ``dest`` (Krita: enabled in ``kritarc``); the plugin's folder."""
+def easel_command(*args: str, home: Path | None = None) -> str:
+    """Run ``easel ARGS``: the wheel's command (EASEL_PLUGIN_INSTALLER), else this checkout's
+    (``python -m easel``); with ``home``, as a user whose HOME that is (no XDG_* variables). Its output."""
     installer = os.environ.get(INSTALLER_ENV)
-    name = {"krita": "easel_krita", "gimp": "easel_gimp"}[editor]
-    if installer:
-        if not os.access(installer, os.X_OK):
-            pytest.fail(f"{INSTALLER_ENV}={installer} is not an executable `easel` (make wheel-smoke builds it)")
-        cmd = [installer, "install-plugin", editor, "--dest", str(dest)]
-        if kritarc is not None:
-            cmd += ["--kritarc", str(kritarc)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-        done = subprocess.run(cmd, env=env, cwd=dest.parent if dest.parent.is_dir() else None,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}")
-        print(f"plugin installed by {installer}: {done.stdout.splitlines()[0] if done.stdout else ''}")
-    else:
-        from easel.plugin_install import install_plugin as install_from_checkout
+    if installer and not os.access(installer, os.X_OK):
+        pytest.fail(f"{INSTALLER_ENV}={installer} is not an executable `easel` (make wheel-smoke builds it)")
+    cmd = [installer] if installer else [sys.executable, "-m", "easel"]
+    cmd += args
+    drop = ("PYTHON", "VIRTUAL_ENV", "XDG_", "GIMP3_") if home else ("PYTHON", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    if home:
+        env["HOME"] = str(home)
+    done = subprocess.run(cmd, env=env, cwd=home or tempfile.gettempdir(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}")
+    return done.stdout
 
-        if editor == "krita":
-            install_from_checkout(editor, dest, kritarc or dest / "kritarc", enable=kritarc is not None)
-        else:
-            install_from_checkout(editor, dest)
-    target = dest / name
+
+def install_plugin(editor: str, dest: Path, kritarc: Path | None = None) -> Path:
+    """``easel install-plugin EDITOR --dest DEST`` (Krita: enabled in ``kritarc``), as painters run it:
+    the wheel's command under CI, this checkout's otherwise. The plugin's folder."""
+    args = ["install-plugin", editor, "--dest", str(dest)] + (["--kritarc", str(kritarc)] if kritarc else [])
+    out = easel_command(*args)
+    print(f"{os.environ.get(INSTALLER_ENV) or 'python -m easel'}: {out.splitlines()[0] if out else ''}")
+    target = dest / {"krita": "easel_krita", "gimp": "easel_gimp"}[editor]
     for part in ("shared/connection.py", "shared/send_region.py", "vendor/websockets/__init__.py"):
         assert (target / part).is_file(), f"the installed {editor} plugin has no {part} ({target})"
     return target
