@@ -37,7 +37,7 @@ from .codec import encode
 from .engine.types import EngineError, JobCancelled, ModelInfo, Progress
 from .features import check_names
 from .generation import check_attachments, decode_inputs, run_generation
-from .jobs import Job, JobQueue, QueueFull
+from .jobs import LIVE_RESTART, Job, JobQueue, LivePacing, QueueFull
 from .limits import Limits
 from .results import ResultStore
 from .security import Security
@@ -74,13 +74,14 @@ class App:
     """Easel's websocket server around an engine."""
 
     def __init__(self, engine: Any, limits: Limits | None = None, store: ResultStore | None = None,
-                 security: Security | None = None):
+                 security: Security | None = None, live_restart: float = LIVE_RESTART):
         self.engine = engine
         self.limits = limits or Limits()
         self.store = store
         self.security = security or Security()
         self.queue = JobQueue(self.limits.max_jobs_per_client)
         self.running: Job | None = None
+        self.live = LivePacing(live_restart)  # when a newer live state may stop the running frame
         self.owners: dict[str, Connection] = {}  # job id -> connection, for queued and running jobs
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
@@ -196,16 +197,15 @@ class App:
             conn.post(error_message("bad_request", f"job id {request.job!r} is already in use; choose a new id",
                                     "job", request.job))
             return
-        if request.replace:
-            self._replace_stale(conn)
-        job = Job(request.job, conn.id, request, message.images)
+        busy = request.replace and self._replace_stale(conn)
+        job = Job(request.job, conn.id, request, message.images, from_idle=request.replace and not busy)
         try:
             position = self.queue.add(job)
         except QueueFull as exc:
             conn.post(error_message("queue_full", str(exc), "job", request.job))
             return
         self.owners[job.id] = conn
-        conn.post({"type": "queued", "job": job.id, "position": position + (self.running is not None)})
+        conn.post({"type": "queued", "job": job.id, "position": position})  # 1 = next: the running job not counted
         self._wakeup.set()
 
     def _resolve_model(self, request: GenerateRequest) -> None:
@@ -218,15 +218,21 @@ class App:
                                 f"{', '.join(self.engine.schedulers())}", field="scheduler")
         check_names(request, self.engine)
 
-    def _replace_stale(self, conn: Connection) -> None:
-        """A newer live request: drop this client's queued live jobs, stop its running one."""
-        for old in self.queue.remove_where(conn.id, lambda j: j.request.replace):
+    def _replace_stale(self, conn: Connection) -> bool:
+        """A newer live request: drop this client's queued live jobs; stop its running one only
+        if ``LivePacing`` allows (else it finishes and is delivered: progress first, issue #21).
+        Returns whether the client had live work queued or running."""
+        stale = self.queue.remove_where(conn.id, lambda j: j.request.replace)
+        for old in stale:
             self.owners.pop(old.id, None)
             conn.post({"type": "cancelled", "job": old.id, "reason": "replaced"})
         running = self.running
-        if running is not None and running.client == conn.id and running.request.replace:
+        if running is None or running.client != conn.id or not running.request.replace or running.cancelled():
+            return bool(stale)
+        if self.live.may_stop(running, time.monotonic()):
             running.replaced = True
             running.cancel_event.set()  # stops at its next step; a finished one is not delivered
+        return True
 
     def _cancel(self, conn: Connection, job_id: Any) -> None:
         if not isinstance(job_id, str) or self.owners.get(job_id) is not conn:
@@ -238,6 +244,7 @@ class App:
             self.running.cancel_event.set()  # the worker reports ``cancelled`` within one step
 
     def _disconnected(self, conn: Connection) -> None:
+        self.live.forget(conn.id)
         for job in self.queue.drop_client(conn.id):
             self.owners.pop(job.id, None)
             log.info("dropped queued job %s of %s", job.id, conn.id)
@@ -263,6 +270,8 @@ class App:
             finally:
                 self.running = None
                 _release_freed_memory()
+            if job.request.replace and reply[0].get("type") == "result":
+                self.live.delivered(job.client, time.monotonic() - job.started)
             if layers is None:
                 self._deliver(job, conn, reply)
             else:

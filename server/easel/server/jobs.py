@@ -2,11 +2,13 @@
 
 Jobs wait in one queue per client; ``pop_next`` serves clients round-robin, so a client
 that submits a batch of jobs cannot starve another. With one job per client this is plain
-arrival order.
+arrival order. ``LivePacing`` decides when a newer live (``replace``) state may stop a
+client's running live frame, so that live painting always makes progress.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict, deque
@@ -31,6 +33,7 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     state: str = "queued"  # queued | running | done | failed | cancelled
     replaced: bool = False  # cancelled because a newer live request from the same client came in
+    from_idle: bool = False  # a live job submitted while the client had no other live job queued or running
 
     def cancelled(self) -> bool:
         return self.cancel_event.is_set()
@@ -117,3 +120,44 @@ class JobQueue:
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [{"job": j.id, "client": j.client, "position": i} for i, j in enumerate(self.order(), 1)]
+
+
+LIVE_RESTART = 0.25  #: share of a frame time during which a newer live state may stop a frame started from idle
+
+
+class LivePacing:
+    """When a newer ``replace`` state may stop a client's running live frame (issue #21).
+
+    Stopping every running frame for a newer state delivers nothing while states come faster
+    than frames are made (a livelock). So only a frame that started *from idle* (no other live
+    job of the client was queued or running when it was submitted) may be stopped, and only
+    while it is young (in its first ``restart`` share of a frame time; any time before a
+    delivered frame gives an estimate). A continuous stroke thus gets frames at the server's
+    capacity, each for the newest state queued when the previous frame ended; an isolated edit
+    during a young frame still restarts it at once. ``restart=math.inf`` is the old behaviour
+    (every newer state stops the running frame), 0 never stops it. Pure logic, no I/O.
+    """
+
+    def __init__(self, restart: float = LIVE_RESTART):
+        self.restart = restart
+        self._frame_s: dict[str, float] = {}  # client -> running estimate of one live frame's time
+
+    def frame_s(self, client: str) -> float | None:
+        return self._frame_s.get(client)
+
+    def may_stop(self, job: Job, now: float) -> bool:
+        """Whether a newer state of its client may stop ``job``, a running live frame, now."""
+        if math.isinf(self.restart):
+            return True
+        if not job.from_idle or self.restart <= 0:
+            return False
+        estimate = self._frame_s.get(job.client)
+        return estimate is None or now - (job.started or now) < self.restart * estimate
+
+    def delivered(self, client: str, seconds: float) -> None:
+        """A live frame of ``client`` took ``seconds`` from start to result."""
+        old = self._frame_s.get(client)
+        self._frame_s[client] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def forget(self, client: str) -> None:
+        self._frame_s.pop(client, None)
