@@ -132,3 +132,45 @@ def test_cli_help_lists_the_flags(capsys):
     assert "--hires auto|off" in help_text and 'auto or off; default "auto"' in help_text
     assert "--hires-strength F" in help_text and "default per model family" in help_text
     assert "--exact-size" in help_text
+
+
+# ----------------------------------------------------------------------------- plugins and live mode
+
+def test_plugin_features_reach_the_server_and_come_back_from_history(client):
+    from easel.client import editing
+    from easel.client.editing import Params
+
+    plain = editing.features_from_ui()
+    assert (plain.hires, plain.hires_strength, plain.exact_size) == ("auto", None, False)
+    planned = editing.plan_request(editing.EditorState(160, 128), Params("a red circle", seed=4, steps=4))
+    features = editing.features_from_ui(second_pass=True, hires_strength=0.3)
+    r = client.generate(editing.apply_features(planned, features).request)
+    assert r.parameters["second_pass"]["strength"] == 0.3 and r.parameters["hires_strength"] == 0.3
+    assert "2nd pass" in editing.history_label({"parameters": r.parameters, "images": []})
+    _, again = editing.params_from_history({"parameters": r.parameters})
+    assert (again.hires, again.hires_strength, again.exact_size) == ("auto", 0.3, False)
+    planned = editing.plan_request(editing.EditorState(160, 128), Params("a red circle", seed=4, steps=4))
+    off = editing.features_from_ui(second_pass=False, exact_size=True)
+    r = client.generate(editing.apply_features(planned, off).request)
+    assert "second_pass" not in r.parameters and r.parameters["work_size"] == [160, 128]
+    _, again = editing.params_from_history({"parameters": r.parameters})
+    assert (again.hires, again.exact_size) == ("off", True)
+
+
+@pytest.mark.parametrize("size, exact", [((40, 32), True), ((160, 128), False)])
+def test_live_frames_run_the_faster_size_in_one_pass(client, size, exact):
+    """Below the native area a live frame runs at its own size; above it at the native area; never two passes."""
+    from easel.client import editing
+    from easel.client.editing import Params
+
+    model = editing.find_model(client.welcome, None)
+    w, h = size
+    state = editing.EditorState(w, h, texture(w, h).tobytes(), (0, 0, w, h))
+    planned = editing.plan_live(state, Params("a blue lake", strength=0.6, seed=3, steps=4), model)
+    assert planned.request.exact_size is exact and planned.request.hires == "off"
+    planned.request.replace = False  # a live frame is not stored; the parameters are what matter here
+    r = client.generate(planned.request, planned.image)
+    work = r.parameters["work_size"]
+    assert "second_pass" not in r.parameters and work[0] * work[1] <= max(w * h, 64 * 64)
+    assert (work == [w, h]) is exact
+    assert editing.plan_live(state, Params("x", strength=0.6), None).request.exact_size is False  # unknown model

@@ -68,7 +68,8 @@ COMMANDS = {
         "_History…", "Add the layers of a recent result the server keeps (its history) to the image", "history"),
 }
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
-POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner")
+POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner",
+                "hires", "hires-strength", "exact-size")
 UPSCALE_FIELDS = ("prompt", "factor", "strength", "steps", "seed", "model")
 
 
@@ -98,7 +99,9 @@ def read_features(config) -> editing.Features:
     get = config.get_property
     try:
         return editing.features_from_ui(get("loras") or "", get("variation-seed"), get("variation-strength"),
-                                        get("control-model") or "", get("control-strength"), get("refiner"))
+                                        get("control-model") or "", get("control-strength"), get("refiner"),
+                                        second_pass=get("hires"), hires_strength=get("hires-strength"),
+                                        exact_size=get("exact-size"))
     except ValueError as exc:
         raise CallingError(str(exc)) from None
 
@@ -230,7 +233,8 @@ def declared(name: str) -> tuple[float, float, float]:
 
 
 def add_power_arguments(proc) -> None:
-    """LoRAs, variations, the sketch guide and the refiner (docs/features.md); defaults change nothing."""
+    """LoRAs, variations, the sketch guide, the refiner (docs/features.md), the second pass and exact size
+    (docs/imaging.md); defaults change nothing."""
     proc.add_string_argument("loras", "_LoRAs", "LoRAs the server offers, with weights: name:0.8, other:0.5 "
                              "(empty: none)", "", RW)
     proc.add_int_argument("variation-seed", "_Variation seed", "Blend this seed's noise into the seed's, to "
@@ -245,6 +249,12 @@ def add_power_arguments(proc) -> None:
                              *declared("control_strength"), RW)
     proc.add_boolean_argument("refiner", "SDXL re_finer", "Let the server's SDXL refiner do the last steps "
                               "(SDXL models, when the server has a refiner)", False, RW)
+    proc.add_boolean_argument("hires", "Second _pass", "Images well above the model's size: generate at its size, "
+                              "upscale, then refine at full size (off: one pass, resampled)", True, RW)
+    proc.add_double_argument("hires-strength", "Second pass st_rength", "How much the second pass repaints (0: the "
+                             "model family's default)", *declared("hires_strength")[:2], 0.0, RW)
+    proc.add_boolean_argument("exact-size", "E_xact size", "Run the model at the image's (or region's) own size "
+                              "instead of its native area: faster for small images, no second pass", False, RW)
 
 
 class EaselPlugIn(Gimp.PlugIn):

@@ -17,8 +17,9 @@ gi.require_version("Gtk", "3.0")
 from gi.repository import Gdk, GimpUi, Gtk  # noqa: E402
 from shared import editing  # noqa: E402
 
-POWER_TITLE = "LoRAs, variations, sketch guide, refiner"
-DEFAULTS = {"loras": "", "variation-seed": -1, "control-model": "", "refiner": False}
+POWER_TITLE = "LoRAs, variations, sketch guide, refiner, second pass"
+DEFAULTS = {"loras": "", "variation-seed": -1, "control-model": "", "refiner": False, "hires": True,
+            "hires-strength": 0.0, "exact-size": False}
 
 
 class Dialog:

@@ -134,7 +134,7 @@ class LiveController(QObject):
         session.observe(editing.fingerprint(state.rgba, state.selection), editing.params_key(live, state.region))
         self._pace(time.perf_counter() - t0)
         if session.due() and time.monotonic() >= self._retry_at:
-            planned = editing.plan_live(state, live)
+            planned = editing.plan_live(state, live, model)
             problem = editing.check_request(planned)
             if problem:
                 self._error = f"Live: {problem}"

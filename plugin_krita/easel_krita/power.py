@@ -1,5 +1,6 @@
 """The docker's "More" group: power features (docs/features.md) — LoRAs, variations, sketch guide
-(ControlNet), SDXL refiner, Upscale ×2 (a new document) and the server's History.
+(ControlNet), SDXL refiner, the second pass and exact size (docs/imaging.md), Upscale ×2 (a new
+document) and the server's History.
 
 Only widgets and reading them live here; requests, polarity, history and re-apply are
 ``shared.editing``'s; the work runs through the controller (``generate``, ``upscale``,
@@ -35,10 +36,11 @@ PICK_LABEL = "add a LoRA…"
 
 
 def _declared(box: QDoubleSpinBox, name: str) -> QDoubleSpinBox:
-    """``box`` with the range and start value the protocol declares for request field ``name``."""
+    """``box`` with the range and start value the protocol declares for request field ``name``
+    (its low end where the default is None: "the server decides")."""
     field = request_fields()[name]
     box.setRange(field.spec.low, field.spec.high)
-    box.setValue(field.default)
+    box.setValue(field.spec.low if field.default is None else field.default)
     return box
 
 
@@ -65,7 +67,7 @@ class PowerPanel(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         self.more = named(QPushButton("More ▸"), "easel_more", "LoRAs, variations, sketch guide, refiner, "
-                                                                "upscale, history")
+                                                                "second pass, upscale, history")
         self.more.setCheckable(True)
         outer.addWidget(self.more)
         self.panel = named(QWidget(), "easel_more_panel")
@@ -100,6 +102,19 @@ class PowerPanel(QWidget):
                               "Let the server's refiner finish the last steps (SDXL models only)")
         self.refiner_row = _row(box, "", self.refiner)
 
+        self.second_pass = named(QCheckBox("2nd pass"), "easel_hires",
+                                  "Regions well above the model's size: generate at its size, upscale, then refine "
+                                  "at full size (off: one pass, resampled)")
+        self.second_pass.setChecked(True)
+        self.hires_strength = named(QDoubleSpinBox(), "easel_hires_strength",
+                                     "How much the second pass repaints (auto: the model family's default)")
+        _declared(self.hires_strength, "hires_strength").setSingleStep(0.05)
+        self.hires_strength.setSpecialValueText("auto")  # shown at 0
+        self.exact_size = named(QCheckBox("exact size"), "easel_exact_size",
+                                 "Run the model at the region's own size instead of its native area (faster for "
+                                 "small regions; no second pass)")
+        _row(box, "", self.second_pass, self.hires_strength, self.exact_size, stretch_first=False)
+
         self.upscale = named(QPushButton("Upscale ×2"), "easel_upscale",
                               "Upscale the visible canvas ×2, refined at the strength above; opens a new document")
         self.history = named(QPushButton("History"), "easel_history", "List the server's recent jobs")
@@ -111,6 +126,8 @@ class PowerPanel(QWidget):
         box.addWidget(self.history_list)
 
         self.more.toggled.connect(self._toggle)
+        self.second_pass.toggled.connect(self._follow_size)
+        self.exact_size.toggled.connect(self._follow_size)
         self.lora_pick.activated.connect(self._pick_lora)
         self.vary.clicked.connect(self._vary)
         self.upscale.clicked.connect(lambda: _trigger("easel_upscale", self.controller.upscale))
@@ -123,6 +140,12 @@ class PowerPanel(QWidget):
     def _toggle(self, shown: bool) -> None:
         self.panel.setVisible(shown)
         self.more.setText("More ▾" if shown else "More ▸")
+
+    def _follow_size(self, _checked: bool = False) -> None:
+        """Exact size runs 1:1 (no second pass); the strength only matters with the second pass."""
+        exact = self.exact_size.isChecked()
+        self.second_pass.setEnabled(not exact)
+        self.hires_strength.setEnabled(not exact and self.second_pass.isChecked())
 
     def refresh(self, model_id: str) -> None:
         """Offer what the server offers (``welcome``); called with the docker's refresh."""
@@ -167,7 +190,8 @@ class PowerPanel(QWidget):
         return editing.features_from_ui(
             self.loras.text() if choices["loras"] else "", variation, self.variation_strength.value(),
             control, self.control_strength.value(), self.refiner.isChecked() and self.refiner.isEnabled(),
-            available_loras=choices["loras"])
+            available_loras=choices["loras"], second_pass=self.second_pass.isChecked(),
+            hires_strength=self.hires_strength.value(), exact_size=self.exact_size.isChecked())
 
     # -- reactions ------------------------------------------------------------------------------
     def _pick_lora(self, index: int) -> None:

@@ -64,11 +64,19 @@ def params_key(params: Params, region: Box | None = None) -> str:
                  params.model, params.scheduler, params.seed, region))
 
 
-def plan_live(state: EditorState, params: Params) -> PlannedRequest:
-    """``plan_request`` for a live frame: replaces this client's older live work, no step previews."""
+def plan_live(state: EditorState, params: Params, model: dict | None = None) -> PlannedRequest:
+    """``plan_request`` for a live frame: replaces this client's older live work, no step previews, and
+    the faster size (docs/krita.md): one pass (no second pass); a frame smaller than the native area of
+    ``model`` (its ``welcome.models`` entry) runs at its own size (``exact_size``), a bigger one at the
+    native area, as the server does by default."""
     planned = plan_request(state, params)
     planned.request.replace = True
     planned.request.preview = False
+    planned.request.hires = "off"
+    native = (model or {}).get("native")
+    image = planned.image
+    width, height = (image.width, image.height) if image is not None else (state.width, state.height)
+    planned.request.exact_size = bool(native) and width * height < native[0] * native[1]
     return planned
 
 

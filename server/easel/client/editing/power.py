@@ -1,4 +1,4 @@
-"""Power features in plugins: LoRA text, sketch guides, variations, upscale, history."""
+"""Power features in plugins: LoRA text, sketch guides, variations, the second pass, upscale, history."""
 
 from __future__ import annotations
 
@@ -78,19 +78,26 @@ class Features:
     variation_strength: float = _default("variation_strength")
     refiner: bool = False
     refiner_switch: float = _default("refiner_switch")
+    hires: str = _default("hires")  # "auto": a second pass for regions well above the model's size; "off"
+    hires_strength: float | None = None  # None: the model family's default
+    exact_size: bool = False  # run at the region's own size (docs/imaging.md)
 
 
 def features_from_ui(loras: str = "", variation_seed: int = -1, variation_strength: float = Features.variation_strength,
                      control_model: str = "", control_strength: float = Features.control_strength,
                      refiner: bool = False, refiner_switch: float = Features.refiner_switch,
-                     available_loras: list[str] | None = None) -> Features:
+                     available_loras: list[str] | None = None, second_pass: bool = True,
+                     hires_strength: float = 0.0, exact_size: bool = False) -> Features:
     """Features from editor widgets, whose 'off' values are an empty text, a negative variation
-    seed and an empty control model. ValueError (plain words) for unreadable LoRA text."""
+    seed and an empty control model; a second-pass strength of 0 means the family's default.
+    ValueError (plain words) for unreadable LoRA text."""
     return Features(loras=match_loras(parse_loras(loras or ""), available_loras),
                     control_model=(control_model or "").strip() or None, control_strength=float(control_strength),
                     variation_seed=int(variation_seed) if variation_seed is not None and variation_seed >= 0 else None,
                     variation_strength=float(variation_strength), refiner=bool(refiner),
-                    refiner_switch=float(refiner_switch))
+                    refiner_switch=float(refiner_switch), hires="auto" if second_pass else "off",
+                    hires_strength=float(hires_strength) if hires_strength and hires_strength > 0 else None,
+                    exact_size=bool(exact_size))
 
 
 @dataclass
@@ -107,6 +114,7 @@ def apply_features(planned: PlannedRequest, features: Features, control: Image |
     r.loras, r.control_model, r.control_strength = features.loras, features.control_model, features.control_strength
     r.variation_seed, r.variation_strength = features.variation_seed, features.variation_strength
     r.refiner, r.refiner_switch = features.refiner, features.refiner_switch
+    r.hires, r.hires_strength, r.exact_size = features.hires, features.hires_strength, features.exact_size
     base = {name: getattr(planned, name) for name in PlannedRequest.__dataclass_fields__}
     return FeaturePlan(**base, control=control if features.control_model else None)
 
@@ -223,7 +231,8 @@ def history_label(entry: dict) -> str:
     prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
     seeds = p.get("seeds") or [i.get("seed") for i in images]
     size = f"{images[0]['width']}×{images[0]['height']}" if images and "width" in images[0] else ""
-    mode = p.get("mode", "") + (f" ×{p['upscale']}" if p.get("upscale") else "")
+    mode = p.get("mode", "") + (f" ×{p['upscale']}" if p.get("upscale") else "") + (
+        " + 2nd pass" if p.get("second_pass") else "")
     parts = [when, mode, prompt, f"seed {seeds[0]}" if seeds else "", size,
              f"{len(images)} images" if len(images) > 1 else ""]
     return " · ".join(x for x in parts if x)
@@ -244,5 +253,7 @@ def params_from_history(entry: dict) -> tuple[Params, Features]:
                         variation_seed=p.get("variation_seed"),
                         variation_strength=float(p.get("variation_strength", Features.variation_strength)),
                         refiner=bool(p.get("refiner")),
-                        refiner_switch=float(p.get("refiner_switch", Features.refiner_switch)))
+                        refiner_switch=float(p.get("refiner_switch", Features.refiner_switch)),
+                        hires=p.get("hires", Features.hires), hires_strength=p.get("hires_strength"),
+                        exact_size=bool(p.get("exact_size")))
     return params, features
