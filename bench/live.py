@@ -11,8 +11,11 @@ once when a frame ends. Measured:
 - dab-to-frame latency: from a dab landing on the canvas to the first frame shown that contains it
   (median and 90th percentile over every dab);
 - pen-up latency: from the last dab to the frame that shows it (the stroke's end);
-- the same for the naive policy (every new state sent at once with ``replace``, no pacing), which
-  keeps cancelling the running frame while the stroke goes on.
+- the same for the naive policy (every new state sent at once with ``replace``, no pacing).
+
+Then ``bench.live_protocol``'s rows: raw and paced clients at a dab every 5, 20, 50 and 100 ms
+against the server's live pacing and against the old server (issue #21), and, with
+``EASEL_BENCH_LIVE_FULLSIZE=1``, a full-size SD-turbo-shaped model in bf16 (``bench.live_fullsize``).
 """
 
 from __future__ import annotations
@@ -302,9 +305,23 @@ def run(quick: bool = False) -> list[Row]:
             Row("live", "in Krita: pen-up to final frame on the canvas", 1000 * krita["pen_up_to_final_s"], "ms",
                 note="includes the poll interval and the driver's 20 ms sampling"),
         ]
-    return rows
+    return rows + protocol_rows(quick)
+
+
+def protocol_rows(quick: bool) -> list[Row]:
+    """``bench.live_protocol``'s input-rate sweep; the full-size rows only when asked for (minutes)."""
+    from .live_protocol import demo_rows
+
+    rows = demo_rows(quick)
+    if os.environ.get("EASEL_BENCH_LIVE_FULLSIZE") == "1":
+        from .live_fullsize import fullsize_rows
+
+        return rows + fullsize_rows()
+    return rows + [Row("live", "SD-turbo-shaped bf16 live rows (bench.live_fullsize)", None, "",
+                       note="skipped: set EASEL_BENCH_LIVE_FULLSIZE=1 (minutes on a CPU)")]
 
 
 if __name__ == "__main__":
     for row in run(quick="--quick" in sys.argv):
-        print(f"{row.name:<56} {row.value:>9.1f} {row.unit:<4} {row.note}")
+        value = "skipped" if row.value is None else f"{row.value:9.1f}"
+        print(f"{row.name:<56} {value:>9} {row.unit:<4} {row.note}")
