@@ -241,7 +241,7 @@ def rows_for(runs: list[Stroke], label: str, note: str) -> list[Row]:
         who = f"{label}, {'paced' if r.paced else 'raw'}, a dab every {r.interval_ms:g} ms"
         server = statistics.median(r.server_s) * 1000 if r.server_s else math.nan
         detail = (f"{note}; {len(r.shown)} frames for {r.dabs} dabs ({r.sent} sent), server {server:.0f} ms/frame "
-                  f"at {r.work}"
+                  f"at {r.work}, so {r.fps * server / 10:.0f}% of the server's capacity"
                   + ("" if r.in_order else "; RESULTS OUT OF ORDER"))
         rows += [Row("live", f"{who}: frames/s while painting", r.fps, "1/s", note=detail),
                  Row("live", f"{who}: dab-to-frame latency, median", r.latency_ms(50), "ms"),
