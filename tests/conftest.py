@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("EASEL_CONFIG", os.path.join(os.path.dirname(__file__), "no-such-easel-config.toml"))  # not yours
 
 
 # ----------------------------------------------------------------------------- tiny diffusers models

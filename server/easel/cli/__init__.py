@@ -1,8 +1,9 @@
-"""The ``easel`` command: serve, generate, models, demo-model, install-plugin, package-plugin.
+"""The ``easel`` command: serve, generate, models, download, demo-model, install-plugin, package-plugin.
 
 One module per responsibility: ``serve`` (the server), ``generate`` (client commands; its flags are
 generated from the protocol's field declarations), ``pictures`` (the PNGs ``generate`` writes),
-``plugins`` (editor plugins and the demo model). Heavy imports (torch, diffusers) happen only in
+``plugins`` (editor plugins and the demo model), ``library`` (``download``, ``models --local``, the
+config file of ``serve``). Heavy imports (torch, diffusers) happen only in
 ``serve`` and ``demo-model``, so client commands start fast.
 """
 
@@ -12,7 +13,7 @@ import argparse
 
 from .. import __version__
 from ..client.protocol import parse_lora
-from . import generate, plugins, serve
+from . import generate, library, plugins, serve
 
 __all__ = ["build_parser", "main", "parse_lora"]
 
@@ -32,5 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     serve.add_parser(sub)
     generate.add_parsers(sub)
+    library.add_parsers(sub)
     plugins.add_parsers(sub)
     return parser

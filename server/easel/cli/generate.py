@@ -18,6 +18,7 @@ from ..client.connection import DEFAULT_URL, Client, ClientError, JobCancelled, 
 from ..client.fields import Declared
 from ..client.protocol import GenerateRequest, Image, ProtocolError, request_fields
 from ..server.security import TOKEN_ENV
+from . import library
 from .pictures import write_pictures
 from .progress import ProgressBar
 
@@ -49,9 +50,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("models", help="list the models a server serves")
+    p = sub.add_parser("models", help="list the models a server serves (--local: the models on this computer)")
     p.add_argument("--url", default=DEFAULT_URL)
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"server token (default: ${TOKEN_ENV})")
+    library.add_local_arguments(p)
     p.set_defaults(func=cmd_models)
 
 
@@ -145,6 +147,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    if args.local:
+        return library.cmd_models_local(args)
     try:
         with Client(args.url, client_name=f"easel-cli/{__version__}", token=args.token) as client:
             welcome = client.welcome
@@ -156,6 +160,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     for m in models:
         default = " (default)" if m["id"] == welcome.get("default_model") else ""
         w, h = m["native"]
+        if m.get("problem"):
+            print(f"{m['id']}  cannot be used: {m['problem']}")
+            continue
         print(f"{m['id']}{default}  family {m['family']}  native {w}x{h}  steps {m['default_steps']}  "
               f"guidance {m['default_guidance']}  {'loaded' if m.get('loaded') else 'not loaded'}")
     return 0

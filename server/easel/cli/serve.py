@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..server.security import TOKEN_ENV, Security, SecurityError
+from . import library
 from .progress import ProgressBar
 
 DEMO_MODEL = "easel-demo"
@@ -31,7 +32,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
     p.add_argument("--vae-tiling", action="store_true", help="decode big images in tiles")
     p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
-    p.add_argument("--models-dir", type=Path, help="folder that local model paths are confined to")
+    p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
+                   help="models folder (A1111/Forge, ComfyUI or flat; repeat for several): its checkpoints, "
+                        "diffusers folders, LoRAs and ControlNets are offered, rescanned as clients ask; local "
+                        "model paths must lie inside it")
     p.add_argument("--no-preload", action="store_true", help="load the default model on first use")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for inference (default: torch's choice, one per core; on a busy "
@@ -57,13 +61,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--status-lines", action="store_true",
                    help="print start-up progress as 'easel-status: {json}' lines (for the editor plugins)")
     p.add_argument("-v", "--verbose", action="store_true")
+    library.prepare_serve_parser(p)  # --config / --print-config: flags win over the config file
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    done = library.apply_settings(args)
+    if done is not None:
+        return done
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    models = args.model or [DEMO_MODEL]
+    models = args.model or ([] if args.models_dir else [DEMO_MODEL])  # with folders: their models
     security = Security(token=args.token, allowed_origins=args.allow_origin)
     try:
         security.check_bind(args.host)
@@ -94,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
-    if models[0] == DEMO_MODEL:
+    if engine.model_info(None).id == DEMO_MODEL:
         from ..server.demo.model import TOY_NOTICE
 
         print(TOY_NOTICE, flush=True)
@@ -114,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         bar.done()
     print(f"device {engine.device}, dtype {engine.dtype}; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
-    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir else "",
+    extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir or args.models_dir else "",
               "control models: " + ", ".join(engine.control_models()) if args.control_model else "",
               "refiner: " + ", ".join(engine.refiners()) if args.refiner else "",
               "safety checker on" if engine.safety_checker else ""]

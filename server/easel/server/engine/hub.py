@@ -29,12 +29,19 @@ SKIP_COMPONENTS = {"safety_checker", "image_encoder"}
 ByteReport = Callable[[int, int], None]  # (done, total) bytes
 
 
-def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn) -> str:
-    """Local snapshot folder of ``repo``, downloading missing files; EngineError with the fix on failure."""
+def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn, to: str | None = None) -> str:
+    """Local snapshot folder of ``repo``, downloading missing files; EngineError with the fix on failure.
+
+    ``to``: a folder to download into (``easel download --to``) instead of the HF cache; there, no
+    network is an error rather than a fall-back to the cache. Interrupted downloads resume."""
     try:
         if constants.HF_HUB_OFFLINE:
+            if to is not None:
+                raise EngineError("HF_HUB_OFFLINE is set; unset it to download", field="model",
+                                  code="model_load_failed")
             return _cached(repo, "HF_HUB_OFFLINE is set")
-        index_path = hf_hub_download(repo, "model_index.json")
+        where = {"local_dir": to} if to is not None else {}
+        index_path = hf_hub_download(repo, "model_index.json", **where)
         files = HfApi().list_repo_files(repo)
     except GatedRepoError:
         raise EngineError(f"model {repo!r} is gated: accept its licence on huggingface.co and log in with "
@@ -42,16 +49,27 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
     except (RepositoryNotFoundError, RevisionNotFoundError):
         raise EngineError(f"model {repo!r} does not exist on the Hugging Face hub (or is private: log in with "
                           "`hf auth login`); check the id", field="model", code="model_load_failed") from None
-    except EntryNotFoundError:
+    except EntryNotFoundError as exc:
+        if isinstance(exc, LocalEntryNotFoundError):  # the hub could not be reached (a subclass!)
+            return _unreachable(repo, exc, to)
         raise EngineError(f"model {repo!r} has no model_index.json, so it is not a diffusers repository; download "
                           "its .safetensors file and serve that file instead", field="model",
                           code="model_load_failed") from None
     except EngineError:
         raise
     except Exception as exc:  # connection trouble: fall back to the cache
-        return _cached(repo, f"{type(exc).__name__}: {exc}")
+        return _unreachable(repo, exc, to)
     patterns = select_files(read_json(index_path) or {}, files, want_fp16)
-    return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled))
+    return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled), **where)
+
+
+def _unreachable(repo: str, exc: Exception, to: str | None) -> str:
+    """No hub: the cached snapshot (serving), or an error that says to try again (``easel download``)."""
+    if to is not None:
+        raise EngineError(f"cannot reach the Hugging Face hub ({type(exc).__name__}: {str(exc)[:200]}); check the "
+                          "connection and run the command again (finished files are kept)", field="model",
+                          code="model_load_failed") from None
+    return _cached(repo, f"{type(exc).__name__}: {exc}")
 
 
 def config_files(repo: str) -> str:
