@@ -123,3 +123,24 @@ def _status(key: str) -> float:
             if line.startswith(key):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def loadavg() -> str:
+    """The 1/5/15-minute load averages, as ``uptime`` prints them (for notes on a shared machine)."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def bf16_flags() -> str:
+    """The CPU's native-bf16 flags (``avx512_bf16``, ``amx_bf16``), or ``none``."""
+    import re
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            found = sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16)\b", fh.read())))
+    except OSError:
+        found = []
+    return " ".join(found) or "none"

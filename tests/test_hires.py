@@ -14,7 +14,7 @@ from easel.client.protocol import GenerateRequest, ProtocolError
 from easel.server.engine import Engine
 from easel.server.engine.types import ModelInfo, Progress
 from easel.server.generation import run_generation
-from easel.server.hires import HIRES_STRENGTH, hires_strength
+from easel.server.hires import HIRES_STRENGTH, TILED_STRENGTH, hires_strength
 from easel.server.imaging.compose import LayerResult, flatten
 from easel.server.imaging.geometry import Extent
 from easel.server.imaging.metrics import detail
@@ -69,8 +69,9 @@ def test_refine_plan_one_piece_or_native_tiles(size, native, tile, count):
 
 def test_family_default_strength_and_the_request_override():
     sdxl = ModelInfo("x", "sdxl", (1024, 1024), 25, 6.0, "hub")
-    assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl) == HIRES_STRENGTH["sdxl"]
-    assert hires_strength(GenerateRequest(job="j", prompt="p", hires_strength=0.2), sdxl) == 0.2
+    assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl) == HIRES_STRENGTH["sdxl"] == 0.4
+    assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl, tiled=True) == TILED_STRENGTH == 0.35
+    assert hires_strength(GenerateRequest(job="j", prompt="p", hires_strength=0.6), sdxl, tiled=True) == 0.6
 
 
 @pytest.mark.parametrize("field, value", [("hires", "sometimes"), ("hires_strength", 1.5), ("exact_size", "yes")])
@@ -140,14 +141,14 @@ def assert_one_bar(events: list[Progress]) -> None:
 
 
 def test_txt2img_two_passes_under_one_bar_with_previews(engine):
-    out, events = generate(engine, width=160, height=160)
+    out, events = generate(engine, width=160, height=160, steps=8)
     layer = out.layers[0]
     assert layer.rgba.shape == (160, 160, 4) and (layer.x, layer.y) == (0, 0)
     second = out.parameters["second_pass"]
     assert out.parameters["work_size"] == [64, 64] and second["size"] == [160, 160] and second["upscale"] == 2.5
-    assert second["tiles"] == 9 and second["tile"] == [64, 64] and second["strength"] == HIRES_STRENGTH["sd1"]
+    assert second["tiles"] == 9 and second["tile"] == [64, 64] and second["strength"] == TILED_STRENGTH
     assert_one_bar(events)
-    assert events[-1].total == 4 + 9 * 2  # first pass 4 steps, then 9 tiles x int(4 x 0.5)
+    assert events[-1].total == 8 + 9 * 2  # first pass 8 steps, then 9 tiles x int(8 x 0.35)
     later = [e for e in events if e.message.startswith("second pass")]
     assert {e.message for e in later} == {f"second pass, tile {k}/9" for k in range(1, 10)}
     assert all(e.preview is not None for e in later)
@@ -155,7 +156,9 @@ def test_txt2img_two_passes_under_one_bar_with_previews(engine):
 
 def test_one_piece_second_pass_and_hires_off(engine):
     out, events = generate(engine, width=120, height=96)
-    assert out.parameters["second_pass"]["tiles"] == 1 and out.parameters["second_pass"]["tile"] == [120, 96]
+    second = out.parameters["second_pass"]
+    assert second["tiles"] == 1 and second["tile"] == [120, 96] and second["strength"] == HIRES_STRENGTH["sd1"]
+    assert events[-1].total == 4 + 2  # one piece: int(4 x 0.5)
     assert {e.message for e in events} == {"", "second pass"}
     off, events = generate(engine, width=120, height=96, hires="off")
     assert "second_pass" not in off.parameters and off.parameters["hires"] == "off"
@@ -206,10 +209,24 @@ def test_selection_second_pass_keeps_everything_outside_the_blend_bit_exact(engi
     second = out.parameters["second_pass"]
     assert second["grid"] == [5, 5] and 0 < second["tiles"] < 25
     assert_one_bar(events)
-    assert events[-1].total == 4 + second["tiles"] * 2  # 4 first-pass steps, then int(4 x 0.5) per tile
+    assert events[-1].total == 4 + second["tiles"] * 1  # 4 first-pass steps, then int(4 x 0.35) per tile
     layer = out.layers[0]
     result = flatten(picture, LayerResult(layer.rgba, layer.x, layer.y))
     alpha = np.zeros((256, 256), np.uint8)
     alpha[layer.y:layer.y + layer.rgba.shape[0], layer.x:layer.x + layer.rgba.shape[1]] = layer.rgba[..., 3]
     assert np.array_equal(result[alpha == 0], picture[alpha == 0])
     assert (alpha[mask == 255] == 255).all() and not np.array_equal(result[mask == 255], picture[mask == 255])
+
+
+def test_bench_section_runs_small():
+    """bench/hires.py's rows on the tiny model at 128² (the bench runs 2048²): the detail check holds."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.__main__ import SECTIONS
+    from bench.hires import detail_rows, tests_tiny_sd
+
+    rows = detail_rows(tests_tiny_sd(), 128)
+    assert "hires" in SECTIONS and len(rows) == 6
+    assert rows[-1].ok, rows[-1]

@@ -49,7 +49,7 @@ def test_stored_png_says_size_and_hires(client, served):
     text = PILImage.open(served[1].folder / r.job / "image-0.png").text["parameters"]
     upscale = r.parameters["second_pass"]["upscale"]
     assert f"Size: {'x'.join(map(str, r.parameters['work_size']))}," in text
-    assert f"Denoising strength: 0.5, Mode: txt2img, Hires upscale: {upscale}, Hires resize: 160x128" in text
+    assert f"Denoising strength: 0.35, Mode: txt2img, Hires upscale: {upscale}, Hires resize: 160x128" in text
 
 
 def test_selection_through_the_server_is_bit_exact_outside_the_blend(client):

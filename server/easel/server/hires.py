@@ -5,8 +5,8 @@ is, after the first pass at about the model's native area:
 
 1. upscaled to the region's size (Lanczos);
 2. refined there with img2img at ``hires_strength`` (the request's, else ``HIRES_STRENGTH`` of the
-   model's family): in one piece up to 4x the native area, else in overlapping native-size tiles
-   (``imaging.tiles.plan_refine``, run by the tiled upscale's ``TileRefiner``).
+   model's family, at most ``TILED_STRENGTH`` in tiles): in one piece up to 4x the native area, else
+   in overlapping native-size tiles (``imaging.tiles.plan_refine``, run by the upscale's ``TileRefiner``).
 
 For a selection the refined image is the original region with the first pass laid into the denoise
 mask, and the second pass inpaints with that mask at region size (tiles the mask does not touch are
@@ -28,21 +28,25 @@ from .imaging.fill import fill_transparent
 from .imaging.masks import denoise_mask
 from .imaging.region import WorkPlan
 from .imaging.tiles import plan_refine
-from .upscale import TileRefiner
+from .upscale import DEFAULT_STRENGTH, TileRefiner
 from .work import StepBar
 
 #: The second pass's strength per model family when the request leaves ``hires_strength`` out:
 #: enough to paint detail into a Lanczos upscale, little enough to keep the first pass's composition.
 HIRES_STRENGTH = {"sd1": 0.5, "sd2": 0.5, "sdxl": 0.4, "demo": 0.5}
 DEFAULT_HIRES_STRENGTH = 0.5
+#: In tiles at most the tiled upscale's strength: each tile sees only part of the picture, and more
+#: would let every tile paint the prompt's subject again.
+TILED_STRENGTH = DEFAULT_STRENGTH
 NAME = "second pass"
 
 
-def hires_strength(request: GenerateRequest, model: ModelInfo) -> float:
-    """The request's ``hires_strength``, else the model family's default."""
+def hires_strength(request: GenerateRequest, model: ModelInfo, tiled: bool = False) -> float:
+    """The request's ``hires_strength``, else the model family's default (at most ``TILED_STRENGTH`` in tiles)."""
     if request.hires_strength is not None:
         return request.hires_strength
-    return HIRES_STRENGTH.get(model.family, DEFAULT_HIRES_STRENGTH)
+    strength = HIRES_STRENGTH.get(model.family, DEFAULT_HIRES_STRENGTH)
+    return min(strength, TILED_STRENGTH) if tiled else strength
 
 
 def second_pass_wanted(request: GenerateRequest, plan: WorkPlan) -> bool:
@@ -63,8 +67,8 @@ class SecondPass:
             self.mask = denoise_mask(region_selection(plan, mask), plan.grow, plan.feather)
             self.original = fill_transparent(region_source(plan, image))
         tiles = plan_refine(plan.region.extent, model.native)
-        self.refiner = TileRefiner(engine, request, model, tiles, seeds, hires_strength(request, model), self.mask,
-                                   NAME, per_seed=True)
+        strength = hires_strength(request, model, tiled=tiles.count > 1)
+        self.refiner = TileRefiner(engine, request, model, tiles, seeds, strength, self.mask, NAME, per_seed=True)
 
     @property
     def total(self) -> int:
