@@ -168,6 +168,15 @@ def test_lora_and_variation_reach_the_server(batch, server_url):
     assert plain["pixels"] != case["new_layers"][0]["pixels"]
 
 
+def test_second_pass_and_exact_size_arguments_reach_the_server(batch, server_url):
+    """``hires`` off, ``hires-strength`` 0.3 and ``exact-size``: the model ran at the image's own size."""
+    case = batch["sizes"]
+    _check_success(case, server_url, "sizes")
+    params = case["new_layers"][0]["record"]["parameters"]
+    assert params["exact_size"] is True and params["work_size"] == [W, H] and "second_pass" not in params
+    assert (params["hires"], params["hires_strength"]) == ("off", 0.3)
+
+
 def test_sketch_guide_sends_the_visible_image_as_control(batch, server_url):
     """Regenerate Selection with a control model: the guide is the visible image over the same
     region, inverted to white-on-black; the layer equals the direct request's and differs from

@@ -86,6 +86,9 @@ GOOD = {"generate": ("generate", dict(prompt="a red circle", seed=1234, batch=2)
         # power features (docs/features.md): the LoRA named without .safetensors, as painters type it
         "features": ("generate", dict(prompt="a red circle", seed=1234, loras="ink:0.7", **{
             "variation-seed": 5, "variation-strength": 0.4})),
+        # the second pass and exact size (docs/imaging.md): the arguments reach the server
+        "sizes": ("sketch", dict(prompt="a blue square", strength=0.5, seed=99, **{
+            "hires": False, "hires-strength": 0.3, "exact-size": True})),
         "upscale": ("upscale", dict(prompt="crisp", factor=2, strength=0.3, seed=11)),
         "control": ("selection", dict(prompt="a green triangle", strength=1.0, seed=7, **{
             "control-model": "scribble", "control-strength": 0.9}))}
@@ -143,7 +146,9 @@ def planned_directly(name: str, url: str) -> editing.PlannedRequest:
     planned = editing.plan_request(state, params)
     features = editing.features_from_ui(args.get("loras", ""), args.get("variation-seed", -1),
                                         args.get("variation-strength", 0.0), args.get("control-model", ""),
-                                        args.get("control-strength", 1.0), available_loras=sorted(LORAS))
+                                        args.get("control-strength", 1.0), available_loras=sorted(LORAS),
+                                        second_pass=args.get("hires", True), hires_strength=args.get("hires-strength", 0.0),
+                                        exact_size=args.get("exact-size", False))
     control = None
     if features.control_model:
         x, y, w, h = region
