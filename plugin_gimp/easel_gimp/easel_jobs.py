@@ -2,6 +2,12 @@
 
 A job runs on a worker thread (``editing.ClientTask``); the plug-in's main thread waits here,
 feeding GIMP's progress bar (and the dialog's, when there is one) from the server's events.
+
+When the URL is on this machine and nothing answers there, the job first starts the server recorded
+in easel-gimp.json (``server_command`` + ``server_args``, written by ``easel install-plugin gimp``;
+``editing.ServerManager``). A plug-in process lives for one command, so the server outlives it: it
+is started with ``--parent-pid`` = GIMP (it exits when GIMP quits) and ``--idle-exit`` (``IDLE_EXIT``
+seconds without a client, ``server_idle_exit`` in the file), and the next command finds it running.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from easel_pixels import CallingError, EaselError  # noqa: E402
 from gi.repository import Gimp  # noqa: E402
 from shared import editing  # noqa: E402
 
-SETTINGS_FILE = "easel-gimp.json"  # in GIMP's profile: the last server URL that worked, tokens per URL
+SETTINGS_FILE = "easel-gimp.json"  # in GIMP's profile: the last server URL that worked, tokens per URL, server
 CLIENT_NAME = "easel-gimp"
+IDLE_EXIT = 600  # seconds without a client after which a server GIMP started exits
+SERVER_WHERE = "the Local server part of an Easel dialog"
+_manager: editing.ServerManager | None = None
 
 
 # ----------------------------------------------------------------------------- settings
@@ -74,6 +83,19 @@ def remember_server(url: str, config) -> None:
     save_settings(**values)
 
 
+def server_settings() -> editing.ServerSettings:
+    """How to start the local server: the recorded command, its arguments, on or off, idle time."""
+    return editing.ServerSettings.from_strings(load_settings(), idle_exit=IDLE_EXIT)
+
+
+def server_manager() -> editing.ServerManager:
+    """This plug-in process's launcher; the server it starts watches GIMP (this process's parent)."""
+    global _manager
+    if _manager is None:
+        _manager = editing.ServerManager("GIMP", parent_pid=os.getppid(), where=SERVER_WHERE, client_name=CLIENT_NAME)
+    return _manager
+
+
 # ----------------------------------------------------------------------------- jobs
 def welcome(url: str, timeout: float = 3.0, token: str | None = None) -> dict | None:
     """The server's ``welcome`` (models, LoRAs, control models, refiner), or None when unreachable:
@@ -97,7 +119,8 @@ def run_work(url: str, work, *, token: str | None = None, job: str | None = None
         events.put(("progress", info))
 
     task = editing.ClientTask(url, lambda client: work(client, on_progress), job=job, client_name=CLIENT_NAME,
-                              token=token, on_done=lambda value, error: events.put(("done", (value, error))))
+                              token=token, on_done=lambda value, error: events.put(("done", (value, error))),
+                              **server_manager().hooks(url, token, server_settings(), job, on_progress))
     if with_progress:
         Gimp.progress_init("Easel: connecting to the server…")
     if dialog is not None:

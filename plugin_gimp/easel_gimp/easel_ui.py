@@ -14,6 +14,8 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("GimpUi", "3.0")
 gi.require_version("Gtk", "3.0")
+import easel_jobs  # noqa: E402
+from easel_server import ServerBox  # noqa: E402
 from gi.repository import Gdk, GimpUi, Gtk  # noqa: E402
 from shared import editing  # noqa: E402
 
@@ -68,6 +70,9 @@ class Dialog:
         self.bar.set_margin_bottom(4)
         self.dialog.get_content_area().pack_end(self.bar, False, False, 0)
         self.bar.show()
+        self.server = None if history else ServerBox(easel_jobs.server_settings())  # start one when needed
+        if self.server is not None:
+            self.dialog.get_content_area().pack_end(self.server.widget, False, False, 0)
         self._cancel = None
 
     # -- building ----------------------------------------------------------------------------
@@ -203,8 +208,11 @@ class Dialog:
 
     # -- running -----------------------------------------------------------------------------
     def run(self) -> bool:
-        """Show the dialog; True when the painter pressed OK."""
-        return bool(self.dialog.run())
+        """Show the dialog; True when the painter pressed OK (then the server settings are saved)."""
+        ok = bool(self.dialog.run())
+        if ok and self.server is not None and self.server.changed():
+            easel_jobs.save_settings(**self.server.settings().to_strings())
+        return ok
 
     def start(self, cancel) -> None:
         """Lock the fields and turn Cancel (and closing the window) into cancelling the job."""

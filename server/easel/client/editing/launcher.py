@@ -165,13 +165,16 @@ class ServerManager:
                                   f"({detail}), so no Easel server can start there. Quit that program, or put "
                                   f"another port in the server URL (e.g. ws://127.0.0.1:{port + 1}), and try again.")
             if not settings.autostart:
-                raise LaunchError(f"no Easel server answers at {url} ({detail}) and starting a local server is "
-                                  f"switched off: start one (`easel serve --port {port}`) or switch on 'Start a "
+                raise LaunchError(f"cannot reach the Easel server at {url} ({detail}), and starting a local server "
+                                  f"is switched off: start one (`easel serve --port {port}`) or switch on 'Start a "
                                   f"local server when needed' in {self.where}.")
             server = self.server if self.server is not None and self.server.alive and self.server.port == port else None
             started = server is None
             if server is None:
-                server = self._start(settings, port)
+                try:
+                    server = self._start(settings, port)
+                except LaunchError as exc:
+                    raise LaunchError(f"cannot reach the Easel server at {url}, and {exc}") from None
             self._follow(server, url, token, on_status, cancel)
             return started
         finally:
