@@ -1,6 +1,6 @@
 """The plugin's state and work, shared by every window's docker and by the actions.
 
-Network calls run on worker threads (``editing.GenerationTask`` and a connection probe);
+Network calls run on worker threads (``editing.ClientTask`` and a connection probe);
 their callbacks only emit Qt signals, which Qt delivers on the GUI thread, where Krita's
 document API may be used.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from krita import Krita
 
-from . import document
+from . import document, local_server
 from .qt import QImage, QObject, Qt, Signal
 from .shared import editing
 from .shared.connection import DEFAULT_URL, Client, ClientError, ResultImage
@@ -97,7 +97,7 @@ class Controller(QObject):
         self.welcome: dict | None = None
         self.connection = "not connected"
         self.connection_ok = False
-        self.task: editing.GenerationTask | None = None
+        self.task: editing.ClientTask | None = None
         self.job: Job | None = None
         self.status, self.status_is_error = "", False
         self.percent, self.progress_text = 0, ""
@@ -105,6 +105,7 @@ class Controller(QObject):
         self.last_seed: int | None = None
         self.history: list[HistoryItem] = []
         self.dockers: list = []  # every window's docker; the active window's one gives the parameters
+        self.server = local_server.KritaServer(CLIENT_NAME)  # starts a local server when none answers
         self.closing = False
         self._pending = None  # the newest progress event not shown yet (older ones are dropped)
         self._pending_lock = threading.Lock()
@@ -135,24 +136,31 @@ class Controller(QObject):
             pass
 
     # -- connection --------------------------------------------------------------------------
-    def connect_server(self, url: str | None = None) -> None:
-        """Check the server at ``url`` (default: the current one) and fetch its models, off the GUI thread."""
+    def connect_server(self, url: str | None = None, start: bool = False) -> None:
+        """Check the server at ``url`` (default: the current one) and fetch its models, off the GUI thread;
+        ``start`` (the Connect button): start the local server first when none answers."""
         url = editing.resolve_url(url or self.url)
         if url != self.url:
             self.url = url
             write_setting("url", url)
         self.connection, self.connection_ok = f"connecting to {url} …", False
         self.changed.emit()
-        threading.Thread(target=self._probe, args=(url,), daemon=True, name="easel-probe").start()
+        settings = local_server.load_settings()
+        hooks = self.server.hooks(url, self.token) if start else None
+        can_start = bool(settings.autostart and settings.command and editing.local_port(url))
+        threading.Thread(target=self._probe, args=(url, hooks, can_start), daemon=True, name="easel-probe").start()
 
-    def _probe(self, url: str) -> None:
+    def _probe(self, url: str, hooks: dict | None = None, can_start: bool = False) -> None:
         try:
-            client = Client(url, timeout=5.0, image_format="rgba", token=self.token, client_name=CLIENT_NAME)
-            welcome = client.connect()
-            client.close()
+            if hooks is not None:
+                hooks["prepare"](threading.Event())
+            with Client(url, timeout=5.0, image_format="rgba", token=self.token, client_name=CLIENT_NAME) as client:
+                welcome = client.welcome
             self._emit("_probed", url, welcome, None)
         except ClientError as exc:
-            self._emit("_probed", url, None, str(exc))
+            idle = can_start and hooks is None and isinstance(exc.__cause__, ConnectionRefusedError)
+            self._emit("_probed", url, None, f"no server runs at {url} yet: Generate (or Connect) starts one"
+                       if idle else hooks["explain"](exc) if hooks else str(exc))
         except Exception as exc:  # noqa: BLE001 - shown in the docker, never a traceback
             self._emit("_probed", url, None, f"cannot connect to {url}: {exc}")
 
@@ -219,19 +227,14 @@ class Controller(QObject):
         job = Job(document.document_key(doc), planned, params, placement=document.placement(doc))
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
-        if getattr(planned, "control", None) is None:
-            task = editing.GenerationTask(
-                self.url, planned, image_format="rgba", client_name=CLIENT_NAME, token=self.token,
-                on_progress=self._queue_progress,
-                on_done=lambda result, error: self._emit("_done", job, result, error))
-            self._start(job, task, words)
-        else:  # the sketch guide travels as attachment "control"
-            self._run(job, editing.generate_work(planned, self._queue_progress), words)
+        self._run(job, editing.generate_work(planned, self._queue_progress), words)  # with any sketch guide
 
     def _run(self, job: Job, work, words: str) -> None:
+        """Run ``work`` on a worker thread; the local server is started first when none answers."""
         task = editing.ClientTask(self.url, work, job=job.job_id if job.planned else None,
                                   on_done=lambda value, error: self._emit("_done", job, value, error),
-                                  image_format="rgba", client_name=CLIENT_NAME, token=self.token)
+                                  image_format="rgba", client_name=CLIENT_NAME, token=self.token,
+                                  **self.server.hooks(self.url, self.token, job.job_id, self._queue_progress))
         self._start(job, task, words)
 
     def _start(self, job: Job, task, words: str) -> None:
@@ -263,7 +266,7 @@ class Controller(QObject):
         self.set_status("Asking the server for its history …")
         editing.ClientTask(self.url, lambda client: editing.fetch_history(client, 30),
                            on_done=lambda value, error: self._emit("_listed", value, error), image_format="rgba",
-                           client_name=CLIENT_NAME, token=self.token).start()
+                           client_name=CLIENT_NAME, token=self.token, **self.server.hooks(self.url, self.token)).start()
 
     def _on_listed(self, entries, error) -> None:
         if error:
@@ -376,12 +379,14 @@ class Controller(QObject):
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Krita is closing: stop the job (the server drops it) and let the worker end."""
+        """Krita is closing: stop the job (the server drops it), let the worker end, and stop the server
+        Krita started (one the painter started keeps running)."""
         self.closing = True
         task, self.task, self.job = self.task, None, None
         if task is not None:
             task.cancel()
             task.join(3.0)
+        self.server.stop()
 
 
 _instance: Controller | None = None

@@ -30,6 +30,7 @@ from .qt import (
     QWidget,
     named,
 )
+from .server_panel import ServerPanel
 from .shared import editing
 
 DOCKER_ID = "easel_docker"
@@ -72,6 +73,8 @@ class EaselDocker(DockWidget):
         self.connection = named(QLabel(), "easel_connection")
         self.connection.setWordWrap(True)
         form.addRow("", self.connection)
+        self.server_panel = ServerPanel(self.controller)  # start a local server when needed: command, arguments
+        form.addRow("", self.server_panel)
 
         self.model = named(QComboBox(), "easel_model", "Model to paint with (from the server)")
         self.refresh_models = named(QPushButton("↻"), "easel_refresh_models",
@@ -173,9 +176,9 @@ class EaselDocker(DockWidget):
         outer.addStretch(1)
         self.setWidget(root)
 
-        self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
+        self.connect_button.clicked.connect(lambda: self.controller.connect_server(self.url.text(), start=True))
         self.refresh_models.clicked.connect(lambda: self.controller.connect_server(self.url.text()))
-        self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text()))
+        self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text(), start=True))
         self.strength.valueChanged.connect(self._strength_changed)
         self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
         self.live_button.toggled.connect(self.live.toggle)

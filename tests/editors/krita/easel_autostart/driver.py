@@ -1,0 +1,195 @@
+"""Drives the Easel docker like a painter with no server running (tests/editors/test_krita_autostart.py).
+
+Reads OUT/spec.json, writes OUT/result.json. Krita starts with EASEL_URL on a port held by a plain
+TCP listener; then, through the docker's widgets and the easel_generate action only:
+  held     Generate: the status says the port is taken by something that is not Easel
+  broken   a server command that no longer exists typed into Server settings; Connect, then Generate
+  started  the recorded command typed back; Generate starts the server, shows its start-up, adds the layer
+  user     Connect to a server the test started itself; Generate uses it
+A 50 ms timer measures the longest pause of Krita's event loop while each step waits. Then OUT/ready,
+and Krita quits when OUT/quit appears.
+"""
+
+import json
+import os
+import time
+import traceback
+
+from krita import Krita
+from PyQt5.QtCore import QObject, QTimer
+from PyQt5.QtWidgets import QCheckBox, QLabel, QLineEdit, QProgressBar, QPushButton
+
+
+class Runner(QObject):
+    """Runs a generator of (condition, deadline) waits on a Qt timer, so Krita's GUI keeps running;
+    ``gap`` is the longest time between two timer ticks since the last reset (a frozen GUI shows here)."""
+
+    def __init__(self, gen, on_error):
+        super().__init__()
+        self.gen, self.on_error, self.pending = gen, on_error, None
+        self.gap, self.last = 0.0, time.monotonic()
+        self.timer = QTimer(self)
+        self.timer.timeout.connect(self.tick)
+
+    def start(self):
+        self.timer.start(50)
+        self.advance(None)
+
+    def tick(self):
+        now = time.monotonic()
+        self.gap, self.last = max(self.gap, now - self.last), now
+        if self.pending is None:
+            return
+        cond, deadline = self.pending
+        try:
+            ok = bool(cond())
+        except Exception:  # noqa: BLE001
+            ok = False
+        if ok or now > deadline:
+            self.advance(ok)
+
+    def advance(self, value):
+        try:
+            self.pending = self.gen.send(value)
+        except StopIteration:
+            self.pending = None
+            self.timer.stop()
+        except Exception:  # noqa: BLE001
+            self.pending = None
+            self.timer.stop()
+            self.on_error(traceback.format_exc())
+
+
+def wait(cond, timeout):
+    return cond, time.monotonic() + timeout
+
+
+class Driver:
+    def __init__(self, out):
+        self.out = out
+        self.spec = json.load(open(os.path.join(out, "spec.json")))
+        self.res = {"steps": {}}
+        self.runner = None
+
+    def save(self):
+        with open(os.path.join(self.out, "result.json.tmp"), "w") as fh:
+            json.dump(self.res, fh, indent=1, default=str)
+        os.replace(os.path.join(self.out, "result.json.tmp"), os.path.join(self.out, "result.json"))
+
+    def fail(self, tb):
+        self.res["error"] = tb
+        self.save()
+
+    def w(self, cls, name):
+        widget = self.docker.findChild(cls, name)
+        if widget is None:
+            raise RuntimeError(f"no {cls.__name__} named {name!r} in the Easel docker")
+        return widget
+
+    def busy(self):
+        return self.w(QPushButton, "easel_cancel_button").isEnabled()
+
+    def layers(self, doc):
+        return {n.uniqueId().toString(): n.name() for n in doc.rootNode().childNodes()}
+
+    def step(self, name, doc, connect_url=None, timeout=30):
+        """Connect to ``connect_url`` (when given), then Generate; wait until it has ended."""
+        app = Krita.instance()
+        connection, status = self.w(QLabel, "easel_connection"), self.w(QLabel, "easel_status")
+        progress = self.w(QProgressBar, "easel_progress")
+        rec = {}
+        if connect_url:
+            self.w(QLineEdit, "easel_url").setText(connect_url)
+            self.runner.gap = 0.0
+            t0 = time.monotonic()
+            self.w(QPushButton, "easel_connect").click()
+            yield wait(lambda: not connection.text().startswith("connecting"), timeout)
+            rec.update(connection=connection.text(), connect_s=round(time.monotonic() - t0, 2),
+                       connect_gap=round(self.runner.gap, 3))
+        before = self.layers(doc)
+        formats = []
+        self.runner.gap = 0.0
+        t0 = time.monotonic()
+        app.action("easel_generate").trigger()
+        started_busy = self.busy()
+
+        def ended():
+            text = progress.format()
+            if not formats or formats[-1] != text:
+                formats.append(text)
+            return not self.busy()
+
+        done = yield wait(ended, timeout)
+        doc.waitForDone()
+        rec.update(done=done, started_busy=started_busy, seconds=round(time.monotonic() - t0, 2),
+                   gap=round(self.runner.gap, 3), status=status.text(), error_style=status.styleSheet(),
+                   progress=formats, new_layers=[n for k, n in self.layers(doc).items() if k not in before],
+                   server_state=self.w(QLabel, "easel_server_state").text())
+        self.res["steps"][name] = rec
+        self.save()
+
+    def script(self):
+        app = Krita.instance()
+        spec, res = self.spec, self.res
+        res["krita_version"] = app.version()
+        win = app.activeWindow()
+        win.qwindow().setGeometry(0, 0, 1600, 1000)
+        doc = app.createDocument(spec["width"], spec["height"], "easel-autostart", "RGBA", "U8", "", 72.0)
+        win.addView(doc)
+        app.setActiveDocument(doc)
+        yield wait(lambda: False, 1.0)
+        dockers = [d for d in app.dockers() if d.objectName() == "easel_docker"]
+        if not dockers:
+            res["error"] = "no Easel docker"
+            self.save()
+            return
+        self.docker = dockers[0]
+        self.docker.setVisible(True)
+        connection = self.w(QLabel, "easel_connection")
+        yield wait(lambda: not connection.text().startswith("connecting"), 30)
+        res["first_connection"] = connection.text()
+        self.w(QPushButton, "easel_server_more").click()  # open Server settings
+        command, args = self.w(QLineEdit, "easel_server_command"), self.w(QLineEdit, "easel_server_args")
+        res["panel"] = {"command": command.text(), "args": args.text(),
+                        "autostart": self.w(QCheckBox, "easel_autostart").isChecked(),
+                        "state": self.w(QLabel, "easel_server_state").text()}
+        prompt = self.docker.findChild(QObject, "easel_prompt")
+        prompt.setPlainText(spec["prompt"])
+        self.w(QCheckBox, "easel_seed_random").setChecked(False)
+        self.w(QLineEdit, "easel_seed").setText(str(spec["seed"]))
+        self.save()
+
+        yield from self.step("held", doc)  # EASEL_URL: the held port
+        command.setText(spec["broken_command"])
+        yield from self.step("broken", doc, connect_url=spec["url"])
+        command.setText(res["panel"]["command"])
+        args.setText(spec["args"])
+        yield from self.step("started", doc, timeout=spec["start_timeout"])
+        yield from self.step("user", doc, connect_url=spec["user_url"])
+        res["ok"] = True
+        self.save()
+        with open(os.path.join(self.out, "ready"), "w") as fh:
+            fh.write("1")
+        yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"])
+        for d in app.documents():
+            d.setModified(False)
+        res["quit_at"] = time.time()
+        self.save()
+        app.action("file_quit").trigger()
+
+
+_driver = None
+
+
+def register(out):
+    global _driver
+    _driver = Driver(out)
+
+    def begin():
+        try:
+            _driver.runner = Runner(_driver.script(), _driver.fail)
+            _driver.runner.start()
+        except Exception:  # noqa: BLE001
+            _driver.fail(traceback.format_exc())
+
+    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(2000, begin))
