@@ -151,6 +151,15 @@ def test_gui_vary_last_keeps_the_seed_and_draws_a_variation(gui):
     assert "loras" not in result.parameters
 
 
+def test_gui_second_pass_and_exact_size_reach_the_server(gui):
+    """*2nd pass* off, its strength 0.3 and *exact size*: the model ran at the canvas's own size (8-px rounded)."""
+    record = power(gui, "sizes")
+    assert not record["strength_enabled"]  # exact size runs 1:1: no second pass to tune
+    p = check_power_layer(gui, W, H, record, "sizes").parameters
+    assert p["exact_size"] is True and p["work_size"] == [96, 72] and "second_pass" not in p
+    assert (p["hires"], p["hires_strength"]) == ("off", 0.3)
+
+
 def test_gui_canvas_as_sketch_guide_layer_equals_the_server_result(gui):
     result = check_power_layer(gui, W, H, power(gui, "sketch"), "sketch")
     assert result.parameters["control_model"] == "scribble"

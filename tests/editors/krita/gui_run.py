@@ -60,6 +60,7 @@ def power_spec() -> dict:
     return {"lora": dict(common, prompt="ink cat", strength=100, seed=321, loras_text="ink:0.8",
                          variation_seed=4242, variation_strength=0.3),
             "sketch": dict(common, prompt="a house", strength=100, seed=5, control_strength=0.8),
+            "sizes": dict(common, prompt="a lake", strength=100, seed=77, hires_strength=0.3),
             "upscale": dict(common, prompt="crisp", strength=30, seed=11)}
 
 
@@ -185,6 +186,8 @@ def ask_power(gui, part: str, W: int, H: int):
         if part == "vary":  # the lora scenario's prompt and seed, no LoRA, the variation the button drew
             vary = gui.result["power"]["vary"]
             features.variation_seed, features.variation_strength = int(vary["variation_seed"]), 0.2
+        if part == "sizes":  # 2nd pass off, its strength, exact size
+            features.hires, features.hires_strength, features.exact_size = "off", sc["hires_strength"], True
         if part == "sketch":
             features.control_model = "scribble"
             guide, _ = editing.sketch_guide((gui.out / "power-sketch-canvas.rgba").read_bytes())

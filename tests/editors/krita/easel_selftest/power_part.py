@@ -1,4 +1,5 @@
-"""The docker's "More" group in a real Krita (issue #8): LoRA + variation, History, sketch guide, Upscale ×2.
+"""The docker's "More" group in a real Krita (issue #8): LoRA + variation, History, second pass and exact size,
+sketch guide, Upscale ×2.
 
 Run by driver.py on its main document, through public widgets (objectName) and actions only.
 Writes canvas and layer dumps (RGBA) for tests/editors/test_krita.py, which asks the same
@@ -80,6 +81,18 @@ def run(d, doc, spec):
     res["vary"] = vary
     d.w(QLineEdit, "easel_variation_seed").setText("")
     d.w(QDoubleSpinBox, "easel_variation_strength").setValue(0.0)
+
+    # Second pass off, its strength, exact size (docs/imaging.md): text to image at canvas size
+    sc = spec["sizes"]
+    d.set_params(sc)
+    d.w(QCheckBox, "easel_hires").setChecked(False)
+    d.w(QDoubleSpinBox, "easel_hires_strength").setValue(sc["hires_strength"])
+    d.w(QCheckBox, "easel_exact_size").setChecked(True)
+    res["sizes"] = yield from _generate(d, doc, "sizes", W, H, lambda: app.action("easel_generate").trigger())
+    res["sizes"]["strength_enabled"] = d.w(QDoubleSpinBox, "easel_hires_strength").isEnabled()
+    d.w(QCheckBox, "easel_exact_size").setChecked(False)
+    d.w(QCheckBox, "easel_hires").setChecked(True)
+    d.w(QDoubleSpinBox, "easel_hires_strength").setValue(0.0)
 
     # Sketch guide: the visible canvas (inverted when dark on light) as the ControlNet guide
     if control.count():
