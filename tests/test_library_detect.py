@@ -6,63 +6,16 @@ attention layers. The configs themselves are checked against the published param
 
 from __future__ import annotations
 
-import functools
-
 import pytest
-import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from tiny_single_file import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from real_archs import checkpoint, kohya_lora, modules, peft_lora
 
-from easel.server.library.configs import CONFIGS, spec
+from easel.server.library.configs import CONFIGS
 from easel.server.library.detect import describe, fits
 from easel.server.library.header import TensorInfo
 
 # published sizes: SD 1.5 / 2.x / SDXL UNets, the SD VAE, CLIP-L, OpenCLIP-H (23 layers), OpenCLIP-bigG
 PARAMS = {"sd1": 859_520_964, "sd2": 865_910_724, "sdxl": 2_567_463_684}
 TEXT_PARAMS = {"clip_l": 123_060_480, "clip_h": 340_387_840, "clip_g": 694_659_840}
-
-
-def _text(config: dict):
-    cls = CLIPTextModelWithProjection if config["architectures"][0].endswith("Projection") else CLIPTextModel
-    return cls(CLIPTextConfig(**{k: v for k, v in config.items() if k != "architectures"}))
-
-
-@functools.cache
-def modules(arch: str) -> dict[str, dict[str, torch.Tensor]]:
-    """Meta-device state dicts of the architecture's UNet, VAE and text encoders."""
-    s = spec(arch)
-    with torch.device("meta"):
-        out = {"unet": UNet2DConditionModel.from_config(s["unet"]).state_dict(),
-               "vae": AutoencoderKL.from_config(s["vae"]).state_dict()}
-        for part in ("text_encoder", "text_encoder_2"):
-            if part in s:
-                out[part] = _text(s[part]).state_dict()
-    return out
-
-
-def checkpoint(arch: str, text_model: bool = True, parts: tuple[str, ...] = ("unet", "vae", "text"),
-               dtype: str = "F16") -> dict[str, TensorInfo]:
-    """Names and shapes of a real original-layout checkpoint of ``arch``."""
-    m, s = modules(arch), spec(arch)
-    state: dict[str, torch.Tensor] = {}
-    if "unet" in parts:
-        state.update(unet_to_ldm(m["unet"], s["unet"]))
-    if "vae" in parts:
-        state.update(vae_to_ldm(m["vae"], s["vae"]))
-    if "text" in parts:
-        if arch.startswith("sd1"):
-            state.update(clip_to_ldm(m["text_encoder"], "cond_stage_model.transformer."))
-        elif arch.startswith("sd2"):
-            state.update(open_clip_to_ldm(m["text_encoder"], "cond_stage_model.model."))
-        elif arch == "sdxl-refiner":
-            state.update(open_clip_to_ldm(m["text_encoder_2"], "conditioner.embedders.0.model."))
-        else:
-            state.update(clip_to_ldm(m["text_encoder"], "conditioner.embedders.0.transformer."))
-            state.update(open_clip_to_ldm(m["text_encoder_2"], "conditioner.embedders.1.model."))
-    if not text_model:
-        state = {k.replace(".transformer.text_model.", ".transformer."): v for k, v in state.items()}
-    return {k: TensorInfo(dtype, tuple(v.shape)) for k, v in state.items()}
 
 
 def test_shipped_configs_have_the_published_sizes():
@@ -140,31 +93,9 @@ def test_vae_files():
     assert describe(diffusers_layout).kind == "vae"
 
 
-def _kohya_lora(arch: str, rank: int = 8) -> dict[str, TensorInfo]:
-    """A kohya-style LoRA over every attention projection of the real UNet (diffusers module names)."""
-    out = {}
-    for name, value in modules(arch)["unet"].items():
-        if ".attn" in name and name.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")):
-            base = "lora_unet_" + name.removesuffix(".weight").replace(".", "_")
-            out[base + ".lora_down.weight"] = TensorInfo("F16", (rank, value.shape[1]))
-            out[base + ".lora_up.weight"] = TensorInfo("F16", (value.shape[0], rank))
-            out[base + ".alpha"] = TensorInfo("F16", ())
-    return out
-
-
-def _peft_lora(arch: str, rank: int = 4) -> dict[str, TensorInfo]:
-    out = {}
-    for name, value in modules(arch)["unet"].items():
-        if "attn2.to_k.weight" in name or "attn2.to_v.weight" in name:
-            base = "unet." + name.removesuffix(".weight")
-            out[base + ".lora_A.weight"] = TensorInfo("F32", (rank, value.shape[1]))
-            out[base + ".lora_B.weight"] = TensorInfo("F32", (value.shape[0], rank))
-    return out
-
-
 @pytest.mark.parametrize("arch, family, context", [("sd1", "sd1", 768), ("sd2", "sd2", 1024), ("sdxl", "sdxl", 2048)])
 def test_loras_of_each_family(arch, family, context):
-    for lora in (_kohya_lora(arch), _peft_lora(arch)):
+    for lora in (kohya_lora(arch), peft_lora(arch)):
         d = describe(lora)
         assert (d.kind, d.family, d.context) == ("lora", family, context)
         model = describe(checkpoint(arch))
@@ -176,5 +107,5 @@ def test_loras_of_each_family(arch, family, context):
 def test_lora_without_cross_attention_layers_uses_structure():
     te2_only = {"lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": TensorInfo("F16", (4, 1280))}
     assert describe(te2_only).family == "sdxl"
-    self_attn_only = {k: v for k, v in _kohya_lora("sdxl").items() if "attn1" in k}
+    self_attn_only = {k: v for k, v in kohya_lora("sdxl").items() if "attn1" in k}
     assert describe(self_attn_only).family == "sdxl"  # several transformer blocks per attention: SDXL

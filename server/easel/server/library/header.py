@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,21 +37,44 @@ class TensorInfo:
 Tensors = Mapping[str, TensorInfo]
 
 
+class LazyTensors(Mapping[str, TensorInfo]):
+    """A safetensors header's entries as TensorInfo, made only for the names looked up (a header holds
+    thousands; detection reads a handful)."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self._raw = raw
+        self.names_text: str | None = getattr(raw, "text", None)  # every name as "name":{ (detect.names_text)
+
+    def __getitem__(self, name: str) -> TensorInfo:
+        entry = self._raw[name]
+        return TensorInfo(str(entry["dtype"]), tuple(entry["shape"]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._raw
+
+
 @dataclass(frozen=True)
 class Header:
     """What a weights file holds. ``offsets``: safetensors byte ranges (None for pickles)."""
 
-    tensors: dict[str, TensorInfo]
+    tensors: Mapping[str, TensorInfo]
     metadata: dict[str, str]
     data_start: int = 0
-    offsets: dict[str, tuple[int, int]] | None = None
+    offsets: Mapping[str, tuple[int, int]] | None = None
 
     def dtypes(self) -> list[str]:
         """The file's floating-point dtypes, most common first."""
         counts: dict[str, int] = {}
-        for info in self.tensors.values():
-            if info.dtype.startswith(("F", "BF")):
-                counts[info.dtype] = counts.get(info.dtype, 0) + 1
+        for name in self.tensors:
+            dtype = self.tensors[name].dtype
+            if dtype.startswith(("F", "BF")):
+                counts[dtype] = counts.get(dtype, 0) + 1
         return sorted(counts, key=lambda d: -counts[d])
 
 
@@ -89,6 +113,9 @@ def read_safetensors_header(path: str) -> Header:
         if 8 + length > size:
             raise Incomplete(f"its header needs {8 + length} bytes but the file has {size}", size, None)
         raw = f.read(length)
+    fast = _fast_parse(raw, size, 8 + length)
+    if fast is not None:
+        return fast
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -100,27 +127,107 @@ def read_safetensors_header(path: str) -> Header:
 
 def _parse(data: dict[str, Any], size: int, start: int) -> Header:
     metadata = data.pop("__metadata__", None) or {}
-    tensors: dict[str, TensorInfo] = {}
-    offsets: dict[str, tuple[int, int]] = {}
-    end = 0
-    for name, entry in data.items():
-        try:
-            dtype, shape, (lo, hi) = str(entry["dtype"]), tuple(int(n) for n in entry["shape"]), entry["data_offsets"]
-            lo, hi = int(lo), int(hi)
-        except (KeyError, TypeError, ValueError):
-            raise HeaderError(f"its header entry {name!r} has no valid dtype/shape/offsets; the file is corrupt") from None
-        count = 1
-        for n in shape:
-            count *= n
-        if hi < lo or (dtype in _DTYPE_BYTES and hi - lo != count * _DTYPE_BYTES[dtype]):
-            raise HeaderError(f"tensor {name!r} has {hi - lo} bytes for shape {list(shape)} {dtype}; the file is corrupt")
-        tensors[name] = TensorInfo(dtype, shape)
-        offsets[name] = (lo, hi)
-        end = max(end, hi)
+    try:
+        last, end = max(((n, e["data_offsets"][1]) for n, e in data.items()), key=lambda t: t[1], default=("", 0))
+        if last:
+            _check_entry(last, data[last])
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise HeaderError("its header entries have no valid dtype/shape/offsets; the file is corrupt") from None
     if start + end > size:
         raise Incomplete(f"{size / 2**20:.1f} of {(start + end) / 2**20:.1f} MiB present", size, start + end)
     meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
-    return Header(tensors, meta, start, offsets)
+    return Header(LazyTensors(data), meta, start, _Offsets(data))
+
+
+_END = re.compile(rb'"data_offsets":\[\d+,(\d+)\]')
+
+
+def _fast_parse(raw: bytes, size: int, start: int) -> Header | None:
+    """Index a compact header (as the safetensors library writes it) without decoding every entry: the
+    tensor names by splitting at ``":{`` and the data's end by one regular expression, both at C speed;
+    an entry is decoded when looked up (detection needs a handful). None (decode it all with json)
+    when the header is laid out otherwise."""
+    metadata: dict[str, str] = {}
+    body = raw
+    meta_at = raw.find(b'"__metadata__":{')
+    if meta_at >= 0:
+        try:
+            text = raw.decode("utf-8")
+            value, end = json.JSONDecoder().raw_decode(text, text.index("{", text.index('"__metadata__"')))
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        metadata = {str(k): str(v) for k, v in value.items()}
+        end = len(text[:end].encode("utf-8"))
+        body = raw[:meta_at] + b" " * (end - meta_at) + raw[end:]  # blanked: its strings may hold anything
+    count = body.count(b'":{')
+    ends = _END.findall(body)
+    if count < 1 or len(ends) != count:
+        return None
+    try:
+        entries = _RawEntries(body.decode("utf-8"), count)
+    except UnicodeDecodeError:
+        return None
+    last_end = max(map(int, ends))
+    if start + last_end > size:
+        raise Incomplete(f"{size / 2**20:.1f} of {(start + last_end) / 2**20:.1f} MiB present", size, start + last_end)
+    return Header(LazyTensors(entries), metadata, start, _Offsets(entries))
+
+
+class _RawEntries(Mapping[str, dict[str, Any]]):
+    """Header entries decoded on demand from the header text (where each name appears as "name":{)."""
+
+    def __init__(self, text: str, count: int):
+        self.text, self._count = text, count
+        self._names: list[str] | None = None
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        key = f'"{name}":{{'
+        at = self.text.find(key)
+        if at < 0:
+            raise KeyError(name)
+        at += len(key) - 1
+        try:
+            return json.loads(self.text[at: self.text.index("}", at) + 1])
+        except ValueError:
+            raise HeaderError(f"its header entry {name!r} is not valid JSON; the file is corrupt") from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and f'"{name}":{{' in self.text
+
+    def __iter__(self) -> Iterator[str]:
+        if self._names is None:
+            self._names = [p[p.rindex('"') + 1:] for p in self.text.split('":{')[:-1]]
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return self._count
+
+
+def _check_entry(name: str, entry: dict[str, Any]) -> None:
+    """The last tensor's byte range must fit its shape and dtype (a cheap corruption check)."""
+    dtype, shape, (lo, hi) = str(entry["dtype"]), [int(n) for n in entry["shape"]], entry["data_offsets"]
+    count = 1
+    for n in shape:
+        count *= n
+    if int(hi) < int(lo) or (dtype in _DTYPE_BYTES and int(hi) - int(lo) != count * _DTYPE_BYTES[dtype]):
+        raise HeaderError(f"tensor {name!r} has {int(hi) - int(lo)} bytes for shape {shape} {dtype}; the file is corrupt")
+
+
+class _Offsets(Mapping[str, tuple[int, int]]):
+    def __init__(self, raw: dict[str, Any]):
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> tuple[int, int]:
+        lo, hi = self._raw[name]["data_offsets"]
+        return int(lo), int(hi)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
 
 
 def read_floats(path: str, header: Header, name: str) -> list[float]:
