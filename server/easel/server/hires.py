@@ -81,8 +81,8 @@ class SecondPass:
         big = [resize(np.asarray(img.convert("RGB")), self.plan.region.extent) for img in first]
         if self.mask is None or self.original is None:
             return big
-        weight = self.mask[..., None].astype(np.uint32)
-        keep = self.original.astype(np.uint32) * (255 - weight)
+        weight = self.mask[..., None].astype(np.uint16)  # 255 * 255 + 127 fits 16 bits
+        keep = self.original.astype(np.uint16) * (255 - weight)
         return [((keep + b * weight + 127) // 255).astype(np.uint8) for b in big]
 
     def run(self, first: list[Any], bar: StepBar, cancelled: CancelledFn) -> tuple[list[np.ndarray], dict[str, Any]]:

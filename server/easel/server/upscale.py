@@ -149,13 +149,14 @@ class TileRefiner:
         crops = [self.plan.crops(source) for source in sources]
         used: dict[str, Any] = {}
         blend_s, count = 0.0, len(self.active)
+        order = {index: k for k, index in enumerate(self.active, start=1)}
         for index in range(self.plan.count):
             if cancelled():
                 raise JobCancelled()
-            if index not in self.active:  # nothing to repaint here: the source's own pixels
+            if index not in order:  # nothing to repaint here: the source's own pixels
                 results = [crops[k if len(crops) > 1 else 0][index] for k in range(len(self.seeds))]
             else:
-                k = self.active.index(index) + 1
+                k = order[index]
                 tile = f"tile {k}/{count}" if count > 1 or self.name is None else ""
                 message = ", ".join(m for m in (self.name, tile) if m)
                 results = []
