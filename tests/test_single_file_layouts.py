@@ -111,3 +111,53 @@ def test_shipped_configs_are_complete_diffusers_folders(name):
             tok = CLIPTokenizer.from_pretrained(folder, subfolder=part)
             assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]  # CLIP's ids
     assert not [f for _, _, files in os.walk(folder) for f in files if f.endswith((".safetensors", ".bin"))]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_shipped_configs_fit_real_checkpoints(name):
+    """diffusers' own single-file converters turn a real-layout checkpoint of each architecture (names
+    and shapes, on the meta device) into exactly the tensors the shipped config's models have."""
+    import json
+
+    from diffusers.loaders import single_file_utils as sfu
+    from real_archs import checkpoint, modules
+
+    from easel.server.engine.single_file import normalise_keys
+
+    ckpt = normalise_keys({k: torch.empty(v.shape, dtype=torch.float16, device="meta")
+                           for k, v in checkpoint(name, text_model=name != "sd1").items()})  # SD1 without text_model.
+    folder = config_folder(name)
+    want = modules(name)
+
+    def same(got: dict, part: str) -> None:
+        expected = {k: tuple(v.shape) for k, v in want[part].items() if not k.endswith("position_ids")}
+        assert {k: tuple(v.shape) for k, v in got.items() if not k.endswith("position_ids")} == expected, part
+
+    for part, convert in (("unet", sfu.convert_ldm_unet_checkpoint), ("vae", sfu.convert_ldm_vae_checkpoint)):
+        with open(os.path.join(folder, part, "config.json")) as f:
+            same(convert(checkpoint=ckpt, config=json.load(f)), part)
+    family = name.removesuffix("-inpaint").removesuffix("-v")
+    for part in ("text_encoder", "text_encoder_2"):
+        if part in want:
+            got = _convert_text(sfu, family, part, ckpt, folder)
+            if "text_model.embeddings.token_embedding.weight" not in want[part]:  # transformers >= 5.6: flattened
+                got = {k.removeprefix("text_model."): v for k, v in got.items()}
+            same(got, part)
+
+
+def _convert_text(sfu, family: str, part: str, ckpt: dict, folder: str) -> dict:
+    """The conversion diffusers picks for this family's text encoder (create_diffusers_clip_model_from_ldm)."""
+    if family == "sd1" or (family == "sdxl" and part == "text_encoder"):
+        return sfu.convert_ldm_clip_checkpoint(ckpt)
+    prefix = {"sd2": "cond_stage_model.model.", "sdxl-refiner": "conditioner.embedders.0.model.",
+              "sdxl": "conditioner.embedders.1.model."}[family]
+    return sfu.convert_open_clip_checkpoint(_text_model(folder, part), ckpt, prefix)
+
+
+def _text_model(folder: str, part: str):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig.from_pretrained(folder, subfolder=part)
+    cls = CLIPTextModelWithProjection if "WithProjection" in str(config.architectures) else CLIPTextModel
+    with torch.device("meta"):
+        return cls(config)
