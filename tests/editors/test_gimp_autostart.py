@@ -1,7 +1,8 @@
 """GIMP starts the Easel server itself (issue #17), in a real GIMP 3 in its Debian chroot.
 
-``easel install-plugin gimp --serve-args "--threads 1"`` records this checkout's server command
-(the wheel's under CI) in the profile's easel-gimp.json. Nothing runs at the URL. One batch GIMP
+``easel install-plugin gimp --serve-args "--models-dir ~/models --threads 1"`` (the tiny test model in
+that folder of GIMP's HOME) records this checkout's server command (the wheel's under CI) and the
+arguments in the profile's easel-gimp.json. Nothing runs at the URL. One batch GIMP
 session (tests/editors/gimp/autostart_cases.py) then calls the commands, NONINTERACTIVE:
 
 - a port held by a plain TCP listener: the message says it is not an Easel server;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +49,7 @@ from easel.client import editing  # noqa: E402
 pytestmark = pytest.mark.editor
 W, H = 80, 64
 GEN, SKETCH, SEL = "easel-generate", "easel-image-from-sketch", "easel-regenerate-selection"
+SERVE_ARGS = "--models-dir ~/models --threads 1"
 PROMPTS = {"generate": "a red circle", "sketch": "a blue square", "selection": "a yellow star"}
 
 
@@ -75,7 +78,8 @@ def session(request):
     port = free_port()
     pid = None
     try:
-        said = easel_command("install-plugin", "gimp", "--dest", str(work.plugins()), "--serve-args", "--threads 1")
+        shutil.copytree(request.getfixturevalue("tiny_sd_path"), work.host / "home/models/tiny-sd")
+        said = easel_command("install-plugin", "gimp", "--dest", str(work.plugins()), "--serve-args", SERVE_ARGS)
         recorded = json.loads((work.plugins().parent / "easel-gimp.json").read_text())
         binds = server_binds(recorded["server_command"])
         url = f"ws://127.0.0.1:{port}"
@@ -114,7 +118,7 @@ def session(request):
 
 def test_install_recorded_the_command_and_the_serve_args(session):
     assert session["recorded"]["server_command"].endswith(" -m easel serve")
-    assert session["recorded"]["server_args"] == "--threads 1"
+    assert session["recorded"]["server_args"] == SERVE_ARGS
 
 
 @pytest.mark.parametrize("name, words", [
@@ -148,3 +152,4 @@ def test_one_server_served_all_three_and_ended_with_gimp(session):
     assert runs[0]["url"] == f"ws://127.0.0.1:{session['port']}"
     assert session["ended"], f"the server GIMP started still runs after GIMP quit:\n{session['log'].read_text()}"
     assert "which started this server, has ended" in session["log"].read_text()
+    assert "models: tiny-sd" in session["log"].read_text()  # ~/models of GIMP's HOME, inside the chroot

@@ -1,6 +1,7 @@
 """Krita starts the Easel server itself (issue #17): a real Krita GUI on Xvfb, nothing listening.
 
-``easel install-plugin krita --serve-args "--threads 1"`` records the server command in kritarc. The
+``easel install-plugin krita --serve-args "--models-dir ~/models --threads 1"`` (the tiny test model
+in that folder of Krita's HOME) records the server command and its arguments in kritarc. The
 self-test plugin tests/editors/krita/easel_autostart/ then uses only the docker's widgets and the
 easel_generate action: a port held by a plain TCP listener (Generate says it is not Easel), a server
 command that no longer exists (Connect and Generate say so), the recorded command typed back into
@@ -47,6 +48,7 @@ from easel.plugin_settings import set_in_kritarc  # noqa: E402
 
 pytestmark = pytest.mark.editor
 MAX_GAP = 1.5  # s: the longest pause of Krita's event loop allowed while a step waits
+SERVE_ARGS = "--models-dir ~/models --threads 1"
 
 
 def krita_run(work, argv: list[str], binds: list[str], **extra: str) -> tuple[list[str], dict[str, str]]:
@@ -69,15 +71,16 @@ def failed(out: Path) -> bool:
 
 @pytest.fixture(scope="module")
 def session(request, tmp_path_factory):
-    krita, xvfb_bin = need_krita(request, "krita"), need(request, "Xvfb")
+    krita, xvfb_bin, importer = need_krita(request, "krita"), need(request, "Xvfb"), need(request, "import")
     from server_harness import running_server
 
     work = scratch("krita-autostart-", tmp_path_factory.getbasetemp())
     home, out = work.host / "home", work.host / "out"
     out.mkdir(parents=True)
     pykrita, kritarc = home / ".local/share/krita/pykrita", home / ".config/kritarc"
+    shutil.copytree(request.getfixturevalue("tiny_sd_path"), home / "models" / "tiny-sd")
     said = easel_command("install-plugin", "krita", "--dest", str(pykrita), "--kritarc", str(kritarc),
-                         "--serve-args", "--threads 1")
+                         "--serve-args", SERVE_ARGS)
     shutil.copytree(HERE / "krita/easel_autostart", pykrita / "easel_autostart")
     shutil.copy2(HERE / "krita/easel_autostart.desktop", pykrita / "easel_autostart.desktop")
     set_in_kritarc(kritarc, "python", {"enable_easel_autostart": "true"})
@@ -85,7 +88,7 @@ def session(request, tmp_path_factory):
     command = next(line.split("=", 1)[1] for line in recorded.splitlines() if line.startswith("server_command="))
     held, port = held_port(), free_port()
     url, log = f"ws://127.0.0.1:{port}", home / f".local/state/easel/server-{port}.log"
-    spec = dict(width=96, height=64, prompt="a red circle", seed=5, url=url, args="--threads 1",
+    spec = dict(width=96, height=64, prompt="a red circle", seed=5, url=url, args=SERVE_ARGS,
                 broken_command="/gone/venv/bin/python -m easel serve", start_timeout=180, quit_wait=120)
     klog, pid = work.host / "krita.log", None
     try:
@@ -99,6 +102,10 @@ def session(request, tmp_path_factory):
             proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 wait_until(lambda: proc.poll() is not None or (out / "ready").exists() or failed(out), 420, step=0.5)
+                if (out / "ready").exists():  # the docker with Server settings open, the layers added
+                    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                    subprocess.run([importer, "-display", display, "-window", "root", str(ARTIFACTS / "krita_autostart.png")],
+                                   check=False, timeout=60, env={**os.environ, "DISPLAY": display})
                 runs = server_runs(log)
                 pid = runs[0]["pid"] if runs else None
                 running_before_quit = bool(pid and pid_alive(pid) and listening(port))
@@ -144,7 +151,7 @@ def step(session, name: str) -> dict:
 def test_the_docker_shows_the_recorded_command(session):
     panel = session["result"]["panel"]
     assert panel["command"] == session["command"] and panel["command"].endswith(" -m easel serve")
-    assert panel["args"] == "--threads 1" and panel["autostart"] is True
+    assert panel["args"] == SERVE_ARGS and panel["autostart"] is True
     assert panel["state"] == "no server started by Krita is running"
 
 
@@ -171,6 +178,7 @@ def test_generate_starts_the_server_and_the_layer_arrives(session):
     assert "Krita started the server on port" in s["server_state"]
     assert s["gap"] < MAX_GAP, s
     assert len(session["runs"]) == 1 and session["running_before_quit"]
+    assert "models: tiny-sd" in session["log"].read_text()  # ~/models of Krita's HOME
 
 
 def test_a_server_the_painter_started_is_used_and_never_stopped(session):

@@ -168,6 +168,10 @@ class Driver:
         yield from self.step("user", doc, connect_url=spec["user_url"])
         res["ok"] = True
         self.save()
+        for d in app.dockers():  # for the screenshot: room for the Easel docker
+            if d.objectName() not in ("easel_docker", "KisLayerBox"):
+                d.setVisible(False)
+        yield wait(lambda: False, 1.0)
         with open(os.path.join(self.out, "ready"), "w") as fh:
             fh.write("1")
         yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"])
