@@ -111,9 +111,15 @@ def scan_rows(quick: bool) -> list[Row]:
 
 
 _LOADERS = {
-    "easel": ("from easel.server.engine import Engine\n"
+    "easel": ("from easel.server.engine import Engine, EngineJob\n"
+              "import numpy as np\n"
               "eng = Engine([FILE], device='cpu', dtype='float32')\n"
-              "t0 = time.perf_counter(); eng.load(None); dt = time.perf_counter() - t0\n"),
+              "t0 = time.perf_counter(); eng.load(None); dt = time.perf_counter() - t0\n"
+              "if GENERATE:\n"
+              "    t1 = time.perf_counter()\n"
+              "    job = EngineJob(mode='txt2img', prompt='a red circle', steps=1, seeds=[1], width=256, height=256)\n"
+              "    img = np.asarray(eng.run(job, lambda p: None, lambda: False)[0])\n"
+              "    print('GENERATED', time.perf_counter() - t1, img.shape[1], img.shape[0], float(img.std()))\n"),
     "diffusers": ("import torch, diffusers\n"
                   "from easel.server.library.configs import config_folder\n"
                   "cfg = config_folder('sd1')\n"
@@ -141,15 +147,18 @@ def build_sd15_file(path: Path) -> Path:
     return path
 
 
-def _load_once(kind: str, file: Path) -> float:
+def _load_once(kind: str, file: Path, generate: bool = False) -> tuple[float, str]:
+    """Seconds to load, and the GENERATED line (seconds, width, height, pixel spread) when asked."""
     code = ("import time, os\nos.environ['HF_HUB_OFFLINE'] = '1'\nimport torch\ntorch.set_num_threads("
-            f"{int(os.environ.get('EASEL_BENCH_THREADS', '1'))})\nFILE = {str(file)!r}\n" + _LOADERS[kind]
-            + "print('SECONDS', dt)\n")
+            f"{int(os.environ.get('EASEL_BENCH_THREADS', '1'))})\nFILE = {str(file)!r}\nGENERATE = {generate}\n"
+            + _LOADERS[kind] + "print('SECONDS', dt)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "server")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"{kind} load failed: {out.stderr[-1500:]}")
-    return float(next(line.split()[1] for line in out.stdout.splitlines() if line.startswith("SECONDS")))
+    lines = out.stdout.splitlines()
+    seconds = float(next(line.split()[1] for line in lines if line.startswith("SECONDS")))
+    return seconds, next((line for line in lines if line.startswith("GENERATED")), "")
 
 
 def load_rows(repeats: int = 2) -> list[Row]:
@@ -158,15 +167,21 @@ def load_rows(repeats: int = 2) -> list[Row]:
     file = build_sd15_file(folder / "sd15-random.safetensors")
     built = time.perf_counter() - t0
     times: dict[str, list[float]] = {"easel": [], "diffusers": []}
+    generated = ""
     for r in range(repeats):
         for kind in (["easel", "diffusers"] if r % 2 == 0 else ["diffusers", "easel"]):
-            times[kind].append(_load_once(kind, file))
+            seconds, line = _load_once(kind, file, generate=kind == "easel" and not generated)
+            times[kind].append(seconds)
+            generated = generated or line
     size = file.stat().st_size / 2**30
     file.unlink()
     e, d = statistics.median(times["easel"]), statistics.median(times["diffusers"])
     note = (f"{size:.2f} GiB fp16 file, float32 on the CPU, offline; each load in a fresh process, interleaved, "
             f"median of {repeats} (built in {built:.0f} s)")
-    return [Row(SECTION, "load full-size SD 1.5 single file: Easel (shipped config)", e, "s", note=note),
+    gen = generated.split()
+    rows = [Row(SECTION, "full-size SD 1.5 single file: 1 step 256x256 after the offline load", float(gen[1]), "s",
+                note=f"{gen[2]}x{gen[3]} image, pixel std {float(gen[4]):.1f} (random weights)")] if gen else []
+    return rows + [Row(SECTION, "load full-size SD 1.5 single file: Easel (shipped config)", e, "s", note=note),
             Row(SECTION, "load full-size SD 1.5 single file: diffusers from_single_file(config=)", d, "s",
                 note="same file and config folder"),
             Row(SECTION, "Easel / diffusers load time", e / d, "×", note="runs: easel " +
