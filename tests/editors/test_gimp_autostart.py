@@ -12,6 +12,10 @@ session (tests/editors/gimp/autostart_cases.py) then calls the commands, NONINTE
   the chroot (tests/editors/autostart_site.py makes the host's venv visible there), all three add
   their layer, one server serves them; once GIMP has quit, the server has ended and nothing
   listens on the port (it watches GIMP's process).
+
+A GUI run (GIMP on Xvfb in the chroot) then presses OK in the Generate dialog with nothing running:
+the dialog shows the start (artifacts/gimp_autostart_progress.png), the layer arrives, and the
+server ends when GIMP quits.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from autostart_site import (  # noqa: E402
     wait_until,
 )
 from editor_site import easel_command  # noqa: E402
-from gimp_chroot import ARTIFACTS, Workdir, batch_command, require_chroot  # noqa: E402
+from gimp_cases import geometry  # noqa: E402
+from gimp_chroot import ARTIFACTS, Workdir, batch_command, chroot_shell, free_display, require_chroot, xwd_to_png  # noqa: E402
 
 from easel.client import editing  # noqa: E402
 
@@ -153,3 +158,64 @@ def test_one_server_served_all_three_and_ended_with_gimp(session):
     assert session["ended"], f"the server GIMP started still runs after GIMP quit:\n{session['log'].read_text()}"
     assert "which started this server, has ended" in session["log"].read_text()
     assert "models: tiny-sd" in session["log"].read_text()  # ~/models of GIMP's HOME, inside the chroot
+
+
+def test_gui_generate_shows_the_start_and_the_layer_arrives(request):
+    root = require_chroot(request)
+    work = Workdir(root)
+    port, pid = free_port(), None
+    gimp = None
+    try:
+        shutil.copytree(request.getfixturevalue("tiny_sd_path"), work.host / "home/models/tiny-sd")
+        easel_command("install-plugin", "gimp", "--dest", str(work.plugins()), "--serve-args", SERVE_ARGS)
+        binds = server_binds(json.loads((work.plugins().parent / "easel-gimp.json").read_text())["server_command"])
+        (work.host / "fb").mkdir()
+        runs = [dict(procedure=GEN, args=dict(prompt="a red circle", seed=3, steps=3, url=f"ws://127.0.0.1:{port}"))]
+        (work.host / "spec.json").write_text(json.dumps(dict(runs=runs, out=work.path("out"))))
+        (work.host / "gui_dialog.py").write_text((HERE / "gimp/gui_dialog.py").read_text())
+        display = f":{free_display()}"
+        script = (f"Xvfb {display} -screen 0 1280x800x24 -nolisten tcp -noreset -fbdir {work.path('fb')} & X=$!; "
+                  "for i in $(seq 50); do xwininfo -root >/dev/null 2>&1 && break; sleep 0.2; done; "
+                  f"timeout 240 gimp-{work.version} --no-splash --batch-interpreter=python-fu-eval "
+                  f"-b \"exec(open('{work.path('gui_dialog.py')}').read())\"; kill $X")
+        cmd, env = bound_chroot_command(root, ["sh", "-c", script], {"HOME": work.path("home"), "DISPLAY": display,
+                                                                     "EASEL_TEST_SPEC": work.path("spec.json")}, binds)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with open(ARTIFACTS / "gimp_autostart_gui.log", "w") as fh:
+            gimp = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def dialog(words: str):
+            tree = chroot_shell(root, "xwininfo -root -tree", {"DISPLAY": display}, timeout=30).stdout
+            return next((line.split()[0] for line in tree.splitlines() if '"Easel: ' in line and words in line), None)
+
+        def capture(window: str, name: str) -> None:
+            info = chroot_shell(root, f"xwininfo -id {window}", {"DISPLAY": display}, timeout=30).stdout
+            xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_autostart_screen.png", ARTIFACTS / name,
+                       geometry(info))
+
+        window = wait_until(lambda: dialog("Easel: Generate"), 120, step=0.5)
+        assert window, f"the Generate dialog never appeared; see {ARTIFACTS / 'gimp_autostart_gui.log'}"
+        time.sleep(2)
+        capture(window, "gimp_autostart_dialog.png")
+        chroot_shell(root, f"xdotool windowfocus --sync {window} key --clearmodifiers Return", {"DISPLAY": display},
+                     timeout=30)
+        starting = wait_until(lambda: dialog("starting the server"), 60, step=0.1)
+        assert starting, "the dialog never said it was starting the server"
+        capture(starting, "gimp_autostart_progress.png")
+        result_file = work.host / "out/gui_result0.json"
+        assert wait_until(result_file.exists, 120), "the interactive run did not finish"
+        time.sleep(0.3)
+        result = json.loads(result_file.read_text())
+        assert result.get("status") == "success", result
+        assert [lay["name"] for lay in result["layers"]] == [editing.layer_name("a red circle", 3), "Sketch"]
+        assert gimp.wait(60) == 0
+        runs = server_runs(work.host / f"home/.local/state/easel/server-{port}.log")
+        pid = runs[0]["pid"] if runs else None
+        assert len(runs) == 1 and wait_until(lambda: not pid_alive(pid) and not listening(port), 30), runs
+    finally:
+        if gimp is not None and gimp.poll() is None:
+            os.killpg(gimp.pid, signal.SIGTERM)
+            gimp.wait(20)
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        work.cleanup()
