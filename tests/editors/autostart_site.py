@@ -4,9 +4,10 @@ the server a plugin started (from its log), and a chroot that can run the record
 An editor in a Debian chroot (GIMP; the newest Krita) runs the command ``easel install-plugin``
 recorded: this checkout's (or the wheel's) Python, ``-m easel serve``. That Python, its venv and the
 Easel sources are host folders, so ``bound_chroot_command`` bind-mounts them, read-only and at the
-same paths, into the chroot's private mount namespace (the empty mount points are created once in
-the chroot). The server then runs inside the chroot as a child of the editor's plug-in, as it would
-on a painter's machine; the chroot shares the host's network and process ids.
+same paths, into the chroot's private mount namespace (after its fresh /tmp, so a venv under /tmp
+works too; the empty mount points stay in the chroot). The server then runs inside the chroot as a
+child of the editor's plug-in, as it would on a painter's machine; the chroot shares the host's
+network and process ids.
 """
 
 from __future__ import annotations
@@ -88,9 +89,7 @@ def server_binds(command: str) -> list[str]:
 def bound_chroot_command(root: Path, argv: list[str], env: dict[str, str],
                          binds: list[str]) -> tuple[list[str], dict[str, str]]:
     """editor_site.chroot_command plus read-only bind mounts of ``binds`` at the same paths."""
-    for folder in binds:
-        (root / folder.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    mounts = "".join(f' && mount --bind {shlex.quote(b)} "$R"{shlex.quote(b)}'
+    mounts = "".join(f' && mkdir -p "$R"{shlex.quote(b)} && mount --bind {shlex.quote(b)} "$R"{shlex.quote(b)}'
                      f' && mount -o remount,bind,ro "$R"{shlex.quote(b)}' for b in binds)
     inner_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **env}
     setup = ('mount -t proc proc "$R/proc" && mount -t sysfs sysfs "$R/sys" && mount --rbind /dev "$R/dev" '
