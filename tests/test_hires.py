@@ -230,3 +230,16 @@ def test_bench_section_runs_small():
     rows = detail_rows(tests_tiny_sd(), 128)
     assert "hires" in SECTIONS and len(rows) == 6
     assert rows[-1].ok, rows[-1]
+
+
+@pytest.mark.parametrize("flag_all", [True, False])
+def test_safety_checker_verdict_covers_both_passes(tiny_sd_path, tmp_path, flag_all):
+    """With a checker, a flagged first pass or tile blacks out the whole image; nothing flagged, nothing black."""
+    from tiny_models import build_tiny_safety_checker
+
+    checker = build_tiny_safety_checker(tmp_path / "checker", flag_all=flag_all)
+    with Engine([str(tiny_sd_path)], device="cpu", dtype="float32", safety_checker=checker) as checked:
+        out, _ = generate(checked, width=128, height=128, batch=2)
+    assert out.parameters["nsfw"] == [flag_all, flag_all] and out.parameters["second_pass"]["tiles"] == 1
+    for layer in out.layers:
+        assert bool((layer.rgba[..., :3] == 0).all()) == flag_all

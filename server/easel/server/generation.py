@@ -80,10 +80,13 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
     results = engine.run(job, bar.begin(first), cancelled)
     t2 = time.perf_counter()
     final: list[Any] = list(results)
+    features = used_parameters(results)
     if second is not None:
         if cancelled():
             raise JobCancelled()
-        final, _ = second.run(results, bar, cancelled)
+        final, flagged = second.run(results, bar, cancelled)
+        if flagged is not None:
+            features["nsfw"] = flagged
     t3 = time.perf_counter()
     layers = []
     for seed, img in zip(seeds, final, strict=True):
@@ -96,7 +99,7 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
         "scheduler": used.get("scheduler") or request.scheduler or "default",
         "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
-        **used_parameters(results), **request_choices(request),
+        **features, **request_choices(request),
     }
     if second is not None:
         parameters["second_pass"] = second.parameters()

@@ -29,7 +29,7 @@ from .imaging.masks import denoise_mask
 from .imaging.region import WorkPlan
 from .imaging.tiles import plan_refine
 from .upscale import DEFAULT_STRENGTH, TileRefiner
-from .work import StepBar
+from .work import StepBar, black_out
 
 #: The second pass's strength per model family when the request leaves ``hires_strength`` out:
 #: enough to paint detail into a Lanczos upscale, little enough to keep the first pass's composition.
@@ -85,10 +85,15 @@ class SecondPass:
         keep = self.original.astype(np.uint16) * (255 - weight)
         return [((keep + b * weight + 127) // 255).astype(np.uint8) for b in big]
 
-    def run(self, first: list[Any], bar: StepBar, cancelled: CancelledFn) -> tuple[list[np.ndarray], dict[str, Any]]:
-        """One refined RGB image per seed at the region's size, and what the engine used."""
-        images, used, _ = self.refiner.run(self.sources(first), bar, cancelled)
-        return images, used
+    def run(self, first: list[Any], bar: StepBar, cancelled: CancelledFn) -> tuple[list[np.ndarray], list[bool] | None]:
+        """One refined RGB image per seed at the region's size, and the safety checker's flags per seed
+        (None without a checker): a first pass or any tile flagged blacks out the whole image."""
+        images, _, _ = self.refiner.run(self.sources(first), bar, cancelled)
+        flagged = self.refiner.flagged
+        if flagged is None:
+            return images, None
+        flagged = [tile or bool(img.info.get("easel", {}).get("nsfw")) for tile, img in zip(flagged, first, strict=True)]
+        return black_out(images, flagged), flagged
 
     def parameters(self) -> dict[str, Any]:
         """``second_pass`` in the result parameters (the PNG text's ``Hires upscale`` …)."""

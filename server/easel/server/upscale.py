@@ -31,7 +31,7 @@ from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
 from .imaging.tiles import TileBlender, TilePlan, plan_tiles
 from .limits import Limits
-from .work import GenerationOutput, Inputs, Layer, StepBar, engine_steps, pick_seeds
+from .work import GenerationOutput, Inputs, Layer, StepBar, black_out, engine_steps, pick_seeds
 
 #: Refine strength when the request leaves ``strength`` at its default 1.0 (which would repaint everything).
 DEFAULT_STRENGTH = 0.35
@@ -99,6 +99,8 @@ def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: Mo
     t2 = time.perf_counter()
     layers = [Layer(np.dstack([rgb, big[..., 3]]), x, y, seed) for rgb, seed in zip(blended, seeds, strict=True)]
     parameters.update({k: used[k] for k in ("steps", "guidance", "scheduler", "strength") if k in used})
+    if refiner.flagged is not None:
+        parameters["nsfw"] = refiner.flagged
     timings = {"prepare_s": t1 - t0, "run_s": t2 - t1 - blend_s, "compose_s": blend_s + time.perf_counter() - t2}
     return GenerationOutput(layers, parameters, timings)
 
@@ -121,6 +123,7 @@ class TileRefiner:
         self.masks = plan.crops(mask) if mask is not None else None
         self.active = [i for i in range(plan.count) if self.masks is None or self.masks[i].any()]
         self.groups = [[seed] for seed in seeds] if per_seed else [seeds]
+        self.flagged: list[bool] | None = None  # per seed, after ``run``: a tile the safety checker flagged
 
     def job(self, group: int, image: np.ndarray | None = None, mask: np.ndarray | None = None) -> EngineJob:
         """The engine job for one tile and seed group (``image``/``mask``: the tile's crops)."""
@@ -164,9 +167,17 @@ class TileRefiner:
                     job = self.job(group, crops[group][index], None if self.masks is None else self.masks[index])
                     images = self.engine.run(job, bar.begin(engine_steps(job, self.model), message), cancelled)
                     used = images[0].info.get("easel", {}) if images else used
-                    results += [np.asarray(image.convert("RGB")) for image in images]
+                    for image in images:
+                        self._check(len(results), image.info.get("easel", {}))
+                        results.append(np.asarray(image.convert("RGB")))
             t = time.perf_counter()
             for blender, image in zip(blenders, results, strict=True):
                 blender.add(image)
             blend_s += time.perf_counter() - t
-        return [b.result() for b in blenders], used, blend_s
+        return black_out([b.result() for b in blenders], self.flagged), used, blend_s
+
+    def _check(self, index: int, info: dict[str, Any]) -> None:
+        """Note the safety checker's verdict on a tile of seed ``index`` (when the server runs one)."""
+        if "nsfw" in info:
+            self.flagged = self.flagged or [False] * len(self.seeds)
+            self.flagged[index] = self.flagged[index] or bool(info["nsfw"])

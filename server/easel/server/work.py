@@ -50,6 +50,14 @@ def pick_seeds(seed: int, batch: int) -> list[int]:
     return [(base + i) % 2**63 for i in range(batch)]
 
 
+def black_out(images: list[np.ndarray], flagged: list[bool] | None) -> list[np.ndarray]:
+    """``images`` with the flagged ones black: the safety checker's verdict on any part (a first pass,
+    a tile) covers the whole image."""
+    if flagged is None:
+        return images
+    return [np.zeros_like(img) if flag else img for img, flag in zip(images, flagged, strict=True)]
+
+
 def engine_steps(job: EngineJob, model: ModelInfo) -> int:
     """The ``total`` that ``engine.run(job)`` reports: denoising steps over all its images.
 
