@@ -9,8 +9,8 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8765
 WHEEL_VENV ?= .venv-wheel
 SID_ROOT   ?= /var/cache/easel/editors-sid
-KRITA_TESTS := tests/editors/test_krita_adapter.py tests/editors/test_krita_gui.py tests/editors/test_krita_live.py
-GIMP_TESTS  := tests/editors/test_gimp.py tests/editors/test_gimp_profile.py
+KRITA_TESTS  = $(wildcard tests/editors/test_krita_*.py)
+GIMP_TESTS   = $(wildcard tests/editors/test_gimp*.py)
 
 .PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean \
         wheel-smoke test-editors-newest test-krita-newest test-gimp-newest
