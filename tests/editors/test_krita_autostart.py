@@ -3,10 +3,12 @@
 ``easel install-plugin krita --serve-args "--models-dir ~/models --threads 1"`` (the tiny test model
 in that folder of Krita's HOME) records the server command and its arguments in kritarc. The
 self-test plugin tests/editors/krita/easel_autostart/ then uses only the docker's widgets and the
-easel_generate action: a port held by a plain TCP listener (Generate says it is not Easel), a server
-command that no longer exists (Connect and Generate say so), the recorded command typed back into
-Server settings (Generate starts the server, shows its start-up and adds the layer), and a server
-the test started itself (used, never stopped). Once Krita has quit, the server Krita started has
+easel_generate action: Generate with nothing at the URL (it starts the server, shows its start-up
+and adds the layer), a port held by a plain TCP listener (Connect and Generate say it is not
+Easel), a server command that no longer exists typed into Server settings (Connect and Generate
+say so), and a server
+the test started itself (used, never stopped); the first Generate of all is the one that starts
+the server, as right after installing. Once Krita has quit, the server Krita started has
 ended and nothing listens on its port; the test's own server still runs. Krita's event loop never
 pauses long while any of this waits. With EASEL_KRITA_ROOT (the sid chroot's newest Krita) the
 recorded command runs inside the chroot (tests/editors/autostart_site.py).
@@ -88,7 +90,8 @@ def session(request, tmp_path_factory):
     command = next(line.split("=", 1)[1] for line in recorded.splitlines() if line.startswith("server_command="))
     held, port = held_port(), free_port()
     url, log = f"ws://127.0.0.1:{port}", home / f".local/state/easel/server-{port}.log"
-    spec = dict(width=96, height=64, prompt="a red circle", seed=5, url=url, args=SERVE_ARGS,
+    spec = dict(width=96, height=64, prompt="a red circle", seed=5, url=url, args=SERVE_ARGS, url2=f"ws://127.0.0.1:{free_port()}",
+                held_url=f"ws://127.0.0.1:{held.getsockname()[1]}",
                 broken_command="/gone/venv/bin/python -m easel serve", start_timeout=180, quit_wait=120)
     klog, pid = work.host / "krita.log", None
     try:
@@ -97,7 +100,7 @@ def session(request, tmp_path_factory):
             spec["user_url"] = user_url
             (out / "spec.json").write_text(json.dumps(spec))
             cmd, env = krita_run(work, [krita, "--nosplash"], server_binds(command) if ROOT else [], DISPLAY=display,
-                                 EASEL_URL=f"ws://127.0.0.1:{held.getsockname()[1]}",
+                                 EASEL_URL=url,
                                  EASEL_AUTOSTART_TEST=work.path("out"))
             proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
             try:
@@ -153,13 +156,16 @@ def test_the_docker_shows_the_recorded_command(session):
     assert panel["command"] == session["command"] and panel["command"].endswith(" -m easel serve")
     assert panel["args"] == SERVE_ARGS and panel["autostart"] is True
     assert panel["state"] == "no server started by Krita is running"
+    first = session["result"]["first_connection"]
+    assert first.startswith("not connected: no server runs at ws://127.0.0.1:") and "Generate (or Connect) starts one" in first
 
 
 def test_a_port_held_by_something_else_is_named(session):
     s = step(session, "held")
+    words = "is taken by a program that is not an Easel server"
+    assert words in s["connection"] and words in s["status"] and "c0392b" in s["error_style"], s
     assert s["done"] and s["started_busy"] and s["new_layers"] == []
-    assert "is taken by a program that is not an Easel server" in s["status"] and "c0392b" in s["error_style"]
-    assert s["gap"] < MAX_GAP, s
+    assert max(s["gap"], s["connect_gap"]) < MAX_GAP, s
 
 
 def test_a_broken_command_is_said_by_connect_and_generate(session):
@@ -192,4 +198,4 @@ def test_once_krita_has_quit_nothing_is_left(session):
     assert session["ended"], f"the server Krita started still runs:\n{session['log'].read_text()}"
     text = session["log"].read_text()
     assert "Easel: shutting down" in text and "which started this server, has ended" not in text  # Krita stopped it
-    assert "server_command=" + session["command"] in session["kritarc"].read_text()  # typed back, saved by Krita
+    assert "server_command=/gone/venv/bin/python -m easel serve\n" in session["kritarc"].read_text()  # as typed

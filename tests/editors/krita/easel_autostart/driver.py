@@ -1,10 +1,11 @@
 """Drives the Easel docker like a painter with no server running (tests/editors/test_krita_autostart.py).
 
-Reads OUT/spec.json, writes OUT/result.json. Krita starts with EASEL_URL on a port held by a plain
-TCP listener; then, through the docker's widgets and the easel_generate action only:
-  held     Generate: the status says the port is taken by something that is not Easel
-  broken   a server command that no longer exists typed into Server settings; Connect, then Generate
-  started  the recorded command typed back; Generate starts the server, shows its start-up, adds the layer
+Reads OUT/spec.json, writes OUT/result.json. Krita starts with EASEL_URL on a free port, as after a
+fresh install; then, through the docker's widgets and the easel_generate action only:
+  started  Generate starts the server (the recorded command), shows its start-up, adds the layer
+  held     Connect to a port held by a plain TCP listener, then Generate: both say it is not Easel
+  broken   a server command that no longer exists typed into Server settings; Connect (another
+           free port), then Generate: both say so
   user     Connect to a server the test started itself; Generate uses it
 A 50 ms timer measures the longest pause of Krita's event loop while each step waits. Then OUT/ready,
 and Krita quits when OUT/quit appears.
@@ -159,12 +160,10 @@ class Driver:
         self.w(QLineEdit, "easel_seed").setText(str(spec["seed"]))
         self.save()
 
-        yield from self.step("held", doc)  # EASEL_URL: the held port
+        yield from self.step("started", doc, timeout=spec["start_timeout"])  # EASEL_URL: nothing there
+        yield from self.step("held", doc, connect_url=spec["held_url"])
         command.setText(spec["broken_command"])
-        yield from self.step("broken", doc, connect_url=spec["url"])
-        command.setText(res["panel"]["command"])
-        args.setText(spec["args"])
-        yield from self.step("started", doc, timeout=spec["start_timeout"])
+        yield from self.step("broken", doc, connect_url=spec["url2"])
         yield from self.step("user", doc, connect_url=spec["user_url"])
         res["ok"] = True
         self.save()
