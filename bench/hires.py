@@ -9,7 +9,8 @@ Rows:
   on a 64² model is 43 x 43 tiles; ``--quick`` uses 512².
 * full-size SD1.5-shaped random weights (``bench.gpu.build``: UNet 320-640-1280-1280, CLIP-L, SD VAE)
   in bfloat16 on the CPU: a 256² text to image with ``exact_size`` (runs at 256²) and by default (runs
-  at the 512² native area, scaled down), against raw diffusers at 256², the same steps and guidance.
+  at the 512² native area, scaled down), against raw diffusers at 256², the same steps and guidance
+  (exact and raw in turns, so load that drifts hits both).
   Minutes on a 2-core CPU, so opt-in: ``EASEL_BENCH_HIRES_FULLSIZE=1`` (or
   ``python -m bench.hires --fullsize``). The notes carry the machine load and the CPU's bf16 flags.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fixtures
-from .common import Row, bf16_flags, check, loadavg
+from .common import Row, bf16_flags, check, interleaved, loadavg, med, paired_ratio
 
 SIZE, QUICK_SIZE = 2048, 512
 STEPS = 10  # per pass; the second pass runs int(10 x 0.5) = 5 per tile
@@ -77,8 +78,9 @@ def detail_rows(spec: fixtures.ModelSpec, size: int) -> list[Row]:
             check("hires", f"{name}: detail, two passes / one pass", d2 / max(d1, 1e-9), "×", ">= 1.5")]
 
 
-def fullsize_rows() -> list[Row]:
-    """256² on a full-size SD1.5-shaped model in bf16: exact, native area, raw diffusers."""
+def fullsize_rows(repeats: int = 2) -> list[Row]:
+    """256² on a full-size SD1.5-shaped model in bf16: exact and raw diffusers in turns (after one
+    warm-up each at 256²), then the default (native area) once."""
     import torch
     from diffusers import DiffusionPipeline
 
@@ -91,26 +93,30 @@ def fullsize_rows() -> list[Row]:
     before = loadavg()
     engine = Engine([folder], device="cpu", dtype="bfloat16")
     engine.load(None)
-    generate(engine, 64, 1, exact_size=True)  # warm-up: the pipelines and oneDNN kernels
-    exact, exact_s = generate(engine, FULL_SIZE, FULL_STEPS, 7.5, exact_size=True)
-    native, native_s = generate(engine, FULL_SIZE, FULL_STEPS, 7.5)
-    del engine
     raw = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16)
     raw.set_progress_bar_config(disable=True)
-    raw(fixtures.PROMPT, height=64, width=64, num_inference_steps=1, guidance_scale=7.5)  # warm-up
-    t0 = time.perf_counter()
-    raw(fixtures.PROMPT, height=FULL_SIZE, width=FULL_SIZE, num_inference_steps=FULL_STEPS, guidance_scale=7.5,
-        generator=torch.Generator().manual_seed(7))
-    raw_s = time.perf_counter() - t0
-    note = (f"SD1.5-shaped random weights, bfloat16 on the CPU ({bf16_flags()}), {FULL_STEPS} steps, CFG 7.5, "
-            f"{torch.get_num_threads()} thread(s); load {before} before, {loadavg()} after")
+    size, steps = FULL_SIZE, FULL_STEPS
+
+    def exact() -> None:
+        out, _ = generate(engine, size, steps, 7.5, exact_size=True)
+        assert out.parameters["work_size"] == [size, size]
+
+    def plain() -> None:
+        raw(fixtures.PROMPT, height=size, width=size, num_inference_steps=steps, guidance_scale=7.5,
+            generator=torch.Generator().manual_seed(7))
+
+    times = interleaved({"exact": exact, "raw": plain}, repeats=repeats, warmup=1)
+    native, native_s = generate(engine, size, steps, 7.5)
+    note = (f"SD1.5-shaped random weights, bfloat16 on the CPU ({bf16_flags()}), {steps} steps, CFG 7.5, "
+            f"{torch.get_num_threads()} thread(s); exact and raw in turns, median of {repeats} after a warm-up "
+            f"each; load {before} before, {loadavg()} after")
     work = "x".join(map(str, native.parameters["work_size"]))
-    name = f"SD1.5-shaped {FULL_SIZE}²"
-    assert exact.parameters["work_size"] == [FULL_SIZE, FULL_SIZE]
-    return [Row("hires", f"{name}: exact_size (runs at {FULL_SIZE}²)", exact_s, "s", note=note),
-            Row("hires", f"{name}: default (runs at {work}, scaled down)", native_s, "s", note=note),
-            Row("hires", f"{name}: raw diffusers at {FULL_SIZE}²", raw_s, "s", note=note),
-            check("hires", f"{name}: exact_size / raw diffusers", exact_s / raw_s, "×", "<= 1.2")]
+    name = f"SD1.5-shaped {size}²"
+    return [Row("hires", f"{name}: exact_size (runs at {size}²)", med(times["exact"]), "s", note=note),
+            Row("hires", f"{name}: default (runs at {work}, scaled down), once", native_s, "s", note=note),
+            Row("hires", f"{name}: raw diffusers at {size}²", med(times["raw"]), "s", note=note),
+            check("hires", f"{name}: exact_size / raw diffusers", paired_ratio(times["exact"], times["raw"]), "×",
+                  "<= 1.2")]
 
 
 def run(quick: bool = False, fullsize: bool | None = None) -> list[Row]:
