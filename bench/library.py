@@ -161,7 +161,7 @@ def _load_once(kind: str, file: Path, generate: bool = False) -> tuple[float, st
     return seconds, next((line for line in lines if line.startswith("GENERATED")), "")
 
 
-def load_rows(repeats: int = 2) -> list[Row]:
+def load_rows(repeats: int = 3) -> list[Row]:
     folder = Path(tmpdir("library-sd15"))
     t0 = time.perf_counter()
     file = build_sd15_file(folder / "sd15-random.safetensors")
