@@ -316,9 +316,10 @@ class GenerateRequest:
     refiner_switch: float = declare(0.8, "fraction of the denoising done by the base model before the refiner",
                                     low=0.5, high=1.0, below_high=True, wire_default=False, metavar="F")
     replace: bool = declare(False, "live painting: this request replaces the client's queued `replace` jobs (they "
-                                   "end with `cancelled`, `reason: \"replaced\"`) and stops its running one at the "
-                                   "next step; a stale job that finished anyway is never delivered. Live results "
-                                   "are not stored", wire_default=False, flag=None)
+                                   "end with `cancelled`, `reason: \"replaced\"`) and may stop its running one at the "
+                                   "next step (only a young frame started from idle: see Live painting below, so "
+                                   "frames keep coming at any input rate); a stale job that finished anyway is never "
+                                   "delivered. Live results are not stored", wire_default=False, flag=None)
 
     def to_message(self) -> dict[str, Any]:
         data = {}
