@@ -49,7 +49,22 @@ def test_sd2_prediction_picks_the_768_v_config():
     assert (d.arch, d.native, d.prediction) == ("sd2-v", 768, "v")
     assert describe(checkpoint("sd2-inpaint"), v_prediction=True).arch == "sd2-inpaint"  # inpainting is epsilon
     xl_v = {**checkpoint("sdxl"), "v_pred": TensorInfo("F32", ())}
-    assert describe(xl_v).prediction == "v"
+    assert (describe(xl_v).prediction, describe(xl_v).arch) == ("v", "sdxl")
+    assert describe({**xl_v, "ztsnr": TensorInfo("F32", ())}).prediction == "v-ztsnr"
+
+
+def test_v_prediction_files_get_a_v_prediction_scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    from easel.server.engine.single_file import scheduler_overrides
+    from easel.server.library.configs import spec
+
+    base = EulerDiscreteScheduler.from_config(spec("sdxl")["scheduler"])
+    for markers, want in (({}, ("epsilon", False)), ({"v_pred": TensorInfo("F32", ())}, ("v_prediction", False)),
+                          ({"v_pred": TensorInfo("F32", ()), "ztsnr": TensorInfo("F32", ())}, ("v_prediction", True))):
+        desc = describe({**checkpoint("sdxl"), **markers})
+        sched = EulerDiscreteScheduler.from_config(base.config, **scheduler_overrides(desc))
+        assert (sched.config.prediction_type, sched.config.rescale_betas_zero_snr) == want, markers
 
 
 @pytest.mark.parametrize("arch", ["sd1", "sdxl"])

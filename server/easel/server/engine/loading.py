@@ -199,7 +199,7 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
             say(Progress("load", done, total, f"downloading {ref.id}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB"))
         say(Progress("load", 0, 1, f"looking up {ref.id} on the Hugging Face hub"))
         folder = hub.fetch(ref.id, opts.dtype_default == "float16", report, cancelled)
-    config_dir = single_file_config(ref) if ref.source == "single_file" else folder
+    config_dir, desc = single_file_config(ref) if ref.source == "single_file" else (folder, None)
     index, unet, vae, sched = folder_configs(config_dir)
     check_supported(index, ref.id)
     weight_bytes = os.path.getsize(folder) if ref.source == "single_file" else _weight_bytes(folder)
@@ -208,7 +208,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     if cancelled():
         raise JobCancelled()
     if ref.source == "single_file":
-        pipe = single_file.load_pipeline(ref.location, config_dir, DTYPES[dtype])
+        pipe = single_file.load_pipeline(ref.location, config_dir, DTYPES[dtype],
+                                         single_file.scheduler_overrides(desc))
     else:
         kwargs = _skip_components(index)
         variant = _variant(folder, dtype)
@@ -233,15 +234,15 @@ def _skip_components(index: dict | None) -> dict[str, Any]:
     return kwargs
 
 
-def single_file_config(ref: ModelRef) -> str:
+def single_file_config(ref: ModelRef) -> tuple[str, Any]:
     """The local config folder for a single file: the user's (a folder, or a hub id's cached configs),
-    else the one Easel ships for the file's architecture."""
+    else the one Easel ships for the file's architecture (then also the file's description)."""
     if ref.config is None:
         return single_file.shipped_config(ref.location, ref.id)
     if os.path.isdir(ref.config):
-        return ref.config
+        return ref.config, None
     try:
-        return hub.config_files(ref.config)
+        return hub.config_files(ref.config), None
     except EngineError as exc:
         raise EngineError(f"model {ref.id!r}: config {ref.config!r}: {exc}", field="model",
                           code="model_load_failed") from None

@@ -40,8 +40,9 @@ def describe_file(path: str) -> Description:
                           code="model_load_failed") from None
 
 
-def shipped_config(path: str, model_id: str) -> str:
-    """The shipped config folder for the architecture of ``path``; EngineError saying what to do if none fits."""
+def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
+    """The shipped config folder for the architecture of ``path`` and the file's description; EngineError
+    saying what to do if none fits."""
     desc = describe_file(path)
     if desc.problem:
         raise EngineError(f"model {model_id!r} ({os.path.basename(path)}): {desc.problem}", field="model",
@@ -56,7 +57,17 @@ def shipped_config(path: str, model_id: str) -> str:
             f"(cross-attention width {desc.context}); put its diffusers config folder beside it (named like the "
             "file, without the extension) or add '#config=<diffusers folder>' to the reference", field="model",
             code="model_load_failed")
-    return config_folder(desc.arch)
+    return config_folder(desc.arch), desc
+
+
+def scheduler_overrides(desc: Description | None) -> dict[str, Any]:
+    """Scheduler settings a file's markers ask for beyond its architecture's config (v-prediction SDXL)."""
+    if desc is None or not desc.prediction:
+        return {}
+    out: dict[str, Any] = {"prediction_type": "v_prediction"}
+    if desc.prediction == "v-ztsnr":
+        out.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    return out
 
 
 def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
@@ -93,8 +104,9 @@ def normalise_keys(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_pipeline(path: str, config: str, dtype: torch.dtype) -> Any:
-    """The pipeline of ``config``'s model_index, its components converted from the checkpoint at ``path``."""
+def load_pipeline(path: str, config: str, dtype: torch.dtype, scheduler: dict[str, Any] | None = None) -> Any:
+    """The pipeline of ``config``'s model_index, its components converted from the checkpoint at ``path``;
+    ``scheduler``: settings that override the config's scheduler (``scheduler_overrides``)."""
     from diffusers.loaders.single_file import load_single_file_sub_model
 
     with open(os.path.join(config, "model_index.json"), encoding="utf-8") as f:
@@ -114,6 +126,8 @@ def load_pipeline(path: str, config: str, dtype: torch.dtype) -> Any:
             pipelines=diffusers.pipelines, is_pipeline_module=hasattr(diffusers.pipelines, library),
             cached_model_config_path=config, torch_dtype=dtype, local_files_only=True)
     del checkpoint
+    if scheduler and parts.get("scheduler") is not None:
+        parts["scheduler"] = type(parts["scheduler"]).from_config(parts["scheduler"].config, **scheduler)
     accepted = inspect.signature(cls.__init__).parameters
     for name in accepted:
         if name != "self" and name not in parts and accepted[name].default is inspect.Parameter.empty:

@@ -72,7 +72,7 @@ class Description:
     arch: str | None = None  # the shipped config that fits exactly (configs.CONFIGS), else None
     native: int | None = None  # native size in px, when known
     context: int | None = None  # cross-attention width (LoRAs and ControlNets must match the model's)
-    prediction: str | None = None  # "v" when the file says so (v_pred key / SD 2.x 768 heuristic)
+    prediction: str | None = None  # "v"/"v-ztsnr" when the file says so (v_pred/ztsnr keys, SD 2.x 768 heuristic)
     problem: str | None = None
 
     @property
@@ -131,6 +131,8 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
         return Description("checkpoint", family, context=context,
                            problem=f"{what}; Easel serves text-to-image and 9-channel inpainting models")
     prediction = "v" if "v_pred" in tensors or (family == "sd2" and not inpaint and v_prediction) else None
+    if prediction == "v" and "ztsnr" in tensors:
+        prediction = "v-ztsnr"  # v-prediction trained with zero terminal SNR (some SDXL models mark both)
     arch = _arch(tensors, family, inpaint, prediction)
     missing = [part for part, ok in (("text encoder", _has_text(tensors, family)),
                                      ("VAE", "first_stage_model.decoder.conv_out.weight" in tensors)) if not ok]
@@ -157,7 +159,7 @@ def _arch(tensors: Tensors, family: str, inpaint: bool, prediction: str | None) 
     if inpaint:
         return f"{family}-inpaint" if f"{family}-inpaint" in CONFIGS else None
     if family == "sd2":
-        return "sd2-v" if prediction == "v" else "sd2"
+        return "sd2-v" if prediction else "sd2"
     return family
 
 
