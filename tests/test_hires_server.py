@@ -129,7 +129,7 @@ def test_cli_help_lists_the_flags(capsys):
     with pytest.raises(SystemExit):
         main(["generate", "-h"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--hires auto|off" in help_text and 'auto or off; default "auto"' in help_text
+    assert "--hires auto|on|off" in help_text and 'one of auto, on, off; default "auto"' in help_text
     assert "--hires-strength F" in help_text and "default per model family" in help_text
     assert "--exact-size" in help_text
 
@@ -174,3 +174,19 @@ def test_live_frames_run_the_faster_size_in_one_pass(client, size, exact):
     assert "second_pass" not in r.parameters and work[0] * work[1] <= max(w * h, 64 * 64)
     assert (work == [w, h]) is exact
     assert editing.plan_live(state, Params("x", strength=0.6), None).request.exact_size is False  # unknown model
+
+
+def test_auto_skips_the_demo_models_second_pass_and_on_forces_it():
+    """The toy demo model profits from no second pass: `auto` resamples its 64² picture, `on` refines."""
+    from easel.client.protocol import GenerateRequest
+    from easel.server.hires import second_pass_wanted
+    from easel.server.imaging.region import plan_generation
+
+    plan = plan_generation(GenerateRequest(job="j", prompt="p", width=512, height=512), None, None, (64, 64))
+    assert plan.wants_second_pass
+
+    def wanted(hires: str, family: str) -> bool:
+        return second_pass_wanted(GenerateRequest(job="j", prompt="p", hires=hires), plan, family)
+
+    assert [wanted(h, "demo") for h in ("auto", "on", "off")] == [False, True, False]
+    assert [wanted(h, "sd1") for h in ("auto", "on", "off")] == [True, True, False]

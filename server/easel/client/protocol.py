@@ -211,7 +211,7 @@ def error_message(code: str, message: str, field: str | None = None, job: str | 
 # ----------------------------------------------------------------------------- requests
 
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
-HIRES = ("auto", "off")  # the second pass: when the region needs it, or never
+HIRES = ("auto", "on", "off")  # the second pass: when it helps, whenever the region needs it, or never
 MAX_LORAS = 8
 LORA_WEIGHT = (-4.0, 4.0)  # the allowed range of a LoRA's weight
 
@@ -304,8 +304,9 @@ class GenerateRequest:
                                         "0 = plain Lanczos); the result is `upscale` × the image, at `upscale` × "
                                         "`x`, `y` (docs/features.md)", choices=(2, 4))
     hires: str = declare("auto", "second pass when the model's first pass is well below the region's size (more "
-                                 "than 1.5× a side): upscale it, refine at the region's size (docs/imaging.md)",
-                         choices=HIRES, wire_default=False, metavar="auto|off")
+                                 "than 1.5× a side): upscale it, refine at the region's size (docs/imaging.md). "
+                                 "`auto`: where the model family profits (not the toy demo model); `on`: always "
+                                 "then; `off`: never", choices=HIRES, wire_default=False, metavar="auto|on|off")
     hires_strength: float | None = declare(None, "how much the second pass repaints (0 = a plain upscale)", low=0.0,
                                            high=1.0, default_text="per model family", metavar="F")
     exact_size: bool = declare(False, "run the model at the requested size (the region's, 8-px rounded) instead "

@@ -72,7 +72,7 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
         **engine_fields(request, prepare_control(plan, inputs.control)),
     )
     second = None
-    if second_pass_wanted(request, plan):
+    if second_pass_wanted(request, plan, model.family):
         second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)
     first = engine_steps(job, model)
     bar = StepBar(progress, first + (second.total if second is not None else 0))

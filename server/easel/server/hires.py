@@ -49,9 +49,17 @@ def hires_strength(request: GenerateRequest, model: ModelInfo, tiled: bool = Fal
     return min(strength, TILED_STRENGTH) if tiled else strength
 
 
-def second_pass_wanted(request: GenerateRequest, plan: WorkPlan) -> bool:
-    """``hires: auto`` and a work size well below the region (never with ``exact_size``: it runs 1:1)."""
-    return request.hires != "off" and not request.exact_size and plan.wants_second_pass
+#: Families whose ``hires: auto`` means no second pass: the toy demo model repaints even a flat tile
+#: into a shape at low strength, so its tiled second pass makes a big canvas slower and worse.
+NO_AUTO_FAMILIES = frozenset({"demo"})
+
+
+def second_pass_wanted(request: GenerateRequest, plan: WorkPlan, family: str) -> bool:
+    """A work size well below the region, and ``hires: on``, or ``auto`` for a family that profits
+    (never with ``exact_size``: it runs 1:1)."""
+    if request.exact_size or not plan.wants_second_pass:
+        return False
+    return request.hires == "on" or (request.hires == "auto" and family not in NO_AUTO_FAMILIES)
 
 
 class SecondPass:
