@@ -41,3 +41,19 @@ def tiny_sd_single_file(tiny_sd_path, tmp_path_factory) -> str:
     from tiny_models import write_single_file
 
     return write_single_file(tiny_sd_path, tmp_path_factory.mktemp("single_file") / "tiny-sd-file.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_path(tmp_path_factory) -> str:
+    """A saved tiny SD3 diffusers folder (two CLIPs + T5, native 64 px; tests/tiny_flow_models.py)."""
+    from tiny_flow_models import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny_models") / "tiny-sd3")
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_path(tmp_path_factory) -> str:
+    """A saved tiny FLUX.1-dev-like diffusers folder (CLIP + T5, guidance embedding)."""
+    from tiny_flow_models import build_tiny_flux
+
+    return build_tiny_flux(tmp_path_factory.mktemp("tiny_models") / "tiny-flux-dev")

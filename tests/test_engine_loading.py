@@ -224,11 +224,11 @@ def test_bad_files_and_folders(tmp_path, tiny_sd_single_file):
 
 
 def test_unsupported_pipeline_fails_at_start(tmp_path):
-    (tmp_path / "flux").mkdir()
-    (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (tmp_path / "kandinsky").mkdir()
+    (tmp_path / "kandinsky" / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyV22Pipeline"}))
     with pytest.raises(EngineError) as err:
-        Engine([str(tmp_path / "flux")], device="cpu")
-    assert "FluxPipeline" in str(err.value) and "Stable Diffusion" in str(err.value)
+        Engine([str(tmp_path / "kandinsky")], device="cpu")
+    assert "KandinskyV22Pipeline" in str(err.value) and "FLUX.1" in str(err.value)
 
 
 def test_broken_model_fails_cleanly_and_others_still_work(tiny_sd_path, tmp_path):

@@ -246,7 +246,8 @@ def _cached_hub_traits(repo: str) -> Traits:
     except ImportError:  # pragma: no cover
         return guess(repo)
     configs = []
-    for name in ("model_index.json", "unet/config.json", "vae/config.json", "scheduler/scheduler_config.json"):
-        path = try_to_load_from_cache(repo, name)
-        configs.append(read_json(path) if isinstance(path, str) else None)
+    for names in (("model_index.json",), ("unet/config.json", "transformer/config.json"), ("vae/config.json",),
+                  ("scheduler/scheduler_config.json",)):
+        found = [try_to_load_from_cache(repo, name) for name in names]
+        configs.append(next((read_json(p) for p in found if isinstance(p, str)), None))
     return detect(repo, *configs) if configs[0] else guess(repo)

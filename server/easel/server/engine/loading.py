@@ -220,7 +220,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     check_supported({"_class_name": type(pipe).__name__}, ref.id)
     components = {k: ["x", type(v).__name__] if v is not None else [None, None] for k, v in pipe.components.items()}
     name = ref.id + " " + os.path.basename(str(ref.config or ""))
-    traits = detect(name, {"_class_name": type(pipe).__name__, **components}, dict(pipe.unet.config),
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    traits = detect(name, {"_class_name": type(pipe).__name__, **components}, dict(denoiser.config),
                     dict(pipe.vae.config), dict(pipe.scheduler.config))
     return pipe, dtype, traits
 

@@ -18,8 +18,8 @@ from PIL import Image
 
 from ...client.fields import FieldError
 from ...client.protocol import request_fields
+from . import flow, variations
 from . import refiner as refine
-from . import variations
 from .controlnet import control_kwargs, control_pipeline
 from .device import free_memory
 from .loading import LoadedModel
@@ -46,7 +46,7 @@ class Extras:
     refiner: LoadedModel | None = None
 
 
-def validate(job: EngineJob, vae_scale: int = 8) -> None:
+def validate(job: EngineJob, vae_scale: int = 8, why: str = "the VAE's scale factor") -> None:
     """EngineError naming the field for anything the pipeline would reject or get wrong."""
     if job.mode not in MODES:
         raise EngineError(f"unknown mode {job.mode!r}; use one of {', '.join(MODES)}", field="mode")
@@ -56,7 +56,7 @@ def validate(job: EngineJob, vae_scale: int = 8) -> None:
         value = getattr(job, name)
         if not isinstance(value, int) or value < vae_scale or value % vae_scale:
             near = max(vae_scale, round(value / vae_scale) * vae_scale) if isinstance(value, (int, float)) else 512
-            raise EngineError(f"{name} {value} must be a positive multiple of {vae_scale} (the VAE's scale factor); "
+            raise EngineError(f"{name} {value} must be a positive multiple of {vae_scale} ({why}); "
                               f"use {near}", field=name)
     if job.steps is not None and not 1 <= job.steps <= MAX_STEPS:
         raise EngineError(f"steps must be between 1 and {MAX_STEPS} (got {job.steps})", field="steps")
@@ -114,7 +114,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             extras: Extras | None = None) -> list[Image.Image]:
     """Run ``job`` on ``lm``: RGB images of job.width x job.height, one per seed, in seed order."""
     extras = extras or Extras()
-    validate(job, lm.traits.vae_scale)
+    validate(job, lm.traits.size_step,
+             "the VAE's scale factor times the 2x2 patches" if lm.traits.flow else "the VAE's scale factor")
     p = plan(job, lm.traits.default_steps, lm.traits.default_guidance)
     info = {"model": lm.ref.id, "mode": job.mode, "steps": p.steps, "guidance": p.guidance,
             "scheduler": job.scheduler, "strength": p.strength}
@@ -149,7 +150,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             raise EngineError(NAN_MESSAGE, code="nan")
         preview = None
         if job.preview and lm.preview is not None:
-            preview = lm.preview.render(tensors["latents"])
+            preview = lm.preview.render(flow.spatial_latents(pipeline, tensors["latents"], job.width, job.height))
         n = int(pipeline.num_timesteps)
         if count["stage"] == "base":
             count["base"] = n
@@ -174,6 +175,12 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             count.update(group=k, stage="base")
             pipe.scheduler = make_scheduler(job.scheduler, original)
             kwargs = _call_kwargs(lm, job, p, seeds, on_step)
+            if lm.traits.family == "flux":  # guidance-distilled: no negative prompt (no CFG pass)
+                kwargs.pop("negative_prompt", None)
+            if lm.traits.flow and "image" in kwargs and len(seeds) > 1:
+                # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per
+                # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run)
+                kwargs["image"] = [kwargs["image"]] * len(seeds)
             if extras.controlnet is not None:
                 kwargs.update(control_kwargs(accepted, job.control_image, job.control_strength))
             if blend is not None:
@@ -249,17 +256,20 @@ def _variation_kwargs(pipe: Any, job: EngineJob, p: Plan, kwargs: dict[str, Any]
     """Blended initial noise: as ``latents=`` where the pipeline starts from pure noise, else via add_noise."""
     strength = job.variation_strength
     pure_noise = job.mode == "txt2img" or (job.mode == "inpaint" and p.strength >= 1)
+    if flow.is_flux(pipe):  # Flux inpaint always re-noises through scale_noise, even at strength 1
+        pure_noise = job.mode == "txt2img"
     if not pure_noise or "latents" not in accepted:
-        variations.blend_scheduler_noise(pipe.scheduler, partners, strength)
+        variations.blend_scheduler_noise(pipe.scheduler, partners, strength, flow.packer(pipe, job.width, job.height))
         return {}
     gens = kwargs["generator"]
-    if "mask_image" in kwargs and int(pipe.unet.config.in_channels) == 4:
+    if "mask_image" in kwargs and flow.in_channels(pipe) in (4, 16):
         # 4-channel inpainting draws the image's VAE sample first and its noise second: blend that second
         # draw (from copies, so the pipeline's generators go on as in a plain run)
         gens = variations.generators(seeds)
         variations.skip_noise(pipe, gens, job.width, job.height)
     latents = variations.blended_latents(pipe, gens, partners, strength, job.width, job.height)
-    return {"latents": latents}
+    pack = flow.packer(pipe, job.width, job.height)
+    return {"latents": pack(latents) if pack else latents}
 
 
 def _refine(lm: LoadedModel, job: EngineJob, kwargs: dict[str, Any], latents: Any) -> Any:
@@ -312,7 +322,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def enable_memory_savers(pipe: Any) -> list[str]:
     """Attention slicing and VAE tiling on a pipeline (shared by all modes via from_pipe)."""
-    pipe.enable_attention_slicing()
+    if hasattr(pipe, "enable_attention_slicing"):  # UNet pipelines; SD3/Flux transformers have none
+        pipe.enable_attention_slicing()
     pipe.vae.enable_tiling()
     return ["attention slicing", "VAE tiling"]
 

@@ -41,6 +41,12 @@ def make_scheduler(name: str | None, original: Any) -> Any:
     """A new scheduler: ``name``'s class (or the original's class when None) from the original config."""
     if name is None:
         return type(original).from_config(original.config)
+    if type(original).__name__.startswith("FlowMatch"):
+        if name == "euler":  # flow matching's Euler is the model's own scheduler
+            return type(original).from_config(original.config)
+        raise EngineError(f"scheduler {name!r} does not fit this flow-matching model (SD 3/3.5, FLUX.1): it runs its "
+                          "own FlowMatchEulerDiscreteScheduler; leave the scheduler unset or use 'euler'",
+                          field="scheduler")
     if name not in _TABLE:
         raise EngineError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}", field="scheduler")
     cls, overrides = _TABLE[name]

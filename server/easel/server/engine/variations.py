@@ -14,7 +14,7 @@ variation seed's (both bit-exact: they run as plain jobs with that seed). In bet
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -48,6 +48,8 @@ def latent_shape(pipe: Any, batch: int, width: int, height: int) -> tuple[int, i
     """The shape of the initial noise the pipeline would draw."""
     channels = int(getattr(pipe.vae.config, "latent_channels", 4))
     scale = int(pipe.vae_scale_factor)
+    if type(pipe).__name__.startswith("Flux"):  # Flux draws 2 * (size // 16) latent px, then packs 2x2
+        return (batch, channels, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))
     return (batch, channels, height // scale, width // scale)
 
 
@@ -65,18 +67,25 @@ def blended_latents(pipe: Any, gens: list[torch.Generator], variation_seeds: Seq
     from diffusers.utils.torch_utils import randn_tensor
 
     shape = latent_shape(pipe, len(gens), width, height)
-    dtype = pipe.unet.dtype if getattr(pipe, "unet", None) is not None else torch.float32
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    dtype = denoiser.dtype if denoiser is not None else torch.float32
     device = pipe._execution_device
     a = randn_tensor(shape, generator=gens, device=device, dtype=dtype)
     b = randn_tensor(shape, generator=generators(variation_seeds), device=device, dtype=dtype)
     return slerp(a, b, strength)
 
 
-def blend_scheduler_noise(scheduler: Any, variation_seeds: Sequence[int], strength: float) -> None:
-    """Make ``scheduler.add_noise`` use the blend of the pipeline's noise with the variation seeds' noise.
+def blend_scheduler_noise(scheduler: Any, variation_seeds: Sequence[int], strength: float,
+                          pack: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    """Make ``scheduler.add_noise`` (flow matching: ``scale_noise``) use the blend of the pipeline's
+    noise with the variation seeds' noise.
 
-    Only for a scheduler made for this one call (the runner makes a fresh one per call).
+    Only for a scheduler made for this one call (the runner makes a fresh one per call). ``pack``
+    (Flux) packs a blend for the packed copy of the noise that Flux inpainting re-noises with.
     """
+    if hasattr(scheduler, "scale_noise"):
+        _blend_scale_noise(scheduler, variation_seeds, strength, pack)
+        return
     from diffusers.utils.torch_utils import randn_tensor
 
     original = scheduler.add_noise
@@ -90,3 +99,26 @@ def blend_scheduler_noise(scheduler: Any, variation_seeds: Sequence[int], streng
         return original(samples, memo["blend"], timesteps)
 
     scheduler.add_noise = add_noise
+
+
+def _blend_scale_noise(scheduler: Any, variation_seeds: Sequence[int], strength: float,
+                       pack: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    original = scheduler.scale_noise
+    memo: dict[str, Any] = {}
+
+    def scale_noise(sample: torch.Tensor, timestep: Any, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            return original(sample, timestep, noise)
+        if noise.ndim == 3 and pack is not None and "blend" in memo:  # Flux's packed copy of the same noise
+            if memo.get("packed_source") is not noise:
+                memo["packed_source"], memo["packed"] = noise, pack(memo["blend"])
+            return original(sample, timestep, memo["packed"])
+        if memo.get("source") is not noise:
+            other = randn_tensor(tuple(noise.shape), generator=generators(variation_seeds),
+                                 device=noise.device, dtype=noise.dtype)
+            memo["source"], memo["blend"] = noise, slerp(noise, other, strength)
+        return original(sample, timestep, memo["blend"])
+
+    scheduler.scale_noise = scale_noise

@@ -1,0 +1,43 @@
+"""Helpers for the flow-matching transformer families (SD 3/3.5 and FLUX.1).
+
+Flux works on *packed* latents: the (B, 16, h, w) noise is cut into 2x2 patches and laid out as a
+sequence (B, h/2 * w/2, 64) before the transformer sees it. Previews and the variation blend need
+the spatial form, so these helpers pack and unpack with the pipeline's own static methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def is_flux(pipe: Any) -> bool:
+    return type(pipe).__name__.startswith("Flux")
+
+
+def in_channels(pipe: Any) -> int:
+    """The denoiser's input channels (UNet or transformer)."""
+    denoiser = getattr(pipe, "unet", None) or pipe.transformer
+    return int(denoiser.config.in_channels)
+
+
+def spatial_latents(pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """(B, C, h, w) latents for a preview: Flux's packed sequence unpacked, others as they are."""
+    if latents.ndim == 3 and is_flux(pipe):
+        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    return latents
+
+
+def packer(pipe: Any, width: int, height: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Flux's packing of (B, C, h, w) noise, as its pipelines pack it; None for other pipelines."""
+    if not is_flux(pipe):
+        return None
+    scale = int(pipe.vae_scale_factor) * 2
+
+    def pack(latents: torch.Tensor) -> torch.Tensor:
+        b, c = latents.shape[:2]
+        return pipe._pack_latents(latents, b, c, 2 * (height // scale), 2 * (width // scale))
+
+    return pack

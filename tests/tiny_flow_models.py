@@ -1,0 +1,113 @@
+"""Tiny random-weight SD3/3.5 and FLUX.1 pipelines for tests, built offline and saved to disk.
+
+Real diffusers pipelines (SD3Transformer2DModel / FluxTransformer2DModel, a 16-channel AutoencoderKL
+with SD3/Flux's scaling and shift factors, CLIP text encoders and a T5 encoder) at toy sizes:
+
+* ``build_tiny_sd3(folder, t5=True)``: two CLIP encoders (with projection) + T5; transformer
+  sample_size 8, so the native size is 64 px (a real SD3's 1024, smaller). ``t5=False`` saves it
+  without ``text_encoder_3`` (as diffusers allows).
+* ``build_tiny_flux(folder, guidance=True)``: CLIP + T5; ``guidance=True`` embeds the distilled
+  guidance like FLUX.1-dev, ``False`` is schnell-like (no guidance embedding).
+
+The CLIP tokenizer is the hand-written one of tiny_models.py; T5's is a ``tokenizers`` Unigram model
+(one piece per character, ``</s>`` appended) wrapped in ``T5TokenizerFast``: no sentencepiece needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import torch
+
+from tiny_models import _text_config, _tokenizer
+
+__all__ = ["build_tiny_sd3", "build_tiny_flux", "t5_tokenizer", "T5_DIM"]
+
+T5_DIM = 64
+
+
+def t5_tokenizer():
+    """A T5TokenizerFast over a character-level Unigram model (pad 0, eos 1, unk 2, as T5's)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    chars = [chr(c) for c in range(33, 127)] + ["\u2581"]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in chars]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=512)
+
+
+def _t5():
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    return T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer()), d_model=T5_DIM, d_kv=8, d_ff=37, num_layers=1,
+                                   num_heads=2, relative_attention_num_buckets=8, decoder_start_token_id=0))
+
+
+def _vae(scaling: float, shift: float):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=[8, 16, 16, 16], in_channels=3, out_channels=3, latent_channels=16,
+                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                         layers_per_block=1, norm_num_groups=4, sample_size=64, use_quant_conv=False,
+                         use_post_quant_conv=False, scaling_factor=scaling, shift_factor=shift)
+
+
+def _save(pipe, folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    pipe.save_pretrained(folder)
+    shutil.rmtree(folder + ".tok", ignore_errors=True)
+    return folder
+
+
+def build_tiny_sd3(folder: str | os.PathLike, *, t5: bool = True) -> str:
+    """Save a tiny SD3-style pipeline (CLIP-L/G-like 32-d encoders with projection, T5 64-d)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    folder = os.fspath(folder)
+    tok = _tokenizer(folder + ".tok")
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=T5_DIM, caption_projection_dim=32, pooled_projection_dim=64,
+        pos_embed_max_size=16)
+    torch.manual_seed(0)
+    te1 = CLIPTextModelWithProjection(_text_config(tok, projection_dim=32))
+    torch.manual_seed(1)
+    te2 = CLIPTextModelWithProjection(_text_config(tok, projection_dim=32))
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=_vae(1.5305, 0.0609), text_encoder=te1, tokenizer=tok, text_encoder_2=te2, tokenizer_2=tok,
+        text_encoder_3=_t5() if t5 else None, tokenizer_3=t5_tokenizer() if t5 else None)
+    return _save(pipe, folder)
+
+
+def build_tiny_flux(folder: str | os.PathLike, *, guidance: bool = True) -> str:
+    """Save a tiny FLUX.1-style pipeline (dev-like with ``guidance``, else schnell-like)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    folder = os.fspath(folder)
+    tok = _tokenizer(folder + ".tok")
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=T5_DIM, pooled_projection_dim=32, guidance_embeds=guidance,
+        axes_dims_rope=[4, 6, 6])
+    torch.manual_seed(0)
+    te = CLIPTextModel(_text_config(tok))
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=guidance, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096)
+    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=_vae(0.3611, 0.1159), text_encoder=te,
+                        tokenizer=tok, text_encoder_2=_t5(), tokenizer_2=t5_tokenizer())
+    return _save(pipe, folder)
