@@ -26,7 +26,12 @@ def add_parser(sub: Any) -> None:
                         f"the first is the default). Default: the built-in toy model {DEMO_MODEL!r}")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--device", default="auto", metavar="D",
+                   help="auto, cpu, cuda, cuda:N or mps; a GPU list (cuda:0,cuda:1) runs one worker per GPU, "
+                        "each with its own models (docs/scaling.md)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="workers on the one device, each with its own copy of the models (mainly for tests on "
+                        "the CPU); the fair queue feeds them all")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--max-loaded", type=int, default=2, metavar="N", help="models kept in memory (LRU)")
     p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
@@ -94,14 +99,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     try:
-        engine = Engine(models, device=args.device, dtype=args.dtype, max_loaded=args.max_loaded,
-                        attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
-                        cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
-                        control_models=args.control_model, refiner=args.refiner,
-                        safety_checker=args.safety_checker)
+        engines = [Engine(models, device=device, dtype=args.dtype, max_loaded=args.max_loaded,
+                          attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
+                          cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
+                          control_models=args.control_model, refiner=args.refiner,
+                          safety_checker=args.safety_checker) for device in worker_devices(args)]
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
+    engine = engines[0]
     if engine.model_info(None).id == DEMO_MODEL:
         from ..server.demo.model import TOY_NOTICE
 
@@ -114,13 +120,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
             status.say("load", p.step, p.total, p.message or p.stage)
 
         try:
-            engine.load(None, on_load)
+            for each in engines:
+                each.load(None, on_load)
         except EngineError as exc:
             bar.done()
             print(f"easel serve: {exc}", file=sys.stderr)
             return 2
         bar.done()
-    print(f"device {engine.device}, dtype {engine.dtype}; models: "
+    print(f"device {', '.join(e.device for e in engines)}, dtype {engine.dtype}"
+          + (f", {len(engines)} workers" if len(engines) > 1 else "") + "; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
     extras = [f"{len(engine.loras())} LoRAs" if args.loras_dir or args.models_dir else "",
               "control models: " + ", ".join(engine.control_models()) if args.control_model else "",
@@ -131,15 +139,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
         print(f"results are kept in {store.folder}", flush=True)
-        asyncio.run(_serve(App(engine, store=store, security=security), args.host, args.port, args, status))
+        asyncio.run(_serve(App(engines, store=store, security=security), args.host, args.port, args, status))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     finally:
-        engine.close()
+        for each in engines:
+            each.close()
     return 0
+
+
+def worker_devices(args: argparse.Namespace) -> list[str]:
+    """One device per worker: the ``--device`` list, or ``--workers N`` times the one device."""
+    from ..server.engine.device import parse_devices
+    from ..server.engine.types import EngineError
+
+    devices = parse_devices(args.device)
+    workers = getattr(args, "workers", None)
+    workers = 1 if workers is None else workers
+    if workers < 1:
+        raise EngineError(f"--workers must be at least 1 (got {workers})", field="workers")
+    if len(devices) > 1:
+        if workers not in (1, len(devices)):
+            raise EngineError(f"--workers {workers} does not match the {len(devices)} devices of --device "
+                              f"{args.device}; a device list runs one worker per device", field="workers")
+        return devices
+    return devices * workers
 
 
 async def _serve(app, host: str, port: int, args: argparse.Namespace, status) -> None:

@@ -1,22 +1,22 @@
-"""The websocket app: connections, message dispatch, one worker per device.
+"""The websocket app: connections, message dispatch, the fair queue feeding the workers.
 
 Thin I/O around the sans-IO pieces: ``protocol.Assembler`` parses frames, ``jobs.JobQueue``
-orders work, ``generation`` runs it on a worker thread. Every bad request gets an ``error``
-naming the field; the connection and the server keep working.
+orders work, ``workers`` run it (one job at a time each: a local engine per device, or Ray Serve
+replicas), ``execute`` is one job. Every bad request gets an ``error`` naming the field; the
+connection and the server keep working.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import itertools
 import logging
 import time
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -30,62 +30,47 @@ from ..client.protocol import (
     Message,
     ProtocolError,
     check_version,
-    encode_message,
     error_message,
 )
-from .codec import encode
-from .engine.types import EngineError, JobCancelled, ModelInfo, Progress
+from .connections import PREVIEW_BACKLOG, Connection
+from .engine.types import EngineError, ModelInfo
+from .execute import execute, release_freed_memory
 from .features import check_names
-from .generation import check_attachments, decode_inputs, run_generation
+from .generation import check_attachments
 from .jobs import LIVE_RESTART, Job, JobQueue, LivePacing, QueueFull
 from .limits import Limits
 from .results import ResultStore
 from .security import Security
+from .stored import answer_stored
+from .workers import LocalWorker, pick_worker
 
 log = logging.getLogger(__name__)
-PREVIEW_BACKLOG = 4  # previews are skipped while this many messages wait to be sent
-
-
-class Connection:
-    """One client: an outbox drained by a single sender task, so frames never interleave."""
-
-    def __init__(self, ws: ServerConnection, cid: str):
-        self.ws, self.id = ws, cid
-        self.greeted = False
-        self.image_format = "png"
-        self.closed = False
-        self.outbox: asyncio.Queue[tuple[dict[str, Any], dict[str, Image] | None] | None] = asyncio.Queue()
-
-    def post(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
-        if not self.closed:
-            self.outbox.put_nowait((message, attachments))
-
-    async def sender(self) -> None:
-        while (item := await self.outbox.get()) is not None:
-            try:
-                for frame in encode_message(*item):
-                    await self.ws.send(frame)
-            except ConnectionClosed:
-                self.closed = True
-                return
 
 
 class App:
-    """Easel's websocket server around an engine."""
+    """Easel's websocket server around one engine, several (one worker each), or given workers.
 
-    def __init__(self, engine: Any, limits: Limits | None = None, store: ResultStore | None = None,
-                 security: Security | None = None, live_restart: float = LIVE_RESTART):
-        self.engine = engine
+    The first engine (or ``workers[0].engine``) answers model and feature questions; every worker
+    must serve the same models.
+    """
+
+    def __init__(self, engine: Any | Sequence[Any] = (), limits: Limits | None = None,
+                 store: ResultStore | None = None, security: Security | None = None,
+                 live_restart: float = LIVE_RESTART, workers: Sequence[Any] = ()):
+        engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
+        self.workers: list[Any] = list(workers) or [LocalWorker(f"w{i}", e) for i, e in enumerate(engines)]
+        if not self.workers:
+            raise ValueError("App needs an engine or workers")
+        self.engine = self.workers[0].engine
         self.limits = limits or Limits()
         self.store = store
         self.security = security or Security()
         self.queue = JobQueue(self.limits.max_jobs_per_client)
-        self.running: Job | None = None
         self.live = LivePacing(live_restart)  # when a newer live state may stop the running frame
         self.owners: dict[str, Connection] = {}  # job id -> connection, for queued and running jobs
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-worker")
+        self._runs: set[asyncio.Task] = set()
         # Results are saved on their own thread, so the inference worker starts the next job at once.
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-saver")
         self.finishing: set[str] = set()  # jobs done computing whose results are being saved
@@ -103,6 +88,17 @@ class App:
         return self.server
 
     @property
+    def running(self) -> Job | None:
+        """A running job (the first worker's that has one), or None when every worker is idle."""
+        return next((w.running for w in self.workers if w.running is not None), None)
+
+    def running_jobs(self) -> list[Job]:
+        return [w.running for w in self.workers if w.running is not None]
+
+    def running_job(self, job_id: str) -> Job | None:
+        return next((j for j in self.running_jobs() if j.id == job_id), None)
+
+    @property
     def port(self) -> int:
         assert self.server is not None
         return self.server.sockets[0].getsockname()[1]
@@ -111,13 +107,16 @@ class App:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
-        if self.running is not None:
-            self.running.cancel_event.set()
+        for job in self.running_jobs():
+            job.cancel_event.set()
         if self._worker is not None:
             self._worker.cancel()
+        if self._runs:
+            await asyncio.gather(*self._runs, return_exceptions=True)
         if self._finishers:
             await asyncio.gather(*self._finishers, return_exceptions=True)
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self.workers:
+            await asyncio.get_running_loop().run_in_executor(None, worker.close)
         self._saver.shutdown(wait=True)
 
     def welcome(self) -> dict[str, Any]:
@@ -133,6 +132,7 @@ class App:
             "control_models": list(getattr(self.engine, "control_models", list)()),
             "refiner": list(getattr(self.engine, "refiners", list)()),
             "safety_checker": bool(getattr(self.engine, "safety_checker", False)),
+            "workers": [w.info() for w in self.workers],  # one job at a time each (docs/scaling.md)
         }
 
     # -- connections ----------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class App:
         elif kind == "models":
             conn.post({"type": "models", "models": [m.to_dict() for m in self.engine.models()]})
         elif kind in ("fetch", "ack", "history"):
-            asyncio.get_running_loop().create_task(self._stored(conn, kind, message.data))
+            asyncio.get_running_loop().create_task(answer_stored(self, conn, kind, message.data))
         else:
             raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
                                 "ack or history", field="type", code="unknown_type")
@@ -226,12 +226,13 @@ class App:
         for old in stale:
             self.owners.pop(old.id, None)
             conn.post({"type": "cancelled", "job": old.id, "reason": "replaced"})
-        running = self.running
-        if running is None or running.client != conn.id or not running.request.replace or running.cancelled():
+        mine = [j for j in self.running_jobs() if j.client == conn.id and j.request.replace and not j.cancelled()]
+        if not mine:
             return bool(stale)
-        if self.live.may_stop(running, time.monotonic()):
-            running.replaced = True
-            running.cancel_event.set()  # stops at its next step; a finished one is not delivered
+        for running in mine:
+            if self.live.may_stop(running, time.monotonic()):
+                running.replaced = True
+                running.cancel_event.set()  # stops at its next step; a finished one is not delivered
         return True
 
     def _cancel(self, conn: Connection, job_id: Any) -> None:
@@ -240,8 +241,8 @@ class App:
         if self.queue.remove(job_id) is not None:
             del self.owners[job_id]
             conn.post({"type": "cancelled", "job": job_id})
-        elif self.running is not None and self.running.id == job_id:
-            self.running.cancel_event.set()  # the worker reports ``cancelled`` within one step
+        elif (running := self.running_job(job_id)) is not None:
+            running.cancel_event.set()  # the worker reports ``cancelled`` within one step
 
     def _disconnected(self, conn: Connection) -> None:
         self.live.forget(conn.id)
@@ -249,36 +250,61 @@ class App:
             self.owners.pop(job.id, None)
             log.info("dropped queued job %s of %s", job.id, conn.id)
 
-    # -- worker ---------------------------------------------------------------------------------
+    # -- workers --------------------------------------------------------------------------------
     async def _work_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Hand the next job of the fair queue to an idle worker, preferably one with its model loaded."""
         while True:
-            job = self.queue.pop_next()
-            if job is None:
+            idle = [w for w in self.workers if w.running is None]
+            if not idle or not len(self.queue):
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            conn = self.owners[job.id]
-            self.running, job.state, job.started = job, "running", time.monotonic()
-            layers = None
+            job = self.queue.pop_next()
+            assert job is not None
             try:
-                reply, layers = await loop.run_in_executor(self._executor, self._execute, job, conn, loop)
-            except Exception:  # noqa: BLE001 - never let one job stop the worker
-                log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-                reply = (error_message("internal", "the server failed while running this job; see its log",
-                                       None, job.id), None)
-            finally:
-                self.running = None
-                _release_freed_memory()
-            if job.request.replace and reply[0].get("type") == "result":
-                self.live.delivered(job.client, time.monotonic() - job.started)
-            if layers is None:
-                self._deliver(job, conn, reply)
-            else:
-                self.finishing.add(job.id)
-                task = asyncio.create_task(self._save_then_deliver(job, conn, reply, layers))
-                self._finishers.add(task)
-                task.add_done_callback(self._finishers.discard)
+                model_id = self.engine.model_info(job.request.model).id
+            except EngineError:
+                model_id = ""
+            worker = pick_worker(idle, model_id)
+            worker.running, job.state, job.started = job, "running", time.monotonic()
+            task = asyncio.create_task(self._run_on(worker, job))
+            self._runs.add(task)
+            task.add_done_callback(self._runs.discard)
+
+    async def _run_on(self, worker: Any, job: Job) -> None:
+        loop = asyncio.get_running_loop()
+        conn = self.owners[job.id]
+        layers = None
+
+        def image_format() -> str:
+            return self.owners.get(job.id, conn).image_format
+
+        def wants_preview() -> bool:
+            return self.owners.get(job.id, conn).outbox.qsize() < PREVIEW_BACKLOG
+
+        def post(message: dict[str, Any], attachments: Any) -> None:
+            loop.call_soon_threadsafe(self._post_to_owner, job.id, message, attachments)
+
+        try:
+            reply, layers = await loop.run_in_executor(
+                worker.executor, execute, worker, job, self.limits, self.store, image_format, wants_preview, post)
+        except Exception:  # noqa: BLE001 - never let one job stop the worker
+            log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
+            reply = (error_message("internal", "the server failed while running this job; see its log",
+                                   None, job.id), None)
+        finally:
+            worker.running = None
+            self._wakeup.set()
+            release_freed_memory()
+        if job.request.replace and reply[0].get("type") == "result":
+            self.live.delivered(job.client, time.monotonic() - job.started)
+        if layers is None:
+            self._deliver(job, conn, reply)
+        else:
+            self.finishing.add(job.id)
+            task = asyncio.create_task(self._save_then_deliver(job, conn, reply, layers))
+            self._finishers.add(task)
+            task.add_done_callback(self._finishers.discard)
 
     async def _save_then_deliver(self, job: Job, conn: Connection, reply: tuple, layers: list) -> None:
         """Nothing lost: the result is on disk before ``result`` is sent."""
@@ -300,91 +326,6 @@ class App:
         conn = self.owners.get(job)
         if conn is not None:
             conn.post(message, attachments)
-
-    async def _stored(self, conn: Connection, kind: str, data: dict[str, Any]) -> None:
-        """``fetch`` / ``ack`` / ``history`` against the result store (disk work off the loop)."""
-        loop = asyncio.get_running_loop()
-        job = data.get("job")
-        if self.store is None:
-            conn.post(error_message("unavailable", "this server keeps no results (started without a store)",
-                                    None, job if isinstance(job, str) else None))
-            return
-        if kind == "history":
-            limit = data.get("limit", 50)
-            limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 50
-            conn.post({"type": "history", "jobs": self.store.history(limit)})
-            return
-        if not isinstance(job, str):
-            conn.post(error_message("bad_request", f"'{kind}' needs the 'job' id of a finished job", "job"))
-            return
-        if kind == "ack":
-            found = await loop.run_in_executor(None, self.store.ack, job)
-            conn.post({"type": "acked", "job": job, "found": found})
-            return
-        if (self.running is not None and self.running.id == job) or job in self.finishing:
-            self.owners[job] = conn  # a reconnected client takes over delivery of its running job
-            conn.post({"type": "status", "job": job, "state": "running"})
-            return
-        stored = await loop.run_in_executor(None, self.store.get, job)
-        if stored is None:
-            state = "queued" if job in self.queue else "unknown"
-            conn.post(error_message("not_found", f"no finished result for job {job!r} ({state}); results are "
-                                    "kept until acknowledged or past the retention limit", "job", job))
-            return
-        meta, layers = stored
-        attachments = await loop.run_in_executor(
-            None, lambda: {f"image{i}": encode(rgba, conn.image_format) for i, rgba in enumerate(layers)})
-        conn.post(meta, attachments)
-
-    def _execute(self, job: Job, conn: Connection, loop: asyncio.AbstractEventLoop):
-        """Runs on the worker thread: the whole generation, including encoding the results."""
-        request = job.request
-
-        def progress(p: Progress) -> None:
-            message = {"type": "progress", "job": job.id, "stage": p.stage, "step": p.step,
-                       "total": p.total, "message": p.message}
-            attachments = None
-            owner = self.owners.get(job.id, conn)
-            if p.preview is not None and owner.outbox.qsize() < PREVIEW_BACKLOG:
-                attachments = {"preview": encode(np.asarray(p.preview.convert("RGB")), owner.image_format)}
-            loop.call_soon_threadsafe(self._post_to_owner, job.id, message, attachments)
-
-        t0 = time.perf_counter()
-        try:
-            inputs = decode_inputs(request, job.images, self.limits)
-            model = self.engine.model_info(request.model)
-            output = run_generation(self.engine, request, inputs, model, progress, job.cancelled)
-        except JobCancelled:
-            return (_cancelled_message(job), None), None
-        except (EngineError, ProtocolError) as exc:
-            return (error_message(exc.code, str(exc), exc.field, job.id), None), None
-        if job.cancelled():  # cancelled after its last step: stale, never delivered
-            return (_cancelled_message(job), None), None
-        t1 = time.perf_counter()
-        attachments = {f"image{i}": encode(layer.rgba, conn.image_format) for i, layer in enumerate(output.layers)}
-        timings = {"queued_s": (job.started or t0) - job.submitted, **output.timings,
-                   "encode_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0}
-        images = [{"seed": layer.seed, "x": layer.x, "y": layer.y, "width": layer.rgba.shape[1],
-                   "height": layer.rgba.shape[0]} for layer in output.layers]
-        meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
-                "timings": {k: round(v, 4) for k, v in timings.items()}}
-        if self.store is not None and self.store.valid_id(job.id) and not request.replace:
-            return (meta, attachments), [layer.rgba for layer in output.layers]  # saved, then sent
-        return (meta, attachments), None
-
-
-def _release_freed_memory() -> None:
-    """Give memory freed by the last job back to the OS (glibc keeps it otherwise: +9% RSS
-    across mode switches, 0.7% with this; ~4 ms, docs/performance.md)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc
-
-
-def _cancelled_message(job: Job) -> dict[str, Any]:
-    return {"type": "cancelled", "job": job.id, **({"reason": "replaced"} if job.replaced else {})}
-
 
 def _job_of(frame: str | bytes) -> str | None:
     """Best-effort job id of a rejected text frame, so clients can match the error."""

@@ -46,6 +46,27 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def parse_devices(spec: str) -> list[str]:
+    """``--device`` as a list: ``cuda:0,cuda:1`` -> one entry per worker; each must be a known device,
+    a CUDA index must exist (``torch.cuda.device_count()``), none twice. ``auto`` etc. stay one entry."""
+    names = [part.strip().lower() for part in (spec or "auto").split(",")]
+    if any(not n for n in names):
+        raise EngineError(f"device list {spec!r} has an empty entry; write it like cuda:0,cuda:1", field="device")
+    if len(set(names)) != len(names):
+        raise EngineError(f"device list {spec!r} names a device twice; one worker per device", field="device")
+    for name in names:
+        base, _, index = name.partition(":")
+        if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
+            raise EngineError(f"unknown device {name!r}; use auto, cpu, mps, cuda or cuda:N", field="device")
+        if len(names) > 1 and base != "cuda":
+            raise EngineError(f"a device list is for GPUs (cuda:0,cuda:1); {name!r} cannot be in one — for "
+                              "several CPU workers use --workers N", field="device")
+        if index and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
+            raise EngineError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA "
+                              f"GPU(s): cuda:0..cuda:{torch.cuda.device_count() - 1}", field="device")
+    return names
+
+
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
