@@ -111,3 +111,30 @@ def build_tiny_flux(folder: str | os.PathLike, *, guidance: bool = True) -> str:
     pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=_vae(0.3611, 0.1159), text_encoder=te,
                         tokenizer=tok, text_encoder_2=_t5(), tokenizer_2=t5_tokenizer())
     return _save(pipe, folder)
+
+
+def write_tiny_flow_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0,
+                         rank: int = 4) -> str:
+    """A diffusers-format LoRA (.safetensors) for a saved tiny SD3 or Flux pipeline's transformer
+    (attention projections; random non-zero A and B, so it changes the output)."""
+    import warnings
+
+    import diffusers
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    folder = os.fspath(pipe_folder)
+    flux = os.path.isdir(os.path.join(folder, "text_encoder_2")) and not os.path.isdir(
+        os.path.join(folder, "text_encoder_3")) and not os.path.isdir(os.path.join(folder, "tokenizer_3"))
+    cls = diffusers.FluxPipeline if flux else diffusers.StableDiffusion3Pipeline
+    model_cls = diffusers.FluxTransformer2DModel if flux else diffusers.SD3Transformer2DModel
+    transformer = model_cls.from_pretrained(folder, subfolder="transformer")
+    torch.manual_seed(seed)
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                       target_modules=["to_q", "to_k", "to_v"]), transformer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        layers = get_peft_model_state_dict(transformer)
+    out = os.fspath(out_path)
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    cls.save_lora_weights(os.path.dirname(out) or ".", transformer_lora_layers=layers, weight_name=os.path.basename(out))
+    return out

@@ -23,6 +23,10 @@ class LRUCache(Generic[T]):
             self._items.move_to_end(key)
         return item
 
+    def peek(self, key: str) -> T | None:
+        """The entry without making it the most recently used."""
+        return self._items.get(key)
+
     def put(self, key: str, item: T) -> None:
         self._items[key] = item
         self._items.move_to_end(key)

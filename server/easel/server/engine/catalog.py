@@ -25,6 +25,7 @@ from .families import (
     detect,
     folder_configs,
     guess,
+    model_features,
     read_json,
     variant_of,
 )
@@ -197,7 +198,7 @@ def _info(model_id: str, traits: Traits, source: str, loaded: bool, name: str = 
     return ModelInfo(id=model_id, family=traits.family, native=traits.native, default_steps=traits.default_steps,
                      default_guidance=traits.default_guidance, source=source, loaded=loaded,
                      few_step=traits.few_step, name=name or model_id, problem=problem,
-                     inpaint=traits.inpaint_unet)
+                     inpaint=traits.inpaint_unet, features=model_features(traits))
 
 
 def entry_traits(entry: Entry) -> Traits:

@@ -174,7 +174,9 @@ def control_pipeline(lm: LoadedModel, mode: str, controlnet: Any) -> Any:
     cls = getattr(diffusers, _CLASSES["sdxl" if lm.traits.family == "sdxl" else "sd"][mode])
     pipe = cls.from_pipe(lm.base, controlnet=controlnet, **{_DTYPE_KW: lm.base.dtype})
     pipe.set_progress_bar_config(disable=True)
-    if lm.offload_device is not None:
+    if lm.offload_mode == "sequential":  # the base modules keep their per-module hooks
+        controlnet.to(lm.offload_device)
+    elif lm.offload_device is not None:
         pipe.enable_model_cpu_offload(device=lm.offload_device)
         lm._offload_owner = pipe  # the next plain pipeline re-hooks the shared modules
     return pipe

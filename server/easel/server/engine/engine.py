@@ -19,6 +19,7 @@ from .cache import LRUCache
 from .catalog import Catalog
 from .controlnet import ControlNets, check_fits
 from .device import free_memory, resolve_device, resolve_dtype
+from .families import unsupported
 from .loading import LoadedModel, LoadOptions, load_model
 from .lora import LoraLibrary
 from .refiner import Refiner
@@ -38,15 +39,17 @@ class Engine:
     ``control_models`` (ControlNet hub ids or folders), ``refiner`` (an SDXL refiner reference) and
     ``safety_checker`` (False = off, True = the stock checker, or a reference to one). ``models_dir``
     (one folder or several) confines model paths and is scanned: its checkpoints, diffusers folders,
-    LoRAs and ControlNets are offered too (library/, docs/models.md).
+    LoRAs and ControlNets are offered too (library/, docs/models.md). ``cpu_offload``: False/"none",
+    True/"model" (model CPU offload) or "sequential" (per layer: least memory, slowest). ``sd3_t5=False``
+    loads SD 3/3.5 without their T5 text encoder.
     """
 
     def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
-                 attention_slicing: bool = False, vae_tiling: bool = False, cpu_offload: bool = False,
+                 attention_slicing: bool = False, vae_tiling: bool = False, cpu_offload: bool | str = False,
                  models_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  loras_dir: str | os.PathLike | None = None,
                  control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
-                 safety_checker: bool | str | os.PathLike = False):
+                 safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -60,7 +63,7 @@ class Engine:
         self.device: str = resolve_device(device)
         self.dtype: str = resolve_dtype(dtype, self.device)
         self._options = LoadOptions(self.device, (dtype or "auto").lower(), self.dtype,
-                                    attention_slicing, vae_tiling, cpu_offload)
+                                    attention_slicing, vae_tiling, cpu_offload, sd3_t5)
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
         self._loras = LoraLibrary(loras_dir, self.library)
         self._controls = ControlNets(control_models, self._options, roots, self.library)
@@ -80,7 +83,7 @@ class Engine:
         if self.library is not None:
             self.library.scan()  # what a client asks for is what is on disk now
         self._loras.rescan()
-        infos = self._catalog.infos()
+        infos = [self._runtime(info) for info in self._catalog.infos()]
         if self._loras.enabled:
             entries = self._loras.entries()
             for info in infos:
@@ -90,7 +93,14 @@ class Engine:
 
     def model_info(self, ref: str | None) -> ModelInfo:
         """Info for ``ref`` (an id, or the reference the server was started with); None = default."""
-        return self._catalog.info(self._resolve(ref))
+        return self._runtime(self._catalog.info(self._resolve(ref)))
+
+    def _runtime(self, info: ModelInfo) -> ModelInfo:
+        """``info`` with the dtype it runs in (the engine's until it is loaded) and its offload mode."""
+        loaded = self._cache.peek(info.id)
+        info.dtype = loaded.dtype if loaded is not None else self.dtype
+        info.offload = self._options.offload_mode if self.device != "cpu" else "none"
+        return info
 
     def schedulers(self) -> list[str]:
         return scheduler_names()
@@ -179,6 +189,14 @@ class Engine:
     def _check_features(self, job: EngineJob, model_id: str) -> None:
         """Cheap checks before any loading: names that must exist, LoRAs of the model's family."""
         traits = self._catalog.traits(model_id)
+        asked = {"negative_prompt": bool(job.negative_prompt), "scheduler": job.scheduler not in (None, "euler"),
+                 "control_model": job.control_model is not None, "refiner": job.refiner,
+                 "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
+        for feature, used in asked.items():
+            why = unsupported(traits, feature) if used else None
+            if why:
+                raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature}: {why}; "
+                                  f"leave {feature} unset for it", field=feature, code="unsupported_feature")
         for name, _ in job.loras:
             self._loras.check_fits(name, model_id, traits.context, traits.family)
         if job.control_model is not None:

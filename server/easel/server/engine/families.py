@@ -65,6 +65,32 @@ class Traits:
 Config = dict[str, Any]
 
 
+# Request fields (power features) a model may or may not support; the welcome lists each model's own.
+FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
+_UNSUPPORTED = {
+    "sd3": {"scheduler": "SD 3/3.5 runs its own flow-matching scheduler",
+            "control_model": "the sketch ControlNets are SD 1.x/2.x/SDXL ControlNets",
+            "refiner": "the refiner is SDXL's"},
+    "flux": {"negative_prompt": "FLUX.1 is guidance-distilled and has no negative prompt",
+             "scheduler": "FLUX.1 runs its own flow-matching scheduler",
+             "control_model": "the sketch ControlNets are SD 1.x/2.x/SDXL ControlNets",
+             "refiner": "the refiner is SDXL's"},
+}
+
+
+def model_features(traits: Traits) -> list[str]:
+    """The FEATURES a model of these traits supports (the refiner only on SDXL)."""
+    missing = _UNSUPPORTED.get(traits.family, {})
+    return [f for f in FEATURES if f not in missing and (f != "refiner" or traits.family == "sdxl")]
+
+
+def unsupported(traits: Traits, feature: str) -> str | None:
+    """Why a model of these traits cannot use ``feature`` (None: it can)."""
+    if feature == "refiner" and traits.family != "sdxl":
+        return _UNSUPPORTED.get(traits.family, {}).get(feature, "the refiner is SDXL's")
+    return _UNSUPPORTED.get(traits.family, {}).get(feature)
+
+
 def read_json(path: str) -> Config | None:
     try:
         with open(path, encoding="utf-8") as f:

@@ -7,10 +7,12 @@ the spatial form, so these helpers pack and unpack with the pipeline's own stati
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 import torch
+from PIL import Image
 
 
 def is_flux(pipe: Any) -> bool:
@@ -41,3 +43,19 @@ def packer(pipe: Any, width: int, height: int) -> Callable[[torch.Tensor], torch
         return pipe._pack_latents(latents, b, c, 2 * (height // scale), 2 * (width // scale))
 
     return pack
+
+
+def run_rounded(run: Callable[[Any], list[Image.Image]], job: Any, step: int) -> list[Image.Image]:
+    """Run ``job`` (sides multiples of 8, not of ``step``) at its sides rounded up to multiples of ``step``,
+    and scale the results back: SD3/Flux need multiples of 16, the server's regions are multiples of 8.
+    Image and mask are scaled up (bicubic) by at most 8 px per side; results come back with Lanczos."""
+    w, h = -(-job.width // step) * step, -(-job.height // step) * step
+    resized = {k: getattr(job, k).resize((w, h), Image.Resampling.BICUBIC)
+               for k in ("image", "mask", "control_image") if getattr(job, k) is not None}
+    images = run(dataclasses.replace(job, width=w, height=h, **resized))
+    out = []
+    for img in images:
+        back = img.resize((job.width, job.height), Image.Resampling.LANCZOS)
+        back.info["easel"] = {**img.info["easel"], "run_size": [w, h]}
+        out.append(back)
+    return out

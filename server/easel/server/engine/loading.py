@@ -26,7 +26,7 @@ from diffusers import (
 
 from . import hub, single_file
 from .device import DTYPES, model_dtype
-from .families import Traits, check_supported, detect, folder_configs
+from .families import SD3_CLASSES, Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
@@ -43,6 +43,9 @@ _XL_MODE_CLASSES = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDi
                     "inpaint": "StableDiffusionXLInpaintPipeline"}
 
 
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
 @dataclass
 class LoadOptions:
     device: str
@@ -50,7 +53,15 @@ class LoadOptions:
     dtype_default: str  # resolved for the device
     attention_slicing: bool = False
     vae_tiling: bool = False
-    cpu_offload: bool = False  # only honoured on an accelerator
+    cpu_offload: bool | str = False  # True/"model" or "sequential"; only honoured on an accelerator
+    sd3_t5: bool = True  # False: SD 3/3.5 load without their T5 encoder (far less memory, weaker prompts)
+
+    def __post_init__(self) -> None:
+        mode = {True: "model", False: "none", None: "none"}.get(self.cpu_offload, self.cpu_offload)  # type: ignore[call-overload]
+        if mode not in OFFLOAD_MODES:
+            raise EngineError(f"unknown offload mode {self.cpu_offload!r}; use one of {', '.join(OFFLOAD_MODES)}",
+                              field="offload")
+        self.offload_mode: str = mode
 
 
 @dataclass
@@ -62,7 +73,8 @@ class LoadedModel:
     dtype: str
     base: Any  # the loaded DiffusionPipeline
     preview: LatentPreview | None
-    offload_device: str | None = None  # set when model CPU offload is on
+    offload_device: str | None = None  # set when CPU offload is on
+    offload_mode: str = "none"  # "model" | "sequential" when offload_device is set
     pipes: dict[str, Any] = field(default_factory=dict)
     _offload_owner: Any = None
 
@@ -74,7 +86,7 @@ class LoadedModel:
         if pipe is None:
             pipe = self.pipes[mode] = _from_pipe(self.base, mode, self.traits)
             pipe.set_progress_bar_config(disable=True)
-        if self.offload_device is not None and self._offload_owner is not pipe:
+        if self.offload_mode == "model" and self._offload_owner is not pipe:
             pipe.enable_model_cpu_offload(device=self.offload_device)  # re-hooks the shared modules
             self._offload_owner = pipe
         return pipe
@@ -129,9 +141,10 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
                           f"{_HINTS[ref.source]}", field="model", code="model_load_failed") from exc
     seconds = time.perf_counter() - t0
     log.info("loaded %s (%s, %s on %s%s) in %.2f s", ref.id, traits.family, dtype, opts.device,
-             ", cpu offload" if offload else "", seconds)
+             f", {opts.offload_mode} cpu offload" if offload else "", seconds)
     say(Progress("load", 1, 1, f"loaded {ref.id} in {seconds:.1f} s"))
-    return LoadedModel(ref, traits, dtype, pipe, preview, opts.device if offload else None)
+    return LoadedModel(ref, traits, dtype, pipe, preview, opts.device if offload else None,
+                       opts.offload_mode if offload else "none")
 
 
 def _quiet() -> None:
@@ -212,6 +225,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
                                          single_file.scheduler_overrides(desc))
     else:
         kwargs = _skip_components(index)
+        if not opts.sd3_t5 and index and index.get("_class_name") in SD3_CLASSES and "text_encoder_3" in index:
+            kwargs.update(text_encoder_3=None, tokenizer_3=None)  # diffusers runs SD3 without T5
         variant = _variant(folder, dtype)
         if variant:
             kwargs["variant"] = variant
@@ -272,10 +287,12 @@ def _variant(folder: str, dtype: str) -> str | None:
 def _place(pipe: Any, opts: LoadOptions) -> bool:
     """Move to the device and apply memory options; True when model CPU offload is on."""
     pipe.set_progress_bar_config(disable=True)
-    offload = opts.cpu_offload and opts.device != "cpu"
-    if opts.cpu_offload and not offload:
+    offload = opts.offload_mode != "none" and opts.device != "cpu"
+    if opts.offload_mode != "none" and not offload:
         log.info("cpu_offload ignored: the model already runs on the CPU")
-    if offload:
+    if offload and opts.offload_mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=opts.device)  # hooks per module: shared by every mode's pipe
+    elif offload:
         pipe.enable_model_cpu_offload(device=opts.device)
     else:
         pipe.to(opts.device)

@@ -114,8 +114,9 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             extras: Extras | None = None) -> list[Image.Image]:
     """Run ``job`` on ``lm``: RGB images of job.width x job.height, one per seed, in seed order."""
     extras = extras or Extras()
-    validate(job, lm.traits.size_step,
-             "the VAE's scale factor times the 2x2 patches" if lm.traits.flow else "the VAE's scale factor")
+    validate(job, lm.traits.vae_scale)
+    if job.width % lm.traits.size_step or job.height % lm.traits.size_step:
+        return flow.run_rounded(lambda j: run_job(lm, j, progress, cancelled, extras), job, lm.traits.size_step)
     p = plan(job, lm.traits.default_steps, lm.traits.default_guidance)
     info = {"model": lm.ref.id, "mode": job.mode, "steps": p.steps, "guidance": p.guidance,
             "scheduler": job.scheduler, "strength": p.strength}

@@ -43,6 +43,9 @@ class ModelInfo:
     problem: str | None = None  # why it cannot be used (a broken library entry); None = usable
     inpaint: bool = False  # a 9-channel inpainting model
     loras: list[str] | None = None  # ids of the LoRAs that fit it (None: the server has no LoRAs)
+    features: list[str] | None = None  # the request fields of families.FEATURES it supports
+    dtype: str | None = None  # what it runs (or will run) in
+    offload: str = "none"  # "none" | "model" | "sequential" CPU offload
 
     def to_dict(self) -> dict:
         d = {
@@ -54,6 +57,11 @@ class ModelInfo:
             d["problem"] = self.problem
         if self.loras is not None:
             d["loras"] = list(self.loras)
+        if self.features is not None:
+            d["features"] = list(self.features)
+        if self.dtype is not None:
+            d["dtype"] = self.dtype
+        d["offload"] = self.offload
         return d
 
 

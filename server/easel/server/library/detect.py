@@ -18,7 +18,12 @@ from .configs import CONFIGS
 from .header import Tensors
 
 UNET = "model.diffusion_model."
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner"}
+FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner", "sd3": "SD 3/3.5",
+                 "flux": "FLUX.1"}
+# LoRAs of the flow-matching transformers, by their block names (diffusers/PEFT, kohya and original layouts):
+# Flux has double and single blocks, SD3 joint blocks only.
+_FLUX_LORA = re.compile(r'"[^"]*(single_transformer_blocks|double_blocks|single_blocks)[._]')
+_SD3_LORA = re.compile(r'"[^"]*(joint_blocks|transformer[._]transformer_blocks)[._]')
 CONTEXT_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl-refiner"}
 # exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
 _PROBES: dict[str, dict[str, tuple[int, ...]]] = {
@@ -179,6 +184,10 @@ def _context(tensors: Tensors, prefix: str, names: str) -> int | None:
 def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
     """A LoRA (kohya, diffusers/PEFT, LyCORIS LoHa): family from its cross-attention width or structure."""
     names = names if names is not None else names_text(tensors)
+    if _FLUX_LORA.search(names):
+        return Description("lora", "flux")
+    if _SD3_LORA.search(names):
+        return Description("lora", "sd3")
     context = None
     match = _LORA_CROSS.search(names)
     if match is not None:

@@ -1,0 +1,92 @@
+"""Power features on SD 3/3.5 and FLUX.1 (tiny models): which ones each model supports (and the clear
+error for the others), LoRAs, dtype and offload in the model info, SD3 without its T5 encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_engine_flow import SIZE, arr, assert_close, job, raw_call, run
+
+from easel.server.engine import Engine, EngineError
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_sd3_path, tiny_flux_path, tmp_path_factory):
+    from tiny_flow_models import write_tiny_flow_lora
+
+    folder = tmp_path_factory.mktemp("flow_loras")
+    write_tiny_flow_lora(tiny_sd3_path, folder / "sd3-ink.safetensors")
+    write_tiny_flow_lora(tiny_flux_path, folder / "flux-ink.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_sd3_path, tiny_flux_path, tiny_sd_path, loras):
+    with Engine([tiny_sd3_path, tiny_flux_path, tiny_sd_path], device="cpu", dtype="float32",
+                loras_dir=loras) as eng:
+        yield eng
+
+
+def test_model_info_lists_features_dtype_and_offload(engine, tiny_sd3_path, tiny_flux_path, tiny_sd_path):
+    info = {i.family: i for i in engine.models()}
+    assert info["sd1"].features == ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed"]
+    assert info["sd3"].features == ["negative_prompt", "loras", "variation_seed"]
+    assert info["flux"].features == ["loras", "variation_seed"]
+    d = info["flux"].to_dict()
+    assert d["features"] == ["loras", "variation_seed"] and d["dtype"] == "float32" and d["offload"] == "none"
+
+
+@pytest.mark.parametrize(("family", "field", "kw"), [
+    ("flux", "negative_prompt", {"negative_prompt": "blurry"}),
+    ("flux", "scheduler", {"scheduler": "dpmpp_2m", "negative_prompt": ""}),
+    ("sd3", "control_model", {"control_model": "sketch"}),
+    ("sd3", "refiner", {"refiner": True}),
+    ("flux", "refiner", {"refiner": True, "negative_prompt": ""}),
+])
+def test_unsupported_feature_is_a_clear_error(engine, tiny_sd3_path, tiny_flux_path, family, field, kw):
+    model = {"sd3": tiny_sd3_path, "flux": tiny_flux_path}[family]
+    with pytest.raises(EngineError) as err:
+        run(engine, job(model=model, **kw))
+    assert err.value.field == field and err.value.code == "unsupported_feature"
+    assert field in str(err.value) and family in str(err.value)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_lora_changes_the_result_and_is_removed_afterwards(engine, tiny_sd3_path, tiny_flux_path, family):
+    model = {"sd3": tiny_sd3_path, "flux": tiny_flux_path}[family]
+    neg = "blurry" if family == "sd3" else ""
+    name = f"{family}-ink.safetensors"
+    info = {i.family: i for i in engine.models()}[family]
+    assert name in (info.loras or [])
+    (plain,) = run(engine, job(model=model, negative_prompt=neg))
+    (with_lora,) = run(engine, job(model=model, negative_prompt=neg, loras=[(name, 1.0)]))
+    (again,) = run(engine, job(model=model, negative_prompt=neg))
+    assert np.abs(arr(plain) - arr(with_lora)).max() > 2
+    assert np.array_equal(arr(plain), arr(again))
+    assert with_lora.info["easel"]["features"]["loras"] == [{"name": name, "weight": 1.0}]
+
+
+def test_sd3_without_t5_matches_raw_diffusers(tiny_sd3_path):
+    from diffusers import StableDiffusion3Pipeline
+
+    with Engine([tiny_sd3_path], device="cpu", dtype="float32", sd3_t5=False) as eng:
+        (img,) = run(eng, job(seeds=[4]))
+        assert eng.pipeline(None).text_encoder_3 is None
+    raw = StableDiffusion3Pipeline.from_pretrained(tiny_sd3_path, text_encoder_3=None, tokenizer_3=None,
+                                                   dtype=torch.float32)
+    raw.set_progress_bar_config(disable=True)
+    assert img.size == (SIZE, SIZE)
+    assert_close(img, raw_call(raw, job(seeds=[4], guidance=7.0), 4))
+
+
+def test_offload_modes_are_checked():
+    from easel.server.engine.loading import LoadOptions
+
+    assert LoadOptions("cuda", "auto", "float16", cpu_offload=True).offload_mode == "model"
+    assert LoadOptions("cuda", "auto", "float16", cpu_offload="sequential").offload_mode == "sequential"
+    with pytest.raises(EngineError) as err:
+        LoadOptions("cuda", "auto", "float16", cpu_offload="layers")
+    assert err.value.field == "offload"
