@@ -202,7 +202,8 @@ def test_feature_choices_from_welcome():
                "loras": ["ink.safetensors"], "control_models": [], "refiner": ["ref"]}
     assert editing.feature_choices(welcome) == {"models": ["sd", "xl"], "default_model": "sd",
                                                 "loras": ["ink.safetensors"], "control_models": [],
-                                                "refiner": True, "sdxl": ["xl"]}
+                                                "refiner": True, "sdxl": ["xl"], "family": "sd1",
+                                                "negative_prompt": True, "scheduler": True, "variations": True}
     assert editing.feature_choices(None)["models"] == [] and not editing.feature_choices({})["refiner"]
 
 

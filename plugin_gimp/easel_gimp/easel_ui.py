@@ -134,6 +134,10 @@ class Dialog:
         if "refiner" in self._power:
             check = self.dialog.get_widget("refiner", Gtk.CheckButton.__gtype__)
             check.set_sensitive((model or c["default_model"]) in set(c["sdxl"]))
+        # the model's own features (welcome): FLUX.1 has no negative prompt; the request leaves hidden ones out
+        negative = self.dialog.get_widget("negative-prompt", GimpUi.LabelEntry.__gtype__)
+        if isinstance(negative, GimpUi.LabelEntry) and c.get("negative_prompt") is not None:
+            negative.set_visible(c["negative_prompt"])
 
     def refresh_choices(self) -> None:
         """Ask the server again and rebuild the drop-downs."""

@@ -91,6 +91,7 @@ class EaselDocker(DockWidget):
         self.negative = named(QLineEdit(), "easel_negative", "What to avoid")
         self.negative.setPlaceholderText("negative prompt")
         form.addRow("Negative", self.negative)
+        negative_row = [self.negative, form.labelForField(self.negative)]
 
         self.strength = named(QSlider(Qt.Orientation.Horizontal), "easel_strength",
                                "100%: paint a new image (or new content in the selection); lower: refine the canvas")
@@ -128,6 +129,7 @@ class EaselDocker(DockWidget):
         form.addRow("Batch", self.batch)
 
         self.power = PowerPanel(self.controller)  # "More": LoRAs, variations, sketch guide, upscale, history
+        self.power.negative_widgets = negative_row
         outer.addWidget(self.power)
         self.generate_button = named(QPushButton("Generate"), "easel_generate_button",
                                       "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")

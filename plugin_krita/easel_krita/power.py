@@ -89,7 +89,8 @@ class PowerPanel(QWidget):
         _declared(self.variation_strength, "variation_strength").setSingleStep(0.05)
         self.vary = named(QPushButton("Vary last"), "easel_vary",
                            "Keep the last result's seed, pick a new variation seed and generate")
-        _row(box, "Variation", self.variation_seed, self.variation_strength, self.vary)
+        self.variation_row = _row(box, "Variation", self.variation_seed, self.variation_strength, self.vary)
+        self.negative_widgets: list = []  # the docker's negative prompt row: hidden where the model has none
 
         self.sketch = named(QCheckBox("canvas as sketch guide"), "easel_sketch_guide",
                              "Send the visible canvas as the ControlNet guide (dark-on-light sketches are inverted)")
@@ -165,6 +166,9 @@ class PowerPanel(QWidget):
         self.control_row.setVisible(bool(choices["control_models"]))
         self.refiner_row.setVisible(choices["refiner"])
         self.refiner.setEnabled(choices["refiner"] and model_id in choices["sdxl"])
+        self.variation_row.setVisible(choices["variations"])  # per model (welcome features): e.g. FLUX.1 has
+        for widget in self.negative_widgets:  # no negative prompt, SD3/Flux no sketch ControlNet or refiner
+            widget.setVisible(choices["negative_prompt"])
         idle = not c.busy
         for button in (self.vary, self.upscale, self.history):
             button.setEnabled(idle and c.connection_ok)

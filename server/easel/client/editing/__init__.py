@@ -52,10 +52,12 @@ from .power import (
     features_from_ui,
     fetch_history,
     fetch_result,
+    fit_to_model,
     history_label,
     is_dark_on_light,
     loras_text,
     match_loras,
+    model_features,
     params_from_history,
     parse_loras,
     plan_upscale,
@@ -82,4 +84,4 @@ from .ui import (
     strength_text,
 )
 
-__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]
+__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "fit_to_model", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "model_features", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]

@@ -176,10 +176,44 @@ def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
                  None)
     if entry is not None and isinstance(entry.get("loras"), list):
         loras = [name for name in loras if name in entry["loras"]]
-    return {"models": models, "default_model": default, "loras": loras,
-            "control_models": list(welcome.get("control_models") or []),
-            "refiner": bool(welcome.get("refiner")), "sdxl": [m["id"] for m in welcome.get("models", [])
-                                                              if isinstance(m, dict) and m.get("family") == "sdxl"]}
+    supports = model_features(entry)
+    return {"models": models, "default_model": default, "loras": loras if "loras" in supports else [],
+            "control_models": list(welcome.get("control_models") or []) if "control_model" in supports else [],
+            "refiner": bool(welcome.get("refiner")) and "refiner" in supports,
+            "negative_prompt": "negative_prompt" in supports, "variations": "variation_seed" in supports,
+            "scheduler": "scheduler" in supports, "family": (entry or {}).get("family"),
+            "sdxl": [m["id"] for m in welcome.get("models", []) if isinstance(m, dict) and m.get("family") == "sdxl"]}
+
+
+ALL_FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
+
+
+def model_features(entry: dict | None) -> set[str]:
+    """The request fields a welcome's model entry supports; servers that do not say (older ones): all."""
+    listed = (entry or {}).get("features")
+    return set(listed) if isinstance(listed, list) else set(ALL_FEATURES)
+
+
+def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequest:
+    """``request`` without the settings its model cannot use (a stored negative prompt on FLUX.1, a
+    sketch ControlNet on SD3, ...): a hidden control never turns into a server error."""
+    welcome = welcome or {}
+    model = request.model or welcome.get("default_model")
+    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
+    supports = model_features(entry)
+    if "negative_prompt" not in supports:
+        request.negative_prompt = ""
+    if "scheduler" not in supports:
+        request.scheduler = None
+    if "loras" not in supports:
+        request.loras = None
+    if "control_model" not in supports:
+        request.control_model = None
+    if "variation_seed" not in supports:
+        request.variation_seed = None
+    if "refiner" not in supports:
+        request.refiner = False
+    return request
 
 
 def result_record(result: Result, index: int = 0) -> dict:
