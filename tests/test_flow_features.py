@@ -90,3 +90,13 @@ def test_offload_modes_are_checked():
     with pytest.raises(EngineError) as err:
         LoadOptions("cuda", "auto", "float16", cpu_offload="layers")
     assert err.value.field == "offload"
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_bfloat16_on_the_cpu(tiny_sd3_path, tiny_flux_path, family):
+    model = {"sd3": tiny_sd3_path, "flux": tiny_flux_path}[family]
+    with Engine([model], device="cpu", dtype="bfloat16") as eng:
+        (img,) = run(eng, job(model=None, negative_prompt="" if family == "flux" else "blurry", steps=2))
+        assert eng.model_info(None).dtype == "bfloat16"
+        assert eng.pipeline(None).transformer.dtype == torch.bfloat16
+    assert img.size == (SIZE, SIZE) and np.asarray(img).std() > 0

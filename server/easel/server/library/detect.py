@@ -50,8 +50,10 @@ _TEXT = {  # family -> token-embedding tensors (either spelling) and their width
              (("conditioner.embedders.1.model.token_embedding.weight",), 1280)],
     "sdxl-refiner": [(("conditioner.embedders.0.model.token_embedding.weight",), 1280)],
 }
+_FLOW_FILE = ("{} single file: Easel serves {} as a hub id or diffusers folder (docs/models.md), "
+              "not yet from single files")
 _OTHER = [  # (key fragment, what it is) for files Easel does not serve
-    ("joint_blocks.", "a Stable Diffusion 3 model"), ("double_blocks.", "a Flux model"),
+    ("joint_blocks.", _FLOW_FILE.format("an SD 3/3.5", "SD 3/3.5")), ("double_blocks.", _FLOW_FILE.format("a FLUX.1", "FLUX.1")),
     ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
     ("emb_params", "a textual-inversion embedding"), ("string_to_param", "a textual-inversion embedding"),
     ("image_proj.", "an IP-Adapter"), ("ip_adapter.", "an IP-Adapter"), ("adapter.body.", "a T2I-Adapter"),
@@ -232,7 +234,7 @@ def describe_vae(tensors: Tensors, prefix: str) -> Description:
 def _unknown(names: str, count: int) -> str:
     for fragment, what in _OTHER:
         if fragment in names:
-            return f"{what}, which Easel does not use"
+            return what if "single file" in what else f"{what}, which Easel does not use"
     if not count:
         return "it holds no tensors"
     return "unknown contents (not an SD checkpoint, LoRA, ControlNet or VAE)"
