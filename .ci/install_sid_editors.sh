@@ -14,15 +14,13 @@
 set -euo pipefail
 ROOT=${EASEL_SID_ROOT:-/var/cache/easel/editors-sid}
 MAX_AGE_DAYS=${EASEL_SID_MAX_AGE_DAYS:-7}
-MIRROR=${MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
 # Krita (its Python scripting needs python3-pyqt5, which krita only recommends), GIMP 3 with its
 # Python plug-in support, and the X tools the GIMP GUI test uses inside the chroot (Xvfb, xwininfo
 # from x11-utils, xdotool). The Krita GUI test uses the host's Xvfb and ImageMagick.
 PKGS="krita python3-pyqt5 gimp python3 python3-gi gir1.2-gimp-3.0 gir1.2-gegl-0.4 gir1.2-gtk-3.0 xvfb xauth x11-utils xdotool fonts-dejavu-core"
 STAMP="$ROOT/.easel-sid-chroot"
 WANT="sid: $PKGS"
-export DEBIAN_FRONTEND=noninteractive
+. "$(dirname "$0")/chroot_lib.sh"
 
 complete() {  # a finished chroot with this package list (any age)
   [ -x "$1/usr/bin/krita" ] && compgen -G "$1/usr/bin/gimp-console-3.*" >/dev/null \
@@ -36,25 +34,12 @@ if complete "$ROOT" && [ -z "$(find "$STAMP" -mtime +"$MAX_AGE_DAYS" 2>/dev/null
   echo "sid editors chroot ready at $ROOT: $(versions "$ROOT")"
   exit 0
 fi
-[ "$(id -u)" = 0 ] || { echo "install_sid_editors.sh: must run as root (mmdebstrap --mode=root, chroot)" >&2; exit 1; }
+require_root
+need_host_tools mmdebstrap:mmdebstrap
 
-need=""
-command -v mmdebstrap >/dev/null || need="$need mmdebstrap"
-[ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || need="$need debian-archive-keyring"
-if [ -n "$need" ]; then
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends $need
-fi
-
-t0=$(date +%s)
-TMP="$ROOT.building.$$"
-trap 'rm -rf --one-file-system "$TMP"' EXIT
-mkdir -p "$(dirname "$ROOT")"
-rm -rf --one-file-system "$TMP"
+start_build "$ROOT"
 # The mirror's sid Release file can be weeks old: without Check-Valid-Until false apt rejects it.
-if ! mmdebstrap --variant=apt --mode=root --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-     --aptopt='Acquire::Check-Valid-Until "false"' \
-     --include="$(echo $PKGS | tr ' ' ,)" sid "$TMP" "deb $MIRROR sid main" \
+if ! mmdebstrap_into sid --aptopt='Acquire::Check-Valid-Until "false"' \
    || ! chroot "$TMP" python3 -c "import PyQt5.QtCore" \
    || ! chroot "$TMP" sh -c '/usr/bin/gimp-console-3.* --version'; then
   if complete "$ROOT"; then
@@ -64,8 +49,5 @@ if ! mmdebstrap --variant=apt --mode=root --keyring=/usr/share/keyrings/debian-a
   echo "install_sid_editors.sh: building the sid chroot failed" >&2
   exit 1
 fi
-echo "$WANT" > "$TMP/.easel-sid-chroot"
-rm -rf --one-file-system "$ROOT"
-mv "$TMP" "$ROOT"
-trap - EXIT
-echo "sid editors chroot built at $ROOT in $(( $(date +%s) - t0 )) s ($(du -sh --one-file-system "$ROOT" | cut -f1)): $(versions "$ROOT")"
+finish_build "$ROOT" .easel-sid-chroot
+echo "sid editors chroot built at $ROOT $(built_in "$ROOT"): $(versions "$ROOT")"
