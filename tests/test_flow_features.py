@@ -100,3 +100,17 @@ def test_bfloat16_on_the_cpu(tiny_sd3_path, tiny_flux_path, family):
         assert eng.model_info(None).dtype == "bfloat16"
         assert eng.pipeline(None).transformer.dtype == torch.bfloat16
     assert img.size == (SIZE, SIZE) and np.asarray(img).std() > 0
+
+
+def test_config_file_selects_the_offload_mode(tmp_path):
+    from easel.server.settings import SettingsError, read_file
+
+    config = tmp_path / "easel.toml"
+    config.write_text('cpu_offload = "sequential"\n')
+    assert read_file(config)["cpu_offload"] == "sequential"
+    config.write_text("cpu_offload = true\n")
+    assert read_file(config)["cpu_offload"] is True
+    config.write_text('cpu_offload = "layers"\n')
+    with pytest.raises(SettingsError) as err:
+        read_file(config)
+    assert "cpu_offload" in str(err.value) and "sequential" in str(err.value)

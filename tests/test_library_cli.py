@@ -113,7 +113,7 @@ def test_models_local_lists_what_is_on_disk(assets, tmp_path, capsys):
     assert main(["models", "--local", "--models-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for words in ("dreamshaper_tiny", "SD 1.x inpainting", "SDXL LoRA", "ControlNet", "tiny-vae",
-                  "problem: truncated", "problem: still being copied", "Flux"):
+                  "problem: truncated", "problem: still being copied", "FLUX.1 single file"):
         assert words in out, words
 
 

@@ -29,7 +29,7 @@ WANT = {  # id -> (kind, family, inpaint, problem words)
     "ink_xl.safetensors": ("lora", "sdxl", False, None), "scribble": ("controlnet", None, False, None),
     "tiny-vae": ("vae", None, False, None), "truncated": (None, None, False, "truncated"),
     "copying": (None, None, False, "still being copied"), "corrupt": (None, None, False, "corrupt"),
-    "flux_like": ("checkpoint", None, False, "Flux"),
+    "flux_like": ("checkpoint", None, False, "FLUX.1"),
 }
 
 

@@ -21,7 +21,7 @@ from server_harness import inprocess_server
 
 torch.set_num_threads(1)
 MODELS = ["dreamshaper_tiny", "sdxl/juggernaut_xl", "inpaint_tiny", "sd-folder", "xl-folder"]
-BROKEN = {"truncated": "truncated", "copying": "still being copied", "corrupt": "corrupt", "flux_like": "Flux"}
+BROKEN = {"truncated": "truncated", "copying": "still being copied", "corrupt": "corrupt", "flux_like": "FLUX.1"}
 
 
 @pytest.fixture(scope="session")

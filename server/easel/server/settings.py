@@ -54,7 +54,7 @@ class ServeSettings:
     max_loaded: int = 2
     attention_slicing: bool = False
     vae_tiling: bool = False
-    cpu_offload: bool = False
+    cpu_offload: bool | str = False  # true / "model", or "sequential" (per layer, least memory)
     preload: bool = True
     threads: int | None = None
     output_dir: str | None = None
@@ -113,6 +113,9 @@ def _checked(key: str, value: Any, path: Path) -> Any:
     elif key == "safety_checker":
         if not isinstance(value, (bool, str)):
             raise SettingsError(f"{where} must be true, false or a model reference (a string)")
+    elif key == "cpu_offload":
+        if not isinstance(value, bool) and value not in ("none", "model", "sequential"):
+            raise SettingsError(f"{where} must be true, false, \"model\" or \"sequential\"")
     elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise SettingsError(f"{where} must be true or false")
