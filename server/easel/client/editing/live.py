@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..connection import Client, ClientError
 from .core import Box, EditorState, Params, PlannedRequest, plan_request
+from .power import fit_to_model
 from .ui import model_choices
 
 LIVE_STEPS = 4  #: live steps for models without a few-step default (turbo/LCM models use their own)
@@ -301,7 +302,8 @@ class LiveConnection:
                     for job in cancels:
                         client.cancel(job)
                     if planned is not None:
-                        client.submit(planned.request, planned.image, planned.mask)
+                        # what the model cannot use (a negative prompt on FLUX.1, ...) is left out
+                        client.submit(fit_to_model(planned.request, client.welcome), planned.image, planned.mask)
             except ClientError as exc:
                 self._drop(client, str(exc))
             except Exception as exc:  # noqa: BLE001 - reported, never a dead thread
