@@ -1,5 +1,6 @@
 """Power features on SD 3/3.5 and FLUX.1 (tiny models): which ones each model supports (and the clear
-error for the others), LoRAs, dtype and offload in the model info, SD3 without its T5 encoder."""
+error for the others), LoRAs, dtype and offload in the model info, SD3 without its T5 encoder,
+SD3 transformer single files with a config folder."""
 
 from __future__ import annotations
 
@@ -114,3 +115,37 @@ def test_config_file_selects_the_offload_mode(tmp_path):
     with pytest.raises(SettingsError) as err:
         read_file(config)
     assert "cpu_offload" in str(err.value) and "sequential" in str(err.value)
+
+
+def test_sd3_transformer_single_file_with_a_config_folder(tiny_sd3_path, tmp_path):
+    """An original-layout SD3 transformer file (as downloaded) plus a diffusers folder for the rest,
+    whose transformer weights may be missing: the same pixels as the folder model."""
+    import os
+    import shutil
+
+    from tiny_flow_models import write_sd3_transformer_file
+
+    file = write_sd3_transformer_file(tiny_sd3_path, tmp_path / "sd3.5_tiny.safetensors")
+    from diffusers import SD3Transformer2DModel
+    from safetensors.torch import save_file
+
+    weights = SD3Transformer2DModel.from_pretrained(tiny_sd3_path, subfolder="transformer").state_dict()
+    diffusers_layout = tmp_path / "sd3.5_tiny_diffusers.safetensors"
+    save_file({k: v.contiguous() for k, v in weights.items()}, diffusers_layout)
+    config = shutil.copytree(tiny_sd3_path, tmp_path / "sd3-config")
+    for name in os.listdir(config / "transformer"):
+        if name.endswith(".safetensors"):
+            os.remove(config / "transformer" / name)
+    refs = [f"{file}#config={config}", f"{diffusers_layout}#config={config}", tiny_sd3_path]
+    with Engine(refs, device="cpu", dtype="float32") as eng:
+        single, other_layout, folder = (m.id for m in eng.models())
+        (same,) = run(eng, job(model=other_layout, seeds=[2], guidance=5.0))
+        (reference,) = run(eng, job(model=folder, seeds=[2], guidance=5.0))
+        assert np.array_equal(arr(same), arr(reference))
+        assert eng.model_info(single).family == "sd3" and eng.model_info(single).source == "single_file"
+        assert eng.model_info(single).default_guidance == 3.5  # "sd3.5" in its name: SD 3.5 large's defaults
+        from_file = run(eng, job("img2img", model=single, seeds=[2, 3], steps=2, guidance=5.0))
+        from_folder = run(eng, job("img2img", model=folder, seeds=[2, 3], steps=2, guidance=5.0))
+    assert len(from_file) == 2
+    for a, b in zip(from_file, from_folder):
+        assert np.array_equal(arr(a), arr(b))

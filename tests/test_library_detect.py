@@ -96,7 +96,7 @@ def test_other_architectures_are_named():
     assert "FLUX.1 single file" in describe(flux).problem
     transformer_only = {"double_blocks.0.img_attn.qkv.weight": TensorInfo("BF16", (9216, 3072)),
                         "single_blocks.0.linear1.weight": TensorInfo("BF16", (21504, 3072))}
-    assert "hub id or diffusers folder" in describe(transformer_only).problem
+    assert "#config=FOLDER" in describe(transformer_only).problem
     sd3 = {"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": TensorInfo("F16", (4608, 1536))}
     assert "SD 3/3.5 single file" in describe(sd3).problem
     pix2pix = checkpoint("sd1")

@@ -138,3 +138,45 @@ def write_tiny_flow_lora(pipe_folder: str | os.PathLike, out_path: str | os.Path
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     cls.save_lora_weights(os.path.dirname(out) or ".", transformer_lora_layers=layers, weight_name=os.path.basename(out))
     return out
+
+
+def write_sd3_transformer_file(pipe_folder: str | os.PathLike, out_path: str | os.PathLike) -> str:
+    """The saved tiny SD3's transformer as an original-layout (``model.diffusion_model.joint_blocks…``)
+    single file, as the SD 3/3.5 files people download hold it: the exact inverse of diffusers'
+    ``convert_sd3_transformer_checkpoint_to_diffusers`` for models without dual attention or qk-norm."""
+    from diffusers import SD3Transformer2DModel
+    from safetensors.torch import save_file
+
+    sd = SD3Transformer2DModel.from_pretrained(os.fspath(pipe_folder), subfolder="transformer").state_dict()
+    layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("transformer_blocks."))
+
+    def swap(t: torch.Tensor) -> torch.Tensor:  # shift/scale halves (its own inverse)
+        a, b = t.chunk(2, dim=0)
+        return torch.cat([b, a], dim=0)
+
+    out: dict[str, torch.Tensor] = {"pos_embed": sd["pos_embed.pos_embed"]}
+    names = {"x_embedder.proj": "pos_embed.proj", "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
+             "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2", "context_embedder": "context_embedder",
+             "y_embedder.mlp.0": "time_text_embed.text_embedder.linear_1",
+             "y_embedder.mlp.2": "time_text_embed.text_embedder.linear_2", "final_layer.linear": "proj_out"}
+    for i in range(layers):
+        b, x, c = f"transformer_blocks.{i}.", f"joint_blocks.{i}.x_block.", f"joint_blocks.{i}.context_block."
+        last = i == layers - 1
+        for part in ("weight", "bias"):
+            out[x + f"attn.qkv.{part}"] = torch.cat([sd[b + f"attn.to_{n}.{part}"] for n in "qkv"])
+            out[c + f"attn.qkv.{part}"] = torch.cat([sd[b + f"attn.add_{n}_proj.{part}"] for n in "qkv"])
+            ctx_mod = sd[b + f"norm1_context.linear.{part}"]
+            out[c + f"adaLN_modulation.1.{part}"] = swap(ctx_mod) if last else ctx_mod
+        names.update({x + "attn.proj": b + "attn.to_out.0", x + "adaLN_modulation.1": b + "norm1.linear",
+                      x + "mlp.fc1": b + "ff.net.0.proj", x + "mlp.fc2": b + "ff.net.2"})
+        if not last:
+            names.update({c + "attn.proj": b + "attn.to_add_out", c + "mlp.fc1": b + "ff_context.net.0.proj",
+                          c + "mlp.fc2": b + "ff_context.net.2"})
+    for orig, ours in names.items():
+        for part in ("weight", "bias"):
+            out[orig + "." + part] = sd[ours + "." + part]
+    for part in ("weight", "bias"):
+        out[f"final_layer.adaLN_modulation.1.{part}"] = swap(sd[f"norm_out.linear.{part}"])
+    out = {"model.diffusion_model." + k: v.contiguous() for k, v in out.items()}
+    save_file(out, os.fspath(out_path))
+    return os.fspath(out_path)

@@ -59,3 +59,18 @@ def run_rounded(run: Callable[[Any], list[Image.Image]], job: Any, step: int) ->
         back.info["easel"] = {**img.info["easel"], "run_size": [w, h]}
         out.append(back)
     return out
+
+
+def load_transformer_file(path: str, folder: str, dtype: torch.dtype, **kwargs: Any) -> Any:
+    """An SD3/Flux pipeline whose transformer comes from the single file ``path`` (original or diffusers
+    key layout, converted by diffusers' ``from_single_file``) and whose other parts (text encoders, VAE,
+    scheduler, tokenizers) from the diffusers folder ``folder`` of the same model; the folder's own
+    transformer weights are not read and may be missing. ``kwargs`` go to ``from_pretrained``."""
+    import diffusers
+
+    from .families import read_json
+
+    index = read_json(f"{folder}/model_index.json") or {}
+    cls = getattr(diffusers, str((index.get("transformer") or [None, "SD3Transformer2DModel"])[1]))
+    transformer = cls.from_single_file(path, config=folder, subfolder="transformer", torch_dtype=dtype)
+    return diffusers.DiffusionPipeline.from_pretrained(folder, transformer=transformer, torch_dtype=dtype, **kwargs)

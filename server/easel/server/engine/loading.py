@@ -24,9 +24,9 @@ from diffusers import (
     DiffusionPipeline,
 )
 
-from . import hub, single_file
+from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
-from .families import SD3_CLASSES, Traits, check_supported, detect, folder_configs
+from .families import FLUX_CLASSES, SD3_CLASSES, Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
@@ -220,7 +220,11 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
     if cancelled():
         raise JobCancelled()
-    if ref.source == "single_file":
+    if ref.source == "single_file" and (index or {}).get("_class_name") in SD3_CLASSES | FLUX_CLASSES:
+        # SD3/Flux files people download hold the transformer; the rest comes from the config folder
+        kwargs = {"text_encoder_3": None, "tokenizer_3": None} if not opts.sd3_t5 and "text_encoder_3" in index else {}
+        pipe = flow.load_transformer_file(ref.location, config_dir, DTYPES[dtype], **kwargs)
+    elif ref.source == "single_file":
         pipe = single_file.load_pipeline(ref.location, config_dir, DTYPES[dtype],
                                          single_file.scheduler_overrides(desc))
     else:

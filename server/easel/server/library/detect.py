@@ -50,8 +50,8 @@ _TEXT = {  # family -> token-embedding tensors (either spelling) and their width
              (("conditioner.embedders.1.model.token_embedding.weight",), 1280)],
     "sdxl-refiner": [(("conditioner.embedders.0.model.token_embedding.weight",), 1280)],
 }
-_FLOW_FILE = ("{} single file: Easel serves {} as a hub id or diffusers folder (docs/models.md), "
-              "not yet from single files")
+_FLOW_FILE = ("{} single file: serve it as 'FILE#config=FOLDER', FOLDER a diffusers folder of the same {} "
+              "model for the text encoders and VAE (docs/models.md)")
 _OTHER = [  # (key fragment, what it is) for files Easel does not serve
     ("joint_blocks.", _FLOW_FILE.format("an SD 3/3.5", "SD 3/3.5")), ("double_blocks.", _FLOW_FILE.format("a FLUX.1", "FLUX.1")),
     ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
