@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt $(LOCK)
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet pip-tools
-	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra dev -c constraints.txt --strip-extras --allow-unsafe \
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra dev --extra ray -c constraints.txt --strip-extras --allow-unsafe \
 	    --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 	rm -rf $(VENV)-lock
 

@@ -73,12 +73,12 @@ def running_server(models: list[str], *extra: str, timeout: float = 120.0, log_p
 
 
 @contextlib.contextmanager
-def inprocess_server(engine, limits=None, store=None, security=None) -> Iterator[tuple[str, object]]:
-    """Run the real App (real websockets on 127.0.0.1) in a background event loop."""
+def inprocess_server(engine, limits=None, store=None, security=None, **app_kwargs) -> Iterator[tuple[str, object]]:
+    """Run the real App (real websockets on 127.0.0.1) in a background event loop (``app_kwargs``: e.g. workers)."""
     from easel.server.app import App
 
     loop = asyncio.new_event_loop()
-    app = App(engine, limits, store=store, security=security)
+    app = App(engine, limits, store=store, security=security, **app_kwargs)
     ready = threading.Event()
 
     def run() -> None:

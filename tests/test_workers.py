@@ -110,3 +110,17 @@ def test_device_list_one_worker_per_gpu(monkeypatch):
         worker_devices(_args("cuda:0,cuda:1", workers=3))
     with pytest.raises(EngineError, match="at least 1"):
         worker_devices(_args("cpu", workers=0))
+
+
+def test_ray_flags_without_ray_and_replica_counts(monkeypatch):
+    import sys
+
+    from easel.server.rayserve.cluster import import_ray, parse_replicas
+
+    assert parse_replicas("2") == (2, 2) and parse_replicas("1:4") == (1, 4)
+    for bad in ("0", "3:2", "x", "1:y"):
+        with pytest.raises(EngineError, match="--replicas"):
+            parse_replicas(bad)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if easel[ray] were not installed
+    with pytest.raises(EngineError, match=r"pip install 'easel\[ray\]'"):
+        import_ray()

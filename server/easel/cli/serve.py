@@ -32,6 +32,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="workers on the one device, each with its own copy of the models (mainly for tests on "
                         "the CPU); the fair queue feeds them all")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the engine in Ray Serve replicas: 'local' starts Ray on this machine (127.0.0.1), an "
+                        "address (ray://head:10001 or head:6379) joins a cluster; needs pip install 'easel[ray]' "
+                        "(docs/scaling.md)")
+    p.add_argument("--replicas", default="1", metavar="N|MIN:MAX",
+                   help="with --ray: engine replicas (one GPU each when the cluster has GPUs); MIN:MAX autoscales")
+    p.add_argument("--ray-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="with --ray: a replica silent this long (no step, no load progress) is given up on and the "
+                        "job sent once more")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--max-loaded", type=int, default=2, metavar="N", help="models kept in memory (LRU)")
     p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
@@ -83,6 +92,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SecurityError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
+    if args.ray:
+        from .serve_ray import cmd_serve_ray
+
+        return cmd_serve_ray(args, models, security)
     print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
     from ..server.lifetime import StatusLines
 

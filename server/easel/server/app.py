@@ -57,7 +57,7 @@ class App:
     def __init__(self, engine: Any | Sequence[Any] = (), limits: Limits | None = None,
                  store: ResultStore | None = None, security: Security | None = None,
                  live_restart: float = LIVE_RESTART, workers: Sequence[Any] = ()):
-        engines = list(engine) if isinstance(engine, (list, tuple)) else [engine]
+        engines = list(engine) if isinstance(engine, (list, tuple)) else [engine] if engine is not None else []
         self.workers: list[Any] = list(workers) or [LocalWorker(f"w{i}", e) for i, e in enumerate(engines)]
         if not self.workers:
             raise ValueError("App needs an engine or workers")

@@ -1,0 +1,64 @@
+"""``easel serve --ray ADDRESS|local [--replicas N|MIN:MAX]``: the front door here, the engine in Ray Serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from .. import __version__
+
+
+def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) -> int:
+    """Serve the websocket protocol with the engine in Ray Serve replicas (docs/scaling.md)."""
+    from ..server.engine.types import EngineError
+    from ..server.rayserve.cluster import import_ray, parse_replicas
+
+    try:
+        replicas = parse_replicas(args.replicas)
+        import_ray()
+    except EngineError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
+    print(f"Easel {__version__}: starting the engine on Ray ({args.ray}, replicas {args.replicas})…", flush=True)
+    from ..server.app import App
+    from ..server.engine import Engine
+    from ..server.lifetime import StatusLines
+    from ..server.rayserve.cluster import RayCluster
+    from ..server.results import ResultStore, default_output_dir
+    from .serve import _serve
+
+    engine_kwargs = {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
+                     "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
+                     "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
+                     "control_models": args.control_model, "refiner": args.refiner,
+                     "safety_checker": args.safety_checker}
+    try:  # the front door's catalogue: model ids and features for checking requests; it loads no model
+        catalog = Engine(**{**engine_kwargs, "device": "cpu", "safety_checker": False})
+    except EngineError as exc:
+        print(f"easel serve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cluster = RayCluster.start(args.ray, replicas, engine_kwargs, threads=args.threads)
+    except Exception as exc:  # noqa: BLE001 - Ray's errors vary; say which address failed
+        print(f"easel serve: could not start the engine on Ray at {args.ray!r}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+    print(f"Ray Serve: {replicas[0]}..{replicas[1]} replicas; models: "
+          + ", ".join(m.id for m in catalog.models()), flush=True)
+    try:
+        store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
+        print(f"results are kept in {store.folder}", flush=True)
+        workers = cluster.workers(catalog, start_timeout=max(args.ray_timeout, 60.0), step_timeout=args.ray_timeout)
+        app = App(store=store, security=security, workers=workers)
+        asyncio.run(_serve(app, args.host, args.port, args, StatusLines(args.status_lines)))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        cluster.close()
+        catalog.close()
+    return 0
