@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .common import Row, machine
 
-SECTIONS = ["transfer", "overhead", "previews", "memory", "selection", "concurrency", "live", "hires", "library", "families", "gpu"]
+SECTIONS = ["transfer", "overhead", "previews", "memory", "selection", "concurrency", "scaling", "live", "hires", "library", "families", "gpu"]
 
 
 def main(argv: list[str] | None = None) -> int:
