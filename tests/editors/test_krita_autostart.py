@@ -43,10 +43,9 @@ from autostart_site import (  # noqa: E402
     wait_until,
 )
 from editor_site import easel_command  # noqa: E402
-from krita_host import ARTIFACTS, ROOT, krita_command, need, need_krita, scratch, tail, xvfb  # noqa: E402
+from krita_host import ARTIFACTS, ROOT, add_test_plugin, krita_command, need, need_krita, scratch, tail, xvfb  # noqa: E402
 
 from easel.client.editing.server_command import probe  # noqa: E402
-from easel.plugin_settings import set_in_kritarc  # noqa: E402
 
 pytestmark = pytest.mark.editor
 MAX_GAP = 1.5  # s: the longest pause of Krita's event loop allowed while a step waits
@@ -83,9 +82,7 @@ def session(request, tmp_path_factory):
     shutil.copytree(request.getfixturevalue("tiny_sd_path"), home / "models" / "tiny-sd")
     said = easel_command("install-plugin", "krita", "--dest", str(pykrita), "--kritarc", str(kritarc),
                          "--serve-args", SERVE_ARGS)
-    shutil.copytree(HERE / "krita/easel_autostart", pykrita / "easel_autostart")
-    shutil.copy2(HERE / "krita/easel_autostart.desktop", pykrita / "easel_autostart.desktop")
-    set_in_kritarc(kritarc, "python", {"enable_easel_autostart": "true"})
+    add_test_plugin(pykrita, kritarc, "easel_autostart")
     recorded = kritarc.read_text()
     command = next(line.split("=", 1)[1] for line in recorded.splitlines() if line.startswith("server_command="))
     held, port = held_port(), free_port()

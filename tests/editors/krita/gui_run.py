@@ -3,7 +3,6 @@ and the oracles (the same requests asked directly through ``easel.client.connect
 
 from __future__ import annotations
 
-import configparser
 import contextlib
 import json
 import os
@@ -16,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 from editor_site import Scratch, install_plugin
-from krita_host import krita_command, paste, tail, xvfb
+from krita_host import add_test_plugin, krita_command, paste, tail, xvfb
 
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
@@ -89,14 +88,7 @@ def run_krita_gui(tools, work: Scratch, spec: dict, server_url: str, shot: Path)
     out.mkdir(parents=True)
     pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
     install_plugin("krita", pykrita, kritarc)
-    shutil.copytree(HERE / "easel_selftest", pykrita / "easel_selftest")
-    shutil.copy2(HERE / "easel_selftest.desktop", pykrita / "easel_selftest.desktop")
-    config = configparser.RawConfigParser(strict=False, interpolation=None)
-    config.optionxform = str
-    config.read(kritarc)
-    config.set("python", "enable_easel_selftest", "true")
-    with kritarc.open("w") as fh:
-        config.write(fh, space_around_delimiters=False)
+    add_test_plugin(pykrita, kritarc, "easel_selftest")
     (out / "spec.json").write_text(json.dumps(spec))
     log = work.host / "krita.log"
     timings: dict[str, float] = {}

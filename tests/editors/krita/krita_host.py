@@ -19,6 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot  # noqa: E402
 
+from easel.plugin_settings import set_in_kritarc  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ["EASEL_KRITA_ROOT"]) if os.environ.get("EASEL_KRITA_ROOT") else None
 ARTIFACTS = artifacts(ROOT, None)
 
@@ -106,3 +109,12 @@ def paste(result, W: int, H: int) -> bytes:
         src = img.data[(row * img.width + x0 - result.x) * 4:(row * img.width + x1 - result.x) * 4]
         layer[(y * W + x0) * 4:(y * W + x1) * 4] = src
     return bytes(layer)
+
+
+def add_test_plugin(pykrita: Path, kritarc: Path, name: str) -> None:
+    """Install the test-only pykrita plugin ``name`` (easel_selftest, easel_autostart) next to Easel's,
+    with the driver code both share, and enable it in kritarc."""
+    shutil.copytree(HERE / name, pykrita / name)
+    shutil.copy2(HERE / "driver_common.py", pykrita / name / "driver_common.py")
+    shutil.copy2(HERE / f"{name}.desktop", pykrita / f"{name}.desktop")
+    set_in_kritarc(kritarc, "python", {f"enable_{name}": "true"})

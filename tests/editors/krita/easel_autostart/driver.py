@@ -11,84 +11,22 @@ A 50 ms timer measures the longest pause of Krita's event loop while each step w
 and Krita quits when OUT/quit appears.
 """
 
-import json
 import os
 import time
-import traceback
 
 from krita import Krita
-from PyQt5.QtCore import QObject, QTimer
+from PyQt5.QtCore import QObject
 from PyQt5.QtWidgets import QCheckBox, QLabel, QLineEdit, QProgressBar, QPushButton
 
-
-class Runner(QObject):
-    """Runs a generator of (condition, deadline) waits on a Qt timer, so Krita's GUI keeps running;
-    ``gap`` is the longest time between two timer ticks since the last reset (a frozen GUI shows here)."""
-
-    def __init__(self, gen, on_error):
-        super().__init__()
-        self.gen, self.on_error, self.pending = gen, on_error, None
-        self.gap, self.last = 0.0, time.monotonic()
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self.tick)
-
-    def start(self):
-        self.timer.start(50)
-        self.advance(None)
-
-    def tick(self):
-        now = time.monotonic()
-        self.gap, self.last = max(self.gap, now - self.last), now
-        if self.pending is None:
-            return
-        cond, deadline = self.pending
-        try:
-            ok = bool(cond())
-        except Exception:  # noqa: BLE001
-            ok = False
-        if ok or now > deadline:
-            self.advance(ok)
-
-    def advance(self, value):
-        try:
-            self.pending = self.gen.send(value)
-        except StopIteration:
-            self.pending = None
-            self.timer.stop()
-        except Exception:  # noqa: BLE001
-            self.pending = None
-            self.timer.stop()
-            self.on_error(traceback.format_exc())
+from .driver_common import DriverBase, wait
+from .driver_common import register as register_driver
 
 
-def wait(cond, timeout):
-    return cond, time.monotonic() + timeout
+class Driver(DriverBase):
+    interval_ms = 50
 
-
-class Driver:
     def __init__(self, out):
-        self.out = out
-        self.spec = json.load(open(os.path.join(out, "spec.json")))
-        self.res = {"steps": {}}
-        self.runner = None
-
-    def save(self):
-        with open(os.path.join(self.out, "result.json.tmp"), "w") as fh:
-            json.dump(self.res, fh, indent=1, default=str)
-        os.replace(os.path.join(self.out, "result.json.tmp"), os.path.join(self.out, "result.json"))
-
-    def fail(self, tb):
-        self.res["error"] = tb
-        self.save()
-
-    def w(self, cls, name):
-        widget = self.docker.findChild(cls, name)
-        if widget is None:
-            raise RuntimeError(f"no {cls.__name__} named {name!r} in the Easel docker")
-        return widget
-
-    def busy(self):
-        return self.w(QPushButton, "easel_cancel_button").isEnabled()
+        super().__init__(out, {"steps": {}})
 
     def layers(self, doc):
         return {n.uniqueId().toString(): n.name() for n in doc.rootNode().childNodes()}
@@ -167,32 +105,13 @@ class Driver:
         yield from self.step("user", doc, connect_url=spec["user_url"])
         res["ok"] = True
         self.save()
-        for d in app.dockers():  # for the screenshot: room for the Easel docker
-            if d.objectName() not in ("easel_docker", "KisLayerBox"):
-                d.setVisible(False)
+        self.show_only_easel()
         yield wait(lambda: False, 1.0)
-        with open(os.path.join(self.out, "ready"), "w") as fh:
-            fh.write("1")
+        self.write("ready", "1")
         yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"])
-        for d in app.documents():
-            d.setModified(False)
         res["quit_at"] = time.time()
-        self.save()
-        app.action("file_quit").trigger()
-
-
-_driver = None
+        self.quit_krita()
 
 
 def register(out):
-    global _driver
-    _driver = Driver(out)
-
-    def begin():
-        try:
-            _driver.runner = Runner(_driver.script(), _driver.fail)
-            _driver.runner.start()
-        except Exception:  # noqa: BLE001
-            _driver.fail(traceback.format_exc())
-
-    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(2000, begin))
+    register_driver(Driver(out))

@@ -7,13 +7,11 @@ Only public widgets (found by objectName) and actions are used, never the plugin
 """
 
 import hashlib
-import json
 import os
 import time
-import traceback
 
 from krita import Krita, Selection
-from PyQt5.QtCore import QObject, QTimer
+from PyQt5.QtCore import QObject
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -28,6 +26,11 @@ from PyQt5.QtWidgets import (
     QSpinBox,
 )
 
+from .driver_common import DriverBase, painted_document, sleep, wait
+from .driver_common import register as register_driver
+
+__all__ = ["Driver", "register", "sleep", "swap", "wait"]  # live_part, power_part import these
+
 
 def swap(data):
     """BGRA <-> RGBA, written out here so the test does not trust the plugin's own swap."""
@@ -37,67 +40,9 @@ def swap(data):
     return bytes(out)
 
 
-def wait(cond, timeout, label=""):
-    return cond, time.time() + timeout, label
-
-
-def sleep(seconds):
-    end = time.time() + seconds
-    return wait(lambda: time.time() >= end, seconds + 1, "sleep")
-
-
-class Runner(QObject):
-    """Runs a generator that yields wait conditions, polling them on a Qt timer (the GUI keeps running)."""
-
-    def __init__(self, gen, on_error):
-        super().__init__()
-        self.gen, self.on_error, self.pending = gen, on_error, None
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self.tick)
-
-    def start(self):
-        self.timer.start(100)
-        self.advance(None)
-
-    def tick(self):
-        if self.pending is None:
-            return
-        cond, deadline, _ = self.pending
-        try:
-            ok = bool(cond())
-        except Exception:  # noqa: BLE001
-            ok = False
-        if ok or time.time() > deadline:
-            self.advance(ok)
-
-    def advance(self, value):
-        try:
-            self.pending = self.gen.send(value)
-        except StopIteration:
-            self.pending = None
-            self.timer.stop()
-        except Exception:  # noqa: BLE001
-            self.pending = None
-            self.timer.stop()
-            self.on_error(traceback.format_exc())
-
-
-class Driver:
+class Driver(DriverBase):
     def __init__(self, out):
-        self.out = out
-        self.spec = json.load(open(os.path.join(out, "spec.json")))
-        self.res = {"events": [], "scenarios": [], "ok": False}
-        self.runner = None
-
-    # -- files --------------------------------------------------------------------------------
-    def write(self, name, data):
-        path = os.path.join(self.out, name)
-        with open(path + ".tmp", "wb" if isinstance(data, bytes) else "w") as fh:
-            fh.write(data)
-        os.replace(path + ".tmp", path)
-
-    def save(self):
-        self.write("result.json", json.dumps(self.res, indent=1, default=str))
+        super().__init__(out, {"events": [], "scenarios": [], "ok": False})
 
     def log(self, text):
         self.res["events"].append(f"{time.time():.2f} {text}")
@@ -107,12 +52,6 @@ class Driver:
         self.save()
 
     # -- helpers ------------------------------------------------------------------------------
-    def w(self, cls, name):
-        widget = self.docker.findChild(cls, name)
-        if widget is None:
-            raise RuntimeError(f"no {cls.__name__} named {name!r} in the Easel docker")
-        return widget
-
     def layers(self, doc):
         """Non-mask nodes of the stack (a selection adds a "Selection Mask" node: ignored)."""
         found = []
@@ -145,9 +84,6 @@ class Driver:
     def w_status(self):
         return self.w(QLabel, "easel_status").text()
 
-    def busy(self):
-        return self.w(QPushButton, "easel_cancel_button").isEnabled()
-
     # -- the script ---------------------------------------------------------------------------
     def script(self):
         app = Krita.instance()
@@ -156,18 +92,7 @@ class Driver:
         win = app.activeWindow()
         win.qwindow().setGeometry(0, 0, 1600, 1000)  # no window manager under Xvfb
         W, H = spec["width"], spec["height"]
-        doc = app.createDocument(W, H, "easel-selftest", "RGBA", "U8", "", 72.0)
-        win.addView(doc)
-        app.setActiveDocument(doc)
-        root = doc.rootNode()
-        background = root.childNodes()[0]
-        background.setPixelData(bytes(spec["background_bgra"]) * (W * H), 0, 0, W, H)
-        sketch = doc.createNode("Sketch", "paintlayer")
-        root.addChildNode(sketch, background)
-        x, y, w, h = spec["sketch_box"]
-        sketch.setPixelData(bytes(spec["sketch_bgra"]) * (w * h), x, y, w, h)
-        doc.setActiveNode(sketch)
-        doc.refreshProjection()
+        doc, sketch = painted_document(spec, "easel-selftest", "Sketch")
         yield sleep(1.0)
         dockers = [d for d in app.dockers() if d.objectName() == "easel_docker"]
         res["docker_found"] = bool(dockers)
@@ -190,10 +115,7 @@ class Driver:
             from . import live_part
 
             res["live"] = yield from live_part.run(self, spec["live"])
-            self.save()
-            for d in app.documents():
-                d.setModified(False)
-            app.action("file_quit").trigger()
+            self.quit_krita()
             return
         progress = self.w(QProgressBar, "easel_progress")
         preview = self.w(QLabel, "easel_preview")
@@ -318,10 +240,7 @@ class Driver:
 
         res["ok"] = all(s["done"] and s["new_layers"] for s in res["scenarios"])
         self.save()
-        # for the screenshot: room for the Easel docker next to the layers
-        for d in app.dockers():
-            if d.objectName() not in ("easel_docker", "KisLayerBox"):
-                d.setVisible(False)
+        self.show_only_easel()
         yield sleep(0.5)
         self.write("ready", b"1")
         yield wait(lambda: os.path.exists(os.path.join(self.out, "quit")), spec["quit_wait"], "quit file")
@@ -333,25 +252,9 @@ class Driver:
         app.action("easel_generate").trigger()
         running = yield wait(lambda: self.busy() and any(v > 0 for v, _ in seen), 30, "job running")
         res["quit"] = {"job_running": running and self.busy(), "progress": list(seen)[-3:], "at": time.time()}
-        for d in app.documents():
-            d.setModified(False)
         self.log("file_quit")
-        self.save()
-        app.action("file_quit").trigger()
-
-
-_driver = None
+        self.quit_krita()
 
 
 def register(out):
-    global _driver
-    _driver = Driver(out)
-
-    def begin():
-        try:
-            _driver.runner = Runner(_driver.script(), _driver.fail)
-            _driver.runner.start()
-        except Exception:  # noqa: BLE001
-            _driver.fail(traceback.format_exc())
-
-    Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(2000, begin))
+    register_driver(Driver(out))

@@ -29,22 +29,12 @@ def frames(text):
 def run(d, spec):
     """``d`` is the Driver (widgets, files, sleep/wait helpers); yields wait conditions."""
     from .driver import sleep, swap, wait
+    from .driver_common import painted_document
 
     app = Krita.instance()
-    win = app.activeWindow()
     W, H = spec["width"], spec["height"]
-    doc = app.createDocument(W, H, "easel-live", "RGBA", "U8", "", 72.0)
-    win.addView(doc)
-    app.setActiveDocument(doc)
+    doc, sketch = painted_document(spec, "easel-live", "Live sketch")
     root = doc.rootNode()
-    background = root.childNodes()[0]
-    background.setPixelData(bytes(spec["background_bgra"]) * (W * H), 0, 0, W, H)
-    sketch = doc.createNode("Live sketch", "paintlayer")
-    root.addChildNode(sketch, background)
-    x, y, w, h = spec["sketch_box"]
-    sketch.setPixelData(bytes(spec["sketch_bgra"]) * (w * h), x, y, w, h)
-    doc.setActiveNode(sketch)
-    doc.refreshProjection()
     yield sleep(0.5)
     d.set_params(spec["params"])
     d.w(QCheckBox, "easel_seed_random").setChecked(spec["params"].get("seed_random", False))
