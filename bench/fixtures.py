@@ -11,14 +11,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import functools
 import io
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -149,29 +150,45 @@ def pixels(image: Any) -> np.ndarray:
 @contextlib.contextmanager
 def serve(engine: Any) -> Iterator[tuple[str, Any]]:
     """The real App around ``engine`` on a free loopback port, with a result store; yields (url, app)."""
-    from easel.server.app import App
     from easel.server.results import ResultStore
 
-    loop = asyncio.new_event_loop()
-    app = App(engine, store=ResultStore(Path(tmpdir("results"))))
-    ready = threading.Event()
+    sys.path.insert(0, str(REPO / "tests"))
+    from server_harness import inprocess_server
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(app.start("127.0.0.1", 0))
-        ready.set()
-        loop.run_forever()
+    with inprocess_server(engine, store=ResultStore(Path(tmpdir("results")))) as (url, app):
+        yield url, app
 
-    thread = threading.Thread(target=run, daemon=True, name="bench-server")
-    thread.start()
-    if not ready.wait(60):
-        raise RuntimeError("the in-process server did not start")
+
+def server_threads() -> str:
+    """Torch threads of a bench server process: ``EASEL_BENCH_THREADS`` (as ``python -m bench --threads``
+    sets), default 1.
+
+    On this shared 2-core box two threads make a live frame 5-50x slower whenever another process
+    runs (OpenMP threads wait on each other); one thread is steady."""
+    return os.environ.get("EASEL_BENCH_THREADS", "1")
+
+
+@contextlib.contextmanager
+def serve_process(cmd: list[str], what: str, stop_s: float) -> Iterator[str]:
+    """Run ``cmd`` (a server printing ``serving on ws://...``) offline on ``server_threads()`` threads;
+    yields its URL, then terminates it (waiting ``stop_s``). ``what`` names it if it does not start."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": server_threads()}
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
     try:
-        yield f"ws://127.0.0.1:{app.port}", app
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            found = re.search(r"serving on (ws://\S+)", line)
+            if found:
+                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore
+                yield found.group(1)
+                break
+        else:
+            raise RuntimeError(f"{what} did not start:\n" + "".join(lines[-20:]))
     finally:
-        asyncio.run_coroutine_threadsafe(app.close(), loop).result(60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+        proc.terminate()
+        proc.wait(stop_s)
 
 
 def quiet() -> None:

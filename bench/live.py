@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from easel.client import editing
 from easel.client.editing import LiveConfig, LiveConnection, LiveSession, Params
 
 from .common import Row
+from .fixtures import serve_process, server_threads
 
 SIZE = 256
 DAB_S = 0.1
@@ -72,35 +72,13 @@ def pick_model(tmp: str) -> tuple[str, str]:
     return folder, "demo model's architecture, untrained weights (demo weights missing)"
 
 
-def threads() -> str:
-    """Torch threads of the server: ``EASEL_BENCH_THREADS`` (as ``python -m bench --threads`` sets), default 1.
-
-    On this shared 2-core box two threads make a live frame 5-50x slower whenever another process
-    runs (OpenMP threads wait on each other); one thread is steady."""
-    return os.environ.get("EASEL_BENCH_THREADS", "1")
-
-
 @contextmanager
 def serve(model: str):
     """``easel serve`` on a free loopback port, as editors use it; yields its URL."""
     cmd = [sys.executable, "-u", "-m", "easel", "serve", "--host", "127.0.0.1", "--port", "0", "--model", model,
            "--output-dir", tempfile.mkdtemp(prefix="easel-bench-live-")]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads()})
-    lines = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            found = re.search(r"serving on (ws://\S+)", line)
-            if found:
-                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
-                yield found.group(1)
-                break
-        else:
-            raise RuntimeError("easel serve did not start:\n" + "".join(lines[-20:]))
-    finally:
-        proc.terminate()
-        proc.wait(20)
+    with serve_process(cmd, "easel serve", 20) as url:
+        yield url
 
 
 class Canvas:
@@ -206,7 +184,6 @@ def paint(url: str, seconds: float, naive: bool = False, model: dict | None = No
 def in_krita(url: str, seconds: float) -> dict | None:
     """The same stroke painted inside a real Krita (under Xvfb) with the plugin's Live toggle on,
     driven by the GUI self-test's live part; None when Krita or Xvfb is not installed."""
-    import configparser
     import json
     import shutil
 
@@ -215,7 +192,7 @@ def in_krita(url: str, seconds: float) -> dict | None:
         return None
     here = REPO / "tests" / "editors" / "krita"
     sys.path.insert(0, str(here))
-    from krita_host import krita_env, xvfb
+    from krita_host import add_test_plugin, krita_env, xvfb
 
     from easel.plugin_install import install_plugin
 
@@ -224,14 +201,7 @@ def in_krita(url: str, seconds: float) -> dict | None:
         out.mkdir()
         pykrita, kritarc = home / ".local" / "share" / "krita" / "pykrita", home / ".config" / "kritarc"
         install_plugin("krita", pykrita, kritarc)
-        shutil.copytree(here / "easel_selftest", pykrita / "easel_selftest")
-        shutil.copy2(here / "easel_selftest.desktop", pykrita / "easel_selftest.desktop")
-        config = configparser.RawConfigParser(strict=False, interpolation=None)
-        config.optionxform = str
-        config.read(kritarc)
-        config.set("python", "enable_easel_selftest", "true")
-        with kritarc.open("w") as fh:
-            config.write(fh, space_around_delimiters=False)
+        add_test_plugin(pykrita, kritarc, "easel_selftest")
         live = {"width": SIZE, "height": SIZE, "background_bgra": [235, 235, 235, 255], "sketch_box": [64, 96, 128, 64],
                 "sketch_bgra": [200, 90, 40, 255], "stroke_bgra": [40, 40, 210, 255], "stroke": [20, 170, 10],
                 "stroke_s": seconds, "dab_s": DAB_S, "timeout": 60, "prompt2": "a red circle",
@@ -280,7 +250,7 @@ def run(quick: bool = False) -> list[Row]:
             krita = None if quick else in_krita(url, seconds)
     steps = editing.live_steps(model, int(os.environ.get("EASEL_BENCH_LIVE_STEPS", "0")) or None)
     note = (f"{words}, {SIZE}x{SIZE}, {steps} steps at strength 0.6, a dab every {int(1000 * DAB_S)} ms, "
-            f"server on {threads()} thread(s)")
+            f"server on {server_threads()} thread(s)")
     rows = [
         Row("live", "frames/s while painting (paced, as the plugin)", paced["fps"], "1/s", ">= 4", paced["fps"] >= 4,
             f"{note}; {paced['frames']} frames for {paced['dabs']} dabs, {paced['dropped']} restarted"),

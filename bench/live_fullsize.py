@@ -17,34 +17,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 
 from . import fixtures
-from .common import Row
-from .live_protocol import rows_for, serve, stroke, threads, welcome_model
+from .common import Row, bf16_flags, loadavg
+from .fixtures import server_threads
+from .live_protocol import rows_for, serve, stroke, welcome_model
 
 INTERVAL_MS = 20  #: a tablet's pace
 SIZES = (256, 512)
-
-
-def bf16_flags() -> str:
-    """The CPU's native-bf16 flags (``avx512_bf16``, ``amx_bf16``), or ``none``."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            found = sorted(set(re.findall(r"\b(avx512_bf16|amx_bf16)\b", fh.read())))
-    except OSError:
-        found = []
-    return " ".join(found) or "none"
-
-
-def load() -> str:
-    """The 1/5/15-minute load averages, as ``uptime`` prints them."""
-    try:
-        with open("/proc/loadavg") as fh:
-            return " ".join(fh.read().split()[:3])
-    except OSError:
-        return "?"
 
 
 def build_model() -> str:
@@ -61,7 +42,7 @@ def fullsize_rows(seconds: float | None = None) -> list[Row]:
     """Raw, paced and old-server raw strokes on 256² and 512² canvases; one warm-up frame per server."""
     seconds = seconds or float(os.environ.get("EASEL_BENCH_LIVE_FULLSIZE_S", "4"))
     folder = build_model()
-    before = load()
+    before = loadavg()
     rows: list[Row] = []
     with serve(folder, "bfloat16") as url, serve(folder, "bfloat16", restart=math.inf) as old_url:
         model = welcome_model(url)
@@ -72,8 +53,8 @@ def fullsize_rows(seconds: float | None = None) -> list[Row]:
                     for paced in (False, True)]
             old = stroke(old_url, model, INTERVAL_MS / 1000, seconds, False, size, wait_s=600)
             note = (f"SD-turbo-shaped random weights, bfloat16 on the CPU ({bf16_flags()}), {size}x{size} canvas, "
-                    f"1 step at strength 0.6, {seconds:g} s of input, server on {threads()} thread(s); "
-                    f"load {before} before, {load()} after")
+                    f"1 step at strength 0.6, {seconds:g} s of input, server on {server_threads()} thread(s); "
+                    f"load {before} before, {loadavg()} after")
             rows += rows_for(runs, f"SD-turbo-shaped {size}²", note)
             rows += rows_for([old], f"SD-turbo-shaped {size}², old server", note)
     return rows

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import queue
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,14 +39,9 @@ from easel.client import editing
 from easel.client.editing import LiveConfig, LiveSession, Params
 
 from .common import Row
-from .fixtures import REPO
+from .fixtures import serve_process, server_threads
 
 INTERVALS_MS = (5, 20, 50, 100)
-
-
-def threads() -> str:
-    """The server's torch threads: ``EASEL_BENCH_THREADS`` (``python -m bench --threads``), default 1."""
-    return os.environ.get("EASEL_BENCH_THREADS", "1")
 
 
 @contextmanager
@@ -58,23 +50,8 @@ def serve(model: str, dtype: str = "float32", restart: float | None = None) -> I
     cmd = [sys.executable, "-u", "-m", "bench.live_protocol", "--serve", model, "--dtype", dtype]
     if restart is not None:
         cmd += ["--restart", str(restart)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": threads()}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            found = re.search(r"serving on (ws://\S+)", line)
-            if found:
-                threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore
-                yield found.group(1)
-                break
-        else:
-            raise RuntimeError("the bench server did not start:\n" + "".join(lines[-20:]))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with serve_process(cmd, "the bench server", 30) as url:
+        yield url
 
 
 def _serve_main(model: str, dtype: str, restart: float | None) -> None:
@@ -86,7 +63,7 @@ def _serve_main(model: str, dtype: str, restart: float | None) -> None:
     from easel.server.engine import Engine
     from easel.server.results import ResultStore
 
-    torch.set_num_threads(int(threads()))
+    torch.set_num_threads(int(server_threads()))
     engine = Engine([model], device="cpu", dtype=dtype)
     engine.load(None)
     kwargs = {} if restart is None else {"live_restart": restart}
@@ -280,7 +257,7 @@ def demo_rows(quick: bool = False, restart: float | None = None, label: str = ""
     steps = editing.live_steps(model)
     policy = "" if restart is None else f", server restart {restart:g}"
     note = (f"{words}, 256x256 canvas, {steps} steps at strength 0.6, {seconds:g} s of input, server on "
-            f"{threads()} thread(s){policy}")
+            f"{server_threads()} thread(s){policy}")
     runs.sort(key=lambda r: (r.paced, r.interval_ms))
     return (rows_for(runs, label or "protocol", note)
             + rows_for(old_runs, "old server", note + "; old server: every newer state stops the running frame"))
