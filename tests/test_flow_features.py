@@ -149,3 +149,14 @@ def test_sd3_transformer_single_file_with_a_config_folder(tiny_sd3_path, tmp_pat
     assert len(from_file) == 2
     for a, b in zip(from_file, from_folder):
         assert np.array_equal(arr(a), arr(b))
+
+
+def test_serve_flags_for_offload_and_t5(capsys):
+    from easel.cli import main
+
+    assert main(["serve", "--print-config", "--cpu-offload", "sequential", "--no-sd3-t5"]) == 0
+    out = capsys.readouterr().out
+    assert 'cpu_offload = "sequential"  # flag' in out and "sd3_t5 = false  # flag" in out
+    assert main(["serve", "--print-config", "--cpu-offload"]) == 0
+    out = capsys.readouterr().out
+    assert 'cpu_offload = "model"' in out and "sd3_t5 = true  # default" in out

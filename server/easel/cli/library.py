@@ -16,7 +16,7 @@ from .progress import ProgressBar
 # `easel serve` dests that are settings (defaults come from the config file, then from ServeSettings)
 SETTING_DESTS = ("model", "models_dir", "loras_dir", "control_model", "refiner", "safety_checker", "host", "port",
                  "token", "allow_origin", "device", "dtype", "max_loaded", "attention_slicing", "vae_tiling",
-                 "cpu_offload", "no_preload", "threads", "output_dir", "keep_results", "keep_days", "verbose")
+                 "cpu_offload", "no_preload", "no_sd3_t5", "threads", "output_dir", "keep_results", "keep_days", "verbose")
 _BACK = {"models": "model", "models_dirs": "models_dir", "control_models": "control_model",
          "allow_origins": "allow_origin"}
 
@@ -56,6 +56,8 @@ def apply_settings(args: argparse.Namespace) -> int | None:
     for key, value in vars(settings).items():
         if key == "preload":
             args.no_preload = not value
+        elif key == "sd3_t5":
+            args.no_sd3_t5 = not value
         else:
             setattr(args, _BACK.get(key, key), value)
     args.model = settings.models or None

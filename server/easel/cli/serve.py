@@ -45,7 +45,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-loaded", type=int, default=2, metavar="N", help="models kept in memory (LRU)")
     p.add_argument("--attention-slicing", action="store_true", help="lower memory, slower")
     p.add_argument("--vae-tiling", action="store_true", help="decode big images in tiles")
-    p.add_argument("--cpu-offload", action="store_true", help="model CPU offload (needs CUDA)")
+    p.add_argument("--cpu-offload", nargs="?", const="model", choices=["none", "model", "sequential"],
+                   metavar="MODE", help="CPU offload (needs an accelerator): model (the default when given "
+                                        "alone) or sequential (per layer: least memory, slowest)")
+    p.add_argument("--no-sd3-t5", action="store_true", help="load SD 3/3.5 without their T5 encoder "
+                                                              "(about 9.5 GB less; prompts followed less closely)")
     p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
                    help="models folder (A1111/Forge, ComfyUI or flat; repeat for several): its checkpoints, "
                         "diffusers folders, LoRAs and ControlNets are offered, rescanned as clients ask; local "
@@ -116,7 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
                           cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
                           control_models=args.control_model, refiner=args.refiner,
-                          safety_checker=args.safety_checker) for device in worker_devices(args)]
+                          safety_checker=args.safety_checker, sd3_t5=not args.no_sd3_t5)
+                   for device in worker_devices(args)]
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2

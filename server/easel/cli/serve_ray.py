@@ -33,7 +33,7 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
                      "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
                      "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
                      "control_models": args.control_model, "refiner": args.refiner,
-                     "safety_checker": args.safety_checker}
+                     "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5}
     try:  # the front door's catalogue: model ids and features for checking requests; it loads no model
         catalog = Engine(**{**engine_kwargs, "device": "cpu", "safety_checker": False})
     except EngineError as exc:

@@ -56,6 +56,7 @@ class ServeSettings:
     vae_tiling: bool = False
     cpu_offload: bool | str = False  # true / "model", or "sequential" (per layer, least memory)
     preload: bool = True
+    sd3_t5: bool = True  # false: SD 3/3.5 without their T5 encoder (flag --no-sd3-t5)
     threads: int | None = None
     output_dir: str | None = None
     keep_results: int = 200
@@ -67,7 +68,8 @@ PATH_KEYS = {"models_dirs", "loras_dir", "output_dir"}  # relative to the config
 _CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "dtype": ("auto", "float32", "float16", "bfloat16")}
 # argparse dests of `easel serve` whose setting has another name (or meaning)
 FLAG_KEYS = {"model": "models", "models_dir": "models_dirs", "control_model": "control_models",
-             "allow_origin": "allow_origins", "no_preload": "preload"}
+             "allow_origin": "allow_origins", "no_preload": "preload",
+             "no_sd3_t5": "sd3_t5"}
 
 
 def default_path() -> Path:
@@ -145,7 +147,7 @@ def from_flags(given: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for dest, value in given.items():
         key = FLAG_KEYS.get(dest, dest)
-        if dest == "no_preload":
+        if dest in ("no_preload", "no_sd3_t5"):
             value = not value
         if isinstance(value, Path):
             value = str(value)
