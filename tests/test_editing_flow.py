@@ -40,7 +40,8 @@ def test_fit_to_model_drops_what_the_model_cannot_use():
                                        control_model="sketch", refiner=True, variation_seed=3)
 
     r = editing.fit_to_model(request(None), WELCOME)  # the default model: flux
-    assert (r.negative_prompt, r.scheduler, r.control_model, r.refiner, r.variation_seed) == ("", None, None, False, 3)
+    assert (r.negative_prompt, r.scheduler, r.control_model, r.variation_seed) == ("", None, None, 3)
+    assert r.refiner  # an explicit switch: the server answers a refiner the model lacks with a clear error
     r = editing.fit_to_model(request("xl"), WELCOME)
     assert (r.negative_prompt, r.scheduler, r.control_model, r.refiner) == ("blurry", "ddim", "sketch", True)
 

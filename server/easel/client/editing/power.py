@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..connection import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result, new_job_id
+from ..connection import Client, ClientError, ProgressInfo, Result, new_job_id
 from ..protocol import LORA_WEIGHT, MAX_LORAS, GenerateRequest, Image, request_fields
 from .core import IMG2IMG, Params, PlannedRequest
 from .ui import model_choices
@@ -196,7 +196,9 @@ def model_features(entry: dict | None) -> set[str]:
 
 def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequest:
     """``request`` without the settings its model cannot use (a stored negative prompt on FLUX.1, a
-    sketch ControlNet on SD3, ...): a hidden control never turns into a server error."""
+    sketch ControlNet on SD3, ...): a hidden control never turns into a server error. ``refiner`` is
+    left as asked: it is an explicit switch both editors send only while their control is shown, so a
+    script that asks for it on a model without one gets the server's clear error, not silence."""
     welcome = welcome or {}
     model = request.model or welcome.get("default_model")
     entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
@@ -211,8 +213,6 @@ def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequ
         request.control_model = None
     if "variation_seed" not in supports:
         request.variation_seed = None
-    if "refiner" not in supports:
-        request.refiner = False
     return request
 
 
@@ -236,22 +236,9 @@ def fetch_history(client: Client, limit: int = 30) -> list[dict]:
 
 def fetch_result(client: Client, job: str, on_progress: Callable[[ProgressInfo], None] | None = None) -> Result:
     """A stored result by job id (a running job's result is awaited). JobFailed when unknown."""
-    from ..connection import progress_from_event, result_from_event
-
     client.send({"type": "fetch", "job": job})
-    for event in client.events():
-        if event.job != job and not (event.type == "error" and event.job is None):
-            continue
-        if event.type == "result":
-            return result_from_event(event)
-        if event.type == "error":
-            d = event.data
-            raise JobFailed(d.get("code", "error"), d.get("message", "unknown error"), d.get("field"), job)
-        if event.type == "cancelled":
-            raise JobCancelled(job)
-        if event.type == "progress" and on_progress:
-            on_progress(progress_from_event(event))
-    raise ClientError("connection closed before the result arrived")
+    return client.wait_for(job, on_progress, reported=("progress",),
+                           closed="connection closed before the result arrived")
 
 
 def history_label(entry: dict) -> str:
