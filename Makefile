@@ -38,7 +38,7 @@ lock:
 # the lock. Not part of .ci/run: an upstream release must not block unrelated work.
 test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,ray]'
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not editor" -p no:cacheprovider tests; \
 	    rc=$$?; $(LATEST)/bin/python .ci/lock_diff.py $(LOCK); exit $$rc
 
