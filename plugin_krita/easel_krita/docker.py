@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from krita import DockWidget, Krita
+from krita import DockWidget
 
 from . import controller as ctl
 from . import live
-from .power import PowerPanel
+from .power import PowerPanel, trigger_action
 from .qt import (
     QCheckBox,
     QComboBox,
@@ -187,8 +187,8 @@ class EaselDocker(DockWidget):
         self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
         self.reuse_seed.clicked.connect(self._reuse_seed)
-        self.generate_button.clicked.connect(lambda: self._trigger("easel_generate", self.controller.generate))
-        self.cancel_button.clicked.connect(lambda: self._trigger("easel_cancel", self.controller.cancel))
+        self.generate_button.clicked.connect(lambda: trigger_action("easel_generate", self.controller.generate))
+        self.cancel_button.clicked.connect(lambda: trigger_action("easel_cancel", self.controller.cancel))
         self.results.itemActivated.connect(self._apply_item)
         self.apply_button.clicked.connect(lambda: self._apply_item(self.results.currentItem()))
 
@@ -305,15 +305,6 @@ class EaselDocker(DockWidget):
     def _apply_item(self, entry) -> None:
         if entry is not None:
             self.controller.apply_again(entry.data(Qt.ItemDataRole.UserRole))
-
-    @staticmethod
-    def _trigger(action_id: str, fallback) -> None:
-        """Buttons trigger the actions (the same path as menus and shortcuts)."""
-        action = Krita.instance().action(action_id)
-        if action is not None:
-            action.trigger()
-        else:
-            fallback()
 
     def canvasChanged(self, canvas) -> None:  # noqa: N802 - Krita's API
         pass

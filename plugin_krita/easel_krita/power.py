@@ -131,7 +131,7 @@ class PowerPanel(QWidget):
         self.exact_size.toggled.connect(self._follow_size)
         self.lora_pick.activated.connect(self._pick_lora)
         self.vary.clicked.connect(self._vary)
-        self.upscale.clicked.connect(lambda: _trigger("easel_upscale", self.controller.upscale))
+        self.upscale.clicked.connect(lambda: trigger_action("easel_upscale", self.controller.upscale))
         self.history.clicked.connect(self.controller.fetch_history)
         self.history_list.itemActivated.connect(
             lambda item: self.controller.insert_history(item.data(Qt.ItemDataRole.UserRole)))
@@ -214,10 +214,11 @@ class PowerPanel(QWidget):
         self.variation_seed.setText(str(random.randrange(2**31)))
         if self.variation_strength.value() == 0.0:
             self.variation_strength.setValue(0.2)
-        _trigger("easel_generate", self.controller.generate)
+        trigger_action("easel_generate", self.controller.generate)
 
 
-def _trigger(action_id: str, fallback) -> None:
+def trigger_action(action_id: str, fallback) -> None:
+    """Trigger Krita's action ``action_id`` (the same path as menus and shortcuts), else call ``fallback``."""
     action = Krita.instance().action(action_id)
     if action is not None:
         action.trigger()

@@ -235,10 +235,17 @@ class Client:
                  on_progress: Callable[[ProgressInfo], None] | None = None, *, control: Image | None = None) -> Result:
         """Submit and wait: returns the Result, raises JobFailed or JobCancelled."""
         job = self.submit(request, image, mask, control=control)
+        return self.wait_for(job, on_progress)
+
+    def wait_for(self, job: str, on_progress: Callable[[ProgressInfo], None] | None = None, *,
+                 reported: tuple[str, ...] = ("queued", "progress"),
+                 closed: str = "connection closed before the job finished") -> Result:
+        """Read events until ``job`` ends: its Result, or JobFailed / JobCancelled (ClientError
+        ``closed`` if the connection ends first). Events of the ``reported`` types go to ``on_progress``."""
         for event in self.events():
             if event.job != job and not (event.type == "error" and event.job is None):
                 continue
-            if event.type in ("queued", "progress"):
+            if event.type in reported:
                 if on_progress:
                     on_progress(progress_from_event(event))
             elif event.type == "result":
@@ -248,7 +255,7 @@ class Client:
                 raise JobFailed(d.get("code", "error"), d.get("message", "unknown error"), d.get("field"), job)
             elif event.type == "cancelled":
                 raise JobCancelled(job)
-        raise ClientError("connection closed before the job finished")
+        raise ClientError(closed)
 
     # -- plumbing -----------------------------------------------------------------------------
     def _send(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
