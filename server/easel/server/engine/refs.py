@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..library.layouts import sibling_config
 from .types import EngineError
 
 DEMO_ID = "easel-demo"
@@ -68,7 +69,7 @@ def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None) -> ModelR
     if not found.lower().endswith(SINGLE_FILE_SUFFIXES):
         raise EngineError(
             f"model {text!r}: {os.path.basename(found)} is not a .safetensors or .ckpt checkpoint", field="model")
-    config = _parse_config(fragment, text, found, models_dir) if fragment else _sibling_config(found)
+    config = _parse_config(fragment, text, found, models_dir) if fragment else sibling_config(found)
     stem = os.path.splitext(os.path.basename(found))[0]
     return ModelRef(text, stem, "single_file", found, config)
 
@@ -124,11 +125,3 @@ def _parse_config(fragment: str, text: str, file: str, models_dir: str | Sequenc
     if _HUB_ID.match(value):
         return value
     raise EngineError(f"model {text!r}: config {value!r} is neither a folder nor a hub id", field="model")
-
-
-def _sibling_config(file: str) -> str | None:
-    base = os.path.splitext(file)[0]
-    for candidate in (base, base + ".config"):
-        if os.path.isfile(os.path.join(candidate, "model_index.json")):
-            return candidate
-    return None

@@ -116,3 +116,13 @@ def _is_sibling_config(name: str, siblings: set[str]) -> bool:
     """``model/`` or ``model.config/`` next to ``model.safetensors`` is that file's config, not a model."""
     stem = name[: -len(".config")] if name.endswith(".config") else name
     return any(stem + suffix in siblings for suffix in WEIGHT_SUFFIXES)
+
+
+def sibling_config(file: str) -> str | None:
+    """The diffusers config folder beside a single file: ``model/`` or ``model.config/`` next to
+    ``model.safetensors`` when it holds a model_index.json, else None."""
+    base = os.path.splitext(file)[0]
+    for candidate in (base, base + ".config"):
+        if os.path.isfile(os.path.join(candidate, "model_index.json")):
+            return candidate
+    return None

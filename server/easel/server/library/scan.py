@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from .detect import Description, describe
 from .header import Header, HeaderError, Incomplete, read_floats, read_header
-from .layouts import candidates, model_folder_kind
+from .layouts import candidates, model_folder_kind, sibling_config
 
 log = logging.getLogger(__name__)
 COPY_WINDOW = 120.0  # an incomplete file changed this recently is taken to be still copying
@@ -132,7 +132,7 @@ class Library:
                 return None
             if kind == "unknown" and hint is not None:
                 kind = hint  # listed where the folder says it belongs, with its problem
-        config = None if is_dir else _sibling_config(path)
+        config = None if is_dir else sibling_config(path)
         if kind == "checkpoint" and desc.family == "sdxl-refiner":
             kind = "refiner"  # served with --refiner, not as a model of its own
         if kind == "checkpoint" and not is_dir and desc.problem is None:
@@ -226,11 +226,3 @@ def _has_weights(folder: str) -> bool:
         return any(n.endswith((".safetensors", ".bin")) for n in os.listdir(folder))
     except OSError:
         return False
-
-
-def _sibling_config(file: str) -> str | None:
-    base = os.path.splitext(file)[0]
-    for candidate in (base, base + ".config"):
-        if os.path.isfile(os.path.join(candidate, "model_index.json")):
-            return candidate
-    return None
