@@ -53,38 +53,33 @@ def test_out_of_memory_retries_once_with_memory_savers(served):
         handle.remove()
 
 
-def test_out_of_memory_twice_is_a_clear_error_and_the_server_goes_on(served):
+def _fails_then_recovers(served, hook, code: str, words: str) -> None:
+    """With ``hook`` on the engine's UNet a job fails with ``code`` (its message says ``words``);
+    with the hook removed the same server makes a picture again."""
     url, engine = served
+    handle = _hook(engine, hook)
+    try:
+        with Client(url) as c, pytest.raises(JobFailed) as err:
+            c.generate(req())
+        assert err.value.code == code and words in str(err.value)
+    finally:
+        handle.remove()
+    with Client(url) as c:
+        assert len(c.generate(req()).images) == 1
 
+
+def test_out_of_memory_twice_is_a_clear_error_and_the_server_goes_on(served):
     def always_oom(module, args, output):
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    handle = _hook(engine, always_oom)
-    try:
-        with Client(url) as c, pytest.raises(JobFailed) as err:
-            c.generate(req())
-        assert err.value.code == "out_of_memory" and "smaller size" in str(err.value)
-    finally:
-        handle.remove()
-    with Client(url) as c:
-        assert len(c.generate(req()).images) == 1
+    _fails_then_recovers(served, always_oom, "out_of_memory", "smaller size")
 
 
 def test_nan_image_is_an_error(served):
-    url, engine = served
-
     def nan_output(module, args, output):
         return (output[0] * float("nan"), *output[1:]) if isinstance(output, tuple) else output
 
-    handle = _hook(engine, nan_output)
-    try:
-        with Client(url) as c, pytest.raises(JobFailed) as err:
-            c.generate(req())
-        assert err.value.code == "nan" and "float32" in str(err.value)
-    finally:
-        handle.remove()
-    with Client(url) as c:
-        assert len(c.generate(req()).images) == 1
+    _fails_then_recovers(served, nan_output, "nan", "float32")
 
 
 def test_model_that_fails_to_load_is_an_error(tmp_path, tiny_sd_path):
