@@ -8,28 +8,13 @@ import torch
 from pictures import box_mask, texture
 from PIL import Image as PILImage
 
-from easel.client.connection import Client, new_job_id
+import test_server
+from easel.client.connection import new_job_id
 from easel.client.protocol import GenerateRequest, Image
-from easel.server.engine import Engine
-from easel.server.results import ResultStore
-from server_harness import inprocess_server
 from test_server import pixels, rgba_image
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def served(tiny_sd_path, tmp_path_factory):
-    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
-    store = ResultStore(tmp_path_factory.mktemp("results"))
-    with inprocess_server(engine, store=store) as (url, app):
-        yield url, store
-
-
-@pytest.fixture
-def client(served):
-    with Client(served[0], image_format="rgba") as c:
-        yield c
+served, client = test_server.served, test_server.client  # its fixtures: served yields (url, app)
 
 
 def req(**kw) -> GenerateRequest:
@@ -46,7 +31,7 @@ def test_stored_png_says_size_and_hires(client, served):
     assert r.parameters["second_pass"]["tiles"] > 1
     steps = [e.step for e in events if e.stage == "denoise"]
     assert steps == list(range(1, steps[-1] + 1)) and steps[-1] == events[-1].total
-    text = PILImage.open(served[1].folder / r.job / "image-0.png").text["parameters"]
+    text = PILImage.open(served[1].store.folder / r.job / "image-0.png").text["parameters"]
     upscale = r.parameters["second_pass"]["upscale"]
     assert f"Size: {'x'.join(map(str, r.parameters['work_size']))}," in text
     assert f"Denoising strength: 0.35, Mode: txt2img, Hires upscale: {upscale}, Hires resize: 160x128" in text
