@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from probes import free_port, listening
 
 from easel.client import editing
 from easel.client.connection import Client, JobCancelled, new_job_id
@@ -23,20 +24,6 @@ from easel.client.protocol import GenerateRequest
 
 SERVE = recorded_command(sys.executable)  # this checkout's server, as install-plugin records it
 FAST = "--threads 1"  # the demo model (the default): starts offline in a few seconds
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def fake(code: str) -> str:

@@ -15,47 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
-import time
 from pathlib import Path
+
+from probes import free_port, held_port, listening, wait_until  # noqa: F401 - the editor tests import them from here
 
 from easel.client.editing.server_command import parse_status, split_command
 
 PREFIXES = ("import json, os, sys, easel; print(json.dumps([sys.prefix, os.path.realpath(sys.base_prefix), "
             "os.path.dirname(os.path.dirname(os.path.realpath(easel.__file__)))]))")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def held_port() -> socket.socket:
-    """A plain TCP listener that never answers (close it when done): 'something that is not Easel'."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    return sock
-
-
-def wait_until(cond, timeout: float, step: float = 0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    return cond()
 
 
 def pid_alive(pid: int) -> bool:

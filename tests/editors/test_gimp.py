@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE / "gimp"))
 sys.path.insert(0, str(HERE.parent))
 
 from editor_site import install_plugin  # noqa: E402
-from gimp_cases import GOOD, PROCS, SEL_BOX, H, W, batch_cases, direct, geometry, until  # noqa: E402
+from gimp_cases import GOOD, PROCS, SEL_BOX, H, W, batch_cases, direct, geometry  # noqa: E402
 from gimp_chroot import (  # noqa: E402
     ARTIFACTS,
     Workdir,
@@ -36,6 +36,7 @@ from gimp_chroot import (  # noqa: E402
     start_chroot_shell,
     xwd_to_png,
 )
+from probes import wait_until  # noqa: E402
 
 from easel.client import editing  # noqa: E402
 
@@ -283,14 +284,24 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         xwd_to_png(work.host / "fb/Xvfb_screen0", ARTIFACTS / "gimp_screen.png", ARTIFACTS / name,
                    geometry(x11(f"xwininfo -id {window}")))
 
+    def press_return(title: str, missing: str, shot: str | None = None) -> None:
+        """Wait for the dialog "Easel: <title>…" (``missing`` if it never comes), screenshot it to
+        ``shot`` if given, then press Return in it."""
+        found = wait_until(lambda: dialog(f"Easel: {title}…\""), 60)
+        assert found, missing
+        time.sleep(1)
+        if shot:
+            capture(found[0], shot)
+        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+
     def result(i: int) -> dict:
         path = work.host / f"out/gui_result{i}.json"
-        assert until(path.exists, 120), f"interactive run {i} did not finish; see {ARTIFACTS / 'gimp_gui.log'}"
+        assert wait_until(path.exists, 120), f"interactive run {i} did not finish; see {ARTIFACTS / 'gimp_gui.log'}"
         time.sleep(0.3)
         return json.loads(path.read_text())
 
     try:
-        found = until(dialog, 120)
+        found = wait_until(dialog, 120)
         assert found, f"the Easel dialog never appeared; see {ARTIFACTS / 'gimp_gui.log'}"
         time.sleep(2)  # let GTK finish drawing
         capture(found[0], "gimp_dialog.png")
@@ -303,11 +314,8 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         assert first["layers"][0]["x"] == first["layers"][0]["y"] == 0
         assert first["layers"][0]["record"]["parameters"]["loras"] == [{"name": "ink.safetensors", "weight": 0.5}]
 
-        found = until(lambda: dialog("Easel: Image from Sketch…\""), 60)
-        assert found, "the Image from Sketch dialog never appeared"
-        time.sleep(1)
-        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
-        running = until(lambda: dialog("step "), 60, step=0.2)
+        press_return("Image from Sketch", "the Image from Sketch dialog never appeared")
+        running = wait_until(lambda: dialog("step "), 60, step=0.2)
         assert running, "the dialog never showed the server's steps"
         capture(running[0], "gimp_progress.png")
         x11(f"xdotool windowfocus --sync {running[0]} key --clearmodifiers Escape")
@@ -316,30 +324,19 @@ def test_gui_dialog_screenshot_interactive_run_and_cancel(root, server_url):
         assert second["status"] == "cancel", second
         assert [lay["name"] for lay in second["layers"]] == names  # nothing added
 
-        found = until(lambda: dialog("Easel: Generate…\""), 60)
-        assert found, "the third dialog never appeared"
-        time.sleep(1)
-        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        press_return("Generate", "the third dialog never appeared")
         third = result(2)
         assert third.get("status") == "success", third
         assert third["layers"][0]["name"].startswith(names[0])  # run 0's prompt and seed, remembered
         assert len(third["layers"]) == 3
 
-        found = until(lambda: dialog("Easel: History…\""), 60)
-        assert found, "the History dialog never appeared"
-        time.sleep(1)
-        capture(found[0], "gimp_history.png")
-        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        press_return("History", "the History dialog never appeared", "gimp_history.png")
         fourth = result(3)
         assert fourth.get("status") == "success", fourth
         assert len(fourth["layers"]) == 4 and fourth["layers"][0]["name"].startswith(names[0])  # GIMP adds " #2"
         assert fourth["layers"][0]["record"] == third["layers"][0]["record"]  # the same stored job
 
-        found = until(lambda: dialog("Easel: Upscale…\""), 60)
-        assert found, "the Upscale dialog never appeared"
-        time.sleep(1)
-        capture(found[0], "gimp_upscale.png")
-        x11(f"xdotool windowfocus --sync {found[0]} key --clearmodifiers Return")
+        press_return("Upscale", "the Upscale dialog never appeared", "gimp_upscale.png")
         fifth = result(4)
         assert fifth.get("status") == "success", fifth
         assert fifth["new_image"] == {"size": [640, 480], "layers": 1} and fifth["images"] == 2

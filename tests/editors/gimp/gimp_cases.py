@@ -7,7 +7,6 @@ The image is W x H; ``composite()`` is what GIMP shows of it, ``selection()`` it
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -165,16 +164,6 @@ def direct(name: str, url: str):
 
 
 # ----------------------------------------------------------------------------- GUI helpers
-def until(predicate, timeout: float, step: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return None
-
-
 def geometry(xwininfo: str) -> tuple[int, int, int, int]:
     """(x, y, width, height) of a window from ``xwininfo -id`` output."""
     values = {}
