@@ -2,7 +2,8 @@
 the tiny model, the real front door (App) in this process. Marked ``ray``; skipped without easel[ray].
 
 The same checks as ``--workers 2`` (tests/scale_checks.py), then the faults: a replica killed mid-job,
-a replica hung (SIGSTOP), the head gone. Every wait has a deadline.
+a replica hung (SIGSTOP). Not here: the head gone. Killing a local head takes this process's raylet, and
+Ray then ends this process (the front door too): see docs/scaling.md. Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -147,36 +148,3 @@ def test_hung_replica_times_out_and_the_job_goes_elsewhere(front):
             assert time.monotonic() - t0 < 100
         finally:
             os.kill(pid, signal.SIGCONT)
-
-
-def test_head_gone_new_jobs_get_a_clear_error(front, cluster):
-    """Last: the Ray head machine goes away (this module's instance: its GCS, raylet and replicas killed).
-    A new job gets a clear error within the timeouts; the front door keeps answering. (With only the GCS
-    and raylet killed, the live replicas still serve the job: measured, also fine.)"""
-    import ray
-
-    url, app = front
-    session = ray._private.worker._global_node.get_session_dir_path().encode()
-    head = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                line = f.read()
-        except OSError:
-            continue
-        if session in line and (b"gcs_server" in line or b"raylet" in line):
-            head.append(int(entry))
-    assert head, "no Ray head processes found"
-    head += _replica_pids()  # the whole head machine: a local instance's replicas run on it
-    for worker in app.workers:
-        worker.start_timeout = worker.step_timeout = 5.0
-    for pid in head:
-        os.kill(pid, signal.SIGKILL)
-    with Client(url, image_format="rgba") as c:
-        job = c.submit(req(steps=2))
-        t0 = time.monotonic()
-        kind, data = _outcome(c, job, timeout=60)
-        assert kind == "error" and data["code"] == "worker_failed", data
-        assert "Ray" in data["message"]
-        assert time.monotonic() - t0 < 30
-        assert c.models()  # the front door keeps running

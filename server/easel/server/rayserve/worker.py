@@ -2,9 +2,10 @@
 
 Faults (issue #19): a replica that dies mid-job (its stream breaks) or hangs (no item within
 ``step_timeout``; the first within ``start_timeout``; a hung one is killed, Ray Serve replaces it) is
-given up on and the job is sent once more, which Ray routes to a live replica; a second failure is a clear ``worker_failed`` error. A cluster
-whose head is gone fails the same way, job by job, and the front door keeps serving. Cancel is
-checked every ``POLL_S``: the call is cancelled, the replica stops at its next step.
+given up on and the job is sent once more, which Ray routes to a live replica; a second failure is a
+clear ``worker_failed`` error. (A head that went away also ends this process when it takes this
+machine's raylet: docs/scaling.md.) Cancel is checked every ``POLL_S``: the call is cancelled, the
+replica stops at its next step.
 """
 
 from __future__ import annotations
