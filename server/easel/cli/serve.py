@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return cmd_serve_ray(args, models, security)
     print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
-    from ..server.lifetime import StatusLines
+    from ..server.lifetime import StatusLines, serve_until_stopped
 
     status = StatusLines(args.status_lines)
     status.say("engine", message="loading torch and diffusers")
@@ -157,7 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
         print(f"results are kept in {store.folder}", flush=True)
-        asyncio.run(_serve(App(engines, store=store, security=security), args.host, args.port, args, status))
+        asyncio.run(serve_until_stopped(App(engines, store=store, security=security), args.host, args.port, status,
+                                        parent_pid=args.parent_pid, idle_exit=args.idle_exit))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -185,20 +185,3 @@ def worker_devices(args: argparse.Namespace) -> list[str]:
                               f"{args.device}; a device list runs one worker per device", field="workers")
         return devices
     return devices * workers
-
-
-async def _serve(app, host: str, port: int, args: argparse.Namespace, status) -> None:
-    from ..server.lifetime import watch
-
-    await app.start(host, port)
-    print(f"Easel is serving on ws://{host}:{app.port} (Ctrl+C to stop)", flush=True)
-    status.say("ready", url=f"ws://{host}:{app.port}", pid=os.getpid())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    watcher = asyncio.create_task(watch(app, stop, parent_pid=args.parent_pid, idle_exit=args.idle_exit, say=status))
-    await stop.wait()
-    watcher.cancel()
-    print("Easel: shutting down", flush=True)
-    await app.close()

@@ -24,10 +24,9 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
     print(f"Easel {__version__}: starting the engine on Ray ({args.ray}, replicas {args.replicas})…", flush=True)
     from ..server.app import App
     from ..server.engine import Engine
-    from ..server.lifetime import StatusLines
+    from ..server.lifetime import StatusLines, serve_until_stopped
     from ..server.rayserve.cluster import RayCluster
     from ..server.results import ResultStore, default_output_dir
-    from .serve import _serve
 
     engine_kwargs = {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
                      "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
@@ -52,7 +51,8 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
         print(f"results are kept in {store.folder}", flush=True)
         workers = cluster.workers(catalog, start_timeout=max(args.ray_timeout, 60.0), step_timeout=args.ray_timeout)
         app = App(store=store, security=security, workers=workers)
-        asyncio.run(_serve(app, args.host, args.port, args, StatusLines(args.status_lines)))
+        asyncio.run(serve_until_stopped(app, args.host, args.port, StatusLines(args.status_lines),
+                                        parent_pid=args.parent_pid, idle_exit=args.idle_exit))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, TextIO
@@ -88,3 +89,20 @@ async def watch(app: Any, stop: asyncio.Event, *, parent_pid: int | None, idle_e
             print(f"Easel: no client for {idle_exit:g} s: stopping (--idle-exit)", flush=True)
             say.say("exit", message="idle")
             stop.set()
+
+
+async def serve_until_stopped(app: Any, host: str, port: int, status: StatusLines, *, parent_pid: int | None,
+                              idle_exit: float | None) -> None:
+    """Listen on ``host:port`` until SIGINT/SIGTERM, the parent process's end or the idle timeout; then close."""
+    await app.start(host, port)
+    print(f"Easel is serving on ws://{host}:{app.port} (Ctrl+C to stop)", flush=True)
+    status.say("ready", url=f"ws://{host}:{app.port}", pid=os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    watcher = asyncio.create_task(watch(app, stop, parent_pid=parent_pid, idle_exit=idle_exit, say=status))
+    await stop.wait()
+    watcher.cancel()
+    print("Easel: shutting down", flush=True)
+    await app.close()
