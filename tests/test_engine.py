@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from engine_checks import arr, assert_close, gradient, raw_pipelines, run
 from pictures import engine_job
 from PIL import Image
 
@@ -21,9 +22,7 @@ PROMPT = "a red cat"
 
 
 def _image() -> Image.Image:
-    y, x = np.mgrid[0:SIZE, 0:SIZE]
-    rgb = np.stack([x * 4, y * 4, np.full_like(x, 90)], -1).astype(np.uint8)
-    return Image.fromarray(rgb, "RGB")
+    return gradient(SIZE)
 
 
 def _mask() -> Image.Image:
@@ -39,18 +38,10 @@ def job(mode: str = "txt2img", **kw) -> EngineJob:
                       _mask() if mode == "inpaint" else None, **kw)
 
 
-def run(engine: Engine, j: EngineJob, events: list | None = None, cancelled=lambda: False) -> list[Image.Image]:
-    return engine.run(j, (events if events is not None else []).append, cancelled)
 
 
-def arr(img: Image.Image) -> np.ndarray:
-    return np.asarray(img, dtype=np.int16)
 
 
-def assert_close(a: Image.Image, b: Image.Image) -> None:
-    """Equal up to one 8-bit step (batched vs single matmuls may differ in the last float bits)."""
-    assert a.size == b.size
-    assert np.abs(arr(a) - arr(b)).max() <= 1
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +53,7 @@ def engine(tiny_sd_path, tiny_sdxl_path):
 @pytest.fixture(scope="module")
 def raw_pipes(tiny_sd_path, tiny_sdxl_path):
     """Plain diffusers pipelines straight from the folders: the reference results."""
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
-
-    out = {}
-    for name, path in (("sd", tiny_sd_path), ("sdxl", tiny_sdxl_path)):
-        t2i = AutoPipelineForText2Image.from_pretrained(path, dtype=torch.float32)
-        out[name] = {"txt2img": t2i, "img2img": AutoPipelineForImage2Image.from_pipe(t2i),
-                     "inpaint": AutoPipelineForInpainting.from_pipe(t2i)}
-        for pipe in out[name].values():
-            pipe.set_progress_bar_config(disable=True)
-    return out
+    return raw_pipelines({"sd": tiny_sd_path, "sdxl": tiny_sdxl_path})
 
 
 def raw_call(pipe, j: EngineJob, seed: int) -> Image.Image:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine_checks import arr, assert_close, gradient, raw_pipelines, run
 from pictures import engine_job
 from PIL import Image
 
@@ -18,8 +19,7 @@ PROMPT = "a red cat"
 
 
 def _image() -> Image.Image:
-    y, x = np.mgrid[0:SIZE, 0:SIZE]
-    return Image.fromarray(np.stack([x * 4, y * 4, np.full_like(x, 90)], -1).astype(np.uint8), "RGB")
+    return gradient(SIZE)
 
 
 def _mask() -> Image.Image:
@@ -34,17 +34,10 @@ def job(mode: str = "txt2img", **kw) -> EngineJob:
                       _mask() if mode == "inpaint" else None, **kw)
 
 
-def run(engine: Engine, j: EngineJob, events: list | None = None, cancelled=lambda: False) -> list[Image.Image]:
-    return engine.run(j, (events if events is not None else []).append, cancelled)
 
 
-def arr(img: Image.Image) -> np.ndarray:
-    return np.asarray(img, dtype=np.int16)
 
 
-def assert_close(a: Image.Image, b: Image.Image) -> None:
-    assert a.size == b.size
-    assert np.abs(arr(a) - arr(b)).max() <= 1
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +48,8 @@ def engine(tiny_sd3_path, tiny_flux_path):
 
 @pytest.fixture(scope="module")
 def raw_pipes(tiny_sd3_path, tiny_flux_path):
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
-
-    out = {}
-    for name, path in (("sd3", tiny_sd3_path), ("flux", tiny_flux_path)):
-        t2i = AutoPipelineForText2Image.from_pretrained(path, dtype=torch.float32)
-        out[name] = {"txt2img": t2i, "img2img": AutoPipelineForImage2Image.from_pipe(t2i),
-                     "inpaint": AutoPipelineForInpainting.from_pipe(t2i)}
-        for pipe in out[name].values():
-            pipe.set_progress_bar_config(disable=True)
-    return out
+    """Plain diffusers pipelines straight from the folders: the reference results."""
+    return raw_pipelines({"sd3": tiny_sd3_path, "flux": tiny_flux_path})
 
 
 def raw_call(pipe, j: EngineJob, seed: int, **extra) -> Image.Image:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 from .. import __version__
 from ..server.security import TOKEN_ENV, Security, SecurityError
 from . import library
+from .frontdoor import run_front_door
 from .progress import ProgressBar
 
 DEMO_MODEL = "easel-demo"
@@ -100,14 +100,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return cmd_serve_ray(args, models, security)
     print(f"Easel {__version__}: loading the engine (torch, diffusers)…", flush=True)
-    from ..server.lifetime import StatusLines, serve_until_stopped
+    from ..server.lifetime import StatusLines
 
     status = StatusLines(args.status_lines)
     status.say("engine", message="loading torch and diffusers")
     from ..server.app import App
     from ..server.engine import Engine
     from ..server.engine.types import EngineError, Progress
-    from ..server.results import ResultStore, default_output_dir
 
     if args.threads:
         import torch
@@ -154,19 +153,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if any(extras):
         print("; ".join(e for e in extras if e), flush=True)
     try:
-        store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
-        print(f"results are kept in {store.folder}", flush=True)
-        asyncio.run(serve_until_stopped(App(engines, store=store, security=security), args.host, args.port, status,
-                                        parent_pid=args.parent_pid, idle_exit=args.idle_exit))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return run_front_door(args, lambda store: App(engines, store=store, security=security), status)
     finally:
         for each in engines:
             each.close()
-    return 0
 
 
 def worker_devices(args: argparse.Namespace) -> list[str]:

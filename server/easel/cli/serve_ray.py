@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
 from .. import __version__
+from .frontdoor import run_front_door
 
 
 def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) -> int:
@@ -24,9 +24,8 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
     print(f"Easel {__version__}: starting the engine on Ray ({args.ray}, replicas {args.replicas})…", flush=True)
     from ..server.app import App
     from ..server.engine import Engine
-    from ..server.lifetime import StatusLines, serve_until_stopped
+    from ..server.lifetime import StatusLines
     from ..server.rayserve.cluster import RayCluster
-    from ..server.results import ResultStore, default_output_dir
 
     engine_kwargs = {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
                      "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
@@ -46,19 +45,13 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
         return 2
     print(f"Ray Serve: {replicas[0]}..{replicas[1]} replicas; models: "
           + ", ".join(m.id for m in catalog.models()), flush=True)
-    try:
-        store = ResultStore(args.output_dir or default_output_dir(), args.keep_results, args.keep_days * 86400)
-        print(f"results are kept in {store.folder}", flush=True)
+
+    def make_app(store: Any) -> Any:
         workers = cluster.workers(catalog, start_timeout=max(args.ray_timeout, 60.0), step_timeout=args.ray_timeout)
-        app = App(store=store, security=security, workers=workers)
-        asyncio.run(serve_until_stopped(app, args.host, args.port, StatusLines(args.status_lines),
-                                        parent_pid=args.parent_pid, idle_exit=args.idle_exit))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        print(f"easel serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return App(store=store, security=security, workers=workers)
+
+    try:
+        return run_front_door(args, make_app, StatusLines(args.status_lines))
     finally:
         cluster.close()
         catalog.close()
-    return 0
