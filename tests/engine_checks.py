@@ -44,3 +44,29 @@ def raw_pipelines(paths: dict[str, str]) -> dict[str, dict[str, Any]]:
         for pipe in out[name].values():
             pipe.set_progress_bar_config(disable=True)
     return out
+
+
+def raw_call(pipe: Any, j: EngineJob, seed: int, **extra: Any) -> Image.Image:
+    """``j`` run by a raw diffusers pipeline with one seed (its own defaults where ``j`` leaves a value out;
+    no negative prompt for FLUX.1, which has none)."""
+    kwargs = dict(prompt=j.prompt, num_inference_steps=j.steps, height=j.height, width=j.width,
+                  generator=torch.Generator("cpu").manual_seed(seed), **extra)
+    if j.guidance is not None:
+        kwargs["guidance_scale"] = j.guidance
+    if not type(pipe).__name__.startswith("Flux"):
+        kwargs["negative_prompt"] = j.negative_prompt
+    if j.mode != "txt2img":
+        kwargs.update(image=j.image, strength=j.strength)
+    if j.mode == "inpaint":
+        kwargs["mask_image"] = j.mask
+    return pipe(**kwargs).images[0]
+
+
+def assert_matches_raw(images: list[Image.Image], pipe: Any, j: EngineJob, size: int, differ: int) -> None:
+    """Image i of the engine's batch equals a raw batch-1 run with ``j.seeds[i]``; seeds give different images."""
+    assert len(images) == len(j.seeds)
+    for img, seed in zip(images, j.seeds):
+        assert img.mode == "RGB" and img.size == (size, size)
+        assert img.info["easel"]["seed"] == seed
+        assert_close(img, raw_call(pipe, j, seed))
+    assert np.abs(arr(images[0]) - arr(images[1])).max() > differ

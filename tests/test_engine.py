@@ -9,7 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, assert_close, gradient, raw_pipelines, run
+from engine_checks import arr, assert_matches_raw, gradient, raw_pipelines, run
 from pictures import engine_job
 from PIL import Image
 
@@ -56,15 +56,6 @@ def raw_pipes(tiny_sd_path, tiny_sdxl_path):
     return raw_pipelines({"sd": tiny_sd_path, "sdxl": tiny_sdxl_path})
 
 
-def raw_call(pipe, j: EngineJob, seed: int) -> Image.Image:
-    kwargs = dict(prompt=j.prompt, negative_prompt=j.negative_prompt, num_inference_steps=j.steps,
-                  guidance_scale=j.guidance if j.guidance is not None else 7.5, height=j.height, width=j.width,
-                  generator=torch.Generator("cpu").manual_seed(seed))
-    if j.mode != "txt2img":
-        kwargs.update(image=j.image, strength=j.strength)
-    if j.mode == "inpaint":
-        kwargs["mask_image"] = j.mask
-    return pipe(**kwargs).images[0]
 
 
 # ----------------------------------------------------------------------------- modes and parity
@@ -76,12 +67,8 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, tiny_sd_path, ti
     model = {"sd": tiny_sd_path, "sdxl": tiny_sdxl_path}[family]
     j = job(mode, model=model, seeds=[3, 11], guidance=7.5)
     images = run(engine, j)
-    assert len(images) == 2
-    for img, seed in zip(images, j.seeds):
-        assert img.mode == "RGB" and img.size == (SIZE, SIZE)
-        assert img.info["easel"]["seed"] == seed and img.info["easel"]["steps"] == 3
-        assert_close(img, raw_call(raw_pipes[family][mode], j, seed))  # image i == batch-1 run with seeds[i]
-    assert np.abs(arr(images[0]) - arr(images[1])).max() > 20  # different seeds, different images
+    assert_matches_raw(images, raw_pipes[family][mode], j, SIZE, differ=20)
+    assert all(i.info["easel"]["steps"] == 3 for i in images)
 
 
 def test_seeds_reproducible(engine):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, assert_close, gradient, raw_pipelines, run
+from engine_checks import arr, assert_close, assert_matches_raw, gradient, raw_pipelines, run
 from pictures import engine_job
 from PIL import Image
 
@@ -52,16 +52,6 @@ def raw_pipes(tiny_sd3_path, tiny_flux_path):
     return raw_pipelines({"sd3": tiny_sd3_path, "flux": tiny_flux_path})
 
 
-def raw_call(pipe, j: EngineJob, seed: int, **extra) -> Image.Image:
-    kwargs = dict(prompt=j.prompt, num_inference_steps=j.steps, guidance_scale=j.guidance, height=j.height,
-                  width=j.width, generator=torch.Generator("cpu").manual_seed(seed), **extra)
-    if not type(pipe).__name__.startswith("Flux"):
-        kwargs["negative_prompt"] = j.negative_prompt
-    if j.mode != "txt2img":
-        kwargs.update(image=j.image, strength=j.strength)
-    if j.mode == "inpaint":
-        kwargs["mask_image"] = j.mask
-    return pipe(**kwargs).images[0]
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
@@ -70,12 +60,8 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, tiny_sd3_path, t
     model = {"sd3": tiny_sd3_path, "flux": tiny_flux_path}[family]
     j = job(mode, model=model, seeds=[3, 11], guidance=4.0)
     images = run(engine, j)
-    assert len(images) == 2
-    for img, seed in zip(images, j.seeds):
-        assert img.mode == "RGB" and img.size == (SIZE, SIZE)
-        assert img.info["easel"]["seed"] == seed and img.info["easel"]["guidance"] == 4.0
-        assert_close(img, raw_call(raw_pipes[family][mode], j, seed))  # image i == batch-1 run with seeds[i]
-    assert np.abs(arr(images[0]) - arr(images[1])).max() > 10
+    assert_matches_raw(images, raw_pipes[family][mode], j, SIZE, differ=10)
+    assert all(i.info["easel"]["guidance"] == 4.0 for i in images)
 
 
 def test_family_traits_and_defaults(engine, tiny_sd3_path, tiny_flux_path, tmp_path):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_engine_flow import SIZE, arr, assert_close, job, raw_call, run
+from engine_checks import arr, assert_close, raw_call, run
+from test_engine_flow import SIZE, job
 
 from easel.server.engine import Engine, EngineError
 
