@@ -38,12 +38,6 @@ def job(mode: str = "txt2img", **kw) -> EngineJob:
                       _mask() if mode == "inpaint" else None, **kw)
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_sd_path, tiny_sdxl_path):
     with Engine([tiny_sd_path, tiny_sdxl_path], device="cpu", dtype="float32") as eng:
@@ -54,8 +48,6 @@ def engine(tiny_sd_path, tiny_sdxl_path):
 def raw_pipes(tiny_sd_path, tiny_sdxl_path):
     """Plain diffusers pipelines straight from the folders: the reference results."""
     return raw_pipelines({"sd": tiny_sd_path, "sdxl": tiny_sdxl_path})
-
-
 
 
 # ----------------------------------------------------------------------------- modes and parity

@@ -34,12 +34,6 @@ def job(mode: str = "txt2img", **kw) -> EngineJob:
                       _mask() if mode == "inpaint" else None, **kw)
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_sd3_path, tiny_flux_path):
     with Engine([tiny_sd3_path, tiny_flux_path], device="cpu", dtype="float32") as eng:
@@ -50,8 +44,6 @@ def engine(tiny_sd3_path, tiny_flux_path):
 def raw_pipes(tiny_sd3_path, tiny_flux_path):
     """Plain diffusers pipelines straight from the folders: the reference results."""
     return raw_pipelines({"sd3": tiny_sd3_path, "flux": tiny_flux_path})
-
-
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])

@@ -16,10 +16,6 @@ SD1 = Extent(512, 512)
 DEMO = Extent(64, 64)
 
 
-
-
-
-
 def fake_engine(work_image, seed=1):
     """A 'generated' image at working size: unrelated content."""
     w, h = work_image.size

@@ -30,10 +30,6 @@ def tiny_engine(tmp_path_factory):
     engine.close()
 
 
-
-
-
-
 def run(engine, image, mask, origin=(0, 0), canvas=None, **overrides):
     """One selection edit, end to end. Returns (plan, generated image, layer)."""
     info = engine.model_info(None)
