@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,15 @@ def server_url(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def batch(root, server_url):
     """One GIMP batch session running every case; yields {case name: recorded result}."""
+    yield from run_batch(root, server_url, lambda folder: batch_cases(folder, server_url))
+
+
+def run_batch(root: Path, url: str, make_cases) -> Iterator[dict]:
+    """Run ``make_cases(input folder)`` in one GIMP batch session against ``url``; yields {case name: result}
+    with each new layer's pixels read back, and removes the scratch folder afterwards."""
     work = Workdir(root)
     install_plugin("gimp", work.plugins())
-    spec = dict(cases=batch_cases(work.host / "in", server_url), url=server_url,
+    spec = dict(cases=make_cases(work.host / "in"), url=url,
                 **{"in": work.path("in"), "out": work.path("out")})
     (work.host / "spec.json").write_text(json.dumps(spec))
     (work.host / "batch_cases.py").write_text((HERE / "gimp/batch_cases.py").read_text())
@@ -118,7 +125,7 @@ def _check_layers(got: list[dict], result, prompt: str) -> None:
         assert layer["record"]["seed"] == want.seed and layer["record"]["job"]
 
 
-def _check_success(case: dict, url: str, name: str):
+def check_success(case: dict, url: str, name: str):
     """The case succeeded, changed nothing else, and its layers equal the direct request's result."""
     assert "error" not in case, case["error"]
     assert case["status"] == "success", case
@@ -132,24 +139,24 @@ def _check_success(case: dict, url: str, name: str):
 # ----------------------------------------------------------------------------- batch tests
 def test_generate_inserts_server_result_layers(batch, server_url):
     case = batch["generate"]
-    _check_success(case, server_url, "generate")
+    check_success(case, server_url, "generate")
     assert all((lay["x"], lay["y"]) == (0, 0) for lay in case["new_layers"])
 
 
 def test_image_from_sketch_sends_visible_composite(batch, server_url):
-    _check_success(batch["sketch"], server_url, "sketch")
+    check_success(batch["sketch"], server_url, "sketch")
 
 
 def test_high_bit_depth_image_is_converted_both_ways(batch, server_url):
     """A 16-bit linear image: Gegl converts to 8-bit sRGB for the server and back for the layer."""
     case = batch["sketch-16bit"]
     assert case["before"]["precision"] == case["after"]["precision"] == "u16-linear"
-    _check_success(case, server_url, "sketch")
+    check_success(case, server_url, "sketch")
 
 
 def test_regenerate_selection_sends_soft_mask(batch, server_url):
     case = batch["selection"]
-    _check_success(case, server_url, "selection")
+    check_success(case, server_url, "selection")
     layer = case["new_layers"][0]
     x, y, w, h = SEL_BOX  # the result covers the selection
     assert layer["x"] <= x and layer["y"] <= y
@@ -160,7 +167,7 @@ def test_lora_and_variation_reach_the_server(batch, server_url):
     """``loras`` "ink:0.7" (completed to ink.safetensors) and a variation seed: the layer equals the
     direct request's, differs from the plain result, and its parasite shows the parameters used."""
     case = batch["features"]
-    _check_success(case, server_url, "features")
+    check_success(case, server_url, "features")
     params = case["new_layers"][0]["record"]["parameters"]
     assert params["loras"] == [{"name": "ink.safetensors", "weight": 0.7}]
     assert (params["variation_seed"], params["variation_strength"]) == (5, 0.4)
@@ -172,7 +179,7 @@ def test_lora_and_variation_reach_the_server(batch, server_url):
 def test_second_pass_and_exact_size_arguments_reach_the_server(batch, server_url):
     """``hires`` off, ``hires-strength`` 0.3 and ``exact-size``: the model ran at the image's own size."""
     case = batch["sizes"]
-    _check_success(case, server_url, "sizes")
+    check_success(case, server_url, "sizes")
     params = case["new_layers"][0]["record"]["parameters"]
     assert params["exact_size"] is True and params["work_size"] == [W, H] and "second_pass" not in params
     assert (params["hires"], params["hires_strength"]) == ("off", 0.3)
@@ -183,7 +190,7 @@ def test_sketch_guide_sends_the_visible_image_as_control(batch, server_url):
     region, inverted to white-on-black; the layer equals the direct request's and differs from
     the unguided one."""
     case = batch["control"]
-    _check_success(case, server_url, "control")
+    check_success(case, server_url, "control")
     params = case["new_layers"][0]["record"]["parameters"]
     assert (params["control_model"], params["control_strength"]) == ("scribble", 0.9)
     unguided = batch["selection"]["new_layers"][0]
