@@ -115,6 +115,16 @@ def cancel_running(url: str, steps: int = 120, deadline_s: float = 120) -> None:
         assert pixels(c.generate(req(steps=1)).images[0].image).shape == (64, 64, 4)
 
 
+def plain_server_pixels(model_path: str, **kw) -> np.ndarray:
+    """The image a plain one-worker in-process server makes for ``req(**kw)`` with ``model_path``."""
+    from easel.server.engine import Engine
+    from server_harness import inprocess_server
+
+    with Engine([str(model_path)], device="cpu", dtype="float32") as plain:
+        with inprocess_server(plain) as (url, _), Client(url, image_format="rgba") as c:
+            return pixels(c.generate(req(**kw)).images[0].image)
+
+
 def same_pixels(url: str, reference: np.ndarray, **kw) -> None:
     """The server's image for ``req(**kw)`` equals ``reference`` (a plain server's) exactly."""
     with Client(url, image_format="rgba") as c:

@@ -13,13 +13,19 @@ import signal
 import time
 
 import pytest
-from scale_checks import cancel_running, eight_clients_five_jobs, fairness_spread, req, same_pixels
+from scale_checks import (
+    cancel_running,
+    eight_clients_five_jobs,
+    fairness_spread,
+    plain_server_pixels,
+    req,
+    same_pixels,
+)
 
 from easel.client.connection import Client
 from easel.server.engine import Engine
 from easel.server.results import ResultStore
 from server_harness import inprocess_server, running_server
-from test_server import pixels
 
 pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.ray
@@ -99,9 +105,7 @@ def test_cancel_stops_within_a_step(front):
 
 def test_same_pixels_as_a_plain_server(front, tiny_sd_path):
     kw = {"steps": 3, "seed": 42, "width": 64, "height": 64}
-    with Engine([str(tiny_sd_path)], device="cpu", dtype="float32") as plain:
-        with inprocess_server(plain) as (url, _), Client(url, image_format="rgba") as c:
-            reference = pixels(c.generate(req(**kw)).images[0].image)
+    reference = plain_server_pixels(tiny_sd_path, **kw)
     same_pixels(front[0], reference, **kw)
 
 
