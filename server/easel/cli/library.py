@@ -16,7 +16,8 @@ from .progress import ProgressBar
 # `easel serve` dests that are settings (defaults come from the config file, then from ServeSettings)
 SETTING_DESTS = ("model", "models_dir", "loras_dir", "control_model", "refiner", "safety_checker", "host", "port",
                  "token", "allow_origin", "device", "dtype", "max_loaded", "attention_slicing", "vae_tiling",
-                 "cpu_offload", "no_preload", "no_sd3_t5", "threads", "output_dir", "keep_results", "keep_days", "verbose")
+                 "cpu_offload", "no_preload", "no_sd3_t5", "channels_last", "compile", "threads", "output_dir",
+                 "keep_results", "keep_days", "verbose")
 _BACK = {"models": "model", "models_dirs": "models_dir", "control_models": "control_model",
          "allow_origins": "allow_origin"}
 

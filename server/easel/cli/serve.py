@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import __version__
 from ..server.security import TOKEN_ENV, Security, SecurityError
+from ..server.settings import CHANNELS_LAST
 from . import library
 from .frontdoor import run_front_door
 from .progress import ProgressBar
@@ -49,6 +50,12 @@ def add_parser(sub: Any) -> None:
                                         "alone) or sequential (per layer: least memory, slowest)")
     p.add_argument("--no-sd3-t5", action="store_true", help="load SD 3/3.5 without their T5 encoder "
                                                               "(about 9.5 GB less; prompts followed less closely)")
+    p.add_argument("--channels-last", default="auto", choices=CHANNELS_LAST,
+                   help="convolution weights in channels-last layout: auto = on for bfloat16 on the CPU, where it "
+                        "is faster (docs/performance.md)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: faster steps after the first job at each size, which compiles "
+                        "for minutes on a CPU (kernels are cached for later starts; docs/performance.md)")
     p.add_argument("--models-dir", action="append", type=Path, metavar="DIR",
                    help="models folder (A1111/Forge, ComfyUI or flat; repeat for several): its checkpoints, "
                         "diffusers folders, LoRAs and ControlNets are offered, rescanned as clients ask; local "
@@ -114,12 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
 
     try:
-        engines = [Engine(models, device=device, dtype=args.dtype, max_loaded=args.max_loaded,
-                          attention_slicing=args.attention_slicing, vae_tiling=args.vae_tiling,
-                          cpu_offload=args.cpu_offload, models_dir=args.models_dir, loras_dir=args.loras_dir,
-                          control_models=args.control_model, refiner=args.refiner,
-                          safety_checker=args.safety_checker, sd3_t5=not args.no_sd3_t5)
-                   for device in worker_devices(args)]
+        engines = [Engine(**{**engine_kwargs(args, models), "device": device}) for device in worker_devices(args)]
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
@@ -157,6 +159,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         for each in engines:
             each.close()
+
+
+def engine_kwargs(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
+    """The ``Engine`` options the ``easel serve`` flags (and config file) give, for a plain server and Ray alike."""
+    return {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
+            "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
+            "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
+            "control_models": args.control_model, "refiner": args.refiner,
+            "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5,
+            "channels_last": args.channels_last, "compile": args.compile}
 
 
 def worker_devices(args: argparse.Namespace) -> list[str]:

@@ -57,6 +57,8 @@ class ServeSettings:
     cpu_offload: bool | str = False  # true / "model", or "sequential" (per layer, least memory)
     preload: bool = True
     sd3_t5: bool = True  # false: SD 3/3.5 without their T5 encoder (flag --no-sd3-t5)
+    channels_last: str = "auto"  # auto (on for bfloat16 on the CPU) | on | off
+    compile: bool = False  # torch.compile the model (minutes per new size on a CPU)
     threads: int | None = None
     output_dir: str | None = None
     keep_results: int = 200
@@ -65,7 +67,9 @@ class ServeSettings:
 
 
 PATH_KEYS = {"models_dirs", "loras_dir", "output_dir"}  # relative to the config file's folder
-_CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "dtype": ("auto", "float32", "float16", "bfloat16")}
+CHANNELS_LAST = ("auto", "on", "off")  # the channels_last choices (engine/speed.py)
+_CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "dtype": ("auto", "float32", "float16", "bfloat16"),
+            "channels_last": CHANNELS_LAST}
 # argparse dests of `easel serve` whose setting has another name (or meaning)
 FLAG_KEYS = {"model": "models", "models_dir": "models_dirs", "control_model": "control_models",
              "allow_origin": "allow_origins", "no_preload": "preload",

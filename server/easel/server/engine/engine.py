@@ -41,7 +41,8 @@ class Engine:
     (one folder or several) confines model paths and is scanned: its checkpoints, diffusers folders,
     LoRAs and ControlNets are offered too (library/, docs/models.md). ``cpu_offload``: False/"none",
     True/"model" (model CPU offload) or "sequential" (per layer: least memory, slowest). ``sd3_t5=False``
-    loads SD 3/3.5 without their T5 text encoder.
+    loads SD 3/3.5 without their T5 text encoder. ``channels_last`` (auto|on|off) and ``compile`` are the
+    speed options of speed.py.
     """
 
     def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
@@ -49,7 +50,8 @@ class Engine:
                  models_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
                  loras_dir: str | os.PathLike | None = None,
                  control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
-                 safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True):
+                 safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
+                 channels_last: str = "auto", compile: bool = False):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -63,7 +65,7 @@ class Engine:
         self.device: str = resolve_device(device)
         self.dtype: str = resolve_dtype(dtype, self.device)
         self._options = LoadOptions(self.device, (dtype or "auto").lower(), self.dtype,
-                                    attention_slicing, vae_tiling, cpu_offload, sd3_t5)
+                                    attention_slicing, vae_tiling, cpu_offload, sd3_t5, channels_last, compile)
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
         self._loras = LoraLibrary(loras_dir, self.library)
         self._controls = ControlNets(control_models, self._options, roots, self.library)

@@ -29,6 +29,7 @@ from .device import DTYPES, model_dtype
 from .families import FLUX_CLASSES, SD3_CLASSES, Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
+from .speed import CompiledShapes, check_channels_last, compile_pipeline, set_channels_last, wants_channels_last
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,14 @@ class LoadOptions:
     vae_tiling: bool = False
     cpu_offload: bool | str = False  # True/"model" or "sequential"; only honoured on an accelerator
     sd3_t5: bool = True  # False: SD 3/3.5 load without their T5 encoder (far less memory, weaker prompts)
+    channels_last: str = "auto"  # auto | on | off (speed.py)
+    compile: bool = False  # torch.compile the denoiser and VAE decoder (speed.py)
 
     def __post_init__(self) -> None:
+        try:
+            check_channels_last(self.channels_last)
+        except ValueError as exc:
+            raise EngineError(str(exc), field="channels_last") from None
         mode = {True: "model", False: "none", None: "none"}.get(self.cpu_offload, self.cpu_offload)  # type: ignore[call-overload]
         if mode not in OFFLOAD_MODES:
             raise EngineError(f"unknown offload mode {self.cpu_offload!r}; use one of {', '.join(OFFLOAD_MODES)}",
@@ -76,6 +83,8 @@ class LoadedModel:
     offload_device: str | None = None  # set when CPU offload is on
     offload_mode: str = "none"  # "model" | "sequential" when offload_device is set
     pipes: dict[str, Any] = field(default_factory=dict)
+    channels_last: bool = False  # conv weights channels-last (speed.py)
+    compiled: CompiledShapes | None = None  # set when torch.compile is on
     _offload_owner: Any = None
 
     def pipeline(self, mode: str) -> Any:
@@ -129,6 +138,11 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
         else:
             pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled)
         offload = _place(pipe, opts)
+        channels_last = wants_channels_last(opts.channels_last, opts.device, dtype)
+        if channels_last:
+            set_channels_last(pipe)
+        if opts.compile:
+            compile_pipeline(pipe)
         preview = _demo_preview() if ref.source == "builtin" else None
         preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
     except (EngineError, JobCancelled):
@@ -144,7 +158,8 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
              f", {opts.offload_mode} cpu offload" if offload else "", seconds)
     say(Progress("load", 1, 1, f"loaded {ref.id} in {seconds:.1f} s"))
     return LoadedModel(ref, traits, dtype, pipe, preview, opts.device if offload else None,
-                       opts.offload_mode if offload else "none")
+                       opts.offload_mode if offload else "none", channels_last=channels_last,
+                       compiled=CompiledShapes() if opts.compile else None)
 
 
 def _quiet() -> None:

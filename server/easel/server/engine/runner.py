@@ -141,6 +141,9 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet
     run_seeds, blend = variation_plan(job)
     groups = [[seed] for seed in run_seeds] if one_by_one else [list(run_seeds)]
+    compiling = lm.compiled.note(job.mode, job.width, job.height, len(groups[0])) if lm.compiled else ""
+    if compiling:
+        progress(Progress("denoise", 0, expected, compiling))
     # per group: base steps (known once it runs), refiner steps (estimated until the refiner runs)
     count = {"group": 0, "base": 0, "stage": "base"}
 
