@@ -1,18 +1,20 @@
 """Easel on Ray Serve (issue #19): a local Ray on 127.0.0.1, started and stopped here, two replicas of
 the tiny model, the real front door (App) in this process. Marked ``ray``; skipped without easel[ray].
 
-The same checks as ``--workers 2`` (tests/scale_checks.py), then the faults: a replica killed mid-job,
-a replica hung (SIGSTOP). Not here: the head gone. Killing a local head takes this process's raylet, and
-Ray then ends this process (the front door too): see docs/scaling.md. Every wait has a deadline.
+The same checks as ``--workers 2`` (tests/scale_checks.py), then the faults: the head gone (its GCS and
+raylet killed under ``easel serve --ray local``), a replica killed mid-job, a replica hung (SIGSTOP).
+Every wait has a deadline.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 
 import pytest
+from probes import wait_until
 from scale_checks import (
     cancel_running,
     eight_clients_five_jobs,
@@ -24,6 +26,7 @@ from scale_checks import (
 
 from easel.client.connection import Client
 from easel.server.engine import Engine
+from easel.server.lifetime import pid_alive
 from easel.server.results import ResultStore
 from server_harness import inprocess_server, running_server
 
@@ -41,6 +44,95 @@ def test_serve_ray_local_replicas_2(tiny_sd_path):
             assert c.generate(req(steps=1)).images
 
 
+def _family(pid: int) -> dict[int, bytes]:
+    """``pid``'s descendants (pid -> command line), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parents[int(entry)] = int(f.read().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child in [p for p, pp in parents.items() if pp == parent]:
+            try:
+                with open(f"/proc/{child}/cmdline", "rb") as f:
+                    found[child] = f.read()
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def _fetch(client: Client, job: str, timeout: float = 30) -> dict:
+    client.send({"type": "fetch", "job": job})
+    for event in client.events(timeout=timeout):
+        if event.job == job and event.type in ("result", "error", "status"):
+            return {"type": event.type, **event.data}
+    raise AssertionError("no answer to fetch")
+
+
+def test_head_gone_the_front_door_keeps_serving(tiny_sd_path, tmp_path):
+    """``easel serve --ray local --replicas 1`` with its Ray head's GCS and raylet killed (SIGKILL): the front
+    door process lives on, welcomes, lists its models, hands out the finished result (fetch), and a new job
+    gets a clear ``worker_failed`` error (cause and fix) within a deadline; a job in flight ends too. Then
+    the server starts a new local Ray, and jobs succeed again."""
+    log = tmp_path / "serve.log"
+    with running_server([str(tiny_sd_path)], "--ray", "local", "--replicas", "1", "--threads", "1", "--device", "cpu",
+                        "--status-lines", "--output-dir", str(tmp_path / "results"), timeout=180,
+                        log_path=log) as url:
+        server = wait_until(lambda: next((json.loads(line.split(":", 1)[1])["pid"] for line in log.read_text()
+                                          .splitlines() if line.startswith("easel-status:") and '"ready"' in line),
+                                         None), timeout=30)
+        assert server
+        with Client(url, image_format="rgba") as c:
+            finished = req(steps=1)
+            c.generate(finished)
+            ray = _family(server)
+            head = [p for p, cmd in ray.items() if b"gcs_server" in cmd or b"raylet/raylet" in cmd]
+            assert len(head) == 2, ray
+            in_flight = c.submit(req(steps=150, width=512, height=512))
+            next(e for e in c.events(timeout=60) if e.job == in_flight and e.type == "progress")
+            for pid in head:
+                os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            kind, data = _outcome(c, in_flight, timeout=90)  # it may finish: its replica can outlive the raylet
+            assert kind == "result" or data["code"] == "worker_failed", data
+            print(f"head gone: the job in flight ended with {kind} {time.monotonic() - killed:.1f} s after")
+            while True:  # jobs go on while Ray's driver lives; then they fail clearly
+                assert time.monotonic() - killed < 90, "no clear error 90 s after the head went away"
+                kind, data = _outcome(c, c.submit(req(steps=1)), timeout=60)
+                if kind == "error":
+                    break
+            print(f"head gone: new jobs fail after {time.monotonic() - killed:.1f} s")
+            assert data["code"] == "worker_failed", data
+            assert "the local Ray instance this server started is gone" in data["message"]
+            assert "try again in a minute" in data["message"]
+        assert pid_alive(server)
+        with Client(url, image_format="rgba", timeout=10) as c:  # the front door still serves
+            assert c.welcome["workers"] and c.models()
+            assert _fetch(c, finished.job)["type"] == "result", "the finished result was lost"
+            t0 = time.monotonic()
+            kind, data = _outcome(c, c.submit(req(steps=1)), timeout=10)
+            assert kind == "error" and data["code"] == "worker_failed" and time.monotonic() - t0 < 5, data
+            back = time.monotonic()  # meanwhile the server starts a new local Ray
+
+            def served() -> bool:
+                return _outcome(c, c.submit(req(steps=1)), timeout=60)[0] == "result"
+
+            assert wait_until(served, timeout=180, step=2), "no new local Ray within 180 s"
+            print(f"head gone: a new local Ray serves {time.monotonic() - back:.1f} s later")
+    # Ray's own processes end with their head (Ray's agents within about a minute); none is left behind
+    gone = wait_until(lambda: not any(pid_alive(p) for p in ray), timeout=120, step=0.5)
+    print(f"head gone: Ray's last process ended {time.monotonic() - killed:.1f} s after")
+    left = [p for p in ray if pid_alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert gone, f"Ray processes outlived their head: {[ray[p][:40] for p in left]}"
+
+
 @pytest.fixture(scope="module")
 def cluster(tiny_sd_path):
     from easel.server.rayserve.cluster import RayCluster
@@ -48,7 +140,7 @@ def cluster(tiny_sd_path):
     kwargs = {"models": [str(tiny_sd_path)], "device": "cpu", "dtype": "float32"}
     made = RayCluster.start("local", (2, 2), kwargs, threads=1, cpus=2)
     yield made
-    made.close(timeout=5)
+    made.close()
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,11 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
-    try:
+    try:  # in a child process, the Ray driver: this one outlives the cluster's head (docs/scaling.md)
         cluster = RayCluster.start(args.ray, replicas, engine_kwargs, threads=args.threads)
     except Exception as exc:  # noqa: BLE001 - Ray's errors vary; say which address failed
-        print(f"easel serve: could not start the engine on Ray at {args.ray!r}: {type(exc).__name__}: {exc}",
-              file=sys.stderr)
+        print(f"easel serve: could not start the engine on Ray at {args.ray!r}: {exc}", file=sys.stderr)
+        catalog.close()
         return 2
     print(f"Ray Serve: {replicas[0]}..{replicas[1]} replicas; models: "
           + ", ".join(m.id for m in catalog.models()), flush=True)

@@ -2,7 +2,8 @@
 
 The websocket front door, the fair queue, the result store, auth and the protocol stay in the
 ``easel serve`` process; the engine runs in Ray Serve replicas (``replica``), one job at a time each,
-fed by ``RayWorker`` slots (``worker``). ``cluster`` joins or starts Ray and deploys the replicas.
+fed by ``RayWorker`` slots (``worker``). ``cluster`` joins or starts Ray and deploys the replicas, in a
+child process, the Ray driver (``driver``), so that the front door outlives the cluster's head.
 Ray is optional: ``pip install 'easel[ray]'``.
 """
 

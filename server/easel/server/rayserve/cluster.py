@@ -1,24 +1,35 @@
-"""Join a Ray cluster (or start one bounded to this machine) and deploy the engine replicas.
+"""The front door's handle on Ray: the Ray driver runs in a child process, so the front door outlives the
+cluster's head (docs/scaling.md).
 
     cluster = RayCluster.start("local", replicas=(2, 2), engine_kwargs={...})
     workers = cluster.workers(catalog_engine)   # RayWorker slots for the App
     ...
     cluster.close()
+
+Ray ends a driver process whose raylet dies: with ``--ray local``, when this machine's Ray head goes away.
+The front door is therefore no Ray driver. ``RayCluster.start`` spawns one (``driver.run_driver``): it joins or
+starts Ray, deploys the replicas and makes each job's streaming call for the front door, over a pipe
+(``(kind, key, payload)`` tuples; numpy arrays travel pickled raw, no PNG round trip). When the child ends,
+``RayCluster.down`` says why and what to do; the jobs it was running end with ``("lost", …)``, and
+``RayWorker`` fails them and every new job with that message (``worker_failed``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-import os
+import multiprocessing
+import queue
 import threading
-from dataclasses import dataclass
+import time
 from typing import Any
 
 from ..engine.types import EngineError
-from . import APP_NAME, INSTALL_HINT
+from . import INSTALL_HINT
 from .worker import RayWorker
 
 log = logging.getLogger(__name__)
+RETRY_S = 30.0  # while the driver is down: at most one new start per this many seconds (when a job asks)
 
 
 def parse_replicas(text: str) -> tuple[int, int]:
@@ -42,70 +53,175 @@ def import_ray() -> tuple[Any, Any]:
     return ray, serve
 
 
-@dataclass
-class RayCluster:
-    """Ray joined or started by this process, with the replicas deployed as Serve app ``easel``."""
+class Call:
+    """One job's streaming call through the driver: ``items`` as the replica yields them, then
+    ``("eof",)``, or ``("lost", why)`` when the call or the driver broke."""
 
-    address: str
-    replicas: tuple[int, int]
-    handle: Any
-    started_here: bool
+    def __init__(self, driver: RayCluster, key: int):
+        self.driver, self.key = driver, key
+        self.items: queue.Queue[tuple] = queue.Queue()
+
+    def cancel(self) -> None:
+        """Cancel the call: the replica stops at its next step."""
+        self.driver.send(("cancel", self.key, None))
+
+    def close(self) -> None:
+        self.driver.calls.pop(self.key, None)
+
+
+class RayCluster:
+    """The front door's end of the Ray driver process; ``down`` is None while it runs, else why not (the
+    message jobs get). While down, a job that asks makes it start a new driver (``revive``)."""
+
+    def __init__(self, address: str, replicas: tuple[int, int], launch: tuple):
+        self.address, self.replicas, self.launch = address, replicas, launch
+        self.process: Any = None
+        self.conn: Any = None
+        self.calls: dict[int, Call] = {}
+        self.down: str | None = "the Ray driver has not started"
+        self.lock = threading.Lock()  # guards the driver, ``down`` and ``calls`` together, and sending
+        self.keys = itertools.count()
+        self.closing = self.reviving = False
+        self.tried = 0.0  # when the last revive ended
 
     @classmethod
     def start(cls, address: str, replicas: tuple[int, int], engine_kwargs: dict[str, Any],
-              threads: int | None = None, cpus: int | None = None) -> RayCluster:
-        """``address``: ``local`` (a new Ray instance on 127.0.0.1 with ``cpus`` CPUs, default all of this
-        machine's) or a cluster address (``ray://…`` or ``HOST:PORT``). One GPU per replica when the
-        cluster has GPUs, else one CPU."""
-        ray, serve = import_ray()
-        from .replica import deployment
+              threads: int | None = None, cpus: int | None = None, timeout: float = 600.0) -> RayCluster:
+        """Spawn the driver and wait until the replicas are deployed; EngineError (code ``unavailable``)
+        naming the cause when it cannot, or not within ``timeout`` seconds."""
+        cluster = cls(address, replicas, (engine_kwargs, threads, cpus, timeout))
+        cluster._attach(*_spawn(address, replicas, *cluster.launch))
+        return cluster
 
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        local = address == "local"
-        if local:
-            ray.init(address="local", num_cpus=cpus or os.cpu_count(), include_dashboard=False,
-                     _node_ip_address="127.0.0.1", log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-        try:
-            gpus = ray.cluster_resources().get("GPU", 0)
-            device = engine_kwargs.get("device", "auto")
-            per_gpu = gpus > 0 and not str(device).startswith("cpu")
-            kwargs = {**engine_kwargs, "device": "cuda" if per_gpu else device}
-            serve.start(proxy_location="Disabled")
-            app = deployment(kwargs.get("max_loaded", 2), replicas, num_gpus=1 if per_gpu else 0,
-                             num_cpus=0 if per_gpu else 1).bind(kwargs, threads)
-            handle = serve.run(app, name=APP_NAME, route_prefix=None)
-        except BaseException:
-            if local:
-                ray.shutdown()
-            raise
-        log.info("Ray Serve: %s, replicas %s", address, replicas)
-        return cls(address, replicas, handle, local)
+    def _attach(self, process: Any, conn: Any) -> None:
+        with self.lock:
+            self.process, self.conn, self.down = process, conn, None
+        threading.Thread(target=self._read, args=(process, conn), daemon=True, name="easel-ray-driver").start()
+
+    def revive(self) -> None:
+        """While down: start a new driver on its own thread (a new local Ray, or the cluster joined again),
+        at most once per ``RETRY_S``; jobs keep getting ``down`` until it is up."""
+        with self.lock:
+            if not self.down or self.closing or self.reviving or time.monotonic() - self.tried < RETRY_S:
+                return
+            self.reviving = True
+
+        def run() -> None:
+            try:
+                process, conn = _spawn(self.address, self.replicas, *self.launch)
+                if self.closing:
+                    conn.send(("close", None, None))
+                    _end(process, 20.0)
+                    return
+                self._attach(process, conn)
+                log.warning("Ray: the engine is back (%s)", self.address)
+            except Exception as exc:  # noqa: BLE001 - still down; the next job that asks tries again
+                log.warning("Ray: could not start again: %s", exc)
+            finally:
+                self.tried, self.reviving = time.monotonic(), False
+
+        threading.Thread(target=run, daemon=True, name="easel-ray-revive").start()
 
     def workers(self, engine: Any, start_timeout: float = 120.0, step_timeout: float = 120.0) -> list[RayWorker]:
         """One front-door slot per replica the deployment may have (its maximum)."""
-        return [RayWorker(f"ray{i}", self.handle, engine, start_timeout, step_timeout)
-                for i in range(self.replicas[1])]
+        return [RayWorker(f"ray{i}", self, engine, start_timeout, step_timeout) for i in range(self.replicas[1])]
 
-    def close(self, timeout: float = 15.0) -> None:
-        """Remove the deployment (a joined cluster keeps running); stop Ray if it was started here. Waits at
-        most ``timeout`` seconds: with the head gone, Ray's own shutdown waits on it much longer."""
-        ray, serve = import_ray()
+    def stream(self, request: Any, inputs: Any, model_id: str) -> Call:
+        """Send a job to the replicas; its items arrive in the returned call (``lost`` at once when down)."""
+        with self.lock:
+            call = Call(self, next(self.keys))
+            if self.down:
+                call.items.put(("lost", self.down))
+                return call
+            self.calls[call.key] = call
+        self.send(("generate", call.key, (request, inputs, model_id)))
+        return call
 
-        def shut() -> None:
-            try:
-                if self.started_here:
-                    serve.shutdown()
-                else:
-                    serve.delete(APP_NAME)
-            except Exception:  # noqa: BLE001 - the head may already be gone
-                log.warning("could not remove the Ray Serve app cleanly", exc_info=True)
-            finally:
-                ray.shutdown()
+    def kill_replica(self, name: str, namespace: str) -> None:
+        """Kill a replica that stopped answering (Ray Serve starts a new one)."""
+        self.send(("kill", None, (name, namespace)))
 
-        closer = threading.Thread(target=shut, daemon=True, name="easel-ray-close")
-        closer.start()
-        closer.join(timeout)
-        if closer.is_alive():
-            log.warning("Ray did not shut down within %.0f s (is its head gone?); leaving it", timeout)
+    def send(self, message: tuple) -> None:
+        try:
+            with self.lock:
+                if not self.down:
+                    self.conn.send(message)
+        except (OSError, ValueError):
+            pass  # the child is gone; the reader says so
+
+    def _read(self, process: Any, conn: Any) -> None:
+        try:
+            while True:
+                _, key, item = conn.recv()
+                call = self.calls.get(key)
+                if call is not None:
+                    call.items.put(item)
+        except (EOFError, OSError):
+            pass
+        except Exception:  # noqa: BLE001 - a message that cannot be read: this driver is given up on
+            log.exception("Ray: a message from the driver process could not be read; stopping it")
+            process.kill()
+        process.join(10)
+        ended = f"its Ray driver process ended, exit code {process.exitcode}"
+        if self.closing:
+            why = "the server is shutting down"
+        elif self.address == "local":
+            why = (f"the local Ray instance this server started is gone ({ended}); jobs running on it were not "
+                   "finished. The server starts a new one when a job asks: try again in a minute (or restart "
+                   "easel serve). Finished results are kept: fetch them")
+        else:
+            why = (f"the Ray cluster at {self.address} is unreachable ({ended}); jobs running on it were not "
+                   "finished. Restart the cluster (ray start --head on its head, ray start --address on the "
+                   "others); the server joins it again when a job asks. Finished results are kept: fetch them")
+        with self.lock:
+            self.down = why
+            calls, self.calls = list(self.calls.values()), {}
+        if not self.closing:
+            log.error("Ray: %s", why)
+        for call in calls:
+            call.items.put(("lost", why))
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Stop the driver: it removes the deployment (a joined cluster keeps running) and stops a Ray it
+        started; killed after ``timeout`` seconds (with the head gone, Ray's shutdown can wait long)."""
+        self.closing = True
+        self.send(("close", None, None))
+        if self.process is not None:
+            _end(self.process, timeout)
+
+
+def _spawn(address: str, replicas: tuple[int, int], engine_kwargs: dict[str, Any], threads: int | None,
+           cpus: int | None, timeout: float) -> tuple[Any, Any]:
+    """Start a driver process; (process, its pipe) once its replicas are deployed, else EngineError."""
+    from .driver import run_driver
+
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe()
+    process = context.Process(target=run_driver, args=(theirs, address, replicas, engine_kwargs, threads, cpus),
+                              name="easel-ray-driver")
+    process.start()
+    theirs.close()  # so that the child's end is seen (EOF) when it exits
+    deadline = time.monotonic() + timeout
+    try:
+        while not mine.poll(0.2):
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise EngineError(f"the Ray driver process did not start (exit code {process.exitcode})",
+                                  code="unavailable")
+        kind, _, payload = mine.recv()
+    except EOFError:
+        kind, payload = "failed", f"the Ray driver process ended (exit code {process.exitcode})"
+    except BaseException:
+        _end(process)
+        raise
+    if kind != "ready":
+        _end(process)
+        raise EngineError(payload, code="unavailable")
+    return process, mine
+
+
+def _end(process: Any, timeout: float = 5.0) -> None:
+    process.join(timeout)
+    if process.is_alive():
+        log.warning("the Ray driver process did not end within %.0f s; killing it", timeout)
+        process.kill()
+        process.join(5)
