@@ -29,13 +29,8 @@ def krita_server_url(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def krita_gui(request, krita_server_url, tmp_path_factory):
     """Krita's GUI on Xvfb with the plugin and the self-test plugin; what the self-test recorded."""
-    from gui_run import gui_spec, run_krita_gui
-    from krita_host import ARTIFACTS, need, need_krita, scratch
+    from gui_run import gui_spec, krita_gui_session
+    from krita_host import ARTIFACTS
 
-    tools = (need_krita(request, "krita"), need(request, "Xvfb"), need(request, "import"))
-    work = scratch("krita-gui-", tmp_path_factory.getbasetemp())
-    try:
-        yield run_krita_gui(tools, work, gui_spec(krita_server_url), krita_server_url, ARTIFACTS / "krita_docker.png")
-    finally:
-        if work.root is not None:
-            work.cleanup()
+    yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), gui_spec(krita_server_url),
+                                 krita_server_url, ARTIFACTS / "krita_docker.png")

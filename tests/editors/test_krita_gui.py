@@ -123,6 +123,7 @@ def test_gui_more_offers_what_the_server_offers(gui):
     assert offered["panel"] and offered["loras_shown"]
     assert offered["lora_pick"][1:] == ["ink.safetensors"] and offered["control_models"] == ["scribble"]
     assert not offered["refiner_shown"]  # the test server has no refiner
+    assert offered["negative_shown"] and offered["control_shown"] and offered["variation_shown"]  # SD uses them
     assert power(gui, "picked") == "ink.safetensors:1"
 
 

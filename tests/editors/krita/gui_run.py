@@ -1,5 +1,6 @@
-"""The GUI half of tests/editors/test_krita.py: running Krita under Xvfb with the self-test plugin,
-and the oracles (the same requests asked directly through ``easel.client.connection``)."""
+"""The GUI half of the Krita tests (test_krita_gui.py, test_krita_live.py, test_krita_flux.py): running
+Krita under Xvfb with the self-test plugin, and the oracles (the same requests asked directly through
+``easel.client.connection``)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from editor_site import Scratch, install_plugin
-from krita_host import add_test_plugin, krita_command, paste, tail, xvfb
+from krita_host import add_test_plugin, krita_command, need, need_krita, paste, scratch, tail, xvfb
 
 from easel.client import editing
-from easel.client.connection import Client, new_job_id
+from easel.client.connection import Client, Result, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 from easel.client.send_region import send_region
 
@@ -67,7 +69,7 @@ def live_spec(stroke_s: float = 1.5) -> dict:
     """The live part's run (easel_selftest/live_part.py)."""
     return {"width": LW, "height": LH, "background_bgra": [230, 230, 230, 255], "sketch_box": [10, 10, 30, 20],
             "sketch_bgra": [200, 60, 40, 255], "stroke_bgra": [30, 30, 200, 255], "stroke": [12, 36, 6],
-            "stroke_s": stroke_s, "dab_s": 0.1, "timeout": 60, "prompt2": "a red boat at dusk", "dead_url": "ws://127.0.0.1:9",
+            "stroke_s": stroke_s, "dab_s": 0.1, "min_frames": 2, "timeout": 60, "prompt2": "a red boat at dusk", "dead_url": "ws://127.0.0.1:9",
             "params": dict(prompt="a blue lake", negative="", strength=60, steps=0, guidance=None, seed=0,
                            seed_random=True, batch=3)}
 
@@ -79,6 +81,25 @@ def gui_spec(url: str) -> dict:
             "scenarios": scenarios(), "object_names": OBJECT_NAMES, "timeout": 90, "quit_wait": 60,
             "long_steps": 150, "long_batch": 4,  # the job to cancel, and the one running when Krita quits
             "live": live_spec(), "power": power_spec()}
+
+
+def flux_spec(url: str) -> dict:
+    """test_krita_flux.py's run: the controls the model is offered with, then the three uses; no cancel,
+    power, live or quit-mid-job parts (the scenarios keep their negative prompt: the plugin must drop it)."""
+    spec = {key: value for key, value in gui_spec(url).items() if key not in ("live", "power")}
+    return dict(spec, parts=["offered", "uses"])
+
+
+def krita_gui_session(request, base: Path, spec: dict, url: str, shot: Path) -> Iterator[SimpleNamespace]:
+    """A pytest fixture's body: one Krita GUI run of ``spec`` against ``url`` (``run_krita_gui``), its
+    scratch folder (under ``base``, or in the chroot) removed afterwards."""
+    tools = (need_krita(request, "krita"), need(request, "Xvfb"), need(request, "import"))
+    work = scratch("krita-gui-", base)
+    try:
+        yield run_krita_gui(tools, work, spec, url, shot)
+    finally:
+        if work.root is not None:
+            work.cleanup()
 
 
 def run_krita_gui(tools, work: Scratch, spec: dict, server_url: str, shot: Path) -> SimpleNamespace:
@@ -147,9 +168,8 @@ def ask_server_directly(gui, spec: dict, canvas: bytes, mask: bytes, W: int, H: 
         image = Image.rgba(w, h, editing.crop_bytes(canvas, W, 4, x, y, w, h))
         if selected:
             mask_image = Image.gray(w, h, editing.crop_bytes(mask, W, 1, x, y, w, h))
-    with Client(gui.url, image_format="rgba") as client:
-        return mode, client.generate(request, image, mask_image)
-
+    with Client(gui.url, image_format="rgba") as client:  # without what the model cannot use, as the plugin
+        return mode, client.generate(editing.fit_to_model(request, client.welcome), image, mask_image)
 
 
 def ui_params(sc: dict, model: str) -> editing.Params:
@@ -200,6 +220,12 @@ def scenario(gui, name: str) -> dict:
 
 
 def check_scenario(gui, W: int, H: int, name: str, expect_mode: str) -> dict:
+    return checked_scenario(gui, W, H, name, expect_mode)[0]
+
+
+def checked_scenario(gui, W: int, H: int, name: str, expect_mode: str) -> tuple[dict, Result]:
+    """Scenario ``name`` finished and its layers equal the direct request's images at their offsets;
+    (what the self-test recorded, the direct request's result)."""
     record = scenario(gui, name)
     spec = next(s for s in gui.spec["scenarios"] if s["name"] == name)
     assert record["done"] and record["started_busy"], f"{name}: did not finish: {record['status']}"
@@ -223,7 +249,7 @@ def check_scenario(gui, W: int, H: int, name: str, expect_mode: str) -> dict:
         assert diff == 0, f"{name} layer {i}: {diff} bytes differ from the server's own result at ({image.x}, {image.y})"
     assert any(value > 0 for value, _ in record["progress_seen"]), "the progress bar never moved"
     assert f"last seed: {spec['seed']}" == record["last_seed"]
-    return record
+    return record, result
 
 
 def power(gui, part: str) -> dict:

@@ -96,13 +96,19 @@ def run(d, spec):
     if not ok:
         return rec
 
-    # a stroke: one dab every dab_s, left to right, for stroke_s seconds
+    # a stroke: one dab every dab_s, left to right, for stroke_s seconds, and on until min_frames frames
+    # came during it (a loaded machine is slower; within the timeout)
     before_stroke = frames(status.text())
     stroke_start = time.time()
     color = bytes(spec["stroke_bgra"])
     sx, sy, size = spec["stroke"]
     i, seen = 0, {}  # frame count -> the status line that announced it (with that frame's latency)
-    while time.time() - stroke_start < spec["stroke_s"]:
+    def stroking():
+        elapsed = time.time() - stroke_start
+        short = frames(status.text()) - before_stroke < spec.get("min_frames", 0)
+        return elapsed < spec["stroke_s"] or (short and elapsed < spec["timeout"])
+
+    while stroking():
         sketch.setPixelData(color * (size * size), sx + (i * 3) % (W - sx - size), sy + (i % 5), size, size)
         doc.refreshProjection()
         i += 1

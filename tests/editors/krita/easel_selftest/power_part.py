@@ -47,10 +47,7 @@ def run(d, doc, spec):
     yield sleep(0.3)
     loras, pick = d.w(QLineEdit, "easel_loras"), d.w(QComboBox, "easel_lora_pick")
     control = d.w(QComboBox, "easel_control_model")
-    res["offered"] = {"panel": d.docker.findChild(QPushButton, "easel_upscale").isVisible(),
-                      "loras_shown": loras.isVisible(), "lora_pick": [pick.itemText(i) for i in range(pick.count())],
-                      "control_models": [control.itemText(i) for i in range(control.count())],
-                      "refiner_shown": d.w(QCheckBox, "easel_refiner").isVisible()}
+    res["offered"] = d.offered()
     pick.activated.emit(1)  # the picker adds its LoRA to the text with weight 1
     res["picked"] = loras.text()
 
