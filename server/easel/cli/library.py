@@ -25,6 +25,16 @@ _BACK = {"models": "model", "models_dirs": "models_dir", "control_models": "cont
 # ----------------------------------------------------------------------------- easel serve
 
 
+def engine_kwargs(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
+    """The ``Engine`` options the ``easel serve`` flags (and config file) give, for a plain server and Ray alike."""
+    return {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
+            "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
+            "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
+            "control_models": args.control_model, "refiner": args.refiner,
+            "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5,
+            "channels_last": args.channels_last, "compile": args.compile}
+
+
 def prepare_serve_parser(p: argparse.ArgumentParser) -> None:
     """Add ``--config``/``--print-config``; flags not given stay unset, so the config file can fill them."""
     p.add_argument("--config", type=Path, metavar="FILE",

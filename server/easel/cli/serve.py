@@ -14,6 +14,7 @@ from ..server.security import TOKEN_ENV, Security, SecurityError
 from ..server.settings import CHANNELS_LAST
 from . import library
 from .frontdoor import run_front_door
+from .library import engine_kwargs
 from .progress import ProgressBar
 
 DEMO_MODEL = "easel-demo"
@@ -113,7 +114,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     status.say("engine", message="loading torch and diffusers")
     from ..server.app import App
     from ..server.engine import Engine
-    from ..server.engine.types import EngineError, Progress
+    from ..server.engine.types import EngineError
 
     if args.threads:
         import torch
@@ -130,21 +131,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from ..server.demo.model import TOY_NOTICE
 
         print(TOY_NOTICE, flush=True)
-    if not args.no_preload:
-        bar = ProgressBar("loading")
-
-        def on_load(p: Progress) -> None:
-            bar.update(p.step, p.total, p.message or p.stage)
-            status.say("load", p.step, p.total, p.message or p.stage)
-
-        try:
-            for each in engines:
-                each.load(None, on_load)
-        except EngineError as exc:
-            bar.done()
-            print(f"easel serve: {exc}", file=sys.stderr)
-            return 2
-        bar.done()
     print(f"device {', '.join(e.device for e in engines)}, dtype {engine.dtype}"
           + (f", {len(engines)} workers" if len(engines) > 1 else "") + "; models: "
           + ", ".join(m.id for m in engine.models()), flush=True)
@@ -154,21 +140,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "safety checker on" if engine.safety_checker else ""]
     if any(extras):
         print("; ".join(e for e in extras if e), flush=True)
+
+    def make_app(store: Any) -> Any:
+        app = App(engines, store=store, security=security)
+        if not args.no_preload:  # while the socket already listens; a job that comes meanwhile waits for it
+            preload(app.workers, status)
+        return app
+
     try:
-        return run_front_door(args, lambda store: App(engines, store=store, security=security), status)
+        return run_front_door(args, make_app, status)
     finally:
         for each in engines:
             each.close()
 
 
-def engine_kwargs(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
-    """The ``Engine`` options the ``easel serve`` flags (and config file) give, for a plain server and Ray alike."""
-    return {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
-            "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
-            "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
-            "control_models": args.control_model, "refiner": args.refiner,
-            "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5,
-            "channels_last": args.channels_last, "compile": args.compile}
+def preload(workers: list[Any], status: Any) -> None:
+    """Load every worker's default model in the background, with a progress bar and status lines; say when
+    it is ready, or what failed (the server keeps serving: a job for that model reports the error)."""
+    import threading
+
+    from ..server.engine.types import Progress
+
+    bar = ProgressBar("loading")
+
+    def on_load(p: Progress) -> None:
+        bar.update(p.step, p.total, p.message or p.stage)
+        status.say("load", p.step, p.total, p.message or p.stage)
+
+    loads = [worker.preload(None, on_load) for worker in workers]
+
+    def report() -> None:
+        for load in loads:
+            load.wait(lambda p: None, lambda: False)
+        bar.done()
+        failed = next((load.error for load in loads if load.error is not None), None)
+        if failed is not None:
+            print(f"easel serve: {failed} (jobs for this model will report this; the server keeps serving)",
+                  file=sys.stderr, flush=True)
+        else:
+            print("the default model is loaded: ready for jobs", flush=True)
+
+    threading.Thread(target=report, name="easel-preload-report", daemon=True).start()
 
 
 def worker_devices(args: argparse.Namespace) -> list[str]:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from .. import __version__
+from . import library
 from .frontdoor import run_front_door
 
 
@@ -27,11 +28,7 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
     from ..server.lifetime import StatusLines
     from ..server.rayserve.cluster import RayCluster
 
-    engine_kwargs = {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
-                     "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
-                     "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
-                     "control_models": args.control_model, "refiner": args.refiner,
-                     "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5}
+    engine_kwargs = library.engine_kwargs(args, models)
     try:  # the front door's catalogue: model ids and features for checking requests; it loads no model
         catalog = Engine(**{**engine_kwargs, "device": "cpu", "safety_checker": False})
     except EngineError as exc:

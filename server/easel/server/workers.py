@@ -3,7 +3,9 @@
 A ``LocalWorker`` owns an ``Engine`` on one device (its own model cache). ``easel serve --workers N``
 makes N on the CPU, ``--device cuda:0,cuda:1`` one per GPU; ``easel serve --ray`` uses Ray workers
 (easel.server.ray) that send jobs to Ray Serve replicas instead. ``pick_worker`` sends a job
-preferably to an idle worker that already has its model loaded.
+preferably to an idle worker that already has its model loaded. ``LocalWorker.preload`` loads the
+default model in the background while the server already listens; a job that comes meanwhile waits for
+it and is shown its progress.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..client.protocol import GenerateRequest
-from .engine.types import CancelledFn, ModelInfo, ProgressFn
+from .engine.types import CancelledFn, JobCancelled, ModelInfo, Progress, ProgressFn
 from .generation import run_generation
 from .jobs import Job
 from .work import GenerationOutput, Inputs
@@ -32,9 +34,19 @@ class LocalWorker:
         self.name, self.engine = name, engine
         self.running: Job | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{name}")
+        self._preload: Preload | None = None
+
+    def preload(self, model_id: str | None, progress: ProgressFn) -> Preload:
+        """Start loading ``model_id`` (None: the default) on a background thread; errors are kept, not raised
+        (a job for the model then loads it itself and reports the error to its painter)."""
+        self._preload = Preload(lambda say: self.engine.load(model_id, say), progress)
+        return self._preload
 
     def generate(self, request: GenerateRequest, inputs: Inputs, model: ModelInfo, progress: ProgressFn,
                  cancelled: CancelledFn) -> GenerationOutput:
+        if self._preload is not None:
+            self._preload.wait(progress, cancelled)
+            self._preload = None
         if not self.has_loaded(model.id):
             with LOADING:
                 self.engine.load(model.id, progress)
@@ -50,6 +62,53 @@ class LocalWorker:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+class Preload:
+    """A model load on its own thread (holding ``LOADING``) whose progress goes to the start-up display and
+    to any job that waits for it."""
+
+    def __init__(self, load: Any, progress: ProgressFn):
+        self._watchers: list[ProgressFn] = [progress]
+        self._last: Progress | None = None
+        self._lock = threading.Lock()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(load,), name="easel-preload", daemon=True)
+        self._thread.start()
+
+    def _say(self, p: Progress) -> None:
+        with self._lock:
+            self._last, watchers = p, list(self._watchers)
+        for watch in watchers:
+            watch(p)
+
+    def _run(self, load: Any) -> None:
+        try:
+            with LOADING:
+                load(self._say)
+        except BaseException as exc:  # noqa: BLE001 - kept for whoever asks; the job's own load reports it
+            self.error = exc
+
+    def wait(self, progress: ProgressFn, cancelled: CancelledFn) -> None:
+        """Block until the load ends, passing its latest and further progress to ``progress``; JobCancelled
+        when ``cancelled()`` turns true meanwhile (the load goes on)."""
+        with self._lock:
+            self._watchers.append(progress)
+            last = self._last
+        try:
+            if last is not None:
+                progress(last)
+            while self._thread.is_alive():
+                if cancelled():
+                    raise JobCancelled()
+                self._thread.join(0.1)
+        finally:
+            with self._lock:
+                self._watchers.remove(progress)
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
 
 
 def pick_worker(idle: Sequence[Any], model_id: str) -> Any:

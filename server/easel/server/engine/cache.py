@@ -1,7 +1,12 @@
-"""A small LRU of loaded models: at most ``max_loaded`` sets of weights in memory at once."""
+"""A small LRU of loaded models: at most ``max_loaded`` sets of weights in memory at once.
+
+Thread-safe on its own (a short lock per call), so readers such as the app's worker choice never wait for
+the engine's lock, which a model load holds for seconds.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
@@ -16,35 +21,43 @@ class LRUCache(Generic[T]):
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self._items: OrderedDict[str, T] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: str) -> T | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
 
     def peek(self, key: str) -> T | None:
         """The entry without making it the most recently used."""
-        return self._items.get(key)
+        with self._lock:
+            return self._items.get(key)
 
     def put(self, key: str, item: T) -> None:
-        self._items[key] = item
-        self._items.move_to_end(key)
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
 
     def make_room(self) -> list[tuple[str, T]]:
         """Remove (and return) least-recently-used entries so that one more fits."""
         out = []
-        while len(self._items) >= self.capacity:
-            out.append(self._items.popitem(last=False))
+        with self._lock:
+            while len(self._items) >= self.capacity:
+                out.append(self._items.popitem(last=False))
         return out
 
     def pop_all(self) -> list[tuple[str, T]]:
-        out = list(self._items.items())
-        self._items.clear()
+        with self._lock:
+            out = list(self._items.items())
+            self._items.clear()
         return out
 
     def __contains__(self, key: object) -> bool:
-        return key in self._items
+        with self._lock:
+            return key in self._items
 
     def keys(self) -> list[str]:
-        return list(self._items)
+        with self._lock:
+            return list(self._items)

@@ -164,9 +164,8 @@ class Engine:
         log.info("unloaded %s", model_id)
 
     def loaded_models(self) -> list[str]:
-        """Ids of the models in memory, least recently used first."""
-        with self._lock:
-            return self._cache.keys()
+        """Ids of the models in memory, least recently used first (never waits for a load or a job)."""
+        return self._cache.keys()
 
     # ------------------------------------------------------------------ running
 
