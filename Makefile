@@ -13,7 +13,7 @@ KRITA_TESTS  = $(wildcard tests/editors/test_krita_*.py)
 GIMP_TESTS   = $(wildcard tests/editors/test_gimp*.py)
 
 .PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean \
-        wheel-smoke test-editors-newest test-krita-newest test-gimp-newest
+        wheel-smoke test-editors-newest test-krita-newest test-gimp-newest bench-full
 
 setup: $(STAMP)
 
@@ -77,6 +77,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench
+
+# Full-size SD1.5 (random weights, cached in ~/.cache/easel-bench) on the CPU: Easel vs raw diffusers, the
+# speed options, cold start, and ComfyUI when $$EASEL_BENCH_COMFYUI names an install (docs/performance.md).
+bench-full: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench.full $(BENCH_FULL_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(WHEEL_VENV) .pytest_cache

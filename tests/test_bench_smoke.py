@@ -68,3 +68,24 @@ def test_check_and_interleaved():
     calls = []
     times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2, warmup=1)
     assert calls == ["a", "b", "a", "b", "b", "a"] and len(times["a"]) == len(times["b"]) == 2
+
+
+def test_full_size_bench_runs_without_comfyui_and_compares_pixels(tmp_path):
+    """`make bench-full`'s runner (the model-free part): the ComfyUI section skips with the way to turn it
+    on, the table and JSON are written; the pixel note tells identical from close pictures."""
+    from bench.full import pixel_note
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EASEL_BENCH_CACHE": str(tmp_path / "cache")}
+    env.pop("EASEL_BENCH_COMFYUI", None)
+    out = tmp_path / "full.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.full", "--only", "comfyui", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["bf16"] and data["rows"][0]["value"] is None and "EASEL_BENCH_COMFYUI" in data["rows"][0]["note"]
+    assert not (tmp_path / "cache").exists(), "skipping ComfyUI builds no model"
+    a = np.full((4, 4, 3), 100, np.uint8)
+    b = a.copy()
+    assert pixel_note(a, b) == "pixels identical to raw diffusers"
+    b[0, 0, 0] = 110
+    assert "max 10" in pixel_note(b, a) and "PSNR" in pixel_note(b, a)

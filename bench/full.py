@@ -1,0 +1,408 @@
+"""Full-size SD1.5 on the CPU (issue #20): Easel vs raw diffusers, the speed options, ComfyUI, cold start.
+
+``make bench-full`` = ``python -m bench.full``. The model is ``bench.gpu``'s SD1.5-shaped pipeline (UNet
+320-640-1280-1280, a CLIP-L-sized text encoder, the SD VAE, Euler) with random weights, built once and
+kept in ``$EASEL_BENCH_CACHE`` (default ``~/.cache/easel-bench``), keyed by the diffusers and transformers
+versions; nothing is downloaded. Every job is txt2img at 512², Euler, cfg 7, 2 steps (``--steps``).
+
+Sections (``--only``):
+
+* ``jobs``: raw diffusers (``StableDiffusionPipeline``, the same folder and dtype) against Easel through
+  the real server and the plugins' client (raw RGBA, step previews on), with Easel's defaults and with
+  each speed option on or off, all in paired turns. Rows: seconds, the speed-up over raw diffusers
+  (median of the per-turn ratios) and how far the pixels are from raw diffusers'.
+* ``parts``: what a job is made of on a CPU: the text encoder, one UNet step (a batch of 2 with CFG) and
+  the VAE decode, each contiguous and channels_last, fp32 and bf16 weights, and fp32 weights under bf16
+  autocast, in turns.
+* ``cold``: ``easel serve`` as a painter starts it: process start to listening, to the model loaded, to
+  the first result.
+* ``comfyui``: the same job in ComfyUI over its HTTP API when ``$EASEL_BENCH_COMFYUI`` names an install
+  (``bench/comfyui.py``).
+
+Notes carry the CPU's bf16 flags and the machine load; the torch thread count is ``--threads`` (default:
+one per core, the fastest on an idle machine; on a busy 2-core machine 1 is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import fixtures
+from .common import Row, bf16_flags, check, interleaved, loadavg, med, paired_ratio
+
+SECTIONS = ["jobs", "parts", "cold", "comfyui"]
+SIZE, SEED, GUIDANCE = 512, 1234, 7.0
+TARGET = ">= 1.3"  # the issue's goal: Easel this much faster than raw diffusers end to end
+#: Easel configurations timed against raw diffusers: label -> Engine options
+VARIANTS: dict[str, dict[str, Any]] = {
+    "easel (defaults)": {},
+    "easel, channels_last off": {"channels_last": "off"},
+}
+COMPILED = {"easel --compile": {"compile": True}}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EASEL_BENCH_CACHE") or Path.home() / ".cache" / "easel-bench")
+
+
+def model_folder() -> Path:
+    """The full-size SD1.5-shaped random-weight model (fp16 files), built on first use and cached."""
+    import diffusers
+    import transformers
+
+    folder = cache_root() / f"sd15-shaped-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
+    if (folder / "model_index.json").is_file():
+        return folder
+    from .gpu import build
+
+    print(f"  building the full-size SD1.5-shaped model in {folder} (once, about a minute)…", file=sys.stderr,
+          flush=True)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    build(partial, turbo=False, device="cpu")
+    partial.rename(folder)
+    return folder
+
+
+def context(dtype: str) -> str:
+    return f"{dtype}, {_threads()} thread(s), CPU bf16: {bf16_flags()}"
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- jobs
+
+
+def raw_pipe(folder: Path, dtype: str) -> Any:
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from easel.server.engine.loading import _DTYPE_KW
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, **{_DTYPE_KW: getattr(torch, dtype)})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def raw_job(pipe: Any, steps: int) -> np.ndarray:
+    import torch
+
+    out = pipe(fixtures.PROMPT, width=SIZE, height=SIZE, num_inference_steps=steps, guidance_scale=GUIDANCE,
+               generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)  # diffusers' own numpy_to_pil rounding
+
+
+def easel_job(url: str, model: str, steps: int, first_preview: list[float] | None = None) -> np.ndarray:
+    """One txt2img job as the plugins send it (raw RGBA, previews on); HxWx3 uint8."""
+    from easel.client.connection import Client, new_job_id
+    from easel.client.protocol import GenerateRequest
+
+    request = GenerateRequest(job=new_job_id(), prompt=fixtures.PROMPT, model=model, steps=steps,
+                              guidance=GUIDANCE, seed=SEED, width=SIZE, height=SIZE, preview=True)
+    t0 = time.perf_counter()
+
+    def seen(p: Any) -> None:
+        if first_preview is not None and p.preview is not None and len(first_preview) == 0:
+            first_preview.append(time.perf_counter() - t0)
+
+    with Client(url, image_format="rgba", client_name="easel-plugin/bench-full") as client:
+        result = client.generate(request, on_progress=seen)
+    return fixtures.pixels(result.images[0].image)[..., :3]
+
+
+def pixel_note(got: np.ndarray, ref: np.ndarray) -> str:
+    """How far ``got`` is from ``ref``: max and mean absolute difference (0-255) and PSNR."""
+    diff = np.abs(got.astype(np.int16) - ref.astype(np.int16))
+    if not diff.any():
+        return "pixels identical to raw diffusers"
+    mse = float((diff.astype(np.float64) ** 2).mean())
+    return (f"pixels vs raw diffusers: max {int(diff.max())}, mean {diff.mean():.2f}, "
+            f"PSNR {10 * np.log10(255 ** 2 / mse):.1f} dB")
+
+
+@contextlib.contextmanager
+def easel_server(folder: Path, dtype: str, options: dict[str, Any]) -> Iterator[str]:
+    from easel.server.engine import Engine
+
+    engine = Engine([str(folder)], device="cpu", dtype=dtype, **options)
+    engine.load(None)
+    try:
+        with fixtures.serve(engine) as (url, _):
+            yield url
+    finally:
+        engine.close()
+
+
+def job_rows(folder: Path, dtype: str, steps: int, repeats: int, compiled: bool) -> list[Row]:
+    """Raw diffusers and each Easel variant in turns; times, speed-ups and pixel distance."""
+    variants = {**VARIANTS, **(COMPILED if compiled else {})}
+    before = loadavg()
+    pipe = raw_pipe(folder, dtype)
+    last: dict[str, np.ndarray] = {}
+    previews: dict[str, list[float]] = {}
+    with contextlib.ExitStack() as stack:
+        fns = {"raw diffusers": lambda: last.__setitem__("raw diffusers", raw_job(pipe, steps))}
+        for label, options in variants.items():
+            url = stack.enter_context(easel_server(folder, dtype, options))
+            firsts = previews[label] = []
+
+            def job(label: str = label, url: str = url, firsts: list[float] = firsts) -> None:
+                firsts.clear()
+                last[label] = easel_job(url, str(folder), steps, firsts)
+
+            fns[label] = job
+        t0 = time.perf_counter()
+        times = interleaved(fns, repeats)
+        print(f"  jobs: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    what = f"SD1.5 512², {steps} steps, cfg {GUIDANCE:g}"
+    note = f"{context(dtype)}; load {before} before, {loadavg()} after"
+    raw = times["raw diffusers"]
+    rows = [Row("full", f"raw diffusers {what}", med(raw), "s", note=note)]
+    for label in variants:
+        rows.append(Row("full", f"{label} {what}", med(times[label]), "s",
+                        note=f"first step preview after {previews[label][0]:.1f} s; " + pixel_note(last[label], last["raw diffusers"])
+                        if previews[label] else pixel_note(last[label], last["raw diffusers"])))
+        rows.append(check("full", f"{label}: speed-up over raw diffusers", paired_ratio(raw, times[label]), "×",
+                          TARGET, f"median of {repeats} paired turns; {note}"))
+    return rows
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def part_rows(folder: Path, repeats: int) -> list[Row]:
+    """Text encoder, one UNet step and the VAE decode: each layout/dtype variant, in turns."""
+    import torch
+
+    before = loadavg()
+    pipes = {"bf16": raw_pipe(folder, "bfloat16"), "fp32": raw_pipe(folder, "float32")}
+    latents = torch.randn(2, 4, 64, 64, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(2, 77, 768, generator=torch.Generator().manual_seed(1))
+    ids = pipes["bf16"].tokenizer([fixtures.PROMPT] * 2, padding="max_length", max_length=77,
+                                  return_tensors="pt").input_ids
+
+    def layout(pipe: Any, channels_last: bool) -> None:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        pipe.unet.to(memory_format=fmt)
+        pipe.vae.to(memory_format=fmt)
+
+    def part(name: str, weights: str, channels_last: bool, autocast: bool = False) -> Any:
+        pipe = pipes[weights]
+        dtype = pipe.unet.dtype
+
+        def call() -> None:
+            layout(pipe, channels_last)
+            ctx = torch.autocast("cpu", torch.bfloat16) if autocast else contextlib.nullcontext()
+            with torch.no_grad(), ctx:
+                if name == "text encoder":
+                    pipe.text_encoder(ids)
+                elif name == "UNet step (batch 2, CFG)":
+                    pipe.unet(latents.to(dtype), 999, text.to(dtype))
+                else:
+                    pipe.vae.decode(latents[:1].to(dtype) / pipe.vae.config.scaling_factor)
+
+        return call
+
+    rows: list[Row] = []
+    for name in ("text encoder", "UNet step (batch 2, CFG)", "VAE decode 512²"):
+        variants = {"bf16": part(name, "bf16", False), "bf16 channels_last": part(name, "bf16", True),
+                    "fp32": part(name, "fp32", False), "fp32 channels_last": part(name, "fp32", True),
+                    "fp32 + bf16 autocast": part(name, "fp32", False, True)}
+        if name == "text encoder":  # no convolutions: the layout does not apply
+            variants = {k: v for k, v in variants.items() if "channels_last" not in k}
+        times = interleaved(variants, repeats)
+        base = times["bf16"]
+        for label, series in times.items():
+            note = "" if label == "bf16" else f"{paired_ratio(base, series):.2f}× the speed of bf16 contiguous"
+            rows.append(Row("full", f"{name}: {label}", med(series), "s", note=note))
+    for pipe in pipes.values():
+        layout(pipe, False)
+    rows[-1].note += f"; {_threads()} thread(s), CPU bf16: {bf16_flags()}; load {before} before, {loadavg()} after"
+    return rows
+
+
+# ----------------------------------------------------------------------------- cold start
+
+
+def cold_once(folder: Path, dtype: str, *extra: str, env: dict[str, str] | None = None) -> dict[str, float]:
+    """Start ``easel serve`` on the model (``extra`` flags) and send one job as soon as it listens, then a
+    second; seconds from the process start to each moment its output (or the client) shows."""
+    import re
+    import subprocess
+    import threading
+
+    cmd = [sys.executable, "-u", "-m", "easel", "serve", "--host", "127.0.0.1", "--port", "0", "--model",
+           str(folder), "--dtype", dtype, "--threads", str(_threads()),
+           "--output-dir", fixtures.tmpdir("cold-results"), *extra]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    patterns = {"engine imported": r"^device ", "listening": r"serving on (ws://\S+)",
+                "model loaded": r"default model is loaded"}
+    moments: dict[str, float] = {}
+    lines: list[str] = []
+    url: list[str] = []
+    listening = threading.Event()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=fixtures.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            for moment, pattern in patterns.items():
+                found = re.search(pattern, line)
+                if found and moment not in moments:
+                    moments[moment] = time.perf_counter() - t0
+                    if moment == "listening":
+                        url.append(found.group(1))
+                        listening.set()
+        listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        listening.wait(600)
+        if not url:
+            raise RuntimeError("easel serve did not start:\n" + "".join(lines[-20:]))
+        easel_job(url[0], str(folder), 2)
+        moments["first result"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        easel_job(url[0], str(folder), 2)
+        moments["second job"] = time.perf_counter() - t1
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return moments
+
+
+def import_seconds() -> float:
+    """``import easel.server.engine`` (torch, diffusers, transformers) in a fresh interpreter."""
+    import subprocess
+
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from easel.server.engine import Engine"], check=True,
+                   cwd=fixtures.REPO)
+    return time.perf_counter() - t0
+
+
+def cold_rows(folder: Path, dtype: str, repeats: int, compiled: bool) -> list[Row]:
+    """Process start to listening, to the model loaded and to the first result; with ``compiled``, the
+    same with ``--compile`` twice over one fresh inductor cache (compiling, then the cache reused)."""
+    before = loadavg()
+    imports = [import_seconds() for _ in range(repeats)]
+    runs = [cold_once(folder, dtype) for _ in range(repeats)]
+    note = f"`easel serve --model FOLDER --dtype {dtype}`, median of {repeats}; {context(dtype)}; load {before}"
+    rows = [Row("full", "cold: import torch + diffusers (the Engine)", med(imports), "s", note=note)]
+    for moment in ("engine imported", "listening", "model loaded", "first result", "second job"):
+        values = [r[moment] for r in runs if moment in r]
+        if values:
+            name = "cold: the second job (warm)" if moment == "second job" else f"cold: process start to {moment}"
+            rows.append(Row("full", name, med(values), "s", note=note))
+    if compiled:
+        cache = {"TORCHINDUCTOR_CACHE_DIR": fixtures.tmpdir("inductor")}
+        for label in ("empty cache", "cache from the first start"):
+            run = cold_once(folder, dtype, "--compile", env=cache)
+            note = f"`easel serve --compile`, {label}, once; {context(dtype)}; load {loadavg()}"
+            rows.append(Row("full", f"cold --compile, {label}: process start to first result", run["first result"],
+                            "s", note=note))
+            rows.append(Row("full", f"cold --compile, {label}: the second job", run["second job"], "s", note=note))
+    return rows
+
+
+# ----------------------------------------------------------------------------- ComfyUI
+
+
+def comfyui_rows(steps: int, repeats: int) -> list[Row]:
+    """The same job in ComfyUI (its own dtype choice on the CPU) over its API: median after a warm-up."""
+    from . import comfyui
+
+    install = comfyui.find()
+    if install is None:
+        return [Row("full", "ComfyUI", None, "", note="skipped: set EASEL_BENCH_COMFYUI to a ComfyUI folder "
+                                                        "(docs/performance.md)")]
+    folder = model_folder()
+    checkpoint = comfyui.checkpoint(folder, folder.with_name(folder.name + "-comfyui.safetensors"))
+    before = loadavg()
+    times = []
+    with comfyui.serve(install, checkpoint, _threads()) as server:
+        for i in range(repeats + 1):
+            seconds, _ = server.txt2img(fixtures.PROMPT, SEED + i, steps, GUIDANCE, SIZE)
+            times.append(seconds)
+        dtype, peak = server.weight_dtype(), server.peak_rss() / 2**30
+    return [Row("full", f"ComfyUI SD1.5 512², {steps} steps, cfg {GUIDANCE:g}", med(times[1:]), "s",
+                note=f"UNet weights {dtype}, peak RSS {peak:.1f} GiB; {_threads()} thread(s), CPU bf16: "
+                     f"{bf16_flags()}; load {before} before, {loadavg()} after")]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run(quick: bool = False, only: list[str] | None = None, dtype: str = "bfloat16", steps: int = 2,
+        compiled: bool = False) -> list[Row]:
+    repeats = 2 if quick else 3
+    rows: list[Row] = []
+    for name in only or SECTIONS:
+        t0 = time.perf_counter()
+        print(f"[full/{name}] running…", file=sys.stderr, flush=True)
+        if name == "jobs":
+            rows += job_rows(model_folder(), dtype, steps, repeats, compiled)
+        elif name == "parts":
+            rows += part_rows(model_folder(), repeats)
+        elif name == "cold":
+            rows += cold_rows(model_folder(), dtype, 2, compiled)
+        elif name == "comfyui":
+            rows += comfyui_rows(steps, repeats)
+        print(f"[full/{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    from .__main__ import _json_row, markdown, print_table
+    from .common import machine, setup_threads
+
+    parser = argparse.ArgumentParser(prog="python -m bench.full", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--compile", action="store_true", help="also time `easel serve --compile` (minutes "
+                        "of compiling on the first start)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads (default: one "
+                        "per core)")
+    parser.add_argument("--json", type=Path, default=Path("artifacts/bench-full.json"))
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    fixtures.quiet()
+    setup_threads(args.threads)
+    started = time.perf_counter()
+    rows = run(args.quick, args.only, args.dtype, args.steps, args.compile)
+    print_table(rows)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine(), "bf16": bf16_flags(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "seconds": round(time.perf_counter() - started, 1),
+                                     "rows": [_json_row(r) for r in rows]}, indent=1))
+    print(f"\nwrote {args.json}")
+    if args.markdown:
+        args.markdown.write_text(markdown(rows))
+        print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
