@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -39,9 +38,9 @@ import numpy as np
 
 from . import fixtures
 from .common import Row, bf16_flags, check, interleaved, loadavg, med, paired_ratio
+from .fullsize import GUIDANCE, SEED, SIZE, context, easel_job, model_folder, threads
 
 SECTIONS = ["jobs", "parts", "cold", "comfyui"]
-SIZE, SEED, GUIDANCE = 512, 1234, 7.0
 TARGET = ">= 1.3"  # the issue's goal: Easel this much faster than raw diffusers end to end
 #: Easel configurations timed against raw diffusers: label -> Engine options
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -49,40 +48,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "easel, channels_last off": {"channels_last": "off"},
 }
 COMPILED = {"easel --compile": {"compile": True}}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("EASEL_BENCH_CACHE") or Path.home() / ".cache" / "easel-bench")
-
-
-def model_folder() -> Path:
-    """The full-size SD1.5-shaped random-weight model (fp16 files), built on first use and cached."""
-    import diffusers
-    import transformers
-
-    folder = cache_root() / f"sd15-shaped-diffusers{diffusers.__version__}-transformers{transformers.__version__}"
-    if (folder / "model_index.json").is_file():
-        return folder
-    from .gpu import build
-
-    print(f"  building the full-size SD1.5-shaped model in {folder} (once, about a minute)…", file=sys.stderr,
-          flush=True)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    build(partial, turbo=False, device="cpu")
-    partial.rename(folder)
-    return folder
-
-
-def context(dtype: str) -> str:
-    return f"{dtype}, {_threads()} thread(s), CPU bf16: {bf16_flags()}"
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -105,24 +70,6 @@ def raw_job(pipe: Any, steps: int) -> np.ndarray:
     out = pipe(fixtures.PROMPT, width=SIZE, height=SIZE, num_inference_steps=steps, guidance_scale=GUIDANCE,
                generator=torch.Generator("cpu").manual_seed(SEED), output_type="np").images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)  # diffusers' own numpy_to_pil rounding
-
-
-def easel_job(url: str, model: str, steps: int, first_preview: list[float] | None = None) -> np.ndarray:
-    """One txt2img job as the plugins send it (raw RGBA, previews on); HxWx3 uint8."""
-    from easel.client.connection import Client, new_job_id
-    from easel.client.protocol import GenerateRequest
-
-    request = GenerateRequest(job=new_job_id(), prompt=fixtures.PROMPT, model=model, steps=steps,
-                              guidance=GUIDANCE, seed=SEED, width=SIZE, height=SIZE, preview=True)
-    t0 = time.perf_counter()
-
-    def seen(p: Any) -> None:
-        if first_preview is not None and p.preview is not None and len(first_preview) == 0:
-            first_preview.append(time.perf_counter() - t0)
-
-    with Client(url, image_format="rgba", client_name="easel-plugin/bench-full") as client:
-        result = client.generate(request, on_progress=seen)
-    return fixtures.pixels(result.images[0].image)[..., :3]
 
 
 def pixel_note(got: np.ndarray, ref: np.ndarray) -> str:
@@ -232,93 +179,7 @@ def part_rows(folder: Path, repeats: int) -> list[Row]:
             rows.append(Row("full", f"{name}: {label}", med(series), "s", note=note))
     for pipe in pipes.values():
         layout(pipe, False)
-    rows[-1].note += f"; {_threads()} thread(s), CPU bf16: {bf16_flags()}; load {before} before, {loadavg()} after"
-    return rows
-
-
-# ----------------------------------------------------------------------------- cold start
-
-
-def cold_once(folder: Path, dtype: str, *extra: str, env: dict[str, str] | None = None) -> dict[str, float]:
-    """Start ``easel serve`` on the model (``extra`` flags) and send one job as soon as it listens, then a
-    second; seconds from the process start to each moment its output (or the client) shows."""
-    import re
-    import subprocess
-    import threading
-
-    cmd = [sys.executable, "-u", "-m", "easel", "serve", "--host", "127.0.0.1", "--port", "0", "--model",
-           str(folder), "--dtype", dtype, "--threads", str(_threads()),
-           "--output-dir", fixtures.tmpdir("cold-results"), *extra]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    patterns = {"engine imported": r"^device ", "listening": r"serving on (ws://\S+)",
-                "model loaded": r"default model is loaded"}
-    moments: dict[str, float] = {}
-    lines: list[str] = []
-    url: list[str] = []
-    listening = threading.Event()
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=fixtures.REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-    def read() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            for moment, pattern in patterns.items():
-                found = re.search(pattern, line)
-                if found and moment not in moments:
-                    moments[moment] = time.perf_counter() - t0
-                    if moment == "listening":
-                        url.append(found.group(1))
-                        listening.set()
-        listening.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        listening.wait(600)
-        if not url:
-            raise RuntimeError("easel serve did not start:\n" + "".join(lines[-20:]))
-        easel_job(url[0], str(folder), 2)
-        moments["first result"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        easel_job(url[0], str(folder), 2)
-        moments["second job"] = time.perf_counter() - t1
-    finally:
-        proc.terminate()
-        proc.wait(60)
-    return moments
-
-
-def import_seconds() -> float:
-    """``import easel.server.engine`` (torch, diffusers, transformers) in a fresh interpreter."""
-    import subprocess
-
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from easel.server.engine import Engine"], check=True,
-                   cwd=fixtures.REPO)
-    return time.perf_counter() - t0
-
-
-def cold_rows(folder: Path, dtype: str, repeats: int, compiled: bool) -> list[Row]:
-    """Process start to listening, to the model loaded and to the first result; with ``compiled``, the
-    same with ``--compile`` twice over one fresh inductor cache (compiling, then the cache reused)."""
-    before = loadavg()
-    imports = [import_seconds() for _ in range(repeats)]
-    runs = [cold_once(folder, dtype) for _ in range(repeats)]
-    note = f"`easel serve --model FOLDER --dtype {dtype}`, median of {repeats}; {context(dtype)}; load {before}"
-    rows = [Row("full", "cold: import torch + diffusers (the Engine)", med(imports), "s", note=note)]
-    for moment in ("engine imported", "listening", "model loaded", "first result", "second job"):
-        values = [r[moment] for r in runs if moment in r]
-        if values:
-            name = "cold: the second job (warm)" if moment == "second job" else f"cold: process start to {moment}"
-            rows.append(Row("full", name, med(values), "s", note=note))
-    if compiled:
-        cache = {"TORCHINDUCTOR_CACHE_DIR": fixtures.tmpdir("inductor")}
-        for label in ("empty cache", "cache from the first start"):
-            run = cold_once(folder, dtype, "--compile", env=cache)
-            note = f"`easel serve --compile`, {label}, once; {context(dtype)}; load {loadavg()}"
-            rows.append(Row("full", f"cold --compile, {label}: process start to first result", run["first result"],
-                            "s", note=note))
-            rows.append(Row("full", f"cold --compile, {label}: the second job", run["second job"], "s", note=note))
+    rows[-1].note += f"; {threads()} thread(s), CPU bf16: {bf16_flags()}; load {before} before, {loadavg()} after"
     return rows
 
 
@@ -337,13 +198,13 @@ def comfyui_rows(steps: int, repeats: int) -> list[Row]:
     checkpoint = comfyui.checkpoint(folder, folder.with_name(folder.name + "-comfyui.safetensors"))
     before = loadavg()
     times = []
-    with comfyui.serve(install, checkpoint, _threads()) as server:
+    with comfyui.serve(install, checkpoint, threads()) as server:
         for i in range(repeats + 1):
             seconds, _ = server.txt2img(fixtures.PROMPT, SEED + i, steps, GUIDANCE, SIZE)
             times.append(seconds)
         dtype, peak = server.weight_dtype(), server.peak_rss() / 2**30
     return [Row("full", f"ComfyUI SD1.5 512², {steps} steps, cfg {GUIDANCE:g}", med(times[1:]), "s",
-                note=f"UNet weights {dtype}, peak RSS {peak:.1f} GiB; {_threads()} thread(s), CPU bf16: "
+                note=f"UNet weights {dtype}, peak RSS {peak:.1f} GiB; {threads()} thread(s), CPU bf16: "
                      f"{bf16_flags()}; load {before} before, {loadavg()} after")]
 
 
@@ -362,6 +223,8 @@ def run(quick: bool = False, only: list[str] | None = None, dtype: str = "bfloat
         elif name == "parts":
             rows += part_rows(model_folder(), repeats)
         elif name == "cold":
+            from .coldstart import cold_rows
+
             rows += cold_rows(model_folder(), dtype, 2, compiled)
         elif name == "comfyui":
             rows += comfyui_rows(steps, repeats)
