@@ -24,12 +24,13 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from ..settings import CHANNELS_LAST
 from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
 from .families import FLUX_CLASSES, SD3_CLASSES, Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
-from .speed import CompiledShapes, check_channels_last, compile_pipeline, set_channels_last, wants_channels_last
+from .speed import CompiledShapes, compile_pipeline, set_channels_last, wants_channels_last
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,9 @@ class LoadOptions:
     compile: bool = False  # torch.compile the denoiser and VAE decoder (speed.py)
 
     def __post_init__(self) -> None:
-        try:
-            check_channels_last(self.channels_last)
-        except ValueError as exc:
-            raise EngineError(str(exc), field="channels_last") from None
+        if self.channels_last not in CHANNELS_LAST:
+            raise EngineError(f"unknown channels_last choice {self.channels_last!r}; use one of "
+                              f"{', '.join(CHANNELS_LAST)}", field="channels_last")
         mode = {True: "model", False: "none", None: "none"}.get(self.cpu_offload, self.cpu_offload)  # type: ignore[call-overload]
         if mode not in OFFLOAD_MODES:
             raise EngineError(f"unknown offload mode {self.cpu_offload!r}; use one of {', '.join(OFFLOAD_MODES)}",

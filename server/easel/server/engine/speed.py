@@ -19,16 +19,7 @@ from typing import Any
 
 import torch
 
-from ..settings import CHANNELS_LAST
-
 log = logging.getLogger(__name__)
-
-
-def check_channels_last(value: str) -> str:
-    """``value`` if it is a known choice, else ValueError naming the choices."""
-    if value not in CHANNELS_LAST:
-        raise ValueError(f"unknown channels_last choice {value!r}; use one of {', '.join(CHANNELS_LAST)}")
-    return value
 
 
 def wants_channels_last(choice: str, device: str, dtype: str) -> bool:
