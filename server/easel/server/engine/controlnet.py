@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import diffusers
+import torch
 
 from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
 from .loading import _DTYPE_KW, LoadedModel, LoadOptions
 from .refs import _HUB_ID, _find
-from .speed import set_channels_last
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ def control_pipeline(lm: LoadedModel, mode: str, controlnet: Any) -> Any:
     cls = getattr(diffusers, _CLASSES["sdxl" if lm.traits.family == "sdxl" else "sd"][mode])
     pipe = cls.from_pipe(lm.base, controlnet=controlnet, **{_DTYPE_KW: lm.base.dtype})
     pipe.set_progress_bar_config(disable=True)
-    if lm.channels_last:
-        set_channels_last(pipe)  # the ControlNet too; the shared UNet and VAE already are
+    if lm.channels_last:  # the shared UNet and VAE already are
+        controlnet.to(memory_format=torch.channels_last)
     if lm.offload_mode == "sequential":  # the base modules keep their per-module hooks
         controlnet.to(lm.offload_device)
     elif lm.offload_device is not None:

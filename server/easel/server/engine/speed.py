@@ -35,10 +35,9 @@ def conv_modules(pipe: Any) -> list[torch.nn.Module]:
     return [m for m in (getattr(pipe, n, None) for n in names) if isinstance(m, torch.nn.Module)]
 
 
-def set_channels_last(pipe: Any, on: bool = True) -> None:
-    fmt = torch.channels_last if on else torch.contiguous_format
+def set_channels_last(pipe: Any) -> None:
     for module in conv_modules(pipe):
-        module.to(memory_format=fmt)
+        module.to(memory_format=torch.channels_last)
 
 
 def inductor_cache() -> str:
