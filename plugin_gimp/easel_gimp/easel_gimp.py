@@ -29,11 +29,9 @@ import easel_more  # noqa: E402
 from easel_pixels import (  # noqa: E402
     CallingError,
     EaselError,
+    GimpDocument,
     check_image,
     insert_results,
-    selection_box,
-    selection_mask,
-    visible_composite,
 )
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from shared import editing  # noqa: E402
@@ -107,37 +105,15 @@ def read_features(config) -> editing.Features:
 
 
 def plan(image, command: Command, params: editing.Params, features: editing.Features) -> editing.PlannedRequest:
-    """Read what the command needs from the image and build the request.
-
-    With a control model, the sketch guide is the visible image over the same region as the sent
-    image (text to image: the whole canvas), inverted when it is drawn dark on light."""
-    width, height = image.get_width(), image.get_height()
-    if command.kind == "generate":
-        mode, region = editing.TXT2IMG, None
-    elif command.kind == "sketch":
-        mode, region = editing.read_plan(width, height, None, params.strength)
-    else:
-        box = selection_box(image)
-        if box is None:
-            raise CallingError("Regenerate Selection needs a selection: select the area to repaint first")
-        mode, region = editing.read_plan(width, height, box, params.strength)
-    state = editing.EditorState(width, height)
-    if region is not None:
-        state.region = tuple(region)
-        state.rgba = visible_composite(image, state.region)
-        if mode == editing.INPAINT:
-            state.selection = selection_mask(image, state.region)
-    planned = editing.plan_request(state, params)
-    control = None
-    if features.control_model:
-        box = state.region or (0, 0, width, height)
-        rgba = state.rgba if state.rgba is not None else visible_composite(image, box)
-        control = editing.Image.rgba(box[2], box[3], editing.sketch_guide(rgba)[0])
-    planned = editing.apply_features(planned, features, control)
-    problem = editing.check_request(planned)
-    if problem:
-        raise CallingError(problem)
-    return planned
+    """Build the request from what the image shows (``editing.build_request``). Generate and Image from
+    Sketch leave the selection alone; Regenerate Selection needs one."""
+    doc = GimpDocument(image)
+    if command.kind == "selection" and doc.selection_box() is None:
+        raise CallingError("Regenerate Selection needs a selection: select the area to repaint first")
+    try:
+        return editing.build_request(doc, params, features, use_selection=command.kind == "selection")
+    except ValueError as exc:
+        raise CallingError(str(exc)) from None
 
 
 def run_generation(image, config, command: Command, dialog):

@@ -80,6 +80,25 @@ def visible_composite(image, box: Box) -> bytes:
         dup.delete()
 
 
+class GimpDocument:
+    """A GIMP image as ``editing.Document``: what ``editing.build_request`` reads from it."""
+
+    def __init__(self, image):
+        self.image = image
+
+    def size(self) -> tuple[int, int]:
+        return self.image.get_width(), self.image.get_height()
+
+    def selection_box(self) -> Box | None:
+        return selection_box(self.image)
+
+    def read_canvas(self, box: Box) -> bytes:
+        return visible_composite(self.image, box)
+
+    def read_selection(self, box: Box) -> bytes:
+        return selection_mask(self.image, box)
+
+
 def _layer_type(image):
     return Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
 

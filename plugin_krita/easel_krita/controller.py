@@ -214,15 +214,12 @@ class Controller(QObject):
         docker = self.current_docker()
         try:
             features = docker.power.features() if docker is not None else editing.Features()
-            planned = editing.plan_request(document.read_state(doc, params.strength), params)
-            guide = document.read_guide(doc, planned) if features.control_model else None
-            planned = editing.apply_features(planned, features, guide)
+            planned = editing.build_request(document.KritaDocument(doc), params, features)
+        except editing.RequestProblem as exc:  # bad parameters, in plain words, before any network
+            self.set_status(f"Cannot generate: {exc}", error=True)
+            return
         except (document.DocumentError, ValueError) as exc:
             self.set_status(str(exc), error=True)
-            return
-        problem = editing.check_request(planned)  # bad parameters, in plain words, before any network
-        if problem:
-            self.set_status(f"Cannot generate: {problem}", error=True)
             return
         job = Job(document.document_key(doc), planned, params, placement=document.placement(doc))
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",

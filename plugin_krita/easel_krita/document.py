@@ -63,17 +63,29 @@ def read_selection(doc, x: int, y: int, w: int, h: int) -> bytes | None:
     return bytes(selection.pixelData(x, y, w, h))
 
 
+class KritaDocument:
+    """A Krita document as ``editing.Document``: what ``editing.build_request`` reads from it."""
+
+    def __init__(self, doc):
+        check_document(doc)
+        self.doc = doc
+
+    def size(self) -> tuple[int, int]:
+        return self.doc.width(), self.doc.height()
+
+    def selection_box(self) -> tuple[int, int, int, int] | None:
+        return selection_box(self.doc)
+
+    def read_canvas(self, box: editing.Box) -> bytes:
+        return read_canvas(self.doc, *box)
+
+    def read_selection(self, box: editing.Box) -> bytes:
+        return read_selection(self.doc, *box) or bytes(box[2] * box[3])
+
+
 def read_state(doc, strength: float) -> editing.EditorState:
     """Everything ``editing.plan_request`` needs from this document, reading only what the mode needs."""
-    check_document(doc)
-    width, height = doc.width(), doc.height()
-    box = selection_box(doc)
-    mode, region = editing.read_plan(width, height, box, strength)
-    if region is None:
-        return editing.EditorState(width, height)
-    x, y, w, h = region
-    mask = read_selection(doc, x, y, w, h) if mode == editing.INPAINT else None
-    return editing.EditorState(width, height, read_canvas(doc, x, y, w, h), region, mask)
+    return editing.read_state(KritaDocument(doc), strength)
 
 
 def image_to_bgra(image: Image) -> bytes:
@@ -161,17 +173,6 @@ def find_document(key: str):
             return doc
     return None
 
-
-
-def read_guide(doc, planned: editing.PlannedRequest) -> Image:
-    """The visible canvas over exactly what ``planned`` sends (text to image: the whole canvas) as a
-    ControlNet sketch guide: white lines on black, a dark-on-light sketch inverted (``editing.sketch_guide``)."""
-    if planned.image is None:
-        x, y, w, h = 0, 0, doc.width(), doc.height()
-    else:
-        x, y, w, h = planned.request.x or 0, planned.request.y or 0, planned.image.width, planned.image.height
-    rgba, _ = editing.sketch_guide(read_canvas(doc, x, y, w, h))
-    return Image.rgba(w, h, rgba)
 
 
 def open_in_new_document(image: Image, name: str):

@@ -1,8 +1,9 @@
 """Editor-independent plugin logic, shared by the Krita and GIMP adapters (stdlib only).
 
-A plugin gathers editor state into an ``EditorState``, calls ``plan_request`` to get the
-request and the region to send, runs it with a ``GenerationTask`` on a worker thread, and
-turns each ``ResultImage`` into a layer named by ``layer_name`` at the offset it carries.
+A plugin wraps its document in a ``Document`` and calls ``build_request`` (read, plan, sketch
+guide, features, check: once for both editors), runs the request with a ``GenerationTask`` on a
+worker thread, and turns each ``ResultImage`` into a layer named by ``layer_name`` at the offset
+it carries.
 
 The package splits that logic by responsibility; everything is importable from here.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from ..connection import Client, ClientError, JobCancelled, JobFailed, ProgressInfo, Result
 from ..protocol import GenerateRequest, Image
+from .build import Document, RequestProblem, build_request, read_state
 from .core import (
     IMG2IMG,
     INPAINT,
@@ -84,4 +86,4 @@ from .ui import (
     strength_text,
 )
 
-__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "fit_to_model", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "model_features", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]
+__all__ = ["Box", "Client", "ClientError", "ClientTask", "DEFAULT_SERVER_URL", "Document", "EditorState", "FeaturePlan", "Features", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "RequestProblem", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "build_request", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "fit_to_model", "generate_work", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "model_features", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "read_state", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text"]

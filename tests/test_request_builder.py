@@ -1,0 +1,126 @@
+"""The editor-independent request builder (``editing.build_request``) on a fake document.
+
+Both plugins wrap their editor's document in an ``editing.Document`` and call the builder; here a
+plain-Python document stands in for Krita's and GIMP's, so what is read and sent is checked fast.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from easel.client import editing
+from easel.client.editing import IMG2IMG, INPAINT, TXT2IMG, Features, Params, RequestProblem, build_request
+from easel.client.protocol import GenerateRequest
+
+
+class FakeDocument:
+    """A ``width`` x ``height`` RGBA picture and a gray8 selection; records every read."""
+
+    def __init__(self, width: int, height: int, selection: tuple[int, int, int, int] | None = None,
+                 soft: int = 255, paper: int = 255):
+        self.width, self.height = width, height
+        # dark lines (0) every 4th column on light paper: a dark-on-light sketch
+        self.rgba = bytearray()
+        for _y in range(height):
+            for x in range(width):
+                v = 0 if x % 4 == 0 else paper
+                self.rgba += bytes((v, v, v, 255))
+        self.mask = bytearray(width * height)
+        self.box = selection
+        if selection:
+            sx, sy, sw, sh = selection
+            for y in range(sy, sy + sh):
+                self.mask[y * width + sx : y * width + sx + sw] = bytes([soft]) * sw
+        self.reads: list[tuple[str, tuple[int, int, int, int]]] = []
+
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def selection_box(self) -> tuple[int, int, int, int] | None:
+        return self.box
+
+    def read_canvas(self, box: tuple[int, int, int, int]) -> bytes:
+        self.reads.append(("canvas", tuple(box)))
+        return editing.crop_bytes(bytes(self.rgba), self.width, 4, *box)
+
+    def read_selection(self, box: tuple[int, int, int, int]) -> bytes:
+        self.reads.append(("selection", tuple(box)))
+        return editing.crop_bytes(bytes(self.mask), self.width, 1, *box)
+
+
+def test_generate_reads_nothing_and_asks_for_the_document_size():
+    doc = FakeDocument(96, 64)
+    planned = build_request(doc, Params("a red circle", seed=5))
+    assert planned.mode == TXT2IMG and planned.image is None and planned.mask is None
+    r = planned.request
+    assert (r.width, r.height, r.canvas_width, r.canvas_height, r.seed) == (96, 64, 96, 64, 5)
+    assert doc.reads == []
+
+
+def test_refine_sends_the_whole_visible_canvas():
+    doc = FakeDocument(64, 48)
+    planned = build_request(doc, Params("a cat", strength=0.4))
+    assert planned.mode == IMG2IMG and planned.mask is None
+    assert (planned.image.width, planned.image.height) == (64, 48)
+    assert planned.image.data == bytes(doc.rgba)
+    assert (planned.request.x, planned.request.y, planned.request.strength) == (0, 0, 0.4)
+    assert doc.reads == [("canvas", (0, 0, 64, 48))]
+
+
+def test_selection_sends_its_context_region_with_the_soft_mask():
+    doc = FakeDocument(256, 256, selection=(100, 110, 20, 10), soft=128)
+    planned = build_request(doc, Params("a dog", strength=1.0))
+    assert planned.mode == INPAINT
+    x, y, w, h = editing.read_plan(256, 256, doc.box, 1.0)[1]
+    assert (planned.request.x, planned.request.y, planned.image.width, planned.image.height) == (x, y, w, h)
+    assert x <= 100 and y <= 110 and x + w >= 120 and y + h >= 120  # the context contains the selection
+    assert planned.mask.data == editing.crop_bytes(bytes(doc.mask), 256, 1, x, y, w, h)
+    assert set(planned.mask.data) == {0, 128}  # soft values kept
+    assert doc.reads == [("selection", (x, y, w, h)), ("canvas", (x, y, w, h))]
+
+
+def test_use_selection_false_leaves_the_selection_alone():
+    doc = FakeDocument(64, 64, selection=(8, 8, 16, 16))
+    assert build_request(doc, Params("p", strength=1.0), use_selection=False).mode == TXT2IMG
+    sketch = build_request(doc, Params("p", strength=0.6), use_selection=False)
+    assert sketch.mode == IMG2IMG and sketch.mask is None and sketch.image.width == 64
+
+
+def test_sketch_guide_covers_what_is_sent_and_inverts_a_dark_on_light_sketch():
+    doc = FakeDocument(64, 32)
+    features = Features(control_model="sketch-net", control_strength=0.7)
+    txt = build_request(doc, Params("p"), features)  # text to image: the guide is the whole canvas
+    assert (txt.control.width, txt.control.height) == (64, 32)
+    assert txt.control.data[:4] == bytes((255, 255, 255, 255))  # a dark line became white on black
+    assert txt.control.data[4:8] == bytes((0, 0, 0, 255))
+    assert txt.request.control_model == "sketch-net" and txt.request.control_strength == 0.7
+
+    doc = FakeDocument(256, 256, selection=(100, 100, 16, 16))
+    inpaint = build_request(doc, Params("p"), features)
+    assert (inpaint.control.width, inpaint.control.height) == (inpaint.image.width, inpaint.image.height)
+    assert [kind for kind, _ in doc.reads] == ["selection", "canvas"]  # the guide reuses the read canvas
+
+
+def test_no_control_model_means_no_guide_and_the_request_matches_plain_planning():
+    doc = FakeDocument(64, 64)
+    planned = build_request(doc, Params("p", strength=0.5), Features(variation_seed=3, variation_strength=0.2))
+    assert planned.control is None
+    assert (planned.request.variation_seed, planned.request.variation_strength) == (3, 0.2)
+    plain = editing.plan_request(editing.read_state(FakeDocument(64, 64), 0.5), Params("p", strength=0.5))
+    same = {k: v for k, v in planned.request.to_message().items() if k not in ("job", "variation_seed",
+                                                                                   "variation_strength")}
+    assert same == {k: v for k, v in plain.request.to_message().items() if k not in ("job", "variation_seed",
+                                                                                        "variation_strength")}
+
+
+def test_a_request_the_server_would_refuse_is_a_plain_words_problem():
+    with pytest.raises(RequestProblem, match="steps"):
+        build_request(FakeDocument(64, 64), Params("p", steps=0))
+    with pytest.raises(ValueError, match="batch"):  # a RequestProblem is a ValueError for the plugins
+        build_request(FakeDocument(64, 64), Params("p", batch=99))
+
+
+def test_the_built_request_passes_the_server_check():
+    planned = build_request(FakeDocument(128, 96, selection=(10, 10, 30, 30)), Params("p", seed=9, batch=2))
+    again = GenerateRequest.from_message(planned.request.to_message())
+    assert (again.seed, again.batch, again.x, again.y) == (9, 2, planned.request.x, planned.request.y)
