@@ -51,6 +51,9 @@ class Spec:
     flag: str | None = ""  # ``easel generate`` flag: "" = --name-with-dashes, None = no flag
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # a list field: one command-line word -> one item
+    items: type | None = None  # a list field of declared items: the item dataclass (see ``from_wire``)
+    attachment: bool = False  # a string field naming an image attachment of the message
+    group: str = ""  # where the field belongs in the request tree (docs, ``easel generate -h``)
 
 
 def declare(default: Any = MISSING, help: str = "", **spec: Any) -> Any:
@@ -90,6 +93,8 @@ class Declared:
             if not math.isfinite(value):
                 raise FieldError(self.name, f"'{self.name}' must be a finite number (got {value})")
         s = self.spec
+        if s.items is not None:
+            return self._check_items(value)
         if s.choices and value not in s.choices:
             self._fail(f"must be {choices_text(s.choices, '')}", value)
         too_low = s.low is not None and value < s.low
@@ -100,6 +105,25 @@ class Declared:
         if problem:
             raise FieldError(self.name, f"'{self.name}' {problem}")
         return value
+
+    def _check_items(self, value: list) -> list:
+        """Each item of a list of declared items, as its dataclass; errors name ``field[i].sub``."""
+        if self.spec.high is not None and len(value) > self.spec.high:
+            raise FieldError(self.name, f"'{self.name}' may list at most {num(self.spec.high)} items "
+                                        f"(got {len(value)})")
+        out = []
+        for i, item in enumerate(value):
+            where = f"{self.name}[{i}]"
+            if isinstance(item, self.spec.items):
+                item = to_wire(item)
+            if not isinstance(item, dict):
+                raise FieldError(where, f"'{where}' must be an object with the fields "
+                                        f"{', '.join(declared(self.spec.items))}")
+            try:
+                out.append(from_wire(self.spec.items, item))
+            except FieldError as exc:
+                raise FieldError(f"{where}.{exc.field}", f"'{where}.{str(exc)[1:]}") from None
+        return out
 
     def _fail(self, allowed: str, value: Any) -> None:
         hint = f"; {self.spec.hint}" if self.spec.hint else ""
@@ -163,16 +187,68 @@ def declared(cls: type) -> dict[str, Declared]:
     return out
 
 
+def to_wire(obj: Any) -> dict[str, Any]:
+    """A declared dataclass as JSON-ready fields: None and (where ``wire_default`` is off) default
+    values stay off the wire; lists of declared items become lists of objects."""
+    data: dict[str, Any] = {}
+    for name, d in declared(type(obj)).items():
+        value = getattr(obj, name)
+        if value is None or (not d.spec.wire_default and value == d.default):
+            continue
+        data[name] = [to_wire(v) for v in value] if d.spec.items is not None else value
+    return data
+
+
+def from_wire(cls: type, data: dict[str, Any]) -> Any:
+    """A declared dataclass from JSON fields, each checked (``FieldError`` names the field); unknown
+    and missing required fields are errors too."""
+    known = declared(cls)
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise FieldError(unknown[0], f"'{unknown[0]}' is not a field; use {', '.join(known)}")
+    for name, d in known.items():
+        if d.required and name not in data:
+            raise FieldError(name, f"'{name}' is missing: {d.spec.help}")
+    return cls(**{name: d.check(data[name]) for name, d in known.items() if name in data})
+
+
+def attachment_names(obj: Any) -> list[str]:
+    """The attachment names a declared dataclass refers to, at any depth (``Spec.attachment``)."""
+    names = []
+    for name, d in declared(type(obj)).items():
+        value = getattr(obj, name)
+        if d.spec.attachment and value is not None:
+            names.append(value)
+        elif d.spec.items is not None and value:
+            names.extend(n for item in value for n in attachment_names(item))
+    return names
+
+
+def item_types(cls: type) -> list[type]:
+    """The item dataclasses that ``cls``'s list fields declare, in declaration order."""
+    return [d.spec.items for d in declared(cls).values() if d.spec.items is not None]
+
+
 def markdown_table(cls: type) -> str:
-    """The fields of ``cls`` as a markdown table: field, type, default, meaning."""
-    rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
-    for d in declared(cls).values():
+    """The fields of ``cls`` as a markdown table: field, type, default, meaning (and group, first, in the
+    order the groups are first declared, when the fields declare groups)."""
+    grouped = any(d.spec.group for d in declared(cls).values())
+    rows = ["| group | field | type | default | meaning |" if grouped else "| field | type | default | meaning |",
+            "|---|---|---|---|---|" if grouped else "|---|---|---|---|"]
+    order = {g: i for i, g in enumerate(dict.fromkeys(d.spec.group for d in declared(cls).values()))}
+    for d in sorted(declared(cls).values(), key=lambda d: order[d.spec.group]):
         kind, allowed = _DOC_KINDS[d.kind], d.range_text()
-        if d.spec.choices:
+        if d.spec.items is not None:
+            most = f", at most {num(d.spec.high)}" if d.spec.high is not None else ""
+            kind = f"list of `{d.spec.items.__name__}`{most}"
+        elif d.spec.attachment:
+            kind = "attachment name"
+        elif d.spec.choices:
             kind = f"{kind}: {allowed}" if d.kind == "str" else allowed
         elif allowed:
             kind = f"{kind} {allowed}"
-        rows.append(f"| `{d.name}` | {kind} | {d.default_text()} | {d.spec.help} |")
+        group = f"{d.spec.group} | " if grouped else ""
+        rows.append(f"| {group}`{d.name}` | {kind} | {d.default_text()} | {d.spec.help} |")
     return "\n".join(rows) + "\n"
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .fields import BIG, Declared, FieldError, declare, declared, markdown_table, replace_block
+from .fields import BIG, Declared, FieldError, declare, declared, markdown_table, replace_block, to_wire
 
 PROTOCOL_VERSION = 1
 
@@ -258,77 +258,72 @@ class GenerateRequest:
     Each field is declared once (``declare``): its checks, the docs table and the CLI flags follow.
     """
 
-    job: str = declare(help="client-chosen id, unique among active jobs", flag=None, validator=_non_empty)
-    prompt: str = declare(help="what to paint")
-    negative_prompt: str = declare("", "what to avoid", flag="--negative")
-    model: str | None = declare(None, "a model id from `welcome.models`", default_text="server default")
+    job: str = declare(help="client-chosen id, unique among active jobs", flag=None, validator=_non_empty, group="job")
+    prompt: str = declare(help="what to paint", group="conditioning")
+    negative_prompt: str = declare("", "what to avoid", flag="--negative", group="conditioning")
+    model: str | None = declare(None, "a model id from `welcome.models`", default_text="server default", group="sampling")
     steps: int | None = declare(None, "denoising steps; a server may allow fewer (`welcome.limits.max_steps`)",
-                                low=1, default_text="model default")
+                                low=1, default_text="model default", group="sampling")
     guidance: float | None = declare(None, "CFG scale: how closely the prompt is followed", low=0.0, high=100.0,
-                                     default_text="model default")
+                                     default_text="model default", group="sampling")
     seed: int = declare(-1, "-1 = random; image i of a batch uses `seed` + i; the seeds used are returned",
-                        low=-1, high=BIG, hint="-1 picks a random seed")
+                        low=-1, high=BIG, hint="-1 picks a random seed", group="sampling")
     batch: int = declare(1, "images from one request; a server may allow fewer (`welcome.limits.max_batch`)",
-                         low=1, high=64)
-    width: int | None = declare(None, "text to image width", low=1, hint=_PIXELS, default_text="native size")
-    height: int | None = declare(None, "text to image height", low=1, hint=_PIXELS, default_text="native size")
+                         low=1, high=64, group="output")
+    width: int | None = declare(None, "text to image width", low=1, hint=_PIXELS, default_text="native size", group="canvas")
+    height: int | None = declare(None, "text to image height", low=1, hint=_PIXELS, default_text="native size", group="canvas")
     scheduler: str | None = declare(None, "the sampler (`welcome.schedulers`)", choices=SCHEDULERS,
-                                    default_text="the model's own")
+                                    default_text="the model's own", group="sampling")
     strength: float = declare(1.0, "with an image: how much changes (1 = from scratch)", low=0.0, high=1.0,
-                              hint="use 1.0 to generate from scratch")
-    x: int = declare(0, "where the sent `image` sits in the document (left)", flag=None)
-    y: int = declare(0, "where the sent `image` sits in the document (top)", flag=None)
+                              hint="use 1.0 to generate from scratch", group="sampling")
+    x: int = declare(0, "where the sent `image` sits in the document (left)", flag=None, group="canvas")
+    y: int = declare(0, "where the sent `image` sits in the document (top)", flag=None, group="canvas")
     canvas_width: int | None = declare(None, "document width (context is clamped to the document)", low=1,
-                                       hint=_PIXELS, default_text="image size", flag=None)
+                                       hint=_PIXELS, default_text="image size", flag=None, group="canvas")
     canvas_height: int | None = declare(None, "document height", low=1, hint=_PIXELS, default_text="image size",
-                                        flag=None)
+                                        flag=None, group="canvas")
     grow: int | None = declare(None, "selection work: grow the selection by this many pixels (docs/imaging.md)",
-                               low=0, high=1024, default_text="server default", metavar="PX")
+                               low=0, high=1024, default_text="server default", metavar="PX", group="canvas")
     feather: int | None = declare(None, "selection work: blend the result's edge over this many pixels",
-                                  low=0, high=1024, default_text="server default", metavar="PX")
+                                  low=0, high=1024, default_text="server default", metavar="PX", group="canvas")
     padding: float | None = declare(None, "selection work: context around the selection, a fraction of its size",
-                                    low=0.0, high=4.0, default_text="server default", metavar="F")
-    preview: bool = declare(True, "send step previews", flag=None)
+                                    low=0.0, high=4.0, default_text="server default", metavar="F", group="canvas")
+    preview: bool = declare(True, "send step previews", flag=None, group="output")
     loras: list | None = declare(
         None, 'LoRAs from `welcome.loras`, weights -4..4: `[{"name": "ink.safetensors", "weight": 0.8}]` '
-        "(docs/features.md)", validator=_check_loras, flag="--lora", metavar="NAME[:WEIGHT]", parse=parse_lora)
+        "(docs/features.md)", validator=_check_loras, flag="--lora", metavar="NAME[:WEIGHT]", parse=parse_lora, group="conditioning")
     control_model: str | None = declare(None, "ControlNet id from `welcome.control_models`; the guide image is "
-                                              "attachment `control`", metavar="ID")
+                                              "attachment `control`", metavar="ID", group="conditioning")
     control_strength: float = declare(1.0, "how strongly the ControlNet guide steers (0 = not at all)", low=0.0,
-                                      high=2.0, wire_default=False, metavar="F")
+                                      high=2.0, wire_default=False, metavar="F", group="conditioning")
     variation_seed: int | None = declare(None, "blend this seed's noise into `seed`'s", low=0, high=BIG,
-                                         metavar="N")
+                                         metavar="N", group="sampling")
     variation_strength: float = declare(0.0, "0 = only `seed`'s noise, 1 = only `variation_seed`'s", low=0.0,
-                                        high=1.0, wire_default=False, metavar="F")
+                                        high=1.0, wire_default=False, metavar="F", group="sampling")
     upscale: int | None = declare(None, "tiled upscale of `image`, refined at `strength` (1.0 = the default 0.35, "
                                         "0 = plain Lanczos); the result is `upscale` × the image, at `upscale` × "
-                                        "`x`, `y` (docs/features.md)", choices=(2, 4))
+                                        "`x`, `y` (docs/features.md)", choices=(2, 4), group="canvas")
     hires: str = declare("auto", "second pass when the model's first pass is well below the region's size (more "
                                  "than 1.5× a side): upscale it, refine at the region's size (docs/imaging.md). "
                                  "`auto`: where the model family profits (not the toy demo model); `on`: always "
-                                 "then; `off`: never", choices=HIRES, wire_default=False, metavar="auto|on|off")
+                                 "then; `off`: never", choices=HIRES, wire_default=False, metavar="auto|on|off", group="canvas")
     hires_strength: float | None = declare(None, "how much the second pass repaints (0 = a plain upscale)", low=0.0,
-                                           high=1.0, default_text="per model family", metavar="F")
+                                           high=1.0, default_text="per model family", metavar="F", group="canvas")
     exact_size: bool = declare(False, "run the model at the requested size (the region's, 8-px rounded) instead "
                                       "of its native area: faster for small requests, no second pass",
-                               wire_default=False)
+                               wire_default=False, group="canvas")
     refiner: bool = declare(False, "SDXL: the server's refiner model (`welcome.refiner`) does the last steps",
-                            wire_default=False)
+                            wire_default=False, group="sampling")
     refiner_switch: float = declare(0.8, "fraction of the denoising done by the base model before the refiner",
-                                    low=0.5, high=1.0, below_high=True, wire_default=False, metavar="F")
+                                    low=0.5, high=1.0, below_high=True, wire_default=False, metavar="F", group="sampling")
     replace: bool = declare(False, "live painting: this request replaces the client's queued `replace` jobs (they "
                                    "end with `cancelled`, `reason: \"replaced\"`) and may stop its running one at the "
                                    "next step (only a young frame started from idle: see Live painting below, so "
                                    "frames keep coming at any input rate); a stale job that finished anyway is never "
-                                   "delivered. Live results are not stored", wire_default=False, flag=None)
+                                   "delivered. Live results are not stored", wire_default=False, flag=None, group="output")
 
     def to_message(self) -> dict[str, Any]:
-        data = {}
-        for name, d in declared(GenerateRequest).items():
-            value = getattr(self, name)
-            if value is not None and (d.spec.wire_default or value != d.default):
-                data[name] = value
-        return {"type": "generate", **data}
+        return {"type": "generate", **to_wire(self)}
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> GenerateRequest:
