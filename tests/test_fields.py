@@ -87,7 +87,7 @@ def test_markdown_command_rewrites_only_the_table(tmp_path):
     subprocess.run([*cmd, str(doc)], check=True, cwd=REPO)
     assert doc.read_text() == f"# Title\n\n{begin}\n{markdown_table(GenerateRequest)}{end}\n\nAfter.\n"
     printed = subprocess.run(cmd, check=True, cwd=REPO, capture_output=True, text=True).stdout
-    assert printed == markdown_table(GenerateRequest)
+    assert printed.startswith(markdown_table(GenerateRequest))
 
 
 def test_engine_ranges_are_the_protocols():
