@@ -13,7 +13,7 @@ from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, ProgressFn
 from .features import check_control, engine_fields, prepare_control, used_parameters
-from .hires import SecondPass, second_pass_wanted
+from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_generation
 from .limits import Limits
@@ -74,10 +74,11 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
     second = None
     if second_pass_wanted(request, plan, model.family):
         second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)
+    note = skipped_note(request, plan, model.family)  # shown with every first-pass step, kept in the result
     first = engine_steps(job, model)
     bar = StepBar(progress, first + (second.total if second is not None else 0))
     t1 = time.perf_counter()
-    results = engine.run(job, bar.begin(first), cancelled)
+    results = engine.run(job, bar.begin(first, note or ""), cancelled)
     t2 = time.perf_counter()
     final: list[Any] = list(results)
     features = used_parameters(results)
@@ -103,6 +104,8 @@ def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model:
     }
     if second is not None:
         parameters["second_pass"] = second.parameters()
+    if note:
+        parameters["notes"] = [note]
     timings = {"prepare_s": t1 - t0, "run_s": t2 - t1, "compose_s": time.perf_counter() - t3}
     if second is not None:
         timings["second_pass_s"] = t3 - t2

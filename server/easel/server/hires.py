@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..client.protocol import GenerateRequest
+from .demo.notes import TOY_FAMILIES, enlarged_sketch
 from .engine.types import CancelledFn, ModelInfo
 from .imaging.compose import region_selection, region_source, resize
 from .imaging.fill import fill_transparent
@@ -51,7 +52,7 @@ def hires_strength(request: GenerateRequest, model: ModelInfo, tiled: bool = Fal
 
 #: Families whose ``hires: auto`` means no second pass: the toy demo model repaints even a flat tile
 #: into a shape at low strength, so its tiled second pass makes a big canvas slower and worse.
-NO_AUTO_FAMILIES = frozenset({"demo"})
+NO_AUTO_FAMILIES = TOY_FAMILIES
 
 
 def second_pass_wanted(request: GenerateRequest, plan: WorkPlan, family: str) -> bool:
@@ -60,6 +61,13 @@ def second_pass_wanted(request: GenerateRequest, plan: WorkPlan, family: str) ->
     if request.exact_size or not plan.wants_second_pass:
         return False
     return request.hires == "on" or (request.hires == "auto" and family not in NO_AUTO_FAMILIES)
+
+
+def skipped_note(request: GenerateRequest, plan: WorkPlan, family: str) -> str | None:
+    """What the painter is told when ``auto`` skips the second pass of a toy model (None: not skipped)."""
+    if request.exact_size or not plan.wants_second_pass or request.hires != "auto" or family not in NO_AUTO_FAMILIES:
+        return None
+    return enlarged_sketch(plan.work, plan.region.extent)
 
 
 class SecondPass:

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
-from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, ProgressFn
+from .demo.notes import TOY_FAMILIES, toy_upscale
+from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 from .features import engine_fields
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
@@ -95,6 +96,9 @@ def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: Mo
         return GenerationOutput(layers, parameters, {"prepare_s": time.perf_counter() - t0, "run_s": 0.0})
     t1 = time.perf_counter()
     refiner = TileRefiner(engine, request, model, plan, seeds, strength)
+    if model.family in TOY_FAMILIES:  # said before the tiles run, and kept in the result
+        parameters["notes"] = [toy_upscale(plan.tile)]
+        progress(Progress(STAGE, 0, refiner.total(), parameters["notes"][0]))
     blended, used, blend_s = refiner.run([fill_transparent(big)], StepBar(progress, refiner.total(), STAGE), cancelled)
     t2 = time.perf_counter()
     layers = [Layer(np.dstack([rgb, big[..., 3]]), x, y, seed) for rgb, seed in zip(blended, seeds, strict=True)]
