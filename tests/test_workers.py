@@ -125,6 +125,6 @@ def test_ray_flags_without_ray_and_replica_counts(monkeypatch):
     for bad in ("0", "3:2", "x", "1:y"):
         with pytest.raises(EngineError, match="--replicas"):
             parse_replicas(bad)
-    monkeypatch.setitem(sys.modules, "ray", None)  # as if easel[ray] were not installed
-    with pytest.raises(EngineError, match=r"pip install 'easel\[ray\]'"):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the ray extra were not installed
+    with pytest.raises(EngineError, match=r"pip install 'ray\[serve\]' .*pip install '\.\[ray\]'"):
         import_ray()
