@@ -106,12 +106,6 @@ def _layer_type(image):
 PARASITE = "easel-parameters"  # on each result layer: JSON of editing.result_record (job, seed, parameters)
 
 
-def sketch_guide(image, box: Box) -> tuple[bytes, bool]:
-    """The visible image in ``box`` as a ControlNet guide: white lines on black (dark-on-light
-    sketches are inverted; see editing.sketch_guide). Returns RGBA and whether it was inverted."""
-    return editing.sketch_guide(visible_composite(image, box))
-
-
 def insert_results(image, result, prompt: str) -> list:
     """Add each image of ``result`` as a new top layer at its document offset, all in one undo step.
 
@@ -140,17 +134,6 @@ def insert_results(image, result, prompt: str) -> list:
         image.undo_group_end()
     Gimp.displays_flush()
     return layers
-
-
-def layer_record(layer) -> dict | None:
-    """The ``easel-parameters`` record of a result layer, or None."""
-    parasite = layer.get_parasite(PARASITE)
-    if parasite is None:
-        return None
-    try:
-        return json.loads(bytes(parasite.get_data()).decode())
-    except ValueError:
-        return None
 
 
 def open_as_new_image(result, source, prompt: str):

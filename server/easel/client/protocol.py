@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -361,14 +360,6 @@ def check_version(data: dict[str, Any]) -> None:
             field="protocol",
             code="unsupported_protocol",
         )
-
-
-def iter_frames(messages: Iterable[tuple[dict[str, Any], dict[str, Image] | None]]) -> list[str | bytes]:
-    """Frames for several messages in order (convenience for tests and batch sends)."""
-    out: list[str | bytes] = []
-    for message, images in messages:
-        out.extend(encode_message(message, images))
-    return out
 
 
 def doc_tables() -> dict[tuple[str, str], str]:

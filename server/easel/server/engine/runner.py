@@ -130,8 +130,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     else:
         pipe = lm.pipeline(job.mode)
     original = pipe.scheduler
-    scheduler = make_scheduler(job.scheduler, original)
-    info["scheduler"] = job.scheduler or type(scheduler).__name__
+    make_scheduler(job.scheduler, original)  # an unknown or unfitting name fails here, before any progress
+    info["scheduler"] = job.scheduler or type(original).__name__
     expected = p.steps if job.mode == "txt2img" else max(1, int(p.steps * p.strength))
     if p.note:
         progress(Progress("denoise", 0, expected, p.note))
@@ -169,7 +169,6 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         return {}
 
     accepted = inspect.signature(pipe.__call__).parameters
-    images: list[Image.Image] = []
     if cancelled():
         raise JobCancelled()
 
@@ -200,7 +199,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
 
     try:
         try:
-            images = generate_all()
+            images: list[Image.Image] = generate_all()
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
