@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,14 @@ from server_harness import REPO, running_server
 
 
 def easel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``easel ARGS`` in a bare environment (only the PYTHONPATH the tests run with is kept)."""
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **keep_env("PYTHONPATH")}
     return subprocess.run([sys.executable, "-m", "easel", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+                          timeout=timeout, env=env)
+
+
+def keep_env(*names: str) -> dict[str, str]:
+    return {n: os.environ[n] for n in names if n in os.environ}
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,8 @@ def cmd_models_local(args: argparse.Namespace) -> int:
         return 2
     where = ", ".join(folders) if folders else "no models folder (give --models-dir or set models_dirs)"
     print(f"models folders: {where}; plus the Hugging Face cache")
-    print(format_rows(rows))
+    if rows:
+        print(format_rows(rows))
     print(counts(rows))
     return 0
 

@@ -1,12 +1,31 @@
-"""``easel models --local``: what is on disk, with no server running: the models folders' entries and
-the diffusers pipelines in the Hugging Face cache."""
+"""``easel models --local``: what is on disk, with no server running: the built-in demo model, the
+models folders' entries and the diffusers pipelines in the Hugging Face cache."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ..engine.refs import DEMO_ID
 from .scan import Library
+
+DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "demo" / "weights"  #: the committed demo model files
+
+
+def builtin_demo() -> dict[str, Any]:
+    """The built-in demo model, always there and usable offline (docs/demo-model.md)."""
+    weights, config = DEMO_WEIGHTS / f"{DEMO_ID}.safetensors", DEMO_WEIGHTS / f"{DEMO_ID}.json"
+    try:
+        native, size = json.loads(config.read_text())["native"], weights.stat().st_size
+    except (OSError, ValueError, KeyError) as exc:
+        native, size, problem = None, 0, f"its files in {DEMO_WEIGHTS} are missing or damaged ({exc}); reinstall Easel"
+    else:
+        problem = None
+    return {"id": DEMO_ID, "name": DEMO_ID, "kind": "checkpoint", "label": "built-in demo (toy)", "path": str(weights),
+            "size": size, "native": native, "problem": problem, "format": "builtin",
+            "note": f"built in, works offline: easel serve --model {DEMO_ID}"}
 
 
 def hub_pipelines() -> list[dict[str, Any]]:
@@ -34,33 +53,38 @@ def hub_pipelines() -> list[dict[str, Any]]:
     return out
 
 
-def local_models(folders: Sequence[str], hub: bool = True) -> list[dict[str, Any]]:
-    """Every entry of ``folders`` (see Library) and, with ``hub``, the cached hub pipelines."""
+def local_models(folders: Sequence[str], hub: bool = True, builtin: bool = True) -> list[dict[str, Any]]:
+    """With ``builtin`` the demo model, then every entry of ``folders`` (see Library) and, with ``hub``,
+    the cached hub pipelines."""
     rows = [e.to_dict() for e in Library(folders).scan()] if folders else []
-    return rows + (hub_pipelines() if hub else [])
+    return ([builtin_demo()] if builtin else []) + rows + (hub_pipelines() if hub else [])
 
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """A plain table: kind, id, what it is, native size, size on disk; then its path or its problem."""
-    if not rows:
-        return "nothing found"
+    """A plain table: kind, id, what it is, native size, size on disk; then its path, note or problem
+    (no rows: no lines; ``counts`` says what was found)."""
     lines = []
-    width = max(len(r["id"]) for r in rows)
+    width = max((len(r["id"]) for r in rows), default=0)
     for r in rows:
         native = f"{r['native']}px" if r.get("native") else ""
         size = f"{r['size'] / 2**30:.2f} GiB" if r.get("size", 0) >= 2**30 else f"{r.get('size', 0) / 2**20:.0f} MiB"
         lines.append(f"{r['kind']:<11} {r['id']:<{width}}  {r['label']:<22} {native:>7} {size:>10}")
-        where = f"problem: {r['problem']}" if r.get("problem") else r["path"]
+        where = f"problem: {r['problem']}" if r.get("problem") else r.get("note") or r["path"]
         lines.append(f"{'':<11} {where}")
     return "\n".join(lines)
 
 
 def counts(rows: list[dict[str, Any]]) -> str:
+    """One summary line: how many of each kind were found on disk (the built-in model apart)."""
+    found = [r for r in rows if r.get("format") != "builtin"]
+    builtin = ", ".join(r["id"] for r in rows if r.get("format") == "builtin")
     kinds: dict[str, int] = {}
-    for r in rows:
+    for r in found:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    broken = sum(1 for r in rows if r.get("problem"))
+    broken = sum(1 for r in found if r.get("problem"))
     text = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in kinds.items())
-    return text + (f"; {broken} cannot be used (see 'problem')" if broken else "") if text else "nothing found"
+    text = text + (f"; {broken} cannot be used (see 'problem')" if broken else "") if text else \
+        "nothing found in the models folders or the Hugging Face cache"
+    return text + (f"; built in: {builtin}" if builtin else "")
 
 
