@@ -39,7 +39,7 @@ def test_generate_writes_png_with_progress(url, tmp_path):
     r = easel("generate", "--url", url, "--prompt", "a red circle", "--seed", "7", "--steps", "3", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "seed 7" in r.stdout
-    assert "denoise" in r.stderr  # progress is shown
+    assert "generating: denoising 3/3" in r.stderr  # progress is shown
     img = PILImage.open(out)
     assert img.size == (64, 64) and "Seed: 7" in img.text.get("parameters", "") or img.size == (64, 64)
 
