@@ -1,4 +1,4 @@
-"""ComfyUI, timed over its HTTP/websocket API, for `make bench-full` (issue #20).
+"""ComfyUI, timed over its HTTP/websocket API, for `make bench-full`.
 
 ``find()``: the install named by ``EASEL_BENCH_COMFYUI`` (a ComfyUI folder), else None; its python is
 ``$EASEL_BENCH_COMFYUI_PYTHON``, ``<folder>/venv/bin/python`` or ``<folder>/../venv/bin/python``.

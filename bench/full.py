@@ -1,4 +1,4 @@
-"""Full-size SD1.5 on the CPU (issue #20): Easel vs raw diffusers, the speed options, ComfyUI, cold start.
+"""Full-size SD1.5 on the CPU: Easel vs raw diffusers, the speed options, ComfyUI, cold start.
 
 ``make bench-full`` = ``python -m bench.full``. The model is ``bench.gpu``'s SD1.5-shaped pipeline (UNet
 320-640-1280-1280, a CLIP-L-sized text encoder, the SD VAE, Euler) with random weights, built once and

@@ -1,4 +1,4 @@
-"""The second pass and exact size (issue #18, docs/imaging.md): time and detail, and a full-size SD1.5.
+"""The second pass and exact size (docs/imaging.md): time and detail, and a full-size SD1.5.
 
 Rows:
 

@@ -1,7 +1,7 @@
 """Live painting: frames per second and stroke-to-result latency at 256x256 (docs/krita.md).
 
-A real ``easel serve`` subprocess serves the demo model (the tiny test model while the demo
-weights are missing; the row notes say which). A painter thread puts a dab on a 256x256 canvas
+A real ``easel serve`` subprocess serves the demo model (``EASEL_BENCH_LIVE_MODEL`` picks another,
+``pick_model``; the row notes say which). A painter thread puts a dab on a 256x256 canvas
 every 100 ms for the whole run (one continuous stroke); a poller does what the Krita plugin does
 every 150 ms: fingerprint the canvas, ask an ``editing.LiveSession`` whether a frame is due, and
 send it through one long-lived ``editing.LiveConnection`` (``replace: true``), polling again at
@@ -14,7 +14,7 @@ once when a frame ends. Measured:
 - the same for the naive policy (every new state sent at once with ``replace``, no pacing).
 
 Then ``bench.live_protocol``'s rows: raw and paced clients at a dab every 5, 20, 50 and 100 ms
-against the server's live pacing and against the old server (issue #21), and, with
+against the server's live pacing and against the old server, and, with
 ``EASEL_BENCH_LIVE_FULLSIZE=1``, a full-size SD-turbo-shaped model in bf16 (``bench.live_fullsize``).
 """
 

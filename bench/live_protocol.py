@@ -1,4 +1,4 @@
-"""Live painting at the protocol level, at any input rate (issue #21; docs/krita.md#live-speed).
+"""Live painting at the protocol level, at any input rate (docs/krita.md#live-speed).
 
 A client paints one continuous stroke on a square canvas, one dab every 5, 20, 50 or 100 ms, and
 sends live frames (``replace: true`` img2img, the whole canvas, raw RGBA) over one connection to a
@@ -143,7 +143,7 @@ def stroke(url: str, model: dict | None, interval: float, seconds: float, paced:
             for event in client.events():
                 if event.type in ("result", "cancelled", "error"):
                     events.put((time.monotonic(), event))
-        except Exception:  # noqa: BLE001 - the connection closed at the end
+        except Exception:  # the connection closed at the end
             pass
 
     threading.Thread(target=read, daemon=True).start()

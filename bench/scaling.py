@@ -1,4 +1,4 @@
-"""Scaling (issue #19): throughput with 1 vs 2 workers (``--workers``) and 1 vs 2 Ray Serve replicas,
+"""Scaling: throughput with 1 vs 2 workers (``--workers``) and 1 vs 2 Ray Serve replicas,
 and the per-job overhead Ray adds over a plain worker.
 
 Same job as ``concurrency`` (4-step 512² txt2img on the tiny SD model, raw RGBA, previews on) from 4
@@ -77,7 +77,7 @@ def run(quick: bool = False) -> list[Row]:
         from easel.server.rayserve.cluster import RayCluster, import_ray
 
         import_ray()
-    except Exception as exc:  # noqa: BLE001 - no Ray: say so in the table
+    except Exception as exc:  # no Ray: say so in the table
         rows.append(Row("scaling", "Ray rows", None, "", note=f"skipped: {exc}"))
         return rows
     from easel.server.engine import Engine

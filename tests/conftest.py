@@ -13,7 +13,7 @@ os.environ.setdefault("EASEL_CONFIG", os.path.join(os.path.dirname(__file__), "n
 # Session-wide tiny random-weight pipelines (see tests/tiny_models.py), built on first use in a
 # temporary folder; each takes well under a second. Engine tests and server tests share them.
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

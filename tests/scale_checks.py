@@ -1,4 +1,4 @@
-"""Checks shared by the several-worker tests (``--workers 2``) and the Ray Serve tests: the issue #19 list.
+"""Checks shared by the several-worker tests (``--workers 2``) and the Ray Serve tests.
 
 Each takes the ws:// URL of a running server; every wait has a deadline.
 """
@@ -75,7 +75,7 @@ def fairness_spread(url: str, clients: int = 8, jobs: int = 6, deadline_s: float
                     t0 = time.perf_counter()
                     c.generate(req(**{"steps": 4, "width": 128, "height": 128, **kw}, seed=i * 100 + k))
                     latencies[i].append(time.perf_counter() - t0)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(f"{type(exc).__name__}: {exc}")
             start.abort()
 

@@ -30,7 +30,7 @@ def running_server(models: list[str], *extra: str, timeout: float = 120.0, log_p
     for m in models:
         cmd += ["--model", m]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    log = open(log_path, "w+") if log_path else None  # noqa: SIM115 - closed below
+    log = open(log_path, "w+") if log_path else None  # closed below
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     lines: list[str] = []

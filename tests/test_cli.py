@@ -255,7 +255,7 @@ def test_cli_flags_come_from_the_declarations():
     from easel.cli.generate import request_from_args
 
     parser = build_parser()
-    helptext = parser._subparsers._group_actions[0].choices["generate"].format_help()  # noqa: SLF001
+    helptext = parser._subparsers._group_actions[0].choices["generate"].format_help()
     for d in request_fields().values():
         if d.flag:
             assert d.flag in helptext, d.name

@@ -106,7 +106,7 @@ def test_check_request_reports_the_field_in_plain_words():
         editing.EditorState(8, 8, bytes(256), (0, 0, 8, 8)), Params("x", strength=-0.5)))
 
 
-# ----------------------------------------------------------------------------- power features (issue #8)
+# ----------------------------------------------------------------------------- power features
 import pytest  # noqa: E402
 
 from easel.client.connection import Client  # noqa: E402

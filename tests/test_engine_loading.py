@@ -371,7 +371,8 @@ def test_demo_model_info():
 
 
 def test_models_dir_confines_model_paths(tmp_path, tiny_sd_path):
-    """With --models-dir, no model reference reaches outside it: not by '..', not by a symlink."""
+    """With --models-dir, a reference not named at start-up reaches nowhere outside it: not by '..', not by
+    a symlink; the models the server is started with are served wherever they are."""
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     shutil.copytree(tiny_sd_path, allowed / "mine")
@@ -380,5 +381,8 @@ def test_models_dir_confines_model_paths(tmp_path, tiny_sd_path):
         assert eng.models()[0].id == "mine"
     for ref in (str(tiny_sd_path), os.path.relpath(tiny_sd_path, allowed), "sneaky"):
         with pytest.raises(EngineError) as err:
-            Engine([ref], device="cpu", dtype="float32", models_dir=str(allowed))
-        assert err.value.field == "model"
+            parse_ref(ref, str(allowed))
+        assert err.value.field == "model" and "outside the models folder" in str(err.value)
+        with Engine([ref], device="cpu", dtype="float32", models_dir=str(allowed)) as eng:
+            assert eng.model_info(None).source == "folder"
+            assert os.path.samefile(parse_ref(ref, str(allowed), confine=False).location, tiny_sd_path)

@@ -1,4 +1,4 @@
-"""Live painting always makes progress (issue #21): a raw-protocol client that sends ``replace``
+"""Live painting always makes progress: a raw-protocol client that sends ``replace``
 states faster than the server makes frames still gets frames, in order, ending with its last state.
 
 The server is the real App around the demo model with every job slowed by ``FRAME_S`` (job-time
@@ -59,7 +59,7 @@ class Painter:
             for event in self.client.events():
                 if event.type in ("result", "cancelled", "error"):
                     self.ends.put((time.monotonic(), event))
-        except Exception:  # noqa: BLE001 - closed at the end of the test
+        except Exception:  # closed at the end of the test
             pass
 
     def send(self) -> str:

@@ -1,4 +1,4 @@
-"""The default model loads while the server already listens (issue #20's cold start, workers.Preload).
+"""The default model loads while the server already listens (the cold start, workers.Preload).
 
 A real Engine on the tiny SD behind the real App: the preload's own progress callback (the start-up display
 in ``easel serve``) holds the load at its first report until the test lets it go, so a job sent meanwhile

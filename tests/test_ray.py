@@ -1,4 +1,4 @@
-"""Easel on Ray Serve (issue #19): a local Ray on 127.0.0.1, started and stopped here, two replicas of
+"""Easel on Ray Serve: a local Ray on 127.0.0.1, started and stopped here, two replicas of
 the tiny model, the real front door (App) in this process. Marked ``ray``; skipped without easel[ray].
 
 The same checks as ``--workers 2`` (tests/scale_checks.py), then the faults: the head gone (its GCS and

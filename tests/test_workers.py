@@ -1,4 +1,4 @@
-"""Several workers in one server (issue #19): ``--workers 2`` on the CPU, the fair queue feeding both.
+"""Several workers in one server: ``--workers 2`` on the CPU, the fair queue feeding both.
 
 The CUDA device list (``--device cuda:0,cuda:1``) is tested with torch.cuda mocked (no GPU here).
 """

@@ -149,7 +149,7 @@ def run(procedure, run_mode, image, _drawables, config, _data):
         return _fail(procedure, Status.CALLING_ERROR, str(exc))
     except EaselError as exc:
         return _fail(procedure, Status.EXECUTION_ERROR, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a plug-in should report, not crash with a traceback
+    except Exception as exc:  # a plug-in should report, not crash with a traceback
         return _fail(procedure, Status.EXECUTION_ERROR, f"unexpected error: {exc!r}")
     finally:
         if dialog is not None:

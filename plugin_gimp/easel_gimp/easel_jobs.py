@@ -105,7 +105,7 @@ def welcome(url: str, timeout: float = 3.0, token: str | None = None) -> dict | 
         data = client.connect()
         client.close()
         return data
-    except Exception:  # noqa: BLE001 - only a convenience for the dialog
+    except Exception:  # only a convenience for the dialog
         return None
 
 

@@ -161,7 +161,7 @@ class Controller(QObject):
             idle = can_start and hooks is None and isinstance(exc.__cause__, ConnectionRefusedError)
             self._emit("_probed", url, None, f"no server runs at {url} yet: Generate (or Connect) starts one"
                        if idle else hooks["explain"](exc) if hooks else str(exc))
-        except Exception as exc:  # noqa: BLE001 - shown in the docker, never a traceback
+        except Exception as exc:  # shown in the docker, never a traceback
             self._emit("_probed", url, None, f"cannot connect to {url}: {exc}")
 
     def _on_probed(self, url: str, welcome, error) -> None:

@@ -306,5 +306,5 @@ class EaselDocker(DockWidget):
         if entry is not None:
             self.controller.apply_again(entry.data(Qt.ItemDataRole.UserRole))
 
-    def canvasChanged(self, canvas) -> None:  # noqa: N802 - Krita's API
+    def canvasChanged(self, canvas) -> None:  # Krita's API
         pass

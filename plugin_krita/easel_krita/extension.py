@@ -21,7 +21,7 @@ class EaselExtension(Extension):
         notifier.applicationClosing.connect(self.controller.shutdown)
         notifier.applicationClosing.connect(live.instance().shutdown)
 
-    def createActions(self, window) -> None:  # noqa: N802 - Krita's API
+    def createActions(self, window) -> None:  # Krita's API
         generate = window.createAction("easel_generate", "Easel: Generate", "tools/scripts")
         generate.setToolTip("Generate with Easel: regenerate the selection, refine the canvas "
                             "(strength < 100%) or paint a new image")

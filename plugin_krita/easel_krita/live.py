@@ -188,7 +188,7 @@ class LiveController(QObject):
             return
         try:
             live_layer.show(doc, result.image, result.x, result.y, self._rect)
-        except Exception as exc:  # noqa: BLE001 - the docker says it, Krita carries on
+        except Exception as exc:  # the docker says it, Krita carries on
             self._error = f"Live: could not update the live layer: {exc}"
             self._say(self._error, error=True)
             return

@@ -1,4 +1,4 @@
-"""GIMP starts the Easel server itself (issue #17), in a real GIMP 3 in its Debian chroot.
+"""GIMP starts the Easel server itself, in a real GIMP 3 in its Debian chroot.
 
 ``easel install-plugin gimp --serve-args "--models-dir ~/models --threads 1"`` (the tiny test model in
 that folder of GIMP's HOME) records this checkout's server command (the wheel's under CI) and the

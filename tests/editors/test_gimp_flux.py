@@ -1,4 +1,4 @@
-"""The GIMP plug-in's three uses on a FLUX.1 model (issue #16): a real GIMP batch session against a real
+"""The GIMP plug-in's three uses on a FLUX.1 model: a real GIMP batch session against a real
 `easel serve` holding only a tiny random-weight FLUX.1-dev-like model built by the tests. Each layer must
 equal the direct request's result (the same request sent with the shared client), as for SD."""
 
@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
 
-from gimp_cases import batch_cases  # noqa: E402
-from test_gimp import check_success, root, run_batch  # noqa: E402, F401 - root: the chroot fixture
+from gimp_cases import batch_cases
+from test_gimp import check_success, root, run_batch  # noqa: F401 - root: the chroot fixture
 
-from server_harness import running_server  # noqa: E402
+from server_harness import running_server
 
 pytestmark = pytest.mark.editor
 THREE_USES = ("generate", "sketch", "selection")

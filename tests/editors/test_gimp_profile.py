@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
-from editor_site import Scratch, easel_command  # noqa: E402
-from gimp_chroot import batch_command, chroot_shell, gimp_version, require_chroot  # noqa: E402
+from editor_site import Scratch, easel_command
+from gimp_chroot import batch_command, chroot_shell, gimp_version, require_chroot
 
 pytestmark = pytest.mark.editor
 

@@ -19,8 +19,8 @@ import pytest
 from easel.client.send_region import send_region
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from gui_run import run_adapter_checks  # noqa: E402
-from krita_host import need_krita, scratch  # noqa: E402
+from gui_run import run_adapter_checks
+from krita_host import need_krita, scratch
 
 pytestmark = pytest.mark.editor
 

@@ -1,4 +1,4 @@
-"""Krita starts the Easel server itself (issue #17): a real Krita GUI on Xvfb, nothing listening.
+"""Krita starts the Easel server itself: a real Krita GUI on Xvfb, nothing listening.
 
 ``easel install-plugin krita --serve-args "--models-dir ~/models --threads 1"`` (the tiny test model
 in that folder of Krita's HOME) records the server command and its arguments in kritarc. The

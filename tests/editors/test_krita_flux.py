@@ -1,4 +1,4 @@
-"""The Krita plugin's three uses on a FLUX.1 model (issue #16), in a real Krita's GUI: `make test-krita`
+"""The Krita plugin's three uses on a FLUX.1 model, in a real Krita's GUI: `make test-krita`
 (Krita 5.1.5) and `make test-krita-newest` (the sid chroot's Krita 5.3).
 
 The self-test plugin of test_krita_gui.py (tests/editors/krita/easel_selftest/) runs only its "offered"
@@ -20,8 +20,8 @@ from easel.client import editing
 from easel.client.connection import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from gui_run import H, W, checked_scenario, flux_spec, krita_gui_session, scenarios  # noqa: E402
-from krita_host import ARTIFACTS  # noqa: E402
+from gui_run import H, W, checked_scenario, flux_spec, krita_gui_session, scenarios
+from krita_host import ARTIFACTS
 
 pytestmark = pytest.mark.editor
 USES = {"generate": "txt2img", "refine": "img2img", "selection": "inpaint"}

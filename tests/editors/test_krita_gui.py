@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from gui_run import H, W, ask_power, check_power_layer, check_scenario, power, scenario, scenarios  # noqa: E402
-from krita_host import tail  # noqa: E402
+from gui_run import H, W, ask_power, check_power_layer, check_scenario, power, scenario, scenarios
+from krita_host import tail
 
 pytestmark = pytest.mark.editor
 

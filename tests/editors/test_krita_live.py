@@ -17,8 +17,8 @@ from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from gui_run import LH, LW, live_spec  # noqa: E402
-from krita_host import paste, tail  # noqa: E402
+from gui_run import LH, LW, live_spec
+from krita_host import paste, tail
 
 pytestmark = pytest.mark.editor
 

@@ -36,7 +36,7 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
         return 2
     try:  # in a child process, the Ray driver: this one outlives the cluster's head (docs/scaling.md)
         cluster = RayCluster.start(args.ray, replicas, engine_kwargs, threads=args.threads)
-    except Exception as exc:  # noqa: BLE001 - Ray's errors vary; say which address failed
+    except Exception as exc:  # Ray's errors vary; say which address failed
         print(f"easel serve: could not start the engine on Ray at {args.ray!r}: {exc}", file=sys.stderr)
         catalog.close()
         return 2

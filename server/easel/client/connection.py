@@ -176,7 +176,7 @@ class Client:
         try:
             ws.close_timeout = max(0.0, deadline - time.monotonic())
             ws.close(code, reason)
-        except Exception:  # noqa: BLE001 - closing is best effort; the socket is shut either way
+        except Exception:  # closing is best effort; the socket is shut either way
             ws.close_socket()
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """Easel protocol v1: a sans-IO core shared by the server, the client and both plugins.
 
-Stdlib only (the plugin installer bundles this file). It knows how to turn messages into
+Stdlib only (the plugins bundle ``easel.client`` whole). It knows how to turn messages into
 websocket frames and back, and how to validate a generation request; it does no I/O.
 
 A message is one JSON text frame. A message may carry images: its ``attachments`` key

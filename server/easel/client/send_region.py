@@ -1,7 +1,7 @@
 """Which canvas region a plugin sends, and the selection defaults behind it (stdlib only).
 
-This file is self-contained on purpose: the plugin installer bundles it into both plugins
-(see ``server/plugin_install.py``), and the server's region planner (``region.py``) uses the
+Both plugins bundle ``easel.client`` whole as their ``shared`` package (``easel/plugin_install.py``),
+and the server's region planner (``region.py``) uses the
 very same functions, so the region a plugin sends is the region the server wants.
 
 Boxes are plain ``(x, y, width, height)`` tuples of ints; ``width``/``height`` may be 0.

@@ -220,7 +220,7 @@ class App:
 
     def _replace_stale(self, conn: Connection) -> bool:
         """A newer live request: drop this client's queued live jobs; stop its running one only
-        if ``LivePacing`` allows (else it finishes and is delivered: progress first, issue #21).
+        if ``LivePacing`` allows (else it finishes and is delivered: progress first).
         Returns whether the client had live work queued or running."""
         stale = self.queue.remove_where(conn.id, lambda j: j.request.replace)
         for old in stale:
@@ -288,7 +288,7 @@ class App:
         try:
             reply, layers = await loop.run_in_executor(
                 worker.executor, execute, worker, job, self.limits, self.store, image_format, wants_preview, post)
-        except Exception:  # noqa: BLE001 - never let one job stop the worker
+        except Exception:  # never let one job stop the worker
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
             reply = (error_message("internal", "the server failed while running this job; see its log",
                                    None, job.id), None)
@@ -310,7 +310,7 @@ class App:
         """Nothing lost: the result is on disk before ``result`` is sent."""
         try:
             await asyncio.get_running_loop().run_in_executor(self._saver, self.store.save, job.id, reply[0], layers)
-        except Exception:  # noqa: BLE001 - a full disk must not lose the result the client is waiting for
+        except Exception:  # a full disk must not lose the result the client is waiting for
             log.error("could not save the result of %s:\n%s", job.id, traceback.format_exc())
         finally:
             self.finishing.discard(job.id)

@@ -1,7 +1,7 @@
 """One job on a worker thread: decode, generate (on whichever worker runs it), encode the reply.
 
 ``execute`` is the same for every kind of worker; only ``worker.generate`` differs (a local engine,
-or a Ray Serve replica in another process, easel.server.ray). Returns the reply to send and, when
+or a Ray Serve replica in another process, easel.server.rayserve). Returns the reply to send and, when
 the result is to be kept, the layers to save first.
 """
 

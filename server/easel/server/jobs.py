@@ -126,7 +126,7 @@ LIVE_RESTART = 0.25  #: share of a frame time during which a newer live state ma
 
 
 class LivePacing:
-    """When a newer ``replace`` state may stop a client's running live frame (issue #21).
+    """When a newer ``replace`` state may stop a client's running live frame.
 
     Stopping every running frame for a newer state delivers nothing while states come faster
     than frames are made (a livelock). So only a frame that started *from idle* (no other live

@@ -86,7 +86,7 @@ class Preload:
         try:
             with LOADING:
                 load(self._say)
-        except BaseException as exc:  # noqa: BLE001 - kept for whoever asks; the job's own load reports it
+        except BaseException as exc:  # kept for whoever asks; the job's own load reports it
             self.error = exc
 
     def wait(self, progress: ProgressFn, cancelled: CancelledFn) -> None:

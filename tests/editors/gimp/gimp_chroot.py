@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot  # noqa: E402
+from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot
 
 DEFAULT_ROOT = Path("/var/cache/easel/gimp3-trixie")
 ROOT = Path(os.environ.get("EASEL_GIMP_ROOT") or DEFAULT_ROOT)

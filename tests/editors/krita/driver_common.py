@@ -46,7 +46,7 @@ class Runner(QObject):
         cond, deadline, _ = self.pending
         try:
             ok = bool(cond())
-        except Exception:  # noqa: BLE001
+        except Exception:
             ok = False
         if ok or now > deadline:
             self.advance(ok)
@@ -57,7 +57,7 @@ class Runner(QObject):
         except StopIteration:
             self.pending = None
             self.timer.stop()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.pending = None
             self.timer.stop()
             self.on_error(traceback.format_exc())
@@ -138,7 +138,7 @@ def register(driver):
         try:
             driver.runner = Runner(driver.script(), driver.fail, driver.interval_ms)
             driver.runner.start()
-        except Exception:  # noqa: BLE001
+        except Exception:
             driver.fail(traceback.format_exc())
 
     Krita.instance().notifier().windowCreated.connect(lambda: QTimer.singleShot(2000, begin))

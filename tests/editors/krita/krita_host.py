@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot  # noqa: E402
+from editor_site import Scratch, artifacts, chroot_command, fail_or_skip, problem_with_chroot
 
-from easel.plugin_settings import set_in_kritarc  # noqa: E402
+from easel.plugin_settings import set_in_kritarc
 
 HERE = Path(__file__).resolve().parent
 ROOT = Path(os.environ["EASEL_KRITA_ROOT"]) if os.environ.get("EASEL_KRITA_ROOT") else None

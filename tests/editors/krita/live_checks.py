@@ -128,7 +128,7 @@ def run(check, new_doc, done, bgra):
             try:
                 live_layer.check_live_document(new_doc(8, 8, depth))
                 out[depth] = None
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out[depth] = str(exc)
         return out
 

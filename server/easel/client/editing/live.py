@@ -306,7 +306,7 @@ class LiveConnection:
                         client.submit(fit_to_model(planned.request, client.welcome), planned.image, planned.mask)
             except ClientError as exc:
                 self._drop(client, str(exc))
-            except Exception as exc:  # noqa: BLE001 - reported, never a dead thread
+            except Exception as exc:  # reported, never a dead thread
                 self._drop(client, f"unexpected error: {exc!r}")
             if closing:
                 break
@@ -342,7 +342,7 @@ class LiveConnection:
                     self.on_event("error", event.job, event.data.get("message", "unknown error"))
         except ClientError as exc:
             message = str(exc)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             message = f"unexpected error: {exc!r}"
         if client is self._client:
             self._drop(client, message)

@@ -51,7 +51,7 @@ class ClientTask(threading.Thread):
             error = f"{exc} (field: {exc.field})" if exc.field else str(exc)
         except ClientError as exc:
             error = self.explain(exc)
-        except Exception as exc:  # noqa: BLE001 - a plugin must never die with a traceback
+        except Exception as exc:  # a plugin must never die with a traceback
             error = f"unexpected error: {exc!r}"
         if self.on_done:
             self.on_done(value, error)

@@ -53,7 +53,7 @@ class Catalog:
         self._lock = threading.RLock()
         for item in models:
             text = os.fspath(item)
-            ref = parse_ref(text, models_dir)
+            ref = parse_ref(text, models_dir, confine=False)  # named at start-up
             model_id, n = ref.id, 2
             while model_id in self._refs:
                 model_id, n = f"{ref.id}-{n}", n + 1

@@ -45,10 +45,11 @@ class ControlRef:
 
 
 def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) -> ControlRef:
-    """A ControlNet reference: a folder with a ControlNetModel config.json, or a hub id."""
+    """A ControlNet reference named at start-up (so it may lie outside the models folders): a folder
+    with a ControlNetModel config.json, or a hub id."""
     text = (text or "").strip()
     try:
-        found = _find(text, models_dir) if text else None
+        found = _find(text, models_dir, confine=False) if text else None
     except EngineError as exc:  # outside --models-dir
         raise EngineError(f"control model: {exc}", field="control_model") from None
     if found is not None:

@@ -81,7 +81,7 @@ def config_files(repo: str) -> str:
                 return snapshot_download(repo, allow_patterns=patterns)
             except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
                 raise
-            except Exception:  # noqa: BLE001 - connection trouble: the cache may still have it
+            except Exception:  # connection trouble: the cache may still have it
                 pass
         return snapshot_download(repo, allow_patterns=patterns, local_files_only=True)
     except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError) as exc:

@@ -31,7 +31,7 @@ class Refiner:
         self.ref: ModelRef | None = None
         if ref is not None:
             try:
-                self.ref = parse_ref(os.fspath(ref), models_dir)
+                self.ref = parse_ref(os.fspath(ref), models_dir, confine=False)  # named at start-up
             except EngineError as exc:
                 raise EngineError(f"refiner: {exc}", field="refiner") from None
         self._options = options

@@ -10,8 +10,9 @@ Accepted references (docs/models.md):
   ``model/`` or ``model.config/`` holding a ``model_index.json``, else diffusers infers it (which
   needs that default config in the HF cache or the network).
 
-Relative paths are looked up in the models folders when there are any (and every path must then
-lie inside one of them), else in the working directory.
+Relative paths are looked up in the models folders when there are any, else in the working
+directory. Paths the server is started with may lie anywhere; any other path must lie inside a
+models folder when there are any (``confine``).
 Ids: hub ids as is; folders by their name; files by their name without the extension.
 """
 
@@ -22,10 +23,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..demo import DEMO_ID
 from ..library.layouts import sibling_config
 from .types import EngineError
 
-DEMO_ID = "easel-demo"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -41,17 +42,18 @@ class ModelRef:
     config: str | None = None
 
 
-def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None) -> ModelRef:
-    """Turn a user's model reference into a ModelRef; EngineError(field="model") if it names nothing."""
+def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None, *, confine: bool = True) -> ModelRef:
+    """Turn a user's model reference into a ModelRef; EngineError(field="model") if it names nothing.
+    ``confine=False``: named by whoever started the server, so it may lie outside the models folders."""
     text = (ref or "").strip()
     if not text:
         raise EngineError("empty model reference", field="model")
     if text == DEMO_ID:
         return ModelRef(text, DEMO_ID, "builtin", DEMO_ID)
     path, fragment = text, ""
-    if "#" in text and _find(text, models_dir) is None:
+    if "#" in text and _find(text, models_dir, confine) is None:
         path, fragment = text.split("#", 1)
-    found = _find(path, models_dir)
+    found = _find(path, models_dir, confine)
     if found is None:
         if fragment or not _HUB_ID.match(path) or path.lower().endswith(SINGLE_FILE_SUFFIXES):
             raise EngineError(
@@ -69,14 +71,15 @@ def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None) -> ModelR
     if not found.lower().endswith(SINGLE_FILE_SUFFIXES):
         raise EngineError(
             f"model {text!r}: {os.path.basename(found)} is not a .safetensors or .ckpt checkpoint", field="model")
-    config = _parse_config(fragment, text, found, models_dir) if fragment else sibling_config(found)
+    config = _parse_config(fragment, text, found, models_dir, confine) if fragment else sibling_config(found)
     stem = os.path.splitext(os.path.basename(found))[0]
     return ModelRef(text, stem, "single_file", found, config)
 
 
-def _find(path: str, models_dir: str | Sequence[str] | None) -> str | None:
-    """The file or folder ``path`` names. With models folders every path must resolve inside one of
-    them (symlinks and ``..`` included): model paths are confined to the allowed folders."""
+def _find(path: str, models_dir: str | Sequence[str] | None, confine: bool = True) -> str | None:
+    """The file or folder ``path`` names. With models folders it is looked up in them first, and with
+    ``confine`` it must resolve inside one of them (symlinks and ``..`` included); without, a path
+    found nowhere inside is taken as given (the server's own start-up references)."""
     path = os.path.expanduser(path)
     roots = models_roots(models_dir)
     if not roots:
@@ -89,6 +92,8 @@ def _find(path: str, models_dir: str | Sequence[str] | None) -> str | None:
         if os.path.commonpath([root, candidate]) == root:
             return candidate
         outside = outside or candidate
+    if not confine:
+        return outside or (os.path.abspath(path) if os.path.exists(path) else None)
     if outside is not None:
         where = roots[0] if len(roots) == 1 else ", ".join(roots)
         raise EngineError(f"model {path!r} lies outside the models folder {where}; put it there or "
@@ -108,14 +113,15 @@ def _where(models_dir: str | Sequence[str] | None) -> str:
     return ", ".join(models_roots(models_dir)) or os.getcwd()
 
 
-def _parse_config(fragment: str, text: str, file: str, models_dir: str | Sequence[str] | None) -> str:
+def _parse_config(fragment: str, text: str, file: str, models_dir: str | Sequence[str] | None,
+                  confine: bool = True) -> str:
     key, _, value = fragment.partition("=")
     if key.strip() != "config" or not value.strip():
         raise EngineError(
             f"model {text!r}: unknown suffix '#{fragment}'; the only one is '#config=<diffusers folder or hub id>'",
             field="model")
     value = value.strip()
-    local = _find(value, models_dir) or _find(os.path.join(os.path.dirname(file), value), None)
+    local = _find(value, models_dir, confine) or _find(os.path.join(os.path.dirname(file), value), None)
     if local is not None:
         if not os.path.isfile(os.path.join(local, "model_index.json")):
             raise EngineError(

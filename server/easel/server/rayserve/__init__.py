@@ -1,4 +1,4 @@
-"""Easel's engine on a Ray Serve cluster (``easel serve --ray ADDRESS|local``, issue #19; docs/scaling.md).
+"""Easel's engine on a Ray Serve cluster (``easel serve --ray ADDRESS|local``; docs/scaling.md).
 
 The websocket front door, the fair queue, the result store, auth and the protocol stay in the
 ``easel serve`` process; the engine runs in Ray Serve replicas (``replica``), one job at a time each,

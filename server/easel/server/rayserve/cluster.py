@@ -115,7 +115,7 @@ class RayCluster:
                     return
                 self._attach(process, conn)
                 log.warning("Ray: the engine is back (%s)", self.address)
-            except Exception as exc:  # noqa: BLE001 - still down; the next job that asks tries again
+            except Exception as exc:  # still down; the next job that asks tries again
                 log.warning("Ray: could not start again: %s", exc)
             finally:
                 self.tried, self.reviving = time.monotonic(), False
@@ -158,7 +158,7 @@ class RayCluster:
                     call.items.put(item)
         except (EOFError, OSError):
             pass
-        except Exception:  # noqa: BLE001 - a message that cannot be read: this driver is given up on
+        except Exception:  # a message that cannot be read: this driver is given up on
             log.exception("Ray: a message from the driver process could not be read; stopping it")
             process.kill()
         process.join(10)

@@ -73,7 +73,7 @@ class Deployment:
         try:
             ray.kill(ray.get_actor(name, namespace=namespace), no_restart=False)
             log.warning("killed the unresponsive Ray replica %s", name)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not kill the unresponsive Ray replica %s", name, exc_info=True)
 
     def close(self, timeout: float = 15.0) -> None:
@@ -88,7 +88,7 @@ class Deployment:
                     serve.shutdown()
                 else:
                     serve.delete(APP_NAME)
-            except Exception:  # noqa: BLE001 - the head may already be gone
+            except Exception:  # the head may already be gone
                 log.warning("could not remove the Ray Serve app cleanly", exc_info=True)
             finally:
                 ray.shutdown()
@@ -115,7 +115,7 @@ def run_driver(conn: Any, address: str, replicas: tuple[int, int], engine_kwargs
 
     try:
         app = Deployment.start(address, replicas, engine_kwargs, threads, cpus)
-    except Exception as exc:  # noqa: BLE001 - Ray's errors vary; the front door says which address failed
+    except Exception as exc:  # Ray's errors vary; the front door says which address failed
         send(("failed", None, f"{type(exc).__name__}: {exc}"))
         return
     send(("ready", None, None))
@@ -133,7 +133,7 @@ def run_driver(conn: Any, address: str, replicas: tuple[int, int], engine_kwargs
             for item in call:
                 send(("item", key, item))
             send(("item", key, ("eof",)))
-        except Exception as exc:  # noqa: BLE001 - a dead replica or cluster, reported to the job
+        except Exception as exc:  # a dead replica or cluster, reported to the job
             first = str(exc).splitlines()[0] if str(exc) else ""
             send(("item", key, ("lost", f"{type(exc).__name__}: {first}")))
         finally:

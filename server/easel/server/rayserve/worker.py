@@ -1,7 +1,7 @@
 """The front door's side of Ray: ``RayWorker`` slots, each sending one job at a time to the replicas
 through the Ray driver process (``driver.RayDriver``).
 
-Faults (issue #19): a replica that dies mid-job (its stream breaks) or hangs (no item within
+Faults: a replica that dies mid-job (its stream breaks) or hangs (no item within
 ``step_timeout``; the first within ``start_timeout``; a hung one is killed, Ray Serve replaces it) is
 given up on and the job is sent once more, which Ray routes to a live replica; a second failure is a
 clear ``worker_failed`` error. When the driver process is gone (the cluster's head went away), the job

@@ -1,4 +1,4 @@
-"""The docker's "More" group in a real Krita (issue #8): LoRA + variation, History, second pass and exact size,
+"""The docker's "More" group in a real Krita: LoRA + variation, History, second pass and exact size,
 sketch guide, Upscale ×2.
 
 Run by driver.py on its main document, through public widgets (objectName) and actions only.
