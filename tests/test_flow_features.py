@@ -87,10 +87,11 @@ def test_sd3_without_t5_matches_raw_diffusers(tiny_sd3_path):
 def test_offload_modes_are_checked():
     from easel.server.engine.loading import LoadOptions
 
-    assert LoadOptions("cuda", "auto", "float16", cpu_offload=True).offload_mode == "model"
-    assert LoadOptions("cuda", "auto", "float16", cpu_offload="sequential").offload_mode == "sequential"
+    cuda = {"device": "cuda", "dtype_requested": "auto", "dtype_default": "float16"}
+    assert LoadOptions(**cuda, cpu_offload=True).offload_mode == "model"
+    assert LoadOptions(**cuda, cpu_offload="sequential").offload_mode == "sequential"
     with pytest.raises(EngineError) as err:
-        LoadOptions("cuda", "auto", "float16", cpu_offload="layers")
+        LoadOptions(**cuda, cpu_offload="layers")
     assert err.value.field == "offload"
 
 

@@ -37,10 +37,10 @@ def test_config_file_then_flags(tmp_path, monkeypatch):
                       'token = "from-file"\npreload = false\n[serve]\nkeep_days = 3\n')
     args = serve_args("--config", str(config), "--port", "7000", "--model", "easel-demo")
     assert apply_settings(args) is None
-    assert args.models_dir == [str(tmp_path / "models"), os.path.expanduser("~/elsewhere")]  # relative to the file
-    assert (args.device, args.port, args.max_loaded, args.token, args.no_preload, args.keep_days) == \
-        ("cpu", 7000, 1, "from-file", True, 3.0)
-    assert args.model == ["easel-demo"]
+    assert args.models_dirs == [str(tmp_path / "models"), os.path.expanduser("~/elsewhere")]  # relative to the file
+    assert (args.device, args.port, args.max_loaded, args.token, args.preload, args.keep_days) == \
+        ("cpu", 7000, 1, "from-file", False, 3.0)
+    assert args.models == ["easel-demo"] and args.settings.models == ["easel-demo"]
     plain = serve_args("--config", str(config), "--device", "auto")  # a flag equal to the default still wins
     apply_settings(plain)
     assert plain.device == "auto"
@@ -154,3 +154,61 @@ def test_download_fetches_what_the_pipeline_needs_and_resumes(tiny_sd_path, tmp_
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     offline = _download(closed, tmp_path, "org/tiny", "--to", str(tmp_path / "elsewhere"))
     assert offline.returncode == 1 and "cannot reach the Hugging Face hub" in offline.stderr
+
+
+# every flag and config key easel serve had before the settings were declared in one place
+OLD_FLAGS = {"--model", "--host", "--port", "--device", "--workers", "--ray", "--replicas", "--ray-timeout",
+             "--dtype", "--max-loaded", "--attention-slicing", "--vae-tiling", "--cpu-offload", "--no-sd3-t5",
+             "--channels-last", "--compile", "--models-dir", "--no-preload", "--threads", "--output-dir",
+             "--keep-results", "--keep-days", "--token", "--allow-origin", "--loras-dir", "--control-model",
+             "--refiner", "--safety-checker", "--idle-exit", "--parent-pid", "--status-lines", "-v", "--verbose",
+             "--config", "--print-config"}
+OLD_KEYS = ["models", "models_dirs", "loras_dir", "control_models", "refiner", "safety_checker", "host", "port",
+            "token", "allow_origins", "device", "dtype", "max_loaded", "attention_slicing", "vae_tiling",
+            "cpu_offload", "preload", "sd3_t5", "channels_last", "compile", "threads", "output_dir", "keep_results",
+            "keep_days", "verbose"]
+
+
+def test_flags_keys_and_engine_options_derive_from_the_declarations(tmp_path, monkeypatch):
+    import inspect
+
+    from easel.server.engine import Engine
+    from easel.server.settings import ServeSettings, engine_kwargs, file_keys
+
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    flags = {s for a in serve._actions for s in a.option_strings} - {"-h", "--help"}
+    assert flags == OLD_FLAGS
+    assert list(file_keys()) == OLD_KEYS
+    kwargs = engine_kwargs(ServeSettings(), ["easel-demo"])
+    assert set(kwargs) <= set(inspect.signature(Engine).parameters)
+    assert {"models_dir", "control_models", "sd3_t5", "channels_last", "cpu_offload"} <= set(kwargs)
+    monkeypatch.setenv("EASEL_CONFIG", str(tmp_path / "none.toml"))
+    args = serve_args("--no-sd3-t5", "--models-dir", "m", "--cpu-offload")
+    assert apply_settings(args) is None
+    derived = engine_kwargs(args.settings, ["x"])
+    assert (derived["sd3_t5"], derived["models_dir"], derived["cpu_offload"]) == (False, ["m"], "model")
+
+
+def test_docs_config_table_is_generated_from_the_declarations():
+    """Fails when docs/models.md's settings table is stale: regenerate it with the command in its marker."""
+    from easel.server.settings import DOCS_TABLE, markdown_table
+
+    text = (REPO / "docs" / "models.md").read_text(encoding="utf-8")
+    begin, end = DOCS_TABLE
+    assert begin in text and end in text, "docs/models.md lost its settings table markers"
+    block = text.split(begin + "\n", 1)[1].split(end, 1)[0]
+    assert block == markdown_table(), \
+        "docs/models.md is stale: run `python -m easel.server.settings --markdown docs/models.md`"
+    for key in OLD_KEYS:
+        assert f"| `{key}` |" in block
+
+
+def test_a_model_named_at_start_up_is_served_outside_the_models_folder(tiny_sd_path, tmp_path):
+    """--models-dir DIR --model PATH (PATH outside DIR): the person starting the server named it, so it
+    is served, as the default; a client still picks only among the served ids."""
+    (tmp_path / "models").mkdir()
+    with running_server([str(tiny_sd_path)], "--models-dir", str(tmp_path / "models"), "--no-preload",
+                        "--device", "cpu", env={"EASEL_CONFIG": "/nonexistent"}) as url, Client(url) as client:
+        name = os.path.basename(os.path.normpath(tiny_sd_path))
+        assert client.welcome["default_model"] == name
+        assert [m["id"] for m in client.welcome["models"]] == [name]

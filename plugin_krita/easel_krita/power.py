@@ -58,7 +58,7 @@ def _row(layout, label: str, *widgets, stretch_first: bool = True) -> QWidget:
 
 
 class PowerPanel(QWidget):
-    """A "More" toggle and the group it shows; ``features()`` feeds Generate (``editing.build_request`` reads the guide)."""
+    """A "More" toggle and the group it shows; ``features()`` / ``sketch_guide()`` feed Generate."""
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)

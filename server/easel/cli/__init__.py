@@ -10,12 +10,13 @@ config file of ``serve``). Heavy imports (torch, diffusers) happen only in
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .. import __version__
 from ..client.protocol import parse_lora
 from . import generate, library, plugins, serve
 
-__all__ = ["build_parser", "main", "parse_lora"]
+__all__ = ["Parser", "build_parser", "main", "parse_lora"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args)
 
 
+class Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming it and pointing at ``--help`` (no usage block); subcommands too."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="easel", description="Local AI painting server and client for Krita and GIMP.")
+    parser = Parser(prog="easel", description="Local AI painting server and client for Krita and GIMP.")
     parser.add_argument("--version", action="version", version=f"easel {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
     serve.add_parser(sub)

@@ -5,73 +5,81 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from ..server.security import TOKEN_ENV
-from ..server.settings import ServeSettings, SettingsError, from_flags, resolve, to_toml
+from ..server.settings import ServeSettings, Setting, SettingsError, declared, resolve, to_toml
 from .progress import ProgressBar
 
-# `easel serve` dests that are settings (defaults come from the config file, then from ServeSettings)
-SETTING_DESTS = ("model", "models_dir", "loras_dir", "control_model", "refiner", "safety_checker", "host", "port",
-                 "token", "allow_origin", "device", "dtype", "max_loaded", "attention_slicing", "vae_tiling",
-                 "cpu_offload", "no_preload", "no_sd3_t5", "channels_last", "compile", "threads", "output_dir",
-                 "keep_results", "keep_days", "verbose")
-_BACK = {"models": "model", "models_dirs": "models_dir", "control_models": "control_model",
-         "allow_origins": "allow_origin"}
+_PARSE = {"int": int, "float": float}
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # what the hub accepts as ORG/NAME
 
 
 # ----------------------------------------------------------------------------- easel serve
 
 
-def engine_kwargs(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
-    """The ``Engine`` options the ``easel serve`` flags (and config file) give, for a plain server and Ray alike."""
-    return {"models": models, "device": args.device, "dtype": args.dtype, "max_loaded": args.max_loaded,
-            "attention_slicing": args.attention_slicing, "vae_tiling": args.vae_tiling,
-            "cpu_offload": args.cpu_offload, "models_dir": args.models_dir, "loras_dir": args.loras_dir,
-            "control_models": args.control_model, "refiner": args.refiner,
-            "safety_checker": args.safety_checker, "sd3_t5": not args.no_sd3_t5,
-            "channels_last": args.channels_last, "compile": args.compile}
-
-
-def prepare_serve_parser(p: argparse.ArgumentParser) -> None:
-    """Add ``--config``/``--print-config``; flags not given stay unset, so the config file can fill them."""
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per declared setting (settings.py), checked as it is parsed, plus ``--config`` and
+    ``--print-config``. Flags not given stay unset, so the config file can fill them."""
+    for name, s in declared().items():
+        kw: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": flag_help(s)}
+        if s.kind == "bool":
+            kw["action"] = "store_false" if s.default else "store_true"
+        else:
+            kw.update(type=flag_value(s), metavar=s.opt.metavar or
+                      ("{" + ",".join(s.opt.choices) + "}" if s.opt.choices else None))
+            if s.kind == "list":
+                kw["action"] = "append"
+            elif s.opt.const is not None:
+                kw.update(nargs="?", const=s.opt.const)
+        p.add_argument(*(x for x in (s.opt.short, s.flag) if x), **kw)
     p.add_argument("--config", type=Path, metavar="FILE",
                    help="settings file (TOML; default: config.toml in the user config folder, if it exists); "
                         "flags win over it")
     p.add_argument("--print-config", action="store_true", help="print the effective settings and exit")
-    for action in p._actions:
-        if action.dest in SETTING_DESTS:
-            action.default = argparse.SUPPRESS
+
+
+def flag_help(s: Setting) -> str:
+    """The declared help plus what it allows and its default (and its config key when it has one)."""
+    notes = [x for x in (s.allowed(), "" if s.kind == "bool" else "default " + s.default_words(),
+                         f"config key {s.name}" if s.opt.file else "") if x]
+    return f"{s.opt.help} ({'; '.join(notes)})".replace("%", "%%")
+
+
+def flag_value(s: Setting) -> Any:
+    """argparse's ``type`` for ``s``: the word parsed and checked against the declaration."""
+    def parse(word: str) -> Any:
+        try:
+            value = _PARSE.get(s.kind, str)(word)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {'a whole number' if s.kind == 'int' else 'a number'} "
+                                             f"(got {word!r})") from None
+        if s.kind == "list":
+            return value
+        try:
+            return s.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
 
 
 def apply_settings(args: argparse.Namespace) -> int | None:
-    """Fill ``args`` with the effective settings (defaults < config file < flags); an exit code when the
-    command is done (``--print-config``) or the settings are wrong, else None."""
-    given = {dest: getattr(args, dest) for dest in SETTING_DESTS if hasattr(args, dest)}
-    flags = from_flags(given)
-    env_token = os.environ.get(TOKEN_ENV)
-    if "token" not in flags and env_token:
-        flags["token"] = env_token
+    """Fill ``args`` with the effective settings (defaults < config file < flags), one attribute per
+    setting, and ``args.settings``; an exit code when the command is done (``--print-config``) or the
+    settings are wrong, else None."""
+    flags = {name: getattr(args, name) for name in declared() if hasattr(args, name)}
     try:
         settings, sources, path = resolve(flags, getattr(args, "config", None))
     except SettingsError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
-    if "token" in flags and "token" not in given:
-        sources["token"] = f"${TOKEN_ENV}"
     if getattr(args, "print_config", False):
         print(to_toml(settings, sources, path), end="")
         return 0
-    for key, value in vars(settings).items():
-        if key == "preload":
-            args.no_preload = not value
-        elif key == "sd3_t5":
-            args.no_sd3_t5 = not value
-        else:
-            setattr(args, _BACK.get(key, key), value)
-    args.model = settings.models or None
+    vars(args).update(vars(settings))
     args.settings = settings
     return None
 
@@ -89,6 +97,14 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    if not _HUB_ID.fullmatch(args.hub_id):
+        print(f"easel download: {args.hub_id!r} is not a Hugging Face id; write it as ORG/NAME, like "
+              "stabilityai/sd-turbo", file=sys.stderr)
+        return 2
+    problem = cannot_write(args.to) if args.to else None
+    if problem:
+        print(f"easel download: cannot write --to {args.to}: {problem}", file=sys.stderr)
+        return 2
     from ..server.engine import hub
     from ..server.engine.types import EngineError
 
@@ -104,6 +120,10 @@ def cmd_download(args: argparse.Namespace) -> int:
         bar.done()
         print(f"easel download: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # the hub's own id rules (huggingface_hub's HFValidationError)
+        bar.done()
+        print(f"easel download: HUB_ID {args.hub_id!r}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         bar.done()
         print("easel download: interrupted; run the same command again to continue", file=sys.stderr)
@@ -112,6 +132,26 @@ def cmd_download(args: argparse.Namespace) -> int:
     print(f"{args.hub_id}: {path}")
     print(f"serve it with: easel serve --model {path if target else args.hub_id}")
     return 0
+
+
+def cannot_write(folder: Path) -> str | None:
+    """Why files could not be written in ``folder`` (made if missing), else None; creates nothing."""
+    probe = folder.expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK) or not _real_folder(probe):
+        return f"{probe} is not writable; pick another folder"
+    return None
+
+
+def _real_folder(path: Path) -> bool:
+    """False for kernel file systems (/proc, /sys), where nothing can be made even as root."""
+    try:
+        return os.statvfs(path).f_blocks > 0 if hasattr(os, "statvfs") else True
+    except OSError:
+        return False
 
 
 def add_local_arguments(p: argparse.ArgumentParser) -> None:
@@ -141,5 +181,5 @@ def cmd_models_local(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ServeSettings", "add_local_arguments", "add_parsers", "apply_settings", "cmd_models_local",
-           "prepare_serve_parser"]
+__all__ = ["ServeSettings", "add_local_arguments", "add_parsers", "add_setting_flags", "apply_settings",
+           "cmd_models_local"]

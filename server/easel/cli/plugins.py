@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .library import cannot_write
+
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("demo-model", help="the built-in demo model")
@@ -41,12 +43,21 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
 def cmd_install_plugin(args: argparse.Namespace) -> int:
     from ..plugin_install import install
 
+    for flag, path in (("--dest", args.dest), ("--kritarc", args.kritarc and args.kritarc.parent)):
+        problem = cannot_write(path) if path else None
+        if problem:
+            print(f"easel install-plugin: cannot write {flag} {path}: {problem}", file=sys.stderr)
+            return 2
     try:
         report = install(args.editor, args.dest, args.kritarc, gimp_version=args.gimp_version,
                          serve_args=args.serve_args)
     except ValueError as exc:
         print(f"easel install-plugin: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"easel install-plugin: cannot write {exc.filename}: {exc.strerror}; check --dest and --kritarc",
+              file=sys.stderr)
+        return 1
     for line in report.lines():
         print(line)
     if args.editor == "krita":
@@ -61,5 +72,14 @@ def cmd_install_plugin(args: argparse.Namespace) -> int:
 def cmd_package_plugin(args: argparse.Namespace) -> int:
     from ..plugin_install import package_plugin
 
-    print(f"wrote {package_plugin(args.editor, args.out)}")
+    folder = args.out.expanduser().absolute().parent if args.out else None
+    problem = None if folder is None else cannot_write(folder) if folder.is_dir() else f"no folder {folder}"
+    if problem:
+        print(f"easel package-plugin: cannot write --out {args.out}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        print(f"wrote {package_plugin(args.editor, args.out)}")
+    except OSError as exc:
+        print(f"easel package-plugin: cannot write --out {args.out}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0

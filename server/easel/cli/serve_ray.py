@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import __version__
-from . import library
+from ..server.settings import engine_kwargs
 from .frontdoor import run_front_door
 
 
@@ -28,14 +28,14 @@ def cmd_serve_ray(args: argparse.Namespace, models: list[str], security: Any) ->
     from ..server.lifetime import StatusLines
     from ..server.rayserve.cluster import RayCluster
 
-    engine_kwargs = library.engine_kwargs(args, models)
+    kwargs = engine_kwargs(args.settings, models)
     try:  # the front door's catalogue: model ids and features for checking requests; it loads no model
-        catalog = Engine(**{**engine_kwargs, "device": "cpu", "safety_checker": False})
+        catalog = Engine(**{**kwargs, "device": "cpu", "safety_checker": False})
     except EngineError as exc:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
     try:  # in a child process, the Ray driver: this one outlives the cluster's head (docs/scaling.md)
-        cluster = RayCluster.start(args.ray, replicas, engine_kwargs, threads=args.threads)
+        cluster = RayCluster.start(args.ray, replicas, kwargs, threads=args.threads)
     except Exception as exc:  # Ray's errors vary; say which address failed
         print(f"easel serve: could not start the engine on Ray at {args.ray!r}: {exc}", file=sys.stderr)
         catalog.close()

@@ -1,5 +1,11 @@
 """``easel serve`` settings: built-in defaults < the config file (TOML) < command-line flags.
 
+Each setting is declared once, as a field of ``ServeSettings`` made with ``option(...)``: its
+default, help, range or choices, flag and whether the config file may set it. The flags of
+``easel serve`` (cli/library.py), the checks of the file, ``--print-config``, the docs table
+(``python -m easel.server.settings --markdown docs/models.md``) and the engine's options
+(``engine_kwargs``) all derive from those declarations.
+
 The file (``--config FILE``, else ``config.toml`` in the user config folder, e.g.
 ``~/.config/easel/config.toml``; ``EASEL_CONFIG`` overrides that default) holds the same settings as
 the flags, with the flags' names in snake case and lists where a flag repeats::
@@ -15,13 +21,18 @@ errors that name the key and the fix.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import math
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+from ..client.fields import choices_text, num, replace_block
+from .security import TOKEN_ENV
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -29,51 +40,229 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 CONFIG_ENV = "EASEL_CONFIG"
+DEVICES = ("auto", "cpu", "cuda", "mps")  # each may carry :N (cuda); a list of GPUs runs one worker per GPU
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+CHANNELS_LAST = ("auto", "on", "off")  # the channels_last choices (engine/speed.py)
+OFFLOAD_MODES = ("none", "model", "sequential")  # the cpu_offload choices (engine/loading.py)
+DOCS_TABLE = ("<!-- serve settings: generated from ServeSettings by "
+              "`python -m easel.server.settings --markdown docs/models.md`; do not edit -->",
+              "<!-- end of serve settings -->")
+_KEY = "easel-setting"
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+_KIND_WORDS = {"str": "a string", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 class SettingsError(Exception):
     """A config file or flag value Easel cannot use; the message names it and the fix."""
 
 
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given and what it allows (``low``/``high`` bound numbers, both included)."""
+
+    help: str
+    flag: str = ""  # "" = --name-with-dashes (--no-name for a switch that is on by default)
+    short: str = ""  # e.g. "-v"
+    metavar: str | None = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    const: Any = None  # not None: the flag may stand alone and then means this value
+    file: bool = True  # a key of the config file (False: a flag only)
+    engine: str | bool = False  # an Engine keyword: True = the same name, or that keyword
+    path: bool = False  # a path: relative ones in the config file are relative to its folder
+    env: str = ""  # an environment variable that sets it when no flag does
+    secret: bool = False  # --print-config does not show it
+    default_text: str = ""  # what the default means, for help, docs and --print-config
+    validator: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
+
+
+def option(default: Any, help: str, **spec: Any) -> Any:
+    """A ``ServeSettings`` field with its ``Option``: ``port: int = option(8765, "…", low=0)``."""
+    meta = {_KEY: Option(help, **spec)}
+    if isinstance(default, list):
+        return field(default_factory=list, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _devices(value: str) -> str | None:
+    for name in value.split(","):
+        if name.strip().lower().partition(":")[0] not in DEVICES:
+            return (f"is {value!r}; use one of {', '.join(DEVICES)} (cuda:N for one GPU, a list like cuda:0,cuda:1 "
+                    "for one worker per GPU)")
+    return None
+
+
 @dataclass
 class ServeSettings:
     """Everything ``easel serve`` can be told (flags and config file alike)."""
 
-    models: list[str] = field(default_factory=list)
-    models_dirs: list[str] = field(default_factory=list)
-    loras_dir: str | None = None
-    control_models: list[str] = field(default_factory=list)
-    refiner: str | None = None
-    safety_checker: bool | str = False
-    host: str = "127.0.0.1"
-    port: int = 8765
-    token: str | None = None
-    allow_origins: list[str] = field(default_factory=list)
-    device: str = "auto"
-    dtype: str = "auto"
-    max_loaded: int = 2
-    attention_slicing: bool = False
-    vae_tiling: bool = False
-    cpu_offload: bool | str = False  # true / "model", or "sequential" (per layer, least memory)
-    preload: bool = True
-    sd3_t5: bool = True  # false: SD 3/3.5 without their T5 encoder (flag --no-sd3-t5)
-    channels_last: str = "auto"  # auto (on for bfloat16 on the CPU) | on | off
-    compile: bool = False  # torch.compile the model (minutes per new size on a CPU)
-    threads: int | None = None
-    output_dir: str | None = None
-    keep_results: int = 200
-    keep_days: float = 7.0
-    verbose: bool = False
+    models: list[str] = option(
+        [], "hub id, diffusers folder or .safetensors/.ckpt file (repeat to serve several; the first is the "
+        "default)", flag="--model", metavar="M",
+        default_text="the models folders' models, else the built-in demo")
+    models_dirs: list[str] = option(
+        [], "models folder (A1111/Forge, ComfyUI or flat; repeat for several): its checkpoints, diffusers "
+        "folders, LoRAs and ControlNets are offered, rescanned as clients ask; models the server is started "
+        "with may lie elsewhere", flag="--models-dir", metavar="DIR", path=True, engine="models_dir")
+    loras_dir: str | None = option(None, "folder of .safetensors LoRAs offered to clients", metavar="DIR",
+                                   path=True, engine=True)
+    control_models: list[str] = option([], "ControlNet (hub id or folder) offered to clients; repeat for several",
+                                       flag="--control-model", metavar="REF", engine=True)
+    refiner: str | None = option(None, "SDXL refiner model (hub id, folder or file) for refiner jobs", metavar="REF",
+                                 engine=True)
+    safety_checker: bool | str = option(
+        False, "check results with the SD safety checker (REF: a folder or hub id, default "
+        "CompVis/stable-diffusion-safety-checker); flagged images come back black", const=True, metavar="REF",
+        engine=True)
+    host: str = option("127.0.0.1", "address to listen on (off loopback a token is needed)")
+    port: int = option(8765, "port to listen on (0: any free port)", low=0, high=65535)
+    token: str | None = option(None, "require this token from clients; needed off loopback", env=TOKEN_ENV,
+                               secret=True)
+    allow_origins: list[str] = option([], "let browser pages from ORIGIN connect (none by default)",
+                                      flag="--allow-origin", metavar="ORIGIN")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps; a GPU list (cuda:0,cuda:1) runs one worker per "
+                         "GPU, each with its own models (docs/scaling.md)", metavar="D", validator=_devices,
+                         engine=True)
+    dtype: str = option("auto", "weights' dtype (auto: float16 on GPUs, bfloat16 or float32 on the CPU)",
+                        choices=DTYPES, engine=True)
+    max_loaded: int = option(2, "models kept in memory (LRU)", metavar="N", low=1, engine=True)
+    attention_slicing: bool = option(False, "lower memory, slower", engine=True)
+    vae_tiling: bool = option(False, "decode big images in tiles", engine=True)
+    cpu_offload: bool | str = option(
+        False, "CPU offload (needs an accelerator): model (the default when given alone) or sequential (per "
+        "layer: least memory, slowest)", choices=OFFLOAD_MODES, const="model", metavar="MODE", engine=True)
+    preload: bool = option(True, "load the default model at start-up (--no-preload: on first use)")
+    sd3_t5: bool = option(True, "load SD 3/3.5 with their T5 encoder (--no-sd3-t5: about 9.5 GB less; prompts "
+                          "followed less closely)", engine=True)
+    channels_last: str = option("auto", "convolution weights in channels-last layout: auto = on for bfloat16 on "
+                                "the CPU, where it is faster (docs/performance.md)", choices=CHANNELS_LAST,
+                                engine=True)
+    compile: bool = option(False, "torch.compile the model: faster steps after the first job at each size, which "
+                           "compiles for minutes on a CPU (kernels are cached for later starts; docs/performance.md)",
+                           engine=True)
+    threads: int | None = option(None, "CPU threads for inference (on a busy 2-core machine 1 was measured 3-6x "
+                                 "faster, docs/performance.md)", metavar="N", low=1,
+                                 default_text="torch's choice, one per core")
+    output_dir: str | None = option(None, "where finished results are kept", metavar="DIR", path=True,
+                                    default_text="the user data folder")
+    keep_results: int = option(200, "results kept until acknowledged", metavar="N", low=0)
+    keep_days: float = option(7.0, "results older than this many days are deleted", metavar="DAYS", low=0)
+    verbose: bool = option(False, "log what the server does", short="-v")
+    # flags only (not in the config file)
+    workers: int = option(1, "workers on the one device, each with its own copy of the models (mainly for tests "
+                          "on the CPU); the fair queue feeds them all", metavar="N", low=1, file=False)
+    ray: str | None = option(None, "run the engine in Ray Serve replicas: 'local' starts Ray on this machine "
+                             "(127.0.0.1), an address (ray://head:10001 or head:6379) joins a cluster; needs pip "
+                             "install 'easel[ray]' (docs/scaling.md)", metavar="ADDRESS", file=False)
+    replicas: str = option("1", "with --ray: engine replicas (one GPU each when the cluster has GPUs); MIN:MAX "
+                           "autoscales", metavar="N|MIN:MAX", file=False)
+    ray_timeout: float = option(120.0, "with --ray: a replica silent this long (no step, no load progress) is given "
+                                "up on and the job sent once more", metavar="SECONDS", low=1, file=False)
+    idle_exit: float | None = option(None, "exit after SECONDS with no client connected and no job (servers "
+                                     "started by GIMP)", metavar="SECONDS", low=0, file=False)
+    parent_pid: int | None = option(None, "exit when process PID ends (the editor that started this server)",
+                                    metavar="PID", low=1, file=False)
+    status_lines: bool = option(False, "print start-up progress as 'easel-status: {json}' lines (for the editor "
+                                "plugins)", file=False)
 
 
-PATH_KEYS = {"models_dirs", "loras_dir", "output_dir"}  # relative to the config file's folder
-CHANNELS_LAST = ("auto", "on", "off")  # the channels_last choices (engine/speed.py)
-_CHOICES = {"device": ("auto", "cpu", "cuda", "mps"), "dtype": ("auto", "float32", "float16", "bfloat16"),
-            "channels_last": CHANNELS_LAST}
-# argparse dests of `easel serve` whose setting has another name (or meaning)
-FLAG_KEYS = {"model": "models", "models_dir": "models_dirs", "control_model": "control_models",
-             "allow_origin": "allow_origins", "no_preload": "preload",
-             "no_sd3_t5": "sd3_t5"}
+@dataclass(frozen=True)
+class Setting:
+    """One declared setting: name, kind (str, int, float, bool, list or bool|str), default, option."""
+
+    name: str
+    kind: str
+    optional: bool
+    default: Any
+    opt: Option
+
+    @property
+    def flag(self) -> str:
+        dashed = self.name.replace("_", "-")
+        return self.opt.flag or (f"--no-{dashed}" if self.kind == "bool" and self.default else f"--{dashed}")
+
+    def check(self, value: Any) -> Any:
+        """``value`` (from the file or a flag) as the setting holds it; ValueError saying what is allowed."""
+        if value is None and self.optional:
+            return None
+        kind, opt = self.kind, self.opt
+        if kind == "list":
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f'must be a list of strings, like {self.name} = ["…"]')
+        elif kind == "bool|str":
+            if not isinstance(value, (bool, str)):
+                what = choices_text(opt.choices, '"') if opt.choices else "a reference (a string)"
+                raise ValueError(f"must be true, false or {what}")
+        elif isinstance(value, bool) and kind != "bool" or not isinstance(value, _TYPES[kind]):
+            raise ValueError(f"must be {_KIND_WORDS[kind]} (got {value!r})")
+        if kind == "float":
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"must be a finite number (got {value})")
+        if isinstance(value, str) and opt.choices and value not in opt.choices:
+            raise ValueError(f"is {value!r}; use one of {', '.join(opt.choices)}")
+        if kind in ("int", "float") and not _within(value, opt.low, opt.high):
+            raise ValueError(f"must be {self.range_words()} (got {value!r})")
+        problem = opt.validator(value) if opt.validator else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    def range_words(self) -> str:
+        low, high = self.opt.low, self.opt.high
+        if low is not None and high is not None:
+            return f"between {num(low)} and {num(high)}"
+        return f"at least {num(low)}" if low is not None else f"at most {num(high)}"  # type: ignore[arg-type]
+
+    def allowed(self) -> str:
+        """What it allows, short: "0..65535", "≥ 1", "one of auto, on, off"."""
+        if self.opt.choices:
+            return choices_text(self.opt.choices, "")
+        low, high = self.opt.low, self.opt.high
+        if low is not None and high is not None:
+            return f"{num(low)}..{num(high)}"
+        return f"≥ {num(low)}" if low is not None else (f"≤ {num(high)}" if high is not None else "")
+
+    def default_words(self, quote: str = "") -> str:
+        """The default for help and docs: its words, the environment variable, "none" or the value."""
+        if self.opt.default_text:
+            return self.opt.default_text
+        if self.opt.env:
+            return f"{quote}${self.opt.env}{quote}"
+        return "none" if self.default in (None, []) else f"{quote}{_toml(self.default)}{quote}"
+
+
+def _within(value: float, low: float | None, high: float | None) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+@cache
+def declared() -> dict[str, Setting]:
+    """The settings of ``ServeSettings`` in declaration order, by name."""
+    out = {}
+    for f in fields(ServeSettings):
+        parts = [p.strip() for p in str(f.type).split("|")]
+        kinds = [p for p in parts if p != "None"]
+        kind = "list" if kinds == ["list[str]"] else "|".join(kinds)
+        default = [] if kind == "list" else f.default
+        out[f.name] = Setting(f.name, kind, "None" in parts, default, f.metadata[_KEY])
+    return out
+
+
+def file_keys() -> dict[str, Setting]:
+    """The settings a config file may hold."""
+    return {name: s for name, s in declared().items() if s.opt.file}
+
+
+def engine_kwargs(settings: ServeSettings, models: list[str]) -> dict[str, Any]:
+    """The ``Engine`` keywords the settings give (a plain server and Ray replicas alike)."""
+    kwargs: dict[str, Any] = {"models": models}
+    for name, s in declared().items():
+        if s.opt.engine:
+            kwargs[name if s.opt.engine is True else s.opt.engine] = getattr(settings, name)
+    return kwargs
 
 
 def default_path() -> Path:
@@ -97,48 +286,21 @@ def read_file(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path} is not valid TOML ({exc}); fix that line") from None
     if isinstance(data.get("serve"), dict):  # a [serve] table is accepted too
         data = {**{k: v for k, v in data.items() if k != "serve"}, **data["serve"]}
-    known = {f.name: f for f in dataclasses.fields(ServeSettings)}
+    known = file_keys()
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known settings: {', '.join(known)}"
             raise SettingsError(f"config file {path}: unknown setting {key!r}{hint}")
-        out[key] = _checked(key, value, path)
+        try:
+            value = known[key].check(value)
+        except ValueError as exc:
+            raise SettingsError(f"config file {path}: {key!r} {exc}") from None
+        if known[key].opt.path:
+            value = [_path(v, path) for v in value] if isinstance(value, list) else _path(value, path)
+        out[key] = value
     return out
-
-
-def _checked(key: str, value: Any, path: Path) -> Any:
-    default = getattr(ServeSettings(), key)
-    where = f"config file {path}: {key!r}"
-    if isinstance(default, list):
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise SettingsError(f"{where} must be a list of strings, like {key} = [\"…\"]")
-    elif key == "safety_checker":
-        if not isinstance(value, (bool, str)):
-            raise SettingsError(f"{where} must be true, false or a model reference (a string)")
-    elif key == "cpu_offload":
-        if not isinstance(value, bool) and value not in ("none", "model", "sequential"):
-            raise SettingsError(f"{where} must be true, false, \"model\" or \"sequential\"")
-    elif isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise SettingsError(f"{where} must be true or false")
-    elif key in ("port", "max_loaded", "keep_results", "threads"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise SettingsError(f"{where} must be a whole number")
-    elif key == "keep_days":
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise SettingsError(f"{where} must be a number of days")
-        value = float(value)
-    elif not isinstance(value, str):
-        raise SettingsError(f"{where} must be a string")
-    if key in _CHOICES and value not in _CHOICES[key]:
-        raise SettingsError(f"{where} is {value!r}; use one of {', '.join(_CHOICES[key])}")
-    if key in PATH_KEYS:
-        value = [_path(v, path) for v in value] if isinstance(value, list) else _path(value, path)
-    return value
 
 
 def _path(value: str, config: Path) -> str:
@@ -146,56 +308,43 @@ def _path(value: str, config: Path) -> str:
     return str(p if p.is_absolute() else (config.parent / p))
 
 
-def from_flags(given: dict[str, Any]) -> dict[str, Any]:
-    """Settings from the flags actually given (argparse dests -> setting names)."""
-    out: dict[str, Any] = {}
-    for dest, value in given.items():
-        key = FLAG_KEYS.get(dest, dest)
-        if dest in ("no_preload", "no_sd3_t5"):
-            value = not value
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, list):
-            value = [str(v) for v in value]
-        out[key] = value
-    return out
-
-
 def resolve(flags: dict[str, Any], config: Path | None = None) -> tuple[ServeSettings, dict[str, str], Path | None]:
-    """Effective settings, where each came from ("default", "file", "flag"), and the file read (or None).
+    """Effective settings, where each came from ("default", "file", "flag", "$ENV"), and the file read (or None).
 
-    ``flags``: the flags given (setting names, see ``from_flags``); ``config``: ``--config`` (must exist),
-    else the default file is read when it exists."""
+    ``flags``: the flags given, by setting name (already checked); ``config``: ``--config`` (must
+    exist), else the default file is read when it exists. A setting with an environment variable
+    takes it when no flag sets it."""
     path = config if config is not None else default_path()
     from_file: dict[str, Any] = {}
     if config is not None or path.is_file():
         from_file = read_file(path)
     else:
         path = None
-    known = {f.name for f in dataclasses.fields(ServeSettings)}
-    settings, sources = ServeSettings(), {k: "default" for k in known}
-    for values, source in ((from_file, "file"), (flags, "flag")):
+    settings, sources = ServeSettings(), {name: "default" for name in declared()}
+    from_env = {name: os.environ[s.opt.env] for name, s in declared().items()
+                if s.opt.env and os.environ.get(s.opt.env) and name not in flags}
+    for values, source in ((from_file, "file"), (from_env, "$"), (flags, "flag")):
         for key, value in values.items():
-            if key in known and value is not None:
+            if key in sources and value is not None:
                 setattr(settings, key, value)
-                sources[key] = source
+                sources[key] = f"${declared()[key].opt.env}" if source == "$" else source
     return settings, sources, path
 
 
 def to_toml(settings: ServeSettings, sources: dict[str, str], path: Path | None) -> str:
-    """The effective settings as a config file (the token is not shown)."""
+    """The effective settings as a config file (secrets are not shown)."""
     lines = [f"# easel serve: effective settings (defaults < {path or 'no config file'} < flags)"]
-    for f in dataclasses.fields(ServeSettings):
-        value = getattr(settings, f.name)
-        note = f"  # {sources.get(f.name, 'default')}"
-        if f.name == "token":
-            lines.append(f"# token = (set, not shown){note}" if value else f"# token = (none){note}")
+    for name, s in file_keys().items():
+        value = getattr(settings, name)
+        note = f"  # {sources.get(name, 'default')}"
+        if s.opt.secret:
+            lines.append(f"# {name} = (set, not shown){note}" if value else f"# {name} = (none){note}")
         elif value is None:
-            lines.append(f"# {f.name} = (none){note}")
-        elif f.name == "models" and not value:
-            lines.append(f"models = []{note}: the models folders' models, else the built-in demo")
+            lines.append(f"# {name} = (none){note}")
+        elif value == s.default and s.opt.default_text:
+            lines.append(f"{name} = {_toml(value)}{note}: {s.opt.default_text}")
         else:
-            lines.append(f"{f.name} = {_toml(value)}{note}")
+            lines.append(f"{name} = {_toml(value)}{note}")
     return "\n".join(lines) + "\n"
 
 
@@ -208,3 +357,31 @@ def _toml(value: Any) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def markdown_table() -> str:
+    """The config file's keys as a markdown table: key, flag, type, default, meaning."""
+    rows = ["| key | flag | type | default | meaning |", "|---|---|---|---|---|"]
+    for name, s in file_keys().items():
+        kind = {"list": "list of strings", "bool|str": "bool or string"}.get(s.kind, s.kind)
+        allowed = s.allowed()
+        rows.append(f"| `{name}` | `{s.flag}` | {kind}{': ' + allowed if allowed else ''} | "
+                    f"{s.default_words('`')} | {s.opt.help} |")
+    return "\n".join(rows) + "\n"
+
+
+def _main(argv: list[str]) -> int:
+    """``--markdown``: print the settings table; ``--markdown FILE``: rewrite it in FILE."""
+    if not argv or argv[0] != "--markdown" or len(argv) > 2:
+        print("usage: python -m easel.server.settings --markdown [docs/models.md]", file=sys.stderr)
+        return 2
+    if len(argv) == 1:
+        print(markdown_table(), end="")
+        return 0
+    text = Path(argv[1]).read_text(encoding="utf-8")
+    Path(argv[1]).write_text(replace_block(text, *DOCS_TABLE, markdown_table()), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

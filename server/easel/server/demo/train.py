@@ -198,7 +198,9 @@ def pick_threads(requested: int) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="easel demo-model train", description=__doc__.split("\n\n")[0])
+    from ...cli import Parser  # a bad flag: one line naming it
+
+    p = Parser(prog="easel demo-model train", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="easel-demo-model", help="folder for easel-demo.json/.safetensors")
     p.add_argument("--minutes", type=float, default=18.0, help="time budget for the whole run")
     p.add_argument("--seed", type=int, default=0)
@@ -217,7 +219,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cond-drop", type=float, default=0.1, help="share of empty captions (for CFG)")
     p.add_argument("--eval-seeds", type=int, default=2, help="seeds per prompt in the final grading (0: skip)")
     p.add_argument("--log-every", type=int, default=50)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    from ...cli.library import cannot_write
+
+    bad = next((f"--{k.replace('_', '-')} must be above 0 (got {v})" for k, v in vars(args).items()
+                if k in ("minutes", "vae_steps", "vae_batch", "pool", "unet_steps", "batch", "log_every") and v <= 0),
+               None) or (f"cannot write --out {args.out}: {cannot_write(Path(args.out))}"
+                         if cannot_write(Path(args.out)) else None)
+    if bad:
+        p.error(bad)
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,12 +16,12 @@ import logging
 
 import torch
 
+from ..settings import DEVICES
 from .types import EngineError
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DEVICES = ("auto", "cpu", "cuda", "mps")
 SMALL_MODEL_BYTES = 256 * 2**20
 
 

@@ -64,8 +64,10 @@ class Engine:
         self._catalog = Catalog(models, roots, self.library)
         self.device: str = resolve_device(device)
         self.dtype: str = resolve_dtype(dtype, self.device)
-        self._options = LoadOptions(self.device, (dtype or "auto").lower(), self.dtype,
-                                    attention_slicing, vae_tiling, cpu_offload, sd3_t5, channels_last, compile)
+        self._options = LoadOptions(device=self.device, dtype_requested=(dtype or "auto").lower(),
+                                    dtype_default=self.dtype, attention_slicing=attention_slicing,
+                                    vae_tiling=vae_tiling, cpu_offload=cpu_offload, sd3_t5=sd3_t5,
+                                    channels_last=channels_last, compile=compile)
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
         self._loras = LoraLibrary(loras_dir, self.library)
         self._controls = ControlNets(control_models, self._options, roots, self.library)

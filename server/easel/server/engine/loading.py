@@ -24,7 +24,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
-from ..settings import CHANNELS_LAST
+from ..settings import CHANNELS_LAST, OFFLOAD_MODES
 from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
 from .families import FLUX_CLASSES, SD3_CLASSES, Traits, check_supported, detect, folder_configs
@@ -45,11 +45,11 @@ _XL_MODE_CLASSES = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDi
                     "inpaint": "StableDiffusionXLInpaintPipeline"}
 
 
-OFFLOAD_MODES = ("none", "model", "sequential")
-
-
-@dataclass
+@dataclass(kw_only=True)
 class LoadOptions:
+    """How models load: the engine's device and dtype, and the load settings of ``easel serve``
+    (settings.py declares them; built by keyword, ``LoadOptions(device=…, attention_slicing=…)``)."""
+
     device: str
     dtype_requested: str  # as asked: "auto" or a dtype name
     dtype_default: str  # resolved for the device
