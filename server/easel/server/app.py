@@ -39,7 +39,7 @@ from .features import check_names
 from .generation import check_attachments
 from .jobs import LIVE_RESTART, Job, JobQueue, LivePacing, QueueFull
 from .limits import Limits
-from .results import ResultStore
+from .results import ResultStore, keeps_result
 from .security import Security
 from .stored import answer_stored
 from .workers import LocalWorker, pick_worker
@@ -245,10 +245,16 @@ class App:
             running.cancel_event.set()  # the worker reports ``cancelled`` within one step
 
     def _disconnected(self, conn: Connection) -> None:
+        """Abandoned jobs (docs/protocol.md): ``conn``'s queued jobs are dropped; of the running jobs it
+        watches, those whose result is kept finish for ``fetch``, the others stop at their next step."""
         self.live.forget(conn.id)
         for job in self.queue.drop_client(conn.id):
             self.owners.pop(job.id, None)
             log.info("dropped queued job %s of %s", job.id, conn.id)
+        for job in self.running_jobs():
+            if self.owners.get(job.id) is conn and not keeps_result(self.store, job.id, job.request.replace):
+                job.cancel_event.set()
+                log.info("stopped running job %s: %s left and nobody can fetch its result", job.id, conn.id)
 
     # -- workers --------------------------------------------------------------------------------
     async def _work_loop(self) -> None:
@@ -266,7 +272,7 @@ class App:
             except EngineError:
                 model_id = ""
             worker = pick_worker(idle, model_id)
-            worker.running, job.state, job.started = job, "running", time.monotonic()
+            worker.running, job.started = job, time.monotonic()
             task = asyncio.create_task(self._run_on(worker, job))
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)

@@ -20,7 +20,7 @@ from .engine.types import EngineError, JobCancelled, Progress
 from .generation import decode_inputs
 from .jobs import Job
 from .limits import Limits
-from .results import ResultStore
+from .results import ResultStore, keeps_result
 
 Reply = tuple[dict[str, Any], dict[str, Image] | None]
 #: posts a progress message to the job's owner: (message, attachments or None); ``wants_preview()``
@@ -60,7 +60,7 @@ def execute(worker: Any, job: Job, limits: Limits, store: ResultStore | None, im
                "height": layer.rgba.shape[0]} for layer in output.layers]
     meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
             "timings": {k: round(v, 4) for k, v in timings.items()}, "worker": worker.name}
-    if store is not None and store.valid_id(job.id) and not request.replace:
+    if keeps_result(store, job.id, request.replace):
         return (meta, attachments), [layer.rgba for layer in output.layers]  # saved, then sent
     return (meta, attachments), None
 

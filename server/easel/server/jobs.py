@@ -13,7 +13,6 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..client.protocol import GenerateRequest, Image
 
@@ -31,7 +30,6 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event)
-    state: str = "queued"  # queued | running | done | failed | cancelled
     replaced: bool = False  # cancelled because a newer live request from the same client came in
     from_idle: bool = False  # a live job submitted while the client had no other live job queued or running
 
@@ -117,9 +115,6 @@ class JobQueue:
             if job.id == job_id:
                 return i
         raise KeyError(job_id)
-
-    def snapshot(self) -> list[dict[str, Any]]:
-        return [{"job": j.id, "client": j.client, "position": i} for i, j in enumerate(self.order(), 1)]
 
 
 LIVE_RESTART = 0.25  #: share of a frame time during which a newer live state may stop a frame started from idle

@@ -68,6 +68,11 @@ def parameters_text(params: dict[str, Any], seed: int, width: int, height: int) 
     return "\n".join(lines)
 
 
+def keeps_result(store: ResultStore | None, job: str, live: bool) -> bool:
+    """Whether a finished job's result is stored for ``fetch``: a store, a storable id and not a live frame."""
+    return store is not None and store.valid_id(job) and not live
+
+
 @dataclass
 class StoredResult:
     job: str

@@ -48,8 +48,15 @@ class LocalWorker:
             self._preload.wait(progress, cancelled)
             self._preload = None
         if not self.has_loaded(model.id):
-            with LOADING:
+            while not LOADING.acquire(timeout=0.1):  # another worker's load may take minutes: cancellable wait
+                if cancelled():
+                    raise JobCancelled()
+            try:
+                if cancelled():
+                    raise JobCancelled()
                 self.engine.load(model.id, progress)
+            finally:
+                LOADING.release()
         return run_generation(self.engine, request, inputs, model, progress, cancelled)
 
     def has_loaded(self, model_id: str) -> bool:
