@@ -53,7 +53,9 @@ class ServerMessage(WireName):
                 "second pass (docs/imaging.md) counts both passes in one `denoise` bar; the second pass's `message` "
                 "is \"second pass\" or \"second pass, tile k/N\"")
     RESULT = ("result", "`job`, `images` [{`seed`, `x`, `y`, `width`, `height`}], `parameters`, `timings`, `worker`; "
-              "attachments `image0`, `image1`, …")
+              "attachments `image0`, `image1`, …. `parameters.notes` (when present): sentences the painter should "
+              "read about this result, also sent as the job's progress `message` (the demo model's enlarged big "
+              "pictures and upscales, docs/imaging.md)")
     CANCELLED = "cancelled", "`job`, `reason` (`\"replaced\"` for superseded live jobs)"
     STATUS = "status", "`job`, `state` (answer to `fetch` of a running job)"
     ACKED = "acked", "`job`, `found`"
