@@ -4,3 +4,5 @@
 retrains it; ``easel.server.demo.shapes`` draws its data set and ``easel.server.demo.measure`` grades it.
 This package file stays import-light (no torch) so the CLI can read constants cheaply.
 """
+
+DEMO_ID = "easel-demo"  #: the built-in demo model's id (what clients and ``--model`` name it)

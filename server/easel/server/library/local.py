@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine.refs import DEMO_ID
+from ..demo import DEMO_ID
 from .scan import Library
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "demo" / "weights"  #: the committed demo model files
