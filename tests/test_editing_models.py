@@ -25,4 +25,18 @@ def test_loras_follow_the_model():
     assert editing.feature_choices(WELCOME)["loras"] == ["ink.safetensors"]  # the default model's
     assert editing.feature_choices(WELCOME, "xl")["loras"] == ["xl-ink.safetensors"]
     assert editing.feature_choices(WELCOME, "old-server-model")["loras"] == WELCOME["loras"]  # no list: all
-    assert editing.feature_choices(WELCOME, "xl")["sdxl"] == ["xl"]
+
+
+def test_refiner_follows_the_models_features_not_family_names():
+    """The plugins enable the refiner for the models whose welcome ``features`` list it: a family name
+    means nothing to the client (an SDXL entry without ``refiner`` is left out, an old server's entry
+    without ``features`` may use everything)."""
+    sd = ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed"]
+    welcome = {"default_model": "sd15", "refiner": ["xl-refiner"], "models": [
+        {"id": "sd15", "family": "sd1", "features": sd}, {"id": "xl", "family": "sdxl", "features": [*sd, "refiner"]},
+        {"id": "xl-no-refiner", "family": "sdxl", "features": sd}, {"id": "new", "family": "x", "features": ["refiner"]},
+        {"id": "old-server-model", "family": "sd1"}]}
+    choices = editing.feature_choices(welcome, "xl")
+    assert choices["refiner_models"] == ["xl", "new", "old-server-model"] and choices["refiner"] is True
+    assert editing.feature_choices(welcome, "xl-no-refiner")["refiner"] is False
+    assert editing.feature_choices(welcome)["refiner"] is False  # the default model, SD 1.x

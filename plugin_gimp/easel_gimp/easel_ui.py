@@ -133,7 +133,7 @@ class Dialog:
             self._menu("loras", [(name, name) for name in c["loras"]], f"none; e.g. {c['loras'][0]}:0.8", append=True)
         if "refiner" in self._power:
             check = self.dialog.get_widget("refiner", Gtk.CheckButton.__gtype__)
-            check.set_sensitive((model or c["default_model"]) in set(c["sdxl"]))
+            check.set_sensitive((model or c["default_model"]) in set(c["refiner_models"]))
         # the model's own features (welcome): FLUX.1 has no negative prompt; the request leaves hidden ones out
         negative = self.dialog.get_widget("negative-prompt", GimpUi.LabelEntry.__gtype__)
         if isinstance(negative, GimpUi.LabelEntry) and c.get("negative_prompt") is not None:

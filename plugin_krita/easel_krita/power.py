@@ -58,7 +58,7 @@ def _row(layout, label: str, *widgets, stretch_first: bool = True) -> QWidget:
 
 
 class PowerPanel(QWidget):
-    """A "More" toggle and the group it shows; ``features()`` / ``sketch_guide()`` feed Generate."""
+    """A "More" toggle and the group it shows; ``features()`` feeds Generate (``editing.build_request`` reads the guide)."""
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
@@ -165,7 +165,7 @@ class PowerPanel(QWidget):
         self.lora_row.setVisible(bool(choices["loras"]))
         self.control_row.setVisible(bool(choices["control_models"]))
         self.refiner_row.setVisible(choices["refiner"])
-        self.refiner.setEnabled(choices["refiner"] and model_id in choices["sdxl"])
+        self.refiner.setEnabled(choices["refiner"] and model_id in choices["refiner_models"])
         self.variation_row.setVisible(choices["variations"])  # per model (welcome features): e.g. FLUX.1 has
         for widget in self.negative_widgets:  # no negative prompt, SD3/Flux no sketch ControlNet or refiner
             widget.setVisible(choices["negative_prompt"])

@@ -168,7 +168,8 @@ def plan_upscale(rgba: bytes, width: int, height: int, params: Params, factor: i
 def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
     """What a plugin's dialog offers from a server's ``welcome``: models (ids, default), LoRAs (those
     of ``model``'s family when the server says which fit it; None/"" = the default model), control
-    models, whether a refiner is configured. Empty lists: hide that control."""
+    models, whether a refiner is configured, and ``refiner_models``: the ids of the models whose ``features``
+    list ``refiner`` (the client asks the features, never family names). Empty lists: hide that control."""
     welcome = welcome or {}
     models, default = model_choices(welcome)
     loras = list(welcome.get("loras") or [])
@@ -182,7 +183,8 @@ def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
             "refiner": bool(welcome.get("refiner")) and "refiner" in supports,
             "negative_prompt": "negative_prompt" in supports, "variations": "variation_seed" in supports,
             "scheduler": "scheduler" in supports, "family": (entry or {}).get("family"),
-            "sdxl": [m["id"] for m in welcome.get("models", []) if isinstance(m, dict) and m.get("family") == "sdxl"]}
+            "refiner_models": [m["id"] for m in welcome.get("models", [])
+                               if isinstance(m, dict) and "refiner" in model_features(m)]}
 
 
 ALL_FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
