@@ -154,7 +154,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_hub_ids_and_names_detect_the_family(hub_cache, tiny_flux_path, tiny_sd3_path):
-    from easel.server.engine.families import guess
+    from easel.server.traits import guess
     from tiny_models import make_fake_hub_cache
 
     make_fake_hub_cache(tiny_flux_path, hub_cache, "easel-test/tiny-flux")

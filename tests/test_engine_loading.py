@@ -13,10 +13,10 @@ import torch
 
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
 from easel.server.engine.device import SMALL_MODEL_BYTES, model_dtype, resolve_device, resolve_dtype
-from easel.server.engine.families import detect, guess
 from easel.server.engine.hub import reporting_tqdm, select_files
 from easel.server.engine.preview import LatentPreview
 from easel.server.engine.refs import parse_ref
+from easel.server.traits import detect, guess
 
 torch.set_num_threads(1)
 PROMPT = "a blue dog"

@@ -113,3 +113,15 @@ def test_imports_go_one_way():
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def test_library_never_imports_the_engine():
+    """The models library (file headers, configs) stands below the engine: the engine asks it, never the
+    other way round. What both need, the family type and a model's traits, imports neither."""
+    graph = _module_graph()
+    library = {m: deps for m, deps in graph.items() if m.startswith("easel.server.library")}
+    assert library, "no library modules found"
+    for module, deps in library.items():
+        assert not [d for d in deps if d.startswith("easel.server.engine")], f"{module} imports the engine"
+    for shared in ("easel.server.families", "easel.server.traits"):
+        assert graph[shared] <= {"easel.server.families"}, f"{shared} imports {graph[shared]}"

@@ -15,26 +15,15 @@ import os
 import threading
 from collections.abc import Sequence
 
+from ..families import Family
 from ..library.detect import Description
 from ..library.scan import Entry, Library
-from .families import (
-    FAMILY_DEFAULTS,
-    VARIANT_DEFAULTS,
-    Traits,
-    check_supported,
-    detect,
-    folder_configs,
-    guess,
-    model_features,
-    read_json,
-    variant_of,
-)
-from .loading import demo_traits
+from ..traits import Traits, detect, folder_configs, guess, read_json, variant_of
+from .loading import check_supported, demo_traits
 from .refs import DEMO_ID, ModelRef, parse_ref
 from .types import EngineError, ModelInfo
 
 log = logging.getLogger(__name__)
-CONTEXTS = {"sd1": 768, "sd2": 1024, "sdxl": 2048}
 LIBRARY_KINDS = ("checkpoint", "unknown")  # what the model list shows of the library
 
 
@@ -198,7 +187,7 @@ def _info(model_id: str, traits: Traits, source: str, loaded: bool, name: str = 
     return ModelInfo(id=model_id, family=traits.family, native=traits.native, default_steps=traits.default_steps,
                      default_guidance=traits.default_guidance, source=source, loaded=loaded,
                      few_step=traits.few_step, name=name or model_id, problem=problem,
-                     inpaint=traits.inpaint_unet, features=model_features(traits))
+                     inpaint=traits.inpaint_unet, features=traits.family.features)
 
 
 def entry_traits(entry: Entry) -> Traits:
@@ -210,12 +199,12 @@ def entry_traits(entry: Entry) -> Traits:
 
 
 def desc_traits(desc: Description, name: str) -> Traits:
-    family = desc.family if desc.family in FAMILY_DEFAULTS else "sd1"
-    native = desc.native or {"sdxl": 1024}.get(family, 512)
+    """Traits from a file's header: a UNet checkpoint's family (SD 1.x where it is none Easel serves)."""
+    family = desc.family if desc.family is not None and desc.family.served and not desc.family.flow else Family.SD1
+    native = desc.native or family.native_for(v_prediction=desc.prediction is not None)
     variant = variant_of(name.lower(), "", {})
-    steps, guidance = VARIANT_DEFAULTS[variant] if variant else FAMILY_DEFAULTS[family]
-    return Traits(family, (native, native), steps, guidance, variant, desc.inpaint, 8,
-                  desc.context or CONTEXTS.get(family))
+    return Traits(family, (native, native), *family.defaults(variant), variant, desc.inpaint, 8,
+                  desc.context or family.context)
 
 
 def initial_traits(ref: ModelRef) -> Traits:
@@ -224,7 +213,7 @@ def initial_traits(ref: ModelRef) -> Traits:
         try:
             return demo_traits(importlib.import_module("easel.server.demo.model"))
         except ImportError:
-            return Traits("demo", (64, 64), 20, 7.5)
+            return Traits(Family.DEMO, (Family.DEMO.native,) * 2, *Family.DEMO.defaults())
     if ref.source == "folder" or (ref.source == "single_file" and ref.config and os.path.isdir(ref.config)):
         configs = folder_configs(ref.location if ref.source == "folder" else ref.config)
         check_supported(configs[0], ref.id)  # fail at start-up, not at the first job

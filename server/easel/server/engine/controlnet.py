@@ -19,6 +19,7 @@ from typing import Any
 import diffusers
 import torch
 
+from ..families import SKETCH
 from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
@@ -27,13 +28,6 @@ from .refs import _HUB_ID, _find
 from .types import CancelledFn, EngineError, JobCancelled, Progress, ProgressFn
 
 log = logging.getLogger(__name__)
-
-_CLASSES = {
-    "sdxl": {"txt2img": "StableDiffusionXLControlNetPipeline", "img2img": "StableDiffusionXLControlNetImg2ImgPipeline",
-             "inpaint": "StableDiffusionXLControlNetInpaintPipeline"},
-    "sd": {"txt2img": "StableDiffusionControlNetPipeline", "img2img": "StableDiffusionControlNetImg2ImgPipeline",
-           "inpaint": "StableDiffusionControlNetInpaintPipeline"},
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +153,7 @@ def check_fits(controlnet: Any, lm: LoadedModel, control_id: str) -> None:
     mismatch = [name for name in ("cross_attention_dim", "addition_embed_type")
                 if _norm(getattr(cn, name, None)) != _norm(getattr(unet, name, None))]
     if mismatch:
-        family = "SDXL" if lm.traits.family == "sdxl" else "SD 1.x/2.x"
+        family = lm.traits.family.pipeline_label
         raise EngineError(f"control model {control_id!r} does not fit model {lm.ref.id!r} ({family}): their "
                           f"{', '.join(mismatch)} differ; use a ControlNet made for {family}", field="control_model",
                           code="control_model_mismatch")
@@ -173,7 +167,7 @@ def control_pipeline(lm: LoadedModel, mode: str, controlnet: Any) -> Any:
     """The ControlNet twin of ``lm``'s pipeline for ``mode``, sharing all of its modules."""
     if lm.traits.inpaint_unet:
         mode = "inpaint"
-    cls = getattr(diffusers, _CLASSES["sdxl" if lm.traits.family == "sdxl" else "sd"][mode])
+    cls = getattr(diffusers, lm.traits.family.pipeline_class(mode, control=SKETCH))
     pipe = cls.from_pipe(lm.base, controlnet=controlnet, **{_DTYPE_KW: lm.base.dtype})
     pipe.set_progress_bar_config(disable=True)
     if lm.channels_last:  # the shared UNet and VAE already are

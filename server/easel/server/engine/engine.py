@@ -19,7 +19,6 @@ from .cache import LRUCache
 from .catalog import Catalog
 from .controlnet import ControlNets, check_fits
 from .device import free_memory, resolve_device, resolve_dtype
-from .families import unsupported
 from .loading import LoadedModel, LoadOptions, load_model
 from .lora import LoraLibrary
 from .refiner import Refiner
@@ -196,7 +195,7 @@ class Engine:
                  "control_model": job.control_model is not None, "refiner": job.refiner,
                  "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
         for feature, used in asked.items():
-            why = unsupported(traits, feature) if used else None
+            why = traits.family.unsupported(feature) if used else None
             if why:
                 raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature}: {why}; "
                                   f"leave {feature} unset for it", field=feature, code="unsupported_feature")

@@ -68,7 +68,7 @@ def load_transformer_file(path: str, folder: str, dtype: torch.dtype, **kwargs: 
     transformer weights are not read and may be missing. ``kwargs`` go to ``from_pretrained``."""
     import diffusers
 
-    from .families import read_json
+    from ..traits import read_json
 
     index = read_json(f"{folder}/model_index.json") or {}
     cls = getattr(diffusers, str((index.get("transformer") or [None, "SD3Transformer2DModel"])[1]))

@@ -21,7 +21,7 @@ from huggingface_hub.errors import (
 )
 from tqdm.auto import tqdm
 
-from .families import read_json
+from ..traits import read_json
 from .types import CancelledFn, EngineError, JobCancelled
 
 WEIGHT_EXTS = (".safetensors", ".bin")

@@ -24,10 +24,11 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
+from ..traits import SUPPORTED_CLASSES, Traits, detect, folder_configs
 from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
-from .families import FLUX_CLASSES, SD3_CLASSES, Traits, check_supported, detect, folder_configs
 from .preview import LatentPreview
 from .refs import ModelRef
 from .speed import CompiledShapes, compile_pipeline, set_channels_last, wants_channels_last
@@ -39,10 +40,6 @@ _AUTO = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2I
          "inpaint": AutoPipelineForInpainting}
 # diffusers renamed ``torch_dtype`` to ``dtype`` (the old name warns); older versions only know the old one
 _DTYPE_KW = "dtype" if hasattr(diffusers.utils, "_resolve_dtype") else "torch_dtype"
-_SD_MODE_CLASSES = {"txt2img": "StableDiffusionPipeline", "img2img": "StableDiffusionImg2ImgPipeline",
-                    "inpaint": "StableDiffusionInpaintPipeline"}
-_XL_MODE_CLASSES = {"txt2img": "StableDiffusionXLPipeline", "img2img": "StableDiffusionXLImg2ImgPipeline",
-                    "inpaint": "StableDiffusionXLInpaintPipeline"}
 
 
 @dataclass(kw_only=True)
@@ -120,9 +117,18 @@ class LoadedModel:
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
     try:
         return _AUTO[mode].from_pipe(base)
-    except ValueError:  # e.g. an LCM pipeline has no inpaint twin: use the plain SD/SDXL class
-        names = _XL_MODE_CLASSES if traits.family == "sdxl" else _SD_MODE_CLASSES
-        return getattr(diffusers, names[mode]).from_pipe(base, **{_DTYPE_KW: base.dtype})
+    except ValueError:  # e.g. an LCM pipeline has no inpaint twin: use the family's plain class
+        return getattr(diffusers, traits.family.pipeline_class(mode)).from_pipe(base, **{_DTYPE_KW: base.dtype})
+
+
+def check_supported(index: dict | None, name: str) -> None:
+    """EngineError (model_load_failed) when a model_index names a pipeline class Easel does not serve."""
+    cls = (index or {}).get("_class_name")
+    if cls is not None and cls not in SUPPORTED_CLASSES:
+        raise EngineError(
+            f"model {name!r} is a {cls}; Easel serves Stable Diffusion 1.x/2.x, SDXL (including turbo/LCM/"
+            "lightning variants), SD 3/3.5 and FLUX.1 pipelines. Pick such a model.", field="model",
+            code="model_load_failed")
 
 
 def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
@@ -213,10 +219,11 @@ def _demo_preview() -> LatentPreview | None:
 
 
 def demo_traits(demo: Any, pipe: Any = None) -> Traits:
-    native = int(getattr(demo, "NATIVE", 64))
+    native = int(getattr(demo, "NATIVE", Family.DEMO.native))
     vae_scale = int(getattr(pipe, "vae_scale_factor", 8)) if pipe is not None else 8
-    return Traits("demo", (native, native), int(getattr(demo, "DEFAULT_STEPS", 20)),
-                  float(getattr(demo, "DEFAULT_GUIDANCE", 7.5)), None, False, vae_scale)
+    steps, guidance = Family.DEMO.defaults()
+    return Traits(Family.DEMO, (native, native), int(getattr(demo, "DEFAULT_STEPS", steps)),
+                  float(getattr(demo, "DEFAULT_GUIDANCE", guidance)), None, False, vae_scale)
 
 
 def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
@@ -235,7 +242,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
     if cancelled():
         raise JobCancelled()
-    if ref.source == "single_file" and (index or {}).get("_class_name") in SD3_CLASSES | FLUX_CLASSES:
+    family = Family.of_pipeline(str((index or {}).get("_class_name", "")))
+    if ref.source == "single_file" and family is not None and family.flow:
         # SD3/Flux files people download hold the transformer; the rest comes from the config folder
         kwargs = {"text_encoder_3": None, "tokenizer_3": None} if not opts.sd3_t5 and "text_encoder_3" in index else {}
         pipe = flow.load_transformer_file(ref.location, config_dir, DTYPES[dtype], **kwargs)
@@ -244,7 +252,7 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
                                          single_file.scheduler_overrides(desc))
     else:
         kwargs = _skip_components(index)
-        if not opts.sd3_t5 and index and index.get("_class_name") in SD3_CLASSES and "text_encoder_3" in index:
+        if not opts.sd3_t5 and index and "text_encoder_3" in index:
             kwargs.update(text_encoder_3=None, tokenizer_3=None)  # diffusers runs SD3 without T5
         variant = _variant(folder, dtype)
         if variant:

@@ -21,7 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ..library.detect import FAMILY_LABELS, fits
+from ..families import Family
+from ..library.detect import fits
 from ..library.scan import Entry, Library
 from .types import EngineError
 
@@ -69,7 +70,7 @@ class LoraLibrary:
         """Ids of the usable LoRAs (relative paths with ``/``), sorted."""
         return sorted(name for name, entry in self.entries().items() if entry.problem is None)
 
-    def fitting(self, context: int | None, family: str | None, entries: dict[str, Entry] | None = None) -> list[str]:
+    def fitting(self, context: int | None, family: Family | None, entries: dict[str, Entry] | None = None) -> list[str]:
         """Ids of the usable LoRAs that fit a model of this cross-attention width and family."""
         return sorted(name for name, e in (entries if entries is not None else self.entries()).items()
                       if e.problem is None and fits(e.desc, context, family))
@@ -91,13 +92,13 @@ class LoraLibrary:
                               code="lora_failed")
         return entry
 
-    def check_fits(self, name: str, model_id: str, context: int | None, family: str | None) -> None:
+    def check_fits(self, name: str, model_id: str, context: int | None, family: Family | None) -> None:
         """EngineError (field loras) naming both when LoRA ``name`` was made for another model family."""
         entry = self._entry(name)
         if not fits(entry.desc, context, family):
-            made = FAMILY_LABELS.get(entry.desc.family or "", "another family")
+            made = entry.desc.family.label if entry.desc.family else "another family"
             width = f", cross-attention {entry.desc.context}" if entry.desc.context else ""
-            mine = FAMILY_LABELS.get(family or "", family or "unknown")
+            mine = Family(family).label if family else "unknown"
             raise EngineError(f"LoRA {name!r} is for {made}{width}; model {model_id!r} is {mine}"
                               f"{f' ({context})' if context else ''}: pick a LoRA of the model's family",
                               field="loras", code="lora_failed")

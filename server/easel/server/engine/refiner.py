@@ -49,7 +49,7 @@ class Refiner:
             raise EngineError("no refiner is configured on this server; start it with --refiner REF (e.g. "
                               "stabilityai/stable-diffusion-xl-refiner-1.0) or turn the refiner off", field="refiner",
                               code="no_refiner")
-        if lm is not None and lm.traits.family != "sdxl":
+        if lm is not None and not lm.traits.family.takes_refiner:
             raise EngineError(f"the refiner works with SDXL models; {lm.ref.id!r} is {lm.traits.family}: pick an "
                               "SDXL model or turn the refiner off", field="refiner")
 
@@ -61,7 +61,7 @@ class Refiner:
                     loaded = load_model(self.ref, self._options, progress, cancelled)
                 except EngineError as exc:
                     raise EngineError(f"refiner: {exc}", field="refiner", code=exc.code) from None
-                if loaded.traits.family != "sdxl":
+                if not loaded.traits.family.takes_refiner:  # a refiner loads as the family it refines
                     loaded.release()
                     raise EngineError(f"refiner {self.ref.id!r} is not an SDXL model ({loaded.traits.family}); "
                                       "configure an SDXL refiner", field="refiner")

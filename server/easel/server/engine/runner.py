@@ -178,7 +178,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             count.update(group=k, stage="base")
             pipe.scheduler = make_scheduler(job.scheduler, original)
             kwargs = _call_kwargs(lm, job, p, seeds, on_step)
-            if lm.traits.family == "flux":  # guidance-distilled: no negative prompt (no CFG pass)
+            if lm.traits.family.unsupported("negative_prompt"):  # FLUX.1: guidance-distilled, no CFG pass
                 kwargs.pop("negative_prompt", None)
             if lm.traits.flow and "image" in kwargs and len(seeds) > 1:
                 # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per

@@ -21,7 +21,7 @@ import diffusers
 import torch
 
 from ..library.configs import config_folder
-from ..library.detect import FAMILY_LABELS, Description, describe
+from ..library.detect import Description, describe
 from ..library.header import PICKLE_SUFFIXES, HeaderError, NeedsCode, read_header
 from ..library.scan import v_prediction
 from .types import EngineError
@@ -51,7 +51,7 @@ def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
         raise EngineError(f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}, not a checkpoint; "
                           "serve it as what it is (LoRAs: --loras-dir)", field="model", code="model_load_failed")
     if desc.arch is None:
-        family = FAMILY_LABELS.get(desc.family or "", "an unknown family")
+        family = desc.family.label if desc.family else "an unknown family"
         raise EngineError(
             f"model {model_id!r}: {os.path.basename(path)} is {family} with sizes Easel ships no config for "
             f"(cross-attention width {desc.context}); put its diffusers config folder beside it (named like the "

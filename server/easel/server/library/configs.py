@@ -20,11 +20,13 @@ import threading
 from importlib import resources
 from typing import Any
 
+from ..families import Family
+
 # architecture name -> (family, native size in px)
-CONFIGS: dict[str, tuple[str, int]] = {
-    "sd1": ("sd1", 512), "sd1-inpaint": ("sd1", 512), "sd2": ("sd2", 512), "sd2-v": ("sd2", 768),
-    "sd2-inpaint": ("sd2", 512), "sdxl": ("sdxl", 1024), "sdxl-inpaint": ("sdxl", 1024),
-    "sdxl-refiner": ("sdxl-refiner", 1024)}
+CONFIGS: dict[str, tuple[Family, int]] = {
+    "sd1": (Family.SD1, 512), "sd1-inpaint": (Family.SD1, 512), "sd2": (Family.SD2, 512), "sd2-v": (Family.SD2, 768),
+    "sd2-inpaint": (Family.SD2, 512), "sdxl": (Family.SDXL, 1024), "sdxl-inpaint": (Family.SDXL, 1024),
+    "sdxl-refiner": (Family.SDXL_REFINER, 1024)}
 _TOKENIZER_PARTS = ("tokenizer", "tokenizer_2")
 _COMPONENT_FILES = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
                     "text_encoder_2": "config.json", "scheduler": "scheduler_config.json"}

@@ -14,41 +14,39 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..families import Family
 from .configs import CONFIGS
 from .header import Tensors
 
 UNET = "model.diffusion_model."
-FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sdxl-refiner": "SDXL refiner", "sd3": "SD 3/3.5",
-                 "flux": "FLUX.1"}
 # LoRAs of the flow-matching transformers, by their block names (diffusers/PEFT, kohya and original layouts):
 # Flux has double and single blocks, SD3 joint blocks only.
 _FLUX_LORA = re.compile(r'"[^"]*(single_transformer_blocks|double_blocks|single_blocks)[._]')
 _SD3_LORA = re.compile(r'"[^"]*(joint_blocks|transformer[._]transformer_blocks)[._]')
-CONTEXT_FAMILIES = {768: "sd1", 1024: "sd2", 2048: "sdxl", 1280: "sdxl-refiner"}
 # exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
-_PROBES: dict[str, dict[str, tuple[int, ...]]] = {
-    "sd1": {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
+_PROBES: dict[Family, dict[str, tuple[int, ...]]] = {
+    Family.SD1: {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
             "input_blocks.1.1.proj_in.weight": (320, 320, 1, 1), "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 768),
             "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight": (320, 768)},
-    "sd2": {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
+    Family.SD2: {"input_blocks.0.0.weight": (320, 4, 3, 3), "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024),
             "input_blocks.1.1.proj_in.weight": (320, 320), "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (1280, 1024),
             "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)},
-    "sdxl": {"input_blocks.0.0.weight": (320, 4, 3, 3), "label_emb.0.0.weight": (1280, 2816),
+    Family.SDXL: {"input_blocks.0.0.weight": (320, 4, 3, 3), "label_emb.0.0.weight": (1280, 2816),
              "input_blocks.4.1.transformer_blocks.1.attn2.to_k.weight": (640, 2048),
              "input_blocks.7.1.transformer_blocks.9.attn2.to_k.weight": (1280, 2048),
              "output_blocks.8.0.skip_connection.weight": (320, 640, 1, 1)},
-    "sdxl-refiner": {"input_blocks.0.0.weight": (384, 4, 3, 3), "label_emb.0.0.weight": (1536, 2560),
+    Family.SDXL_REFINER: {"input_blocks.0.0.weight": (384, 4, 3, 3), "label_emb.0.0.weight": (1536, 2560),
                      "input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight": (768, 1280),
                      "output_blocks.11.0.skip_connection.weight": (384, 768, 1, 1)},
 }
 _TEXT = {  # family -> token-embedding tensors (either spelling) and their widths
-    "sd1": [(("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+    Family.SD1: [(("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
               "cond_stage_model.transformer.embeddings.token_embedding.weight"), 768)],
-    "sd2": [(("cond_stage_model.model.token_embedding.weight",), 1024)],
-    "sdxl": [(("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
+    Family.SD2: [(("cond_stage_model.model.token_embedding.weight",), 1024)],
+    Family.SDXL: [(("conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight",
                "conditioner.embedders.0.transformer.embeddings.token_embedding.weight"), 768),
              (("conditioner.embedders.1.model.token_embedding.weight",), 1280)],
-    "sdxl-refiner": [(("conditioner.embedders.0.model.token_embedding.weight",), 1280)],
+    Family.SDXL_REFINER: [(("conditioner.embedders.0.model.token_embedding.weight",), 1280)],
 }
 _FLOW_FILE = ("{} single file: serve it as 'FILE#config=FOLDER', FOLDER a diffusers folder of the same {} "
               "model for the text encoders and VAE (docs/models.md)")
@@ -74,7 +72,7 @@ class Description:
     """One file's kind, family and sizes; ``problem`` (plain words) when Easel cannot use it."""
 
     kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "unknown"
-    family: str | None = None  # "sd1" | "sd2" | "sdxl" | "sdxl-refiner" | None (unknown)
+    family: Family | None = None  # checkpoints: SD1, SD2, SDXL, SDXL_REFINER; None: unknown
     inpaint: bool = False
     arch: str | None = None  # the shipped config that fits exactly (configs.CONFIGS), else None
     native: int | None = None  # native size in px, when known
@@ -82,10 +80,14 @@ class Description:
     prediction: str | None = None  # "v"/"v-ztsnr" when the file says so (v_pred/ztsnr keys, SD 2.x 768 heuristic)
     problem: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.family is not None:
+            object.__setattr__(self, "family", Family(self.family))  # a plain "sdxl" becomes Family.SDXL
+
     @property
     def label(self) -> str:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
-        family = FAMILY_LABELS.get(self.family or "", "")
+        family = self.family.label if self.family else ""
         kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE"}.get(self.kind, "file")
         parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),
                  "inpainting" if self.inpaint else "", kind]
@@ -123,12 +125,13 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
         if fragment in names:
             return Description("checkpoint", problem=f"{what}; Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
     if label is not None:
-        refiner = context == 1280 or label.shape[1] == 2560 or _has_text(tensors, "sdxl-refiner")
-        family = "sdxl-refiner" if refiner else "sdxl"
-    elif context == 1024 or _has_text(tensors, "sd2"):
-        family = "sd2"
-    elif context == 768 or _has_text(tensors, "sd1"):
-        family = "sd1"
+        refiner = context == Family.SDXL_REFINER.context or label.shape[1] == 2560 or _has_text(
+            tensors, Family.SDXL_REFINER)
+        family = Family.SDXL_REFINER if refiner else Family.SDXL
+    elif context == Family.SD2.context or _has_text(tensors, Family.SD2):
+        family = Family.SD2
+    elif context == Family.SD1.context or _has_text(tensors, Family.SD1):
+        family = Family.SD1
     else:
         return Description("checkpoint", context=context, problem=f"unknown architecture (cross-attention width "
                            f"{context}, no known text encoder); Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
@@ -137,7 +140,7 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
         what = "an InstructPix2Pix model" if channels == 8 else f"a UNet with {channels} input channels"
         return Description("checkpoint", family, context=context,
                            problem=f"{what}; Easel serves text-to-image and 9-channel inpainting models")
-    prediction = "v" if "v_pred" in tensors or (family == "sd2" and not inpaint and v_prediction) else None
+    prediction = "v" if "v_pred" in tensors or (family.mixes_prediction and not inpaint and v_prediction) else None
     if prediction == "v" and "ztsnr" in tensors:
         prediction = "v-ztsnr"  # v-prediction trained with zero terminal SNR (some SDXL models mark both)
     arch = _arch(tensors, family, inpaint, prediction)
@@ -147,11 +150,11 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
     if missing:
         problem = (f"it has no {' or '.join(missing)} (a UNet-only file); use a full checkpoint that includes "
                    "them, or its diffusers folder")
-    native = CONFIGS[arch][1] if arch else {"sd1": 512, "sd2": 768 if prediction else 512}.get(family, 1024)
+    native = CONFIGS[arch][1] if arch else family.native_for(v_prediction=prediction is not None)
     return Description("checkpoint", family, inpaint, arch, native, context, prediction, problem)
 
 
-def _arch(tensors: Tensors, family: str, inpaint: bool, prediction: str | None) -> str | None:
+def _arch(tensors: Tensors, family: Family, inpaint: bool, prediction: str | None) -> str | None:
     """The shipped architecture whose probe shapes the file has exactly (inpainting: 9 input channels)."""
     for name, shape in _PROBES[family].items():
         if name == "input_blocks.0.0.weight":
@@ -165,12 +168,12 @@ def _arch(tensors: Tensors, family: str, inpaint: bool, prediction: str | None) 
             return None
     if inpaint:
         return f"{family}-inpaint" if f"{family}-inpaint" in CONFIGS else None
-    if family == "sd2":
-        return "sd2-v" if prediction else "sd2"
-    return family
+    if prediction and f"{family}-v" in CONFIGS:
+        return f"{family}-v"
+    return family.value
 
 
-def _has_text(tensors: Tensors, family: str) -> bool:
+def _has_text(tensors: Tensors, family: Family) -> bool:
     return all(any(n in tensors for n in names) for names, _ in _TEXT[family])
 
 
@@ -187,19 +190,19 @@ def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
     """A LoRA (kohya, diffusers/PEFT, LyCORIS LoHa): family from its cross-attention width or structure."""
     names = names if names is not None else names_text(tensors)
     if _FLUX_LORA.search(names):
-        return Description("lora", "flux")
+        return Description("lora", Family.FLUX)
     if _SD3_LORA.search(names):
-        return Description("lora", "sd3")
+        return Description("lora", Family.SD3)
     context = None
     match = _LORA_CROSS.search(names)
     if match is not None:
         shape = tensors[match.group(1)].shape
         context = shape[1] if len(shape) == 2 else None
-    family = CONTEXT_FAMILIES.get(context or 0)
+    family = Family.of_context(context)
     if family is None and _SDXL_TEXT.search(names):
-        family = "sdxl"
+        family = Family.SDXL
     if family is None and _DEPTH.search(names):
-        family = "sdxl"  # only SDXL stacks several transformer blocks per attention
+        family = Family.SDXL  # only SDXL stacks several transformer blocks per attention
     return Description("lora", family, context=context)
 
 
@@ -209,7 +212,7 @@ def describe_controlnet(tensors: Tensors, names: str | None = None) -> Descripti
     ldm = 'input_hint_block.0.weight":{' in names
     context = _context(tensors, "", names)
     xl = bool(re.search(r'(label_emb\.0\.0\.weight|add_embedding\.linear_1\.weight)":\{', names))
-    family = "sdxl" if xl else CONTEXT_FAMILIES.get(context or 0)
+    family = Family.SDXL if xl else Family.of_context(context)
     layout = "original" if ldm else "diffusers"
     problem = (f"a single-file ControlNet ({layout} layout); Easel loads ControlNets from diffusers folders: use "
                "the folder version (config.json + diffusion_pytorch_model.safetensors)")
@@ -240,7 +243,7 @@ def _unknown(names: str, count: int) -> str:
     return "unknown contents (not an SD checkpoint, LoRA, ControlNet or VAE)"
 
 
-def fits(lora: Description, context: int | None, family: str | None) -> bool:
+def fits(lora: Description, context: int | None, family: Family | None) -> bool:
     """Whether a LoRA (or ControlNet) fits a model with this cross-attention width and family."""
     if lora.context is not None and context is not None:
         return lora.context == context

@@ -17,6 +17,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ..families import Family
+from ..traits import detect, folder_configs, read_json
 from .detect import Description, describe
 from .header import Header, HeaderError, Incomplete, read_floats, read_header
 from .layouts import candidates, model_folder_kind, sibling_config
@@ -133,7 +135,7 @@ class Library:
             if kind == "unknown" and hint is not None:
                 kind = hint  # listed where the folder says it belongs, with its problem
         config = None if is_dir else sibling_config(path)
-        if kind == "checkpoint" and desc.family == "sdxl-refiner":
+        if kind == "checkpoint" and desc.family is not None and not desc.family.served:
             kind = "refiner"  # served with --refiner, not as a model of its own
         if kind == "checkpoint" and not is_dir and desc.problem is None:
             desc = _with_config(desc, config, path)
@@ -181,8 +183,6 @@ def v_prediction(path: str, header: Header) -> bool | None:
 
 def describe_folder(path: str, kind: str) -> Description:
     """A diffusers folder, from its configs (json only)."""
-    from ..engine.families import detect, folder_configs, read_json
-
     if kind == "checkpoint":
         index, unet, vae, sched = folder_configs(path)
         cls = str((index or {}).get("_class_name", ""))
@@ -193,7 +193,7 @@ def describe_folder(path: str, kind: str) -> Description:
             return Description("checkpoint", problem="its unet/ folder has no weights (a config-only copy); "
                                "download the complete folder")
         traits = detect(os.path.basename(path), index, unet, vae, sched)
-        family = "sdxl-refiner" if (index or {}).get("requires_aesthetics_score") else traits.family
+        family = Family.SDXL_REFINER if (index or {}).get("requires_aesthetics_score") else traits.family
         return Description("checkpoint", family, traits.inpaint_unet, None, traits.native[0],
                            (unet or {}).get("cross_attention_dim"))
     config = read_json(os.path.join(path, "config.json")) or {}
@@ -201,8 +201,9 @@ def describe_folder(path: str, kind: str) -> Description:
         return Description(kind, problem="the folder has a config.json but no weights; download the complete folder")
     if kind == "controlnet":
         context = config.get("cross_attention_dim")
-        family = "sdxl" if config.get("addition_embed_type") == "text_time" else {768: "sd1", 1024: "sd2"}.get(context)
-        return Description("controlnet", family, context=context if isinstance(context, int) else None)
+        context = context if isinstance(context, int) else None
+        family = Family.SDXL if config.get("addition_embed_type") == "text_time" else Family.of_context(context)
+        return Description("controlnet", family, context=context)
     return Description(kind)
 
 
@@ -210,8 +211,6 @@ def _with_config(desc: Description, config: str | None, path: str) -> Descriptio
     """A single file's description refined by its sibling config folder, or a problem when its sizes
     match no shipped config and it has none."""
     if config is not None:
-        from ..engine.families import detect, folder_configs
-
         traits = detect(os.path.basename(path), *folder_configs(config))
         return replace(desc, native=traits.native[0], context=traits.context or desc.context)
     if desc.arch is None:

@@ -1,0 +1,205 @@
+"""Model families as one type: ``Family``, and what each family can do.
+
+A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
+``"sd3"``, ``"flux"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+to those strings. Everything else asks it instead of comparing names: its native size, latent channels
+and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1), its default steps and
+guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
+not, its modes and diffusers pipeline classes, and which control kinds fit it (today the ``sketch``
+ControlNets of SD 1.x/2.x/SDXL; IP-Adapters or other control layers are added here, in ``_SPECS``).
+This module imports nothing of Easel: the engine and the library both use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+MODES = ("txt2img", "img2img", "inpaint")
+_MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
+# Request fields (power features) a model may or may not support; the welcome lists each model's own.
+FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
+#: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
+SKETCH = "sketch"
+# (steps, guidance) per variant. Few-step SD/SDXL variants: turbo (1 step, no CFG), lightning (4 steps,
+# no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
+# model cards recommend: SD 3.5 large 28 / 3.5, SD 3.5 medium 40 / 4.5, large-turbo 4 / 0 (no CFG);
+# FLUX.1-dev 28 steps with distilled guidance 3.5 (an embedding, one transformer pass per step),
+# schnell 4 steps without guidance.
+VARIANTS: dict[str, tuple[int, float]] = {
+    "turbo": (1, 0.0), "lightning": (4, 0.0), "lcm": (4, 1.0),
+    "sd3.5-large": (28, 3.5), "sd3.5-medium": (40, 4.5), "sd3.5-turbo": (4, 0.0),
+    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0)}
+FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell"})
+
+
+@dataclass(frozen=True)
+class _Spec:
+    label: str  # for people: "SD 1.x"
+    native: int  # px, its usual models' side (SD 2.x: the 768 v-prediction models)
+    steps: int  # defaults without a variant
+    guidance: float
+    pipelines: str  # diffusers' class-name stem: f"{stem}Pipeline", f"{stem}Img2ImgPipeline", ...
+    context: int | None = None  # the UNet's cross-attention width (LoRAs and ControlNets must match it)
+    base_native: int | None = None  # its epsilon-prediction models' side, where they differ (SD 2.x base)
+    flow: bool = False  # a flow-matching transformer: its own scheduler, 16-channel latents
+    controls: frozenset[str] = frozenset()  # control kinds (ControlNets, adapters) that fit it
+    refiner: bool = False  # takes the (SDXL) refiner
+    no_negative: str | None = None  # why it has no negative prompt
+    served: bool = True  # False: only ever a refiner (--refiner), never a model of its own
+
+
+class Family(str, Enum):
+    """A model family; its value is the name on the wire."""
+
+    SD1 = "sd1"
+    SD2 = "sd2"
+    SDXL = "sdxl"
+    SDXL_REFINER = "sdxl-refiner"
+    SD3 = "sd3"
+    FLUX = "flux"
+    DEMO = "demo"
+
+    __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
+    __format__ = str.__format__
+
+    @property
+    def _spec(self) -> _Spec:
+        return _SPECS[self]
+
+    @property
+    def label(self) -> str:
+        """``SD 1.x``, ``SDXL``, ``FLUX.1`` …"""
+        return self._spec.label
+
+    @property
+    def native(self) -> int:
+        """The native side in px of its usual models (configs, where known, win)."""
+        return self._spec.native
+
+    def native_for(self, v_prediction: bool) -> int:
+        """The native side of its v-prediction (True) or epsilon-prediction models (SD 2.x: 768 / 512)."""
+        return self._spec.native if v_prediction or self._spec.base_native is None else self._spec.base_native
+
+    @property
+    def mixes_prediction(self) -> bool:
+        """Its checkpoints come as epsilon- and v-prediction models that only the weights tell apart (SD 2.x)."""
+        return self._spec.base_native is not None
+
+    @property
+    def context(self) -> int | None:
+        """The UNet's cross-attention width (None: none, or it varies)."""
+        return self._spec.context
+
+    @property
+    def flow(self) -> bool:
+        """A flow-matching transformer (SD 3/3.5, FLUX.1): its own scheduler, 16-channel latents."""
+        return self._spec.flow
+
+    @property
+    def latent_channels(self) -> int:
+        return 16 if self.flow else 4
+
+    def size_step(self, vae_scale: int) -> int:
+        """Sizes must be multiples of this: the VAE's scale, times the transformer's 2x2 patches for flow models."""
+        return vae_scale * 2 if self.flow else vae_scale
+
+    @property
+    def served(self) -> bool:
+        """A model of its own (False: a refiner, served with ``--refiner``)."""
+        return self._spec.served
+
+    def defaults(self, variant: str | None = None) -> tuple[int, float]:
+        """Default (steps, guidance) for its models, or for ``variant`` (a ``VARIANTS`` key)."""
+        return VARIANTS[variant] if variant else (self._spec.steps, self._spec.guidance)
+
+    # ------------------------------------------------------------------ what a request may use
+
+    def unsupported(self, feature: str) -> str | None:
+        """Why its models cannot use request field ``feature`` (None: they can)."""
+        spec = self._spec
+        if feature == "negative_prompt":
+            return spec.no_negative
+        if feature == "scheduler" and spec.flow:
+            return f"{spec.label} runs its own flow-matching scheduler"
+        if feature == "control_model" and not self.fits_control(SKETCH):
+            return f"the sketch ControlNets are {_joined(f for f in Family if f.fits_control(SKETCH))} ControlNets"
+        if feature == "refiner" and not spec.refiner:
+            return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
+        return None
+
+    @property
+    def features(self) -> list[str]:
+        """The ``FEATURES`` its models support (the welcome's per-model ``features``)."""
+        return [f for f in FEATURES if self.unsupported(f) is None]
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return MODES
+
+    @property
+    def controls(self) -> frozenset[str]:
+        """The control kinds (ControlNets, adapters) made for it."""
+        return self._spec.controls
+
+    def fits_control(self, kind: str) -> bool:
+        return kind in self._spec.controls
+
+    @property
+    def takes_refiner(self) -> bool:
+        """Whether the refiner (an SDXL refiner) can finish its models' images."""
+        return self._spec.refiner
+
+    def pipeline_class(self, mode: str, control: str | None = None) -> str:
+        """The diffusers class name for ``mode`` (with a ``control`` kind: its ControlNet pipeline)."""
+        if mode not in self.modes:
+            raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
+        return f"{self._spec.pipelines}{'ControlNet' if control else ''}{_MODE_PARTS[mode]}Pipeline"
+
+    @property
+    def pipeline_classes(self) -> frozenset[str]:
+        """Its plain pipelines' class names, one per mode."""
+        return frozenset(self.pipeline_class(mode) for mode in self.modes)
+
+    @property
+    def pipeline_label(self) -> str:
+        """The families whose pipelines it shares (``SD 1.x/2.x``): what a ControlNet must be made for."""
+        return _joined(f for f in Family if f._spec.pipelines == self._spec.pipelines and f.served) or self.label
+
+    @classmethod
+    def of_pipeline(cls, class_name: str) -> Family | None:
+        """The family a diffusers pipeline class belongs to (SD 1.x for SD 1.x/2.x: configs tell them apart)."""
+        return next((f for f in cls if f.served and class_name in f.pipeline_classes), None)
+
+    @classmethod
+    def of_context(cls, width: int | None) -> Family | None:
+        """The family whose UNet has this cross-attention width (768 SD 1.x, 1024 SD 2.x, ...)."""
+        return next((f for f in cls if width is not None and f.context == width), None)
+
+
+_SPECS: dict[Family, _Spec] = {
+    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=frozenset({SKETCH})),
+    Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
+                      controls=frozenset({SKETCH})),
+    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=frozenset({SKETCH}),
+                       refiner=True),
+    Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
+    Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True),
+    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True,
+                       no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
+    # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
+    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=frozenset({SKETCH})),
+}
+
+
+def _joined(families: Iterable[Family]) -> str:
+    """Labels joined, a repeated first word said once: ``SD 1.x/2.x/SDXL`` (the toy demo left out)."""
+    out: list[str] = []
+    for family in families:
+        if family is Family.DEMO:
+            continue
+        label = family.label
+        head = out[0].split(" ")[0] + " " if out else ""
+        out.append(label[len(head):] if head and label.startswith(head) else label)
+    return "/".join(out)

@@ -1,0 +1,160 @@
+"""What Easel knows about one model (``Traits``), detected from its diffusers configs, else its name.
+
+The family comes from the pipeline class and the UNet config (families.py says what each family can
+do); few-step variants (``turbo``, ``lightning``, ``lcm``; SD 3.5 large/medium/turbo; FLUX.1 dev or
+schnell) change the defaults. Native size = ``unet.sample_size * vae_scale_factor`` (vae_scale_factor
+= 2 ** (VAE blocks - 1)). Pure json reads: the engine and the library both use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .families import FEW_STEP, Family
+
+# pipeline classes Easel serves: each family's, plus the LCM pipelines (SD 1.x-style)
+LCM_CLASSES = frozenset({"LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline"})
+SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.served))
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What the engine needs to know about a model before and after loading it."""
+
+    family: Family
+    native: tuple[int, int]
+    default_steps: int
+    default_guidance: float
+    variant: str | None = None  # "turbo" | "lightning" | "lcm" | a flow variant (families.VARIANTS) | None
+    inpaint_unet: bool = False  # 9-channel inpainting UNet
+    vae_scale: int = 8
+    context: int | None = None  # the UNet's cross-attention width (LoRAs must match it)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family", Family(self.family))  # a plain "sdxl" becomes Family.SDXL
+
+    @property
+    def few_step(self) -> bool:
+        return self.variant in FEW_STEP
+
+    @property
+    def flow(self) -> bool:
+        """A flow-matching transformer (SD3, Flux): its own scheduler, 16-channel latents."""
+        return self.family.flow
+
+    @property
+    def size_step(self) -> int:
+        """Sizes must be multiples of this: the VAE's scale, times the transformer's 2x2 patches for SD3/Flux."""
+        return self.family.size_step(self.vae_scale)
+
+
+Config = dict[str, Any]
+
+
+def read_json(path: str) -> Config | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def folder_configs(folder: str) -> tuple[Config | None, Config | None, Config | None, Config | None]:
+    """model_index, unet, vae and scheduler configs of a diffusers folder (None where missing)."""
+    return (read_json(os.path.join(folder, "model_index.json")),
+            read_json(os.path.join(folder, "unet", "config.json"))
+            or read_json(os.path.join(folder, "transformer", "config.json")),
+            read_json(os.path.join(folder, "vae", "config.json")),
+            read_json(os.path.join(folder, "scheduler", "scheduler_config.json")))
+
+
+def detect(name: str, index: Config | None, unet: Config | None, vae: Config | None,
+           scheduler: Config | None) -> Traits:
+    """Family, native size and defaults from configs; falls back to the name where configs are missing."""
+    index, unet, vae, scheduler = index or {}, unet or {}, vae or {}, scheduler or {}
+    lname = name.lower()
+    cls = str(index.get("_class_name", ""))
+    if not (index or unet):
+        return guess(name)
+    by_class = Family.of_pipeline(cls)
+    if by_class is not None and by_class.flow:
+        return flow_traits(lname, by_class, unet, vae)
+    if by_class is Family.SDXL or _present(index, "text_encoder_2") or unet.get("addition_embed_type") == "text_time":
+        family = Family.SDXL
+    else:
+        family = Family.SD2 if unet.get("cross_attention_dim") == Family.SD2.context else Family.SD1
+    vae_scale = _vae_scale(vae)
+    size = unet.get("sample_size") or family.native // 8
+    h, w = (size, size) if isinstance(size, int) else (size[0], size[1])
+    variant = variant_of(lname, cls, scheduler)
+    steps, guidance = family.defaults(variant)
+    if variant == "lcm" and unet.get("time_cond_proj_dim"):
+        guidance = 8.0  # LCM-distilled UNets take guidance as an embedding, not as CFG
+    context = unet.get("cross_attention_dim")
+    return Traits(family, (w * vae_scale, h * vae_scale), steps, guidance, variant,
+                  unet.get("in_channels") == 9, vae_scale, context if isinstance(context, int) else None)
+
+
+def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) -> Traits:
+    """SD3/Flux traits from the transformer config (``unet`` in detect's arguments) and the name."""
+    vae_scale = _vae_scale(vae)
+    if family is Family.FLUX:
+        # schnell has no guidance embedding; Flux pipelines default to 128 latent px (1024)
+        variant = "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
+        return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
+    size = int(transformer.get("sample_size") or family.native // 8) * vae_scale
+    variant = sd3_variant(lname)
+    return Traits(family, (size, size), *family.defaults(variant), variant, False, vae_scale)
+
+
+def sd3_variant(lname: str) -> str | None:
+    """SD 3.5 large / medium / large-turbo from a name; None for SD 3 (medium)."""
+    if "3.5" in lname or "3-5" in lname or "sd35" in lname:
+        if "turbo" in lname:
+            return "sd3.5-turbo"
+        return "sd3.5-medium" if "medium" in lname else "sd3.5-large"
+    return "sd3.5-turbo" if "turbo" in lname else None
+
+
+def guess(name: str) -> Traits:
+    """Best guess from a name alone (hub models not yet downloaded); corrected after loading."""
+    lname = name.lower()
+    if "flux" in lname:
+        variant = "flux-schnell" if "schnell" in lname else "flux-dev"
+        return Traits(Family.FLUX, (Family.FLUX.native,) * 2, *Family.FLUX.defaults(variant), variant)
+    if "stable-diffusion-3" in lname or "sd3" in lname or "sd35" in lname:
+        variant = sd3_variant(lname)
+        return Traits(Family.SD3, (Family.SD3.native,) * 2, *Family.SD3.defaults(variant), variant)
+    variant = variant_of(lname, "", {})
+    turbo = variant == "turbo"  # SD-Turbo and SDXL-Turbo run at 512
+    if "xl" in lname:
+        family, native = Family.SDXL, 512 if turbo else Family.SDXL.native
+    elif any(tag in lname for tag in ("2-1", "2.1", "2-0", "sd2", "v2", "sd-turbo")):
+        family, native = Family.SD2, Family.SD2.native_for(v_prediction=not (turbo or "base" in lname))
+    else:
+        family, native = Family.SD1, Family.SD1.native
+    return Traits(family, (native, native), *family.defaults(variant), variant, "inpaint" in lname)
+
+
+def variant_of(lname: str, cls: str, scheduler: Config) -> str | None:
+    if "turbo" in lname:
+        return "turbo"
+    if "lightning" in lname:
+        return "lightning"
+    if "lcm" in lname or cls.startswith("LatentConsistency") or scheduler.get("_class_name") == "LCMScheduler":
+        return "lcm"
+    return None
+
+
+def _vae_scale(vae: Config) -> int:
+    blocks = vae.get("block_out_channels") or [0, 0, 0, 0]
+    return 2 ** (len(blocks) - 1)
+
+
+def _present(index: Config, key: str) -> bool:
+    value = index.get(key)
+    return isinstance(value, (list, tuple)) and len(value) == 2 and value[0] is not None
