@@ -36,7 +36,9 @@ def test_cli_says_a_2048_picture_is_an_enlarged_sketch(url, tmp_path, capsys):
     assert main(["generate", "--url", url, "--prompt", "a harbour", "--width", "2048", "--height", "2048",
                  "--steps", "2", "--seed", "1", "--out", str(out)]) == 0
     assert PILImage.open(out).size == (2048, 2048)
-    assert SKETCH in capsys.readouterr().err
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]  # whole, after the job
+    assert len(notes) == 1 and notes[0].startswith(f"note: {SKETCH}") and "at 2048×2048 needs" in notes[0]
 
 
 def generate(url: str, image: WireImage | None = None, **kw) -> tuple[list[str], dict]:

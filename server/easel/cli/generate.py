@@ -169,6 +169,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         whole = (part.width, part.height) == (w.width, w.height)
         print(f"{w.path}  seed {w.item.seed}  {w.width}x{w.height}  "
               + (f"at {x},{y}" if whole else f"(regenerated {part.width}x{part.height} at {x},{y})"))
+    for note in result.parameters.get("notes") or []:  # e.g. why a demo-model picture is an enlarged sketch
+        print(f"note: {note}", file=sys.stderr)
     total = result.timings.get("total_s")
     if total is not None:
         print(f"done in {total:.2f} s on the server", file=sys.stderr)

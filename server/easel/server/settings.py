@@ -153,8 +153,8 @@ class ServeSettings:
     workers: int = option(1, "workers on the one device, each with its own copy of the models (mainly for tests "
                           "on the CPU); the fair queue feeds them all", metavar="N", low=1, file=False)
     ray: str | None = option(None, "run the engine in Ray Serve replicas: 'local' starts Ray on this machine "
-                             "(127.0.0.1), an address (ray://head:10001 or head:6379) joins a cluster; needs pip "
-                             "install 'easel[ray]' (docs/scaling.md)", metavar="ADDRESS", file=False)
+                             "(127.0.0.1), an address (ray://head:10001 or head:6379) joins a cluster; needs Ray "
+                             "Serve: pip install '.[ray]' in the checkout (docs/scaling.md)", metavar="ADDRESS", file=False)
     replicas: str = option("1", "with --ray: engine replicas (one GPU each when the cluster has GPUs); MIN:MAX "
                            "autoscales", metavar="N|MIN:MAX", file=False)
     ray_timeout: float = option(120.0, "with --ray: a replica silent this long (no step, no load progress) is given "
