@@ -33,7 +33,7 @@ from ..client.protocol import (
     error_message,
 )
 from .connections import PREVIEW_BACKLOG, Connection
-from .engine.types import EngineError, ModelInfo
+from .engine.types import EngineAPI, EngineError, ModelInfo
 from .execute import execute, release_freed_memory
 from .features import check_names
 from .generation import check_attachments
@@ -42,7 +42,7 @@ from .limits import Limits
 from .results import ResultStore, keeps_result
 from .security import Security
 from .stored import answer_stored
-from .workers import LocalWorker, pick_worker
+from .workers import LocalWorker, Worker, pick_worker
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class App:
     must serve the same models.
     """
 
-    def __init__(self, engine: Any | Sequence[Any] = (), limits: Limits | None = None,
+    def __init__(self, engine: EngineAPI | Sequence[EngineAPI] = (), limits: Limits | None = None,
                  store: ResultStore | None = None, security: Security | None = None,
-                 live_restart: float = LIVE_RESTART, workers: Sequence[Any] = ()):
+                 live_restart: float = LIVE_RESTART, workers: Sequence[Worker] = ()):
         engines = list(engine) if isinstance(engine, (list, tuple)) else [engine] if engine is not None else []
-        self.workers: list[Any] = list(workers) or [LocalWorker(f"w{i}", e) for i, e in enumerate(engines)]
+        self.workers: list[Worker] = list(workers) or [LocalWorker(f"w{i}", e) for i, e in enumerate(engines)]
         if not self.workers:
             raise ValueError("App needs an engine or workers")
         self.engine = self.workers[0].engine
@@ -97,6 +97,17 @@ class App:
 
     def running_job(self, job_id: str) -> Job | None:
         return next((j for j in self.running_jobs() if j.id == job_id), None)
+
+    def take_over(self, job_id: str, conn: Connection) -> bool:
+        """Hand the delivery of a running (or finishing) job to ``conn``, a client that reconnected and
+        fetches it; False when no such job is running."""
+        if self.running_job(job_id) is None and job_id not in self.finishing:
+            return False
+        self.owners[job_id] = conn
+        return True
+
+    def is_queued(self, job_id: str) -> bool:
+        return job_id in self.queue
 
     @property
     def port(self) -> int:
@@ -277,7 +288,7 @@ class App:
             self._runs.add(task)
             task.add_done_callback(self._runs.discard)
 
-    async def _run_on(self, worker: Any, job: Job) -> None:
+    async def _run_on(self, worker: Worker, job: Job) -> None:
         loop = asyncio.get_running_loop()
         conn = self.owners[job.id]
         layers = None

@@ -21,13 +21,14 @@ from .generation import decode_inputs
 from .jobs import Job
 from .limits import Limits
 from .results import ResultStore, keeps_result
+from .workers import Worker
 
 Reply = tuple[dict[str, Any], dict[str, Image] | None]
 #: posts a progress message to the job's owner: (message, attachments or None); ``wants_preview()``
 PostFn = Callable[[dict[str, Any], dict[str, Image] | None], None]
 
 
-def execute(worker: Any, job: Job, limits: Limits, store: ResultStore | None, image_format: Callable[[], str],
+def execute(worker: Worker, job: Job, limits: Limits, store: ResultStore | None, image_format: Callable[[], str],
             wants_preview: Callable[[], bool], post: PostFn) -> tuple[Reply, list[np.ndarray] | None]:
     """Run ``job`` on ``worker`` (blocking; call it on the worker's thread)."""
     request = job.request

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .engine.types import EngineAPI
 from .imaging.compose import as_rgba, resize
 from .imaging.region import WorkPlan
 
@@ -37,7 +38,7 @@ def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
                             f"{image.height}; send the control image at the size of the image", field="control")
 
 
-def check_names(request: GenerateRequest, engine: Any) -> None:
+def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
     """Submit-time checks against what the server offers: LoRA names, control model, refiner.
 
     Clients can only name what ``welcome`` lists, so a name is never used as a path.

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
-from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, ProgressFn
+from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, ProgressFn
 from .features import check_control, engine_fields, prepare_control, used_parameters
 from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
@@ -53,7 +53,7 @@ def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Li
     return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control)
 
 
-def run_generation(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
+def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                    progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
     """Plan the work region, run the engine at working size (and the second pass when the region is
     well above it, ``hires``), composite layers in document coordinates. One progress bar counts both passes."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..client.protocol import GenerateRequest
 from .demo.notes import TOY_FAMILIES, enlarged_sketch
-from .engine.types import CancelledFn, ModelInfo
+from .engine.types import CancelledFn, EngineAPI, ModelInfo
 from .imaging.compose import region_selection, region_source, resize
 from .imaging.fill import fill_transparent
 from .imaging.masks import denoise_mask
@@ -74,7 +74,7 @@ class SecondPass:
     """The second pass of one generation: planned before the first pass runs (its tiles and steps do
     not depend on the pixels), run on the first pass's images."""
 
-    def __init__(self, engine: Any, request: GenerateRequest, model: ModelInfo, plan: WorkPlan, image: Any,
+    def __init__(self, engine: EngineAPI, request: GenerateRequest, model: ModelInfo, plan: WorkPlan, image: Any,
                  mask: Any, seeds: list[int]):
         self.plan = plan
         self.original: np.ndarray | None = None  # the region, transparency filled (selections)

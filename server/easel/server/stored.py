@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Protocol
 
 from ..client.protocol import error_message
 from .codec import encode
 from .connections import Connection
+from .results import ResultStore
 
 
-async def answer_stored(app: Any, conn: Connection, kind: str, data: dict[str, Any]) -> None:
+class Jobs(Protocol):
+    """What answering needs of the app: its result store and its running and queued jobs."""
+
+    store: ResultStore | None
+
+    def take_over(self, job_id: str, conn: Connection) -> bool: ...
+
+    def is_queued(self, job_id: str) -> bool: ...
+
+
+async def answer_stored(app: Jobs, conn: Connection, kind: str, data: dict[str, Any]) -> None:
     """Answer one ``fetch``, ``ack`` or ``history`` of ``conn`` against ``app.store``."""
     loop = asyncio.get_running_loop()
     job = data.get("job")
@@ -30,13 +41,12 @@ async def answer_stored(app: Any, conn: Connection, kind: str, data: dict[str, A
         found = await loop.run_in_executor(None, app.store.ack, job)
         conn.post({"type": "acked", "job": job, "found": found})
         return
-    if app.running_job(job) is not None or job in app.finishing:
-        app.owners[job] = conn  # a reconnected client takes over delivery of its running job
+    if app.take_over(job, conn):  # a reconnected client takes over delivery of its running job
         conn.post({"type": "status", "job": job, "state": "running"})
         return
     stored = await loop.run_in_executor(None, app.store.get, job)
     if stored is None:
-        state = "queued" if job in app.queue else "unknown"
+        state = "queued" if app.is_queued(job) else "unknown"
         conn.post(error_message("not_found", f"no finished result for job {job!r} ({state}); results are "
                                 "kept until acknowledged or past the retention limit", "job", job))
         return

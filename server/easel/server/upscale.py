@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .demo.notes import TOY_FAMILIES, toy_upscale
-from .engine.types import CancelledFn, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
+from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 from .features import engine_fields
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
@@ -71,7 +71,7 @@ def lanczos(rgba: np.ndarray, size: Extent) -> np.ndarray:
     return resize(rgba, size)  # Pillow resizes RGBA premultiplied: no dark fringes
 
 
-def run_upscale(engine: Any, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
+def run_upscale(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, model: ModelInfo,
                 progress: ProgressFn, cancelled: CancelledFn) -> GenerationOutput:
     """Upscale ``inputs.image`` by ``request.upscale`` and refine it tile by tile (module doc)."""
     if inputs.image is None or request.upscale is None:
@@ -120,7 +120,7 @@ class TileRefiner:
     "second pass, tile k/N"; a lone tile shows only the name), previews of the tile being refined.
     """
 
-    def __init__(self, engine: Any, request: GenerateRequest, model: ModelInfo, plan: TilePlan, seeds: list[int],
+    def __init__(self, engine: EngineAPI, request: GenerateRequest, model: ModelInfo, plan: TilePlan, seeds: list[int],
                  strength: float, mask: np.ndarray | None = None, name: str | None = None, per_seed: bool = False):
         self.engine, self.request, self.model, self.plan = engine, request, model, plan
         self.seeds, self.strength, self.name = seeds, strength, name

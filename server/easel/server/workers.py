@@ -13,10 +13,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from ..client.protocol import GenerateRequest
-from .engine.types import CancelledFn, JobCancelled, ModelInfo, Progress, ProgressFn
+from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, Progress, ProgressFn
 from .generation import run_generation
 from .jobs import Job
 from .work import GenerationOutput, Inputs
@@ -27,10 +27,30 @@ from .work import GenerationOutput, Inputs
 LOADING = threading.Lock()
 
 
+class Worker(Protocol):
+    """What the app asks of a worker: ``LocalWorker`` here, ``rayserve.worker.RayWorker`` for Ray Serve."""
+
+    name: str
+    engine: EngineAPI  # for the model list; a Ray worker's engine only describes the replicas' models
+    running: Job | None
+    executor: ThreadPoolExecutor  # runs ``generate``, one job at a time
+
+    def generate(self, request: GenerateRequest, inputs: Inputs, model: ModelInfo, progress: ProgressFn,
+                 cancelled: CancelledFn) -> GenerationOutput:
+        """One job, end to end; JobCancelled within a step of ``cancelled()``."""
+        ...
+
+    def has_loaded(self, model_id: str) -> bool: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
 class LocalWorker:
     """One engine on one device, run on its own thread."""
 
-    def __init__(self, name: str, engine: Any):
+    def __init__(self, name: str, engine: EngineAPI):
         self.name, self.engine = name, engine
         self.running: Job | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-{name}")
@@ -118,7 +138,7 @@ class Preload:
         return not self._thread.is_alive()
 
 
-def pick_worker(idle: Sequence[Any], model_id: str) -> Any:
+def pick_worker(idle: Sequence[Worker], model_id: str) -> Worker:
     """The idle worker for a job of ``model_id``: one with it loaded, else the first idle one."""
     for worker in idle:
         if worker.has_loaded(model_id):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from PIL import Image as PILImage
 
@@ -107,3 +107,36 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 CancelledFn = Callable[[], bool]
+
+
+class EngineAPI(Protocol):
+    """What the server asks of an engine (``engine.Engine``; tests' slow and failing engines too)."""
+
+    device: str
+    dtype: str
+
+    def models(self) -> list[ModelInfo]:
+        """Every model the engine offers, loaded or not."""
+        ...
+
+    def model_info(self, ref: str | None) -> ModelInfo:
+        """One model (None: the default); EngineError ``unknown_model`` for one it does not offer."""
+        ...
+
+    def schedulers(self) -> list[str]: ...
+
+    def loras(self) -> list[str]: ...
+
+    def control_models(self) -> list[str]: ...
+
+    def refiners(self) -> list[str]: ...
+
+    def load(self, ref: str | None, progress: ProgressFn | None = None) -> ModelInfo:
+        """Load a model (None: the default) if it is not loaded, telling ``progress``."""
+        ...
+
+    def run(self, job: EngineJob, progress: ProgressFn, cancelled: CancelledFn) -> list[PILImage.Image]:
+        """One diffusers call: one image per seed; JobCancelled within a step of ``cancelled()``."""
+        ...
+
+    def close(self) -> None: ...

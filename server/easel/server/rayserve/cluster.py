@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from ..engine.types import EngineError
+from ..engine.types import EngineAPI, EngineError
 from . import INSTALL_HINT
 from .worker import RayWorker
 
@@ -122,7 +122,7 @@ class RayCluster:
 
         threading.Thread(target=run, daemon=True, name="easel-ray-revive").start()
 
-    def workers(self, engine: Any, start_timeout: float = 120.0, step_timeout: float = 120.0) -> list[RayWorker]:
+    def workers(self, engine: EngineAPI, start_timeout: float = 120.0, step_timeout: float = 120.0) -> list[RayWorker]:
         """One front-door slot per replica the deployment may have (its maximum)."""
         return [RayWorker(f"ray{i}", self, engine, start_timeout, step_timeout) for i in range(self.replicas[1])]
 

@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from ...client.protocol import GenerateRequest
-from ..engine.types import CancelledFn, EngineError, JobCancelled, ModelInfo, Progress, ProgressFn
+from ..engine.types import CancelledFn, EngineAPI, EngineError, JobCancelled, ModelInfo, Progress, ProgressFn
 from ..jobs import Job
 from ..work import GenerationOutput, Inputs
 
@@ -39,7 +39,7 @@ class RayWorker:
     ``driver`` is the ``RayDriver``; ``engine`` the front door's catalogue (model ids, features; it loads
     no model)."""
 
-    def __init__(self, name: str, driver: Any, engine: Any, start_timeout: float = 120.0,
+    def __init__(self, name: str, driver: Any, engine: EngineAPI, start_timeout: float = 120.0,
                  step_timeout: float = 120.0):
         self.name, self.driver, self.engine = name, driver, engine
         self.start_timeout, self.step_timeout = start_timeout, step_timeout
