@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from easel.client.connection import Client, new_job_id
@@ -37,10 +35,11 @@ def events_until_done(client: Client, jobs: set[str]):
 
 def test_newer_live_requests_replace_queued_and_running_ones(url):
     with Client(url) as c:
-        jobs = []
-        for _ in range(6):  # strokes arrive faster than frames render
-            jobs.append(c.submit(live()))
-            time.sleep(0.05)
+        jobs = [c.submit(live())]
+        for event in c.events(timeout=60):  # the first frame is rendering: the strokes below outpace it
+            if event.job == jobs[0] and event.type == "progress" and event.data["stage"] == "denoise":
+                break
+        jobs += [c.submit(live()) for _ in range(5)]
         seen = list(events_until_done(c, set(jobs)))
     ends = {e.job: e for e in seen if e.type in ("result", "cancelled", "error")}
     assert ends[jobs[-1]].type == "result", "the newest request must always be delivered"
