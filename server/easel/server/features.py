@@ -1,5 +1,5 @@
-"""Power-feature inputs of a ``generate`` request (docs/features.md): the control image and the
-engine fields for LoRAs, ControlNet, variations and the refiner.
+"""Power-feature inputs of a ``generate`` request (docs/features.md): checks of the names it uses
+(LoRAs, control model, refiner) and of the control image, which it prepares at work size.
 
 The control image (attachment ``control``) covers the same pixels as ``image``: it has the image's
 size (text to image: the requested size, ``width`` x ``height`` or the model's native size), and
@@ -71,17 +71,6 @@ def prepare_control(plan: WorkPlan, control: np.ndarray | None) -> PILImage.Imag
     region = rgba[plan.region.slices].astype(np.uint16)
     rgb = (region[..., :3] * region[..., 3:] + 127) // 255  # over black
     return PILImage.fromarray(resize(rgb.astype(np.uint8), plan.work), "RGB")
-
-
-def engine_fields(request: GenerateRequest, control: PILImage.Image | None) -> dict[str, Any]:
-    """EngineJob keyword arguments for the request's power features."""
-    return {
-        "loras": [(item["name"], float(item.get("weight", 1.0))) for item in request.loras or []],
-        "control_model": request.control_model, "control_image": control,
-        "control_strength": request.control_strength, "variation_seed": request.variation_seed,
-        "variation_strength": request.variation_strength, "refiner": request.refiner,
-        "refiner_switch": request.refiner_switch,
-    }
 
 
 def used_parameters(results: list[PILImage.Image]) -> dict[str, Any]:

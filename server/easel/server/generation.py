@@ -11,14 +11,14 @@ from typing import Any
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
-from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, ProgressFn
-from .features import check_control, engine_fields, prepare_control, used_parameters
+from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, ProgressFn
+from .features import check_control, prepare_control, used_parameters
 from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_generation
 from .limits import Limits
 from .upscale import check_upscale, run_upscale
-from .work import GenerationOutput, Inputs, Layer, StepBar, engine_steps, pick_seeds
+from .work import GenerationOutput, Inputs, Layer, StepBar, engine_job, engine_steps, pick_seeds
 
 
 def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
@@ -63,14 +63,9 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     seeds = pick_seeds(request.seed, request.batch)
     plan = plan_generation(request, inputs.image, inputs.mask, model.native)
     work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
-    job = EngineJob(
-        mode=plan.mode,  # type: ignore[arg-type]
-        prompt=request.prompt, negative_prompt=request.negative_prompt, model=model.id,
-        steps=request.steps, guidance=request.guidance, seeds=seeds, width=plan.work.width,
-        height=plan.work.height, scheduler=request.scheduler, strength=request.strength,
-        image=work_image, mask=work_mask, preview=request.preview,
-        **engine_fields(request, prepare_control(plan, inputs.control)),
-    )
+    job = engine_job(request, mode=plan.mode, model=model.id, seeds=seeds, width=plan.work.width,
+                     height=plan.work.height, image=work_image, mask=work_mask,
+                     control_image=prepare_control(plan, inputs.control))
     second = None
     if second_pass_wanted(request, plan, model.family):
         second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)

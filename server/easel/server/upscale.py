@@ -26,13 +26,12 @@ from PIL import Image as PILImage
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .demo.notes import TOY_FAMILIES, toy_upscale
 from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
-from .features import engine_fields
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
 from .imaging.tiles import TileBlender, TilePlan, plan_tiles
 from .limits import Limits
-from .work import GenerationOutput, Inputs, Layer, StepBar, black_out, engine_steps, pick_seeds
+from .work import GenerationOutput, Inputs, Layer, StepBar, black_out, engine_job, engine_steps, pick_seeds
 
 #: Refine strength when the request leaves ``strength`` at its default 1.0 (which would repaint everything).
 DEFAULT_STRENGTH = 0.35
@@ -131,17 +130,15 @@ class TileRefiner:
 
     def job(self, group: int, image: np.ndarray | None = None, mask: np.ndarray | None = None) -> EngineJob:
         """The engine job for one tile and seed group (``image``/``mask``: the tile's crops)."""
-        fields = {**engine_fields(self.request, None), "control_model": None}  # LoRAs, variations; no guide
-        if len(self.groups) > 1 and self.request.variation_seed is not None:
-            fields["variation_seed"] = (self.request.variation_seed + group) % 2**63  # as image ``group`` of a batch
-        r = self.request
-        return EngineJob(
-            mode="img2img" if self.masks is None else "inpaint", prompt=r.prompt, negative_prompt=r.negative_prompt,
-            model=self.model.id, steps=r.steps, guidance=r.guidance, seeds=self.groups[group],
-            width=self.plan.tile.width, height=self.plan.tile.height, scheduler=r.scheduler, strength=self.strength,
+        variation = self.request.variation_seed
+        if len(self.groups) > 1 and variation is not None:
+            variation = (variation + group) % 2**63  # as image ``group`` of a batch
+        return engine_job(
+            self.request, mode="img2img" if self.masks is None else "inpaint", model=self.model.id,
+            seeds=self.groups[group], width=self.plan.tile.width, height=self.plan.tile.height,
+            strength=self.strength, control_model=None, variation_seed=variation,  # tiles take no guide
             image=None if image is None else PILImage.fromarray(np.ascontiguousarray(image), "RGB"),
-            mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"),
-            preview=r.preview, **fields)
+            mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"))
 
     def total(self) -> int:
         """Denoising steps over every tile that runs (what the progress bar counts)."""

@@ -7,11 +7,12 @@ Shared by ``generation`` (a planned work region), ``hires`` (its second pass) an
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
+from ..client.protocol import GenerateRequest, request_fields
 from .engine.types import EngineJob, ModelInfo, Progress, ProgressFn
 
 
@@ -56,6 +57,16 @@ def black_out(images: list[np.ndarray], flagged: list[bool] | None) -> list[np.n
     if flagged is None:
         return images
     return [np.zeros_like(img) if flag else img for img, flag in zip(images, flagged, strict=True)]
+
+
+def engine_job(request: GenerateRequest, **work: Any) -> EngineJob:
+    """The engine's job for ``request``: the request itself, every field EngineJob shares with it by name
+    (LoRAs as (name, weight) pairs), then ``work``: what this pass decides (mode, model id, size, seeds,
+    images at work size, and any field it overrides, e.g. a tile's strength)."""
+    shared = {f.name for f in fields(EngineJob)} & set(request_fields())
+    values: dict[str, Any] = {name: getattr(request, name) for name in shared}
+    values["loras"] = [(item["name"], float(item.get("weight", 1.0))) for item in request.loras or []]
+    return EngineJob(**{**values, "request": request, **work})
 
 
 def engine_steps(job: EngineJob, model: ModelInfo) -> int:

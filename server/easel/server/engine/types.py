@@ -11,6 +11,8 @@ from typing import Literal, Protocol
 
 from PIL import Image as PILImage
 
+from ...client.protocol import GenerateRequest
+
 Mode = Literal["txt2img", "img2img", "inpaint"]
 
 
@@ -92,6 +94,9 @@ class EngineJob:
     variation_strength: float = 0.0
     refiner: bool = False  # SDXL: the configured refiner does the last denoising steps
     refiner_switch: float = 0.8  # fraction of the denoising done by the base model
+    #: the validated request this job serves, whole (``work.engine_job``): what EngineJob does not copy
+    #: is read from it; None for jobs made directly (tests, benches)
+    request: GenerateRequest | None = None
 
 
 @dataclass
