@@ -13,7 +13,7 @@ KRITA_TESTS  = $(wildcard tests/editors/test_krita_*.py)
 GIMP_TESTS   = $(wildcard tests/editors/test_gimp*.py)
 
 .PHONY: setup serve test test-latest lock test-editors test-krita test-gimp lint bench clean \
-        wheel-smoke test-editors-newest test-krita-newest test-gimp-newest bench-full
+        wheel-smoke test-editors-newest test-krita-newest test-gimp-newest bench-full soak
 
 setup: $(STAMP)
 
@@ -82,6 +82,13 @@ bench: $(STAMP)
 # speed options, cold start, and ComfyUI when $$EASEL_BENCH_COMFYUI names an install (docs/performance.md).
 bench-full: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench.full $(BENCH_FULL_ARGS)
+
+# Soak test, not in `make test`: a real easel serve under random clients that submit, cancel, drop their
+# socket and fetch on reconnect; exits non-zero on a lost result, a slow answer, RSS growth or unfairness
+# (docs/performance.md, "Soak test"). E.g. make soak SOAK_ARGS="--minutes 1 --clients 4".
+SOAK_ARGS ?= --minutes 10 --clients 8
+soak: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(WHEEL_VENV) .pytest_cache
