@@ -200,10 +200,15 @@ def test_plan_upscale():
 def test_feature_choices_from_welcome():
     welcome = {"models": [{"id": "sd", "family": "sd1"}, {"id": "xl", "family": "sdxl"}], "default_model": "sd",
                "loras": ["ink.safetensors"], "control_models": [], "refiner": ["ref"]}
+    # an older server's welcome without per-model features: every control shows, for every model
     assert editing.feature_choices(welcome) == {"models": ["sd", "xl"], "default_model": "sd",
                                                 "loras": ["ink.safetensors"], "control_models": [],
-                                                "refiner": True, "sdxl": ["xl"], "family": "sd1",
+                                                "refiner": True, "refiner_models": ["sd", "xl"], "family": "sd1",
                                                 "negative_prompt": True, "scheduler": True, "variations": True}
+    welcome["models"][0]["features"] = ["negative_prompt", "scheduler", "loras"]
+    welcome["models"][1]["features"] = ["negative_prompt", "refiner"]
+    choices = editing.feature_choices(welcome)
+    assert choices["refiner_models"] == ["xl"] and not choices["refiner"] and not choices["variations"]
     assert editing.feature_choices(None)["models"] == [] and not editing.feature_choices({})["refiner"]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from ..connection import new_job_id
 from ..protocol import GenerateRequest, Image
@@ -62,7 +62,7 @@ def crop_bytes(data: bytes, width: int, channels: int, x: int, y: int, w: int, h
 
 @dataclass
 class Params:
-    """What the painter set in the plugin's UI."""
+    """What the painter set in the plugin's UI; each field is the request field of its name."""
 
     prompt: str
     negative_prompt: str = ""
@@ -99,9 +99,8 @@ def plan_request(state: EditorState, params: Params) -> PlannedRequest:
     """Build the request for the mode the document implies (see ``choose_mode``)."""
     has_selection = state.selection is not None and any(state.selection)
     mode = choose_mode(has_selection, params.strength)
-    common = dict(prompt=params.prompt, negative_prompt=params.negative_prompt, steps=params.steps,
-                  guidance=params.guidance, seed=params.seed, batch=params.batch, model=params.model,
-                  scheduler=params.scheduler, canvas_width=state.width, canvas_height=state.height)
+    common = {f.name: getattr(params, f.name) for f in fields(Params) if f.name != "strength"}  # request fields
+    common.update(canvas_width=state.width, canvas_height=state.height)
     if mode == TXT2IMG or state.rgba is None:
         request = GenerateRequest(job=new_job_id(), width=state.width, height=state.height, **common)
         return PlannedRequest(TXT2IMG, request)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..connection import Client, ClientError, ProgressInfo, Result, new_job_id
 from ..protocol import LORA_WEIGHT, MAX_LORAS, GenerateRequest, Image, request_fields
 from .core import IMG2IMG, Params, PlannedRequest
-from .ui import model_choices
+from .ui import declared_values, model_choices
 
 
 def parse_loras(text: str) -> list[dict] | None:
@@ -108,13 +108,11 @@ class FeaturePlan(PlannedRequest):
 
 
 def apply_features(planned: PlannedRequest, features: Features, control: Image | None = None) -> FeaturePlan:
-    """Set the request's feature fields. With a control model, ``control`` (see ``sketch_guide``)
-    must cover exactly what ``image`` covers (text to image: the requested width x height)."""
-    r = planned.request
-    r.loras, r.control_model, r.control_strength = features.loras, features.control_model, features.control_strength
-    r.variation_seed, r.variation_strength = features.variation_seed, features.variation_strength
-    r.refiner, r.refiner_switch = features.refiner, features.refiner_switch
-    r.hires, r.hires_strength, r.exact_size = features.hires, features.hires_strength, features.exact_size
+    """Set the request's feature fields (each ``Features`` field is the request field of its name). With a
+    control model, ``control`` (see ``sketch_guide``) must cover exactly what ``image`` covers (text to
+    image: the requested width x height)."""
+    for f in fields(Features):
+        setattr(planned.request, f.name, getattr(features, f.name))
     base = {name: getattr(planned, name) for name in PlannedRequest.__dataclass_fields__}
     return FeaturePlan(**base, control=control if features.control_model else None)
 
@@ -158,10 +156,9 @@ def plan_upscale(rgba: bytes, width: int, height: int, params: Params, factor: i
     """A tiled-upscale request (docs/features.md) for ``rgba`` (``width`` x ``height``, at x, y in the
     document). ``params.strength`` is the refine strength: 0 = plain Lanczos; a slider at 1.0 asks for
     0.99 (the protocol's own 1.0 would mean its default, 0.35)."""
-    request = GenerateRequest(job=new_job_id(), prompt=params.prompt, negative_prompt=params.negative_prompt,
-                              model=params.model, steps=params.steps, guidance=params.guidance, seed=params.seed,
-                              batch=params.batch, scheduler=params.scheduler, strength=min(params.strength, 0.99),
-                              x=x, y=y, upscale=factor)
+    values = {f.name: getattr(params, f.name) for f in fields(Params)}  # each the request field of its name
+    request = GenerateRequest(job=new_job_id(), **{**values, "strength": min(params.strength, 0.99)}, x=x, y=y,
+                              upscale=factor)
     return PlannedRequest(IMG2IMG, request, Image.rgba(width, height, rgba))
 
 
@@ -262,21 +259,9 @@ def history_label(entry: dict) -> str:
 
 
 def params_from_history(entry: dict) -> tuple[Params, Features]:
-    """A history entry's (or result's) parameters as UI values, to run the same job again."""
-    from ..protocol import SCHEDULERS
-
+    """A history entry's (or result's) parameters as UI values, to run the same job again; a value its
+    declaration does not allow (e.g. scheduler "default") keeps the UI default."""
     p = entry.get("parameters", {})
     seeds = p.get("seeds") or [-1]
-    params = Params(prompt=p.get("prompt", ""), negative_prompt=p.get("negative_prompt", ""),
-                    strength=float(p.get("strength", 1.0)), steps=p.get("steps"), guidance=p.get("guidance"),
-                    seed=int(seeds[0]), batch=len(seeds), model=p.get("model"),
-                    scheduler=p.get("scheduler") if p.get("scheduler") in SCHEDULERS else None)
-    features = Features(loras=p.get("loras") or None, control_model=p.get("control_model"),
-                        control_strength=float(p.get("control_strength", Features.control_strength)),
-                        variation_seed=p.get("variation_seed"),
-                        variation_strength=float(p.get("variation_strength", Features.variation_strength)),
-                        refiner=bool(p.get("refiner")),
-                        refiner_switch=float(p.get("refiner_switch", Features.refiner_switch)),
-                        hires=p.get("hires", Features.hires), hires_strength=p.get("hires_strength"),
-                        exact_size=bool(p.get("exact_size")))
-    return params, features
+    p = {**p, "seed": seeds[0], "batch": len(seeds)}
+    return Params(**{"prompt": "", **declared_values(Params, p)}), Features(**declared_values(Features, p))

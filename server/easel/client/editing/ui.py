@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import fields, replace
+from typing import Any
 
 from ..connection import ProgressInfo
-from ..protocol import GenerateRequest
+from ..protocol import GenerateRequest, request_fields
 from .core import Params, PlannedRequest
 
 
@@ -50,41 +52,36 @@ def parse_seed(text: str) -> int:
     return min(int(text), 2**63 - 1)
 
 
-_SETTING_FIELDS = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "batch", "model")
+_PARSE = {"int": int, "float": float, "str": str}
+
+
+def declared_values(cls: type, data: Mapping[str, Any], text: bool = False) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` (each named as a request field) that ``data`` holds with a value
+    its declaration allows; others are left out, so the caller's defaults stand. ``text``: the values
+    are strings from a settings store, "" meaning None (the server's default) where that is allowed."""
+    known, out = request_fields(), {}
+    for f in fields(cls):
+        value = data.get(f.name)
+        if value is None or value == []:
+            continue
+        d = known[f.name]
+        try:
+            if text:
+                value = None if value == "" and d.optional else _PARSE[d.kind](value)
+            out[f.name] = d.check(value)
+        except (ValueError, KeyError):  # unreadable or not allowed (FieldError is a ValueError)
+            continue
+    return out
 
 
 def params_to_settings(params: Params) -> dict[str, str]:
     """``Params`` as strings for an editor's settings store (None becomes "")."""
-    out = {}
-    for name in _SETTING_FIELDS:
-        value = getattr(params, name)
-        out[name] = "" if value is None else str(value)
-    return out
+    return {f.name: "" if getattr(params, f.name) is None else str(getattr(params, f.name)) for f in fields(Params)}
 
 
-def params_from_settings(values: dict[str, str], defaults: Params | None = None) -> Params:
-    """The inverse of ``params_to_settings``; a missing or unreadable value keeps its default."""
-    merged = {name: getattr(defaults or Params(prompt=""), name) for name in Params.__dataclass_fields__}
-    kinds = {"strength": float, "guidance": float, "steps": int, "seed": int, "batch": int}
-    for name in _SETTING_FIELDS:
-        raw = values.get(name)
-        if raw is None:
-            continue
-        if name in ("prompt", "negative_prompt"):
-            merged[name] = raw
-        elif raw == "" and name in ("model", "steps", "guidance"):
-            merged[name] = None  # "" stands for None: the server's default
-        elif name == "model":
-            merged[name] = raw
-        else:
-            try:
-                merged[name] = kinds[name](raw)
-            except ValueError:
-                continue
-    merged["strength"] = min(max(merged["strength"], 0.0), 1.0)
-    merged["batch"] = max(1, merged["batch"])
-    merged["seed"] = max(-1, merged["seed"])
-    return Params(**merged)
+def params_from_settings(values: Mapping[str, str], defaults: Params | None = None) -> Params:
+    """The inverse of ``params_to_settings``; a missing, unreadable or out-of-range value keeps its default."""
+    return replace(defaults or Params(prompt=""), **declared_values(Params, values, text=True))
 
 
 URL_ENV = "EASEL_URL"
