@@ -125,3 +125,47 @@ def test_cancel_while_another_worker_loads_a_model(tiny_sd_path):
             ends = (e.type for e in client.events(timeout=30) if e.job == job and e.type != "queued")
             assert next(ends) == "cancelled"  # before: nothing until the other load ended
         assert wait_until(lambda: not app.running_jobs(), 30)
+
+
+def test_a_gone_clients_kept_job_yields_to_waiting_work_after_the_grace(engine, tmp_path):
+    """A client that died (no cancel, never back) holds the worker at most ``orphan_grace`` once others wait."""
+    gated = GatedEngine(engine)  # the gone client's job would run forever: only the grace ends it
+    with inprocess_server(gated, store=ResultStore(tmp_path), orphan_grace=0.5) as (url, app):
+        leaver = Client(url)
+        leaver.connect()
+        orphan = leaver.submit(req(seed=21))
+        assert wait_until(lambda: app.running_job(orphan) is not None, 30)
+        with Client(url, image_format="rgba") as stayer:
+            theirs = stayer.submit(req(seed=5))
+            acknowledged(stayer, [theirs])
+            drop(leaver)
+            assert wait_until(lambda: app.running_job(orphan) is None, 30), "the orphan still holds the worker"
+            gated.gate.set()
+            assert stayer.wait_for(theirs).images[0].seed == 5
+        assert orphan not in app.store.jobs()
+
+
+def test_a_kept_job_goes_on_while_nobody_waits_and_when_its_client_comes_back(engine, tmp_path):
+    import time
+
+    gated = GatedEngine(engine)
+    with inprocess_server(gated, store=ResultStore(tmp_path), orphan_grace=0.2) as (url, app):
+        leaver = Client(url, image_format="rgba")
+        leaver.connect()
+        job = leaver.submit(req(seed=21))
+        assert wait_until(lambda: app.running_job(job) is not None, 30)
+        drop(leaver)
+        gone = time.monotonic()
+        wait_until(lambda: time.monotonic() > gone + 1.5, 30)  # past the grace and one recheck, nobody waiting
+        assert app.running_job(job) is not None
+        with Client(url, image_format="rgba") as back, Client(url) as other:
+            back.send({"type": "fetch", "job": job})  # the editor reconnected: the job is its again
+            assert next(e for e in back.events(timeout=30) if e.job == job).data.get("state") == "running"
+            theirs = other.submit(req(seed=4))
+            acknowledged(other, [theirs])
+            taken = time.monotonic()
+            wait_until(lambda: time.monotonic() > taken + 1.5, 30)  # others wait now, but it has an owner
+            assert app.running_job(job) is not None
+            gated.gate.set()
+            assert [i.seed for i in back.wait_for(job).images] == [21]
+            assert other.wait_for(theirs).images[0].seed == 4

@@ -45,6 +45,8 @@ from .stored import answer_stored
 from .workers import LocalWorker, Worker, pick_worker
 
 log = logging.getLogger(__name__)
+#: seconds a kept running job of a client that left may go on while other jobs wait (docs/protocol.md)
+ORPHAN_GRACE = 30.0
 
 
 class App:
@@ -56,7 +58,8 @@ class App:
 
     def __init__(self, engine: EngineAPI | Sequence[EngineAPI] = (), limits: Limits | None = None,
                  store: ResultStore | None = None, security: Security | None = None,
-                 live_restart: float = LIVE_RESTART, workers: Sequence[Worker] = ()):
+                 live_restart: float = LIVE_RESTART, workers: Sequence[Worker] = (),
+                 orphan_grace: float = ORPHAN_GRACE):
         engines = list(engine) if isinstance(engine, (list, tuple)) else [engine] if engine is not None else []
         self.workers: list[Worker] = list(workers) or [LocalWorker(f"w{i}", e) for i, e in enumerate(engines)]
         if not self.workers:
@@ -68,6 +71,7 @@ class App:
         self.queue = JobQueue(self.limits.max_jobs_per_client)
         self.live = LivePacing(live_restart)  # when a newer live state may stop the running frame
         self.owners: dict[str, Connection] = {}  # job id -> connection, for queued and running jobs
+        self.orphan_grace = orphan_grace  # how long a kept job of a gone client may hold a worker others wait for
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
         self._runs: set[asyncio.Task] = set()
@@ -263,9 +267,25 @@ class App:
             self.owners.pop(job.id, None)
             log.info("dropped queued job %s of %s", job.id, conn.id)
         for job in self.running_jobs():
-            if self.owners.get(job.id) is conn and not keeps_result(self.store, job.id, job.request.replace):
+            if self.owners.get(job.id) is not conn:
+                continue
+            if not keeps_result(self.store, job.id, job.request.replace):
                 job.cancel_event.set()
                 log.info("stopped running job %s: %s left and nobody can fetch its result", job.id, conn.id)
+            else:
+                asyncio.get_running_loop().call_later(self.orphan_grace, self._yield_orphan, job, conn)
+
+    def _yield_orphan(self, job: Job, conn: Connection) -> None:
+        """A kept job whose client left ``orphan_grace`` ago and did not come back for it (``fetch``) stops
+        once other work waits for its worker; while none waits, it goes on (checked every second)."""
+        if self.running_job(job.id) is not job or self.owners.get(job.id) is not conn or job.cancelled():
+            return  # finished, taken over by a reconnected client, or cancelled already
+        if len(self.queue):
+            job.cancel_event.set()
+            log.info("stopped running job %s: %s left %.0f s ago and other jobs wait", job.id, conn.id,
+                     self.orphan_grace)
+        else:
+            asyncio.get_running_loop().call_later(1.0, self._yield_orphan, job, conn)
 
     # -- workers --------------------------------------------------------------------------------
     async def _work_loop(self) -> None:
