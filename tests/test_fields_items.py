@@ -62,3 +62,42 @@ def test_docs_table_names_the_item_type_and_the_groups():
     assert table.splitlines()[0] == "| group | field | type | default | meaning |"
     assert "| conditioning | `guides` | list of `Guide`, at most 3 | none | guide images |" in table
     assert "| `image` | attachment name | required | the guide's attachment |" in markdown_table(Guide)
+
+
+def test_the_server_wants_exactly_the_attachments_the_lists_name():
+    from easel.client.protocol import Image, ProtocolError
+    from easel.server.generation import check_named_attachments
+
+    request = from_wire(Job, job({"kind": "depth", "image": "guides.0.image"}))
+    png = Image.gray(1, 1, b"\0")
+    assert check_named_attachments(request, {"image": png, "guides.0.image": png}) == ["guides.0.image"]
+    with pytest.raises(ProtocolError, match="names attachment 'guides.0.image' but did not send it") as err:
+        check_named_attachments(request, {"image": png})
+    assert err.value.field == "guides.0.image"
+    with pytest.raises(ProtocolError, match="unknown attachment 'stray'") as err:
+        check_named_attachments(request, {"guides.0.image": png, "stray": png})
+    assert err.value.field == "stray"
+
+
+def test_the_cli_reads_the_files_a_list_flag_names_and_renames_them(tmp_path):
+    import io
+
+    from PIL import Image as PILImage
+
+    from easel.cli.generate import attach_files
+    from easel.client.fields import declared
+    from easel.client.protocol import ProtocolError
+
+    guide = tmp_path / "lines.png"
+    buffer = io.BytesIO()
+    PILImage.new("RGB", (3, 2), "white").save(buffer, "PNG")
+    guide.write_bytes(buffer.getvalue())
+    request = Job(prompt="p", guides=[{"kind": "lineart", "image": str(guide)}, {"kind": "depth", "image": str(guide)}])
+    attached = attach_files(request, declared(Job))
+    assert [g["image"] for g in request.guides] == ["guides.0.image", "guides.1.image"]
+    assert list(attached) == ["guides.0.image", "guides.1.image"]
+    assert (attached["guides.1.image"].width, attached["guides.1.image"].height) == (3, 2)
+    assert from_wire(Job, to_wire(request)).guides[1] == Guide("depth", "guides.1.image")
+    missing = Job(prompt="p", guides=[{"kind": "depth", "image": str(tmp_path / "none.png")}])
+    with pytest.raises(ProtocolError, match="cannot read --guides"):
+        attach_files(missing, declared(Job))

@@ -31,7 +31,7 @@ from ..client.connection import (
     Result,
     new_job_id,
 )
-from ..client.fields import Declared
+from ..client.fields import Declared, declared
 from ..client.protocol import GenerateRequest, Image, ProtocolError, request_fields
 from ..server.security import TOKEN_ENV
 from . import library
@@ -115,6 +115,24 @@ def request_from_args(args: argparse.Namespace, image: Image | None, mask: Image
     return GenerateRequest(job=new_job_id(), preview=False, **values)
 
 
+def attach_files(request: Any, known: dict[str, Declared] | None = None) -> dict[str, Image]:
+    """The image files that a list flag's items name in their attachment fields (e.g. a control layer's
+    guide), read (PNG) and renamed in ``request`` to ``FIELD.I.SUBFIELD``, the attachment names sent."""
+    out: dict[str, Image] = {}
+    for name, d in (known or request_fields()).items():
+        if d.spec.items is None:
+            continue
+        subfields = [sub for sub, sd in declared(d.spec.items).items() if sd.spec.attachment]
+        for i, item in enumerate(getattr(request, name) or []):
+            for sub in subfields:
+                path = item.get(sub) if isinstance(item, dict) else None
+                if path:
+                    key = f"{name}.{i}.{sub}"
+                    out[key] = read_png(Path(path), (d.flag or name).lstrip("-"))
+                    item[sub] = key
+    return out
+
+
 def read_png(path: Path, flag: str) -> Image:
     try:
         return Image.png(path.read_bytes())
@@ -133,6 +151,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         mask = read_png(args.mask, "mask") if args.mask else None
         control = read_png(args.control_image, "control-image") if args.control_image else None
         request = request_from_args(args, image, mask)
+        attached = attach_files(request)
         GenerateRequest.from_message(request.to_message())
     except ProtocolError as exc:
         flag = request_fields()[exc.field].flag if exc.field in request_fields() else None
@@ -151,7 +170,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     def connect() -> Client:
         return Client(args.url, image_format="png", client_name=f"easel-cli/{__version__}", token=args.token)
 
-    run = run_cancellable(connect, request, (image, mask, control), on_progress)
+    sent = {k: v for k, v in (("image", image), ("mask", mask), ("control", control)) if v is not None}
+    run = run_cancellable(connect, request, {**sent, **attached}, on_progress)
     bar.done()
     if (code := report_failure(run)) is not None:
         return code
@@ -229,13 +249,11 @@ class CancellableRun:
 
 
 def run_cancellable(connect: Callable[[], Client], request: GenerateRequest,
-                    images: tuple[Image | None, Image | None, Image | None],
-                    on_progress: Callable[[ProgressInfo], None]) -> CancellableRun:
+                    images: dict[str, Image], on_progress: Callable[[ProgressInfo], None]) -> CancellableRun:
     """Send ``request`` and wait for its end on a worker thread. SIGINT or SIGTERM (``CANCEL_SIGNALS``,
     caught only on the main thread) sends the protocol's ``cancel`` for the job and waits up to
     ``CANCEL_WAIT_S`` for the server's ``cancelled`` (a second signal: not at all)."""
     run, lock = CancellableRun(), threading.Lock()
-    image, mask, control = images
     clients: list[Client] = []
 
     def report(p: ProgressInfo) -> None:
@@ -248,7 +266,7 @@ def run_cancellable(connect: Callable[[], Client], request: GenerateRequest,
                 with lock:  # a signal either comes before the generate is sent, or cancels it
                     if run.signal is not None:
                         return
-                    client.submit(request, image, mask, control=control)
+                    client.submit(request, attachments=images)
                     run.sent = True
                     clients.append(client)
                 run.result = client.wait_for(request.job, report)

@@ -20,6 +20,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
+from .fields import attachment_names
 from .protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
@@ -198,13 +199,18 @@ class Client:
 
     # -- requests -----------------------------------------------------------------------------
     def submit(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None, *,
-               control: Image | None = None) -> str:
+               control: Image | None = None, attachments: dict[str, Image] | None = None) -> str:
         """Send a ``generate``; returns its job id. Events follow through ``events()``.
 
-        ``control``: the ControlNet guide for ``request.control_model`` (docs/features.md)."""
+        ``control``: the ControlNet guide for ``request.control_model`` (docs/features.md);
+        ``attachments``: the images the request's lists name, by name."""
         GenerateRequest.from_message(request.to_message())  # validate locally first: same rules as the server
-        attachments = {k: v for k, v in (("image", image), ("mask", mask), ("control", control)) if v is not None}
-        self._send(request.to_message(), attachments)
+        fixed = {k: v for k, v in (("image", image), ("mask", mask), ("control", control)) if v is not None}
+        missing = [name for name in attachment_names(request) if name not in (attachments or {})]
+        if missing:
+            raise ProtocolError(f"the request names attachment {missing[0]!r}: pass that image in 'attachments'",
+                                field=missing[0])
+        self._send(request.to_message(), {**fixed, **(attachments or {})})
         return request.job
 
     def cancel(self, job: str) -> None:
@@ -232,9 +238,10 @@ class Client:
                 raise
 
     def generate(self, request: GenerateRequest, image: Image | None = None, mask: Image | None = None,
-                 on_progress: Callable[[ProgressInfo], None] | None = None, *, control: Image | None = None) -> Result:
+                 on_progress: Callable[[ProgressInfo], None] | None = None, *, control: Image | None = None,
+                 attachments: dict[str, Image] | None = None) -> Result:
         """Submit and wait: returns the Result, raises JobFailed or JobCancelled."""
-        job = self.submit(request, image, mask, control=control)
+        job = self.submit(request, image, mask, control=control, attachments=attachments)
         return self.wait_for(job, on_progress)
 
     def wait_for(self, job: str, on_progress: Callable[[ProgressInfo], None] | None = None, *,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from functools import cache
 from typing import Any
 
@@ -195,7 +195,7 @@ def to_wire(obj: Any) -> dict[str, Any]:
         value = getattr(obj, name)
         if value is None or (not d.spec.wire_default and value == d.default):
             continue
-        data[name] = [to_wire(v) for v in value] if d.spec.items is not None else value
+        data[name] = [to_wire(v) if is_dataclass(v) else v for v in value] if d.spec.items is not None else value
     return data
 
 

@@ -148,7 +148,7 @@ class Assembler:
     peer can keep the connection open and report the error.
     """
 
-    def __init__(self, max_attachments: int = 8):
+    def __init__(self, max_attachments: int = 24):
         self.max_attachments = max_attachments
         self._pending: Message | None = None
         self._names: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..client.fields import attachment_names
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, ProgressFn
@@ -20,13 +21,28 @@ from .limits import Limits
 from .upscale import check_upscale, run_upscale
 from .work import GenerationOutput, Inputs, Layer, StepBar, engine_job, engine_steps, pick_seeds
 
+FIXED_ATTACHMENTS = ("image", "mask", "control")
+
+
+def check_named_attachments(request: Any, images: dict[str, Image]) -> list[str]:
+    """The attachments the request's lists name (``Spec.attachment``), each sent; no others beyond
+    ``FIXED_ATTACHMENTS``. Returns those names."""
+    named = attachment_names(request)
+    unknown = sorted(set(images) - {*FIXED_ATTACHMENTS, *named})
+    if unknown:
+        lists = ", the ones the request's lists name" if named else ""
+        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask' and 'control'"
+                            f"{lists}", field=unknown[0])
+    missing = [name for name in named if name not in images]
+    if missing:
+        raise ProtocolError(f"the request names attachment {missing[0]!r} but did not send it; send that image "
+                            "with the message (its name in 'attachments')", field=missing[0])
+    return named
+
 
 def check_attachments(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> None:
     """Cheap checks from the image headers alone (done at submit time, before queueing)."""
-    unknown = sorted(set(images) - {"image", "mask", "control"})
-    if unknown:
-        raise ProtocolError(f"unknown attachment {unknown[0]!r}; send 'image' and optionally 'mask' and 'control'",
-                            field=unknown[0])
+    check_named_attachments(request, images)
     image, mask = images.get("image"), images.get("mask")
     if mask is not None and image is None:
         raise ProtocolError("'mask' needs an 'image' to regenerate; send the canvas as 'image' too", field="mask")
@@ -45,12 +61,13 @@ def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Li
     check_attachments(request, images, limits)
     image, mask = images.get("image"), images.get("mask")
     control = decode_rgba(images["control"], "control") if "control" in images else None
+    attached = {name: decode_rgba(images[name], name) for name in attachment_names(request)}
     if image is None:
-        return Inputs("txt2img", control=control)
+        return Inputs("txt2img", control=control, attached=attached)
     rgba = decode_rgba(image, "image")
     if mask is None:
-        return Inputs("img2img", rgba, control=control)
-    return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control)
+        return Inputs("img2img", rgba, control=control, attached=attached)
+    return Inputs("inpaint", rgba, decode_mask(mask, "mask"), control=control, attached=attached)
 
 
 def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, model: ModelInfo,

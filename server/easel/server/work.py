@@ -43,6 +43,7 @@ class Inputs:
     image: np.ndarray | None = None  # HxWx4 uint8
     mask: np.ndarray | None = None  # HxW uint8
     control: np.ndarray | None = None  # HxWx4 uint8, ControlNet guide (docs/features.md)
+    attached: dict[str, np.ndarray] = field(default_factory=dict)  # the images the request's lists name, RGBA
 
 
 def pick_seeds(seed: int, batch: int) -> list[int]:

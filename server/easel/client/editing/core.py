@@ -93,6 +93,7 @@ class PlannedRequest:
     image: Image | None = None
     mask: Image | None = None
     notes: list[str] = field(default_factory=list)
+    attachments: dict[str, Image] = field(default_factory=dict)  # the images the request's lists name
 
 
 def plan_request(state: EditorState, params: Params) -> PlannedRequest:

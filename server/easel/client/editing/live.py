@@ -303,7 +303,8 @@ class LiveConnection:
                         client.cancel(job)
                     if planned is not None:
                         # what the model cannot use (a negative prompt on FLUX.1, ...) is left out
-                        client.submit(fit_to_model(planned.request, client.welcome), planned.image, planned.mask)
+                        client.submit(fit_to_model(planned.request, client.welcome), planned.image, planned.mask,
+                                      attachments=planned.attachments)
             except ClientError as exc:
                 self._drop(client, str(exc))
             except Exception as exc:  # reported, never a dead thread

@@ -63,7 +63,8 @@ def generate_work(planned: PlannedRequest, on_progress: Callable[[ProgressInfo],
     from .power import fit_to_model
 
     return lambda client: client.generate(fit_to_model(planned.request, client.welcome), planned.image, planned.mask,
-                                          on_progress, control=getattr(planned, "control", None))
+                                          on_progress, control=getattr(planned, "control", None),
+                                          attachments=planned.attachments)
 
 
 class GenerationTask(ClientTask):
