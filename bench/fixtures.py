@@ -91,7 +91,7 @@ def demo_spec() -> ModelSpec | None:
     def load_raw() -> Any:
         return demo.load_pipeline("cpu")
 
-    return ModelSpec("easel-demo", "easel-demo", demo.NATIVE, demo.DEFAULT_STEPS, demo.DEFAULT_GUIDANCE, load_raw)
+    return ModelSpec(demo.DEMO_ID, demo.DEMO_ID, demo.NATIVE, demo.DEFAULT_STEPS, demo.DEFAULT_GUIDANCE, load_raw)
 
 
 DEMO_MISSING = f"easel-demo skipped: {DEMO_WEIGHTS.relative_to(REPO)}/ has no weights yet (easel demo-model train)"

@@ -56,7 +56,7 @@ def pick_model(tmp: str) -> tuple[str, str]:
 
     choice = os.environ.get("EASEL_BENCH_LIVE_MODEL", "")
     if not choice and (demo.WEIGHTS_DIR / demo_config.WEIGHTS_NAME).exists():
-        return "easel-demo", "demo model easel-demo"
+        return demo.DEMO_ID, f"demo model {demo.DEMO_ID}"
     if choice == "tiny":
         sys.path.insert(0, str(REPO / "tests"))
         from tiny_models import build_tiny_sd

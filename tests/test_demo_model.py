@@ -20,8 +20,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from easel.server import builtin_models
+from easel.server.demo import DEMO, DEMO_ID, evaluate, measure, model, shapes
 from easel.server.demo import config as demo_config
-from easel.server.demo import evaluate, measure, model, shapes
 from easel.server.demo.tokenizer import make_tokenizer
 
 COLOUR_THRESHOLD = 0.80  #: required share of pictures whose colour is the prompt's
@@ -139,7 +140,7 @@ def test_inpaint_changes_only_the_selection():
     image = np.asarray(shapes.draw(spec).convert("RGBA"))
     sel = np.zeros((64, 64), dtype=np.uint8)
     sel[8:56, 32:64] = 255  # the right half, where there is only background
-    engine = Engine([model.DEMO_MODEL_ID], device="cpu", dtype="float32")
+    engine = Engine([DEMO_ID], device="cpu", dtype="float32")
     with inprocess_server(engine) as (url, app), Client(url, image_format="rgba") as client:
         result = client.generate(GenerateRequest(job=new_job_id(), prompt="a red circle on the right", seed=0),
                                  WireImage.rgba(64, 64, image.tobytes()), WireImage.gray(64, 64, sel.tobytes()))
@@ -159,7 +160,20 @@ def test_inpaint_changes_only_the_selection():
 
 
 def test_toy_notice_says_how_to_serve_a_real_model():
-    for needle in ("toy", "--model stabilityai/sd-turbo", "folder", ".safetensors"):
+    for needle in ("toy", "--model stabilityai/sd-turbo", "folder", ".safetensors", f"model {DEMO_ID!r}."):
         assert needle in model.TOY_NOTICE
-    info = model.model_info()
-    assert (info.id, info.native, info.source) == (model.DEMO_MODEL_ID, (64, 64), "builtin")
+
+
+def test_the_demo_is_a_registered_builtin_model():
+    """The demo package registers the demo as a built-in model: the engine offers and loads it through the
+    registry, with the package's traits, its loader's pipeline and its own fitted preview map."""
+    from easel.server.engine import Engine
+    from easel.server.families import Family
+
+    assert builtin_models.find(DEMO_ID) is DEMO and builtin_models.fallback() is DEMO
+    info = Engine([DEMO_ID], device="cpu", dtype="float32").model_info(None)
+    assert (info.id, info.family, info.native, info.default_steps, info.default_guidance, info.source) == (
+        DEMO_ID, Family.DEMO, (model.NATIVE,) * 2, model.DEFAULT_STEPS, model.DEFAULT_GUIDANCE, "builtin")
+    assert DEMO.latent_preview() == model.latent_preview() is not None
+    pipe = DEMO.load("cpu", torch.float32)
+    assert type(pipe).__name__ == "StableDiffusionPipeline" and pipe.unet.dtype == torch.float32

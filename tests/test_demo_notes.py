@@ -22,10 +22,10 @@ SKETCH = "enlarged sketch: the demo model paints at 64×64; the second pass that
 
 @pytest.fixture(scope="module")
 def url():
-    from easel.server.demo.model import DEMO_MODEL_ID
+    from easel.server.demo import DEMO_ID
     from easel.server.engine import Engine
 
-    with inprocess_server(Engine([DEMO_MODEL_ID], device="cpu", dtype="float32")) as (u, _):
+    with inprocess_server(Engine([DEMO_ID], device="cpu", dtype="float32")) as (u, _):
         yield u
 
 

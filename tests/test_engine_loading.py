@@ -370,6 +370,38 @@ def test_demo_model_info():
     assert generate(eng).shape == (64, 64, 3)
 
 
+def test_a_registered_builtin_model_is_served_like_any_other(tiny_sd_path, folder_result, monkeypatch):
+    """The engine knows built-in models only through ``builtin_models``: one registered there is named, listed,
+    loaded by its own loader (on the engine's device, in its dtype) and previewed with its own fitted map; its
+    pixels are the same weights' from a folder."""
+    from diffusers import DiffusionPipeline
+
+    from easel.server import builtin_models
+    from easel.server.families import Family
+    from easel.server.traits import folder_configs
+
+    loads = []
+
+    def load(device: str, dtype: torch.dtype):
+        loads.append((device, dtype))
+        return DiffusionPipeline.from_pretrained(tiny_sd_path, dtype=dtype)
+
+    red = ([[0.0, 0.0, 0.0]] * 4, [1.0, 0.0, 0.0])  # every latent previews as pure red
+    entry = builtin_models.BuiltinModel("tiny-builtin", detect("tiny", *folder_configs(tiny_sd_path)), load,
+                                        lambda: red)
+    monkeypatch.setitem(builtin_models._MODELS, entry.id, entry)
+    assert parse_ref("tiny-builtin").source == "builtin"
+    with Engine(["tiny-builtin"], device="cpu", dtype="float32") as eng:
+        info = eng.model_info(None)
+        assert (info.id, info.source, info.family, info.native) == ("tiny-builtin", "builtin", Family.SD1, (64, 64))
+        events: list[Progress] = []
+        (img,) = eng.run(job(), events.append, lambda: False)
+    assert loads == [("cpu", torch.float32)]
+    assert np.array_equal(np.asarray(img), folder_result)
+    previews = [np.asarray(e.preview) for e in events if e.preview is not None]
+    assert previews and all((p == (255, 0, 0)).all() for p in previews)
+
+
 def test_models_dir_confines_model_paths(tmp_path, tiny_sd_path):
     """With --models-dir, a reference not named at start-up reaches nowhere outside it: not by '..', not by
     a symlink; the models the server is started with are served wherever they are."""

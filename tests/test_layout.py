@@ -123,5 +123,22 @@ def test_library_never_imports_the_engine():
     assert library, "no library modules found"
     for module, deps in library.items():
         assert not [d for d in deps if d.startswith("easel.server.engine")], f"{module} imports the engine"
-    for shared in ("easel.server.families", "easel.server.traits"):
-        assert graph[shared] <= {"easel.server.families"}, f"{shared} imports {graph[shared]}"
+    for shared in ("easel.server.families", "easel.server.traits", "easel.server.builtin_models"):
+        assert graph[shared] <= {"easel.server.families", "easel.server.traits"}, f"{shared} imports {graph[shared]}"
+
+
+def test_builtin_models_register_without_torch():
+    """Importing the demo package registers the demo as a built-in model, and pulls in neither torch nor the
+    engine (the library and the CLI import it for ``DEMO_ID``); the engine finds it through the registry."""
+    import subprocess
+
+    code = ("import sys, easel.server.demo as d, easel.server.library.local; "
+            "from easel.server import builtin_models as b; "
+            "print(b.find(d.DEMO_ID) is d.DEMO, b.fallback().id, sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('torch', 'diffusers') or m.startswith('easel.server.engine')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "easel-demo", "[]"]
+    engine = [d for m, deps in _module_graph().items() if m.startswith("easel.server.engine") for d in deps]
+    assert not [d for d in engine if d.startswith("easel.server.demo.")], "the engine imports a demo module"
+    for path in (PACKAGE / "server" / "engine").rglob("*.py"):  # nor reaches one by an import string
+        assert "easel.server.demo" not in path.read_text(encoding="utf-8"), path.name

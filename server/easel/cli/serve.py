@@ -8,19 +8,18 @@ import sys
 from typing import Any
 
 from .. import __version__
+from ..server.demo import DEMO_ID
 from ..server.security import Security, SecurityError
 from ..server.settings import engine_kwargs
 from . import library
 from .frontdoor import check_listen, run_front_door
 from .progress import ProgressBar
 
-DEMO_MODEL = "easel-demo"
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="start the websocket server",
                        description=f"Serve models over websockets. With no --model and no --models-dir: the "
-                                   f"built-in toy model {DEMO_MODEL!r}. Flags win over the config file.")
+                                   f"built-in toy model {DEMO_ID!r}. Flags win over the config file.")
     library.add_setting_flags(p)  # declared in server/settings.py, with --config and --print-config
     p.set_defaults(func=cmd_serve)
 
@@ -32,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = args.settings
     logging.basicConfig(level=logging.INFO if settings.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    models = settings.models or ([] if settings.models_dirs else [DEMO_MODEL])  # with folders: their models
+    models = settings.models or ([] if settings.models_dirs else [DEMO_ID])  # with folders: their models
     security = Security(token=settings.token, allowed_origins=settings.allow_origins)
     try:
         security.check_bind(settings.host)
@@ -68,7 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"easel serve: {exc}", file=sys.stderr)
         return 2
     engine = engines[0]
-    if engine.model_info(None).id == DEMO_MODEL:
+    if engine.model_info(None).id == DEMO_ID:
         from ..server.demo.model import TOY_NOTICE
 
         print(TOY_NOTICE, flush=True)

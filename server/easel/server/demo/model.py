@@ -15,16 +15,13 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
+from . import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEMO_ID, NATIVE  # noqa: F401  (the model's constants, here too)
 from . import config as demo_config
 
-DEMO_MODEL_ID = "easel-demo"
-NATIVE = 64  #: native width and height in pixels (an 8x8x4 latent)
-DEFAULT_STEPS = 20  #: denoising steps with the default scheduler (DPM-Solver++ 2M)
-DEFAULT_GUIDANCE = 5.0  #: classifier-free guidance scale
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 TOY_NOTICE = (
-    "Serving the built-in demo model 'easel-demo'. It is a toy: a few-MB model trained in minutes on a CPU\n"
+    f"Serving the built-in demo model {DEMO_ID!r}. It is a toy: a few-MB model trained in minutes on a CPU\n"
     "from drawn shapes, so it only paints simple coloured shapes on a plain background at 64x64 px\n"
     "(try 'a blue triangle', 'a small red circle on the left', 'a yellow star on a black background').\n"
     "To paint for real, serve a Stable Diffusion model instead:\n"
@@ -67,12 +64,3 @@ def latent_preview(weights_dir: str | Path | None = None) -> tuple[list[list[flo
     prev = cfg.get("preview")
     return (prev["matrix"], prev["bias"]) if prev else None
 
-
-def model_info(loaded: bool = False):
-    """The engine's ``ModelInfo`` for the demo model."""
-    from ..engine.types import ModelInfo
-
-    return ModelInfo(
-        id=DEMO_MODEL_ID, family="demo", native=(NATIVE, NATIVE), default_steps=DEFAULT_STEPS,
-        default_guidance=DEFAULT_GUIDANCE, source="builtin", loaded=loaded,
-    )

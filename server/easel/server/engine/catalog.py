@@ -2,25 +2,26 @@
 
 Ids: named models as in refs.py (duplicates get ``-2``, ``-3``); library models by their path inside
 their kind folder (``sdxl/juggernaut``). The first named model is the default; with none named, the
-first usable library model, else the built-in demo. Library entries that cannot be used are listed
-with their ``problem``; picking one raises an EngineError that names it and says why.
+first usable library model, else the built-in fallback (``builtin_models.fallback``: the demo model).
+Library entries that cannot be used are listed with their ``problem``; picking one raises an
+EngineError that names it and says why.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import threading
 from collections.abc import Sequence
 
+from .. import builtin_models
 from ..families import Family
 from ..library.detect import Description
 from ..library.scan import Entry, Library
 from ..traits import Traits, detect, folder_configs, guess, read_json, variant_of
-from .loading import check_supported, demo_traits
-from .refs import DEMO_ID, ModelRef, parse_ref
+from .loading import check_supported
+from .refs import ModelRef, builtin_ref, parse_ref
 from .types import EngineError, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,12 @@ class Catalog:
             for alias in (text, ref.location, os.path.basename(ref.location)):
                 self._aliases.setdefault(alias, model_id)
             self._traits[model_id] = initial_traits(ref)
-        self._demo_fallback = not self._refs
-        if self._demo_fallback and library is None:
-            raise EngineError("no model to serve; name at least one (for example 'easel-demo') or give a models "
-                              "folder", field="model")
+        fallback = builtin_models.fallback() if not self._refs else None
+        self._fallback = [fallback.id] if fallback is not None else []
+        if not self._refs and library is None:
+            example = f" (for example {fallback.id!r})" if fallback is not None else ""
+            raise EngineError(f"no model to serve; name at least one{example} or give a models folder",
+                              field="model")
         self.refresh()
 
     # ------------------------------------------------------------------ listing
@@ -73,7 +76,7 @@ class Catalog:
             self._lib, self._lib_aliases = {}, {}
             for entry in entries:
                 model_id, n = entry.id, 2
-                while model_id in self._refs or model_id in self._lib or model_id == DEMO_ID:
+                while model_id in self._refs or model_id in self._lib or builtin_models.find(model_id) is not None:
                     model_id, n = f"{entry.id}-{n}", n + 1
                 kept = old.get(model_id)
                 if kept is not None and kept[0].path == entry.path and kept[0].desc == entry.desc:
@@ -90,8 +93,8 @@ class Catalog:
         with self._lock:
             usable = [i for i, (e, ref) in self._lib.items() if ref is not None]
             broken = [i for i, (e, ref) in self._lib.items() if ref is None]
-            demo = [DEMO_ID] if self._demo_fallback and not usable else []
-            return [*self._refs, *usable, *demo, *broken]
+            fallback = self._fallback if not usable else []
+            return [*self._refs, *usable, *fallback, *broken]
 
     def infos(self) -> list[ModelInfo]:
         self.refresh()
@@ -105,7 +108,7 @@ class Catalog:
                 entry, ref = lib
                 source = "folder" if entry.folder else "single_file"
                 return _info(model_id, traits, source, model_id in self._loaded, entry.name, entry.problem)
-            ref = self._refs.get(model_id) or demo_ref()
+            ref = self._refs.get(model_id) or builtin_ref(model_id)
             return _info(model_id, traits, ref.source, model_id in self._loaded)
 
     def traits(self, model_id: str) -> Traits:
@@ -115,7 +118,7 @@ class Catalog:
                 if lib is not None:
                     self._traits[model_id] = entry_traits(lib[0])
                 else:
-                    self._traits[model_id] = initial_traits(self._refs.get(model_id) or demo_ref())
+                    self._traits[model_id] = initial_traits(self._refs.get(model_id) or builtin_ref(model_id))
             return self._traits[model_id]
 
     def set_loaded(self, model_id: str, traits: Traits | None) -> None:
@@ -143,7 +146,7 @@ class Catalog:
                     return self._aliases[name]
                 if name in self._lib_aliases:
                     return self._lib_aliases[name]
-                if name == DEMO_ID and DEMO_ID in ids:
+                if name in self._fallback and name in ids:
                     return name
             if attempt == 0 and self._library is not None:  # a file added since the last listing
                 self._library.scan()
@@ -159,7 +162,7 @@ class Catalog:
                 return self._refs[model_id]
             lib = self._lib.get(model_id)
         if lib is None:
-            return demo_ref()
+            return builtin_ref(model_id)
         entry, ref = lib
         if ref is None:
             raise EngineError(f"model {model_id!r} ({entry.path}) cannot be used: {entry.problem}", field="model",
@@ -170,10 +173,6 @@ class Catalog:
         with self._lock:
             lib = self._lib.get(model_id)
             return lib[0] if lib else None
-
-
-def demo_ref() -> ModelRef:
-    return ModelRef(DEMO_ID, DEMO_ID, "builtin", DEMO_ID)
 
 
 def _entry_ref(entry: Entry, model_id: str) -> ModelRef | None:
@@ -210,10 +209,8 @@ def desc_traits(desc: Description, name: str) -> Traits:
 def initial_traits(ref: ModelRef) -> Traits:
     """Traits before loading, from configs on disk (cheap json reads), the file's header, or the name."""
     if ref.source == "builtin":
-        try:
-            return demo_traits(importlib.import_module("easel.server.demo.model"))
-        except ImportError:
-            return Traits(Family.DEMO, (Family.DEMO.native,) * 2, *Family.DEMO.defaults())
+        builtin = builtin_models.find(ref.location)
+        return builtin.traits if builtin is not None else guess(ref.id)  # the load will say what is wrong
     if ref.source == "folder" or (ref.source == "single_file" and ref.config and os.path.isdir(ref.config)):
         configs = folder_configs(ref.location if ref.source == "folder" else ref.config)
         check_supported(configs[0], ref.id)  # fail at start-up, not at the first job

@@ -1,4 +1,4 @@
-"""Loading one model (demo, hub id, folder or single file) into a ready-to-run LoadedModel.
+"""Loading one model (built-in, hub id, folder or single file) into a ready-to-run LoadedModel.
 
 A LoadedModel holds one set of weights. The pipelines for the three modes are made from it with
 ``AutoPipelineFor*.from_pipe`` (no weights are copied or loaded again) and cached on it.
@@ -6,7 +6,7 @@ A LoadedModel holds one set of weights. The pipelines for the three modes are ma
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 import logging
 import os
 import time
@@ -24,6 +24,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from .. import builtin_models
 from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
 from ..traits import SUPPORTED_CLASSES, Traits, detect, folder_configs
@@ -139,8 +140,9 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
     _quiet()
     t0 = time.perf_counter()
     try:
-        if ref.source == "builtin":
-            pipe, dtype, traits = _load_demo(opts, say)
+        builtin = _builtin(ref) if ref.source == "builtin" else None
+        if builtin is not None:
+            pipe, dtype, traits = _load_builtin(builtin, ref, opts, say)
         else:
             pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled)
         offload = _place(pipe, opts)
@@ -149,7 +151,7 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
             set_channels_last(pipe)
         if opts.compile:
             compile_pipeline(pipe)
-        preview = _demo_preview() if ref.source == "builtin" else None
+        preview = _fitted_preview(builtin) if builtin is not None else None
         preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
     except (EngineError, JobCancelled):
         raise
@@ -197,33 +199,34 @@ _HINTS = {
 }
 
 
-def _load_demo(opts: LoadOptions, say: ProgressFn) -> tuple[Any, str, Traits]:
+def _builtin(ref: ModelRef) -> builtin_models.BuiltinModel:
+    builtin = builtin_models.find(ref.location)
+    if builtin is None:
+        raise EngineError(f"no built-in model {ref.id!r} in this installation; serve another model", field="model",
+                          code="model_load_failed")
+    return builtin
+
+
+def _load_builtin(builtin: builtin_models.BuiltinModel, ref: ModelRef, opts: LoadOptions,
+                  say: ProgressFn) -> tuple[Any, str, Traits]:
+    dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, 0)
+    say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
     try:
-        demo = importlib.import_module("easel.server.demo.model")
+        pipe = builtin.load(opts.device, DTYPES[dtype])
     except ImportError as exc:
         raise EngineError(f"the built-in demo model is not available in this installation ({exc}); reinstall "
                           "Easel or serve another model", field="model", code="model_load_failed") from None
-    dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, 0)
-    say(Progress("load", 0, 1, f"loading easel-demo ({dtype} on {opts.device})"))
-    pipe = demo.load_pipeline(opts.device, DTYPES[dtype])
-    return pipe, dtype, demo_traits(demo, pipe)
+    vae_scale = int(getattr(pipe, "vae_scale_factor", builtin.traits.vae_scale))
+    return pipe, dtype, dataclasses.replace(builtin.traits, vae_scale=vae_scale)
 
 
-def _demo_preview() -> LatentPreview | None:
-    """The demo ships its own fitted latent->RGB map; use it when present."""
+def _fitted_preview(builtin: builtin_models.BuiltinModel) -> LatentPreview | None:
+    """A built-in model's own fitted latent->RGB map, when it ships one."""
     try:
-        fitted = importlib.import_module("easel.server.demo.model").latent_preview()
-    except (ImportError, AttributeError, OSError, KeyError):
+        fitted = builtin.latent_preview() if builtin.latent_preview is not None else None
+    except (ImportError, OSError, KeyError):
         return None
     return LatentPreview(np.array(fitted[0]), np.array(fitted[1])) if fitted else None
-
-
-def demo_traits(demo: Any, pipe: Any = None) -> Traits:
-    native = int(getattr(demo, "NATIVE", Family.DEMO.native))
-    vae_scale = int(getattr(pipe, "vae_scale_factor", 8)) if pipe is not None else 8
-    steps, guidance = Family.DEMO.defaults()
-    return Traits(Family.DEMO, (native, native), int(getattr(demo, "DEFAULT_STEPS", steps)),
-                  float(getattr(demo, "DEFAULT_GUIDANCE", guidance)), None, False, vae_scale)
 
 
 def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,

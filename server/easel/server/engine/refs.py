@@ -2,7 +2,7 @@
 
 Accepted references (docs/models.md):
 
-* ``easel-demo`` - the built-in demo model.
+* ``easel-demo`` - the built-in demo model (any id in ``builtin_models``, which the demo package fills).
 * ``org/name`` - a Hugging Face hub id (downloaded to / read from the normal HF cache).
 * ``/path/to/folder`` - a local diffusers folder (has ``model_index.json``).
 * ``/path/to/model.safetensors`` or ``.ckpt`` - a single-file checkpoint. Its diffusers config
@@ -23,7 +23,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..demo import DEMO_ID
+from .. import builtin_models
+from .. import demo as _demo  # noqa: F401  (importing it registers the built-in demo model)
 from ..library.layouts import sibling_config
 from .types import EngineError
 
@@ -48,8 +49,8 @@ def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None, *, confin
     text = (ref or "").strip()
     if not text:
         raise EngineError("empty model reference", field="model")
-    if text == DEMO_ID:
-        return ModelRef(text, DEMO_ID, "builtin", DEMO_ID)
+    if builtin_models.find(text) is not None:
+        return builtin_ref(text)
     path, fragment = text, ""
     if "#" in text and _find(text, models_dir, confine) is None:
         path, fragment = text.split("#", 1)
@@ -74,6 +75,11 @@ def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None, *, confin
     config = _parse_config(fragment, text, found, models_dir, confine) if fragment else sibling_config(found)
     stem = os.path.splitext(os.path.basename(found))[0]
     return ModelRef(text, stem, "single_file", found, config)
+
+
+def builtin_ref(model_id: str) -> ModelRef:
+    """The reference to a built-in model (``builtin_models``)."""
+    return ModelRef(model_id, model_id, "builtin", model_id)
 
 
 def _find(path: str, models_dir: str | Sequence[str] | None, confine: bool = True) -> str | None:
