@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from easel.server.families import Family
+
 from .common import Row, check, interleaved, med, paired_ratio
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,14 +25,14 @@ SIZE, STEPS, SEED = 64, 4, 1234
 TARGET = "<= 1.5"
 
 
-def _builders() -> dict[str, Any]:
+def _builders() -> dict[Family, Any]:
     sys.path.insert(0, str(REPO / "tests"))
     from tiny_flow_models import build_tiny_flux, build_tiny_sd3
 
     from tiny_models import build_tiny_sd, build_tiny_sdxl
 
-    return {"sd1": (build_tiny_sd, 7.5), "sdxl": (build_tiny_sdxl, 6.0), "sd3": (build_tiny_sd3, 4.0),
-            "flux": (build_tiny_flux, 3.5)}
+    return {Family.SD1: (build_tiny_sd, 7.5), Family.SDXL: (build_tiny_sdxl, 6.0), Family.SD3: (build_tiny_sd3, 4.0),
+            Family.FLUX: (build_tiny_flux, 3.5)}
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -51,7 +53,7 @@ def run(quick: bool = False) -> list[Row]:
         raw = {"txt2img": raw_t2i, "img2img": AutoPipelineForImage2Image.from_pipe(raw_t2i)}
         for pipe in raw.values():
             pipe.set_progress_bar_config(disable=True)
-        negative = "" if family == "flux" else "blurry"
+        negative = "" if family.unsupported("negative_prompt") else "blurry"
         with Engine([folder], device="cpu", dtype="float32") as engine:
             for mode in ("txt2img", "img2img"):
                 job = EngineJob(mode=mode, prompt="a red cat", negative_prompt=negative, steps=STEPS,
@@ -67,7 +69,7 @@ def run(quick: bool = False) -> list[Row]:
     return rows
 
 
-def _measure(family: str, mode: str, engine: Any, pipe: Any, job: Any, kwargs: dict[str, Any], repeats: int) -> Row:
+def _measure(family: Family, mode: str, engine: Any, pipe: Any, job: Any, kwargs: dict[str, Any], repeats: int) -> Row:
     import torch
 
     out: dict[str, np.ndarray] = {}

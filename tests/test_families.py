@@ -58,6 +58,14 @@ def test_variants_sizes_and_contexts():
     assert Family.SDXL.takes_refiner and not Family.SD1.takes_refiner
 
 
+def test_second_pass_defaults_and_toys():
+    """The second pass's strength and whether ``hires: auto`` runs it are the family's; the demo is the toy."""
+    assert {f: f.hires_strength for f in Family} == {
+        Family.SD1: 0.5, Family.SD2: 0.5, Family.SDXL: 0.4, Family.SDXL_REFINER: 0.5, Family.SD3: 0.5,
+        Family.FLUX: 0.5, Family.DEMO: 0.5}
+    assert [f for f in Family if f.toy] == [f for f in Family if not f.second_pass_auto] == [Family.DEMO]
+
+
 def test_control_kinds_and_pipelines():
     """The sketch ControlNet fits SD 1.x/2.x/SDXL (and the SD-style demo); the classes exist in diffusers."""
     import diffusers
@@ -91,6 +99,22 @@ def test_the_wire_keeps_the_family_strings():
     assert (flux.family, flux.few_step, flux.size_step, flux.native) == (Family.FLUX, True, 16, (1024, 1024))
 
 
+def test_model_info_holds_the_type_and_sends_the_string():
+    """``ModelInfo.family`` is a Family (a plain string becomes one); its dict (the welcome) holds the plain
+    string, and it pickles (the Ray path sends results across processes) as the same member."""
+    import pickle
+
+    from easel.server.engine.types import ModelInfo
+
+    info = ModelInfo("x", "sdxl", (1024, 1024), 25, 6.0, "hub")
+    assert info.family is Family.SDXL and info.family.takes_refiner
+    sent = info.to_dict()["family"]
+    assert type(sent) is str and sent == "sdxl" and json.dumps(info.to_dict())
+    assert pickle.loads(pickle.dumps(info)).family is Family.SDXL
+    with pytest.raises(ValueError, match="'sdxxl' is not a valid Family"):
+        ModelInfo("x", "sdxxl", (1024, 1024), 25, 6.0, "hub")
+
+
 def _family_comparisons(path: Path, root: Path = REPO) -> list[str]:
     """Comparisons of a value with a family name written as a string ("sdxl", ("sd1", "sd2") ...)."""
     def names(node: ast.AST) -> bool:
@@ -114,7 +138,8 @@ def _family_comparisons(path: Path, root: Path = REPO) -> list[str]:
 
 def test_no_module_outside_families_compares_family_names():
     """Ask the type (``family.flow``, ``family.unsupported(...)``, ``features``), never ``family == "sdxl"``."""
-    files = [p for folder in (PACKAGE, REPO / "plugin_krita", REPO / "plugin_gimp") for p in folder.rglob("*.py")]
+    files = [p for folder in (PACKAGE, REPO / "plugin_krita", REPO / "plugin_gimp", REPO / "bench")
+             for p in folder.rglob("*.py")]
     found = [hit for p in files if p != PACKAGE / "server" / "families.py" for hit in _family_comparisons(p)]
     assert found == []
 

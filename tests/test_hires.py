@@ -13,8 +13,9 @@ from pictures import box_mask, texture
 from easel.client.protocol import GenerateRequest, ProtocolError
 from easel.server.engine import Engine
 from easel.server.engine.types import ModelInfo, Progress
+from easel.server.families import Family
 from easel.server.generation import run_generation
-from easel.server.hires import HIRES_STRENGTH, TILED_STRENGTH, hires_strength
+from easel.server.hires import TILED_STRENGTH, hires_strength
 from easel.server.imaging.compose import LayerResult, flatten
 from easel.server.imaging.geometry import Extent
 from easel.server.imaging.metrics import detail
@@ -69,7 +70,8 @@ def test_refine_plan_one_piece_or_native_tiles(size, native, tile, count):
 
 def test_family_default_strength_and_the_request_override():
     sdxl = ModelInfo("x", "sdxl", (1024, 1024), 25, 6.0, "hub")
-    assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl) == HIRES_STRENGTH["sdxl"] == 0.4
+    assert sdxl.family is Family.SDXL  # a plain "sdxl" becomes the type
+    assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl) == Family.SDXL.hires_strength == 0.4
     assert hires_strength(GenerateRequest(job="j", prompt="p"), sdxl, tiled=True) == TILED_STRENGTH == 0.35
     assert hires_strength(GenerateRequest(job="j", prompt="p", hires_strength=0.6), sdxl, tiled=True) == 0.6
 
@@ -157,7 +159,7 @@ def test_txt2img_two_passes_under_one_bar_with_previews(engine):
 def test_one_piece_second_pass_and_hires_off(engine):
     out, events = generate(engine, width=120, height=96)
     second = out.parameters["second_pass"]
-    assert second["tiles"] == 1 and second["tile"] == [120, 96] and second["strength"] == HIRES_STRENGTH["sd1"]
+    assert second["tiles"] == 1 and second["tile"] == [120, 96] and second["strength"] == Family.SD1.hires_strength
     assert events[-1].total == 4 + 2  # one piece: int(4 x 0.5)
     assert {e.message for e in events} == {"", "second pass"}
     off, events = generate(engine, width=120, height=96, hires="off")

@@ -164,14 +164,15 @@ def test_live_frames_run_the_faster_size_in_one_pass(client, size, exact):
 def test_auto_skips_the_demo_models_second_pass_and_on_forces_it():
     """The toy demo model profits from no second pass: `auto` resamples its 64² picture, `on` refines."""
     from easel.client.protocol import GenerateRequest
+    from easel.server.families import Family
     from easel.server.hires import second_pass_wanted
     from easel.server.imaging.region import plan_generation
 
     plan = plan_generation(GenerateRequest(job="j", prompt="p", width=512, height=512), None, None, (64, 64))
     assert plan.wants_second_pass
 
-    def wanted(hires: str, family: str) -> bool:
+    def wanted(hires: str, family: Family) -> bool:
         return second_pass_wanted(GenerateRequest(job="j", prompt="p", hires=hires), plan, family)
 
-    assert [wanted(h, "demo") for h in ("auto", "on", "off")] == [False, True, False]
-    assert [wanted(h, "sd1") for h in ("auto", "on", "off")] == [True, True, False]
+    assert [wanted(h, Family.DEMO) for h in ("auto", "on", "off")] == [False, True, False]
+    assert [wanted(h, Family.SD1) for h in ("auto", "on", "off")] == [True, True, False]

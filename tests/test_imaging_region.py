@@ -6,9 +6,9 @@ import pytest
 from easel.client import send_region as rules
 from easel.client.protocol import GenerateRequest
 from easel.client.send_region import send_region
+from easel.server.families import Family
 from easel.server.imaging.geometry import Bounds, Extent
 from easel.server.imaging.region import (
-    FAMILY_NATIVE,
     KEEP_SCALE,
     native_size,
     plan_generation,
@@ -64,8 +64,10 @@ def test_work_size_caps_the_long_side():
 
 
 def test_native_size_per_family():
-    assert native_size("sdxl") == Extent(1024, 1024) == FAMILY_NATIVE["sdxl"]
-    assert native_size("demo") == Extent(64, 64)
+    """The family's native size (``Family.native``) unless the model declares its own; SD 1.x's if unknown."""
+    for family in Family:
+        assert native_size(family) == native_size(family.value) == Extent(family.native, family.native)
+    assert native_size("sdxl") == Extent(1024, 1024) and native_size(Family.DEMO) == Extent(64, 64)
     assert native_size("unknown") == SD1 and native_size("sdxl", (832, 1216)) == Extent(832, 1216)
 
 

@@ -5,7 +5,8 @@ A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"`
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
 and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
-not, its modes and diffusers pipeline classes, and which control kinds fit it (today the ``sketch``
+not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
+classes, and which control kinds fit it (today the ``sketch``
 ControlNets of SD 1.x/2.x/SDXL; IP-Adapters or other control layers are added here, in ``_SPECS``).
 This module imports nothing of Easel: the engine and the library both use it.
 """
@@ -48,6 +49,8 @@ class _Spec:
     refiner: bool = False  # takes the (SDXL) refiner
     no_negative: str | None = None  # why it has no negative prompt
     served: bool = True  # False: only ever a refiner (--refiner), never a model of its own
+    hires_strength: float = 0.5  # the second pass's img2img strength (hires.py)
+    toy: bool = False  # a toy model (the demo): big pictures and upscales come with a note, no auto second pass
 
 
 class Family(str, Enum):
@@ -109,6 +112,23 @@ class Family(str, Enum):
     def served(self) -> bool:
         """A model of its own (False: a refiner, served with ``--refiner``)."""
         return self._spec.served
+
+    @property
+    def hires_strength(self) -> float:
+        """The second pass's strength when a request leaves ``hires_strength`` out: enough to paint detail
+        into a Lanczos upscale, little enough to keep the first pass's composition."""
+        return self._spec.hires_strength
+
+    @property
+    def toy(self) -> bool:
+        """A toy model (the demo): it knows simple shapes only, so its big pictures and upscales come with a note."""
+        return self._spec.toy
+
+    @property
+    def second_pass_auto(self) -> bool:
+        """Whether ``hires: auto`` runs the second pass. Not for a toy: the demo repaints even a flat tile
+        into a shape at low strength, so its tiled second pass makes a big canvas slower and worse."""
+        return not self._spec.toy
 
     def defaults(self, variant: str | None = None) -> tuple[int, float]:
         """Default (steps, guidance) for its models, or for ``variant`` (a ``VARIANTS`` key)."""
@@ -183,21 +203,21 @@ _SPECS: dict[Family, _Spec] = {
     Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
                       controls=frozenset({SKETCH})),
     Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=frozenset({SKETCH}),
-                       refiner=True),
+                       refiner=True, hires_strength=0.4),
     Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
     Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True),
     Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True,
                        no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
-    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=frozenset({SKETCH})),
+    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=frozenset({SKETCH}), toy=True),
 }
 
 
 def _joined(families: Iterable[Family]) -> str:
-    """Labels joined, a repeated first word said once: ``SD 1.x/2.x/SDXL`` (the toy demo left out)."""
+    """Labels joined, a repeated first word said once: ``SD 1.x/2.x/SDXL`` (toys, the demo, left out)."""
     out: list[str] = []
     for family in families:
-        if family is Family.DEMO:
+        if family.toy:
             continue
         label = family.label
         head = out[0].split(" ")[0] + " " if out else ""

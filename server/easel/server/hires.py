@@ -4,7 +4,7 @@ A region more than ``SECOND_PASS_FACTOR`` (1.5) x the work size on each side (``
 is, after the first pass at about the model's native area:
 
 1. upscaled to the region's size (Lanczos);
-2. refined there with img2img at ``hires_strength`` (the request's, else ``HIRES_STRENGTH`` of the
+2. refined there with img2img at ``hires_strength`` (the request's, else ``Family.hires_strength`` of the
    model's family, at most ``TILED_STRENGTH`` in tiles): in one piece up to 4x the native area, else
    in overlapping native-size tiles (``imaging.tiles.plan_refine``, run by the upscale's ``TileRefiner``).
 
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..client.protocol import GenerateRequest
-from .demo.notes import TOY_FAMILIES, enlarged_sketch
+from .demo.notes import enlarged_sketch
 from .engine.types import CancelledFn, EngineAPI, ModelInfo
+from .families import Family
 from .imaging.compose import region_selection, region_source, resize
 from .imaging.fill import fill_transparent
 from .imaging.masks import denoise_mask
@@ -32,10 +33,6 @@ from .imaging.tiles import plan_refine
 from .upscale import DEFAULT_STRENGTH, TileRefiner
 from .work import StepBar, black_out
 
-#: The second pass's strength per model family when the request leaves ``hires_strength`` out:
-#: enough to paint detail into a Lanczos upscale, little enough to keep the first pass's composition.
-HIRES_STRENGTH = {"sd1": 0.5, "sd2": 0.5, "sdxl": 0.4, "demo": 0.5}
-DEFAULT_HIRES_STRENGTH = 0.5
 #: In tiles at most the tiled upscale's strength: each tile sees only part of the picture, and more
 #: would let every tile paint the prompt's subject again.
 TILED_STRENGTH = DEFAULT_STRENGTH
@@ -46,26 +43,21 @@ def hires_strength(request: GenerateRequest, model: ModelInfo, tiled: bool = Fal
     """The request's ``hires_strength``, else the model family's default (at most ``TILED_STRENGTH`` in tiles)."""
     if request.hires_strength is not None:
         return request.hires_strength
-    strength = HIRES_STRENGTH.get(model.family, DEFAULT_HIRES_STRENGTH)
+    strength = model.family.hires_strength
     return min(strength, TILED_STRENGTH) if tiled else strength
 
 
-#: Families whose ``hires: auto`` means no second pass: the toy demo model repaints even a flat tile
-#: into a shape at low strength, so its tiled second pass makes a big canvas slower and worse.
-NO_AUTO_FAMILIES = TOY_FAMILIES
-
-
-def second_pass_wanted(request: GenerateRequest, plan: WorkPlan, family: str) -> bool:
+def second_pass_wanted(request: GenerateRequest, plan: WorkPlan, family: Family) -> bool:
     """A work size well below the region, and ``hires: on``, or ``auto`` for a family that profits
-    (never with ``exact_size``: it runs 1:1)."""
+    (``Family.second_pass_auto``; never with ``exact_size``: it runs 1:1)."""
     if request.exact_size or not plan.wants_second_pass:
         return False
-    return request.hires == "on" or (request.hires == "auto" and family not in NO_AUTO_FAMILIES)
+    return request.hires == "on" or (request.hires == "auto" and family.second_pass_auto)
 
 
-def skipped_note(request: GenerateRequest, plan: WorkPlan, family: str) -> str | None:
+def skipped_note(request: GenerateRequest, plan: WorkPlan, family: Family) -> str | None:
     """What the painter is told when ``auto`` skips the second pass of a toy model (None: not skipped)."""
-    if request.exact_size or not plan.wants_second_pass or request.hires != "auto" or family not in NO_AUTO_FAMILIES:
+    if request.exact_size or not plan.wants_second_pass or request.hires != "auto" or family.second_pass_auto:
         return None
     return enlarged_sketch(plan.work, plan.region.extent)
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
-from .demo.notes import TOY_FAMILIES, toy_upscale
+from .demo.notes import toy_upscale
 from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
@@ -95,7 +95,7 @@ def run_upscale(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, mod
         return GenerationOutput(layers, parameters, {"prepare_s": time.perf_counter() - t0, "run_s": 0.0})
     t1 = time.perf_counter()
     refiner = TileRefiner(engine, request, model, plan, seeds, strength)
-    if model.family in TOY_FAMILIES:  # said before the tiles run, and kept in the result
+    if model.family.toy:  # said before the tiles run, and kept in the result
         parameters["notes"] = [toy_upscale(plan.tile)]
         progress(Progress(STAGE, 0, refiner.total(), parameters["notes"][0]))
     blended, used, blend_s = refiner.run([fill_transparent(big)], StepBar(progress, refiner.total(), STAGE), cancelled)

@@ -1,18 +1,16 @@
 """What the server tells a painter when the demo model cannot do what a big picture needs.
 
-The toy paints one shape in a small picture (``model.NATIVE``). A big canvas gets that picture
-enlarged (``hires: auto`` skips its second pass, ``hires.NO_AUTO_FAMILIES``) and a tiled upscale
+The toy paints one shape in a small picture (``NATIVE``). A big canvas gets that picture
+enlarged (``hires: auto`` skips its second pass: ``Family.second_pass_auto``) and a tiled upscale
 refines tiles of that size; without a word, both look like Easel failing. These sentences go out as
-the job's progress message and in the result's ``parameters.notes`` (docs/protocol.md).
+the job's progress message and in the result's ``parameters.notes`` (docs/protocol.md), for the
+families that are toys (``Family.toy``).
 Import-light (no torch), like the package.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-#: Model families that are toys: their big pictures and upscales come with a note.
-TOY_FAMILIES = frozenset({"demo"})
 
 
 def _size(extent: Iterable[int]) -> str:

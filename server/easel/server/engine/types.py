@@ -12,6 +12,7 @@ from typing import Literal, Protocol
 from PIL import Image as PILImage
 
 from ...client.protocol import GenerateRequest
+from ..families import Family
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
 
@@ -34,7 +35,7 @@ class ModelInfo:
     """A model the server offers (loaded or not)."""
 
     id: str  # what clients send as ``model``
-    family: str  # "sd1", "sd2", "sdxl", "demo", ...
+    family: Family  # a plain "sdxl" becomes Family.SDXL; "sdxl" on the wire
     native: tuple[int, int]  # native width, height in pixels
     default_steps: int
     default_guidance: float
@@ -49,9 +50,12 @@ class ModelInfo:
     dtype: str | None = None  # what it runs (or will run) in
     offload: str = "none"  # "none" | "model" | "sequential" CPU offload
 
+    def __post_init__(self) -> None:
+        self.family = Family(self.family)
+
     def to_dict(self) -> dict:
         d = {
-            "id": self.id, "name": self.name or self.id, "family": self.family, "native": list(self.native),
+            "id": self.id, "name": self.name or self.id, "family": self.family.value, "native": list(self.native),
             "default_steps": self.default_steps, "default_guidance": self.default_guidance,
             "source": self.source, "loaded": self.loaded, "few_step": self.few_step, "inpaint": self.inpaint,
         }

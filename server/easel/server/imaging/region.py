@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...client import send_region as rules
+from ..families import Family
 from .geometry import Bounds, Extent
 
-#: Native working resolution per model family (ModelInfo.native wins where known).
-FAMILY_NATIVE = {
-    "sd1": Extent(512, 512), "sd2": Extent(768, 768), "sdxl": Extent(1024, 1024), "demo": Extent(64, 64),
-}
 #: A region whose area is within these factors of the native area is diffused 1:1 (no resampling).
 KEEP_SCALE = (0.75, 1.5)
 #: The working size's longest side is at most this many times the native longest side.
@@ -30,10 +27,15 @@ SECOND_PASS_FACTOR = 1.5
 
 
 def native_size(family: str, native: tuple[int, int] | None = None) -> Extent:
-    """The target resolution for a model: its declared native size, else its family's, else 512²."""
+    """The target resolution for a model: its declared native size, else its family's (``Family.native``),
+    else SD 1.x's."""
     if native is not None:
         return Extent(*native)
-    return FAMILY_NATIVE.get(family, Extent(512, 512))
+    try:
+        side = Family(family).native
+    except ValueError:
+        side = Family.SD1.native
+    return Extent(side, side)
 
 
 def work_size(region: Extent, native: Extent, multiple: int = MULTIPLE, exact: bool = False) -> Extent:
