@@ -106,6 +106,22 @@ def test_other_architectures_are_named():
     assert describe(embedding).kind == "unknown" and "embedding" in describe(embedding).problem
 
 
+def test_what_easel_serves_is_said_as_it_is():
+    """Files Easel cannot serve say which single files it can: SD 1.x/2.x/SDXL ones, and SD 3/3.5 and FLUX.1
+    ones with a config folder; a flow-model file says only how to serve it."""
+    served = "Easel serves SD 1.x, SD 2.x and SDXL single files, and SD 3/3.5 and FLUX.1 ones with a config folder"
+    video = {**checkpoint("sd1"), "model.diffusion_model.time_stack.0.weight": TensorInfo("F16", (320,))}
+    assert describe(video).problem == f"a video model (SVD); {served}"
+    odd = checkpoint("sd1", parts=("unet",))
+    for name in [n for n in odd if "attn2.to_k" in n]:
+        odd[name] = TensorInfo("F16", (odd[name].shape[0], 512))
+    assert describe(odd).problem == f"unknown architecture (cross-attention width 512, no known text encoder); {served}"
+    flux = {"model.diffusion_model.input_blocks.0.0.weight": TensorInfo("F16", (320, 4, 3, 3)),
+            "model.diffusion_model.double_blocks.0.img_attn.qkv.weight": TensorInfo("F16", (9216, 3072))}
+    assert describe(flux).problem == ("a FLUX.1 single file: serve it as 'FILE#config=FOLDER', FOLDER a diffusers "
+                                      "folder of the same FLUX.1 model for the text encoders and VAE (docs/models.md)")
+
+
 def test_vae_files():
     ldm = {k.removeprefix("first_stage_model."): v for k, v in checkpoint("sd1", parts=("vae",)).items()}
     assert describe(ldm).kind == "vae" and describe(ldm).problem is None

@@ -12,6 +12,7 @@ width (768 CLIP-L, 1024 OpenCLIP-H, 2048 CLIP-L+bigG, 1280 bigG), the SDXL ``lab
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..families import Family
@@ -58,6 +59,18 @@ _OTHER = [  # (key fragment, what it is) for files Easel does not serve
     ("conv_first.weight", "an upscaling model (ESRGAN-style)"), ("vision_model.", "a CLIP vision model"),
     ("edm_mean", "an EDM model (Playground v2.5)"), ("lora_controlnet", "a Control-LoRA"),
 ]
+
+
+def _listed(families: Iterable[Family]) -> str:
+    """Their labels as ``SD 1.x, SD 2.x and SDXL``."""
+    labels = list(dict.fromkeys(family.label for family in families))
+    return " and ".join(part for part in (", ".join(labels[:-1]), labels[-1]) if part)
+
+
+# The single files Easel serves: those of the served families it ships configs for; the flow models' with a folder.
+_SERVED_FILES = (f"Easel serves {_listed(family for family, _ in CONFIGS.values() if family.served)} single files, "
+                 f"and {_listed(family for family in Family if family.flow and family.served)} ones with a config folder")
+
 # Names are searched in one text where each appears as "name":{ (a safetensors header's own layout), so
 # a regular expression runs once per file at C speed instead of once per name.
 _LORA = re.compile(r'(\.lora_(down|up|A|B)\.weight|\.hada_w1_[ab]|\.lokr_w[12]|_lora\.(down|up)\.weight|\.alpha)":\{')
@@ -123,7 +136,7 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
     label = tensors.get(UNET + "label_emb.0.0.weight")
     for fragment, what in _OTHER:
         if fragment in names:
-            return Description("checkpoint", problem=f"{what}; Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
+            return Description("checkpoint", problem=what if "single file" in what else f"{what}; {_SERVED_FILES}")
     if label is not None:
         refiner = context == Family.SDXL_REFINER.context or label.shape[1] == 2560 or _has_text(
             tensors, Family.SDXL_REFINER)
@@ -134,7 +147,7 @@ def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, name
         family = Family.SD1
     else:
         return Description("checkpoint", context=context, problem=f"unknown architecture (cross-attention width "
-                           f"{context}, no known text encoder); Easel serves SD 1.x, SD 2.x and SDXL checkpoints")
+                           f"{context}, no known text encoder); {_SERVED_FILES}")
     inpaint = channels == 9
     if channels not in (4, 9):
         what = "an InstructPix2Pix model" if channels == 8 else f"a UNet with {channels} input channels"
