@@ -88,6 +88,8 @@ class ErrorCode(WireName):
     LORA_FAILED = "lora_failed", "a LoRA that does not fit the model or cannot be loaded"
     UNKNOWN_CONTROL_MODEL = "unknown_control_model", "a ControlNet the server does not offer"
     CONTROL_MODEL_MISMATCH = "control_model_mismatch", "a ControlNet of another model family"
+    NO_CONTROL_MODEL = ("no_control_model", "a control layer's kind has no ControlNet for the model's family on this "
+                        "server; the message names the kind and the model to download")
     NO_REFINER = "no_refiner", "a refiner job on a server without a refiner"
     WORKER_FAILED = ("worker_failed", "with `easel serve --ray`: the replica or the whole Ray cluster failed, after "
                      "one retry; the message names the cause and the fix "
