@@ -30,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from easel.server.demo import WEIGHTS_DIR
+
 REPO = Path(__file__).resolve().parent.parent
-DEMO_WEIGHTS = REPO / "server" / "easel" / "server" / "demo" / "weights"
+DEMO_WEIGHTS = WEIGHTS_DIR  #: the committed demo weights (easel.server.demo)
 PROMPT = "a red circle on a blue background"
 
 

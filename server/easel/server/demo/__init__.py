@@ -9,6 +9,7 @@ torch, nothing of the engine) so the CLI and the library can read constants chea
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from ..builtin_models import BuiltinModel, PreviewMap, register
@@ -19,6 +20,7 @@ DEMO_ID = "easel-demo"  #: the built-in demo model's id (what clients and ``--mo
 NATIVE = 64  #: native width and height in pixels (an 8x8x4 latent)
 DEFAULT_STEPS = 20  #: denoising steps with the default scheduler (DPM-Solver++ 2M)
 DEFAULT_GUIDANCE = 5.0  #: classifier-free guidance scale
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"  #: the committed weights and their config
 
 
 def _load(device: str, dtype: Any) -> Any:

@@ -15,10 +15,8 @@ from typing import Any
 import torch
 from diffusers import StableDiffusionPipeline
 
-from . import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEMO_ID, NATIVE  # noqa: F401  (the model's constants, here too)
+from . import DEFAULT_GUIDANCE, DEFAULT_STEPS, DEMO_ID, NATIVE, WEIGHTS_DIR  # noqa: F401  (the model's constants, here too)
 from . import config as demo_config
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 TOY_NOTICE = (
     f"Serving the built-in demo model {DEMO_ID!r}. It is a toy: a few-MB model trained in minutes on a CPU\n"

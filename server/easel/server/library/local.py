@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from ..demo import DEMO_ID
+from ..demo import DEMO_ID, WEIGHTS_DIR
 from .scan import Library
-
-DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "demo" / "weights"  #: the committed demo model files
 
 
 def builtin_demo() -> dict[str, Any]:
     """The built-in demo model, always there and usable offline (docs/demo-model.md)."""
-    weights, config = DEMO_WEIGHTS / f"{DEMO_ID}.safetensors", DEMO_WEIGHTS / f"{DEMO_ID}.json"
+    weights, config = WEIGHTS_DIR / f"{DEMO_ID}.safetensors", WEIGHTS_DIR / f"{DEMO_ID}.json"
     try:
         native, size = json.loads(config.read_text())["native"], weights.stat().st_size
     except (OSError, ValueError, KeyError) as exc:
-        native, size, problem = None, 0, f"its files in {DEMO_WEIGHTS} are missing or damaged ({exc}); reinstall Easel"
+        native, size, problem = None, 0, f"its files in {WEIGHTS_DIR} are missing or damaged ({exc}); reinstall Easel"
     else:
         problem = None
     return {"id": DEMO_ID, "name": DEMO_ID, "kind": "checkpoint", "label": "built-in demo (toy)", "path": str(weights),
