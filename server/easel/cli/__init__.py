@@ -1,7 +1,8 @@
-"""The ``easel`` command: serve, generate, models, download, demo-model, install-plugin, package-plugin.
+"""The ``easel`` command: serve, generate, models, control-image, download, demo-model, install-plugin,
+package-plugin.
 
 One module per responsibility: ``serve`` (the server), ``generate`` (client commands; its flags are
-generated from the protocol's field declarations), ``pictures`` (the PNGs ``generate`` writes),
+generated from the protocol's field declarations), ``control_image`` (a guide made from a picture), ``pictures`` (the PNGs ``generate`` writes),
 ``plugins`` (editor plugins and the demo model), ``library`` (``download``, ``models --local``, the
 config file of ``serve``). Heavy imports (torch, diffusers) happen only in
 ``serve`` and ``demo-model``, so client commands start fast.
@@ -14,7 +15,7 @@ from typing import Any
 
 from .. import __version__
 from ..client.protocol import parse_lora
-from . import generate, library, plugins, serve
+from . import control_image, generate, library, plugins, serve
 
 __all__ = ["Parser", "build_parser", "main", "parse_lora"]
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
     serve.add_parser(sub)
     generate.add_parsers(sub)
+    control_image.add_parsers(sub)
     library.add_parsers(sub)
     plugins.add_parsers(sub)
     return parser

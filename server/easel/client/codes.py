@@ -28,6 +28,14 @@ class WireName(str, Enum):
         return format(self.value, spec)
 
 
+class PreprocessKind(WireName):
+    """The ``kind`` of a ``preprocess`` message: the control-layer guide made from the picture."""
+
+    CANNY = "canny", "white edges on black (OpenCV Canny, thresholds 100/200)"
+    DEPTH = "depth", "a depth map, near = bright (Depth Anything V2 or DPT)"
+    SEGMENTATION = "segmentation", "ADE20K class colours (UperNet or Segformer trained on ADE20K)"
+
+
 class ClientMessage(WireName):
     """What a client sends: fields, and what the server answers."""
 
@@ -41,6 +49,8 @@ class ClientMessage(WireName):
     ACK = "ack", "`job`", "`acked` (`found`: bool); the stored result is deleted"
     HISTORY = ("history", "`limit` (default 50)", "`history` with `jobs`: recent stored results, newest first "
                "(`job`, `created`, `parameters`, `images`)")
+    PREPROCESS = ("preprocess", f"`job`, `kind` ({', '.join(f'`{k}`' for k in PreprocessKind)}); attachment `image`",
+                  "`progress`…, then `control_image` or `error` (see [From image](#from-image-preprocess))")
 
 
 class ServerMessage(WireName):
@@ -48,8 +58,8 @@ class ServerMessage(WireName):
 
     WELCOME = "welcome", "see Handshake above"
     QUEUED = "queued", "`job`, `position` (1 = next)"
-    PROGRESS = ("progress", "`job`, `stage` (`load`, `denoise`, or `upscale`: steps over all tiles, `message` "
-                "\"tile k/N\"), `step`, `total`, `message`; attachment `preview` (small, optional). A job with a "
+    PROGRESS = ("progress", "`job`, `stage` (`load`, `denoise`, `upscale`: steps over all tiles, `message` "
+                "\"tile k/N\", or `preprocess`), `step`, `total`, `message`; attachment `preview` (small, optional). A job with a "
                 "second pass (docs/imaging.md) counts both passes in one `denoise` bar; the second pass's `message` "
                 "is \"second pass\" or \"second pass, tile k/N\"")
     RESULT = ("result", "`job`, `images` [{`seed`, `x`, `y`, `width`, `height`}], `parameters`, `timings`, `worker`; "
@@ -62,6 +72,8 @@ class ServerMessage(WireName):
     HISTORY = "history", "`jobs` (see `history` above)"
     ERROR = "error", "`job` (or null), `code`, `field` (or null), `message`"
     MODELS = "models", "`models`"
+    CONTROL_IMAGE = ("control_image", "`job`, `kind`, `width`, `height`; attachment `image`: the guide, RGB, the "
+                     "size of the picture sent (answer to `preprocess`)")
 
 
 class ErrorCode(WireName):
@@ -90,6 +102,9 @@ class ErrorCode(WireName):
     CONTROL_MODEL_MISMATCH = "control_model_mismatch", "a ControlNet of another model family"
     NO_CONTROL_MODEL = ("no_control_model", "a control layer's kind has no ControlNet for the model's family on this "
                         "server; the message names the kind and the model to download")
+    PREPROCESSOR_UNAVAILABLE = ("preprocessor_unavailable", "field `kind`: a `preprocess` kind this server cannot "
+                                "make (no library for it, or its weights are not here); the message says why and "
+                                "how to fetch the weights")
     NO_REFINER = "no_refiner", "a refiner job on a server without a refiner"
     WORKER_FAILED = ("worker_failed", "with `easel serve --ray`: the replica or the whole Ray cluster failed, after "
                      "one retry; the message names the cause and the fix "

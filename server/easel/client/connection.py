@@ -83,7 +83,7 @@ class Result:
 @dataclass
 class ProgressInfo:
     job: str
-    stage: str  # "queued" | "load" | "denoise"
+    stage: str  # "queued" | "load" | "denoise" | "upscale" | "preprocess"
     step: int
     total: int
     message: str = ""
@@ -222,6 +222,24 @@ class Client:
             if event.type == "models":
                 return event.data["models"]
         raise ClientError("connection closed before the model list arrived")
+
+    def preprocess(self, kind: str, image: Image, on_progress: Callable[[ProgressInfo], None] | None = None,
+                   *, job: str | None = None) -> Image:
+        """A control-layer guide of ``kind`` made from ``image`` by the server (``preprocess``): the RGB
+        guide, the size of ``image``. Raises JobFailed (``field`` ``kind`` for a kind it cannot make)."""
+        job = job or new_job_id()
+        self._send({"type": "preprocess", "job": job, "kind": kind}, {"image": image})
+        for event in self.events():
+            if event.job != job and not (event.type == "error" and event.job is None):
+                continue
+            if event.type == "progress" and on_progress:
+                on_progress(progress_from_event(event))
+            elif event.type == "control_image":
+                return event.images["image"]
+            elif event.type == "error":
+                d = event.data
+                raise JobFailed(d.get("code", "error"), d.get("message", "unknown error"), d.get("field"), job)
+        raise ClientError("connection closed before the guide arrived")
 
     def send(self, message: dict[str, Any], attachments: dict[str, Image] | None = None) -> None:
         """Send any protocol message (for features beyond the helpers here)."""

@@ -39,6 +39,7 @@ from .features import check_names
 from .generation import check_attachments
 from .jobs import LIVE_RESTART, Job, JobQueue, LivePacing, QueueFull
 from .limits import Limits
+from .preprocess.serve import answer as answer_preprocess
 from .results import ResultStore, keeps_result
 from .security import Security
 from .stored import answer_stored
@@ -194,9 +195,11 @@ class App:
             conn.post({"type": "models", "models": [m.to_dict() for m in self.engine.models()]})
         elif kind in ("fetch", "ack", "history"):
             asyncio.get_running_loop().create_task(answer_stored(self, conn, kind, message.data))
+        elif kind == "preprocess":
+            asyncio.get_running_loop().create_task(answer_preprocess(self, conn, message))
         else:
             raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
-                                "ack or history", field="type", code="unknown_type")
+                                "ack, history or preprocess", field="type", code="unknown_type")
 
     def _submit(self, conn: Connection, message: Message) -> None:
         job_id = message.data.get("job") if isinstance(message.data.get("job"), str) else None

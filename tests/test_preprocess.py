@@ -1,0 +1,235 @@
+"""Control-layer guides made from a picture (server/easel/server/preprocess): canny against OpenCV, depth and
+segmentation on tiny random-weight transformers models found in a models folder, the ``preprocess`` message
+on a real server and ``easel control-image`` as a subprocess."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from easel.client.connection import Client, JobFailed
+from easel.client.protocol import Image
+from easel.server import preprocess
+from easel.server.engine.types import EngineError
+from easel.server.preprocess import models
+from easel.server.preprocess.palette import ADE20K
+from server_harness import REPO, inprocess_server
+
+
+def picture(height: int = 45, width: int = 61) -> np.ndarray:
+    """Shapes with hard edges over noise: something for every kind to find."""
+    rgb = np.random.default_rng(3).integers(90, 110, (height, width, 3), dtype=np.uint8)
+    rgb[8:30, 10:40] = (230, 40, 40)
+    rgb[20:40, 35:55] = (30, 30, 200)
+    return rgb
+
+
+def png(rgb: np.ndarray) -> Image:
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, "PNG")
+    return Image.png(buf.getvalue())
+
+
+def pixels(image: Image) -> np.ndarray:
+    return np.asarray(PILImage.open(io.BytesIO(image.data)).convert("RGB"))
+
+
+def save_tiny_depth_anything(folder) -> None:
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
+                            image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8,
+                                 head_hidden_size=8, reassemble_hidden_size=16, patch_size=14)
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
+
+
+def save_tiny_dpt(folder) -> None:
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(0)
+    config = DPTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32,
+                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
+                       fusion_hidden_size=8, reassemble_factors=[4, 2, 1, 0.5])
+    DPTForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+def save_tiny_segformer(folder, num_labels: int = len(ADE20K)) -> None:
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    torch.manual_seed(0)
+    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
+                             decoder_hidden_size=16, num_labels=num_labels)
+    SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def annotators(tmp_path_factory):
+    """A models folder with the tiny models where a ComfyUI install keeps them: annotators/NAME."""
+    root = tmp_path_factory.mktemp("models")
+    save_tiny_depth_anything(root / "annotators" / "Depth-Anything-V2-Small-hf")
+    save_tiny_segformer(root / "annotators" / "segformer-b0-finetuned-ade-512-512")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def empty_hf_cache(tmp_path, monkeypatch):
+    """Nothing comes from this machine's Hugging Face cache: weights are only where a test puts them."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+# ----------------------------------------------------------------------------- kinds, one by one
+def test_canny_is_opencv_canny_in_all_three_channels():
+    rgb = picture()
+    guide = preprocess.run("canny", rgb)
+    expected = cv2.Canny(rgb, 100, 200)
+    assert guide.shape == rgb.shape and guide.dtype == np.uint8
+    assert expected.any() and all(np.array_equal(guide[..., c], expected) for c in range(3))
+
+
+def test_depth_from_a_models_folder_is_the_pictures_size_rgb_and_deterministic(annotators):
+    rgb = picture()
+    first = preprocess.run("depth", rgb, [str(annotators)])
+    models._loaded.clear()  # loaded afresh from the folder: the same guide
+    again = preprocess.run("depth", rgb, [str(annotators)])
+    assert first.shape == rgb.shape and first.dtype == np.uint8
+    assert np.array_equal(first, again)
+    assert np.array_equal(first[..., 0], first[..., 1]) and np.array_equal(first[..., 0], first[..., 2])
+    assert first.min() == 0 and first.max() == 255  # stretched to the full range
+
+
+def test_depth_takes_a_dpt_model_in_a_flat_folder(tmp_path):
+    save_tiny_dpt(tmp_path / "dpt-hybrid-midas")
+    reports: list[str] = []
+    guide = preprocess.run("depth", picture(30, 20), [str(tmp_path)], reports.append)
+    assert guide.shape == (30, 20, 3) and guide.dtype == np.uint8
+    assert reports == ["loading dpt-hybrid-midas", "running depth"]
+
+
+def test_segmentation_paints_ade20k_colours_at_the_pictures_size(annotators):
+    rgb = picture()
+    guide = preprocess.run("segmentation", rgb, [str(annotators)])
+    assert guide.shape == rgb.shape and guide.dtype == np.uint8
+    colours = {tuple(c) for c in guide.reshape(-1, 3)}
+    assert colours <= {tuple(c) for c in ADE20K} and len(colours) > 1
+    models._loaded.clear()
+    assert np.array_equal(guide, preprocess.run("segmentation", rgb, [str(annotators)]))
+
+
+def test_a_segmentation_model_of_other_classes_is_refused(tmp_path):
+    save_tiny_segformer(tmp_path / "annotators" / "upernet-convnext-small", num_labels=19)
+    with pytest.raises(EngineError) as err:
+        preprocess.run("segmentation", picture(), [str(tmp_path)])
+    assert err.value.field == "kind" and "19 classes, not ADE20K's 150" in str(err.value)
+
+
+def test_missing_weights_name_the_kind_and_the_download(tmp_path):
+    with pytest.raises(EngineError) as err:
+        preprocess.run("depth", picture(), [str(tmp_path)])
+    assert err.value.field == "kind" and err.value.code == "preprocessor_unavailable"
+    assert "not available on this server" in str(err.value)
+    assert "hf download depth-anything/Depth-Anything-V2-Small-hf" in str(err.value)
+    assert "annotators/NAME" in str(err.value)
+
+
+@pytest.mark.parametrize("kind, words", [("pose", "not available on this server: its annotators come from "
+                                          "controlnet-aux"), ("sketchy", "unknown kind 'sketchy'")])
+def test_kinds_it_cannot_make_name_the_field_and_the_choices(kind, words):
+    with pytest.raises(EngineError) as err:
+        preprocess.run(kind, picture())
+    assert err.value.field == "kind" and words in str(err.value)
+    assert "use one of canny, depth, segmentation" in str(err.value)
+
+
+# ----------------------------------------------------------------------------- the protocol and the CLI
+@pytest.fixture(scope="module")
+def served(annotators):
+    """A real server on 127.0.0.1 around the built-in demo model, the tiny annotators in its models folder."""
+    from easel.server.engine import Engine
+
+    engine = Engine(["easel-demo"], device="cpu", dtype="float32", models_dir=str(annotators))
+    with inprocess_server(engine) as (url, app):
+        yield url
+
+
+def test_preprocess_answers_the_guide_with_progress(served, annotators):
+    rgb = picture()
+    progress = []
+    with Client(served) as client:
+        canny = client.preprocess("canny", png(rgb))
+        depth = client.preprocess("depth", png(rgb), progress.append)
+    assert np.array_equal(pixels(canny), preprocess.run("canny", rgb))
+    assert (depth.width, depth.height) == (rgb.shape[1], rgb.shape[0])
+    assert np.array_equal(pixels(depth), preprocess.run("depth", rgb, [str(annotators)]))
+    assert progress and progress[-1].stage == "preprocess" and progress[-1].message == "running depth"
+
+
+@pytest.mark.parametrize("message, field, words", [
+    ({"kind": "lineart"}, "kind", "'lineart' is not available on this server"),
+    ({"kind": "depth", "job": ""}, "job", "'job' must be a non-empty string"),
+])
+def test_bad_preprocess_messages_get_an_error_naming_the_field(served, message, field, words):
+    with Client(served) as client:
+        client.send({"type": "preprocess", "job": "j1", **message}, {"image": png(picture())})
+        event = next(e for e in client.events(timeout=30) if e.type == "error")
+    assert event.data["field"] == field and words in event.data["message"]
+
+
+def test_preprocess_without_a_picture_names_the_attachment(served):
+    with Client(served) as client, pytest.raises(JobFailed) as err:
+        client.send({"type": "preprocess", "job": "j2", "kind": "canny"})
+        client.wait_for("j2")
+    assert err.value.field == "image" and "attachment 'image'" in str(err.value)
+
+
+def easel(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "easel", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_control_image_cli_writes_the_guide(served, tmp_path):
+    rgb = picture()
+    PILImage.fromarray(rgb).save(tmp_path / "in.png")
+    r = easel("control-image", "canny", "--image", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png"),
+              "--url", served)
+    assert r.returncode == 0, r.stderr
+    written = np.asarray(PILImage.open(tmp_path / "out.png"))
+    assert written.shape == rgb.shape and np.array_equal(written, preprocess.run("canny", rgb))
+    assert "Traceback" not in r.stderr and f"{rgb.shape[1]}x{rgb.shape[0]}" in r.stdout
+
+
+@pytest.mark.parametrize("kind, extra, code, words", [
+    ("pose", [], 2, "easel control-image: kind 'pose' is not available on this server"),
+    ("canny", ["--out", "x.gif"], 2, "easel control-image: --out x.gif: cannot write .gif files"),
+    ("canny", ["--image", "missing.png"], 2, "easel control-image: cannot read --image missing.png"),
+])
+def test_control_image_cli_errors_are_one_line(served, tmp_path, kind, extra, code, words):
+    PILImage.fromarray(picture()).save(tmp_path / "in.png")
+    flags = {"--image": str(tmp_path / "in.png"), "--out": str(tmp_path / "out.png"), "--url": served}
+    flags.update(zip(extra[::2], extra[1::2]))
+    r = easel("control-image", kind, *[x for kv in flags.items() for x in kv])
+    assert r.returncode == code and r.stderr.strip().splitlines()[-1].startswith(words), r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "out.png").exists()
+
+
+def test_docs_protocol_md_lists_the_kinds_as_declared():
+    from easel.client.codes import PreprocessKind, enum_table
+
+    text = (REPO / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert enum_table(PreprocessKind, "kind", "guide") in text, "update the preprocess kinds table of docs/protocol.md"
