@@ -290,3 +290,27 @@ def build_tiny_safety_checker(folder: str | os.PathLike, flag_all: bool = True) 
     checker.save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
+
+
+def build_tiny_controlnet_union(pipe_folder: str | os.PathLike, folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save a ControlNetUnionModel (xinsir's SDXL ControlNet Union, all 8 control modes like its promax
+    weights) made for a saved tiny SDXL pipeline's UNet to ``folder``: internal widths follow the UNet's
+    first block, and its zero layers are random so that every control image steers (as in
+    ``build_tiny_controlnet``)."""
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(os.fspath(pipe_folder), subfolder="unet")
+    width = unet.config.block_out_channels[0]
+    base = ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(4, 4, 4, 4))
+    torch.manual_seed(seed)
+    controlnet = ControlNetUnionModel.from_config(base.config, num_trans_channel=width, num_proj_channel=width,
+                                                  num_trans_head=2, num_control_type=8)
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv, std in [*((c, 0.5) for c in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]),
+                          *((c, 0.4) for c in [embedding.conv_in, *embedding.blocks, embedding.conv_out]),
+                          (controlnet.spatial_ch_projs, 0.2)]:
+            conv.weight.normal_(0.0, std)
+            conv.bias.zero_()
+    controlnet.save_pretrained(os.fspath(folder))
+    return os.fspath(folder)

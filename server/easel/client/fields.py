@@ -213,14 +213,20 @@ def from_wire(cls: type, data: dict[str, Any]) -> Any:
 
 
 def attachment_names(obj: Any) -> list[str]:
-    """The attachment names a declared dataclass refers to, at any depth (``Spec.attachment``)."""
+    """The attachment names a declared dataclass refers to, at any depth (``Spec.attachment``); list items
+    may be their dataclasses or still plain objects (as a command line's flags make them)."""
     names = []
     for name, d in declared(type(obj)).items():
         value = getattr(obj, name)
         if d.spec.attachment and value is not None:
             names.append(value)
         elif d.spec.items is not None and value:
-            names.extend(n for item in value for n in attachment_names(item))
+            for item in value:
+                if is_dataclass(item):
+                    names.extend(attachment_names(item))
+                elif isinstance(item, dict):
+                    names.extend(item[sub] for sub, sd in declared(d.spec.items).items()
+                                 if sd.spec.attachment and item.get(sub) is not None)
     return names
 
 

@@ -1,8 +1,9 @@
 """Power-feature inputs of a ``generate`` request (docs/features.md): checks of the names it uses
-(LoRAs, control model, refiner) and of the control image, which it prepares at work size.
+(LoRAs, control model, control layers' kinds, refiner) and of the control images, which it prepares at
+work size.
 
-The control image (attachment ``control``) covers the same pixels as ``image``: it has the image's
-size (text to image: the requested size, ``width`` x ``height`` or the model's native size), and
+A control image (attachment ``control``, or a control layer's in ``controls``) covers the same pixels as
+``image``: it has the image's size (text to image: the requested size, ``width`` x ``height`` or the model's native size), and
 is cropped and scaled with the same work plan, so the sketch lines up with the region the model
 paints. Transparent control pixels count as black (no line, in the white-on-black convention of
 scribble, line-art and canny ControlNets).
@@ -16,9 +17,10 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
-from .engine.types import EngineAPI
+from .engine.types import EngineAPI, EngineError
 from .imaging.compose import as_rgba, resize
 from .imaging.region import WorkPlan
+from .library.controls import download_hint
 
 ATTACHMENT = "control"
 
@@ -33,9 +35,11 @@ def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
         raise ProtocolError("attachment 'control' needs a 'control_model' (one of welcome.control_models)",
                             field="control_model")
     image = images.get("image")
-    if control is not None and image is not None and (control.width, control.height) != (image.width, image.height):
-        raise ProtocolError(f"'control' is {control.width}x{control.height} but 'image' is {image.width}x"
-                            f"{image.height}; send the control image at the size of the image", field="control")
+    for name in [ATTACHMENT, *(c.image for c in request.controls or [])]:
+        guide = images.get(name)
+        if guide is not None and image is not None and (guide.width, guide.height) != (image.width, image.height):
+            raise ProtocolError(f"{name!r} is {guide.width}x{guide.height} but 'image' is {image.width}x"
+                                f"{image.height}; send the control image at the size of the image", field=name)
 
 
 def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
@@ -54,20 +58,40 @@ def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
         offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
         raise ProtocolError(f"unknown control model {request.control_model!r}; this server offers: {offer}",
                             field="control_model")
+    check_control_kinds(request, engine)
     if request.refiner and not engine.refiners():
         raise ProtocolError("no refiner is configured; start the server with --refiner REF or leave 'refiner' off",
                             field="refiner", code="no_refiner")
 
 
-def prepare_control(plan: WorkPlan, control: np.ndarray | None) -> PILImage.Image | None:
-    """The control image at work size: cropped to the plan's region and resized like the image."""
+def check_control_kinds(request: GenerateRequest, engine: EngineAPI) -> None:
+    """Each control layer that names no model needs a ControlNet of its kind for the request's model."""
+    try:
+        info = engine.model_info(request.model)
+    except EngineError:
+        return  # the model check says what is wrong
+    for i, control in enumerate(request.controls or []):
+        if control.model is not None:
+            if control.model not in engine.control_models():
+                offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
+                raise ProtocolError(f"unknown control model {control.model!r}; this server offers: {offer}",
+                                    field=f"controls[{i}].model", code="unknown_control_model")
+        elif info.controls is not None and control.kind not in info.controls:
+            raise ProtocolError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
+                                f"ControlNet for {info.family.label} models like {info.id!r}; "
+                                f"{download_hint(control.kind, info.family)}", field=f"controls[{i}].kind",
+                                code="no_control_model")
+
+
+def prepare_control(plan: WorkPlan, control: np.ndarray | None, name: str = ATTACHMENT) -> PILImage.Image | None:
+    """A control image at work size: cropped to the plan's region and resized like the image."""
     if control is None:
         return None
     rgba = as_rgba(control)
     if rgba.shape[:2] != (plan.image.height, plan.image.width):
-        raise ProtocolError(f"'control' is {rgba.shape[1]}x{rgba.shape[0]} but the job is {plan.image.width}x"
+        raise ProtocolError(f"{name!r} is {rgba.shape[1]}x{rgba.shape[0]} but the job is {plan.image.width}x"
                             f"{plan.image.height}; send the control image at that size (the image's size, or "
-                            "width x height for text to image)", field="control")
+                            "width x height for text to image)", field=name)
     region = rgba[plan.region.slices].astype(np.uint16)
     rgb = (region[..., :3] * region[..., 3:] + 127) // 255  # over black
     return PILImage.fromarray(resize(rgb.astype(np.uint8), plan.work), "RGB")

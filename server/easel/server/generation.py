@@ -82,7 +82,8 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
     job = engine_job(request, mode=plan.mode, model=model.id, seeds=seeds, width=plan.work.width,
                      height=plan.work.height, image=work_image, mask=work_mask,
-                     control_image=prepare_control(plan, inputs.control))
+                     control_image=prepare_control(plan, inputs.control),
+                     attached={name: prepare_control(plan, img, name) for name, img in inputs.attached.items()})
     second = None
     if second_pass_wanted(request, plan, model.family):
         second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)

@@ -136,7 +136,7 @@ class TileRefiner:
         return engine_job(
             self.request, mode="img2img" if self.masks is None else "inpaint", model=self.model.id,
             seeds=self.groups[group], width=self.plan.tile.width, height=self.plan.tile.height,
-            strength=self.strength, control_model=None, variation_seed=variation,  # tiles take no guide
+            strength=self.strength, control_model=None, controls=None, variation_seed=variation,  # no guides
             image=None if image is None else PILImage.fromarray(np.ascontiguousarray(image), "RGB"),
             mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"))
 

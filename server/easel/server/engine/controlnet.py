@@ -1,5 +1,10 @@
 """ControlNet: control models the server offers, loaded on first use, and the pipelines that use them.
 
+A job's control layers (``EngineJob.controls``, and the single ``control_model`` guide as one more layer)
+each get a ControlNet: the one the layer names, else the server's first for its kind that fits the model
+(``library.controls``: kinds from names, family from configs). Several layers combine as diffusers'
+Multi-ControlNet; on SDXL, xinsir's ControlNet Union runs each layer with its ``control_mode``.
+
 A control model is a hub id (``lllyasviel/control_v11p_sd15_scribble``) or a local folder holding a
 ControlNetModel (``config.json`` + weights); ids are the hub id or the folder's name. A job's
 pipeline is ``StableDiffusion[XL]ControlNet{,Img2Img,Inpaint}Pipeline.from_pipe(mode pipeline,
@@ -19,7 +24,9 @@ from typing import Any
 import diffusers
 import torch
 
-from ..families import SKETCH
+from ...client.protocol import CONTROL_KINDS
+from ..families import SKETCH, Family
+from ..library.controls import UNION_MODES, ControlInfo, download_hint, folder_info
 from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
@@ -36,6 +43,20 @@ class ControlRef:
     id: str  # what clients send as ``control_model``
     source: str  # "hub" | "folder"
     location: str
+    info: ControlInfo = ControlInfo(frozenset())
+
+
+@dataclasses.dataclass
+class ControlLayer:
+    """One control layer of a job, ready to run: its loaded ControlNet and guide at work size."""
+
+    id: str
+    model: Any  # ControlNetModel or ControlNetUnionModel
+    image: Any  # PIL RGB at the job's size
+    strength: float
+    start: float = 0.0
+    end: float = 1.0
+    mode: int | None = None  # a union model's control_mode
 
 
 def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) -> ControlRef:
@@ -50,11 +71,12 @@ def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) 
         if not os.path.isfile(os.path.join(found, "config.json")):
             raise EngineError(f"control model {text!r}: {found} is not a folder holding a ControlNet (config.json "
                               "and diffusion_pytorch_model.safetensors)", field="control_model")
-        return ControlRef(text, os.path.basename(os.path.normpath(found)), "folder", found)
+        name = os.path.basename(os.path.normpath(found))
+        return ControlRef(text, name, "folder", found, folder_info(name, found))
     if not _HUB_ID.match(text):
         raise EngineError(f"control model {text!r}: no such folder, and not a Hugging Face id like "
                           "'lllyasviel/control_v11p_sd15_scribble'", field="control_model")
-    return ControlRef(text, text, "hub", text)
+    return ControlRef(text, text, "hub", text, folder_info(text, ""))
 
 
 class ControlNets:
@@ -99,13 +121,52 @@ class ControlNets:
             if entry.problem is not None:
                 raise EngineError(f"control model {name!r} ({entry.path}) cannot be used: {entry.problem}",
                                   field="control_model", code="model_load_failed")
-            self._lib_refs[name] = ControlRef(entry.path, name, "folder", entry.path)
+            self._lib_refs[name] = ControlRef(entry.path, name, "folder", entry.path, folder_info(name, entry.path))
             return name
         ids = self.ids()
         offer = f"this server offers: {', '.join(ids)}" if ids else \
             "this server offers none (start it with --control-model ID_OR_FOLDER)"
         raise EngineError(f"unknown control model {name!r}; {offer}", field="control_model",
                           code="unknown_control_model")
+
+    def infos(self) -> dict[str, ControlInfo]:
+        """What each usable control model serves, by id (named ones first)."""
+        out = {i: ref.info for i, ref in self._refs.items()}
+        for i, entry in self._found().items():
+            if entry.problem is None:
+                out[i] = folder_info(i, entry.path)
+        return out
+
+    def kinds_for(self, family: Family, context: int | None) -> list[str]:
+        """The control kinds a model of ``family`` can use here (the welcome's per-model ``controls``)."""
+        kinds = set().union(*(info.kinds for info in self.infos().values() if info.fits(family, context)))
+        return [k for k in CONTROL_KINDS if k in kinds]
+
+    def choose(self, controls: Sequence[Any], family: Family, context: int | None) -> list[str]:
+        """The control model of each layer: the one it names, else the first for its kind that fits."""
+        infos, out = self.infos(), []
+        for i, control in enumerate(controls):
+            if control.model is not None:
+                try:
+                    out.append(self.resolve(control.model))
+                except EngineError as exc:
+                    raise EngineError(str(exc), field=f"controls[{i}].model", code=exc.code) from None
+                continue
+            found = next((cid for cid, info in infos.items() if control.kind in info.kinds
+                          and info.fits(family, context)), None)
+            if found is None:
+                raise EngineError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
+                                  f"ControlNet for {family.label} models; {download_hint(control.kind, family)}",
+                                  field=f"controls[{i}].kind", code="no_control_model")
+            out.append(found)
+        return out
+
+    def union_mode(self, control_id: str, kind: str | None) -> int | None:
+        """A union model's ``control_mode`` for ``kind`` (the legacy guide: scribble); None: a single-kind one."""
+        ref = self._refs.get(control_id) or self._lib_refs.get(control_id)
+        if ref is None or not ref.info.union:
+            return None
+        return UNION_MODES[kind or "scribble"]
 
     def get(self, name: str, dtype: str, progress: ProgressFn, cancelled: CancelledFn) -> Any:
         """The ControlNetModel ``name`` in ``dtype`` on the engine's device (loaded if needed)."""
@@ -125,11 +186,12 @@ class ControlNets:
             return model
 
     def _load(self, ref: ControlRef, dtype: str, progress: ProgressFn) -> Any:
-        from diffusers import ControlNetModel
+        from diffusers import ControlNetModel, ControlNetUnionModel
 
         progress(Progress("load", 0, 1, f"loading control model {ref.id}"))
         try:
-            model = ControlNetModel.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]})
+            cls = ControlNetUnionModel if ref.info.union else ControlNetModel
+            model = cls.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]})
             model.to(self._options.device)
         except Exception as exc:
             hint = ("run `hf download " + ref.id + "` while online" if ref.source == "hub"
@@ -163,24 +225,43 @@ def _norm(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def control_pipeline(lm: LoadedModel, mode: str, controlnet: Any) -> Any:
-    """The ControlNet twin of ``lm``'s pipeline for ``mode``, sharing all of its modules."""
+def control_pipeline(lm: LoadedModel, mode: str, layers: Sequence[ControlLayer]) -> Any:
+    """The ControlNet twin of ``lm``'s pipeline for ``mode``, sharing all of its modules: one ControlNet, or
+    a list (Multi-ControlNet); union models (all of the layers' or none) take the Union pipeline."""
     if lm.traits.inpaint_unet:
         mode = "inpaint"
-    cls = getattr(diffusers, lm.traits.family.pipeline_class(mode, control=SKETCH))
-    pipe = cls.from_pipe(lm.base, controlnet=controlnet, **{_DTYPE_KW: lm.base.dtype})
+    union = [layer.mode is not None for layer in layers]
+    if any(union) and not all(union):
+        raise EngineError("a job's control layers cannot mix a ControlNet Union with single-kind ControlNets; "
+                          "name the same kind of model in every layer's 'model' (or none)", field="controls")
+    name = lm.traits.family.pipeline_class(mode, control=SKETCH)
+    cls = getattr(diffusers, name.replace("ControlNet", "ControlNetUnion") if all(union) else name)
+    nets = [layer.model for layer in layers]
+    pipe = cls.from_pipe(lm.base, controlnet=nets[0] if len(nets) == 1 else nets, **{_DTYPE_KW: lm.base.dtype})
     pipe.set_progress_bar_config(disable=True)
-    if lm.channels_last:  # the shared UNet and VAE already are
-        controlnet.to(memory_format=torch.channels_last)
-    if lm.offload_mode == "sequential":  # the base modules keep their per-module hooks
-        controlnet.to(lm.offload_device)
-    elif lm.offload_device is not None:
+    for controlnet in nets:
+        if lm.channels_last:  # the shared UNet and VAE already are
+            controlnet.to(memory_format=torch.channels_last)
+        if lm.offload_mode == "sequential":  # the base modules keep their per-module hooks
+            controlnet.to(lm.offload_device)
+    if lm.offload_mode != "sequential" and lm.offload_device is not None:
         pipe.enable_model_cpu_offload(device=lm.offload_device)
         lm._offload_owner = pipe  # the next plain pipeline re-hooks the shared modules
     return pipe
 
 
-def control_kwargs(accepted: Any, image: Any, strength: float) -> dict[str, Any]:
-    """Call arguments: the control image (``image`` for text to image, else ``control_image``) and scale."""
+def control_kwargs(accepted: Any, layers: Sequence[ControlLayer]) -> dict[str, Any]:
+    """Call arguments: the control images (``image`` for text to image, else ``control_image``), scales and
+    step ranges: plain values for one ControlNet, lists for several; union models add ``control_mode``."""
     key = "control_image" if "control_image" in accepted else "image"
-    return {key: image.convert("RGB"), "controlnet_conditioning_scale": float(strength)}
+    one = len(layers) == 1
+    images = [layer.image.convert("RGB") for layer in layers]
+    out: dict[str, Any] = {key: images[0] if one else images}
+    for arg, values in (("controlnet_conditioning_scale", [layer.strength for layer in layers]),
+                        ("control_guidance_start", [layer.start for layer in layers]),
+                        ("control_guidance_end", [layer.end for layer in layers])):
+        out[arg] = float(values[0]) if one else [float(v) for v in values]
+    if layers[0].mode is not None:
+        out[key] = images
+        out["control_mode"] = [layer.mode for layer in layers]
+    return out

@@ -17,7 +17,7 @@ from PIL import Image
 from ..library.scan import Library
 from .cache import LRUCache
 from .catalog import Catalog
-from .controlnet import ControlNets, check_fits
+from .controlnet import ControlLayer, ControlNets, check_fits
 from .device import free_memory, resolve_device, resolve_dtype
 from .loading import LoadedModel, LoadOptions, load_model
 from .lora import LoraLibrary
@@ -103,6 +103,8 @@ class Engine:
         loaded = self._cache.peek(info.id)
         info.dtype = loaded.dtype if loaded is not None else self.dtype
         info.offload = self._options.offload_mode if self.device != "cpu" else "none"
+        traits = self._catalog.traits(info.id)
+        info.controls = self._controls.kinds_for(traits.family, traits.context)
         return info
 
     def schedulers(self) -> list[str]:
@@ -192,7 +194,7 @@ class Engine:
         """Cheap checks before any loading: names that must exist, LoRAs of the model's family."""
         traits = self._catalog.traits(model_id)
         asked = {"negative_prompt": bool(job.negative_prompt), "scheduler": job.scheduler not in (None, "euler"),
-                 "control_model": job.control_model is not None, "refiner": job.refiner,
+                 "control_model": job.control_model is not None or bool(job.controls), "refiner": job.refiner,
                  "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
         for feature, used in asked.items():
             why = traits.family.unsupported(feature) if used else None
@@ -203,21 +205,44 @@ class Engine:
             self._loras.check_fits(name, model_id, traits.context, traits.family)
         if job.control_model is not None:
             self._controls.resolve(job.control_model)
+        self._controls.choose(job.controls or [], traits.family, traits.context)
         self._refiner.check(job)
 
     def _extras(self, job: EngineJob, loaded: LoadedModel, progress: ProgressFn, cancelled: CancelledFn) -> Extras:
         """Load what the job's features need: its ControlNet and the refiner."""
         extras = Extras()
         self._refiner.check(job, loaded)
+        for layer in self._control_layers(job, loaded):
+            layer.model = self._controls.get(layer.id, loaded.dtype, progress, cancelled)
+            check_fits(layer.model, loaded, layer.id)
+            extras.controls.append(layer)
+        if job.refiner:
+            extras.refiner = self._refiner.get(progress, cancelled)
+        return extras
+
+    def _control_layers(self, job: EngineJob, loaded: LoadedModel) -> list[ControlLayer]:
+        """The job's control layers that steer (strength above 0), their ControlNets not loaded yet: the
+        ``control_model`` guide, then ``controls`` with their images from ``attached``."""
+        layers = []
         if job.control_model is not None and job.control_strength > 0:
             if job.control_image is None:
                 raise EngineError("a control model needs a control image: send the sketch as attachment 'control'",
                                   field="control")
-            extras.controlnet = self._controls.get(job.control_model, loaded.dtype, progress, cancelled)
-            check_fits(extras.controlnet, loaded, job.control_model)
-        if job.refiner:
-            extras.refiner = self._refiner.get(progress, cancelled)
-        return extras
+            control_id = self._controls.resolve(job.control_model)
+            layers.append(ControlLayer(control_id, None, job.control_image, job.control_strength,
+                                       mode=self._controls.union_mode(control_id, None)))
+        controls = job.controls or []
+        ids = self._controls.choose(controls, loaded.traits.family, loaded.traits.context)
+        for i, (control, control_id) in enumerate(zip(controls, ids, strict=True)):
+            image = job.attached.get(control.image)
+            if image is None or image.size != (job.width, job.height):
+                got = "none" if image is None else f"{image.width}x{image.height}"
+                raise EngineError(f"control layer {i + 1} needs its image {control.image!r} at the job's size "
+                                  f"{job.width}x{job.height} (got {got})", field=f"controls[{i}].image")
+            if control.strength > 0:
+                layers.append(ControlLayer(control_id, None, image, control.strength, control.start, control.end,
+                                           self._controls.union_mode(control_id, control.kind)))
+        return layers
 
     def close(self) -> None:
         """Unload every model and free memory; the engine refuses work afterwards."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,7 +20,7 @@ from ...client.fields import FieldError
 from ...client.protocol import request_fields
 from . import flow, variations
 from . import refiner as refine
-from .controlnet import control_kwargs, control_pipeline
+from .controlnet import ControlLayer, control_kwargs, control_pipeline
 from .device import free_memory
 from .loading import LoadedModel
 from .schedulers import make_scheduler
@@ -42,7 +42,7 @@ class Plan:
 class Extras:
     """Models the engine loaded for this job's power features."""
 
-    controlnet: Any = None  # a ControlNetModel
+    controls: list[ControlLayer] = field(default_factory=list)  # the control layers that steer
     refiner: LoadedModel | None = None
 
 
@@ -125,8 +125,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         info["features"] = features
     if job.mode != "txt2img" and p.strength <= 0:  # nothing to denoise: the input comes back
         return [_tag(job.image.convert("RGB"), info, seed) for seed in job.seeds]
-    if extras.controlnet is not None:
-        pipe = control_pipeline(lm, job.mode, extras.controlnet)
+    if extras.controls:
+        pipe = control_pipeline(lm, job.mode, extras.controls)
     else:
         pipe = lm.pipeline(job.mode)
     original = pipe.scheduler
@@ -184,8 +184,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per
                 # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run)
                 kwargs["image"] = [kwargs["image"]] * len(seeds)
-            if extras.controlnet is not None:
-                kwargs.update(control_kwargs(accepted, job.control_image, job.control_strength))
+            if extras.controls:
+                kwargs.update(control_kwargs(accepted, extras.controls))
             if blend is not None:
                 kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
             if extras.refiner is not None:
@@ -232,8 +232,11 @@ def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if job.loras:
         out["loras"] = [{"name": name, "weight": float(weight)} for name, weight in job.loras]
-    if extras.controlnet is not None:
+    if extras.controls and job.control_model is not None and job.control_strength > 0:  # the guide's layer
         out.update(control_model=job.control_model, control_strength=float(job.control_strength))
+    if job.controls:
+        out["controls"] = [{"kind": c.kind, "strength": c.strength, "start": c.start, "end": c.end,
+                            **({"model": c.model} if c.model else {})} for c in job.controls]
     if job.variation_seed is not None and job.variation_strength > 0:
         out.update(variation_seed=job.variation_seed, variation_strength=float(job.variation_strength))
     if extras.refiner is not None:

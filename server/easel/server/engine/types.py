@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from PIL import Image as PILImage
 
-from ...client.protocol import GenerateRequest
+from ...client.protocol import Control, GenerateRequest
 from ..families import Family
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -47,6 +47,7 @@ class ModelInfo:
     inpaint: bool = False  # a 9-channel inpainting model
     loras: list[str] | None = None  # ids of the LoRAs that fit it (None: the server has no LoRAs)
     features: list[str] | None = None  # the request fields of families.FEATURES it supports
+    controls: list[str] | None = None  # the control kinds (``Control.kind``) it can use on this server
     dtype: str | None = None  # what it runs (or will run) in
     offload: str = "none"  # "none" | "model" | "sequential" CPU offload
 
@@ -65,6 +66,8 @@ class ModelInfo:
             d["loras"] = list(self.loras)
         if self.features is not None:
             d["features"] = list(self.features)
+        if self.controls is not None:
+            d["controls"] = list(self.controls)
         if self.dtype is not None:
             d["dtype"] = self.dtype
         d["offload"] = self.offload
@@ -94,6 +97,9 @@ class EngineJob:
     control_model: str | None = None  # id from Engine.control_models()
     control_image: PILImage.Image | None = None  # RGB at (width, height)
     control_strength: float = 1.0
+    controls: list[Control] | None = None  # control layers; their images are in ``attached``
+    attached: dict[str, PILImage.Image] = field(default_factory=dict)  # images the request's lists name, RGB
+    # at (width, height), by attachment name
     variation_seed: int | None = None  # image i blends in the noise of variation_seed + i
     variation_strength: float = 0.0
     refiner: bool = False  # SDXL: the configured refiner does the last denoising steps

@@ -105,7 +105,7 @@ def model_folder_kind(folder: str) -> str | None:
                 head = f.read(4096)
         except OSError:
             return None
-        if '"ControlNetModel"' in head:
+        if '"ControlNetModel"' in head or '"ControlNetUnionModel"' in head:
             return "controlnet"
         if '"AutoencoderKL"' in head:
             return "vae"
