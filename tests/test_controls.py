@@ -216,3 +216,13 @@ def test_server_and_cli(engine, tmp_path):
                      "--control", f"depth={tmp_path / 'b.png'}@0.8@0.1-0.9", "--out", str(out)])
         assert code == 0
         assert_close(Image.open(out).convert("RGB"), served)
+
+
+def test_download_table_in_features_md_is_current():
+    from pathlib import Path
+
+    from easel.server.library.controls import TABLE, markdown_table
+
+    text = (Path(__file__).parents[1] / "docs" / "features.md").read_text(encoding="utf-8")
+    assert f"{TABLE[0]}\n{markdown_table()}{TABLE[1]}" in text, \
+        "run python -m easel.server.library.controls --markdown docs/features.md"

@@ -30,7 +30,7 @@ _WORDS = {"scribble": "scribble", "lineart": "lineart", "softedge": "softedge", 
           "stencil": "stencil", "inpaint": "inpaint"}
 _SD15 = "lllyasviel/control_v11p_sd15_"
 _UNION_XL = "xinsir/controlnet-union-sdxl-1.0"
-#: what to download (``easel download ID``) for a kind, per family
+#: what to download (a hub id) for a kind, per family
 DOWNLOADS: dict[Family, dict[str, str]] = {
     Family.SD1: {**{k: _SD15 + k for k in ("scribble", "lineart", "softedge", "canny", "inpaint")},
                  "depth": "lllyasviel/control_v11f1p_sd15_depth", "normal": _SD15 + "normalbae",
@@ -107,8 +107,8 @@ def download_hint(kind: str, family: Family) -> str:
     ref = DOWNLOADS.get(family, {}).get(kind)
     if ref is None:
         return f"Easel knows no {kind} ControlNet for {family.label}; use another kind or model"
-    return f"download one, e.g. `easel download {ref}`, into the models folder (or start the server with " \
-           f"--control-model {ref})"
+    return (f"download one while online, e.g. `hf download {ref}`, and start the server with --control-model "
+            f"{ref} (or put its folder in the models folder's ControlNet/)")
 
 
 def markdown_table() -> str:
