@@ -32,6 +32,8 @@ class FakeDocument:
             for y in range(sy, sy + sh):
                 self.mask[y * width + sx : y * width + sx + sw] = bytes([soft]) * sw
         self.reads: list[tuple[str, tuple[int, int, int, int]]] = []
+        self.layers: dict[str, bytes] = {}  # control layers: id -> RGBA of the whole document
+        self.excluded: list[str] = []
 
     def size(self) -> tuple[int, int]:
         return self.width, self.height
@@ -39,9 +41,14 @@ class FakeDocument:
     def selection_box(self) -> tuple[int, int, int, int] | None:
         return self.box
 
-    def read_canvas(self, box: tuple[int, int, int, int]) -> bytes:
+    def read_canvas(self, box: tuple[int, int, int, int], exclude=()) -> bytes:
         self.reads.append(("canvas", tuple(box)))
+        self.excluded = list(exclude)
         return editing.crop_bytes(bytes(self.rgba), self.width, 4, *box)
+
+    def read_layer(self, layer: str, box: tuple[int, int, int, int]) -> bytes:
+        self.reads.append((f"layer {layer}", tuple(box)))
+        return editing.crop_bytes(self.layers[layer], self.width, 4, *box)
 
     def read_selection(self, box: tuple[int, int, int, int]) -> bytes:
         self.reads.append(("selection", tuple(box)))
@@ -124,3 +131,49 @@ def test_the_built_request_passes_the_server_check():
     planned = build_request(FakeDocument(128, 96, selection=(10, 10, 30, 30)), Params("p", seed=9, batch=2))
     again = GenerateRequest.from_message(planned.request.to_message())
     assert (again.seed, again.batch, again.x, again.y) == (9, 2, planned.request.x, planned.request.y)
+
+
+def layer_of(doc: FakeDocument, rgba: tuple[int, int, int, int]) -> bytes:
+    return bytes(rgba) * (doc.width * doc.height)
+
+
+def test_control_layers_go_as_controls_with_their_own_pixels_and_stay_out_of_the_canvas():
+    doc = FakeDocument(256, 256, selection=(100, 110, 20, 10))
+    lines = b"".join(bytes((0, 0, 0, 255) if i % 4 == 0 else (0, 0, 0, 0)) for i in range(256 * 256))  # ink, no paper
+    doc.layers = {"lines": lines, "depth": layer_of(doc, (90, 90, 90, 255)),
+                  "off": layer_of(doc, (1, 2, 3, 255))}
+    layers = [editing.ControlLayer("lines", "lineart", 0.8, 0.0, 0.7), editing.ControlLayer("depth", "depth", 0.5),
+              editing.ControlLayer("off", "pose", enabled=False)]
+    planned = build_request(doc, Params("p"), controls=layers)
+    x, y, w, h = planned.request.x, planned.request.y, planned.image.width, planned.image.height
+    assert doc.excluded == ["lines", "depth", "off"]  # no control layer is part of the sent canvas
+    assert [(c.kind, c.image, c.strength, c.start, c.end) for c in planned.request.controls] == [
+        ("lineart", "controls.0.image", 0.8, 0.0, 0.7), ("depth", "controls.1.image", 0.5, 0.0, 1.0)]
+    lines, depth = planned.attachments["controls.0.image"], planned.attachments["controls.1.image"]
+    assert (lines.width, lines.height, depth.width, depth.height) == (w, h, w, h)  # what is sent, no more
+    ink = editing.crop_bytes(doc.layers["lines"], 256, 4, x, y, w, h)
+    assert lines.data == editing.sketch_guide(ink)[0] != ink  # line kinds: dark on (transparent) paper inverted
+    assert depth.data == bytes((90, 90, 90, 255)) * (w * h)  # other kinds as painted
+    assert ("layer off", (x, y, w, h)) not in doc.reads
+    wire = GenerateRequest.from_message(planned.request.to_message())
+    assert [c.image for c in wire.controls] == list(planned.attachments)
+
+
+def test_text_to_image_reads_control_layers_over_the_whole_canvas_and_bad_settings_are_problems():
+    doc = FakeDocument(96, 64)
+    doc.layers = {"d": layer_of(doc, (5, 5, 5, 255))}
+    planned = build_request(doc, Params("p"), controls=[editing.ControlLayer("d", "depth")])
+    assert (planned.attachments["controls.0.image"].width, planned.attachments["controls.0.image"].height) == (96, 64)
+    assert doc.reads == [("layer d", (0, 0, 96, 64))]
+    with pytest.raises(RequestProblem, match="'end' must be at least 'start'"):
+        build_request(doc, Params("p"), controls=[editing.ControlLayer("d", "depth", start=0.8, end=0.2)])
+    with pytest.raises(RequestProblem, match="'kind' must be one of"):
+        build_request(doc, Params("p"), controls=[editing.ControlLayer("d", "sparkles")])
+
+
+def test_control_layers_travel_with_the_document_as_text():
+    layers = [editing.ControlLayer("{a-1}", "depth", 0.5, 0.1, 0.9), editing.ControlLayer("7", "pose", enabled=False)]
+    assert editing.controls_from_text(editing.controls_to_text(layers)) == layers
+    damaged = '[{"layer": "x", "kind": "sparkles"}, {"kind": "depth"}, 3, {"layer": "y", "kind": "canny"}]'
+    assert editing.controls_from_text(damaged) == [editing.ControlLayer("y", "canny")]
+    assert editing.controls_from_text("not json") == [] and editing.controls_from_text(None) == []

@@ -58,14 +58,19 @@ def selection_mask(image, box: Box) -> bytes:
     return _read(image.get_selection().get_buffer(), box, MASK)
 
 
-def visible_composite(image, box: Box) -> bytes:
-    """RGBA of what the image shows (visible layers, their modes, opacity and masks) in ``box``.
+def visible_composite(image, box: Box, exclude=()) -> bytes:
+    """RGBA of what the image shows (visible layers, their modes, opacity and masks) in ``box``;
+    the layers whose tattoos ``exclude`` names (control layers) are left out.
 
     Works on a throw-away duplicate, so the painter's image and its undo history stay as they are.
     """
     dup = image.duplicate()
     try:
         dup.undo_disable()
+        for tattoo in exclude:
+            layer = dup.get_layer_by_tattoo(int(tattoo))
+            if layer is not None:
+                dup.remove_layer(layer)
         # A transparent full-size layer at the bottom makes the merge a real one even when a
         # single layer is visible (GIMP would hand that layer back as is: no opacity, no mask).
         base = Gimp.Layer.new(dup, "easel-base", dup.get_width(), dup.get_height(), _layer_type(dup), 100.0,
@@ -92,8 +97,17 @@ class GimpDocument:
     def selection_box(self) -> Box | None:
         return selection_box(self.image)
 
-    def read_canvas(self, box: Box) -> bytes:
-        return visible_composite(self.image, box)
+    def read_canvas(self, box: Box, exclude=()) -> bytes:
+        return visible_composite(self.image, box, exclude)
+
+    def read_layer(self, layer: str, box: Box) -> bytes:
+        """One layer's own pixels (``layer``: its tattoo), whatever its visibility or opacity."""
+        drawable = self.image.get_layer_by_tattoo(int(layer))
+        if drawable is None:
+            raise CallingError("a control layer was deleted: pick the control layers again")
+        _ok, ox, oy = drawable.get_offsets()
+        x, y, w, h = box
+        return _read(drawable.get_buffer(), (x - ox, y - oy, w, h), RGBA)
 
     def read_selection(self, box: Box) -> bytes:
         return selection_mask(self.image, box)

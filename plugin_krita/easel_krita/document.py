@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from krita import Krita
 
-from .qt import QImage, qimage_bytes
+from .qt import QImage, QUuid, qimage_bytes
 from .shared import editing
 from .shared.protocol import Image
 
@@ -76,8 +76,34 @@ class KritaDocument:
     def selection_box(self) -> tuple[int, int, int, int] | None:
         return selection_box(self.doc)
 
-    def read_canvas(self, box: editing.Box) -> bytes:
-        return read_canvas(self.doc, *box)
+    def read_canvas(self, box: editing.Box, exclude=()) -> bytes:
+        """The visible canvas; the ``exclude`` layers (control layers) are hidden while it is read."""
+        hidden = [node for node in map(self._node, exclude) if node is not None and node.visible()]
+        if not hidden:
+            return read_canvas(self.doc, *box)
+        for node in hidden:
+            node.setVisible(False)
+        try:
+            self.doc.refreshProjection()
+            return read_canvas(self.doc, *box)
+        finally:
+            for node in hidden:
+                node.setVisible(True)
+            self.doc.refreshProjection()
+
+    def read_layer(self, layer: str, box: editing.Box) -> bytes:
+        """One layer's own pixels (its content at 8-bit sRGB), whatever its visibility or opacity."""
+        node = self._node(layer)
+        if node is None:
+            raise DocumentError("A control layer was deleted: remove it from the control layers list.")
+        x, y, w, h = box
+        if is_native_u8(self.doc):
+            return editing.bgra_to_rgba(bytes(node.pixelData(x, y, w, h)))
+        image = node.thumbnail(self.doc.width(), self.doc.height()).copy(x, y, w, h)  # converted to 8-bit sRGB
+        return qimage_bytes(image.convertToFormat(QImage.Format.Format_RGBA8888))
+
+    def _node(self, layer: str):
+        return self.doc.nodeByUniqueID(QUuid(layer))
 
     def read_selection(self, box: editing.Box) -> bytes:
         return read_selection(self.doc, *box) or bytes(box[2] * box[3])

@@ -1,16 +1,18 @@
 """The one request builder both plugins call: read the document, plan, add the guide and features, check.
 
-A plugin wraps its editor's document in a ``Document`` (four reads: size, selection bounds, visible
-pixels, selection mask) and calls ``build_request``; the sequence read → plan → sketch guide →
+A plugin wraps its editor's document in a ``Document`` (five reads: size, selection bounds, visible
+pixels without the control layers, one layer's pixels, selection mask) and calls ``build_request``; the sequence read → plan → sketch guide →
 features → check lives here once, so Krita and GIMP send the same request for the same document,
 and it is tested without an editor (``tests/test_request_builder.py``, on a fake document).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from ..protocol import Image
+from .controls import ControlLayer, control_items
 from .core import INPAINT, Box, EditorState, Params, plan_request, read_plan
 from .power import FeaturePlan, Features, apply_features, sketch_guide
 from .ui import check_request
@@ -27,8 +29,13 @@ class Document(Protocol):
         """The selection's bounds (x, y, w, h), or None when nothing is selected."""
         ...
 
-    def read_canvas(self, box: Box) -> bytes:
-        """The visible picture over ``box`` as 8-bit RGBA, row-major."""
+    def read_canvas(self, box: Box, exclude: Sequence[str] = ()) -> bytes:
+        """The visible picture over ``box`` as 8-bit RGBA, row-major, without the layers ``exclude``
+        names (the control layers: they steer, they are not part of the picture)."""
+        ...
+
+    def read_layer(self, layer: str, box: Box) -> bytes:
+        """One layer's own pixels over ``box`` as 8-bit RGBA (transparent where it has no paint)."""
         ...
 
     def read_selection(self, box: Box) -> bytes:
@@ -40,35 +47,45 @@ class RequestProblem(ValueError):
     """A request the server would refuse, said in plain words before anything is sent."""
 
 
-def read_state(doc: Document, strength: float, use_selection: bool = True) -> EditorState:
+def read_state(doc: Document, strength: float, use_selection: bool = True,
+               exclude: Sequence[str] = ()) -> EditorState:
     """Everything ``plan_request`` needs, reading only what the mode needs (``read_plan``).
 
     ``use_selection`` False reads the document as if nothing were selected (GIMP's Generate and
-    Image from Sketch commands, which leave the selection alone)."""
+    Image from Sketch commands, which leave the selection alone); ``exclude``: layers left out of
+    the canvas (the control layers)."""
     width, height = doc.size()
     box = doc.selection_box() if use_selection else None
     mode, region = read_plan(width, height, box, strength)
     if region is None:
         return EditorState(width, height)
     mask = doc.read_selection(region) if mode == INPAINT else None
-    return EditorState(width, height, doc.read_canvas(region), tuple(region), mask)
+    return EditorState(width, height, doc.read_canvas(region, exclude), tuple(region), mask)
 
 
-def build_request(doc: Document, params: Params, features: Features | None = None,
-                  use_selection: bool = True) -> FeaturePlan:
+def build_request(doc: Document, params: Params, features: Features | None = None, use_selection: bool = True,
+                  controls: Sequence[ControlLayer] = ()) -> FeaturePlan:
     """The request for ``doc`` and the painter's settings, with its attachments; ``RequestProblem``
     names what the server would refuse.
 
-    With a control model, the sketch guide is the visible picture over exactly what is sent (text
-    to image: the whole canvas), inverted when it is drawn dark on light (``sketch_guide``)."""
+    Control layers (``controls``) are read each on its own over exactly what is sent (text to image:
+    the whole canvas) and left out of the canvas, enabled or not. With a control model, the sketch
+    guide is the visible picture over the same pixels, inverted when it is drawn dark on light
+    (``sketch_guide``)."""
     features = features or Features()
-    state = read_state(doc, params.strength, use_selection)
+    exclude = [c.layer for c in controls]
+    state = read_state(doc, params.strength, use_selection, exclude)
     planned = plan_request(state, params)
+    box = state.region or (0, 0, state.width, state.height)
     guide = None
     if features.control_model:
-        box = state.region or (0, 0, state.width, state.height)
-        rgba = state.rgba if state.rgba is not None else doc.read_canvas(box)
+        rgba = state.rgba if state.rgba is not None else doc.read_canvas(box, exclude)
         guide = Image.rgba(box[2], box[3], sketch_guide(rgba)[0])
+    try:
+        items, planned.attachments = control_items(controls, doc.read_layer, box)
+    except ValueError as exc:
+        raise RequestProblem(str(exc)) from None
+    planned.request.controls = items or None
     planned = apply_features(planned, features, guide)
     problem = check_request(planned)
     if problem:

@@ -1,0 +1,88 @@
+"""Control layers in the editors: which layers steer a generation, how, and what of them is sent.
+
+A painter marks layers as control layers (a kind — line art, depth … —, a strength and a step range);
+both plugins keep a list of ``ControlLayer`` with the document (``to_text``/``from_text``: one JSON
+text, every value checked by the request's own declarations) and hand it to ``build_request``, which
+reads each enabled layer over exactly what is sent and adds it to the request's ``controls``. Control
+layers are never part of the canvas that is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+from ..fields import FieldError, declared
+from ..protocol import CONTROL_KINDS, Control, Image
+from .power import sketch_guide
+
+#: kinds whose guides are lines: a layer drawn dark on light (or on transparent paper) is inverted
+#: to the white-on-black the ControlNets expect, as the sketch guide is
+LINE_KINDS = ("scribble", "lineart", "softedge", "canny")
+
+
+@dataclass
+class ControlLayer:
+    """One layer used as a control layer: the editor's id for it, and the ``Control`` settings."""
+
+    layer: str  # the editor's own id (Krita: the node's unique id; GIMP: the layer's tattoo)
+    kind: str = "lineart"
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    enabled: bool = True
+
+    def check(self) -> None:
+        """ValueError in plain words for settings the server would refuse (the ``Control`` declarations)."""
+        known = declared(Control)
+        try:
+            for name in ("kind", "strength", "start", "end"):
+                known[name].check(getattr(self, name))
+            Control(self.kind, "-", self.strength, self.start, self.end)  # end ≥ start
+        except FieldError as exc:
+            raise ValueError(f"control layer ({self.kind}): {exc}") from None
+
+
+def to_text(layers: Sequence[ControlLayer]) -> str:
+    """The list as one JSON text, for the document (Krita: an annotation; GIMP: a parasite)."""
+    return json.dumps([asdict(c) for c in layers], separators=(",", ":"))
+
+
+def from_text(text: str | None) -> list[ControlLayer]:
+    """The inverse of ``to_text``; entries that are damaged or no longer valid are left out."""
+    try:
+        items = json.loads(text or "[]")
+    except ValueError:
+        return []
+    names = {f.name for f in fields(ControlLayer)}
+    out = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("layer"), str):
+            continue
+        try:
+            layer = ControlLayer(**{k: v for k, v in item.items() if k in names})
+            layer.check()
+        except (TypeError, ValueError):
+            continue
+        out.append(layer)
+    return out
+
+
+def control_items(layers: Sequence[ControlLayer], read_layer, box: tuple[int, int, int, int]
+                  ) -> tuple[list[Control], dict[str, Image]]:
+    """The request's ``controls`` and their attachments for the enabled ``layers``: each layer's own
+    pixels over ``box`` (``read_layer(layer, box)`` -> RGBA), line kinds made white on black."""
+    items, images = [], {}
+    for layer in (c for c in layers if c.enabled):
+        layer.check()
+        name = f"controls.{len(items)}.image"
+        rgba = read_layer(layer.layer, box)
+        if layer.kind in LINE_KINDS:
+            rgba = sketch_guide(rgba)[0]
+        images[name] = Image.rgba(box[2], box[3], rgba)
+        items.append(Control(layer.kind, name, layer.strength, layer.start, layer.end))
+    return items, images
+
+
+__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "from_text", "to_text"]
