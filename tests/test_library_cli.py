@@ -156,6 +156,24 @@ def test_download_fetches_what_the_pipeline_needs_and_resumes(tiny_sd_path, tmp_
     assert offline.returncode == 1 and "cannot reach the Hugging Face hub" in offline.stderr
 
 
+def test_download_fetches_a_one_model_repository_such_as_a_controlnet(tiny_sd_path, tmp_path):
+    from tiny_models import build_tiny_controlnet
+
+    repo = tmp_path / "control_v11p_sd15_lineart"
+    build_tiny_controlnet(tiny_sd_path, repo)
+    (repo / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"\0" * 1000)  # a variant it does not need
+    (repo / "extra").mkdir()
+    (repo / "extra" / "other.safetensors").write_bytes(b"\0" * 1000)  # nor a subfolder's files
+    with FakeHub({"lllyasviel/control_v11p_sd15_lineart": repo}) as hub:
+        done = _download(hub.url, tmp_path, "lllyasviel/control_v11p_sd15_lineart", "--to", str(tmp_path / "models"))
+    assert done.returncode == 0, done.stderr
+    target = tmp_path / "models" / "control_v11p_sd15_lineart"
+    for rel in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (target / rel).read_bytes() == (repo / rel).read_bytes(), rel
+    assert not (target / "diffusion_pytorch_model.fp16.safetensors").exists() and not (target / "extra").exists()
+    assert f"easel serve --control-model {target}" in done.stdout
+
+
 # every flag and config key easel serve had before the settings were declared in one place
 OLD_FLAGS = {"--model", "--host", "--port", "--device", "--workers", "--ray", "--replicas", "--ray-timeout",
              "--dtype", "--max-loaded", "--attention-slicing", "--vae-tiling", "--cpu-offload", "--no-sd3-t5",

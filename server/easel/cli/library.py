@@ -130,7 +130,15 @@ def cmd_download(args: argparse.Namespace) -> int:
         return 130
     bar.done()
     print(f"{args.hub_id}: {path}")
-    print(f"serve it with: easel serve --model {path if target else args.hub_id}")
+    ref = path if target else args.hub_id
+    kind = hub.kind_of(path)
+    if kind == "pipeline":
+        print(f"serve it with: easel serve --model {ref}")
+    elif kind == "controlnet":
+        print(f"offer it with: easel serve --control-model {ref} (or keep it in a models folder's controlnet/)")
+    else:
+        print("a model for the server's helpers (e.g. a From image preprocessor): keep it in a models folder's "
+              f"annotators/ (or in the Hugging Face cache, as {args.hub_id})")
     return 0
 
 

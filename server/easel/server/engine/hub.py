@@ -2,7 +2,8 @@
 
 Only the pipeline's component folders are fetched (safetensors preferred over .bin, the fp16 variant
 when the model runs in float16 or when it is the only one), never extra single-file checkpoints or
-the safety checker. Offline (``HF_HUB_OFFLINE=1``) or unreachable, the cached snapshot is used.
+the safety checker. A repository of one model (a ControlNet, a preprocessor's depth or segmentation
+model: a ``config.json`` and its weights at the top) is fetched the same way, as that one folder. Offline (``HF_HUB_OFFLINE=1``) or unreachable, the cached snapshot is used.
 Byte progress is reported through ``huggingface_hub``'s ``tqdm_class`` hook.
 """
 
@@ -41,8 +42,12 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
                                   code="model_load_failed")
             return _cached(repo, "HF_HUB_OFFLINE is set")
         where = {"local_dir": to} if to is not None else {}
-        index_path = hf_hub_download(repo, "model_index.json", **where)
         files = HfApi().list_repo_files(repo)
+        if "model_index.json" not in files and "config.json" in files:  # one model, not a pipeline
+            patterns = select_folder_files(files, "", want_fp16)
+            return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled),
+                                     **where)
+        index_path = hf_hub_download(repo, "model_index.json", **where)
     except GatedRepoError:
         raise EngineError(f"model {repo!r} is gated: accept its licence on huggingface.co and log in with "
                           "`hf auth login`", field="model", code="model_load_failed") from None
@@ -52,15 +57,25 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
     except EntryNotFoundError as exc:
         if isinstance(exc, LocalEntryNotFoundError):  # the hub could not be reached (a subclass!)
             return _unreachable(repo, exc, to)
-        raise EngineError(f"model {repo!r} has no model_index.json, so it is not a diffusers repository; download "
-                          "its .safetensors file and serve that file instead", field="model",
-                          code="model_load_failed") from None
+        raise EngineError(f"model {repo!r} has neither a model_index.json (a diffusers pipeline) nor a config.json "
+                          "(one model, such as a ControlNet); download its .safetensors file and serve that file "
+                          "instead", field="model", code="model_load_failed") from None
     except EngineError:
         raise
     except Exception as exc:  # connection trouble: fall back to the cache
         return _unreachable(repo, exc, to)
     patterns = select_files(read_json(index_path) or {}, files, want_fp16)
     return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled), **where)
+
+
+def kind_of(folder: str) -> str:
+    """What a downloaded folder holds: "pipeline" (model_index.json), "controlnet", or "model" (another)."""
+    import os
+
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        return "pipeline"
+    config = read_json(os.path.join(folder, "config.json")) or {}
+    return "controlnet" if str(config.get("_class_name", "")).startswith("ControlNet") else "model"
 
 
 def _unreachable(repo: str, exc: Exception, to: str | None) -> str:
@@ -106,13 +121,19 @@ def select_files(index: dict, files: list[str], want_fp16: bool) -> list[str]:
     components = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, (list, tuple))
                   and len(v) == 2 and v[0] is not None and k not in SKIP_COMPONENTS]
     for comp in components:
-        inside = [f for f in files if f.startswith(comp + "/") and f.count("/") == 1]
-        keep += [f for f in inside if not f.endswith(WEIGHT_EXTS)]
-        weights = [f for f in inside if f.endswith(".safetensors")] or [f for f in inside if f.endswith(".bin")]
-        fp16 = [f for f in weights if ".fp16" in f.split("/")[-1]]
-        plain = [f for f in weights if "." not in f.split("/")[-1].rsplit(".", 1)[0]]
-        keep += fp16 if (want_fp16 and fp16) or not plain else plain
+        keep += select_folder_files(files, comp + "/", want_fp16)
     return keep
+
+
+def select_folder_files(files: list[str], folder: str, want_fp16: bool) -> list[str]:
+    """The files of one model folder (``folder``: "unet/", or "" for a repository's top): its configs and
+    one set of weights (safetensors over .bin; the fp16 variant when wanted or the only one)."""
+    inside = [f for f in files if f.startswith(folder) and f.count("/") == folder.count("/")]
+    keep = [f for f in inside if not f.endswith(WEIGHT_EXTS)]
+    weights = [f for f in inside if f.endswith(".safetensors")] or [f for f in inside if f.endswith(".bin")]
+    fp16 = [f for f in weights if ".fp16" in f.split("/")[-1]]
+    plain = [f for f in weights if "." not in f.split("/")[-1].rsplit(".", 1)[0]]
+    return keep + (fp16 if (want_fp16 and fp16) or not plain else plain)
 
 
 def reporting_tqdm(report: ByteReport, cancelled: CancelledFn) -> type:
