@@ -144,7 +144,7 @@ def test_missing_weights_name_the_kind_and_the_download(tmp_path):
         preprocess.run("depth", picture(), [str(tmp_path)])
     assert err.value.field == "kind" and err.value.code == "preprocessor_unavailable"
     assert "not available on this server" in str(err.value)
-    assert "hf download depth-anything/Depth-Anything-V2-Small-hf" in str(err.value)
+    assert "easel download depth-anything/Depth-Anything-V2-Small-hf" in str(err.value)
     assert "annotators/NAME" in str(err.value)
 
 

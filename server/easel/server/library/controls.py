@@ -107,8 +107,8 @@ def download_hint(kind: str, family: Family) -> str:
     ref = DOWNLOADS.get(family, {}).get(kind)
     if ref is None:
         return f"Easel knows no {kind} ControlNet for {family.label}; use another kind or model"
-    return (f"download one while online, e.g. `hf download {ref}`, and start the server with --control-model "
-            f"{ref} (or put its folder in the models folder's ControlNet/)")
+    return (f"download one while online, e.g. `easel download {ref} --to MODELS/ControlNet`, and keep it in "
+            f"the models folder (or start the server with --control-model {ref})")
 
 
 def markdown_table() -> str:

@@ -26,7 +26,7 @@ OTHER_FOLDERS = {
     "ipadapter", "ip-adapter", "insightface", "facerestore_models", "codeformer", "gfpgan", "deepbooru", "blip",
     "karlo", "vae_approx", "upscalers", "sams", "ultralytics", "onnx", "configs", "animatediff_models",
     "animatediff_motion_lora", "venv", "node_modules", "__pycache__", "extensions", "custom_nodes", "outputs",
-    "output", "input", "temp", "repositories"}
+    "output", "input", "temp", "repositories", "annotators", "preprocessors"}
 MAX_DEPTH = 4
 
 

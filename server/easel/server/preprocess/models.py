@@ -2,8 +2,8 @@
 
 Weights are looked for, in order, in each models folder as ``annotators/NAME`` (ComfyUI's folder for
 them), ``preprocessors/NAME`` or ``NAME`` (a folder with ``config.json``; NAME is the hub id's last
-part), then in the Hugging Face cache by hub id. Fetch them with ``hf download HUB_ID`` (or
-``hf download HUB_ID --local-dir MODELS/annotators/NAME``). One model is kept loaded at a time.
+part), then in the Hugging Face cache by hub id. Fetch them with ``easel download HUB_ID`` (or
+``easel download HUB_ID --to MODELS/annotators``). One model is kept loaded at a time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def locate(kind: str, roots: Sequence[str]) -> str:
     where = f"models folders ({', '.join(roots)}) as annotators/NAME, nor in " if roots else ""
     raise EngineError(
         f"kind {kind!r} is not available on this server: its weights are neither in the {where}the Hugging Face "
-        f"cache (looked for {' or '.join(WEIGHTS[kind])}); fetch them once with `hf download {first}` and ask again",
+        f"cache (looked for {' or '.join(WEIGHTS[kind])}); fetch them once with `easel download {first}` and ask again",
         field="kind", code=ErrorCode.PREPROCESSOR_UNAVAILABLE)
 
 
@@ -106,7 +106,7 @@ def _load(kind: str, path: str, report: Callable[[str], None]) -> tuple[Any, Any
         processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
     except Exception as exc:  # a folder of another kind of model, broken or partial files
         raise EngineError(f"kind {kind!r}: the weights in {path} cannot be loaded ({type(exc).__name__}: "
-                          f"{str(exc)[:200]}); fetch them again with `hf download {WEIGHTS[kind][0]}`",
+                          f"{str(exc)[:200]}); fetch them again with `easel download {WEIGHTS[kind][0]}`",
                           field="kind", code=ErrorCode.PREPROCESSOR_UNAVAILABLE) from None
     if kind == "segmentation" and model.config.num_labels != len(ADE20K):
         raise EngineError(f"kind 'segmentation': {path} has {model.config.num_labels} classes, not ADE20K's "
