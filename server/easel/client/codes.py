@@ -1,4 +1,4 @@
-"""The protocol's names as enums: message types each way and error codes, each with its docs text.
+"""The protocol's names as enums (message types each way, error codes, each with its docs text) and its error.
 
 Each member is a ``str`` (it compares equal to, and serialises as, its wire name), declared once
 with what docs/protocol.md says of it; ``python -m easel.client.protocol --markdown`` writes those
@@ -8,6 +8,7 @@ tables and a test checks them. Stdlib only: bundled into the plugins with the re
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
 
 class WireName(str, Enum):
@@ -110,6 +111,22 @@ class ErrorCode(WireName):
                      "one retry; the message names the cause and the fix "
                      "([scaling.md](scaling.md#a-ray-serve-cluster-a-studio))")
     INTERNAL = "internal", "a bug; the server logs it and keeps serving"
+
+
+class ProtocolError(ValueError):
+    """A frame or message that does not follow the protocol. ``field`` names what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None, code: str = "bad_request"):
+        super().__init__(message)
+        self.field = field
+        self.code = code
+
+    def to_message(self, job: str | None = None) -> dict[str, Any]:
+        return error_message(self.code, str(self), field=self.field, job=job)
+
+
+def error_message(code: str, message: str, field: str | None = None, job: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "job": job, "code": code, "field": field, "message": message}
 
 
 def enum_table(cls: type[WireName], *headers: str) -> str:

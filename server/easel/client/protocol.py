@@ -6,6 +6,9 @@ websocket frames and back, and how to validate a generation request; it does no 
 A message is one JSON text frame. A message may carry images: its ``attachments`` key
 lists their names, and exactly that many binary frames follow it, in order, each one an
 image frame (see ``encode_image``). docs/protocol.md describes every byte.
+
+The request's list items (``easel.client.items``) and the protocol's error (``easel.client.codes``) are
+part of this API too: ``__all__`` names them with the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codes import ClientMessage, ErrorCode, ServerMessage, enum_table
+from .codes import ClientMessage, ErrorCode, ProtocolError, ServerMessage, enum_table, error_message
 from .fields import BIG, Declared, FieldError, declare, declared, item_types, markdown_table, replace_block, to_wire
+from .items import CONTROL_KINDS, LORA_WEIGHT, MAX_CONTROLS, MAX_LORAS, Control, _check_loras, parse_control, parse_lora
+
+__all__ = ["CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FORMAT_CODES", "FORMAT_NAMES", "LORA_WEIGHT", "MAX_CONTROLS",
+           "MAX_LORAS", "PROTOCOL_VERSION", "Assembler", "Control", "GenerateRequest", "Image", "Message",
+           "ProtocolError", "check_version", "decode_image", "doc_tables", "encode_image", "encode_message",
+           "error_message", "parse_control", "parse_lora", "png_size", "request_fields"]
 
 PROTOCOL_VERSION = 1
 
@@ -34,18 +43,6 @@ FORMAT_WEBP = 4  # payload is a lossless WebP file
 FORMAT_NAMES = {FORMAT_PNG: "png", FORMAT_RGBA8: "rgba", FORMAT_GRAY8: "gray", FORMAT_WEBP: "webp"}
 FORMAT_CODES = {name: code for code, name in FORMAT_NAMES.items()}
 _CHANNELS = {FORMAT_RGBA8: 4, FORMAT_GRAY8: 1}
-
-
-class ProtocolError(ValueError):
-    """A frame or message that does not follow the protocol. ``field`` names what is wrong."""
-
-    def __init__(self, message: str, field: str | None = None, code: str = "bad_request"):
-        super().__init__(message)
-        self.field = field
-        self.code = code
-
-    def to_message(self, job: str | None = None) -> dict[str, Any]:
-        return error_message(self.code, str(self), field=self.field, job=job)
 
 
 @dataclass(frozen=True)
@@ -204,98 +201,17 @@ class Assembler:
         return None
 
 
-def error_message(code: str, message: str, field: str | None = None, job: str | None = None) -> dict[str, Any]:
-    return {"type": "error", "job": job, "code": code, "field": field, "message": message}
-
-
 # ----------------------------------------------------------------------------- requests
 
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
 HIRES = ("auto", "on", "off")  # the second pass: when it helps, whenever the region needs it, or never
-MAX_LORAS = 8
-LORA_WEIGHT = (-4.0, 4.0)  # the allowed range of a LoRA's weight
-
-
 def _non_empty(value: str) -> str | None:
     return None if value else "must be a non-empty string chosen by the client"
-
-
-def _check_loras(value: list) -> str | None:
-    """The structure of ``loras``: at most MAX_LORAS {"name": str, "weight": number} objects."""
-    if len(value) > MAX_LORAS:
-        return f"may list at most {MAX_LORAS} LoRAs (got {len(value)})"
-    for item in value:
-        if (not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "weight"}
-                or not isinstance(item.get("weight", 1.0), (int, float)) or isinstance(item.get("weight"), bool)):
-            return 'must be a list of {"name": string, "weight": number} objects'
-        if not LORA_WEIGHT[0] <= float(item.get("weight", 1.0)) <= LORA_WEIGHT[1]:
-            return f"weight of {item['name']!r} must be between {LORA_WEIGHT[0]:g} and {LORA_WEIGHT[1]:g}"
-    return None
-
-
-def parse_lora(text: str) -> dict:
-    """``NAME[:WEIGHT]`` -> {"name", "weight"}; ProtocolError (field loras) for a weight that is no number."""
-    name, sep, weight = text.rpartition(":")
-    if not sep:
-        return {"name": text, "weight": 1.0}
-    try:
-        return {"name": name, "weight": float(weight)}
-    except ValueError:
-        raise ProtocolError(f"LoRA {text!r}: write NAME:WEIGHT with a number after ':' (e.g. ink:0.8)",
-                            field="loras") from None
 
 
 _PIXELS = "a positive number of pixels"
 
 #: What a control layer's image guides, for its ControlNet (docs/features.md lists the models per family).
-CONTROL_KINDS = ("scribble", "lineart", "softedge", "canny", "depth", "normal", "pose", "segmentation", "tile",
-                 "stencil", "inpaint")
-MAX_CONTROLS = 4
-
-
-@dataclass
-class Control:
-    """One control layer: a guide image of one kind, steering the ControlNet for that kind from ``start`` to
-    ``end`` of the denoising (fractions) with ``strength``; several combine (diffusers' Multi-ControlNet)."""
-
-    kind: str = declare(help="what the image shows", choices=CONTROL_KINDS)
-    image: str = declare(help="the attachment holding the guide, at the size of `image` (text to image: the "
-                              "requested size)", attachment=True)
-    strength: float = declare(1.0, "how strongly it steers (0 = not at all)", low=0.0, high=2.0)
-    start: float = declare(0.0, "the fraction of the denoising where it starts steering", low=0.0, high=1.0)
-    end: float = declare(1.0, "the fraction where it stops; at least `start`", low=0.0, high=1.0)
-    model: str | None = declare(None, "a ControlNet id from `welcome.control_models`",
-                                default_text="the server's for the kind and the model's family")
-
-    def __post_init__(self) -> None:
-        if self.end < self.start:
-            raise FieldError("end", f"'end' must be at least 'start' ({self.start:g}; got {self.end:g}): the layer "
-                                    "steers from start to end")
-
-
-def parse_control(text: str) -> dict:
-    """``KIND=IMAGE[@STRENGTH[@START-END]]`` -> a ``Control``'s fields (``image``: the file, for the CLI to
-    attach); ProtocolError (field controls) for text that does not fit."""
-    usage = "write KIND=IMAGE[@STRENGTH[@START-END]], e.g. lineart=sketch.png@0.8@0-0.7"
-    kind, sep, rest = text.partition("=")
-    parts = rest.split("@")
-    if not sep or not kind or not parts[0] or len(parts) > 3:
-        raise ProtocolError(f"control {text!r}: {usage}", field="controls")
-    item: dict[str, Any] = {"kind": kind, "image": parts[0]}
-    try:
-        if len(parts) > 1:
-            item["strength"] = float(parts[1])
-        if len(parts) > 2:
-            start, dash, end = parts[2].partition("-")
-            if not dash:
-                raise ValueError(parts[2])
-            item.update(start=float(start), end=float(end))
-    except ValueError:
-        raise ProtocolError(f"control {text!r}: strength, start and end are numbers; {usage}",
-                            field="controls") from None
-    return item
-
-
 @dataclass
 class GenerateRequest:
     """Everything one generation needs. Images travel as attachments ``image`` and ``mask``.
@@ -453,3 +369,4 @@ if __name__ == "__main__":
     import sys
 
     sys.exit(_main(sys.argv[1:]))
+

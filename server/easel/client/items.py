@@ -1,0 +1,90 @@
+"""The request's list items and their command-line forms: LoRAs and control layers.
+
+Each item type is a declared dataclass (``easel.client.fields``), so its checks, its wire form, its
+docs table and its ``easel generate`` flag follow from the declaration, as for the request's own fields.
+Stdlib only: bundled into the plugins with the rest of ``easel.client``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .codes import ProtocolError
+from .fields import FieldError, declare
+
+MAX_LORAS = 8
+LORA_WEIGHT = (-4.0, 4.0)  # the allowed range of a LoRA's weight
+
+
+def _check_loras(value: list) -> str | None:
+    """The structure of ``loras``: at most MAX_LORAS {"name": str, "weight": number} objects."""
+    if len(value) > MAX_LORAS:
+        return f"may list at most {MAX_LORAS} LoRAs (got {len(value)})"
+    for item in value:
+        if (not isinstance(item, dict) or not isinstance(item.get("name"), str) or set(item) - {"name", "weight"}
+                or not isinstance(item.get("weight", 1.0), (int, float)) or isinstance(item.get("weight"), bool)):
+            return 'must be a list of {"name": string, "weight": number} objects'
+        if not LORA_WEIGHT[0] <= float(item.get("weight", 1.0)) <= LORA_WEIGHT[1]:
+            return f"weight of {item['name']!r} must be between {LORA_WEIGHT[0]:g} and {LORA_WEIGHT[1]:g}"
+    return None
+
+
+def parse_lora(text: str) -> dict:
+    """``NAME[:WEIGHT]`` -> {"name", "weight"}; ProtocolError (field loras) for a weight that is no number."""
+    name, sep, weight = text.rpartition(":")
+    if not sep:
+        return {"name": text, "weight": 1.0}
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise ProtocolError(f"LoRA {text!r}: write NAME:WEIGHT with a number after ':' (e.g. ink:0.8)",
+                            field="loras") from None
+
+
+CONTROL_KINDS = ("scribble", "lineart", "softedge", "canny", "depth", "normal", "pose", "segmentation", "tile",
+                 "stencil", "inpaint")
+MAX_CONTROLS = 4
+
+
+@dataclass
+class Control:
+    """One control layer: a guide image of one kind, steering the ControlNet for that kind from ``start`` to
+    ``end`` of the denoising (fractions) with ``strength``; several combine (diffusers' Multi-ControlNet)."""
+
+    kind: str = declare(help="what the image shows", choices=CONTROL_KINDS)
+    image: str = declare(help="the attachment holding the guide, at the size of `image` (text to image: the "
+                              "requested size)", attachment=True)
+    strength: float = declare(1.0, "how strongly it steers (0 = not at all)", low=0.0, high=2.0)
+    start: float = declare(0.0, "the fraction of the denoising where it starts steering", low=0.0, high=1.0)
+    end: float = declare(1.0, "the fraction where it stops; at least `start`", low=0.0, high=1.0)
+    model: str | None = declare(None, "a ControlNet id from `welcome.control_models`",
+                                default_text="the server's for the kind and the model's family")
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise FieldError("end", f"'end' must be at least 'start' ({self.start:g}; got {self.end:g}): the layer "
+                                    "steers from start to end")
+
+
+def parse_control(text: str) -> dict:
+    """``KIND=IMAGE[@STRENGTH[@START-END]]`` -> a ``Control``'s fields (``image``: the file, for the CLI to
+    attach); ProtocolError (field controls) for text that does not fit."""
+    usage = "write KIND=IMAGE[@STRENGTH[@START-END]], e.g. lineart=sketch.png@0.8@0-0.7"
+    kind, sep, rest = text.partition("=")
+    parts = rest.split("@")
+    if not sep or not kind or not parts[0] or len(parts) > 3:
+        raise ProtocolError(f"control {text!r}: {usage}", field="controls")
+    item: dict[str, Any] = {"kind": kind, "image": parts[0]}
+    try:
+        if len(parts) > 1:
+            item["strength"] = float(parts[1])
+        if len(parts) > 2:
+            start, dash, end = parts[2].partition("-")
+            if not dash:
+                raise ValueError(parts[2])
+            item.update(start=float(start), end=float(end))
+    except ValueError:
+        raise ProtocolError(f"control {text!r}: strength, start and end are numbers; {usage}",
+                            field="controls") from None
+    return item
