@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection…,
-Upscale…, History….
+Upscale…, History…, Use as Control Layer…, Make Control Layer….
 
 Each command is a PDB procedure (``easel-generate``, ``easel-image-from-sketch``,
-``easel-regenerate-selection``, ``easel-upscale``, ``easel-history``) whose arguments are the
-dialog's fields, so scripts and batch mode can run it NONINTERACTIVE. The request goes to a local
+``easel-regenerate-selection``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
+``easel-make-control-layer``) whose arguments are the dialog's fields, so scripts and batch mode can
+run it NONINTERACTIVE. Layers marked as control layers (easel_controls.py) steer the generating ones. The request goes to a local
 Easel server; results come back as new layers at the offsets the server gives, in one undo step
 (an upscale opens as a new image). Install with ``easel install-plugin gimp``, which bundles the
 shared client (``shared/``) and websockets (``vendor/``) next to this file.
@@ -12,6 +13,7 @@ shared client (``shared/``) and websockets (``vendor/``) next to this file.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ for _path in (os.path.join(HERE, "vendor"), HERE):
 import gi  # noqa: E402
 
 gi.require_version("Gimp", "3.0")
+import easel_controls  # noqa: E402
 import easel_jobs  # noqa: E402
 import easel_more  # noqa: E402
 from easel_pixels import (  # noqa: E402
@@ -46,7 +49,7 @@ Status = Gimp.PDBStatusType
 class Command:
     label: str
     blurb: str
-    kind: str  # "generate" | "sketch" | "selection" | "upscale" | "history"
+    kind: str  # "generate" | "sketch" | "selection" | "upscale" | "history" | "control" | "make-control"
     strength: float = 1.0  # default strength
 
 
@@ -64,7 +67,14 @@ COMMANDS = {
         "tile by tile", "upscale", 0.35),
     "easel-history": Command(
         "_History…", "Add the layers of a recent result the server keeps (its history) to the image", "history"),
+    "easel-control-layer": Command(
+        "Use as _Control Layer…", "Mark the selected layers as control layers (kind, strength, steps) that guide "
+        "Generate, Image from Sketch and Regenerate Selection; they are left out of the picture sent", "control"),
+    "easel-make-control-layer": Command(
+        "_Make Control Layer…", "Let the server make a control layer (edges, depth or segmentation) from what the "
+        "image shows (the selection's bounds, if any)", "make-control"),
 }
+GENERATING = ("generate", "sketch", "selection")
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
 POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner",
                 "hires", "hires-strength", "exact-size")
@@ -77,6 +87,10 @@ def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return UPSCALE_FIELDS, ()
     if command.kind == "history":
         return ("job",), ()
+    if command.kind == "control":
+        return ("kind", "strength", "start", "end", "enabled"), ()
+    if command.kind == "make-control":
+        return ("kind", "strength"), ()
     return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind == "generate")), POWER_FIELDS
 
 
@@ -104,14 +118,20 @@ def read_features(config) -> editing.Features:
         raise CallingError(str(exc)) from None
 
 
-def plan(image, command: Command, params: editing.Params, features: editing.Features) -> editing.PlannedRequest:
+def plan(image, command: Command, params: editing.Params, features: editing.Features,
+         use_controls: bool = True) -> editing.PlannedRequest:
     """Build the request from what the image shows (``editing.build_request``). Generate and Image from
-    Sketch leave the selection alone; Regenerate Selection needs one."""
+    Sketch leave the selection alone; Regenerate Selection needs one. The control layers steer (unless
+    ``use_controls`` is off) and are never part of the picture sent."""
     doc = GimpDocument(image)
     if command.kind == "selection" and doc.selection_box() is None:
         raise CallingError("Regenerate Selection needs a selection: select the area to repaint first")
+    controls = [c for _layer, c in easel_controls.control_layers(image)]
+    if not use_controls:
+        controls = [dataclasses.replace(c, enabled=False) for c in controls]
     try:
-        return editing.build_request(doc, params, features, use_selection=command.kind == "selection")
+        return editing.build_request(doc, params, features, use_selection=command.kind == "selection",
+                                     controls=controls)
     except ValueError as exc:
         raise CallingError(str(exc)) from None
 
@@ -119,7 +139,7 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
 def run_generation(image, config, command: Command, dialog):
     params, url = read_config(config, command)
     token = easel_jobs.resolve_token(config, url)
-    planned = plan(image, command, params, read_features(config))
+    planned = plan(image, command, params, read_features(config), config.get_property("control-layers"))
     result = easel_jobs.generate(url, planned, dialog, token)
     if result is None:
         return None
@@ -128,16 +148,26 @@ def run_generation(image, config, command: Command, dialog):
     return []
 
 
-def run(procedure, run_mode, image, _drawables, config, _data):
+def run(procedure, run_mode, image, drawables, config, _data):
     command = COMMANDS[procedure.get_name()]
     dialog = None
     try:
         check_image(image)
         if run_mode == Gimp.RunMode.INTERACTIVE:
-            dialog = easel_more.open_dialog(procedure, config, command, *fields_of(command))
+            if command.kind == "control":
+                easel_controls.prefill(config, drawables)
+            fields, power = fields_of(command)
+            note = easel_controls.summary(image) if command.kind in GENERATING else ""
+            if note:
+                fields = (*fields, "control-layers")
+            dialog = easel_more.open_dialog(procedure, config, command, fields, power, note)
             if dialog is None:
                 return procedure.new_return_values(Status.CANCEL, GLib.Error())
-        if command.kind == "upscale":
+        if command.kind == "control":
+            values = easel_controls.run_use(image, drawables, config)
+        elif command.kind == "make-control":
+            values = easel_controls.run_make(image, config, dialog)
+        elif command.kind == "upscale":
             values = easel_more.run_upscale(image, config, read_config(config, command), dialog, run_mode)
         elif command.kind == "history":
             values = easel_more.run_history(image, config, dialog)
@@ -168,8 +198,13 @@ def _fail(procedure, status, message: str):
 # ----------------------------------------------------------------------------- registration
 def add_arguments(proc, command: Command) -> None:
     kind = command.kind
-    generating = kind not in ("upscale", "history")
-    if kind == "history":
+    generating = kind in GENERATING
+    if kind == "control":
+        easel_controls.add_use_arguments(proc)
+        return
+    if kind == "make-control":
+        easel_controls.add_make_arguments(proc)
+    elif kind == "history":
         proc.add_string_argument("job", "_Job", "Job id of a stored result (empty: the newest)", "", RW)
     else:
         if kind == "upscale":
@@ -197,6 +232,9 @@ def add_arguments(proc, command: Command) -> None:
     proc.add_string_argument("token", "Server t_oken",
                              f"The token the server requires when started with --token (empty: ${editing.TOKEN_ENV}, "
                              "else the one last used with this URL)", "", RW)
+    if generating:
+        proc.add_boolean_argument("control-layers", "Use the _control layers", "Let the image's control layers "
+                                  "(Use as Control Layer…) guide the result; off: they are only left out", True, RW)
     if kind == "upscale":
         proc.add_image_return_value("new-image", "New image", "The upscaled image (shown in a new window when "
                                     "run interactively)", True, RW)
@@ -244,11 +282,12 @@ class EaselPlugIn(Gimp.PlugIn):
         command = COMMANDS[name]
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         proc.set_image_types("*")
-        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.ALWAYS)
+        mask = Gimp.ProcedureSensitivityMask
+        proc.set_sensitivity_mask(mask.DRAWABLE | mask.DRAWABLES if command.kind == "control" else mask.ALWAYS)
         proc.set_menu_label(command.label)
         proc.add_menu_path(MENU)
-        what = " The result opens as a new image." if command.kind == "upscale" else \
-            " Results are added as new layers."
+        what = {"upscale": " The result opens as a new image.", "control": " Nothing else changes.",
+                "make-control": " The new layer is added on top."}.get(command.kind, " Results are added as new layers.")
         proc.set_documentation(command.blurb, command.blurb + "." + what, name)
         proc.set_attribution("Easel", "Easel contributors", "2026")
         add_arguments(proc, command)

@@ -13,19 +13,22 @@ from shared import editing  # noqa: E402
 HISTORY_LIMIT = 30
 
 
-def open_dialog(procedure, config, command, fields, power):
+def open_dialog(procedure, config, command, fields, power, note: str = ""):
     """Show the command's dialog; the Dialog after OK, None after Cancel.
 
     The server's ``welcome`` fills the drop-downs (models, LoRAs, sketch guide models) and hides
     what the server does not offer; unreachable, the fields stay plain text. History first fetches
-    the server's list of recent results (an unreachable server is an error then)."""
-    from easel_ui import Dialog
+    the server's list of recent results (an unreachable server is an error then). ``note``: a line
+    shown under the fields (the image's control layers). Use as Control Layer asks no server."""
+    from easel_ui import Dialog, SettingsDialog
 
+    title = f"Easel: {command.label.replace('_', '')}"
+    if command.kind == "control":
+        return SettingsDialog(procedure, config, title).run()
     if not (config.get_property("url") or "").strip():
         config.set_property("url", easel_jobs.resolve_url(""))
     url = easel_jobs.resolve_url(config.get_property("url"))
     token = easel_jobs.resolve_token(config, url)
-    title = f"Easel: {command.label.replace('_', '')}"
     if command.kind == "history":
         entries = easel_jobs.run_work(url, lambda client, _progress: editing.fetch_history(client, HISTORY_LIMIT),
                                       token=token, with_progress=False)
@@ -39,7 +42,7 @@ def open_dialog(procedure, config, command, fields, power):
 
         welcome = easel_jobs.welcome(url, token=token)
         dialog = Dialog(procedure, config, title, list(fields), power=list(power), welcome=welcome,
-                        refresh=ask_again)
+                        refresh=ask_again, note=note)
     if dialog.run():
         return dialog
     dialog.destroy()

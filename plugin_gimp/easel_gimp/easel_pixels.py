@@ -64,16 +64,17 @@ def visible_composite(image, box: Box, exclude=()) -> bytes:
 
     Works on a throw-away duplicate, so the painter's image and its undo history stay as they are.
     """
+    wanted = {str(t) for t in exclude}
+    paths = list(_paths(image.get_layers(), wanted))
     dup = image.duplicate()
     try:
         dup.undo_disable()
-        for tattoo in exclude:
-            layer = dup.get_layer_by_tattoo(int(tattoo))
-            if layer is not None:
-                dup.remove_layer(layer)
+        # the duplicate's layers stand where the image's do (their tattoos are new ones): find them by place
+        for layer in [_at(dup.get_layers(), path) for path in paths]:
+            dup.remove_layer(layer)
         # A transparent full-size layer at the bottom makes the merge a real one even when a
         # single layer is visible (GIMP would hand that layer back as is: no opacity, no mask).
-        base = Gimp.Layer.new(dup, "easel-base", dup.get_width(), dup.get_height(), _layer_type(dup), 100.0,
+        base = Gimp.Layer.new(dup, "easel-base", dup.get_width(), dup.get_height(), layer_type(dup), 100.0,
                               Gimp.LayerMode.NORMAL)
         dup.insert_layer(base, None, len(dup.get_layers()))
         base.fill(Gimp.FillType.TRANSPARENT)
@@ -83,6 +84,22 @@ def visible_composite(image, box: Box, exclude=()) -> bytes:
         return _read(merged.get_buffer(), (x - ox, y - oy, w, h), RGBA)
     finally:
         dup.delete()
+
+
+def _paths(layers, wanted: set[str], prefix: tuple[int, ...] = ()):
+    """The places (indices from the top, through groups) of the layers whose tattoos ``wanted`` names."""
+    for i, layer in enumerate(layers):
+        if str(layer.get_tattoo()) in wanted:
+            yield (*prefix, i)
+        elif layer.is_group():
+            yield from _paths(layer.get_children(), wanted, (*prefix, i))
+
+
+def _at(layers, path: tuple[int, ...]):
+    layer = layers[path[0]]
+    for i in path[1:]:
+        layer = layer.get_children()[i]
+    return layer
 
 
 class GimpDocument:
@@ -113,7 +130,7 @@ class GimpDocument:
         return selection_mask(self.image, box)
 
 
-def _layer_type(image):
+def layer_type(image):
     return Gimp.ImageType.GRAYA_IMAGE if image.get_base_type() == Gimp.ImageBaseType.GRAY else Gimp.ImageType.RGBA_IMAGE
 
 
@@ -133,7 +150,7 @@ def insert_results(image, result, prompt: str) -> list:
             if img.format != "rgba":
                 raise EaselError(f"the server sent a {img.format!r} image; this plug-in asks for raw RGBA")
             w, h = img.width, img.height
-            layer = Gimp.Layer.new(image, editing.layer_name(prompt, res.seed), w, h, _layer_type(image), 100.0,
+            layer = Gimp.Layer.new(image, editing.layer_name(prompt, res.seed), w, h, layer_type(image), 100.0,
                                    Gimp.LayerMode.NORMAL)
             image.insert_layer(layer, None, 0)
             layer.set_offsets(res.x, res.y)

@@ -28,7 +28,7 @@ class Dialog:
     """A GimpUi.ProcedureDialog for one Easel command; stays open to show progress after OK."""
 
     def __init__(self, procedure, config, title: str, fields: list[str], power: list[str] = (),
-                 welcome: dict | None = None, history: list[dict] | None = None, refresh=None):
+                 welcome: dict | None = None, history: list[dict] | None = None, refresh=None, note: str = ""):
         GimpUi.init("easel")
         self.title, self.config = title, config
         self._welcome = welcome
@@ -61,6 +61,11 @@ class Dialog:
             expander.set_expanded(any(config.get_property(n) != v for n, v in DEFAULTS.items() if n in power))
             fields.append("power")
         self.dialog.fill([*fields, "url", "token"])
+        if note:  # the image's control layers
+            label = Gtk.Label(label=note, xalign=0.0, wrap=True)
+            label.set_margin_top(4)
+            self.dialog.get_content_area().pack_start(label, False, False, 0)
+            label.show()
         self._secret("token", f"none, ${editing.TOKEN_ENV}, or the one last used with this URL")
         if self.choices:
             self._drop_downs()
@@ -264,3 +269,22 @@ class Dialog:
         if self._cancel:
             self._cancel()
         return True  # keep the window until the job has really ended
+
+
+class SettingsDialog:
+    """A plain procedure dialog for a command that asks no server (Use as Control Layer…)."""
+
+    def __init__(self, procedure, config, title: str):
+        GimpUi.init("easel")
+        self.dialog = GimpUi.ProcedureDialog.new(procedure, config, title)
+        self.dialog.fill(None)
+
+    def run(self) -> SettingsDialog | None:
+        """Show it; itself after OK, None (and gone) after Cancel."""
+        if self.dialog.run():
+            return self
+        self.destroy()
+        return None
+
+    def destroy(self) -> None:
+        self.dialog.destroy()

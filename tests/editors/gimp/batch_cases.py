@@ -12,7 +12,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
 
 FMT, MASK = "R'G'B'A u8", "Y u8"
 SPEC = json.load(open(os.environ["EASEL_TEST_SPEC"]))
@@ -56,7 +56,8 @@ def snapshot(image):
         _ok, x, y = layer.get_offsets()
         layers.append({"id": layer.get_id(), "name": layer.get_name(), "x": x, "y": y, "w": layer.get_width(),
                        "h": layer.get_height(), "visible": layer.get_visible(), "opacity": layer.get_opacity(),
-                       "sha": hashlib.sha256(read(layer)).hexdigest()})
+                       "sha": hashlib.sha256(read(layer)).hexdigest(), "tattoo": layer.get_tattoo(),
+                       "control": parasite(layer, "easel-control")})
     sel = hashlib.sha256(read(image.get_selection(), MASK)).hexdigest()
     return {"size": [image.get_width(), image.get_height()], "precision": image.get_precision().value_nick,
             "layers": layers, "selection": sel}
@@ -78,15 +79,38 @@ def call(name, image, drawables, args):
         value = rv.index(1)
         if isinstance(value, Gimp.Image):  # easel-upscale returns the new image
             out["new_image"] = value
+        elif isinstance(value, Gimp.Layer):  # easel-make-control-layer returns the new layer
+            out["returned_tattoo"] = value.get_tattoo()
         else:
             out["message"] = str(value)
     return out
 
 
+def parasite(layer, name):
+    """A JSON parasite of the plug-in's, decoded (None when the layer has none)."""
+    found = layer.get_parasite(name)
+    return json.loads(bytes(found.get_data()).decode()) if found is not None else None
+
+
 def record(layer):
     """The plug-in's easel-parameters parasite of a result layer (job id, seed, parameters)."""
-    parasite = layer.get_parasite("easel-parameters")
-    return json.loads(bytes(parasite.get_data()).decode()) if parasite is not None else None
+    return parasite(layer, "easel-parameters")
+
+
+def prepare(image, case):
+    """Run the case's ``marks`` (procedure calls on one named layer each, e.g. easel-control-layer), then,
+    with ``reload_xcf``, save the image as XCF and go on with the image loaded back from that file."""
+    for step in case.get("marks", []):
+        layer = next(lay for lay in image.get_layers() if lay.get_name() == step["layer"])
+        done = call(step["procedure"], image, [layer], step["args"])
+        if done["status"] != "success":
+            raise RuntimeError(f"{step}: {done}")
+    if not case.get("reload_xcf"):
+        return image
+    path = Gio.File.new_for_path(os.path.join(OUT, case["name"] + ".xcf"))
+    Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, path, None)
+    image.delete()
+    return Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, path)
 
 
 def dump_layers(image, name, old_ids=()):
@@ -103,10 +127,11 @@ def dump_layers(image, name, old_ids=()):
 
 def run_case(case):
     res = {"name": case["name"]}
-    image = build(case["image"]) if case.get("image") else None
+    image = prepare(build(case["image"]), case) if case.get("image") else None
     if image is not None:
         res["before"] = snapshot(image)
-        drawables = list(image.get_selected_layers())
+        drawables = [lay for lay in image.get_layers() if lay.get_name() in case["drawables"]] \
+            if "drawables" in case else list(image.get_selected_layers())
     else:
         drawables = []
     res.update(call(case["procedure"], image, drawables, case["args"]))

@@ -1,0 +1,153 @@
+"""Host side of the GIMP control-layer tests: an image with a background and two control layers (line art
+and depth), the batch cases that mark them and generate with them, and the reference: the same request
+built here by ``editing.build_request`` over the known pixels and sent straight to the server.
+
+The depth layer is opaque and covers the whole image, so a canvas that wrongly kept it would show
+the depth ramp instead of the background.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from gimp_cases import SEL_BOX, H, W, selection
+
+from easel.client import editing
+from easel.client.connection import Client
+from easel.client.protocol import Image
+
+LINE_BOX = (10, 12, 60, 50)  # the line-art layer: smaller than the image, at an offset
+# what Use as Control Layer is called with for each layer (the procedure's arguments)
+MARKS = {"Lines": dict(kind="lineart", strength=0.8, start=0.0, end=1.0),  # steers every step: image from
+         # sketch at strength 0.6 runs one of 3 steps, and a layer that stops before the end would miss it
+         "Depth": dict(kind="depth", strength=0.6, start=0.1, end=1.0)}
+GOOD = {"generate": ("easel-generate", dict(prompt="a red circle", seed=21)),
+        "sketch": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5)),
+        "sketch-unguided": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5,
+                                                             **{"control-layers": False}))}
+
+
+def layers() -> list[dict]:
+    """Bottom to top: an opaque background, an opaque depth ramp over all of it, dark lines on transparent
+    paper at an offset (alpha only 0 or 255, so compositing here needs no blending)."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    bg = np.dstack([xx * 255 // (W - 1), np.full((H, W), 90), yy * 255 // (H - 1), np.full((H, W), 255)])
+    ramp = (xx * 255 // (W - 1)).astype(np.uint8)
+    depth = np.dstack([ramp, ramp, ramp, np.full((H, W), 255)])
+    x, y, w, h = LINE_BOX
+    ly, lx = np.mgrid[0:h, 0:w]
+    ink = (np.abs(lx - ly) < 2) | (np.abs(ly - h // 2) < 2) | (lx < 3)
+    lines = np.dstack([np.full((h, w), 20)] * 3 + [np.where(ink, 255, 0)])
+    return [dict(name="Background", x=0, y=0, px=bg), dict(name="Depth", x=0, y=0, px=depth),
+            dict(name="Lines", x=x, y=y, px=lines)]
+
+
+def image_spec(folder: Path, with_selection: bool = False) -> dict:
+    specs = []
+    for lay in layers():
+        (folder / f"c-{lay['name']}.rgba").write_bytes(lay["px"].astype(np.uint8).tobytes())
+        h, w = lay["px"].shape[:2]
+        specs.append(dict(name=lay["name"], file=f"c-{lay['name']}.rgba", x=lay["x"], y=lay["y"], w=w, h=h))
+    spec = dict(width=W, height=H, layers=specs, active="Background")
+    if with_selection:
+        (folder / "c-selection.gray").write_bytes(selection().tobytes())
+        spec["selection"] = "c-selection.gray"
+    return spec
+
+
+MARK_STEPS = [dict(layer=name, procedure="easel-control-layer", args=args) for name, args in MARKS.items()]
+
+
+def control_cases(folder: Path, url: str) -> list[dict]:
+    plain, selected = image_spec(folder), image_spec(folder, True)
+    steps = dict(steps=3, url=url)
+    return [
+        dict(name="generate", procedure="easel-generate", image=plain, marks=MARK_STEPS,
+             args=dict(GOOD["generate"][1], **steps)),
+        # saved as XCF and loaded back first: the marks travel in the file
+        dict(name="sketch", procedure="easel-image-from-sketch", image=plain, marks=MARK_STEPS, reload_xcf=True,
+             args=dict(GOOD["sketch"][1], **steps)),
+        dict(name="sketch-unguided", procedure="easel-image-from-sketch", image=plain, marks=MARK_STEPS,
+             args=dict(GOOD["sketch-unguided"][1], **steps)),
+        dict(name="make-canny", procedure="easel-make-control-layer", image=plain, marks=MARK_STEPS,
+             args=dict(kind="canny", strength=0.7, url=url)),
+        dict(name="make-canny-selection", procedure="easel-make-control-layer", image=selected, marks=MARK_STEPS,
+             args=dict(kind="canny", strength=1.0, url=url)),
+        dict(name="unmark", procedure="easel-control-layer", image=plain, marks=MARK_STEPS, drawables=["Depth"],
+             args=dict(kind="lineart", enabled=False)),
+        dict(name="use-no-layer", procedure="easel-control-layer", image=plain, drawables=[],
+             args=dict(kind="depth")),
+        dict(name="use-bad-range", procedure="easel-control-layer", image=plain, drawables=["Lines"],
+             args=dict(kind="lineart", start=0.8, end=0.2)),
+    ]
+
+
+# ----------------------------------------------------------------------------- the reference
+class ArrayDoc:
+    """``editing.Document`` over the known layers (ids: their names) and selection."""
+
+    def __init__(self, with_selection: bool = False):
+        self.layers = {lay["name"]: lay for lay in layers()}
+        self.mask = selection() if with_selection else None
+
+    def size(self) -> tuple[int, int]:
+        return W, H
+
+    def selection_box(self):
+        return SEL_BOX if self.mask is not None else None
+
+    def _placed(self, lay: dict) -> np.ndarray:
+        out = np.zeros((H, W, 4), np.uint8)
+        h, w = lay["px"].shape[:2]
+        out[lay["y"]:lay["y"] + h, lay["x"]:lay["x"] + w] = lay["px"]
+        return out
+
+    def read_canvas(self, box, exclude=()) -> bytes:
+        out = np.zeros((H, W, 4), np.uint8)
+        for name, lay in self.layers.items():
+            if name not in exclude:
+                placed = self._placed(lay)
+                out = np.where(placed[..., 3:] > 0, placed, out)
+        return crop(out, box)
+
+    def read_layer(self, layer: str, box) -> bytes:
+        return crop(self._placed(self.layers[layer]), box)
+
+    def read_selection(self, box) -> bytes:
+        return crop(self.mask, box)
+
+
+def crop(array: np.ndarray, box) -> bytes:
+    x, y, w, h = box
+    return np.ascontiguousarray(array[y:y + h, x:x + w]).astype(np.uint8).tobytes()
+
+
+def marked(enabled: bool = True) -> list[editing.ControlLayer]:
+    """The control layers as Use as Control Layer made them, top to bottom (as the plug-in lists them:
+    Lines is the topmost layer)."""
+    return [editing.ControlLayer(name, enabled=enabled, **args) for name, args in MARKS.items()]
+
+
+def planned_directly(name: str) -> editing.PlannedRequest:
+    procedure, args = GOOD[name]
+    kind = "generate" if procedure == "easel-generate" else "sketch"
+    strength = 1.0 if kind == "generate" else args["strength"]
+    params = editing.params_from_ui(args["prompt"], "", strength, 3, -1.0, args["seed"], 1, "")
+    features = editing.features_from_ui("", -1, 0.0, "", 1.0, False)
+    return editing.build_request(ArrayDoc(), params, features, use_selection=False,
+                                 controls=marked(args.get("control-layers", True)))
+
+
+def direct(name: str, url: str):
+    """What the server returns for case ``name``'s request sent straight with the shared client."""
+    planned = planned_directly(name)
+    with Client(url, image_format="rgba", timeout=60) as client:
+        return client.generate(planned.request, planned.image, planned.mask, attachments=planned.attachments)
+
+
+def canny_directly(url: str, box=(0, 0, W, H)) -> Image:
+    """The server's canny guide of what the image shows without its control layers, over ``box``."""
+    picture = ArrayDoc().read_canvas(box, exclude=list(MARKS))
+    with Client(url, image_format="rgba", timeout=60) as client:
+        return client.preprocess("canny", Image.rgba(box[2], box[3], picture))
