@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from krita import Krita
 
-from . import document, local_server
+from . import control_layers, document, local_server
 from .qt import QImage, QObject, Qt, Signal
 from .shared import editing
 from .shared.connection import DEFAULT_URL, Client, ClientError, ResultImage
@@ -214,7 +214,8 @@ class Controller(QObject):
         docker = self.current_docker()
         try:
             features = docker.power.features() if docker is not None else editing.Features()
-            planned = editing.build_request(document.KritaDocument(doc), params, features)
+            planned = editing.build_request(document.KritaDocument(doc), params, features,
+                                            controls=control_layers.for_request(doc, self.welcome, params.model))
         except editing.RequestProblem as exc:  # bad parameters, in plain words, before any network
             self.set_status(f"Cannot generate: {exc}", error=True)
             return
@@ -226,10 +227,11 @@ class Controller(QObject):
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
         self._run(job, editing.generate_work(planned, self._queue_progress), words)  # with any sketch guide
 
-    def _run(self, job: Job, work, words: str) -> None:
-        """Run ``work`` on a worker thread; the local server is started first when none answers."""
+    def _run(self, job: Job, work, words: str, on_done=None) -> None:
+        """Run ``work`` on a worker thread (``on_done(value, error)`` there; default: results as layers);
+        the local server is started first when none answers."""
         task = editing.ClientTask(self.url, work, job=job.job_id if job.planned else None,
-                                  on_done=lambda value, error: self._emit("_done", job, value, error),
+                                  on_done=on_done or (lambda value, error: self._emit("_done", job, value, error)),
                                   image_format="rgba", client_name=CLIENT_NAME, token=self.token,
                                   **self.server.hooks(self.url, self.token, job.job_id, self._queue_progress))
         self._start(job, task, words)

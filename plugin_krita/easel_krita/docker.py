@@ -6,6 +6,7 @@ from krita import DockWidget
 
 from . import controller as ctl
 from . import live
+from .control_layers import ControlPanel
 from .power import PowerPanel, trigger_action
 from .qt import (
     QCheckBox,
@@ -131,6 +132,8 @@ class EaselDocker(DockWidget):
         self.power = PowerPanel(self.controller)  # "More": LoRAs, variations, sketch guide, upscale, history
         self.power.negative_widgets = negative_row
         outer.addWidget(self.power)
+        self.controls = ControlPanel(self.controller)  # control layers: the model's kinds, From image
+        outer.addWidget(self.controls)
         self.generate_button = named(QPushButton("Generate"), "easel_generate_button",
                                       "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
         self.cancel_button = named(QPushButton("Cancel"), "easel_cancel_button")
@@ -183,6 +186,7 @@ class EaselDocker(DockWidget):
         self.url.returnPressed.connect(lambda: self.controller.connect_server(self.url.text(), start=True))
         self.strength.valueChanged.connect(self._strength_changed)
         self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
+        self.model.currentTextChanged.connect(self.controls.refresh)  # the kinds of this model's ControlNets
         self.live_button.toggled.connect(self.live.toggle)
         self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
@@ -246,6 +250,7 @@ class EaselDocker(DockWidget):
             self.last_seed.setText(f"last seed: {c.last_seed}")
         self.reuse_seed.setEnabled(c.last_seed is not None)
         self.power.refresh(self.model.currentText())
+        self.controls.refresh(self.model.currentText())
         self.refresh_progress()
         self.refresh_live()
 
@@ -306,5 +311,5 @@ class EaselDocker(DockWidget):
         if entry is not None:
             self.controller.apply_again(entry.data(Qt.ItemDataRole.UserRole))
 
-    def canvasChanged(self, canvas) -> None:  # Krita's API
-        pass
+    def canvasChanged(self, canvas) -> None:  # Krita's API: another view is active
+        self.controls.reload()

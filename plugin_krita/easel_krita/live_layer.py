@@ -13,6 +13,7 @@ deeper documents get a plain message (Generate works at every depth).
 
 from __future__ import annotations
 
+from . import control_layers
 from .document import DocumentError, check_document, is_native_u8, placement, read_selection, selection_box
 from .qt import QColor, QImage, QPainter, qimage_bytes
 from .shared import editing
@@ -52,15 +53,17 @@ def _composition(name: str):
     return getattr(QPainter.CompositionMode, BLEND_MODES.get(name, "CompositionMode_SourceOver"))
 
 
-def read_without_live(doc, x: int, y: int, w: int, h: int) -> bytes:
-    """RGBA (8-bit) of what the canvas shows in x, y, w, h, leaving out the live layer."""
+def read_without_live(doc, x: int, y: int, w: int, h: int, skip=frozenset()) -> bytes:
+    """RGBA (8-bit) of what the canvas shows in x, y, w, h, leaving out the live layer and the top-level
+    layers whose unique ids are in ``skip`` (the control layers)."""
     canvas = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
     background = doc.backgroundColor()
     canvas.fill(background if background.alpha() else QColor(0, 0, 0, 0))
     painter = QPainter(canvas)
     try:
         for node in doc.rootNode().childNodes():  # bottom to top
-            if not node.visible() or node.type().endswith("mask") or is_live(node) or node.opacity() == 0:
+            if not node.visible() or node.type().endswith("mask") or is_live(node) or node.opacity() == 0 \
+                    or (skip and node.uniqueId().toString() in skip):
                 continue
             data = bytes(node.projectionPixelData(x, y, w, h))
             if len(data) != w * h * 4:
@@ -83,7 +86,8 @@ def read_live_state(doc, strength: float) -> editing.EditorState:
         return editing.EditorState(width, height)
     x, y, w, h = region
     mask = read_selection(doc, x, y, w, h) if mode == editing.INPAINT else None
-    return editing.EditorState(width, height, read_without_live(doc, x, y, w, h), region, mask)
+    skip = control_layers.layer_ids(doc)  # live frames do not use control layers (yet), nor paint them
+    return editing.EditorState(width, height, read_without_live(doc, x, y, w, h, skip), region, mask)
 
 
 def show(doc, image: Image, x: int, y: int, previous: tuple[int, int, int, int] | None = None):

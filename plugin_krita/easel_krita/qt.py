@@ -7,7 +7,7 @@ The rest of the plugin imports Qt names only from here and uses scoped enums
 import importlib
 
 _NAMES = {
-    "QtCore": ("QObject", "QSize", "Qt", "QTimer", "QUuid", "pyqtSignal"),
+    "QtCore": ("QByteArray", "QObject", "QSize", "Qt", "QTimer", "QUuid", "pyqtSignal"),
     "QtGui": ("QColor", "QIcon", "QImage", "QPainter", "QPixmap"),
     "QtWidgets": ("QApplication", "QCheckBox", "QComboBox", "QDoubleSpinBox", "QFormLayout", "QHBoxLayout",
                   "QLabel", "QLineEdit", "QListWidget", "QListWidgetItem", "QPlainTextEdit", "QProgressBar",

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from ..fields import FieldError, declared
 from ..protocol import CONTROL_KINDS, Control, Image
+from .live import find_model
 from .power import sketch_guide
 
 #: kinds whose guides are lines: a layer drawn dark on light (or on transparent paper) is inverted
@@ -85,4 +86,25 @@ def control_items(layers: Sequence[ControlLayer], read_layer, box: tuple[int, in
     return items, images
 
 
-__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "from_text", "to_text"]
+def model_kinds(welcome: dict | None, model_id: str | None) -> list[str]:
+    """The control kinds the server can steer ``model_id`` with (the welcome's per-model ``controls``;
+    None: its default model). Empty: hide the control layers (they are then not sent)."""
+    entry = find_model(welcome, model_id) or {}
+    kinds = entry.get("controls")
+    return [k for k in kinds if k in CONTROL_KINDS] if isinstance(kinds, list) else []
+
+
+def for_model(layers: Sequence[ControlLayer], kinds: Sequence[str]) -> list[ControlLayer]:
+    """``layers`` as a request for a model that can use ``kinds``: with none, every layer is off (still
+    left out of the canvas, not sent); otherwise as they are (a kind the model lacks gets the server's
+    error, which names the ControlNet to download)."""
+    return list(layers) if kinds else [replace(c, enabled=False) for c in layers]
+
+
+def guide_name(kind: str) -> str:
+    """The name of a layer made by "From image" (the server's ``preprocess``)."""
+    return f"Easel guide: {kind}"
+
+
+__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "for_model", "from_text", "guide_name",
+           "model_kinds", "to_text"]

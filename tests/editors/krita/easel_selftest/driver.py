@@ -164,6 +164,11 @@ class Driver(DriverBase):
 
             res["power"] = yield from power_part.run(self, doc, spec["power"])
             self.save()
+        if self.wants("controls") and spec.get("controls"):  # control layers (asked for by test_krita_controls)
+            from . import controls_part
+
+            res["controls"] = yield from controls_part.run(self, doc, spec["controls"])
+            self.save()
         if self.wants("live") and spec.get("live"):  # on a document of its own
             from . import live_part
 

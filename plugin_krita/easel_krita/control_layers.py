@@ -1,0 +1,261 @@
+"""Control layers in the docker: layers that steer a generation (line art, depth …) instead of being painted.
+
+The list is kept with the document (the annotation ``easel-controls``: ``editing`` controls' JSON text, saved
+in the .kra) and refers to layers by their unique id. **Add** makes the active layer a control layer of the
+chosen kind, strength and step range; each row can be switched on and off or removed. **From image** asks
+the server (``preprocess``) for a guide of that kind made from the visible canvas (or the selection's
+bounds), inserts it as a new layer above the active one and lists it. Generate (``controller.generate``)
+passes ``for_request`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
+every control layer out of the canvas; live painting leaves them out of its canvas too (``layer_ids``).
+The panel shows only when the chosen model can use a control kind (the welcome's per-model ``controls``).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from krita import Krita
+
+from . import document
+from .qt import (
+    QByteArray,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    Qt,
+    QUuid,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+    named,
+)
+from .shared import editing
+from .shared.connection import new_job_id
+from .shared.editing import controls
+from .shared.fields import declared
+from .shared.protocol import Control, Image
+
+ANNOTATION = "easel-controls"
+
+
+# -- the list, kept with the document -------------------------------------------------------------
+def stored(doc) -> list[controls.ControlLayer]:
+    """The document's control layers, as saved with it (none for None)."""
+    if doc is None:
+        return []
+    return controls.from_text(bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace"))
+
+
+def store(doc, layers: list[controls.ControlLayer]) -> None:
+    """Save the list with the document (marks it modified, so the change is saved with it)."""
+    doc.setAnnotation(ANNOTATION, "Easel control layers", QByteArray(controls.to_text(layers).encode()))
+    doc.setModified(True)
+
+
+def node_of(doc, layer: str):
+    """The layer with unique id ``layer``, or None once it was deleted."""
+    return doc.nodeByUniqueID(QUuid(layer))
+
+
+def present(doc) -> list[controls.ControlLayer]:
+    """The stored control layers whose layer still exists (a deleted layer no longer steers)."""
+    return [c for c in stored(doc) if node_of(doc, c.layer) is not None]
+
+
+def for_request(doc, welcome: dict | None, model_id: str | None) -> list[controls.ControlLayer]:
+    """What Generate passes to ``editing.build_request``: the document's control layers, all off when the
+    model can use none (they still stay out of the canvas)."""
+    return controls.for_model(present(doc), controls.model_kinds(welcome, model_id))
+
+
+def layer_ids(doc) -> set[str]:
+    """The unique ids of every control layer of ``doc`` (live painting leaves them out of its canvas)."""
+    return {c.layer for c in stored(doc)}
+
+
+def _declared(box: QDoubleSpinBox, name: str) -> QDoubleSpinBox:
+    spec = declared(Control)[name]
+    box.setRange(spec.spec.low, spec.spec.high)
+    box.setValue(spec.default)
+    box.setSingleStep(0.05)
+    return box
+
+
+class ControlPanel(QWidget):
+    """Kind, strength, range, Add / From image / Remove and the active document's list of control layers."""
+
+    _guide_done = Signal(object, object, object)  # from the worker thread: (job, where, kind…), value, error
+
+    def __init__(self, controller, parent=None):
+        super().__init__(parent)
+        self.controller = controller
+        self._shown: tuple = ()
+        self._kinds: tuple = ()
+        box = QVBoxLayout(self)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addWidget(QLabel("Control layers"))
+        self.kind = named(QComboBox(), "easel_control_kind", "What the layer shows (the kinds this model can use)")
+        self.strength = _declared(named(QDoubleSpinBox(), "easel_control_layer_strength",
+                                        "How strongly the layer steers (0: not at all)"), "strength")
+        self.start = _declared(named(QDoubleSpinBox(), "easel_control_start",
+                                     "Where in the denoising it starts steering (0: from the first step)"), "start")
+        self.end = _declared(named(QDoubleSpinBox(), "easel_control_end",
+                                   "Where it stops steering (1: to the last step)"), "end")
+        row = QHBoxLayout()
+        for widget in (self.kind, self.strength, QLabel("from"), self.start, QLabel("to"), self.end):
+            row.addWidget(widget)
+        box.addLayout(row)
+        self.add = named(QPushButton("Add"), "easel_control_add", "Make the active layer a control layer of this kind")
+        self.from_image = named(QPushButton("From image"), "easel_control_from_image",
+                                "Let the server make a guide of this kind from the visible canvas (or the "
+                                "selection's bounds), added as a new control layer")
+        self.remove = named(QPushButton("Remove"), "easel_control_remove",
+                            "The chosen row is no longer a control layer (the layer itself stays)")
+        row = QHBoxLayout()
+        for widget in (self.add, self.from_image, self.remove):
+            row.addWidget(widget)
+        box.addLayout(row)
+        self.list = named(QListWidget(), "easel_control_list",
+                          "This document's control layers: tick to use, untick to leave out")
+        self.list.setFixedHeight(80)
+        box.addWidget(self.list)
+        self.add.clicked.connect(self._add)
+        self.remove.clicked.connect(self._remove)
+        self.from_image.clicked.connect(self._from_image)
+        self.list.itemChanged.connect(self._toggled)
+        self._guide_done.connect(self._on_guide, Qt.ConnectionType.QueuedConnection)
+
+    # -- showing -----------------------------------------------------------------------------
+    def refresh(self, model_id: str) -> None:
+        """Offer the model's control kinds (hidden when it has none) and show the active document's list."""
+        kinds = tuple(controls.model_kinds(self.controller.welcome, model_id))
+        if kinds != self._kinds:
+            self._kinds = kinds
+            current = self.kind.currentText()
+            self.kind.clear()
+            self.kind.addItems(list(kinds))
+            if current in kinds:
+                self.kind.setCurrentText(current)
+        self.setVisible(bool(kinds))
+        idle = not self.controller.busy
+        self.from_image.setEnabled(idle and self.controller.connection_ok)
+        self.reload()
+
+    def reload(self) -> None:
+        """The list as the active document stores it (rows rebuilt only when something changed)."""
+        doc = Krita.instance().activeDocument()
+        rows = tuple((c.layer, node_of(doc, c.layer).name(), c.kind, c.strength, c.start, c.end, c.enabled)
+                     for c in present(doc)) if doc is not None else ()
+        if rows == self._shown:
+            return
+        self._shown = rows
+        chosen = self.list.currentItem().data(Qt.ItemDataRole.UserRole) if self.list.currentItem() else None
+        self.list.blockSignals(True)
+        self.list.clear()
+        for layer, name, kind, strength, start, end, enabled in rows:
+            item = QListWidgetItem(f"{name}: {kind} {strength:g} ({start:g}–{end:g})", self.list)
+            item.setData(Qt.ItemDataRole.UserRole, layer)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if enabled else Qt.CheckState.Unchecked)
+            if layer == chosen:
+                self.list.setCurrentItem(item)
+        self.list.blockSignals(False)
+
+    # -- editing the list ----------------------------------------------------------------------
+    def _settings(self, layer: str, kind: str) -> controls.ControlLayer:
+        return controls.ControlLayer(layer, kind, round(self.strength.value(), 4), round(self.start.value(), 4),
+                                     round(self.end.value(), 4))
+
+    def _add(self) -> None:
+        doc = Krita.instance().activeDocument()
+        node = doc.activeNode() if doc is not None else None
+        if node is None or node.type().endswith("mask") or node.parentNode() is None:
+            self.controller.set_status("Choose the layer to use as a control layer first.", error=True)
+            return
+        item = self._settings(node.uniqueId().toString(), self.kind.currentText())
+        try:
+            item.check()
+        except ValueError as exc:
+            self.controller.set_status(f"Cannot add: {exc}", error=True)
+            return
+        layers = [c for c in stored(doc) if c.layer != item.layer]  # adding again updates its settings
+        store(doc, [*layers, item])
+        self.controller.set_status(f"{node.name()!r} steers as {item.kind} (strength {item.strength:g}).")
+
+    def _remove(self) -> None:
+        doc, item = Krita.instance().activeDocument(), self.list.currentItem()
+        if doc is None or item is None:
+            return
+        layer = item.data(Qt.ItemDataRole.UserRole)
+        store(doc, [c for c in stored(doc) if c.layer != layer])
+        self.reload()
+
+    def _toggled(self, item) -> None:
+        doc = Krita.instance().activeDocument()
+        if doc is None:
+            return
+        layer, on = item.data(Qt.ItemDataRole.UserRole), item.checkState() == Qt.CheckState.Checked
+        layers = stored(doc)
+        for c in layers:
+            if c.layer == layer:
+                c.enabled = on
+        store(doc, layers)
+        self.reload()
+
+    # -- From image: the server's guide (preprocess), on the worker thread -----------------------
+    def _from_image(self) -> None:
+        from .controller import Job
+
+        c, kind = self.controller, self.kind.currentText()
+        if c.busy:
+            c.set_status("A generation is already running: wait for it, or press Cancel.")
+            return
+        doc = Krita.instance().activeDocument()
+        try:
+            source = document.KritaDocument(doc)
+            box = source.selection_box() or (0, 0, *source.size())
+            image = Image.rgba(box[2], box[3], source.read_canvas(box, layer_ids(doc)))
+        except document.DocumentError as exc:
+            c.set_status(str(exc), error=True)
+            return
+        job = Job(document.document_key(doc), None, editing.Params(prompt=""), target="guide", job_id=new_job_id())
+        where = (document.placement(doc), box, self._settings("", kind))
+        c._run(job, lambda client: client.preprocess(kind, image, c._queue_progress, job=job.job_id),
+               f"Making a {kind} guide from the canvas",
+               on_done=lambda value, error: self._emit((job, *where), value, error))
+
+    def _emit(self, *args) -> None:
+        if not self.controller.closing:
+            try:
+                self._guide_done.emit(*args)
+            except RuntimeError:  # Krita is shutting down
+                pass
+
+    def _on_guide(self, what, value, error) -> None:
+        job, placement, box, settings = what
+        c = self.controller
+        if job is not c.job:
+            return  # cancelled meanwhile
+        c.task, c.job = None, None
+        c.percent, c.progress_text = (0, "") if error else (100, "done")
+        if error:
+            c.set_status("Cancelled." if error == "cancelled" else f"From image failed: {error}",
+                         error=error != "cancelled")
+            return
+        doc = document.find_document(job.doc_key)
+        if doc is None:
+            c.set_status("The document was closed before the guide came.")
+            return
+        try:
+            result = SimpleNamespace(image=value, x=box[0], y=box[1])
+            node = document.insert_results(doc, [result], lambda _: controls.guide_name(settings.kind), placement)[0]
+        except document.DocumentError as exc:
+            c.set_status(str(exc), error=True)
+            return
+        settings.layer = node.uniqueId().toString()
+        store(doc, [*stored(doc), settings])
+        c.set_status(f"Added the {settings.kind} guide ({value.width}×{value.height}) as a control layer.")

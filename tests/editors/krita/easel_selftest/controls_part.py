@@ -1,0 +1,137 @@
+"""The docker's control layers in a real Krita: Add two layers as lineart and depth control layers,
+Generate, switch one off, Generate again, "From image" (canny, and a kind the server cannot make),
+then save the document as .kra and open it again.
+
+Run by driver.py on its main document, through public widgets (objectName) and actions only.
+Writes layer and canvas dumps (RGBA) for tests/editors/test_krita_controls.py, which asks the same
+server the same requests directly and compares pixel for pixel.
+"""
+
+import os
+
+from krita import Krita
+from PyQt5.QtCore import Qt
+from PyQt5.QtWidgets import QComboBox, QDoubleSpinBox, QListWidget, QPushButton
+
+from .driver import sleep, swap
+from .power_part import _generate
+
+ANNOTATION = "easel-controls"
+
+
+def annotation(doc):
+    return bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace")
+
+
+def rows(d):
+    box = d.w(QListWidget, "easel_control_list")
+    return [[box.item(i).text(), box.item(i).checkState() == Qt.CheckState.Checked] for i in range(box.count())]
+
+
+def hidden_canvas(d, doc, nodes, name):
+    """Dump the visible canvas with ``nodes`` hidden (what Generate must send), then show them again."""
+    W, H = doc.width(), doc.height()
+    for node in nodes:
+        node.setVisible(False)
+    doc.refreshProjection()
+    d.write(name, swap(doc.pixelData(0, 0, W, H)))
+    for node in nodes:
+        node.setVisible(True)
+    doc.refreshProjection()
+
+
+def add(d, doc, node, kind, strength, start, end):
+    doc.setActiveNode(node)
+    d.w(QComboBox, "easel_control_kind").setCurrentText(kind)
+    d.w(QDoubleSpinBox, "easel_control_layer_strength").setValue(strength)
+    d.w(QDoubleSpinBox, "easel_control_start").setValue(start)
+    d.w(QDoubleSpinBox, "easel_control_end").setValue(end)
+    d.w(QPushButton, "easel_control_add").click()
+
+
+def run(d, doc, spec):
+    app = Krita.instance()
+    W, H = doc.width(), doc.height()
+    res = d.res["controls"] = {}  # saved after each step (a hang shows where)
+
+    def step(name):
+        d.log(f"controls: {name}: {d.w_status()}")
+        d.save()
+
+    sketch = doc.activeNode()
+    kind = d.w(QComboBox, "easel_control_kind")
+    res["offered"] = {"shown": kind.isVisible(), "kinds": [kind.itemText(i) for i in range(kind.count())]}
+
+    root = doc.rootNode()
+    lines = doc.createNode("Lines", "paintlayer")  # dark lines on transparent paper: inverted when sent
+    root.addChildNode(lines, sketch)
+    x, y, w, h = spec["lines_box"]
+    for bx, by, bw, bh in ((x, y, w, 2), (x, y + h - 2, w, 2), (x, y, 2, h), (x + w - 2, y, 2, h)):
+        lines.setPixelData(bytes([20, 20, 20, 255]) * (bw * bh), bx, by, bw, bh)
+    depth = doc.createNode("Depth", "paintlayer")  # an opaque ramp over everything: must not be painted
+    root.addChildNode(depth, lines)
+    ramp = b"".join(bytes([v, v, v, 255]) for v in (round(255 * i / (W - 1)) for i in range(W)))
+    depth.setPixelData(ramp * H, 0, 0, W, H)
+    doc.refreshProjection()
+    yield sleep(0.3)
+    d.write("controls-lines.rgba", swap(lines.pixelData(0, 0, W, H)))
+    d.write("controls-depth.rgba", swap(depth.pixelData(0, 0, W, H)))
+    d.write("controls-visible.rgba", swap(doc.pixelData(0, 0, W, H)))
+    hidden_canvas(d, doc, [lines, depth], "controls-canvas.rgba")
+
+    for node, key in ((lines, "lineart"), (depth, "depth")):
+        add(d, doc, node, key, *spec[key])
+        yield sleep(0.3)
+    res["added"] = {"rows": rows(d), "annotation": annotation(doc), "status": d.w_status(),
+                    "ids": [lines.uniqueId().toString(), depth.uniqueId().toString()]}
+
+    step("added")
+    doc.setActiveNode(sketch)  # results go right above the active layer
+    d.set_params(spec["params"])
+    generate = lambda: app.action("easel_generate").trigger()  # noqa: E731
+    res["both"] = yield from _generate(d, doc, "controls-both", W, H, generate)
+
+    step("both")
+    step("both")
+    box = d.w(QListWidget, "easel_control_list")
+    for i in range(box.count()):
+        if box.item(i).text().startswith("Depth"):
+            box.item(i).setCheckState(Qt.CheckState.Unchecked)
+    yield sleep(0.3)
+    res["toggled"] = {"rows": rows(d), "annotation": annotation(doc)}
+    hidden_canvas(d, doc, [lines, depth], "controls-canvas2.rgba")  # the first result is part of it now
+    res["one"] = yield from _generate(d, doc, "controls-one", W, H, generate)
+
+    step("one")
+    # From image: the server's canny of the visible canvas (the control layers left out) as a new control layer
+    hidden_canvas(d, doc, [lines, depth], "controls-source.rgba")
+    d.write("controls-source-visible.rgba", swap(doc.pixelData(0, 0, W, H)))
+    kind.setCurrentText("canny")
+    res["from_image"] = yield from _generate(d, doc, "controls-canny", W, H,
+                                             lambda: d.w(QPushButton, "easel_control_from_image").click())
+    res["from_image"].update(rows=rows(d), annotation=annotation(doc))
+    kind.setCurrentText("lineart")  # a kind this server cannot make: its error, in plain words
+    res["from_image_error"] = yield from _generate(d, doc, "controls-error", W, H,
+                                                   lambda: d.w(QPushButton, "easel_control_from_image").click())
+
+    step("from image")
+    # the list is saved in the .kra and comes back with it
+    path = os.path.join(d.out, "controls.kra")
+    doc.setBatchmode(True)
+    saved = doc.saveAs(path)
+    doc.waitForDone()
+    step(f"saved {saved}")
+    reopened = app.openDocument(path)
+    record = {"saved": saved, "opened": reopened is not None}
+    if reopened is not None:
+        app.activeWindow().addView(reopened)
+        app.setActiveDocument(reopened)
+        yield sleep(1.0)
+        record.update(annotation=annotation(reopened), rows=rows(d),
+                      layers={n.uniqueId().toString(): n.name() for n in d.layers(reopened)})
+        reopened.setModified(False)
+        reopened.close()
+        yield sleep(0.5)
+        app.setActiveDocument(doc)
+    res["reopened"] = record
+    return res

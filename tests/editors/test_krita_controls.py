@@ -1,0 +1,166 @@
+"""Control layers in the Krita docker, in a real Krita's GUI: `make test-krita` (Krita 5.1.5) and
+`make test-krita-newest` (the sid chroot's Krita 5.3).
+
+A real `easel serve` with the tiny SD model and three tiny ControlNets whose names give their kinds
+(lineart, depth, canny; acting zero-convs, so every guide steers). The self-test plugin runs only its
+"controls" part (tests/editors/krita/easel_selftest/controls_part.py): it paints a line layer and an
+opaque depth ramp over the picture, adds them in the docker as lineart and depth control layers,
+refines the canvas, switches the depth layer off and refines again, makes a canny guide with
+"From image", and saves and reopens the document as .kra. Each result layer must equal, pixel for
+pixel, the same request sent directly with the shared client, built here from the layers' own pixels
+and the canvas WITHOUT the control layers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from easel.client import editing
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import Control, GenerateRequest, Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
+from gui_run import H, W, gui_spec, krita_gui_session
+from krita_host import ARTIFACTS, paste
+
+pytestmark = pytest.mark.editor
+NETS = {"lineart": "control_v11p_sd15_lineart", "depth": "control_v11f1p_sd15_depth",
+        "canny": "control_v11p_sd15_canny"}
+SETTINGS = {"lineart": (0.8, 0.0, 0.9), "depth": (0.6, 0.1, 1.0)}  # strength, start, end
+PARAMS = dict(prompt="a tower at night", negative="blurry", strength=60, steps=4, guidance=None, seed=5, batch=1)
+
+
+@pytest.fixture(scope="module")
+def url(tiny_sd_path, tmp_path_factory):
+    from server_harness import running_server
+    from tiny_models import build_tiny_controlnet
+
+    root = tmp_path_factory.mktemp("krita-controls-server")
+    nets = [build_tiny_controlnet(tiny_sd_path, root / name, seed=i) for i, name in enumerate(NETS.values())]
+    extra = [arg for net in nets for arg in ("--control-model", net)]
+    with running_server([str(tiny_sd_path)], *extra, log_path=root / "server.log") as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def gui(request, url, tmp_path_factory):
+    spec = {key: value for key, value in gui_spec(url).items() if key not in ("live", "power")}
+    spec.update(parts=["controls"], controls={"lines_box": [30, 16, 44, 40], "params": PARAMS, **SETTINGS})
+    yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), spec, url,
+                                 ARTIFACTS / "krita_controls_docker.png")
+
+
+def part(gui, name: str) -> dict:
+    if "error" in gui.result:
+        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
+    record = gui.result.get("controls", {}).get(name)
+    if record is None:
+        pytest.fail(f"controls part {name!r} did not run; events: {gui.result.get('events')}")
+    return record
+
+
+def dump(gui, name: str) -> bytes:
+    return (gui.out / name).read_bytes()
+
+
+def direct(gui, url: str, kinds: list[str], canvas: str):
+    """The oracle: the refine request with ``kinds``' layers as controls (their own pixels; line art made
+    white on black like the sketch guide) over the canvas dumped without the control layers."""
+    controls, attachments = [], {}
+    for kind in kinds:
+        name = f"controls.{len(controls)}.image"
+        pixels = dump(gui, f"controls-{'lines' if kind == 'lineart' else kind}.rgba")
+        if kind == "lineart":
+            pixels = editing.sketch_guide(pixels)[0]
+        attachments[name] = Image.rgba(W, H, pixels)
+        controls.append(Control(kind, name, *SETTINGS[kind]))
+    p = PARAMS
+    request = GenerateRequest(job=new_job_id(), prompt=p["prompt"], negative_prompt=p["negative"], steps=p["steps"],
+                              seed=p["seed"], batch=1, model=gui.result["model"], canvas_width=W, canvas_height=H,
+                              strength=p["strength"] / 100, x=0, y=0, controls=controls)
+    with Client(url, image_format="rgba") as client:
+        return client.generate(request, Image.rgba(W, H, dump(gui, canvas)), attachments=attachments)
+
+
+def check_layer(gui, url: str, record: dict, kinds: list[str], canvas: str):
+    assert record["done"] and record["started_busy"] and record["unchanged"], record["status"]
+    assert len(record["layers"]) == 1, record["status"]
+    result = direct(gui, url, kinds, canvas)
+    image = result.images[0]
+    assert record["layers"][0]["name"] == editing.layer_name(PARAMS["prompt"], PARAMS["seed"]) == \
+        editing.layer_name(PARAMS["prompt"], image.seed)
+    got, want = dump(gui, record["layers"][0]["file"]), paste(image, W, H)
+    assert got == want, f"{sum(a != b for a, b in zip(got, want))} bytes differ from the direct request's result"
+    return result
+
+
+def test_panel_offers_the_models_control_kinds(gui, url):
+    with Client(url) as client:
+        kinds = client.welcome["models"][0]["controls"]
+    assert sorted(kinds) == sorted(NETS)
+    offered = part(gui, "offered")
+    assert offered["shown"] and offered["kinds"] == kinds
+
+
+def test_add_lists_the_layers_and_stores_them_with_the_document(gui):
+    added = part(gui, "added")
+    assert added["rows"] == [["Lines: lineart 0.8 (0–0.9)", True], ["Depth: depth 0.6 (0.1–1)", True]]
+    stored = editing.controls_from_text(added["annotation"])
+    assert [(c.layer, c.kind, c.strength, c.start, c.end, c.enabled) for c in stored] == [
+        (added["ids"][0], "lineart", *SETTINGS["lineart"], True), (added["ids"][1], "depth", *SETTINGS["depth"], True)]
+
+
+def test_generate_sends_both_layers_as_controls_not_as_canvas(gui, url):
+    assert dump(gui, "controls-canvas.rgba") != dump(gui, "controls-visible.rgba")  # the depth ramp covers it
+    result = check_layer(gui, url, part(gui, "both"), ["lineart", "depth"], "controls-canvas.rgba")
+    assert [c["kind"] for c in result.parameters["controls"]] == ["lineart", "depth"]
+
+
+def test_a_layer_switched_off_is_left_out(gui, url):
+    toggled = part(gui, "toggled")
+    assert toggled["rows"][1] == ["Depth: depth 0.6 (0.1–1)", False]
+    assert [c.enabled for c in editing.controls_from_text(toggled["annotation"])] == [True, False]
+    result = check_layer(gui, url, part(gui, "one"), ["lineart"], "controls-canvas2.rgba")
+    assert [c["kind"] for c in result.parameters["controls"]] == ["lineart"]
+
+
+def test_from_image_adds_the_servers_canny_guide_as_a_control_layer(gui, url):
+    record = part(gui, "from_image")
+    assert record["done"] and record["unchanged"] and len(record["layers"]) == 1, record["status"]
+    layer = record["layers"][0]
+    assert layer["name"] == editing.controls.guide_name("canny") and layer["type"] == "paintlayer"
+    source = dump(gui, "controls-source.rgba")
+    assert source != dump(gui, "controls-source-visible.rgba")
+    with Client(url, image_format="rgba") as client:
+        guide = client.preprocess("canny", Image.rgba(W, H, source))
+    assert (guide.width, guide.height) == (W, H)
+    want = guide.data if guide.format == "rgba" else None
+    assert dump(gui, layer["file"]) == want, "the layer differs from the server's canny of the canvas"
+    stored = editing.controls_from_text(record["annotation"])
+    assert [c.kind for c in stored] == ["lineart", "depth", "canny"]
+    assert record["rows"][2] == ["Easel guide: canny: canny 0.6 (0.1–1)", True]  # the panel's settings (as last set)
+
+
+def test_from_image_with_a_kind_the_server_cannot_make_says_why(gui):
+    record = part(gui, "from_image_error")
+    assert record["done"] and not record["layers"] and record["unchanged"]
+    assert record["status"].startswith("From image failed:") and "lineart" in record["status"], record["status"]
+
+
+def test_the_list_survives_saving_and_reopening_the_kra(gui):
+    record = part(gui, "reopened")
+    assert record["saved"] and record["opened"]
+    stored = editing.controls_from_text(record["annotation"])
+    assert [c.kind for c in stored] == ["lineart", "depth", "canny"]
+    assert all(c.layer in record["layers"] for c in stored)  # the layers keep their ids in the .kra
+    assert [row[0].split(":")[0] for row in record["rows"]] == ["Lines", "Depth", "Easel guide"]
+    assert [row[1] for row in record["rows"]] == [True, False, True]
+
+
+def test_no_traceback_in_kritas_log(gui):
+    assert "Traceback" not in gui.log.read_text(errors="replace")
+    assert json.dumps(gui.result)  # the result file was complete
