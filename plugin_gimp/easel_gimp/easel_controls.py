@@ -164,7 +164,7 @@ def run_make(image, config, dialog) -> list | None:
                          f"raw RGBA {box[2]}×{box[3]}")
     image.undo_group_start()
     try:
-        layer = Gimp.Layer.new(image, f"Easel control: {kind}", guide.width, guide.height,
+        layer = Gimp.Layer.new(image, editing.controls.guide_name(kind), guide.width, guide.height,
                                layer_type(image), 100.0, Gimp.LayerMode.NORMAL)
         image.insert_layer(layer, None, 0)
         layer.set_offsets(box[0], box[1])

@@ -100,7 +100,7 @@ def test_make_control_layer_adds_the_servers_guide(batch, control_url, name, box
     want = canny_directly(control_url, box)
     assert (layer["x"], layer["y"], layer["w"], layer["h"]) == box
     assert layer["pixels"] == want.data
-    assert layer["name"] == "Easel control: canny"
+    assert layer["name"] == "Easel guide: canny"  # editing.controls.guide_name, as in Krita
     assert layer["control"] == dict(layer=str(layer["tattoo"]), kind="canny", strength=strength, start=0.0, end=1.0,
                                     enabled=True)
     assert case["returned_tattoo"] == layer["tattoo"]
