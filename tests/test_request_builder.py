@@ -177,3 +177,21 @@ def test_control_layers_travel_with_the_document_as_text():
     damaged = '[{"layer": "x", "kind": "sparkles"}, {"kind": "depth"}, 3, {"layer": "y", "kind": "canny"}]'
     assert editing.controls_from_text(damaged) == [editing.ControlLayer("y", "canny")]
     assert editing.controls_from_text("not json") == [] and editing.controls_from_text(None) == []
+
+
+def test_control_layers_follow_the_kinds_the_chosen_model_can_use():
+    from easel.client.editing import controls
+
+    welcome = {"default_model": "sd", "models": [{"id": "sd", "controls": ["lineart", "depth", "warp"]},
+                                                 {"id": "flux", "controls": []}, {"id": "old"}]}
+    assert controls.model_kinds(welcome, None) == ["lineart", "depth"]  # the default model; unknown kinds dropped
+    assert controls.model_kinds(welcome, "flux") == [] and controls.model_kinds(welcome, "old") == []
+    layers = [editing.ControlLayer("a", "lineart"), editing.ControlLayer("b", "depth", enabled=False)]
+    assert controls.for_model(layers, ["lineart"]) == layers
+    off = controls.for_model(layers, [])  # a model without ControlNets: nothing sent, still not canvas
+    assert [c.enabled for c in off] == [False, False] and [c.layer for c in off] == ["a", "b"]
+    doc = FakeDocument(32, 32)
+    doc.layers = {"a": layer_of(doc, (0, 0, 0, 255)), "b": layer_of(doc, (0, 0, 0, 255))}
+    planned = build_request(doc, Params("p", strength=0.5), controls=off)
+    assert planned.request.controls is None and planned.attachments == {} and doc.excluded == ["a", "b"]
+    assert controls.guide_name("depth") == "Easel guide: depth"
