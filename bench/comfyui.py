@@ -69,7 +69,7 @@ def checkpoint(pipe_folder: Path, out: Path) -> Path:
     from safetensors.torch import load_file, save_file
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tiny_single_file import write_single_file
+    from helpers.tiny_single_file import write_single_file
 
     tmp = out.with_name(out.name + ".part")
     write_single_file(pipe_folder, tmp)

@@ -1,5 +1,5 @@
 """Families: the engine's overhead against raw diffusers per model family, on the tests' tiny
-random-weight pipelines (tests/tiny_models.py, tests/tiny_flow_models.py).
+random-weight pipelines (tests/helpers/tiny_models.py, tests/helpers/tiny_flow_models.py).
 
 Per family, txt2img and img2img at 64², the same seed, steps and guidance: ``Engine.run`` (job
 validation, the family's pipeline via from_pipe, a fresh scheduler, per-image CPU generators, the
@@ -27,9 +27,8 @@ TARGET = "<= 1.5"
 
 def _builders() -> dict[Family, Any]:
     sys.path.insert(0, str(REPO / "tests"))
-    from tiny_flow_models import build_tiny_flux, build_tiny_sd3
-
-    from tiny_models import build_tiny_sd, build_tiny_sdxl
+    from helpers.tiny_flow_models import build_tiny_flux, build_tiny_sd3
+    from helpers.tiny_models import build_tiny_sd, build_tiny_sdxl
 
     return {Family.SD1: (build_tiny_sd, 7.5), Family.SDXL: (build_tiny_sdxl, 6.0), Family.SD3: (build_tiny_sd3, 4.0),
             Family.FLUX: (build_tiny_flux, 3.5)}

@@ -1,6 +1,6 @@
 """What the model-running sections share: benchmark models, test pictures, an in-process server.
 
-* ``tiny_sd(native)``: the tests' tiny random-weight SD 1.x pipeline (``tests/tiny_models.py``) with the
+* ``tiny_sd(native)``: the tests' tiny random-weight SD 1.x pipeline (``tests/helpers/tiny_models.py``) with the
   UNet's ``sample_size`` set so the model's native size is ``native`` (512 like SD 1.5 by default).
   The weights are the same; only the size the server plans work at changes. Built once per process
   into a temporary folder (never committed: saved folders are tied to the transformers version).
@@ -65,7 +65,7 @@ def tmpdir(prefix: str) -> str:
 def tiny_sd(native: int = 512) -> ModelSpec:
     """The tests' tiny SD with native size ``native`` (built once per process)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     folder = build_tiny_sd(Path(tmpdir("models")) / f"tiny-sd-{native}")
     for part, size in (("unet", native // 8), ("vae", native)):
@@ -155,7 +155,7 @@ def serve(engine: Any) -> Iterator[tuple[str, Any]]:
     from easel.server.results import ResultStore
 
     sys.path.insert(0, str(REPO / "tests"))
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     with inprocess_server(engine, store=ResultStore(Path(tmpdir("results")))) as (url, app):
         yield url, app

@@ -46,7 +46,7 @@ def build(folder: Path | None, turbo: bool, device: str = "cuda") -> Any:
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 
     sys.path.insert(0, str(fixtures.REPO / "tests"))
-    from tiny_models import _scheduler, _tokenizer
+    from helpers.tiny_models import _scheduler, _tokenizer
 
     tok = _tokenizer(fixtures.tmpdir("tokenizer"))
     torch.manual_seed(0)

@@ -51,7 +51,7 @@ def generate(engine: Any, size: int, steps: int, guidance: float | None = None, 
 def tests_tiny_sd() -> fixtures.ModelSpec:
     """The tests' tiny SD as it is (native 64²), built once into a temporary folder."""
     sys.path.insert(0, str(fixtures.REPO / "tests"))
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     folder = build_tiny_sd(Path(fixtures.tmpdir("models")) / "tiny-sd")
     return fixtures.ModelSpec("tiny-sd", folder, 64, 20, 7.5, lambda: None)

@@ -32,14 +32,14 @@ _BYTES = {"F16": 2, "F32": 4}
 def _real(arch: str) -> dict[str, tuple[int, ...]]:
     """Original-layout tensor names and shapes of a real ``arch`` checkpoint (meta device, no memory)."""
     sys.path.insert(0, str(REPO / "tests"))
-    from real_archs import checkpoint
+    from helpers.real_archs import checkpoint
 
     return {k: v.shape for k, v in checkpoint(arch).items()}
 
 
 def _lora(arch: str, rank: int = 32) -> dict[str, tuple[int, ...]]:
     sys.path.insert(0, str(REPO / "tests"))
-    from real_archs import kohya_lora
+    from helpers.real_archs import kohya_lora
 
     return {k: v.shape for k, v in kohya_lora(arch, rank).items()}
 

@@ -59,7 +59,7 @@ def pick_model(tmp: str) -> tuple[str, str]:
         return demo.DEMO_ID, f"demo model {demo.DEMO_ID}"
     if choice == "tiny":
         sys.path.insert(0, str(REPO / "tests"))
-        from tiny_models import build_tiny_sd
+        from helpers.tiny_models import build_tiny_sd
 
         return build_tiny_sd(os.path.join(tmp, "tiny-sd")), "tiny test model"
     if choice and choice != "demo-arch":

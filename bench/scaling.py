@@ -48,7 +48,7 @@ def _serve_workers(engines: list[Any] | None = None, workers: list[Any] | None =
     from easel.server.results import ResultStore
 
     sys.path.insert(0, str(fixtures.REPO / "tests"))  # the harness the other sections use (fixtures.serve)
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     store = ResultStore(Path(fixtures.tmpdir("results")))
     return inprocess_server(engines or (), store=store, workers=workers or ())

@@ -10,7 +10,7 @@ os.environ.setdefault("EASEL_CONFIG", os.path.join(os.path.dirname(__file__), "n
 
 
 # ----------------------------------------------------------------------------- tiny diffusers models
-# Session-wide tiny random-weight pipelines (see tests/tiny_models.py), built on first use in a
+# Session-wide tiny random-weight pipelines (see tests/helpers/tiny_models.py), built on first use in a
 # temporary folder; each takes well under a second. Engine tests and server tests share them.
 
 import pytest
@@ -19,7 +19,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_sd_path(tmp_path_factory) -> str:
     """A saved tiny SD 1.x diffusers folder (native 64 px, VAE scale factor 8, Euler scheduler)."""
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("tiny_models") / "tiny-sd")
 
@@ -27,7 +27,7 @@ def tiny_sd_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_sdxl_path(tmp_path_factory) -> str:
     """A saved tiny SDXL diffusers folder (native 64 px)."""
-    from tiny_models import build_tiny_sdxl
+    from helpers.tiny_models import build_tiny_sdxl
 
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny_models") / "tiny-sdxl")
 
@@ -38,15 +38,15 @@ def tiny_sd_single_file(tiny_sd_path, tmp_path_factory) -> str:
 
     Serve it as ``f"{tiny_sd_single_file}#config={tiny_sd_path}"``.
     """
-    from tiny_models import write_single_file
+    from helpers.tiny_models import write_single_file
 
     return write_single_file(tiny_sd_path, tmp_path_factory.mktemp("single_file") / "tiny-sd-file.safetensors")
 
 
 @pytest.fixture(scope="session")
 def tiny_sd3_path(tmp_path_factory) -> str:
-    """A saved tiny SD3 diffusers folder (two CLIPs + T5, native 64 px; tests/tiny_flow_models.py)."""
-    from tiny_flow_models import build_tiny_sd3
+    """A saved tiny SD3 diffusers folder (two CLIPs + T5, native 64 px; tests/helpers/tiny_flow_models.py)."""
+    from helpers.tiny_flow_models import build_tiny_sd3
 
     return build_tiny_sd3(tmp_path_factory.mktemp("tiny_models") / "tiny-sd3")
 
@@ -54,6 +54,43 @@ def tiny_sd3_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_flux_path(tmp_path_factory) -> str:
     """A saved tiny FLUX.1-dev-like diffusers folder (CLIP + T5, guidance embedding)."""
-    from tiny_flow_models import build_tiny_flux
+    from helpers.tiny_flow_models import build_tiny_flux
 
     return build_tiny_flux(tmp_path_factory.mktemp("tiny_models") / "tiny-flux-dev")
+
+
+# ----------------------------------------------------------------------------- shared servers
+# A real server on 127.0.0.1 with the tiny SD model and a result store (in process), and one
+# `easel serve` subprocess of it; the server, CLI, upscale, hires and reliability tests use them.
+
+
+@pytest.fixture(scope="module")
+def served(tiny_sd_path, tmp_path_factory):
+    """(url, app) of an in-process server with the tiny SD model and a result store."""
+    from easel.server.engine import Engine
+    from easel.server.results import ResultStore
+    from helpers.server_harness import inprocess_server
+
+    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
+    store = ResultStore(tmp_path_factory.mktemp("results"))
+    with inprocess_server(engine, store=store) as (url, app):
+        yield url, app
+
+
+@pytest.fixture
+def client(served):
+    """A connected client of ``served`` that asks for raw RGBA images."""
+    from easel.client.connection import Client
+
+    with Client(served[0], image_format="rgba") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def url(tiny_sd_path, tmp_path_factory):
+    """The url of a real `easel serve` subprocess with the tiny SD model and its own result store."""
+    from helpers.server_harness import running_server
+
+    out = tmp_path_factory.mktemp("served-results")
+    with running_server([str(tiny_sd_path)], "--output-dir", str(out)) as u:
+        yield u

@@ -1,6 +1,6 @@
 """Abandoned jobs (docs/protocol.md): what a client that leaves still holds, and cancel in every state.
 
-Real servers on 127.0.0.1 (tests/server_harness.py) around the tiny SD model. A gated engine keeps a
+Real servers on 127.0.0.1 (tests/helpers/server_harness.py) around the tiny SD model. A gated engine keeps a
 job running until the test opens the gate, so nothing here depends on how fast this machine is.
 """
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from probes import wait_until
 
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest
@@ -19,8 +18,9 @@ from easel.server import workers
 from easel.server.engine import Engine
 from easel.server.engine.types import JobCancelled as EngineCancelled
 from easel.server.results import ResultStore
-from server_harness import inprocess_server
-from test_server import pixels
+from helpers.pictures import pixels
+from helpers.probes import wait_until
+from helpers.server_harness import inprocess_server
 
 
 class GatedEngine:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import zipfile
@@ -13,25 +12,8 @@ import pytest
 from PIL import Image as PILImage
 
 from easel.client.protocol import GenerateRequest, request_fields
-from server_harness import REPO, running_server
-
-
-def easel(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """``easel ARGS`` in a bare environment (only the PYTHONPATH the tests run with is kept)."""
-    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", **keep_env("PYTHONPATH")}
-    return subprocess.run([sys.executable, "-m", "easel", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-def keep_env(*names: str) -> dict[str, str]:
-    return {n: os.environ[n] for n in names if n in os.environ}
-
-
-@pytest.fixture(scope="module")
-def url(tiny_sd_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("served-results")
-    with running_server([str(tiny_sd_path)], "--output-dir", str(out)) as u:
-        yield u
+from helpers.cli_runs import canvas_and_mask, easel, textured
+from helpers.server_harness import REPO, running_server
 
 
 def test_generate_writes_png_with_progress(url, tmp_path):
@@ -167,20 +149,6 @@ def test_install_plugin_gimp_goes_to_each_existing_profile_or_the_one_asked(tmp_
     assert r.returncode == 2 and "--gimp-version" in r.stderr
 
 # ----------------------------------------------------------------------------- what `easel generate` writes
-def textured(w: int, h: int) -> np.ndarray:
-    """An RGB picture where every pixel differs from its neighbours (so "unchanged" means something)."""
-    y, x = np.mgrid[0:h, 0:w]
-    return np.dstack([(x * 7 + y * 3) % 256, (x * 5 + y * 11) % 256, (x * y) % 256]).astype(np.uint8)
-
-
-def canvas_and_mask(tmp_path):
-    PILImage.fromarray(textured(96, 64)).save(tmp_path / "canvas.png")
-    mask = PILImage.new("L", (96, 64), 0)
-    mask.paste(255, (40, 16, 80, 48))
-    mask.save(tmp_path / "sel.png")
-    return ["--image", str(tmp_path / "canvas.png"), "--mask", str(tmp_path / "sel.png")]
-
-
 def test_inpaint_writes_the_whole_picture_and_layer_writes_the_patch(url, tmp_path):
     common = ["generate", "--url", url, "--prompt", "a blue square", "--seed", "11", "--steps", "2", "--quiet",
               "--feather", "4", *canvas_and_mask(tmp_path)]

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from server_harness import REPO
+from helpers.server_harness import REPO
 
 
 def easel(*args: str, home: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 
 from easel.client.codes import ClientMessage, ErrorCode, ServerMessage
 from easel.client.protocol import ProtocolError, check_version, doc_tables, error_message
-from server_harness import REPO
+from helpers.server_harness import REPO
 
 SOURCES = [p for d in ("server", "plugin_krita", "plugin_gimp") for p in (REPO / d).rglob("*.py")]
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_checks import assert_close, gradient
 from PIL import Image
 
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import Control, GenerateRequest, ProtocolError, parse_control
 from easel.client.protocol import Image as WireImage
 from easel.server.engine import Engine, EngineError, EngineJob
-from server_harness import inprocess_server
-from tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
+from helpers.engine_checks import assert_close, gradient
+from helpers.server_harness import inprocess_server
+from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
 torch.set_num_threads(1)  # 2 shared cores
 SIZE = 64

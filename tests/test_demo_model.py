@@ -134,7 +134,7 @@ def test_inpaint_changes_only_the_selection():
     from easel.client.protocol import Image as WireImage
     from easel.server.engine import Engine
     from easel.server.imaging.compose import LayerResult, flatten
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     spec = shapes.Spec("blue", "square", "", "", "white", 18, 32, 12, shapes.COLOURS["blue"], "")
     image = np.asarray(shapes.draw(spec).convert("RGBA"))

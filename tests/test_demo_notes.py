@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest
 from easel.client.protocol import Image as WireImage
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
 SKETCH = "enlarged sketch: the demo model paints at 64×64; the second pass that adds detail at 2048×2048 needs a real model"

@@ -235,7 +235,7 @@ def test_client_task_history_and_fetch_on_a_real_server(tiny_sd_path, tmp_path):
 
     from easel.server.engine import Engine
     from easel.server.results import ResultStore
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
     with inprocess_server(engine, store=ResultStore(tmp_path)) as (url, _app):

@@ -10,7 +10,7 @@ import torch
 from easel.client import editing
 from easel.client.connection import Client
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
 WELCOME = {"default_model": "flux", "loras": ["a.safetensors", "f.safetensors"], "control_models": ["sketch"],

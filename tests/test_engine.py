@@ -9,12 +9,12 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, assert_matches_raw, gradient, raw_pipelines, run
-from pictures import engine_job
 from PIL import Image
 
 from easel.client.protocol import SCHEDULERS
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
+from helpers.engine_checks import arr, assert_matches_raw, gradient, raw_pipelines, run
+from helpers.pictures import engine_job
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two under load
 SIZE = 64
@@ -107,7 +107,7 @@ def test_lru_eviction_frees_models(tiny_sd_path, tiny_sdxl_path):
 
 
 def test_lru_keeps_most_recent(tiny_sd_path, tiny_sdxl_path, tmp_path):
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     third = build_tiny_sd(tmp_path / "third")
     with Engine([tiny_sd_path, tiny_sdxl_path, third], device="cpu", dtype="float32", max_loaded=2) as eng:
@@ -146,7 +146,7 @@ def test_default_scheduler_unchanged_after_other_scheduler(engine, tiny_sd_path)
 
 @pytest.fixture(scope="module")
 def tiny_turbo(tmp_path_factory):
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     return build_tiny_sd(tmp_path_factory.mktemp("turbo") / "tiny-sd-turbo", scheduler="euler_a_trailing")
 
@@ -230,7 +230,7 @@ def test_run_from_worker_thread(engine):
 
 
 def test_nine_channel_inpaint_unet_serves_every_mode(tmp_path):
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     folder = build_tiny_sd(tmp_path / "tiny-sd-inpainting", inpaint_unet=True)
     with Engine([folder], device="cpu", dtype="float32") as eng:

@@ -7,33 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, assert_close, assert_matches_raw, gradient, raw_pipelines, run
-from pictures import engine_job
-from PIL import Image
 
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
+from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_pipelines, run
+from helpers.flow_jobs import PROMPT, SIZE, _image, _mask, job
 
 torch.set_num_threads(1)
-SIZE = 64
-PROMPT = "a red cat"
-
-
-def _image() -> Image.Image:
-    return gradient(SIZE)
-
-
-def _mask() -> Image.Image:
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[16:48, 16:48] = 255
-    return Image.fromarray(mask, "L")
-
-
-def job(mode: str = "txt2img", **kw) -> EngineJob:
-    kw.setdefault("negative_prompt", "" if "flux" in str(kw.get("model")) else "blurry")  # Flux has none
-    return engine_job(mode, SIZE, PROMPT, _image() if mode != "txt2img" else None,
-                      _mask() if mode == "inpaint" else None, **kw)
-
-
 @pytest.fixture(scope="module")
 def engine(tiny_sd3_path, tiny_flux_path):
     with Engine([tiny_sd3_path, tiny_flux_path], device="cpu", dtype="float32") as eng:
@@ -57,7 +36,7 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, tiny_sd3_path, t
 
 
 def test_family_traits_and_defaults(engine, tiny_sd3_path, tiny_flux_path, tmp_path):
-    from tiny_flow_models import build_tiny_flux
+    from helpers.tiny_flow_models import build_tiny_flux
 
     sd3, flux = engine.model_info(tiny_sd3_path), engine.model_info(tiny_flux_path)
     assert (sd3.family, sd3.native, sd3.default_steps, sd3.default_guidance) == ("sd3", (SIZE, SIZE), 28, 7.0)
@@ -155,7 +134,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 def test_hub_ids_and_names_detect_the_family(hub_cache, tiny_flux_path, tiny_sd3_path):
     from easel.server.traits import guess
-    from tiny_models import make_fake_hub_cache
+    from helpers.tiny_models import make_fake_hub_cache
 
     make_fake_hub_cache(tiny_flux_path, hub_cache, "easel-test/tiny-flux")
     make_fake_hub_cache(tiny_sd3_path, hub_cache, "easel-test/stable-diffusion-3.5-large-turbo-tiny")

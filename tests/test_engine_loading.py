@@ -55,7 +55,7 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_hub_id_resolves_offline_from_the_cache(hub_cache, tiny_sd_path, folder_result):
-    from tiny_models import make_fake_hub_cache
+    from helpers.tiny_models import make_fake_hub_cache
 
     snapshot = make_fake_hub_cache(tiny_sd_path, hub_cache, "easel-test/tiny-sd")
     with Engine(["easel-test/tiny-sd"], device="cpu", dtype="float32") as eng:
@@ -153,7 +153,7 @@ def test_single_file_with_config_matches_folder(tiny_sd_path, tiny_sd_single_fil
 
 
 def test_single_file_sibling_config_without_weights(tiny_sd_path, tiny_sd_single_file, tmp_path, folder_result):
-    from tiny_models import config_only_copy
+    from helpers.tiny_models import config_only_copy
 
     config_only_copy(tiny_sd_path, tmp_path / "mymodel")
     shutil.copy(tiny_sd_single_file, tmp_path / "mymodel.safetensors")
@@ -164,7 +164,7 @@ def test_single_file_sibling_config_without_weights(tiny_sd_path, tiny_sd_single
 
 
 def test_sdxl_single_file_matches_folder(tiny_sdxl_path, tmp_path):
-    from tiny_models import write_single_file
+    from helpers.tiny_models import write_single_file
 
     file = write_single_file(tiny_sdxl_path, tmp_path / "xl.safetensors")
     with Engine([tiny_sdxl_path, f"{file}#config={tiny_sdxl_path}"], device="cpu", dtype="float32") as eng:

@@ -13,7 +13,7 @@ import torch
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 
 @pytest.fixture

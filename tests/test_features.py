@@ -9,15 +9,15 @@ import threading
 import numpy as np
 import pytest
 import torch
-from pictures import engine_job
 from PIL import Image
 
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest
 from easel.client.protocol import Image as WireImage
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
-from server_harness import inprocess_server
-from tiny_models import (
+from helpers.pictures import engine_job
+from helpers.server_harness import inprocess_server
+from helpers.tiny_models import (
     build_tiny_controlnet,
     build_tiny_refiner,
     build_tiny_safety_checker,

@@ -10,7 +10,7 @@ import pytest
 
 from easel.client.fields import declare, declared, markdown_table
 from easel.client.protocol import REQUEST_TABLE, GenerateRequest, ProtocolError, request_fields
-from server_harness import REPO
+from helpers.server_harness import REPO
 
 RANGED = [d for d in request_fields().values()
           if d.spec.items is None and (d.spec.low is not None or d.spec.high is not None)]

@@ -7,17 +7,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, assert_close, raw_call, run
-from test_engine_flow import SIZE, job
 
 from easel.server.engine import Engine, EngineError
+from helpers.engine_checks import arr, assert_close, raw_call, run
+from helpers.flow_jobs import SIZE, job
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def loras(tiny_sd3_path, tiny_flux_path, tmp_path_factory):
-    from tiny_flow_models import write_tiny_flow_lora
+    from helpers.tiny_flow_models import write_tiny_flow_lora
 
     folder = tmp_path_factory.mktemp("flow_loras")
     write_tiny_flow_lora(tiny_sd3_path, folder / "sd3-ink.safetensors")
@@ -125,7 +125,7 @@ def test_sd3_transformer_single_file_with_a_config_folder(tiny_sd3_path, tmp_pat
     import os
     import shutil
 
-    from tiny_flow_models import write_sd3_transformer_file
+    from helpers.tiny_flow_models import write_sd3_transformer_file
 
     file = write_sd3_transformer_file(tiny_sd3_path, tmp_path / "sd3.5_tiny.safetensors")
     from diffusers import SD3Transformer2DModel

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
 SIZE = 64

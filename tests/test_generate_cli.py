@@ -16,13 +16,13 @@ import zlib
 import pytest
 from PIL import ExifTags
 from PIL import Image as PILImage
-from probes import wait_until
-from test_cli import canvas_and_mask, easel, keep_env, url  # noqa: F401 - url: the served tiny model
 
 from easel.cli import build_parser
 from easel.client.connection import Client, JobCancelled, new_job_id
 from easel.client.protocol import GenerateRequest
-from server_harness import REPO, inprocess_server
+from helpers.cli_runs import canvas_and_mask, easel, keep_env
+from helpers.probes import wait_until
+from helpers.server_harness import REPO, inprocess_server
 
 JOB_S = 300.0  # how long a job on the slow server takes: far above every deadline below
 DEAD_URL = "ws://127.0.0.1:9"  # nothing listens: a command that connects fails with "cannot reach"
@@ -35,10 +35,9 @@ def error_lines(stderr: str) -> list[str]:
 # ----------------------------------------------------------------------------- a signal cancels the job
 @pytest.fixture(scope="module")
 def slow_server(tiny_sd_path):
-    """The real App around the tiny model, every job slowed by ``JOB_S`` (tests/slow_engine.py)."""
-    from slow_engine import SlowEngine
-
+    """The real App around the tiny model, every job slowed by ``JOB_S`` (tests/helpers/slow_engine.py)."""
     from easel.server.engine import Engine
+    from helpers.slow_engine import SlowEngine
 
     engine = SlowEngine(Engine([str(tiny_sd_path)], device="cpu", dtype="float32"), delay=JOB_S)
     with inprocess_server(engine) as (u, app):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pictures import box_mask, texture
 
 from easel.client.protocol import GenerateRequest, ProtocolError
 from easel.server.engine import Engine
@@ -23,6 +22,7 @@ from easel.server.imaging.region import plan_txt2img, plan_work, work_size
 from easel.server.imaging.tiles import plan_refine
 from easel.server.results import parameters_text
 from easel.server.work import Inputs, StepBar
+from helpers.pictures import box_mask, texture
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two under load
 
@@ -237,7 +237,7 @@ def test_bench_section_runs_small():
 @pytest.mark.parametrize("flag_all", [True, False])
 def test_safety_checker_verdict_covers_both_passes(tiny_sd_path, tmp_path, flag_all):
     """With a checker, a flagged first pass or tile blacks out the whole image; nothing flagged, nothing black."""
-    from tiny_models import build_tiny_safety_checker
+    from helpers.tiny_models import build_tiny_safety_checker
 
     checker = build_tiny_safety_checker(tmp_path / "checker", flag_all=flag_all)
     with Engine([str(tiny_sd_path)], device="cpu", dtype="float32", safety_checker=checker) as checked:

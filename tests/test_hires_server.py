@@ -5,16 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pictures import box_mask, texture
 from PIL import Image as PILImage
 
-import test_server
 from easel.client.connection import new_job_id
 from easel.client.protocol import GenerateRequest, Image
-from test_server import pixels, rgba_image
+from helpers.pictures import box_mask, pixels, rgba_image, texture
 
 torch.set_num_threads(1)
-served, client = test_server.served, test_server.client  # its fixtures: served yields (url, app)
 
 
 def req(**kw) -> GenerateRequest:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from pictures import box_mask, texture
 from PIL import Image as PILImage
 
 from easel.server.imaging.compose import LayerResult, as_mask, as_rgba, composite, flatten, prepare, resize
@@ -11,6 +10,7 @@ from easel.server.imaging.geometry import Bounds, Extent
 from easel.server.imaging.masks import composite_mask
 from easel.server.imaging.metrics import gradient_magnitude, seam_bands, seam_ratio
 from easel.server.imaging.region import plan_txt2img, plan_work
+from helpers.pictures import box_mask, texture
 
 SD1 = Extent(512, 512)
 DEMO = Extent(64, 64)

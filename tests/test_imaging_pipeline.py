@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pictures import box_mask, texture
 
 from easel.server.imaging.compose import composite, flatten, prepare, resize
 from easel.server.imaging.geometry import Bounds
 from easel.server.imaging.masks import composite_mask, dilate
 from easel.server.imaging.metrics import seam_ratio
 from easel.server.imaging.region import plan_work
+from helpers.pictures import box_mask, texture
 
 torch = pytest.importorskip("torch")
-tiny_models = pytest.importorskip("tiny_models")
+from helpers import tiny_models  # noqa: E402 - a missing helper is an error, not a skip
+
 engine_mod = pytest.importorskip("easel.server.engine")
 from easel.server.engine.types import EngineJob  # noqa: E402
 

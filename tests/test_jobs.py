@@ -54,11 +54,10 @@ def test_per_client_bound_and_duplicate_ids():
 
 def test_queued_position_counts_only_waiting_jobs():
     """``queued.position`` is 1 for the job served next (docs/protocol.md), the running job not counted."""
-    from slow_engine import SlowEngine
-
     from easel.client.connection import Client, new_job_id
     from easel.server.engine import Engine
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
+    from helpers.slow_engine import SlowEngine
 
     def request() -> GenerateRequest:
         return GenerateRequest(job=new_job_id(), prompt="a red circle", steps=2, seed=1, preview=False)

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from probes import free_port, listening
 
 from easel.client import editing
 from easel.client.connection import Client, JobCancelled, new_job_id
 from easel.client.editing.launcher import LaunchError, ServerManager
 from easel.client.editing.server_command import ServerSettings, join_command, probe, recorded_command
 from easel.client.protocol import GenerateRequest
+from helpers.probes import free_port, listening
 
 SERVE = recorded_command(sys.executable)  # this checkout's server, as install-plugin records it
 FAST = "--threads 1"  # the demo model (the default): starts offline in a few seconds

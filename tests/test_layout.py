@@ -142,3 +142,25 @@ def test_builtin_models_register_without_torch():
     assert not [d for d in engine if d.startswith("easel.server.demo.")], "the engine imports a demo module"
     for path in (PACKAGE / "server" / "engine").rglob("*.py"):  # nor reaches one by an import string
         assert "easel.server.demo" not in path.read_text(encoding="utf-8"), path.name
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_no_test_module_imports_another():
+    """Shared test code lives in tests/helpers (and the editors' own helper folders), never in a test module."""
+    offenders = []
+    for path in list(TESTS.glob("**/*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(TESTS)} imports {n}" for n in names if n.split(".")[-1].startswith("test_")]
+    assert offenders == []
+
+
+def test_the_test_map_in_tests_readme_is_current():
+    """Fails when a test module was added, removed or redescribed: run `cd tests && python -m helpers.readme`."""
+    from helpers.readme import BEGIN, END, table
+
+    text = (TESTS / "README.md").read_text(encoding="utf-8")
+    assert text.split(BEGIN + "\n", 1)[1].split(END, 1)[0] == table(), "tests/README.md's map is stale"

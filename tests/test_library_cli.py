@@ -10,14 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from fake_hub import FakeHub
-from library_fixtures import build_layout, make_assets
 
 from easel.cli import build_parser, main
 from easel.cli.library import apply_settings
 from easel.client.connection import Client
 from easel.server.settings import SettingsError, read_file, tomllib
-from server_harness import REPO, running_server
+from helpers.fake_hub import FakeHub
+from helpers.library_fixtures import build_layout, make_assets
+from helpers.server_harness import REPO, running_server
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +157,7 @@ def test_download_fetches_what_the_pipeline_needs_and_resumes(tiny_sd_path, tmp_
 
 
 def test_download_fetches_a_one_model_repository_such_as_a_controlnet(tiny_sd_path, tmp_path):
-    from tiny_models import build_tiny_controlnet
+    from helpers.tiny_models import build_tiny_controlnet
 
     repo = tmp_path / "control_v11p_sd15_lineart"
     build_tiny_controlnet(tiny_sd_path, repo)

@@ -7,11 +7,11 @@ attention layers. The configs themselves are checked against the published param
 from __future__ import annotations
 
 import pytest
-from real_archs import checkpoint, kohya_lora, modules, peft_lora
 
 from easel.server.library.configs import CONFIGS
 from easel.server.library.detect import describe, fits
 from easel.server.library.header import TensorInfo
+from helpers.real_archs import checkpoint, kohya_lora, modules, peft_lora
 
 # published sizes: SD 1.5 / 2.x / SDXL UNets, the SD VAE, CLIP-L, OpenCLIP-H (23 layers), OpenCLIP-bigG
 PARAMS = {"sd1": 859_520_964, "sd2": 865_910_724, "sdxl": 2_567_463_684}

@@ -10,11 +10,11 @@ import time
 
 import pytest
 import torch
-from library_fixtures import LAYOUTS, build_layout, make_assets, write_safetensors
 
 from easel.server.library import Library
 from easel.server.library.header import HeaderError, Incomplete, NeedsCode, read_header, read_pickle_index
-from tiny_models import config_only_copy
+from helpers.library_fixtures import LAYOUTS, build_layout, make_assets, write_safetensors
+from helpers.tiny_models import config_only_copy
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,14 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from library_fixtures import LAYOUTS, build_layout, make_assets
 from PIL import Image
 
 from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest
 from easel.client.protocol import Image as WireImage
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.library_fixtures import LAYOUTS, build_layout, make_assets
+from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
 MODELS = ["dreamshaper_tiny", "sdxl/juggernaut_xl", "inpaint_tiny", "sd-folder", "xl-folder"]

@@ -7,7 +7,7 @@ import pytest
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,20 @@ import threading
 import time
 
 import pytest
-from probes import wait_until
-from test_live_session import PLAIN
 
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
 from easel.client.editing import LiveConnection, LiveSession, Params
 from easel.client.protocol import GenerateRequest, Image
+from helpers.probes import wait_until
+
+PLAIN = {"id": "plain", "few_step": False, "default_steps": 20}  # a welcome entry: an ordinary model
 
 
 @pytest.fixture(scope="module")
 def served(tiny_sd_path):
     from easel.server.engine import Engine
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
     with inprocess_server(engine) as (u, app):

@@ -2,7 +2,7 @@
 states faster than the server makes frames still gets frames, in order, ending with its last state.
 
 The server is the real App around the demo model with every job slowed by ``FRAME_S`` (job-time
-injection, tests/slow_engine.py), so "faster than the server" holds on any machine: a state every
+injection, tests/helpers/slow_engine.py), so "faster than the server" holds on any machine: a state every
 ``FRAME_S / 5`` seconds always outpaces frames that take at least ``FRAME_S``. Torch runs on one
 thread here, so the model's own few milliseconds stay small beside ``FRAME_S`` on a busy box, and
 the slow rate is measured before and after the fast one, so a drifting load affects both alike.
@@ -17,12 +17,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from slow_engine import SlowEngine
 
 from easel.client.connection import Client, Event, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
+from helpers.slow_engine import SlowEngine
 
 FRAME_S = 0.1
 FAST_FRAMES = 8  #: frames the fast client paints for

@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
-from scale_checks import req
 
 from easel.client.connection import Client, JobCancelled
 from easel.server.engine import Engine
-from server_harness import inprocess_server, running_server
+from helpers.scale_checks import req
+from helpers.server_harness import inprocess_server, running_server
 
 DEADLINE_S = 120
 

@@ -21,7 +21,7 @@ from easel.server import preprocess
 from easel.server.engine.types import EngineError
 from easel.server.preprocess import models
 from easel.server.preprocess.palette import ADE20K
-from server_harness import REPO, inprocess_server
+from helpers.server_harness import REPO, inprocess_server
 
 
 def picture(height: int = 45, width: int = 61) -> np.ndarray:

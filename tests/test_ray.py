@@ -1,7 +1,7 @@
 """Easel on Ray Serve: a local Ray on 127.0.0.1, started and stopped here, two replicas of
 the tiny model, the real front door (App) in this process. Marked ``ray``; skipped without easel[ray].
 
-The same checks as ``--workers 2`` (tests/scale_checks.py), then the faults: the head gone (its GCS and
+The same checks as ``--workers 2`` (tests/helpers/scale_checks.py), then the faults: the head gone (its GCS and
 raylet killed under ``easel serve --ray local``), a replica killed mid-job, a replica hung (SIGSTOP).
 Every wait has a deadline.
 """
@@ -14,8 +14,13 @@ import signal
 import time
 
 import pytest
-from probes import wait_until
-from scale_checks import (
+
+from easel.client.connection import Client
+from easel.server.engine import Engine
+from easel.server.lifetime import pid_alive
+from easel.server.results import ResultStore
+from helpers.probes import wait_until
+from helpers.scale_checks import (
     cancel_running,
     eight_clients_five_jobs,
     fairness_spread,
@@ -23,12 +28,7 @@ from scale_checks import (
     req,
     same_pixels,
 )
-
-from easel.client.connection import Client
-from easel.server.engine import Engine
-from easel.server.lifetime import pid_alive
-from easel.server.results import ResultStore
-from server_harness import inprocess_server, running_server
+from helpers.server_harness import inprocess_server, running_server
 
 pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.ray

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from probes import wait_until
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -23,8 +22,9 @@ from easel.server.engine import Engine
 from easel.server.limits import Limits
 from easel.server.results import ResultStore
 from easel.server.security import Security, SecurityError
-from server_harness import inprocess_server
-from test_server import pixels
+from helpers.pictures import pixels
+from helpers.probes import wait_until
+from helpers.server_harness import inprocess_server
 
 
 @pytest.fixture(scope="module")

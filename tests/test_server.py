@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -10,37 +9,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image as PILImage
 from websockets.sync.client import connect
 
 from easel.client.connection import Client, JobCancelled, JobFailed, new_job_id
 from easel.client.protocol import GenerateRequest, Image, encode_image
-from easel.server.engine import Engine
-from server_harness import inprocess_server
+from helpers.pictures import pixels, rgba_image
 
 SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def served(tiny_sd_path, tmp_path_factory):
-    from easel.server.results import ResultStore
-
-    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
-    store = ResultStore(tmp_path_factory.mktemp("results"))
-    with inprocess_server(engine, store=store) as (url, app):
-        yield url, app
-
-
-@pytest.fixture
-def client(served):
-    with Client(served[0], image_format="rgba") as c:
-        yield c
-
-
-def pixels(image: Image) -> np.ndarray:
-    if image.format == "rgba":
-        return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4)
-    return np.asarray(PILImage.open(io.BytesIO(image.data)).convert("RGBA"))
 
 
 def canvas(seed: int = 0) -> np.ndarray:
@@ -49,10 +24,6 @@ def canvas(seed: int = 0) -> np.ndarray:
     img[..., :3] = rng.integers(0, 255, (SIZE, SIZE, 3))
     img[..., 3] = 255
     return img
-
-
-def rgba_image(arr: np.ndarray) -> Image:
-    return Image.rgba(arr.shape[1], arr.shape[0], arr.tobytes())
 
 
 def req(**kw) -> GenerateRequest:

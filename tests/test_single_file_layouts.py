@@ -9,12 +9,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from pictures import engine_job
 from safetensors.torch import load_file, save_file
 
 from easel.server.engine import Engine, EngineError
 from easel.server.library.configs import CONFIGS, config_folder
-from tiny_models import config_only_copy, write_single_file
+from helpers.pictures import engine_job
+from helpers.tiny_models import config_only_copy, write_single_file
 
 torch.set_num_threads(1)
 
@@ -120,9 +120,9 @@ def test_shipped_configs_fit_real_checkpoints(name):
     import json
 
     from diffusers.loaders import single_file_utils as sfu
-    from real_archs import checkpoint, modules
 
     from easel.server.engine.single_file import normalise_keys
+    from helpers.real_archs import checkpoint, modules
 
     ckpt = normalise_keys({k: torch.empty(v.shape, dtype=torch.float16, device="meta")
                            for k, v in checkpoint(name, text_model=name != "sd1").items()})  # SD1 without text_model.

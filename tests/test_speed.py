@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from engine_checks import arr, gradient, raw_call, run
 
 from easel.server.engine import Engine, EngineError, EngineJob
 from easel.server.settings import SettingsError, read_file
+from helpers.engine_checks import arr, gradient, raw_call, run
 
 SIZE = 64
 #: the documented tolerance for a speed option's pixels against raw diffusers, in 8-bit steps

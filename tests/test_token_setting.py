@@ -9,7 +9,7 @@ import pytest
 
 from easel.client import editing
 from easel.server.security import Security
-from server_harness import inprocess_server
+from helpers.server_harness import inprocess_server
 
 A, B = "ws://a.example:8765", "ws://b.example:8765"
 

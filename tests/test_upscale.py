@@ -17,8 +17,8 @@ from easel.server.engine import Engine
 from easel.server.imaging.geometry import Extent
 from easel.server.imaging.tiles import WEIGHT, axis_tiles, axis_weights, blend, plan_tiles
 from easel.server.upscale import DEFAULT_STRENGTH
-from server_harness import inprocess_server
-from test_server import pixels, rgba_image
+from helpers.pictures import pixels, rgba_image
+from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two under load
 

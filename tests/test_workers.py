@@ -8,7 +8,12 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from scale_checks import (
+
+from easel.client.connection import Client
+from easel.server.engine import Engine
+from easel.server.engine.types import EngineError
+from easel.server.results import ResultStore
+from helpers.scale_checks import (
     cancel_running,
     eight_clients_five_jobs,
     fairness_spread,
@@ -16,12 +21,7 @@ from scale_checks import (
     req,
     same_pixels,
 )
-
-from easel.client.connection import Client
-from easel.server.engine import Engine
-from easel.server.engine.types import EngineError
-from easel.server.results import ResultStore
-from server_harness import inprocess_server, running_server
+from helpers.server_harness import inprocess_server, running_server
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_same_pixels_as_one_worker(two_workers, tiny_sd_path):
 
 
 def test_a_job_goes_to_the_worker_with_its_model_loaded(tiny_sd_path, tmp_path):
-    from tiny_models import build_tiny_sd
+    from helpers.tiny_models import build_tiny_sd
 
     models = [str(tiny_sd_path), build_tiny_sd(tmp_path / "other-sd")]
     made = [Engine(models, device="cpu", dtype="float32") for _ in range(2)]

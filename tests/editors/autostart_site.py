@@ -18,9 +18,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from probes import free_port, held_port, listening, wait_until  # noqa: F401 - the editor tests import them from here
-
 from easel.client.editing.server_command import parse_status, split_command
+from helpers.probes import free_port, held_port, listening, wait_until  # noqa: F401 - the editor tests import them from here
 
 PREFIXES = ("import json, os, sys, easel; print(json.dumps([sys.prefix, os.path.realpath(sys.base_prefix), "
             "os.path.dirname(os.path.dirname(os.path.realpath(easel.__file__)))]))")

@@ -34,3 +34,12 @@ def krita_gui(request, krita_server_url, tmp_path_factory):
 
     yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), gui_spec(krita_server_url),
                                  krita_server_url, ARTIFACTS / "krita_docker.png")
+
+
+@pytest.fixture(scope="module")
+def root(request):
+    """The GIMP chroot the GIMP tests run in (EASEL_GIMP_ROOT, else the oldest supported, trixie's)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
+    from gimp_chroot import require_chroot
+
+    return require_chroot(request)

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,30 +25,24 @@ sys.path.insert(0, str(HERE / "gimp"))
 sys.path.insert(0, str(HERE.parent))
 
 from editor_site import install_plugin  # noqa: E402
-from gimp_cases import GOOD, PROCS, SEL_BOX, H, W, batch_cases, direct, geometry  # noqa: E402
+from gimp_batch import check_layers, check_success, run_batch, unchanged  # noqa: E402
+from gimp_cases import PROCS, SEL_BOX, H, W, batch_cases, direct, geometry  # noqa: E402
 from gimp_chroot import (  # noqa: E402
     ARTIFACTS,
     Workdir,
-    batch_command,
     chroot_shell,
     free_display,
-    require_chroot,
     start_chroot_shell,
     xwd_to_png,
 )
-from probes import wait_until  # noqa: E402
 
 from easel.client import editing  # noqa: E402
+from helpers.probes import wait_until  # noqa: E402
 
 pytestmark = pytest.mark.editor
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def root(request):
-    return require_chroot(request)
-
-
 @pytest.fixture(scope="module")
 def server_url(request, tmp_path_factory):
     """A real `easel serve` subprocess on 127.0.0.1 with the tiny SD test model, a tiny LoRA
@@ -58,8 +51,8 @@ def server_url(request, tmp_path_factory):
     if os.environ.get("EASEL_TEST_URL"):
         yield os.environ["EASEL_TEST_URL"]
         return
-    from server_harness import running_server
-    from tiny_models import build_tiny_controlnet, write_tiny_lora
+    from helpers.server_harness import running_server
+    from helpers.tiny_models import build_tiny_controlnet, write_tiny_lora
 
     tiny = request.getfixturevalue("tiny_sd_path")
     root = tmp_path_factory.mktemp("gimp_server")
@@ -76,64 +69,6 @@ def server_url(request, tmp_path_factory):
 def batch(root, server_url):
     """One GIMP batch session running every case; yields {case name: recorded result}."""
     yield from run_batch(root, server_url, lambda folder: batch_cases(folder, server_url))
-
-
-def run_batch(root: Path, url: str, make_cases) -> Iterator[dict]:
-    """Run ``make_cases(input folder)`` in one GIMP batch session against ``url``; yields {case name: result}
-    with each new layer's pixels read back, and removes the scratch folder afterwards."""
-    work = Workdir(root)
-    install_plugin("gimp", work.plugins())
-    spec = dict(cases=make_cases(work.host / "in"), url=url,
-                **{"in": work.path("in"), "out": work.path("out")})
-    (work.host / "spec.json").write_text(json.dumps(spec))
-    (work.host / "batch_cases.py").write_text((HERE / "gimp/batch_cases.py").read_text())
-    t0 = time.monotonic()
-    proc = chroot_shell(root, batch_command(work.path("batch_cases.py"), work.version),
-                        {"HOME": work.path("home"), "EASEL_TEST_SPEC": work.path("spec.json")},
-                        timeout=300, log=ARTIFACTS / "gimp_batch.log")
-    results_file = work.host / "out/results.json"
-    assert results_file.exists(), f"GIMP wrote no results (rc {proc.returncode}):\n{proc.stdout[-4000:]}"
-    results = json.loads(results_file.read_text())
-    print(f"GIMP batch session: {time.monotonic() - t0:.1f} s, {results['gimp']}")
-    cases = {c["name"]: c for c in results["cases"]}
-    for case in cases.values():
-        for layer in case.get("new_layers", []) + case.get("new_image", {}).get("layers", []):
-            layer["pixels"] = (work.host / "out" / layer["file"]).read_bytes()
-    yield cases
-    work.cleanup()
-
-
-# ----------------------------------------------------------------------------- helpers
-def _unchanged(case: dict) -> None:
-    """Nothing but the new layers changed: size, selection, precision, every old layer (pixels, properties)."""
-    before, after = case["before"], case["after"]
-    assert after["size"] == before["size"] and after["selection"] == before["selection"]
-    assert after["precision"] == before["precision"]
-    old_after = [lay for lay in after["layers"] if lay["id"] in {b["id"] for b in before["layers"]}]
-    assert old_after == before["layers"]
-
-
-def _check_layers(got: list[dict], result, prompt: str) -> None:
-    """Each result on top, in server order (the last inserted is the topmost), equal to the server's."""
-    assert len(got) == len(result.images)
-    for layer, want in zip(reversed(got), result.images):
-        assert layer["name"] == editing.layer_name(prompt, want.seed)
-        assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (want.x, want.y, want.image.width,
-                                                                     want.image.height)
-        assert layer["pixels"] == want.image.data, f"{layer['name']}: pixels differ from the server's"
-        assert layer["visible"] and layer["opacity"] == 100.0
-        assert layer["record"]["seed"] == want.seed and layer["record"]["job"]
-
-
-def check_success(case: dict, url: str, name: str):
-    """The case succeeded, changed nothing else, and its layers equal the direct request's result."""
-    assert "error" not in case, case["error"]
-    assert case["status"] == "success", case
-    _unchanged(case)
-    expected = direct(name, url)
-    assert len(expected.images) == GOOD[name][1].get("batch", 1)
-    _check_layers(case["new_layers"], expected, GOOD[name][1]["prompt"])
-    return expected
 
 
 # ----------------------------------------------------------------------------- batch tests
@@ -205,7 +140,7 @@ def test_upscale_opens_a_new_image_equal_to_the_server_result(batch, server_url)
     new = case["new_image"]
     assert new["size"] == [2 * W, 2 * H] and new["precision"] == case["before"]["precision"]
     expected = direct("upscale", server_url)
-    _check_layers(new["layers"], expected, "crisp")
+    check_layers(new["layers"], expected, "crisp")
     params = new["layers"][0]["record"]["parameters"]
     assert (params["mode"], params["upscale"], params["strength"]) == ("upscale", 2, 0.3)
 
@@ -216,7 +151,7 @@ def test_history_inserts_the_newest_stored_result(batch):
     case, source = batch["history"], batch["control"]["new_layers"][0]
     assert "error" not in case, case["error"]
     assert case["status"] == "success", case
-    _unchanged(case)
+    unchanged(case)
     [layer] = case["new_layers"]
     assert layer["record"]["job"] == source["record"]["job"]
     for key in ("name", "x", "y", "w", "h", "pixels"):

@@ -16,11 +16,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
 
 from control_cases import GOOD, MARKS, canny_directly, control_cases, direct
+from gimp_batch import check_layers, run_batch, unchanged
 from gimp_cases import SEL_BOX, H, W
 from gimp_chroot import ARTIFACTS
-from test_gimp import _check_layers, _unchanged, root, run_batch  # noqa: F401 - root: the chroot fixture
 
-from server_harness import running_server
+from helpers.server_harness import running_server
 
 pytestmark = pytest.mark.editor
 LINEART, DEPTH = "control_v11p_sd15_lineart", "control_v11f1p_sd15_depth"
@@ -32,7 +32,7 @@ def control_url(tiny_sd_path, tmp_path_factory):
     if os.environ.get("EASEL_TEST_URL"):
         yield os.environ["EASEL_TEST_URL"]
         return
-    from tiny_models import build_tiny_controlnet
+    from helpers.tiny_models import build_tiny_controlnet
 
     folder = tmp_path_factory.mktemp("gimp_controls")
     nets = [build_tiny_controlnet(tiny_sd_path, folder / LINEART, seed=1),
@@ -55,7 +55,7 @@ def layer_named(snapshot: dict, name: str) -> dict:
 def succeeded(case: dict) -> None:
     assert "error" not in case, case["error"]
     assert case["status"] == "success", case
-    _unchanged(case)
+    unchanged(case)
 
 
 def test_use_as_control_layer_marks_each_layer(batch):
@@ -75,7 +75,7 @@ def test_control_layers_steer_and_stay_out_of_the_picture(batch, control_url, na
     case = batch[name]
     succeeded(case)
     expected = direct(name, control_url)
-    _check_layers(case["new_layers"], expected, GOOD[name][1]["prompt"])
+    check_layers(case["new_layers"], expected, GOOD[name][1]["prompt"])
     params = case["new_layers"][0]["record"]["parameters"]
     controls = params.get("controls") or []
     if GOOD[name][1].get("control-layers", True):

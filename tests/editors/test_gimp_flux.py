@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
 
+from gimp_batch import check_success, run_batch
 from gimp_cases import batch_cases
-from test_gimp import check_success, root, run_batch  # noqa: F401 - root: the chroot fixture
 
-from server_harness import running_server
+from helpers.server_harness import running_server
 
 pytestmark = pytest.mark.editor
 THREE_USES = ("generate", "sketch", "selection")

@@ -73,7 +73,7 @@ def failed(out: Path) -> bool:
 @pytest.fixture(scope="module")
 def session(request, tmp_path_factory):
     krita, xvfb_bin, importer = need_krita(request, "krita"), need(request, "Xvfb"), need(request, "import")
-    from server_harness import running_server
+    from helpers.server_harness import running_server
 
     work = scratch("krita-autostart-", tmp_path_factory.getbasetemp())
     home, out = work.host / "home", work.host / "out"

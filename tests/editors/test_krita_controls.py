@@ -36,8 +36,8 @@ PARAMS = dict(prompt="a tower at night", negative="blurry", strength=60, steps=4
 
 @pytest.fixture(scope="module")
 def url(tiny_sd_path, tmp_path_factory):
-    from server_harness import running_server
-    from tiny_models import build_tiny_controlnet
+    from helpers.server_harness import running_server
+    from helpers.tiny_models import build_tiny_controlnet
 
     root = tmp_path_factory.mktemp("krita-controls-server")
     nets = [build_tiny_controlnet(tiny_sd_path, root / name, seed=i) for i, name in enumerate(NETS.values())]

@@ -30,8 +30,8 @@ USES = {"generate": "txt2img", "refine": "img2img", "selection": "inpaint"}
 @pytest.fixture(scope="module")
 def flux_url(tiny_flux_path, tiny_sd_path, tmp_path_factory):
     """``easel serve`` with only the tiny FLUX.1 model, a ControlNet it cannot use, and a result store."""
-    from server_harness import running_server
-    from tiny_models import build_tiny_controlnet
+    from helpers.server_harness import running_server
+    from helpers.tiny_models import build_tiny_controlnet
 
     root = tmp_path_factory.mktemp("krita-flux-server")
     control = build_tiny_controlnet(tiny_sd_path, root / "scribble")

@@ -14,7 +14,13 @@ import struct
 import time
 from pathlib import Path
 
-from tiny_models import build_tiny_controlnet, build_tiny_sd, config_only_copy, write_single_file, write_tiny_lora
+from helpers.tiny_models import (
+    build_tiny_controlnet,
+    build_tiny_sd,
+    config_only_copy,
+    write_single_file,
+    write_tiny_lora,
+)
 
 LAYOUTS = ("a1111", "comfyui", "above", "flat")  # the folder given to Easel: models/ of A1111, of ComfyUI,
 # a ComfyUI install (the folder above its models/), a flat folder
@@ -29,7 +35,8 @@ OLD = time.time() - 3600  # an hour ago: a truncated file, not one being copied
 def make_assets(tiny_sd_path: str, tiny_sdxl_path: str, root: Path) -> dict[str, str]:
     """Single files, an inpainting model, LoRAs, a ControlNet and a VAE made from the tiny models."""
     from safetensors.torch import load_file, save_file
-    from tiny_single_file import vae_to_ldm
+
+    from helpers.tiny_single_file import vae_to_ldm
 
     root.mkdir(parents=True, exist_ok=True)
     inpaint = build_tiny_sd(root / "tiny-inpaint", inpaint_unet=True)

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
+from PIL import Image as PILImage
 
+from easel.client.protocol import Image
 from easel.server.engine import EngineJob
+
+
+def pixels(image: Image) -> np.ndarray:
+    """A wire image (raw RGBA, or PNG/WebP) as an HxWx4 uint8 array."""
+    if image.format == "rgba":
+        return np.frombuffer(image.data, np.uint8).reshape(image.height, image.width, 4)
+    return np.asarray(PILImage.open(io.BytesIO(image.data)).convert("RGBA"))
+
+
+def rgba_image(arr: np.ndarray) -> Image:
+    """An HxWx4 uint8 array as a raw RGBA wire image."""
+    return Image.rgba(arr.shape[1], arr.shape[0], arr.tobytes())
 
 
 def texture(w: int, h: int, seed: int = 0, amp: float = 60.0) -> np.ndarray:

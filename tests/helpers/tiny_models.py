@@ -156,7 +156,7 @@ def build_tiny_sdxl(folder: str | os.PathLike, *, scheduler: str = "euler") -> s
     return _save(pipe, folder)
 
 
-from tiny_single_file import write_single_file  # noqa: E402 - kept importable from here
+from helpers.tiny_single_file import write_single_file  # noqa: E402 - kept importable from here
 
 
 def config_only_copy(pipe_folder: str | os.PathLike, out_folder: str | os.PathLike) -> str:

@@ -20,7 +20,7 @@ import shutil
 
 import torch
 
-from tiny_models import _text_config, _tokenizer
+from helpers.tiny_models import _text_config, _tokenizer
 
 __all__ = ["build_tiny_sd3", "build_tiny_flux", "t5_tokenizer", "T5_DIM"]
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest
-from test_server import pixels
+from helpers.pictures import pixels
 
 
 def req(**kw) -> GenerateRequest:
@@ -118,7 +118,7 @@ def cancel_running(url: str, steps: int = 120, deadline_s: float = 120) -> None:
 def plain_server_pixels(model_path: str, **kw) -> np.ndarray:
     """The image a plain one-worker in-process server makes for ``req(**kw)`` with ``model_path``."""
     from easel.server.engine import Engine
-    from server_harness import inprocess_server
+    from helpers.server_harness import inprocess_server
 
     with Engine([str(model_path)], device="cpu", dtype="float32") as plain:
         with inprocess_server(plain) as (url, _), Client(url, image_format="rgba") as c:

@@ -9,11 +9,11 @@ import functools
 
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from tiny_single_file import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from easel.server.library.configs import spec
 from easel.server.library.header import TensorInfo
+from helpers.tiny_single_file import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
 
 def _text(config: dict):
