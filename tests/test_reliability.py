@@ -316,3 +316,10 @@ def test_parameters_text_is_the_widely_read_format():
     assert prompt == "a red circle" and negative == "Negative prompt: blurry"
     assert rest.startswith("Steps: 20, Sampler: euler, CFG scale: 5.0, Seed: 7, Size: 64x48, Model: easel-demo")
     assert "Variation seed: 9, Variation seed strength: 0.3" in rest and "Lora: ink.safetensors:0.8" in rest
+    params["controls"] = [{"kind": "lineart", "strength": 0.8, "start": 0.0, "end": 0.7},
+                          {"kind": "depth", "model": "control_v11f1p_sd15_depth", "strength": 0.5, "start": 0.1,
+                           "end": 1.0}]
+    rest = parameters_text(params, seed=7, width=64, height=48).split("\n")[2]
+    assert ('ControlNet 0: "Module: lineart, Weight: 0.8, Guidance Start: 0.0, Guidance End: 0.7", ControlNet 1: '
+            '"Module: depth, Model: control_v11f1p_sd15_depth, Weight: 0.5, Guidance Start: 0.1, Guidance End: 1.0"'
+            ) in rest

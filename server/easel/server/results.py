@@ -59,6 +59,10 @@ def parameters_text(params: dict[str, Any], seed: int, width: int, height: int) 
         fields.append(("Lora", " ".join(f"{x['name']}:{x.get('weight', 1.0)}" for x in params["loras"])))
     if params.get("control_model"):
         fields.append(("ControlNet", f"{params['control_model']} ({params.get('control_strength', 1.0)})"))
+    for i, c in enumerate(params.get("controls") or []):  # as A1111's ControlNet extension writes its units
+        unit = [("Module", c.get("kind")), ("Model", c.get("model")), ("Weight", c.get("strength")),
+                ("Guidance Start", c.get("start")), ("Guidance End", c.get("end"))]
+        fields.append((f"ControlNet {i}", '"' + ", ".join(f"{k}: {v}" for k, v in unit if v is not None) + '"'))
     if params.get("refiner"):
         fields += [("Refiner", params["refiner"]), ("Refiner switch at", params.get("refiner_switch"))]
     lines = [params.get("prompt", "")]
