@@ -326,7 +326,7 @@ def check_version(data: dict[str, Any]) -> None:
             f"unsupported protocol version {version!r}: this server speaks version {PROTOCOL_VERSION}; "
             "update the plugin or client to a matching Easel release",
             field="protocol",
-            code="unsupported_protocol",
+            code=ErrorCode.UNSUPPORTED_PROTOCOL,
         )
 
 

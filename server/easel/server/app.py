@@ -21,6 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import __version__
+from ..client.codes import ErrorCode
 from ..client.protocol import (
     FORMAT_CODES,
     PROTOCOL_VERSION,
@@ -186,7 +187,7 @@ class App:
             conn.post(self.welcome())
         elif not conn.greeted:
             raise ProtocolError("send 'hello' with the protocol version first", field="type",
-                                code="hello_required")
+                                code=ErrorCode.HELLO_REQUIRED)
         elif kind == "generate":
             self._submit(conn, message)
         elif kind == "cancel":
@@ -199,7 +200,7 @@ class App:
             asyncio.get_running_loop().create_task(answer_preprocess(self, conn, message))
         else:
             raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
-                                "ack, history or preprocess", field="type", code="unknown_type")
+                                "ack, history or preprocess", field="type", code=ErrorCode.UNKNOWN_TYPE)
 
     def _submit(self, conn: Connection, message: Message) -> None:
         job_id = message.data.get("job") if isinstance(message.data.get("job"), str) else None
@@ -212,7 +213,7 @@ class App:
             conn.post(exc.to_message(job=job_id))
             return
         if request.job in self.owners:
-            conn.post(error_message("bad_request", f"job id {request.job!r} is already in use; choose a new id",
+            conn.post(error_message(ErrorCode.BAD_REQUEST, f"job id {request.job!r} is already in use; choose a new id",
                                     "job", request.job))
             return
         busy = request.replace and self._replace_stale(conn)
@@ -220,7 +221,7 @@ class App:
         try:
             position = self.queue.add(job)
         except QueueFull as exc:
-            conn.post(error_message("queue_full", str(exc), "job", request.job))
+            conn.post(error_message(ErrorCode.QUEUE_FULL, str(exc), "job", request.job))
             return
         self.owners[job.id] = conn
         conn.post({"type": "queued", "job": job.id, "position": position})  # 1 = next: the running job not counted
@@ -330,7 +331,7 @@ class App:
                 worker.executor, execute, worker, job, self.limits, self.store, image_format, wants_preview, post)
         except Exception:  # never let one job stop the worker
             log.error("job %s crashed:\n%s", job.id, traceback.format_exc())
-            reply = (error_message("internal", "the server failed while running this job; see its log",
+            reply = (error_message(ErrorCode.INTERNAL, "the server failed while running this job; see its log",
                                    None, job.id), None)
         finally:
             worker.running = None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
+from ..client.codes import ErrorCode
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .engine.types import EngineAPI, EngineError
 from .imaging.compose import as_rgba, resize
@@ -53,7 +54,7 @@ def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
             if item["name"] not in known:
                 offer = ", ".join(sorted(known)) or "none (start the server with --loras-dir)"
                 raise ProtocolError(f"unknown LoRA {item['name']!r}; this server offers: {offer}", field="loras",
-                                    code="unknown_lora")
+                                    code=ErrorCode.UNKNOWN_LORA)
     if request.control_model is not None and request.control_model not in engine.control_models():
         offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
         raise ProtocolError(f"unknown control model {request.control_model!r}; this server offers: {offer}",
@@ -61,7 +62,7 @@ def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
     check_control_kinds(request, engine)
     if request.refiner and not engine.refiners():
         raise ProtocolError("no refiner is configured; start the server with --refiner REF or leave 'refiner' off",
-                            field="refiner", code="no_refiner")
+                            field="refiner", code=ErrorCode.NO_REFINER)
 
 
 def check_control_kinds(request: GenerateRequest, engine: EngineAPI) -> None:
@@ -75,12 +76,12 @@ def check_control_kinds(request: GenerateRequest, engine: EngineAPI) -> None:
             if control.model not in engine.control_models():
                 offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
                 raise ProtocolError(f"unknown control model {control.model!r}; this server offers: {offer}",
-                                    field=f"controls[{i}].model", code="unknown_control_model")
+                                    field=f"controls[{i}].model", code=ErrorCode.UNKNOWN_CONTROL_MODEL)
         elif info.controls is not None and control.kind not in info.controls:
             raise ProtocolError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
                                 f"ControlNet for {info.family.label} models like {info.id!r}; "
                                 f"{download_hint(control.kind, info.family)}", field=f"controls[{i}].kind",
-                                code="no_control_model")
+                                code=ErrorCode.NO_CONTROL_MODEL)
 
 
 def prepare_control(plan: WorkPlan, control: np.ndarray | None, name: str = ATTACHMENT) -> PILImage.Image | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from ..client.codes import ErrorCode
 from ..client.protocol import error_message
 from .codec import encode
 from .connections import Connection
@@ -26,7 +27,7 @@ async def answer_stored(app: Jobs, conn: Connection, kind: str, data: dict[str, 
     loop = asyncio.get_running_loop()
     job = data.get("job")
     if app.store is None:
-        conn.post(error_message("unavailable", "this server keeps no results (started without a store)",
+        conn.post(error_message(ErrorCode.UNAVAILABLE, "this server keeps no results (started without a store)",
                                 None, job if isinstance(job, str) else None))
         return
     if kind == "history":
@@ -35,7 +36,7 @@ async def answer_stored(app: Jobs, conn: Connection, kind: str, data: dict[str, 
         conn.post({"type": "history", "jobs": app.store.history(limit)})
         return
     if not isinstance(job, str):
-        conn.post(error_message("bad_request", f"'{kind}' needs the 'job' id of a finished job", "job"))
+        conn.post(error_message(ErrorCode.BAD_REQUEST, f"'{kind}' needs the 'job' id of a finished job", "job"))
         return
     if kind == "ack":
         found = await loop.run_in_executor(None, app.store.ack, job)
@@ -47,7 +48,7 @@ async def answer_stored(app: Jobs, conn: Connection, kind: str, data: dict[str, 
     stored = await loop.run_in_executor(None, app.store.get, job)
     if stored is None:
         state = "queued" if app.is_queued(job) else "unknown"
-        conn.post(error_message("not_found", f"no finished result for job {job!r} ({state}); results are "
+        conn.post(error_message(ErrorCode.NOT_FOUND, f"no finished result for job {job!r} ({state}); results are "
                                 "kept until acknowledged or past the retention limit", "job", job))
         return
     meta, layers = stored

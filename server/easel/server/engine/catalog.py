@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from ...client.codes import ErrorCode
 from .. import builtin_models
 from ..families import Family
 from ..library.detect import Description
@@ -153,7 +154,7 @@ class Catalog:
                 self.refresh(fresh=False)
         raise EngineError(f"unknown model {name!r}; this server serves: {', '.join(self.ids())}. Pick one of those, "
                           "or restart the server with that model added to its model list", field="model",
-                          code="unknown_model")
+                          code=ErrorCode.UNKNOWN_MODEL)
 
     def ref(self, model_id: str) -> ModelRef:
         """The reference to load; EngineError naming the entry when it cannot be used."""
@@ -166,7 +167,7 @@ class Catalog:
         entry, ref = lib
         if ref is None:
             raise EngineError(f"model {model_id!r} ({entry.path}) cannot be used: {entry.problem}", field="model",
-                              code="model_load_failed")
+                              code=ErrorCode.MODEL_LOAD_FAILED)
         return ref
 
     def entry(self, model_id: str) -> Entry | None:

@@ -24,6 +24,7 @@ from typing import Any
 import diffusers
 import torch
 
+from ...client.codes import ErrorCode
 from ...client.protocol import CONTROL_KINDS
 from ..families import SKETCH, Family
 from ..library.controls import UNION_MODES, ControlInfo, download_hint, folder_info
@@ -120,14 +121,14 @@ class ControlNets:
         if entry is not None:
             if entry.problem is not None:
                 raise EngineError(f"control model {name!r} ({entry.path}) cannot be used: {entry.problem}",
-                                  field="control_model", code="model_load_failed")
+                                  field="control_model", code=ErrorCode.MODEL_LOAD_FAILED)
             self._lib_refs[name] = ControlRef(entry.path, name, "folder", entry.path, folder_info(name, entry.path))
             return name
         ids = self.ids()
         offer = f"this server offers: {', '.join(ids)}" if ids else \
             "this server offers none (start it with --control-model ID_OR_FOLDER)"
         raise EngineError(f"unknown control model {name!r}; {offer}", field="control_model",
-                          code="unknown_control_model")
+                          code=ErrorCode.UNKNOWN_CONTROL_MODEL)
 
     def infos(self) -> dict[str, ControlInfo]:
         """What each usable control model serves, by id (named ones first)."""
@@ -157,7 +158,7 @@ class ControlNets:
             if found is None:
                 raise EngineError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
                                   f"ControlNet for {family.label} models; {download_hint(control.kind, family)}",
-                                  field=f"controls[{i}].kind", code="no_control_model")
+                                  field=f"controls[{i}].kind", code=ErrorCode.NO_CONTROL_MODEL)
             out.append(found)
         return out
 
@@ -197,7 +198,7 @@ class ControlNets:
             hint = ("run `hf download " + ref.id + "` while online" if ref.source == "hub"
                     else "check that the folder holds a complete ControlNet")
             raise EngineError(f"could not load control model {ref.id!r} from {ref.location}: {type(exc).__name__}: "
-                              f"{str(exc)[:300]}; {hint}", field="control_model", code="model_load_failed") from None
+                              f"{str(exc)[:300]}; {hint}", field="control_model", code=ErrorCode.MODEL_LOAD_FAILED) from None
         model.requires_grad_(False)
         progress(Progress("load", 1, 1, f"loaded control model {ref.id}"))
         log.info("loaded control model %s (%s)", ref.id, dtype)
@@ -218,7 +219,7 @@ def check_fits(controlnet: Any, lm: LoadedModel, control_id: str) -> None:
         family = lm.traits.family.pipeline_label
         raise EngineError(f"control model {control_id!r} does not fit model {lm.ref.id!r} ({family}): their "
                           f"{', '.join(mismatch)} differ; use a ControlNet made for {family}", field="control_model",
-                          code="control_model_mismatch")
+                          code=ErrorCode.CONTROL_MODEL_MISMATCH)
 
 
 def _norm(value: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from ...client.codes import ErrorCode
 from ..library.scan import Library
 from .cache import LRUCache
 from .catalog import Catalog
@@ -200,7 +201,7 @@ class Engine:
             why = traits.family.unsupported(feature) if used else None
             if why:
                 raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature}: {why}; "
-                                  f"leave {feature} unset for it", field=feature, code="unsupported_feature")
+                                  f"leave {feature} unset for it", field=feature, code=ErrorCode.UNSUPPORTED_FEATURE)
         for name, _ in job.loras:
             self._loras.check_fits(name, model_id, traits.context, traits.family)
         if job.control_model is not None:
@@ -255,7 +256,7 @@ class Engine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise EngineError("the engine is closed", code="engine_closed")
+            raise EngineError("the engine is closed", code=ErrorCode.ENGINE_CLOSED)
 
     def __enter__(self) -> Engine:
         return self

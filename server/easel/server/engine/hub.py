@@ -22,6 +22,7 @@ from huggingface_hub.errors import (
 )
 from tqdm.auto import tqdm
 
+from ...client.codes import ErrorCode
 from ..traits import read_json
 from .types import CancelledFn, EngineError, JobCancelled
 
@@ -39,7 +40,7 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
         if constants.HF_HUB_OFFLINE:
             if to is not None:
                 raise EngineError("HF_HUB_OFFLINE is set; unset it to download", field="model",
-                                  code="model_load_failed")
+                                  code=ErrorCode.MODEL_LOAD_FAILED)
             return _cached(repo, "HF_HUB_OFFLINE is set")
         where = {"local_dir": to} if to is not None else {}
         files = HfApi().list_repo_files(repo)
@@ -50,16 +51,16 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
         index_path = hf_hub_download(repo, "model_index.json", **where)
     except GatedRepoError:
         raise EngineError(f"model {repo!r} is gated: accept its licence on huggingface.co and log in with "
-                          "`hf auth login`", field="model", code="model_load_failed") from None
+                          "`hf auth login`", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
     except (RepositoryNotFoundError, RevisionNotFoundError):
         raise EngineError(f"model {repo!r} does not exist on the Hugging Face hub (or is private: log in with "
-                          "`hf auth login`); check the id", field="model", code="model_load_failed") from None
+                          "`hf auth login`); check the id", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
     except EntryNotFoundError as exc:
         if isinstance(exc, LocalEntryNotFoundError):  # the hub could not be reached (a subclass!)
             return _unreachable(repo, exc, to)
         raise EngineError(f"model {repo!r} has neither a model_index.json (a diffusers pipeline) nor a config.json "
                           "(one model, such as a ControlNet); download its .safetensors file and serve that file "
-                          "instead", field="model", code="model_load_failed") from None
+                          "instead", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
     except EngineError:
         raise
     except Exception as exc:  # connection trouble: fall back to the cache
@@ -83,7 +84,7 @@ def _unreachable(repo: str, exc: Exception, to: str | None) -> str:
     if to is not None:
         raise EngineError(f"cannot reach the Hugging Face hub ({type(exc).__name__}: {str(exc)[:200]}); check the "
                           "connection and run the command again (finished files are kept)", field="model",
-                          code="model_load_failed") from None
+                          code=ErrorCode.MODEL_LOAD_FAILED) from None
     return _cached(repo, f"{type(exc).__name__}: {exc}")
 
 
@@ -102,7 +103,7 @@ def config_files(repo: str) -> str:
     except (GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, LocalEntryNotFoundError) as exc:
         raise EngineError(f"its configs are neither in the Hugging Face cache nor reachable ({type(exc).__name__}); "
                           f"run `hf download {repo} --include '*.json' '*.txt'` once, or give a local diffusers "
-                          "folder", field="model", code="model_load_failed") from None
+                          "folder", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
 
 
 def _cached(repo: str, why: str) -> str:
@@ -112,7 +113,7 @@ def _cached(repo: str, why: str) -> str:
         raise EngineError(
             f"model {repo!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub cannot be "
             f"reached ({why}); connect once so it downloads, or fetch it with `hf download {repo}`",
-            field="model", code="model_load_failed") from None
+            field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
 
 
 def select_files(index: dict, files: list[str], want_fp16: bool) -> list[str]:

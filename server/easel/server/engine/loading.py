@@ -24,6 +24,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from ...client.codes import ErrorCode
 from .. import builtin_models
 from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
@@ -129,7 +130,7 @@ def check_supported(index: dict | None, name: str) -> None:
         raise EngineError(
             f"model {name!r} is a {cls}; Easel serves Stable Diffusion 1.x/2.x, SDXL (including turbo/LCM/"
             "lightning variants), SD 3/3.5 and FLUX.1 pipelines. Pick such a model.", field="model",
-            code="model_load_failed")
+            code=ErrorCode.MODEL_LOAD_FAILED)
 
 
 def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
@@ -157,10 +158,10 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
         raise
     except torch.OutOfMemoryError:
         raise EngineError(f"out of memory loading model {ref.id!r}: serve fewer models at once (max_loaded), turn "
-                          "on cpu_offload, or use float16", field="model", code="out_of_memory") from None
+                          "on cpu_offload, or use float16", field="model", code=ErrorCode.OUT_OF_MEMORY) from None
     except Exception as exc:
         raise EngineError(f"could not load model {ref.id!r} from {ref.location}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
-                          f"{_HINTS[ref.source]}", field="model", code="model_load_failed") from exc
+                          f"{_HINTS[ref.source]}", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from exc
     seconds = time.perf_counter() - t0
     log.info("loaded %s (%s, %s on %s%s) in %.2f s", ref.id, traits.family, dtype, opts.device,
              f", {opts.offload_mode} cpu offload" if offload else "", seconds)
@@ -203,7 +204,7 @@ def _builtin(ref: ModelRef) -> builtin_models.BuiltinModel:
     builtin = builtin_models.find(ref.location)
     if builtin is None:
         raise EngineError(f"no built-in model {ref.id!r} in this installation; serve another model", field="model",
-                          code="model_load_failed")
+                          code=ErrorCode.MODEL_LOAD_FAILED)
     return builtin
 
 
@@ -215,7 +216,7 @@ def _load_builtin(builtin: builtin_models.BuiltinModel, ref: ModelRef, opts: Loa
         pipe = builtin.load(opts.device, DTYPES[dtype])
     except ImportError as exc:
         raise EngineError(f"the built-in demo model is not available in this installation ({exc}); reinstall "
-                          "Easel or serve another model", field="model", code="model_load_failed") from None
+                          "Easel or serve another model", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
     vae_scale = int(getattr(pipe, "vae_scale_factor", builtin.traits.vae_scale))
     return pipe, dtype, dataclasses.replace(builtin.traits, vae_scale=vae_scale)
 
@@ -291,7 +292,7 @@ def single_file_config(ref: ModelRef) -> tuple[str, Any]:
         return hub.config_files(ref.config), None
     except EngineError as exc:
         raise EngineError(f"model {ref.id!r}: config {ref.config!r}: {exc}", field="model",
-                          code="model_load_failed") from None
+                          code=ErrorCode.MODEL_LOAD_FAILED) from None
 
 
 def _weight_files(folder: str) -> list[str]:

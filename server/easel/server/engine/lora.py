@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ...client.codes import ErrorCode
 from ..families import Family
 from ..library.detect import fits
 from ..library.scan import Entry, Library
@@ -86,10 +87,10 @@ class LoraLibrary:
             available = self.names()
             where = "" if self.enabled else " (the server was started without --loras-dir or --models-dir)"
             offer = f"; available: {', '.join(available)}" if available else ""
-            raise EngineError(f"unknown LoRA {name!r}{where}{offer}", field="loras", code="unknown_lora")
+            raise EngineError(f"unknown LoRA {name!r}{where}{offer}", field="loras", code=ErrorCode.UNKNOWN_LORA)
         if entry.problem is not None:
             raise EngineError(f"LoRA {name!r} ({entry.path}) cannot be used: {entry.problem}", field="loras",
-                              code="lora_failed")
+                              code=ErrorCode.LORA_FAILED)
         return entry
 
     def check_fits(self, name: str, model_id: str, context: int | None, family: Family | None) -> None:
@@ -101,7 +102,7 @@ class LoraLibrary:
             mine = Family(family).label if family else "unknown"
             raise EngineError(f"LoRA {name!r} is for {made}{width}; model {model_id!r} is {mine}"
                               f"{f' ({context})' if context else ''}: pick a LoRA of the model's family",
-                              field="loras", code="lora_failed")
+                              field="loras", code=ErrorCode.LORA_FAILED)
 
     def tensors(self, name: str) -> dict[str, Any]:
         """The file's tensors (cached); a new dict each time, since loading may pop keys from it."""
@@ -119,7 +120,7 @@ class LoraLibrary:
             tensors = load_file(path)
         except Exception as exc:
             raise EngineError(f"LoRA {name!r} cannot be read: {type(exc).__name__}: {exc}", field="loras",
-                              code="lora_failed") from None
+                              code=ErrorCode.LORA_FAILED) from None
         with self._lock:
             self._cache[key] = tensors
             while len(self._cache) > CACHED_FILES:
@@ -150,11 +151,11 @@ class LoraLibrary:
         except (ValueError, RuntimeError, KeyError, TypeError) as exc:
             detail = " ".join(line.strip() for line in str(exc).splitlines()[:2])[:300]
             raise EngineError(f"LoRA {name!r} does not fit model {model_id!r} ({type(exc).__name__}: {detail}); "
-                              "use a LoRA made for this model's family", field="loras", code="lora_failed") from None
+                              "use a LoRA made for this model's family", field="loras", code=ErrorCode.LORA_FAILED) from None
         if not any(adapter in found for found in pipe.get_list_adapters().values()):
             raise EngineError(f"LoRA {name!r} changed nothing in model {model_id!r}: none of its weights name a layer "
                               "of this model; use a LoRA made for this model's family", field="loras",
-                              code="lora_failed")
+                              code=ErrorCode.LORA_FAILED)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ...client.codes import ErrorCode
 from .device import free_memory
 from .loading import LoadedModel, LoadOptions, load_model
 from .refs import ModelRef, parse_ref
@@ -48,7 +49,7 @@ class Refiner:
         if self.ref is None:
             raise EngineError("no refiner is configured on this server; start it with --refiner REF (e.g. "
                               "stabilityai/stable-diffusion-xl-refiner-1.0) or turn the refiner off", field="refiner",
-                              code="no_refiner")
+                              code=ErrorCode.NO_REFINER)
         if lm is not None and not lm.traits.family.takes_refiner:
             raise EngineError(f"the refiner works with SDXL models; {lm.ref.id!r} is {lm.traits.family}: pick an "
                               "SDXL model or turn the refiner off", field="refiner")

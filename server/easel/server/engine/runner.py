@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ...client.codes import ErrorCode
 from ...client.fields import FieldError
 from ...client.protocol import request_fields
 from . import flow, variations
@@ -151,7 +152,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         if cancelled():
             raise JobCancelled()
         if not bool(torch.isfinite(tensors["latents"]).all()):
-            raise EngineError(NAN_MESSAGE, code="nan")
+            raise EngineError(NAN_MESSAGE, code=ErrorCode.NAN)
         preview = None
         if job.preview and lm.preview is not None:
             preview = lm.preview.render(flow.spatial_latents(pipeline, tensors["latents"], job.width, job.height))
@@ -212,7 +213,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         if is_out_of_memory(exc):
             raise EngineError("out of memory even with attention slicing and VAE tiling: use a smaller size or "
                               "fewer images, or start the server with --cpu-offload", field="width",
-                              code="out_of_memory") from None
+                              code=ErrorCode.OUT_OF_MEMORY) from None
         if isinstance(exc, ValueError):
             raise EngineError(f"the pipeline rejected the job: {exc}", field=None) from exc
         raise
@@ -339,7 +340,7 @@ def _to_pil(array: Any) -> Image.Image:
     import numpy as np
 
     if not np.isfinite(array).all():
-        raise EngineError(NAN_MESSAGE, code="nan")
+        raise EngineError(NAN_MESSAGE, code=ErrorCode.NAN)
     return Image.fromarray((array * 255).round().astype("uint8"))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ...client.codes import ErrorCode
 from .device import DTYPES
 from .types import EngineError, Progress, ProgressFn
 
@@ -54,7 +55,7 @@ class SafetyChecker:
         except Exception as exc:
             raise EngineError(f"could not load the safety checker {self.ref!r}: {type(exc).__name__}: {str(exc)[:300]}; "
                               f"give a folder holding it or run `hf download {DEFAULT_CHECKER}` while online",
-                              code="model_load_failed") from None
+                              code=ErrorCode.MODEL_LOAD_FAILED) from None
         self._model = model.to(self.device, DTYPES[self.dtype]).eval()
         progress(Progress("load", 1, 1, "loaded the safety checker"))
 

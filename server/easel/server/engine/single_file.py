@@ -20,6 +20,7 @@ from typing import Any
 import diffusers
 import torch
 
+from ...client.codes import ErrorCode
 from ..library.configs import config_folder
 from ..library.detect import Description, describe
 from ..library.header import PICKLE_SUFFIXES, HeaderError, NeedsCode, read_header
@@ -37,7 +38,7 @@ def describe_file(path: str) -> Description:
         return describe(header.tensors, v_prediction(path, header))
     except (HeaderError, OSError) as exc:
         raise EngineError(f"model file {os.path.basename(path)}: {exc}", field="model",
-                          code="model_load_failed") from None
+                          code=ErrorCode.MODEL_LOAD_FAILED) from None
 
 
 def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
@@ -46,17 +47,17 @@ def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
     desc = describe_file(path)
     if desc.problem:
         raise EngineError(f"model {model_id!r} ({os.path.basename(path)}): {desc.problem}", field="model",
-                          code="model_load_failed")
+                          code=ErrorCode.MODEL_LOAD_FAILED)
     if desc.kind != "checkpoint":
         raise EngineError(f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}, not a checkpoint; "
-                          "serve it as what it is (LoRAs: --loras-dir)", field="model", code="model_load_failed")
+                          "serve it as what it is (LoRAs: --loras-dir)", field="model", code=ErrorCode.MODEL_LOAD_FAILED)
     if desc.arch is None:
         family = desc.family.label if desc.family else "an unknown family"
         raise EngineError(
             f"model {model_id!r}: {os.path.basename(path)} is {family} with sizes Easel ships no config for "
             f"(cross-attention width {desc.context}); put its diffusers config folder beside it (named like the "
             "file, without the extension) or add '#config=<diffusers folder>' to the reference", field="model",
-            code="model_load_failed")
+            code=ErrorCode.MODEL_LOAD_FAILED)
     return config_folder(desc.arch), desc
 
 
@@ -78,10 +79,10 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         try:
             state = load_pickle(path)
         except NeedsCode as exc:
-            raise EngineError(f"refused: {exc}", field="model", code="model_load_failed") from None
+            raise EngineError(f"refused: {exc}", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
         except HeaderError as exc:
             raise EngineError(f"model file {os.path.basename(path)}: {exc}", field="model",
-                              code="model_load_failed") from None
+                              code=ErrorCode.MODEL_LOAD_FAILED) from None
     else:
         from safetensors.torch import load_file
 

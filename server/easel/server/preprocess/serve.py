@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ...client.codes import ErrorCode
 from ...client.protocol import Image, Message, ProtocolError, error_message
 from ..codec import decode_rgba, encode
 from ..engine.types import EngineError
@@ -76,7 +77,7 @@ async def answer(app: Any, conn: Any, message: Message) -> None:
         return
     except Exception:  # a bug: logged, the connection goes on
         log.error("preprocess %s (%s) crashed:\n%s", job, kind, traceback.format_exc())
-        conn.post(error_message("internal", "the server failed while making this guide; see its log", None, job))
+        conn.post(error_message(ErrorCode.INTERNAL, "the server failed while making this guide; see its log", None, job))
         return
     conn.post({"type": "control_image", "job": job, "kind": kind, "width": guide.width, "height": guide.height},
               {"image": guide})

@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any
 
+from ...client.codes import ErrorCode
 from ..engine.types import EngineAPI, EngineError
 from . import INSTALL_HINT
 from .worker import RayWorker
@@ -49,7 +50,7 @@ def import_ray() -> tuple[Any, Any]:
         import ray
         from ray import serve
     except ImportError:
-        raise EngineError(INSTALL_HINT, field="ray", code="unavailable") from None
+        raise EngineError(INSTALL_HINT, field="ray", code=ErrorCode.UNAVAILABLE) from None
     return ray, serve
 
 
@@ -206,7 +207,7 @@ def _spawn(address: str, replicas: tuple[int, int], engine_kwargs: dict[str, Any
         while not mine.poll(0.2):
             if not process.is_alive() or time.monotonic() > deadline:
                 raise EngineError(f"the Ray driver process did not start (exit code {process.exitcode})",
-                                  code="unavailable")
+                                  code=ErrorCode.UNAVAILABLE)
         kind, _, payload = mine.recv()
     except EOFError:
         kind, payload = "failed", f"the Ray driver process ended (exit code {process.exitcode})"
@@ -215,7 +216,7 @@ def _spawn(address: str, replicas: tuple[int, int], engine_kwargs: dict[str, Any
         raise
     if kind != "ready":
         _end(process)
-        raise EngineError(payload, code="unavailable")
+        raise EngineError(payload, code=ErrorCode.UNAVAILABLE)
     return process, mine
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from ...client.codes import ErrorCode
 from ...client.protocol import GenerateRequest
 from ..engine.types import CancelledFn, EngineAPI, EngineError, JobCancelled, ModelInfo, Progress, ProgressFn
 from ..jobs import Job
@@ -52,18 +53,18 @@ class RayWorker:
         for attempt in (1, 2):
             if self.driver.down:
                 self.driver.revive()
-                raise EngineError(self.driver.down, code="worker_failed")
+                raise EngineError(self.driver.down, code=ErrorCode.WORKER_FAILED)
             try:
                 return self._once(request, inputs, model, progress, cancelled)
             except ReplicaLost as exc:
                 if cancelled():
                     raise JobCancelled() from None
                 if self.driver.down:
-                    raise EngineError(self.driver.down, code="worker_failed") from None
+                    raise EngineError(self.driver.down, code=ErrorCode.WORKER_FAILED) from None
                 if attempt == 2:
                     raise EngineError(f"the Ray replicas failed this job twice ({exc}); it was not finished — "
                                       "try again, and check the Ray cluster (docs/scaling.md)",
-                                      code="worker_failed") from None
+                                      code=ErrorCode.WORKER_FAILED) from None
                 log.warning("job %s: %s; sending it once more", request.job, exc)
         raise AssertionError("unreachable")
 
