@@ -39,12 +39,16 @@ def test_the_server_and_plugins_name_error_codes_by_the_enum():
     assert named and named <= {c.name for c in ErrorCode}, sorted(named - {c.name for c in ErrorCode})
 
 
-def test_every_message_type_the_code_sends_is_declared():
-    sent = set()
+def test_the_server_and_client_name_message_types_by_the_enums():
+    """Messages are made with ``ClientMessage``/``ServerMessage`` members, never a type string literal."""
+    literals, named = set(), set()
     for path in SOURCES:
-        sent |= set(re.findall(r"""["']type["']\s*:\s*["']([a-z_]+)["']""", path.read_text(encoding="utf-8")))
-    declared = {m.value for m in ClientMessage} | {m.value for m in ServerMessage}
-    assert sent and sent <= declared, sorted(sent - declared)
+        text = path.read_text(encoding="utf-8")
+        literals |= set(re.findall(r"""["']type["']\s*:\s*["']([a-z_]+)["']""", text))
+        named |= set(re.findall(r"(ClientMessage|ServerMessage)\.([A-Z_]+)", text))
+    assert literals == set(), sorted(literals)
+    members = {(cls.__name__, m.name) for cls in (ClientMessage, ServerMessage) for m in cls}
+    assert named and named <= members, sorted(named - members)
 
 
 def test_another_protocol_version_names_both_and_the_fix():

@@ -126,7 +126,7 @@ class ProtocolError(ValueError):
 
 
 def error_message(code: str, message: str, field: str | None = None, job: str | None = None) -> dict[str, Any]:
-    return {"type": "error", "job": job, "code": code, "field": field, "message": message}
+    return {"type": ServerMessage.ERROR, "job": job, "code": code, "field": field, "message": message}
 
 
 def enum_table(cls: type[WireName], *headers: str) -> str:

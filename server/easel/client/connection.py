@@ -20,6 +20,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.sync.client import connect
 
+from .codes import ClientMessage
 from .fields import attachment_names
 from .protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -142,7 +143,7 @@ class Client:
             raise ClientError(open_error(self.url, self.timeout, exc, bool(self.token))) from exc
         self._assembler = Assembler()
         try:
-            self._send({"type": "hello", "protocol": PROTOCOL_VERSION, "client": self.client_name,
+            self._send({"type": ClientMessage.HELLO, "protocol": PROTOCOL_VERSION, "client": self.client_name,
                         "image_format": self.image_format})
             event = self._next_event(None, deadline)
         except TimeoutError as exc:
@@ -214,10 +215,10 @@ class Client:
         return request.job
 
     def cancel(self, job: str) -> None:
-        self._send({"type": "cancel", "job": job})
+        self._send({"type": ClientMessage.CANCEL, "job": job})
 
     def models(self) -> list[dict[str, Any]]:
-        self._send({"type": "models"})
+        self._send({"type": ClientMessage.MODELS})
         for event in self.events():
             if event.type == "models":
                 return event.data["models"]
@@ -228,7 +229,7 @@ class Client:
         """A control-layer guide of ``kind`` made from ``image`` by the server (``preprocess``): the RGB
         guide, the size of ``image``. Raises JobFailed (``field`` ``kind`` for a kind it cannot make)."""
         job = job or new_job_id()
-        self._send({"type": "preprocess", "job": job, "kind": kind}, {"image": image})
+        self._send({"type": ClientMessage.PREPROCESS, "job": job, "kind": kind}, {"image": image})
         for event in self.events():
             if event.job != job and not (event.type == "error" and event.job is None):
                 continue

@@ -291,7 +291,7 @@ class GenerateRequest:
                                    "delivered. Live results are not stored", wire_default=False, flag=None, group="output")
 
     def to_message(self) -> dict[str, Any]:
-        return {"type": "generate", **to_wire(self)}
+        return {"type": ClientMessage.GENERATE, **to_wire(self)}
 
     @classmethod
     def from_message(cls, data: dict[str, Any]) -> GenerateRequest:

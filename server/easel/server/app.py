@@ -21,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import __version__
-from ..client.codes import ErrorCode
+from ..client.codes import ClientMessage, ErrorCode, ServerMessage
 from ..client.protocol import (
     FORMAT_CODES,
     PROTOCOL_VERSION,
@@ -139,7 +139,7 @@ class App:
     def welcome(self) -> dict[str, Any]:
         models: list[ModelInfo] = self.engine.models()
         return {
-            "type": "welcome", "protocol": PROTOCOL_VERSION, "server": __version__,
+            "type": ServerMessage.WELCOME, "protocol": PROTOCOL_VERSION, "server": __version__,
             "device": self.engine.device, "dtype": self.engine.dtype,
             "models": [m.to_dict() for m in models], "default_model": models[0].id if models else None,
             "schedulers": list(self.engine.schedulers()), "limits": self.limits.to_dict(),
@@ -177,7 +177,7 @@ class App:
 
     def _dispatch(self, conn: Connection, message: Message) -> None:
         kind = message.type
-        if kind == "hello":
+        if kind == ClientMessage.HELLO:
             check_version(message.data)
             fmt = message.data.get("image_format", "png")
             if fmt not in ("png", "rgba", "webp"):
@@ -188,15 +188,15 @@ class App:
         elif not conn.greeted:
             raise ProtocolError("send 'hello' with the protocol version first", field="type",
                                 code=ErrorCode.HELLO_REQUIRED)
-        elif kind == "generate":
+        elif kind == ClientMessage.GENERATE:
             self._submit(conn, message)
-        elif kind == "cancel":
+        elif kind == ClientMessage.CANCEL:
             self._cancel(conn, message.data.get("job"))
-        elif kind == "models":
-            conn.post({"type": "models", "models": [m.to_dict() for m in self.engine.models()]})
-        elif kind in ("fetch", "ack", "history"):
+        elif kind == ClientMessage.MODELS:
+            conn.post({"type": ServerMessage.MODELS, "models": [m.to_dict() for m in self.engine.models()]})
+        elif kind in (ClientMessage.FETCH, ClientMessage.ACK, ClientMessage.HISTORY):
             asyncio.get_running_loop().create_task(answer_stored(self, conn, kind, message.data))
-        elif kind == "preprocess":
+        elif kind == ClientMessage.PREPROCESS:
             asyncio.get_running_loop().create_task(answer_preprocess(self, conn, message))
         else:
             raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
@@ -224,7 +224,7 @@ class App:
             conn.post(error_message(ErrorCode.QUEUE_FULL, str(exc), "job", request.job))
             return
         self.owners[job.id] = conn
-        conn.post({"type": "queued", "job": job.id, "position": position})  # 1 = next: the running job not counted
+        conn.post({"type": ServerMessage.QUEUED, "job": job.id, "position": position})  # 1 = next: the running job not counted
         self._wakeup.set()
 
     def _resolve_model(self, request: GenerateRequest) -> None:
@@ -244,7 +244,7 @@ class App:
         stale = self.queue.remove_where(conn.id, lambda j: j.request.replace)
         for old in stale:
             self.owners.pop(old.id, None)
-            conn.post({"type": "cancelled", "job": old.id, "reason": "replaced"})
+            conn.post({"type": ServerMessage.CANCELLED, "job": old.id, "reason": "replaced"})
         mine = [j for j in self.running_jobs() if j.client == conn.id and j.request.replace and not j.cancelled()]
         if not mine:
             return bool(stale)
@@ -259,7 +259,7 @@ class App:
             raise ProtocolError(f"no queued or running job {job_id!r} of yours to cancel", field="job")
         if self.queue.remove(job_id) is not None:
             del self.owners[job_id]
-            conn.post({"type": "cancelled", "job": job_id})
+            conn.post({"type": ServerMessage.CANCELLED, "job": job_id})
         elif (running := self.running_job(job_id)) is not None:
             running.cancel_event.set()  # the worker reports ``cancelled`` within one step
 

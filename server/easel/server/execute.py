@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..client.codes import ServerMessage
 from ..client.protocol import Image, ProtocolError, error_message
 from .codec import encode
 from .engine.types import EngineError, JobCancelled, Progress
@@ -34,7 +35,7 @@ def execute(worker: Worker, job: Job, limits: Limits, store: ResultStore | None,
     request = job.request
 
     def progress(p: Progress) -> None:
-        message = {"type": "progress", "job": job.id, "stage": p.stage, "step": p.step,
+        message = {"type": ServerMessage.PROGRESS, "job": job.id, "stage": p.stage, "step": p.step,
                    "total": p.total, "message": p.message}
         attachments = None
         if p.preview is not None and wants_preview():
@@ -59,7 +60,7 @@ def execute(worker: Worker, job: Job, limits: Limits, store: ResultStore | None,
                "encode_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0}
     images = [{"seed": layer.seed, "x": layer.x, "y": layer.y, "width": layer.rgba.shape[1],
                "height": layer.rgba.shape[0]} for layer in output.layers]
-    meta = {"type": "result", "job": job.id, "images": images, "parameters": output.parameters,
+    meta = {"type": ServerMessage.RESULT, "job": job.id, "images": images, "parameters": output.parameters,
             "timings": {k: round(v, 4) for k, v in timings.items()}, "worker": worker.name}
     if keeps_result(store, job.id, request.replace):
         return (meta, attachments), [layer.rgba for layer in output.layers]  # saved, then sent
@@ -67,7 +68,7 @@ def execute(worker: Worker, job: Job, limits: Limits, store: ResultStore | None,
 
 
 def cancelled_message(job: Job) -> dict[str, Any]:
-    return {"type": "cancelled", "job": job.id, **({"reason": "replaced"} if job.replaced else {})}
+    return {"type": ServerMessage.CANCELLED, "job": job.id, **({"reason": "replaced"} if job.replaced else {})}
 
 
 def release_freed_memory() -> None:

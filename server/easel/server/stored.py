@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from ..client.codes import ErrorCode
+from ..client.codes import ClientMessage, ErrorCode, ServerMessage
 from ..client.protocol import error_message
 from .codec import encode
 from .connections import Connection
@@ -30,20 +30,20 @@ async def answer_stored(app: Jobs, conn: Connection, kind: str, data: dict[str, 
         conn.post(error_message(ErrorCode.UNAVAILABLE, "this server keeps no results (started without a store)",
                                 None, job if isinstance(job, str) else None))
         return
-    if kind == "history":
+    if kind == ClientMessage.HISTORY:
         limit = data.get("limit", 50)
         limit = limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else 50
-        conn.post({"type": "history", "jobs": app.store.history(limit)})
+        conn.post({"type": ServerMessage.HISTORY, "jobs": app.store.history(limit)})
         return
     if not isinstance(job, str):
         conn.post(error_message(ErrorCode.BAD_REQUEST, f"'{kind}' needs the 'job' id of a finished job", "job"))
         return
-    if kind == "ack":
+    if kind == ClientMessage.ACK:
         found = await loop.run_in_executor(None, app.store.ack, job)
-        conn.post({"type": "acked", "job": job, "found": found})
+        conn.post({"type": ServerMessage.ACKED, "job": job, "found": found})
         return
     if app.take_over(job, conn):  # a reconnected client takes over delivery of its running job
-        conn.post({"type": "status", "job": job, "state": "running"})
+        conn.post({"type": ServerMessage.STATUS, "job": job, "state": "running"})
         return
     stored = await loop.run_in_executor(None, app.store.get, job)
     if stored is None:

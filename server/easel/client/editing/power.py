@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
+from ..codes import ClientMessage
 from ..connection import Client, ClientError, ProgressInfo, Result, new_job_id
 from ..protocol import LORA_WEIGHT, MAX_LORAS, GenerateRequest, Image, request_fields
 from .core import IMG2IMG, Params, PlannedRequest
@@ -224,7 +225,7 @@ def result_record(result: Result, index: int = 0) -> dict:
 
 def fetch_history(client: Client, limit: int = 30) -> list[dict]:
     """Recent stored results, newest first (``job``, ``created``, ``parameters``, ``images``)."""
-    client.send({"type": "history", "limit": int(limit)})
+    client.send({"type": ClientMessage.HISTORY, "limit": int(limit)})
     for event in client.events():
         if event.type == "history":
             return list(event.data.get("jobs", []))
@@ -235,7 +236,7 @@ def fetch_history(client: Client, limit: int = 30) -> list[dict]:
 
 def fetch_result(client: Client, job: str, on_progress: Callable[[ProgressInfo], None] | None = None) -> Result:
     """A stored result by job id (a running job's result is awaited). JobFailed when unknown."""
-    client.send({"type": "fetch", "job": job})
+    client.send({"type": ClientMessage.FETCH, "job": job})
     return client.wait_for(job, on_progress, reported=("progress",),
                            closed="connection closed before the result arrived")
 

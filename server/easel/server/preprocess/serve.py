@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...client.codes import ErrorCode
+from ...client.codes import ErrorCode, ServerMessage
 from ...client.protocol import Image, Message, ProtocolError, error_message
 from ..codec import decode_rgba, encode
 from ..engine.types import EngineError
@@ -63,7 +63,7 @@ async def answer(app: Any, conn: Any, message: Message) -> None:
 
     def report(text: str) -> None:
         stage = "load" if text.startswith("loading") else "preprocess"
-        progress = {"type": "progress", "job": job, "stage": stage, "step": 0, "total": 1, "message": text}
+        progress = {"type": ServerMessage.PROGRESS, "job": job, "stage": stage, "step": 0, "total": 1, "message": text}
         loop.call_soon_threadsafe(conn.post, progress)
 
     def work() -> Image:
@@ -79,5 +79,5 @@ async def answer(app: Any, conn: Any, message: Message) -> None:
         log.error("preprocess %s (%s) crashed:\n%s", job, kind, traceback.format_exc())
         conn.post(error_message(ErrorCode.INTERNAL, "the server failed while making this guide; see its log", None, job))
         return
-    conn.post({"type": "control_image", "job": job, "kind": kind, "width": guide.width, "height": guide.height},
+    conn.post({"type": ServerMessage.CONTROL_IMAGE, "job": job, "kind": kind, "width": guide.width, "height": guide.height},
               {"image": guide})
