@@ -21,9 +21,11 @@ setup: $(STAMP)
 # requirements stay ranges, so users installing it get their CUDA torch. constraints.txt pins the
 # CPU build of torch for dev/CI.
 $(STAMP): pyproject.toml constraints.txt $(LOCK)
+	@echo "easel: setting up $(VENV) with the locked dependencies (the first time takes a few minutes: torch and diffusers)"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps -e .
+	@echo "easel: $(VENV) is ready"
 	touch $(STAMP)
 
 # Refresh the lock: the newest releases pyproject.toml's ranges allow (torch held by constraints.txt).

@@ -51,3 +51,15 @@ def test_no_doc_installs_easel_from_a_package_index():
     """Easel is installed from its checkout or a wheel built from it: `pip install 'easel[…]'` finds nothing."""
     found = [str(path.relative_to(ROOT)) for path in DOCS if re.search(r"pip install '?easel\b", path.read_text())]
     assert not found
+
+
+def test_the_first_make_serve_says_what_it_installs():
+    """`make serve` on a fresh clone installs for minutes first: it says so and pip shows what it fetches."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    dry = subprocess.run(["make", "-n", "-B", "serve", "VENV=/nonexistent-venv"], cwd=root, capture_output=True,
+                         text=True, timeout=60).stdout
+    assert "first time takes a few minutes" in dry
+    install = next(line for line in dry.splitlines() if "pip install" in line and "requirements.lock" in line)
+    assert "--quiet" not in install and " -q" not in install
