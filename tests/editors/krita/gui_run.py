@@ -45,8 +45,8 @@ def scenarios() -> list[dict]:
 def tiny_server(model, root: Path):
     """``easel serve`` with the tiny model, a tiny LoRA (``ink.safetensors``), a tiny ControlNet
     (``scribble``) and its own result store (for History); yields its URL."""
-    from tests.server_harness import running_server
-    from tests.tiny_models import build_tiny_controlnet, write_tiny_lora
+    from helpers.server_harness import running_server
+    from helpers.tiny_models import build_tiny_controlnet, write_tiny_lora
 
     write_tiny_lora(model, root / "loras" / "ink.safetensors", seed=1, text_encoder=True)
     control = build_tiny_controlnet(model, root / "scribble")
