@@ -94,3 +94,26 @@ def url(tiny_sd_path, tmp_path_factory):
     out = tmp_path_factory.mktemp("served-results")
     with running_server([str(tiny_sd_path)], "--output-dir", str(out)) as u:
         yield u
+
+
+# ----------------------------------------------------------------------------- engine loading
+@pytest.fixture(scope="module")
+def folder_result(tiny_sd_path):
+    """The tiny SD folder's pixels for ``helpers.loading_checks.job()``: what every other way of loading it must give."""
+    from easel.server.engine import Engine
+    from helpers.loading_checks import generate
+
+    with Engine([tiny_sd_path], device="cpu", dtype="float32") as eng:
+        return generate(eng)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache of this test's own (offline: tests/conftest.py sets HF_HUB_OFFLINE)."""
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    assert hub_constants.HF_HUB_OFFLINE, "tests must run with HF_HUB_OFFLINE=1 (tests/conftest.py sets it)"
+    return cache

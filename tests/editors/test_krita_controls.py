@@ -24,7 +24,7 @@ from easel.client.connection import Client, new_job_id
 from easel.client.protocol import Control, GenerateRequest, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
-from gui_run import H, W, gui_spec, krita_gui_session
+from gui_run import H, W, gui_spec, krita_gui_session, recorded
 from krita_host import ARTIFACTS, paste
 
 pytestmark = pytest.mark.editor
@@ -55,12 +55,7 @@ def gui(request, url, tmp_path_factory):
 
 
 def part(gui, name: str) -> dict:
-    if "error" in gui.result:
-        pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
-    record = gui.result.get("controls", {}).get(name)
-    if record is None:
-        pytest.fail(f"controls part {name!r} did not run; events: {gui.result.get('events')}")
-    return record
+    return recorded(gui, "controls", name)
 
 
 def dump(gui, name: str) -> bytes:

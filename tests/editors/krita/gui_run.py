@@ -252,13 +252,19 @@ def checked_scenario(gui, W: int, H: int, name: str, expect_mode: str) -> tuple[
     return record, result
 
 
-def power(gui, part: str) -> dict:
+def recorded(gui, group: str, name: str) -> dict:
+    """What the self-test recorded for part ``name`` of ``group`` ("power", "controls" …); the test fails with
+    Krita's error, or the events and the log's tail when the part did not run."""
     if "error" in gui.result:
         pytest.fail(f"the self-test failed inside Krita:\n{gui.result['error']}")
-    record = gui.result.get("power", {}).get(part)
+    record = gui.result.get(group, {}).get(name)
     if record is None:
-        pytest.fail(f"power part {part!r} did not run; events: {gui.result.get('events')}\n{tail(gui.log)}")
+        pytest.fail(f"{group} part {name!r} did not run; events: {gui.result.get('events')}\n{tail(gui.log)}")
     return record
+
+
+def power(gui, part: str) -> dict:
+    return recorded(gui, "power", part)
 
 
 def check_power_layer(gui, W: int, H: int, record: dict, part: str):
