@@ -181,17 +181,29 @@ def test_control_layers_travel_with_the_document_as_text():
 
 def test_control_layers_follow_the_kinds_the_chosen_model_can_use():
     from easel.client.editing import controls
+    from easel.server.generation import check_named_attachments
 
     welcome = {"default_model": "sd", "models": [{"id": "sd", "controls": ["lineart", "depth", "warp"]},
                                                  {"id": "flux", "controls": []}, {"id": "old"}]}
     assert controls.model_kinds(welcome, None) == ["lineart", "depth"]  # the default model; unknown kinds dropped
     assert controls.model_kinds(welcome, "flux") == [] and controls.model_kinds(welcome, "old") == []
-    layers = [editing.ControlLayer("a", "lineart"), editing.ControlLayer("b", "depth", enabled=False)]
-    assert controls.for_model(layers, ["lineart"]) == layers
-    off = controls.for_model(layers, [])  # a model without ControlNets: nothing sent, still not canvas
-    assert [c.enabled for c in off] == [False, False] and [c.layer for c in off] == ["a", "b"]
+
+    class Recorder:  # what generate_work hands the connection (the server's own check judges it)
+        welcome = None
+
+        def generate(self, request, image, mask, on_progress, control=None, attachments=None):
+            check_named_attachments(request, {"image": image, **attachments})
+            return request.controls, attachments
+
     doc = FakeDocument(32, 32)
-    doc.layers = {"a": layer_of(doc, (0, 0, 0, 255)), "b": layer_of(doc, (0, 0, 0, 255))}
-    planned = build_request(doc, Params("p", strength=0.5), controls=off)
-    assert planned.request.controls is None and planned.attachments == {} and doc.excluded == ["a", "b"]
+    doc.layers = {"a": layer_of(doc, (0, 0, 0, 255)), "b": layer_of(doc, (9, 9, 9, 255))}
+    layers = [editing.ControlLayer("a", "lineart"), editing.ControlLayer("b", "depth")]
+    for model, kept in (("flux", False), ("sd", True), ("old", True)):  # "old": a welcome without the key
+        planned = build_request(doc, Params("p", model=model, strength=0.5), controls=layers)
+        assert len(planned.request.controls) == 2 and len(planned.attachments) == 2
+        Recorder.welcome = welcome
+        sent_controls, sent = editing.generate_work(planned)(Recorder())
+        assert (sent_controls is not None, sorted(sent)) == (
+            (True, ["controls.0.image", "controls.1.image"]) if kept else (False, [])), model
+        assert doc.excluded[-2:] == ["a", "b"]  # never part of the canvas either way
     assert controls.guide_name("depth") == "Easel guide: depth"

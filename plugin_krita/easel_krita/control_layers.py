@@ -5,8 +5,9 @@ in the .kra) and refers to layers by their unique id. **Add** makes the active l
 chosen kind, strength and step range; each row can be switched on and off or removed. **From image** asks
 the server (``preprocess``) for a guide of that kind made from the visible canvas (or the selection's
 bounds), inserts it as a new layer above the active one and lists it. Generate (``controller.generate``)
-passes ``for_request`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
-every control layer out of the canvas; live painting leaves them out of its canvas too (``layer_ids``).
+passes ``present`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
+every control layer out of the canvas (``editing.fit_to_model`` drops them for a model that can use none);
+live painting leaves them out of its canvas too (``layer_ids``).
 The panel shows only when the chosen model can use a control kind (the welcome's per-model ``controls``).
 """
 
@@ -64,12 +65,6 @@ def node_of(doc, layer: str):
 def present(doc) -> list[controls.ControlLayer]:
     """The stored control layers whose layer still exists (a deleted layer no longer steers)."""
     return [c for c in stored(doc) if node_of(doc, c.layer) is not None]
-
-
-def for_request(doc, welcome: dict | None, model_id: str | None) -> list[controls.ControlLayer]:
-    """What Generate passes to ``editing.build_request``: the document's control layers, all off when the
-    model can use none (they still stay out of the canvas)."""
-    return controls.for_model(present(doc), controls.model_kinds(welcome, model_id))
 
 
 def layer_ids(doc) -> set[str]:

@@ -215,7 +215,7 @@ class Controller(QObject):
         try:
             features = docker.power.features() if docker is not None else editing.Features()
             planned = editing.build_request(document.KritaDocument(doc), params, features,
-                                            controls=control_layers.for_request(doc, self.welcome, params.model))
+                                            controls=control_layers.present(doc))
         except editing.RequestProblem as exc:  # bad parameters, in plain words, before any network
             self.set_status(f"Cannot generate: {exc}", error=True)
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 from ..fields import FieldError, declared
 from ..protocol import CONTROL_KINDS, Control, Image
@@ -88,17 +88,10 @@ def control_items(layers: Sequence[ControlLayer], read_layer, box: tuple[int, in
 
 def model_kinds(welcome: dict | None, model_id: str | None) -> list[str]:
     """The control kinds the server can steer ``model_id`` with (the welcome's per-model ``controls``;
-    None: its default model). Empty: hide the control layers (they are then not sent)."""
+    None: its default model). Empty: hide the control layers (``fit_to_model`` then drops them)."""
     entry = find_model(welcome, model_id) or {}
     kinds = entry.get("controls")
     return [k for k in kinds if k in CONTROL_KINDS] if isinstance(kinds, list) else []
-
-
-def for_model(layers: Sequence[ControlLayer], kinds: Sequence[str]) -> list[ControlLayer]:
-    """``layers`` as a request for a model that can use ``kinds``: with none, every layer is off (still
-    left out of the canvas, not sent); otherwise as they are (a kind the model lacks gets the server's
-    error, which names the ControlNet to download)."""
-    return list(layers) if kinds else [replace(c, enabled=False) for c in layers]
 
 
 def guide_name(kind: str) -> str:
@@ -106,5 +99,5 @@ def guide_name(kind: str) -> str:
     return f"Easel guide: {kind}"
 
 
-__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "for_model", "from_text", "guide_name",
+__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "from_text", "guide_name",
            "model_kinds", "to_text"]

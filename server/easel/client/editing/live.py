@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ..connection import Client, ClientError
 from .core import Box, EditorState, Params, PlannedRequest, plan_request
-from .power import fit_to_model
+from .power import fit_attachments, fit_to_model
 from .ui import model_choices
 
 LIVE_STEPS = 4  #: live steps for models without a few-step default (turbo/LCM models use their own)
@@ -303,8 +303,9 @@ class LiveConnection:
                         client.cancel(job)
                     if planned is not None:
                         # what the model cannot use (a negative prompt on FLUX.1, ...) is left out
-                        client.submit(fit_to_model(planned.request, client.welcome), planned.image, planned.mask,
-                                      attachments=planned.attachments)
+                        request = fit_to_model(planned.request, client.welcome)
+                        client.submit(request, planned.image, planned.mask,
+                                      attachments=fit_attachments(request, planned.attachments))
             except ClientError as exc:
                 self._drop(client, str(exc))
             except Exception as exc:  # reported, never a dead thread

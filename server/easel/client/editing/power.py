@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 from ..codes import ClientMessage
 from ..connection import Client, ClientError, ProgressInfo, Result, new_job_id
+from ..fields import attachment_names
 from ..protocol import LORA_WEIGHT, MAX_LORAS, GenerateRequest, Image, request_fields
 from .core import IMG2IMG, Params, PlannedRequest
 from .ui import declared_values, model_choices
@@ -196,7 +197,8 @@ def model_features(entry: dict | None) -> set[str]:
 
 def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequest:
     """``request`` without the settings its model cannot use (a stored negative prompt on FLUX.1, a
-    sketch ControlNet on SD3, ...): a hidden control never turns into a server error. ``refiner`` is
+    sketch ControlNet on SD3, control layers for a model whose welcome entry lists no control kinds, ...): a
+    hidden control never turns into a server error (send ``fit_attachments`` with it). ``refiner`` is
     left as asked: it is an explicit switch both editors send only while their control is shown, so a
     script that asks for it on a model without one gets the server's clear error, not silence."""
     welcome = welcome or {}
@@ -213,7 +215,16 @@ def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequ
         request.control_model = None
     if "variation_seed" not in supports:
         request.variation_seed = None
+    if isinstance(entry, dict) and entry.get("controls") == []:  # an older server's welcome without the key: kept
+        request.controls = None
     return request
+
+
+def fit_attachments(request: GenerateRequest, attachments: dict[str, Image] | None) -> dict[str, Image]:
+    """``attachments`` less those ``request`` no longer names (after ``fit_to_model`` dropped their list):
+    the server refuses an attachment nothing names."""
+    named = set(attachment_names(request))
+    return {name: image for name, image in (attachments or {}).items() if name in named}
 
 
 def result_record(result: Result, index: int = 0) -> dict:

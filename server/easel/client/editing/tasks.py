@@ -60,11 +60,14 @@ class ClientTask(threading.Thread):
 def generate_work(planned: PlannedRequest, on_progress: Callable[[ProgressInfo], None] | None = None):
     """``ClientTask`` work that sends ``planned`` (with its ``control`` guide, if any) and waits; settings
     the model cannot use (hidden in the dialogs, e.g. a negative prompt on FLUX.1) are left out."""
-    from .power import fit_to_model
+    from .power import fit_attachments, fit_to_model
 
-    return lambda client: client.generate(fit_to_model(planned.request, client.welcome), planned.image, planned.mask,
-                                          on_progress, control=getattr(planned, "control", None),
-                                          attachments=planned.attachments)
+    def work(client: Client) -> Result:
+        request = fit_to_model(planned.request, client.welcome)
+        return client.generate(request, planned.image, planned.mask, on_progress,
+                               control=getattr(planned, "control", None),
+                               attachments=fit_attachments(request, planned.attachments))
+    return work
 
 
 class GenerationTask(ClientTask):
