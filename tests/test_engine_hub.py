@@ -86,6 +86,23 @@ def test_hub_file_selection():
     assert "unet/diffusion_pytorch_model.safetensors" not in fp16
 
 
+def test_one_model_repository_file_selection():
+    """A repository's extra files and extra weight variants stay on the hub; a sharded model keeps every shard."""
+    from easel.server.engine.hub import select_folder_files
+
+    union = ["config.json", "config_promax.json", "diffusion_pytorch_model.safetensors",
+             "diffusion_pytorch_model_promax.safetensors", "README.md", "images/example.png", ".gitattributes",
+             "diffusion_flax_model.msgpack", "tf_model.h5"]
+    assert set(select_folder_files(union, "", want_fp16=False)) == {
+        "config.json", "config_promax.json", "diffusion_pytorch_model.safetensors"}
+    shards = ["unet/config.json", "unet/diffusion_pytorch_model.safetensors.index.json",
+              "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+              "unet/diffusion_pytorch_model-00002-of-00002.safetensors"]
+    assert set(select_folder_files(shards, "unet/", want_fp16=False)) == set(shards)
+    tokenizer = ["tokenizer/tokenizer_config.json", "tokenizer/spiece.model", "tokenizer/merges.txt"]
+    assert set(select_folder_files(tokenizer, "tokenizer/", want_fp16=False)) == set(tokenizer)
+
+
 def test_download_progress_reports_bytes_and_cancels():
     seen: list[tuple[int, int]] = []
     stop = {"now": False}

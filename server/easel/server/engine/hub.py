@@ -27,6 +27,8 @@ from ..traits import read_json
 from .types import CancelledFn, EngineError, JobCancelled
 
 WEIGHT_EXTS = (".safetensors", ".bin")
+CONFIG_EXTS = (".json", ".txt", ".model")  # configs, tokenizer vocabularies and merges, sentencepiece models
+STANDARD_WEIGHTS = ("diffusion_pytorch_model", "model", "pytorch_model")  # diffusers' and transformers' names
 SKIP_COMPONENTS = {"safety_checker", "image_encoder"}
 ByteReport = Callable[[int, int], None]  # (done, total) bytes
 
@@ -130,11 +132,15 @@ def select_folder_files(files: list[str], folder: str, want_fp16: bool) -> list[
     """The files of one model folder (``folder``: "unet/", or "" for a repository's top): its configs and
     one set of weights (safetensors over .bin; the fp16 variant when wanted or the only one)."""
     inside = [f for f in files if f.startswith(folder) and f.count("/") == folder.count("/")]
-    keep = [f for f in inside if not f.endswith(WEIGHT_EXTS)]
+    keep = [f for f in inside if f.endswith(CONFIG_EXTS)]
     weights = [f for f in inside if f.endswith(".safetensors")] or [f for f in inside if f.endswith(".bin")]
     fp16 = [f for f in weights if ".fp16" in f.split("/")[-1]]
     plain = [f for f in weights if "." not in f.split("/")[-1].rsplit(".", 1)[0]]
-    return keep + (fp16 if (want_fp16 and fp16) or not plain else plain)
+    chosen = fp16 if (want_fp16 and fp16) or not plain else plain
+    # the library's own file name when it is there: not a repository's extra variants (…_promax.safetensors);
+    # otherwise every file chosen (the shards of a sharded model)
+    standard = [f for f in chosen if f.split("/")[-1].split(".")[0] in STANDARD_WEIGHTS]
+    return keep + (standard or chosen)
 
 
 def reporting_tqdm(report: ByteReport, cancelled: CancelledFn) -> type:
