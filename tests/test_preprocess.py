@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import threading
 
 import cv2
 import numpy as np
@@ -196,6 +197,35 @@ def test_preprocess_without_a_picture_names_the_attachment(served):
         client.send({"type": "preprocess", "job": "j2", "kind": "canny"})
         client.wait_for("j2")
     assert err.value.field == "image" and "attachment 'image'" in str(err.value)
+
+
+def test_a_connection_waits_for_at_most_max_preprocess_guides(served):
+    from easel.server.app import MAX_PREPROCESS
+    from easel.server.preprocess import serve
+
+    gate = threading.Event()
+    blocker = serve._worker.submit(gate.wait, 60)  # the guide worker busy: every guide stays outstanding
+    jobs = [f"g{i}" for i in range(MAX_PREPROCESS + 1)]
+    try:
+        with Client(served) as client:
+            for job in jobs:
+                client.send({"type": "preprocess", "job": job, "kind": "canny"}, {"image": png(picture())})
+            refused = next(e for e in client.events(timeout=30) if e.type == "error")
+            assert refused.job == jobs[-1] and refused.data["code"] == "queue_full", refused.data
+            assert f"at most {MAX_PREPROCESS} 'preprocess' jobs" in refused.data["message"]
+            gate.set()
+            answered = {}
+            for event in client.events(timeout=30):  # the others all answer once the worker is free
+                if event.type in ("control_image", "error"):
+                    answered[event.job] = event
+                if len(answered) == MAX_PREPROCESS:
+                    break
+            assert sorted(answered) == jobs[:-1] and {e.type for e in answered.values()} == {"control_image"}
+            guide = client.preprocess("canny", png(picture()))  # answered ones no longer count
+            assert (guide.width, guide.height) == (61, 45)
+    finally:
+        gate.set()
+        blocker.result(30)
 
 
 def easel(*args: str) -> subprocess.CompletedProcess:

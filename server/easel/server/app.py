@@ -13,7 +13,7 @@ import itertools
 import logging
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,6 +49,7 @@ from .workers import LocalWorker, Worker, pick_worker
 log = logging.getLogger(__name__)
 #: seconds a kept running job of a client that left may go on while other jobs wait (docs/protocol.md)
 ORPHAN_GRACE = 30.0
+MAX_PREPROCESS = 4  # outstanding ``preprocess`` jobs per connection; one more gets QUEUE_FULL
 
 
 class App:
@@ -77,6 +78,8 @@ class App:
         self._ids = itertools.count(1)
         self._wakeup = asyncio.Event()
         self._runs: set[asyncio.Task] = set()
+        self._answers: set[asyncio.Task] = set()  # fetch/ack/history and preprocess answers (awaited on close)
+        self._preprocessing: dict[Connection, set[asyncio.Task]] = {}  # each connection's outstanding guides
         # Results are saved on their own thread, so the inference worker starts the next job at once.
         self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="easel-saver")
         self.finishing: set[str] = set()  # jobs done computing whose results are being saved
@@ -128,8 +131,8 @@ class App:
             job.cancel_event.set()
         if self._worker is not None:
             self._worker.cancel()
-        if self._runs:
-            await asyncio.gather(*self._runs, return_exceptions=True)
+        if self._runs or self._answers:
+            await asyncio.gather(*self._runs, *self._answers, return_exceptions=True)
         if self._finishers:
             await asyncio.gather(*self._finishers, return_exceptions=True)
         for worker in self.workers:
@@ -170,6 +173,7 @@ class App:
             pass
         finally:
             conn.closed = True
+            self._preprocessing.pop(conn, None)
             self._disconnected(conn)
             conn.outbox.put_nowait(None)
             await asyncio.gather(sender, return_exceptions=True)
@@ -195,12 +199,32 @@ class App:
         elif kind == ClientMessage.MODELS:
             conn.post({"type": ServerMessage.MODELS, "models": [m.to_dict() for m in self.engine.models()]})
         elif kind in (ClientMessage.FETCH, ClientMessage.ACK, ClientMessage.HISTORY):
-            asyncio.get_running_loop().create_task(answer_stored(self, conn, kind, message.data))
+            self._answer(answer_stored(self, conn, kind, message.data))
         elif kind == ClientMessage.PREPROCESS:
-            asyncio.get_running_loop().create_task(answer_preprocess(self, conn, message))
+            self._preprocess(conn, message)
         else:
             raise ProtocolError(f"unknown message type {kind!r}; use hello, generate, cancel, models, fetch, "
                                 "ack, history or preprocess", field="type", code=ErrorCode.UNKNOWN_TYPE)
+
+    def _answer(self, work: Coroutine[Any, Any, None]) -> asyncio.Task:
+        """Run one answer beside the connection's reading, tracked until done (``close`` awaits it)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+        return task
+
+    def _preprocess(self, conn: Connection, message: Message) -> None:
+        """A ``preprocess``, unless the connection already waits for ``MAX_PREPROCESS`` of them (QUEUE_FULL)."""
+        waiting = self._preprocessing.setdefault(conn, set())
+        if len(waiting) >= MAX_PREPROCESS:
+            job = message.data.get("job")
+            conn.post(error_message(ErrorCode.QUEUE_FULL, f"at most {MAX_PREPROCESS} 'preprocess' jobs per "
+                                    "connection at once; wait for an answer ('control_image' or 'error') first",
+                                    "job", job if isinstance(job, str) else None))
+            return
+        task = self._answer(answer_preprocess(self, conn, message))
+        waiting.add(task)
+        task.add_done_callback(waiting.discard)
 
     def _submit(self, conn: Connection, message: Message) -> None:
         job_id = message.data.get("job") if isinstance(message.data.get("job"), str) else None
