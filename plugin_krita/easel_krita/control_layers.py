@@ -2,8 +2,8 @@
 
 The list is kept with the document (the annotation ``easel-controls``: ``editing`` controls' JSON text, saved
 in the .kra) and refers to layers by their unique id. **Add** makes the active layer a control layer of the
-chosen kind, strength and step range; each row can be switched on and off or removed. **From image** asks
-the server (``preprocess``) for a guide of that kind made from the visible canvas (or the selection's
+chosen kind, strength and step range; each row can be switched on and off or removed. **From image** (for
+the kinds the server makes, ``MADE_KINDS``) asks the server (``preprocess``) for a guide of that kind made from the visible canvas (or the selection's
 bounds), inserts it as a new layer above the active one and lists it. Generate (``controller.generate``)
 passes ``present`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
 every control layer out of the canvas (``editing.fit_to_model`` drops them for a model that can use none);
@@ -35,12 +35,14 @@ from .qt import (
     named,
 )
 from .shared import editing
+from .shared.codes import PreprocessKind
 from .shared.connection import new_job_id
 from .shared.editing import controls
 from .shared.fields import declared
 from .shared.protocol import Control, Image
 
 ANNOTATION = "easel-controls"
+MADE_KINDS = tuple(str(k) for k in PreprocessKind)  # what the server's ``preprocess`` makes ("From image")
 
 
 # -- the list, kept with the document -------------------------------------------------------------
@@ -122,6 +124,7 @@ class ControlPanel(QWidget):
         self.remove.clicked.connect(self._remove)
         self.from_image.clicked.connect(self._from_image)
         self.list.itemChanged.connect(self._toggled)
+        self.kind.currentTextChanged.connect(self._offer_from_image)
         self._guide_done.connect(self._on_guide, Qt.ConnectionType.QueuedConnection)
 
     # -- showing -----------------------------------------------------------------------------
@@ -136,9 +139,13 @@ class ControlPanel(QWidget):
             if current in kinds:
                 self.kind.setCurrentText(current)
         self.setVisible(bool(kinds))
-        idle = not self.controller.busy
-        self.from_image.setEnabled(idle and self.controller.connection_ok)
+        self._offer_from_image()
         self.reload()
+
+    def _offer_from_image(self, *_) -> None:
+        """From image only for a kind the server makes, while idle and connected."""
+        c = self.controller
+        self.from_image.setEnabled(self.kind.currentText() in MADE_KINDS and not c.busy and c.connection_ok)
 
     def reload(self) -> None:
         """The list as the active document stores it (rows rebuilt only when something changed)."""
@@ -221,25 +228,12 @@ class ControlPanel(QWidget):
         where = (document.placement(doc), box, self._settings("", kind))
         c._run(job, lambda client: client.preprocess(kind, image, c._queue_progress, job=job.job_id),
                f"Making a {kind} guide from the canvas",
-               on_done=lambda value, error: self._emit((job, *where), value, error))
-
-    def _emit(self, *args) -> None:
-        if not self.controller.closing:
-            try:
-                self._guide_done.emit(*args)
-            except RuntimeError:  # Krita is shutting down
-                pass
+               on_done=lambda value, error: c._emit("_guide_done", (job, *where), value, error, owner=self))
 
     def _on_guide(self, what, value, error) -> None:
         job, placement, box, settings = what
         c = self.controller
-        if job is not c.job:
-            return  # cancelled meanwhile
-        c.task, c.job = None, None
-        c.percent, c.progress_text = (0, "") if error else (100, "done")
-        if error:
-            c.set_status("Cancelled." if error == "cancelled" else f"From image failed: {error}",
-                         error=error != "cancelled")
+        if not c.finish(job, error, "From image failed"):
             return
         doc = document.find_document(job.doc_key)
         if doc is None:

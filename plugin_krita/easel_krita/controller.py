@@ -126,12 +126,12 @@ class Controller(QObject):
         self.status, self.status_is_error = text, error
         self.changed.emit()
 
-    def _emit(self, signal_name: str, *args) -> None:
-        """Emit from a worker thread; quietly nothing once Krita is closing."""
+    def _emit(self, signal_name: str, *args, owner: QObject | None = None) -> None:
+        """Emit ``owner``'s (default: this one's) signal from a worker thread; nothing once Krita is closing."""
         if self.closing:
             return
         try:
-            getattr(self, signal_name).emit(*args)
+            getattr(owner or self, signal_name).emit(*args)
         except RuntimeError:  # the C++ side is gone (Krita is shutting down)
             pass
 
@@ -314,19 +314,20 @@ class Controller(QObject):
             self.preview = to_qimage(info.preview)
         self.progress_changed.emit()
 
-    def _on_done(self, job: Job, result, error) -> None:
+    def finish(self, job: Job, error: str | None, failed: str) -> bool:
+        """A worker's end, on the GUI thread: True when ``job`` is the running one and succeeded (progress
+        done); otherwise False, with the status shown for an error ("cancelled", or ``failed: error``)."""
         if job is not self.job:
-            return
+            return False  # cancelled meanwhile
         self.task, self.job = None, None
-        if error == "cancelled":
-            self.percent, self.progress_text = 0, ""
-            self.set_status("Cancelled.")
-            return
+        self.percent, self.progress_text = (0, "") if error else (100, "done")
         if error:
-            self.percent, self.progress_text = 0, ""
-            self.set_status(f"Generation failed: {error}", error=True)
+            self.set_status("Cancelled." if error == "cancelled" else f"{failed}: {error}", error=error != "cancelled")
+        return not error
+
+    def _on_done(self, job: Job, result, error) -> None:
+        if not self.finish(job, error, "Generation failed"):
             return
-        self.percent, self.progress_text = 100, "done"
         items = [HistoryItem(editing.layer_name(job.params.prompt, r.seed), r, self._thumbnail(r)) for r in result.images]
         for item in items:
             self.history.append(item)

@@ -140,10 +140,10 @@ def test_from_image_adds_the_servers_canny_guide_as_a_control_layer(gui, url):
     assert record["rows"][2] == ["Easel guide: canny: canny 0.6 (0.1–1)", True]  # the panel's settings (as last set)
 
 
-def test_from_image_with_a_kind_the_server_cannot_make_says_why(gui):
-    record = part(gui, "from_image_error")
-    assert record["done"] and not record["layers"] and record["unchanged"]
-    assert record["status"].startswith("From image failed:") and "lineart" in record["status"], record["status"]
+def test_from_image_is_offered_only_for_the_kinds_the_server_makes(gui):
+    record = part(gui, "from_image_kinds")
+    assert {"lineart", "depth", "canny"} <= set(record["offered"])  # Add still takes every kind of the model
+    assert record["enabled"] == {"lineart": False, "depth": True, "canny": True}
 
 
 def test_the_list_survives_saving_and_reopening_the_kra(gui):

@@ -1,5 +1,5 @@
 """The docker's control layers in a real Krita: Add two layers as lineart and depth control layers,
-Generate, switch one off, Generate again, "From image" (canny, and a kind the server cannot make),
+Generate, switch one off, Generate again, "From image" (canny; offered only for the kinds the server makes),
 then save the document as .kra and open it again.
 
 Run by driver.py on its main document, through public widgets (objectName) and actions only.
@@ -110,9 +110,13 @@ def run(d, doc, spec):
     res["from_image"] = yield from _generate(d, doc, "controls-canny", W, H,
                                              lambda: d.w(QPushButton, "easel_control_from_image").click())
     res["from_image"].update(rows=rows(d), annotation=annotation(doc))
-    kind.setCurrentText("lineart")  # a kind this server cannot make: its error, in plain words
-    res["from_image_error"] = yield from _generate(d, doc, "controls-error", W, H,
-                                                   lambda: d.w(QPushButton, "easel_control_from_image").click())
+    # "From image" is offered only for the kinds the server's preprocess makes (Add takes any of the model's)
+    button, enabled = d.w(QPushButton, "easel_control_from_image"), {}
+    for name in ("lineart", "depth", "canny"):
+        kind.setCurrentText(name)
+        yield sleep(0.2)
+        enabled[name] = button.isEnabled()
+    res["from_image_kinds"] = {"offered": [kind.itemText(i) for i in range(kind.count())], "enabled": enabled}
 
     step("from image")
     # the list is saved in the .kra and comes back with it
