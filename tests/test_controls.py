@@ -4,6 +4,9 @@ kinds found from names; errors; and ``easel generate --control`` against a real 
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +16,8 @@ from easel.client.connection import Client, JobFailed, new_job_id
 from easel.client.protocol import Control, GenerateRequest, ProtocolError, parse_control
 from easel.client.protocol import Image as WireImage
 from easel.server.engine import Engine, EngineError, EngineJob
+from easel.server.features import check_names
+from easel.server.results import parameters_text
 from helpers.engine_checks import assert_close, gradient
 from helpers.server_harness import inprocess_server
 from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
@@ -114,7 +119,7 @@ def test_two_kinds_equal_raw_multi_controlnet(engine, raw_sd, mode):
                              control_guidance_start=[0.0, 0.1], control_guidance_end=[1.0, 0.9]))
     assert diff(guided, run(engine, job(mode))) > 5  # the layers steer
     assert guided.info["easel"]["features"]["controls"][1] == {"kind": "depth", "strength": 0.8, "start": 0.1,
-                                                               "end": 0.9}
+                                                               "end": 0.9, "model": DEPTH}  # the one chosen
 
 
 def test_strength_zero_is_the_other_alone_and_ranges_count(engine):
@@ -156,6 +161,74 @@ def test_kinds_per_model_and_engine_errors(engine):
     with pytest.raises(EngineError) as err:
         run(engine, job(controls=[Control("lineart", "a", model="missing")]))
     assert err.value.field == "controls[0].model"
+    stencil = GenerateRequest(job="j", prompt="p", model="tiny-sdxl", controls=[Control("stencil", "a", model=UNION)])
+    with pytest.raises(EngineError) as err:  # a kind the union model has no control_mode for
+        run(engine, job(model="tiny-sdxl", controls=stencil.controls))
+    assert (err.value.code, err.value.field) == ("no_control_model", "controls[0].kind")
+    assert "stencil" in str(err.value) and UNION in str(err.value)
+    with pytest.raises(ProtocolError) as perr:  # the submit-time check is the engine's choice
+        check_names(stencil, engine)
+    assert (perr.value.code, perr.value.field, str(perr.value)) == (err.value.code, err.value.field, str(err.value))
+
+
+def test_model_info_does_not_rescan_control_models(engine, monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine._controls, "infos", lambda: calls.append(1) or {})
+    for _ in range(3):
+        assert engine.model_info("tiny-sd").id == "tiny-sd"
+    assert calls == []
+
+
+def test_one_load_per_controlnet_and_parameters_name_them(assets):
+    loads = []
+
+    def progress(p) -> None:
+        if p.message and p.message.startswith("loading control model"):
+            loads.append(p.message)
+
+    with Engine([assets["sd"]], device="cpu", dtype="float32",
+                control_models=[assets["lineart"], assets["depth"]]) as eng:
+        for seed in (1, 2):
+            out = eng.run(job(controls=two(), seeds=[seed]), progress, lambda: False)[0]
+    assert sorted(loads) == [f"loading control model {DEPTH}", f"loading control model {LINEART}"]
+    text = parameters_text(out.info["easel"]["features"], 2, SIZE, SIZE)
+    assert f'ControlNet 0: "Module: lineart, Model: {LINEART}, ' in text
+    assert f'ControlNet 1: "Module: depth, Model: {DEPTH}, ' in text
+
+
+def test_models_folder_union_runs_in_union_mode_on_the_first_job(assets, tmp_path):
+    import diffusers
+
+    folder = build_tiny_controlnet_union(assets["xl"], tmp_path / "ControlNet" / UNION, seed=3)
+    with Engine([assets["xl"]], device="cpu", dtype="float32",
+                models_dir=[str(tmp_path), os.path.dirname(assets["xl"])]) as eng:
+        assert eng.control_models() == [f"ControlNet/{UNION}"]
+        j = job(model="tiny-sdxl", controls=[Control("lineart", "a")])
+        guided = run(eng, j)
+    union = diffusers.ControlNetUnionModel.from_pretrained(folder, dtype=torch.float32)
+    pipe = diffusers.StableDiffusionXLControlNetUnionPipeline.from_pretrained(assets["xl"], controlnet=union,
+                                                                              dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    assert_close(guided, raw(pipe, j, control_image=[lines()], control_mode=[3]))
+
+
+def test_controls_on_a_model_without_controlnets_name_controls(tiny_flux_path):
+    with Engine([str(tiny_flux_path)], device="cpu", dtype="float32") as eng:
+        with pytest.raises(EngineError) as err:
+            run(eng, job(controls=[Control("lineart", "a")]))
+    assert err.value.field == "controls" and "leave controls unset" in str(err.value)
+    assert "control_model" not in str(err.value)
+
+
+def test_hub_id_reads_no_config_from_the_working_directory(tmp_path, monkeypatch):
+    from easel.server.engine.controlnet import parse_control_ref
+    from easel.server.families import Family
+
+    decoy = {"_class_name": "ControlNetUnionModel", "addition_embed_type": "text_time", "cross_attention_dim": 2048}
+    (tmp_path / "config.json").write_text(json.dumps(decoy), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    ref = parse_control_ref("lllyasviel/control_v11p_sd15_scribble")
+    assert (ref.info.kinds, ref.info.family, ref.info.union) == ({"scribble"}, Family.SD1, False)
 
 
 def test_declaration_and_parse():
@@ -176,13 +249,13 @@ def test_declaration_and_parse():
 
 def test_library_kinds_from_names():
     from easel.server.families import Family
-    from easel.server.library.controls import folder_info, name_kinds
+    from easel.server.library.controls import name_info, name_kinds
 
     assert name_kinds("control_v11p_sd15_openpose") == {"pose"}
     assert name_kinds("control_v11p_sd15_normalbae") == {"normal"}
     assert name_kinds("control_v11p_sd15_seg") == {"segmentation"}
     assert name_kinds("sd-controlnet-hed") == {"softedge"}
-    hub = folder_info("xinsir/controlnet-union-sdxl-1.0", "")
+    hub = name_info("xinsir/controlnet-union-sdxl-1.0")
     assert hub.union and hub.family == Family.SDXL and {"pose", "lineart", "tile"} <= hub.kinds
 
 

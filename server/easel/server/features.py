@@ -21,7 +21,6 @@ from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .engine.types import EngineAPI, EngineError
 from .imaging.compose import as_rgba, resize
 from .imaging.region import WorkPlan
-from .library.controls import download_hint
 
 ATTACHMENT = "control"
 
@@ -66,22 +65,14 @@ def check_names(request: GenerateRequest, engine: EngineAPI) -> None:
 
 
 def check_control_kinds(request: GenerateRequest, engine: EngineAPI) -> None:
-    """Each control layer that names no model needs a ControlNet of its kind for the request's model."""
+    """Each control layer needs a ControlNet for the request's model: the one the engine would choose."""
+    if not request.controls:
+        return
     try:
-        info = engine.model_info(request.model)
-    except EngineError:
-        return  # the model check says what is wrong
-    for i, control in enumerate(request.controls or []):
-        if control.model is not None:
-            if control.model not in engine.control_models():
-                offer = ", ".join(engine.control_models()) or "none (start the server with --control-model)"
-                raise ProtocolError(f"unknown control model {control.model!r}; this server offers: {offer}",
-                                    field=f"controls[{i}].model", code=ErrorCode.UNKNOWN_CONTROL_MODEL)
-        elif info.controls is not None and control.kind not in info.controls:
-            raise ProtocolError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
-                                f"ControlNet for {info.family.label} models like {info.id!r}; "
-                                f"{download_hint(control.kind, info.family)}", field=f"controls[{i}].kind",
-                                code=ErrorCode.NO_CONTROL_MODEL)
+        engine.check_controls(request.model, request.controls)
+    except EngineError as exc:
+        if (exc.field or "").startswith("controls"):  # else the model check says what is wrong
+            raise ProtocolError(str(exc), field=exc.field, code=exc.code) from None
 
 
 def prepare_control(plan: WorkPlan, control: np.ndarray | None, name: str = ATTACHMENT) -> PILImage.Image | None:

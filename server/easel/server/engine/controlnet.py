@@ -27,7 +27,7 @@ import torch
 from ...client.codes import ErrorCode
 from ...client.protocol import CONTROL_KINDS
 from ..families import SKETCH, Family
-from ..library.controls import UNION_MODES, ControlInfo, download_hint, folder_info
+from ..library.controls import UNION_MODES, ControlInfo, download_hint, folder_info, name_info
 from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
@@ -77,7 +77,7 @@ def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) 
     if not _HUB_ID.match(text):
         raise EngineError(f"control model {text!r}: no such folder, and not a Hugging Face id like "
                           "'lllyasviel/control_v11p_sd15_scribble'", field="control_model")
-    return ControlRef(text, text, "hub", text, folder_info(text, ""))
+    return ControlRef(text, text, "hub", text, name_info(text))
 
 
 class ControlNets:
@@ -152,6 +152,7 @@ class ControlNets:
                     out.append(self.resolve(control.model))
                 except EngineError as exc:
                     raise EngineError(str(exc), field=f"controls[{i}].model", code=exc.code) from None
+                self._check_kind(i, control.kind, out[-1])
                 continue
             found = next((cid for cid, info in infos.items() if control.kind in info.kinds
                           and info.fits(family, context)), None)
@@ -159,13 +160,25 @@ class ControlNets:
                 raise EngineError(f"control layer {i + 1} ({control.kind}): this server has no {control.kind} "
                                   f"ControlNet for {family.label} models; {download_hint(control.kind, family)}",
                                   field=f"controls[{i}].kind", code=ErrorCode.NO_CONTROL_MODEL)
-            out.append(found)
+            out.append(self.resolve(found))  # a models-folder one is resolved now: union_mode reads its ref
         return out
+
+    def _check_kind(self, i: int, kind: str, control_id: str) -> None:
+        """A union model runs a layer only with a kind it has a ``control_mode`` for."""
+        info = self._ref(control_id).info
+        if info.union and kind not in info.kinds:
+            raise EngineError(f"control layer {i + 1} ({kind}): control model {control_id!r} is a ControlNet Union "
+                              f"that serves {', '.join(k for k in CONTROL_KINDS if k in info.kinds)}, not {kind}; "
+                              "name another model or none", field=f"controls[{i}].kind",
+                              code=ErrorCode.NO_CONTROL_MODEL)
+
+    def _ref(self, control_id: str) -> ControlRef:
+        return self._refs.get(control_id) or self._lib_refs[control_id]
 
     def union_mode(self, control_id: str, kind: str | None) -> int | None:
         """A union model's ``control_mode`` for ``kind`` (the legacy guide: scribble); None: a single-kind one."""
-        ref = self._refs.get(control_id) or self._lib_refs.get(control_id)
-        if ref is None or not ref.info.union:
+        ref = self._ref(control_id)
+        if not ref.info.union:
             return None
         return UNION_MODES[kind or "scribble"]
 
@@ -182,7 +195,7 @@ class ControlNets:
                 free_memory(self._options.device)
             if cancelled():
                 raise JobCancelled()
-            model = self._load(self._refs.get(control_id) or self._lib_refs[control_id], dtype, progress)
+            model = self._load(self._ref(control_id), dtype, progress)
             self._cache.put(key, model)
             return model
 

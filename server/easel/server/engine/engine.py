@@ -15,6 +15,7 @@ from typing import Any
 from PIL import Image
 
 from ...client.codes import ErrorCode
+from ...client.protocol import MAX_CONTROLS, Control
 from ..library.scan import Library
 from .cache import LRUCache
 from .catalog import Catalog
@@ -70,7 +71,8 @@ class Engine:
                                     channels_last=channels_last, compile=compile)
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
         self._loras = LoraLibrary(loras_dir, self.library)
-        self._controls = ControlNets(control_models, self._options, roots, self.library)
+        self._controls = ControlNets(control_models, self._options, roots, self.library,
+                                     max_loaded=MAX_CONTROLS + 1)  # a job's layers and guide stay loaded
         self._refiner = Refiner(refiner, self._options, roots)
         checker = DEFAULT_CHECKER if safety_checker is True else (safety_checker or None)
         self._safety = SafetyChecker(checker, self.device, self.dtype)
@@ -83,11 +85,14 @@ class Engine:
 
     def models(self) -> list[ModelInfo]:
         """All served models (loaded or not), the default first; the models folders are rescanned, and
-        each model lists the LoRAs that fit it."""
+        each model lists the LoRAs and control kinds that fit it."""
         if self.library is not None:
             self.library.scan()  # what a client asks for is what is on disk now
         self._loras.rescan()
         infos = [self._runtime(info) for info in self._catalog.infos()]
+        for info in infos:
+            traits = self._catalog.traits(info.id)
+            info.controls = self._controls.kinds_for(traits.family, traits.context)
         if self._loras.enabled:
             entries = self._loras.entries()
             for info in infos:
@@ -104,8 +109,6 @@ class Engine:
         loaded = self._cache.peek(info.id)
         info.dtype = loaded.dtype if loaded is not None else self.dtype
         info.offload = self._options.offload_mode if self.device != "cpu" else "none"
-        traits = self._catalog.traits(info.id)
-        info.controls = self._controls.kinds_for(traits.family, traits.context)
         return info
 
     def schedulers(self) -> list[str]:
@@ -118,6 +121,12 @@ class Engine:
     def control_models(self) -> list[str]:
         """Ids of the ControlNets jobs may name as ``control_model``."""
         return self._controls.ids()
+
+    def check_controls(self, ref: str | None, controls: Sequence[Control]) -> list[str]:
+        """The ControlNet id each control layer of a job on model ``ref`` would use; EngineError (its field
+        ``controls[i]....``) for a layer none fits."""
+        traits = self._catalog.traits(self._resolve(ref))
+        return self._controls.choose(controls, traits.family, traits.context)
 
     def refiners(self) -> list[str]:
         """The configured SDXL refiner's id (empty: none)."""
@@ -195,10 +204,10 @@ class Engine:
         """Cheap checks before any loading: names that must exist, LoRAs of the model's family."""
         traits = self._catalog.traits(model_id)
         asked = {"negative_prompt": bool(job.negative_prompt), "scheduler": job.scheduler not in (None, "euler"),
-                 "control_model": job.control_model is not None or bool(job.controls), "refiner": job.refiner,
+                 "control_model": job.control_model is not None, "controls": bool(job.controls), "refiner": job.refiner,
                  "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
         for feature, used in asked.items():
-            why = traits.family.unsupported(feature) if used else None
+            why = traits.family.unsupported("control_model" if feature == "controls" else feature) if used else None
             if why:
                 raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature}: {why}; "
                                   f"leave {feature} unset for it", field=feature, code=ErrorCode.UNSUPPORTED_FEATURE)

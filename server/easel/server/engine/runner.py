@@ -233,11 +233,13 @@ def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if job.loras:
         out["loras"] = [{"name": name, "weight": float(weight)} for name, weight in job.loras]
+    ran = iter([layer.id for layer in extras.controls])  # the guide's layer, then each steering control's
     if extras.controls and job.control_model is not None and job.control_strength > 0:  # the guide's layer
-        out.update(control_model=job.control_model, control_strength=float(job.control_strength))
-    if job.controls:
+        out.update(control_model=next(ran), control_strength=float(job.control_strength))
+    if job.controls:  # the ControlNet each layer ran with (strength 0: none ran; the one it named, if any)
+        used = [(next(ran, None) if c.strength > 0 else None) or c.model for c in job.controls]
         out["controls"] = [{"kind": c.kind, "strength": c.strength, "start": c.start, "end": c.end,
-                            **({"model": c.model} if c.model else {})} for c in job.controls]
+                            **({"model": model} if model else {})} for c, model in zip(job.controls, used)]
     if job.variation_seed is not None and job.variation_strength > 0:
         out.update(variation_seed=job.variation_seed, variation_strength=float(job.variation_strength))
     if extras.refiner is not None:

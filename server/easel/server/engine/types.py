@@ -5,7 +5,7 @@ The websocket app and the generation service talk to the engine only through the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -143,6 +143,10 @@ class EngineAPI(Protocol):
     def loras(self) -> list[str]: ...
 
     def control_models(self) -> list[str]: ...
+
+    def check_controls(self, ref: str | None, controls: Sequence[Control]) -> list[str]:
+        """The ControlNet id of each control layer on model ``ref``; EngineError for a layer none fits."""
+        ...
 
     def refiners(self) -> list[str]: ...
 

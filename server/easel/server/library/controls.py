@@ -92,14 +92,19 @@ def config_info(name: str, config: dict) -> ControlInfo:
 
 
 def folder_info(name: str, folder: str) -> ControlInfo:
-    """A ControlNet folder (its ``config.json``), or a hub id's name when there is no folder."""
+    """A ControlNet folder (its ``config.json``); its name alone when that cannot be read."""
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
             return config_info(name, json.load(f))
     except (OSError, ValueError):
-        union = "union" in name.lower()
-        kinds = frozenset(k for k in UNION_MODES if k != "inpaint") if union else name_kinds(name)
-        return ControlInfo(kinds, name_family(name), None, union)
+        return name_info(name)
+
+
+def name_info(name: str) -> ControlInfo:
+    """A ControlNet known only by its name (a hub id): kinds, family and union from the words."""
+    union = "union" in name.lower()
+    kinds = frozenset(k for k in UNION_MODES if k != "inpaint") if union else name_kinds(name)
+    return ControlInfo(kinds, name_family(name), None, union)
 
 
 def download_hint(kind: str, family: Family) -> str:
