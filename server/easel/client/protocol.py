@@ -25,7 +25,7 @@ from .items import CONTROL_KINDS, LORA_WEIGHT, MAX_CONTROLS, MAX_LORAS, Control,
 __all__ = ["CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FORMAT_CODES", "FORMAT_NAMES", "LORA_WEIGHT", "MAX_CONTROLS",
            "MAX_LORAS", "PROTOCOL_VERSION", "Assembler", "Control", "GenerateRequest", "Image", "Message",
            "ProtocolError", "check_version", "decode_image", "doc_tables", "encode_image", "encode_message",
-           "error_message", "parse_control", "parse_lora", "png_size", "request_fields"]
+           "error_message", "job_of_frame", "parse_control", "parse_lora", "png_size", "request_fields"]
 
 PROTOCOL_VERSION = 1
 
@@ -136,6 +136,17 @@ class Message:
     @property
     def job(self) -> str | None:
         return self.data.get("job")
+
+
+def job_of_frame(frame: str | bytes) -> str | None:
+    """Best-effort job id of a text frame that was refused, so that the error can name the client's job."""
+    if not isinstance(frame, str) or '"job"' not in frame:
+        return None
+    try:
+        data = json.loads(frame)
+    except ValueError:
+        return None
+    return data.get("job") if isinstance(data, dict) and isinstance(data.get("job"), str) else None
 
 
 class Assembler:

@@ -32,6 +32,7 @@ from ..client.protocol import (
     ProtocolError,
     check_version,
     error_message,
+    job_of_frame,
 )
 from .connections import PREVIEW_BACKLOG, Connection
 from .engine.types import EngineAPI, EngineError, ModelInfo
@@ -168,7 +169,7 @@ class App:
                     if message is not None:
                         self._dispatch(conn, message)
                 except ProtocolError as exc:
-                    conn.post(exc.to_message(job=_job_of(frame)))
+                    conn.post(exc.to_message(job=job_of_frame(frame)))
         except ConnectionClosed:
             pass
         finally:
@@ -391,15 +392,3 @@ class App:
         conn = self.owners.get(job)
         if conn is not None:
             conn.post(message, attachments)
-
-def _job_of(frame: str | bytes) -> str | None:
-    """Best-effort job id of a rejected text frame, so clients can match the error."""
-    if isinstance(frame, str) and '"job"' in frame:
-        import json
-
-        try:
-            data = json.loads(frame)
-            return data.get("job") if isinstance(data, dict) and isinstance(data.get("job"), str) else None
-        except ValueError:
-            return None
-    return None
