@@ -13,29 +13,19 @@ from PIL import Image
 
 from easel.client.protocol import SCHEDULERS
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled, Progress
-from helpers.engine_checks import arr, assert_matches_raw, gradient, raw_pipelines, run
-from helpers.pictures import engine_job
+from helpers import engine_jobs
+from helpers.engine_checks import arr, assert_matches_raw, raw_pipelines, run
+from helpers.engine_jobs import PROMPT, SIZE, _image
 
 torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster than two under load
-SIZE = 64
-PROMPT = "a red cat"
-
-
-def _image() -> Image.Image:
-    return gradient(SIZE)
 
 
 def _mask() -> Image.Image:
-    mask = np.zeros((SIZE, SIZE), np.uint8)
-    mask[12:52, 12:52] = 128  # soft edge
-    mask[16:48, 16:48] = 255
-    return Image.fromarray(mask, "L")
+    return engine_jobs._mask(soft=True)  # these tests' selections have a soft edge
 
 
 def job(mode: str = "txt2img", **kw) -> EngineJob:
-    kw.setdefault("negative_prompt", "blurry")
-    return engine_job(mode, SIZE, PROMPT, _image() if mode != "txt2img" else None,
-                      _mask() if mode == "inpaint" else None, **kw)
+    return engine_jobs.job(mode, soft=True, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
 from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_pipelines, run
-from helpers.flow_jobs import PROMPT, SIZE, _image, _mask, job
+from helpers.engine_jobs import PROMPT, SIZE, _image, _mask, job
 
 torch.set_num_threads(1)
 @pytest.fixture(scope="module")

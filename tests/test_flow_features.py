@@ -10,7 +10,7 @@ import torch
 
 from easel.server.engine import Engine, EngineError
 from helpers.engine_checks import arr, assert_close, raw_call, run
-from helpers.flow_jobs import SIZE, job
+from helpers.engine_jobs import SIZE, job
 
 torch.set_num_threads(1)
 
