@@ -222,7 +222,8 @@ def add_arguments(proc, command: Command) -> None:
                                      -1.0, declared("guidance")[1], -1.0, RW)
         proc.add_int_argument("seed", "S_eed", "Random seed (-1: a new one each run)", -1, 2**31 - 1, -1, RW)
         if generating:
-            proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", 1, 16, 1, RW)
+            low, high, default = declared("batch")  # the server may allow fewer: its error names its limit
+            proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", low, high, default, RW)
         proc.add_string_argument("model", "_Model", "Model id on the server (empty: the server's default)", "", RW)
         if generating:
             add_power_arguments(proc)

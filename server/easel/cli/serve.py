@@ -130,9 +130,7 @@ def worker_devices(args: argparse.Namespace) -> list[str]:
 
     devices = parse_devices(args.device)
     workers = getattr(args, "workers", None)
-    workers = 1 if workers is None else workers
-    if workers < 1:
-        raise EngineError(f"--workers must be at least 1 (got {workers})", field="workers")
+    workers = 1 if workers is None else workers  # at least 1: ServeSettings.workers declares low=1
     if len(devices) > 1:
         if workers not in (1, len(devices)):
             raise EngineError(f"--workers {workers} does not match the {len(devices)} devices of --device "
