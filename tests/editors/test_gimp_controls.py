@@ -1,5 +1,6 @@
 """Control layers in a real GIMP 3 (batch mode, in the Debian chroot of test_gimp.py): a real `easel serve`
-with the tiny SD model and two tiny ControlNets of two kinds (line art, depth). Use as Control Layer marks
+with the tiny SD model and two tiny ControlNets of two kinds (line art, depth), and the tiny SDXL model with a
+tiny ControlNet Union that serves both kinds. Use as Control Layer marks
 the layers (the ``easel-control`` parasite, kept in XCF files); Generate and Image from Sketch send them as
 the request's ``controls`` and leave them out of the picture: each result layer equals the same request
 built with ``editing.build_request`` over the known pixels and sent straight to the server. Make Control
@@ -23,23 +24,26 @@ from gimp_chroot import ARTIFACTS
 from helpers.server_harness import running_server
 
 pytestmark = pytest.mark.editor
-LINEART, DEPTH = "control_v11p_sd15_lineart", "control_v11f1p_sd15_depth"
+LINEART, DEPTH, UNION = "control_v11p_sd15_lineart", "control_v11f1p_sd15_depth", "controlnet-union-sdxl-tiny"
 
 
 @pytest.fixture(scope="module")
-def control_url(tiny_sd_path, tmp_path_factory):
-    """A real server with the tiny SD model and a line-art and a depth ControlNet (kinds from their names)."""
+def control_url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
+    """A real server with the tiny SD model and a line-art and a depth ControlNet (kinds from their names), and
+    the tiny SDXL model with a ControlNet Union."""
     if os.environ.get("EASEL_TEST_URL"):
         yield os.environ["EASEL_TEST_URL"]
         return
-    from helpers.tiny_models import build_tiny_controlnet
+    from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
     folder = tmp_path_factory.mktemp("gimp_controls")
     nets = [build_tiny_controlnet(tiny_sd_path, folder / LINEART, seed=1),
-            build_tiny_controlnet(tiny_sd_path, folder / DEPTH, seed=2)]
+            build_tiny_controlnet(tiny_sd_path, folder / DEPTH, seed=2),
+            build_tiny_controlnet_union(tiny_sdxl_path, folder / UNION, seed=3)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with running_server([tiny_sd_path], "--control-model", nets[0], "--control-model", nets[1], "--output-dir",
-                        str(folder / "results"), log_path=ARTIFACTS / "gimp_controls_server.log") as url:
+    named = [arg for net in nets for arg in ("--control-model", net)]
+    with running_server([tiny_sd_path, tiny_sdxl_path], *named, "--output-dir", str(folder / "results"),
+                        log_path=ARTIFACTS / "gimp_controls_server.log") as url:
         yield url
 
 
@@ -77,6 +81,7 @@ def test_control_layers_steer_and_stay_out_of_the_picture(batch, control_url, na
     expected = direct(name, control_url)
     check_layers(case["new_layers"], expected, GOOD[name][1]["prompt"])
     params = case["new_layers"][0]["record"]["parameters"]
+    assert params["model"] == (GOOD[name][1].get("model") or "tiny-sd")
     controls = params.get("controls") or []
     if GOOD[name][1].get("control-layers", True):
         assert [(c["kind"], c["strength"]) for c in controls] == [("lineart", 0.8), ("depth", 0.6)]
@@ -87,6 +92,7 @@ def test_control_layers_steer_and_stay_out_of_the_picture(batch, control_url, na
 def test_control_layers_change_the_result(batch):
     guided, unguided = batch["sketch"]["new_layers"][0], batch["sketch-unguided"]["new_layers"][0]
     assert guided["pixels"] != unguided["pixels"]
+    assert batch["sketch-xl"]["new_layers"][0]["pixels"] != guided["pixels"]  # another model painted it
 
 
 @pytest.mark.parametrize("name, box, strength", [("make-canny", (0, 0, W, H), 0.7),

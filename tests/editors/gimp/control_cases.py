@@ -17,6 +17,7 @@ from easel.client import editing
 from easel.client.connection import Client
 from easel.client.protocol import Image
 
+XL = "tiny-sdxl"  # the server's second model (tests/helpers/tiny_models.build_tiny_sdxl's folder name)
 LINE_BOX = (10, 12, 60, 50)  # the line-art layer: smaller than the image, at an offset
 # what Use as Control Layer is called with for each layer (the procedure's arguments)
 MARKS = {"Lines": dict(kind="lineart", strength=0.8, start=0.0, end=1.0),  # steers every step: image from
@@ -25,7 +26,9 @@ MARKS = {"Lines": dict(kind="lineart", strength=0.8, start=0.0, end=1.0),  # ste
 GOOD = {"generate": ("easel-generate", dict(prompt="a red circle", seed=21)),
         "sketch": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5)),
         "sketch-unguided": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5,
-                                                             **{"control-layers": False}))}
+                                                             **{"control-layers": False})),
+        # the same two layers on SDXL: both kinds served by one ControlNet Union (its control_mode per layer)
+        "sketch-xl": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5, model=XL))}
 
 
 def layers() -> list[dict]:
@@ -70,6 +73,8 @@ def control_cases(folder: Path, url: str) -> list[dict]:
              args=dict(GOOD["sketch"][1], **steps)),
         dict(name="sketch-unguided", procedure="easel-image-from-sketch", image=plain, marks=MARK_STEPS,
              args=dict(GOOD["sketch-unguided"][1], **steps)),
+        dict(name="sketch-xl", procedure="easel-image-from-sketch", image=plain, marks=MARK_STEPS,
+             args=dict(GOOD["sketch-xl"][1], **steps)),
         dict(name="make-canny", procedure="easel-make-control-layer", image=plain, marks=MARK_STEPS,
              args=dict(kind="canny", strength=0.7, url=url)),
         dict(name="make-canny-selection", procedure="easel-make-control-layer", image=selected, marks=MARK_STEPS,
@@ -133,7 +138,7 @@ def planned_directly(name: str) -> editing.PlannedRequest:
     procedure, args = GOOD[name]
     kind = "generate" if procedure == "easel-generate" else "sketch"
     strength = 1.0 if kind == "generate" else args["strength"]
-    params = editing.params_from_ui(args["prompt"], "", strength, 3, -1.0, args["seed"], 1, "")
+    params = editing.params_from_ui(args["prompt"], "", strength, 3, -1.0, args["seed"], 1, args.get("model", ""))
     features = editing.features_from_ui("", -1, 0.0, "", 1.0, False)
     return editing.build_request(ArrayDoc(), params, features, use_selection=False,
                                  controls=marked(args.get("control-layers", True)))
