@@ -4,7 +4,6 @@ on a real server and ``easel control-image`` as a subprocess."""
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -13,68 +12,17 @@ import threading
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image as PILImage
 
 from easel.client.connection import Client, JobFailed
-from easel.client.protocol import Image
 from easel.server import preprocess
 from easel.server.engine.types import EngineError
 from easel.server.preprocess import models
 from easel.server.preprocess.palette import ADE20K
+from helpers.preprocess_models import picture, pixels, png, save_tiny_depth_anything, save_tiny_dpt, save_tiny_segformer
 from helpers.server_harness import REPO, inprocess_server
 
-
-def picture(height: int = 45, width: int = 61) -> np.ndarray:
-    """Shapes with hard edges over noise: something for every kind to find."""
-    rgb = np.random.default_rng(3).integers(90, 110, (height, width, 3), dtype=np.uint8)
-    rgb[8:30, 10:40] = (230, 40, 40)
-    rgb[20:40, 35:55] = (30, 30, 200)
-    return rgb
-
-
-def png(rgb: np.ndarray) -> Image:
-    buf = io.BytesIO()
-    PILImage.fromarray(rgb).save(buf, "PNG")
-    return Image.png(buf.getvalue())
-
-
-def pixels(image: Image) -> np.ndarray:
-    return np.asarray(PILImage.open(io.BytesIO(image.data)).convert("RGB"))
-
-
-def save_tiny_depth_anything(folder) -> None:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32,
-                            image_size=28, patch_size=14, out_indices=[1, 2, 3, 4], reshape_hidden_states=False)
-    config = DepthAnythingConfig(backbone_config=backbone, neck_hidden_sizes=[8, 8, 16, 16], fusion_hidden_size=8,
-                                 head_hidden_size=8, reassemble_hidden_size=16, patch_size=14)
-    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14).save_pretrained(folder)
-
-
-def save_tiny_dpt(folder) -> None:
-    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
-
-    torch.manual_seed(0)
-    config = DPTConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, image_size=32,
-                       patch_size=8, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 8, 16, 16],
-                       fusion_hidden_size=8, reassemble_factors=[4, 2, 1, 0.5])
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    DPTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-
-
-def save_tiny_segformer(folder, num_labels: int = len(ADE20K)) -> None:
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
-
-    torch.manual_seed(0)
-    config = SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
-                             patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 2], mlp_ratios=[2, 2],
-                             decoder_hidden_size=16, num_labels=num_labels)
-    SegformerForSemanticSegmentation(config).save_pretrained(folder)
-    SegformerImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+pytestmark = pytest.mark.usefixtures("hub_cache")  # weights come only from where a test puts them
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +32,6 @@ def annotators(tmp_path_factory):
     save_tiny_depth_anything(root / "annotators" / "Depth-Anything-V2-Small-hf")
     save_tiny_segformer(root / "annotators" / "segformer-b0-finetuned-ade-512-512")
     return root
-
-
-@pytest.fixture(autouse=True)
-def empty_hf_cache(tmp_path, monkeypatch):
-    """Nothing comes from this machine's Hugging Face cache: weights are only where a test puts them."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 # ----------------------------------------------------------------------------- kinds, one by one
@@ -149,13 +88,11 @@ def test_missing_weights_name_the_kind_and_the_download(tmp_path):
     assert "annotators/NAME" in str(err.value)
 
 
-@pytest.mark.parametrize("kind, words", [("pose", "not available on this server: its annotators come from "
-                                          "controlnet-aux"), ("sketchy", "unknown kind 'sketchy'")])
-def test_kinds_it_cannot_make_name_the_field_and_the_choices(kind, words):
+def test_an_unknown_kind_names_the_field_and_the_choices():
     with pytest.raises(EngineError) as err:
-        preprocess.run(kind, picture())
-    assert err.value.field == "kind" and words in str(err.value)
-    assert "use one of canny, depth, segmentation" in str(err.value)
+        preprocess.run("sketchy", picture())
+    assert err.value.field == "kind" and "unknown kind 'sketchy'" in str(err.value)
+    assert "use one of canny, depth, segmentation, lineart, softedge, normal, pose" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- the protocol and the CLI
@@ -182,7 +119,7 @@ def test_preprocess_answers_the_guide_with_progress(served, annotators):
 
 
 @pytest.mark.parametrize("message, field, words", [
-    ({"kind": "lineart"}, "kind", "'lineart' is not available on this server"),
+    ({"kind": "lineart"}, "kind", "kind 'lineart' is not available on this server: its weights (sk_model.pth"),
     ({"kind": "depth", "job": ""}, "job", "'job' must be a non-empty string"),
 ])
 def test_bad_preprocess_messages_get_an_error_naming_the_field(served, message, field, words):
@@ -245,7 +182,7 @@ def test_control_image_cli_writes_the_guide(served, tmp_path):
 
 
 @pytest.mark.parametrize("kind, extra, code, words", [
-    ("pose", [], 2, "easel control-image: kind 'pose' is not available on this server"),
+    ("pose", [], 2, "easel control-image: kind 'pose' is not available on this server: its weights are neither"),
     ("canny", ["--out", "x.gif"], 2, "easel control-image: --out x.gif: cannot write .gif files"),
     ("canny", ["--image", "missing.png"], 2, "easel control-image: cannot read --image missing.png"),
 ])

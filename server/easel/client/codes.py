@@ -35,6 +35,10 @@ class PreprocessKind(WireName):
     CANNY = "canny", "white edges on black (OpenCV Canny, thresholds 100/200)"
     DEPTH = "depth", "a depth map, near = bright (Depth Anything V2 or DPT)"
     SEGMENTATION = "segmentation", "ADE20K class colours (UperNet or Segformer trained on ADE20K)"
+    LINEART = "lineart", "white line art on black (controlnet-aux's lineart annotator; needs the annotators extra)"
+    SOFTEDGE = "softedge", "soft white edges on black (controlnet-aux's HED annotator; needs the annotators extra)"
+    NORMAL = "normal", "a normal map from the depth model's slopes, facing the viewer = (128, 128, 255)"
+    POSE = "pose", "an OpenPose skeleton on black (ViTPose keypoints, the whole picture as one person)"
 
 
 class ClientMessage(WireName):

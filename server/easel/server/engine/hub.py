@@ -3,7 +3,8 @@
 Only the pipeline's component folders are fetched (safetensors preferred over .bin, the fp16 variant
 when the model runs in float16 or when it is the only one), never extra single-file checkpoints or
 the safety checker. A repository of one model (a ControlNet, a preprocessor's depth or segmentation
-model: a ``config.json`` and its weights at the top) is fetched the same way, as that one folder. Offline (``HF_HUB_OFFLINE=1``) or unreachable, the cached snapshot is used.
+model: a ``config.json`` and its weights at the top) is fetched the same way, as that one folder; of
+lllyasviel/Annotators only the files the server's annotators load (preprocess/annotators.py). Offline (``HF_HUB_OFFLINE=1``) or unreachable, the cached snapshot is used.
 Byte progress is reported through ``huggingface_hub``'s ``tqdm_class`` hook.
 """
 
@@ -49,6 +50,11 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
         if "model_index.json" not in files and "config.json" in files:  # one model, not a pipeline
             patterns = select_folder_files(files, "", want_fp16)
             return snapshot_download(repo, allow_patterns=patterns, tqdm_class=reporting_tqdm(report, cancelled),
+                                     **where)
+        from ..preprocess.annotators import REPO, files_needed  # here: preprocess imports the engine
+
+        if repo == REPO:  # loose .pth files of many annotators: only those the server's annotators load
+            return snapshot_download(repo, allow_patterns=files_needed(), tqdm_class=reporting_tqdm(report, cancelled),
                                      **where)
         index_path = hf_hub_download(repo, "model_index.json", **where)
     except GatedRepoError:

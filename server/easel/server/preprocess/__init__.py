@@ -1,10 +1,12 @@
-"""Control-layer guides made from a picture ("From image"): canny edges, depth maps, segmentation.
+"""Control-layer guides made from a picture ("From image"): canny edges, depth, normal, segmentation, pose,
+line art and soft edges.
 
 ``run(kind, rgb, roots)`` turns an HxWx3 uint8 picture into the guide a ControlNet of that kind expects
 (HxWx3 uint8, the same size). ``KINDS`` says what each kind makes; kinds this server cannot make are
-in ``UNAVAILABLE`` with the reason, so a client asking for them gets one clear error. Depth and
-segmentation run transformers' own models, found offline in the models folders or the Hugging Face
-cache (``weights``); docs/features.md "From image".
+in ``UNAVAILABLE`` with the reason, so a client asking for them gets one clear error. Depth, normal,
+segmentation and pose run transformers' own models (``models``), line art and soft edges controlnet-aux's
+annotators (``annotators``), their weights found offline in the models folders or the Hugging Face
+cache; docs/features.md "From image".
 """
 
 from __future__ import annotations
@@ -15,14 +17,13 @@ import numpy as np
 
 from ...client.codes import ErrorCode, PreprocessKind
 from ..engine.types import EngineError
-from . import models
+from . import annotators, models
 
-#: kind -> what its guide shows (declared with the protocol's names: ``PreprocessKind``)
-KINDS = {k.value: k.doc[0] for k in PreprocessKind}
-_NO_LIBRARY = ("its annotators come from controlnet-aux, which cannot be imported on this server (it needs "
-               "torchvision, timm and scikit-image, and imports all of them when any annotator is imported)")
-#: kinds painters know from other tools that this server does not make, and why
-UNAVAILABLE = {"lineart": _NO_LIBRARY, "softedge": _NO_LIBRARY, "pose": _NO_LIBRARY}
+_MISSING = annotators.missing()
+#: the protocol's kinds (``PreprocessKind``) this server cannot make, and why: controlnet-aux's when it is not installed
+UNAVAILABLE = {kind: _MISSING for kind in annotators.DETECTORS} if _MISSING else {}
+#: kind -> what its guide shows, for the kinds this server makes
+KINDS = {k.value: k.doc[0] for k in PreprocessKind if k.value not in UNAVAILABLE}
 Report = Callable[[str], None]  # a progress message ("loading …", "running …")
 
 
@@ -39,11 +40,13 @@ def check_kind(kind: object) -> str:
 def run(kind: str, rgb: np.ndarray, roots: Sequence[str] = (), report: Report = lambda _: None) -> np.ndarray:
     """The ``kind`` guide of ``rgb`` (HxWx3 uint8): HxWx3 uint8 of the same size.
 
-    ``roots``: the models folders to look for depth/segmentation weights in (then the HF cache)."""
+    ``roots``: the models folders to look for the weights in (then the HF cache)."""
     check_kind(kind)
     rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
     if kind == "canny":
         out = canny(rgb)
+    elif kind in annotators.DETECTORS:
+        out = annotators.predict(kind, rgb, roots, report)
     else:
         out = models.predict(kind, rgb, roots, report)
     assert out.shape == rgb.shape and out.dtype == np.uint8, (out.shape, out.dtype)
