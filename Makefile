@@ -4,6 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.easel-installed
 LOCK   := requirements.lock
+AUX_LOCK := requirements-annotators.lock
 LATEST ?= .venv-latest
 HOST   ?= 127.0.0.1
 PORT   ?= 8765
@@ -19,11 +20,12 @@ setup: $(STAMP)
 
 # Dev/CI install exactly the locked set (requirements.lock, made by `make lock`); the package's own
 # requirements stay ranges, so users installing it get their CUDA torch. constraints.txt pins the
-# CPU build of torch for dev/CI.
-$(STAMP): pyproject.toml constraints.txt $(LOCK)
+# CPU build of torch for dev/CI. $(AUX_LOCK) goes in with --no-deps (why: its header).
+$(STAMP): pyproject.toml constraints.txt $(LOCK) $(AUX_LOCK)
 	@echo "easel: setting up $(VENV) with the locked dependencies (the first time takes a few minutes: torch and diffusers)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r $(LOCK)
+	$(PY) -m pip install --no-deps -r $(AUX_LOCK)
 	$(PY) -m pip install --quiet --no-deps -e .
 	@echo "easel: $(VENV) is ready"
 	touch $(STAMP)
@@ -41,8 +43,9 @@ lock:
 test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
 	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,ray]'
+	$(LATEST)/bin/pip install --quiet --no-deps -r $(AUX_LOCK)
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not editor" -p no:cacheprovider tests; \
-	    rc=$$?; $(LATEST)/bin/python .ci/lock_diff.py $(LOCK); exit $$rc
+	    rc=$$?; $(LATEST)/bin/python .ci/lock_diff.py $(LOCK) $(AUX_LOCK); exit $$rc
 
 serve: $(STAMP)
 	$(VENV)/bin/easel serve --host $(HOST) --port $(PORT)

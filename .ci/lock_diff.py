@@ -1,6 +1,6 @@
 """Print which installed versions differ from requirements.lock (used by `make test-latest`).
 
-Usage: python .ci/lock_diff.py requirements.lock   (run with the venv's python whose packages to compare)
+Usage: python .ci/lock_diff.py requirements.lock [more.lock …]   (run with the venv's python whose packages to compare)
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def read_lock(path: str) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    lock = read_lock(argv[1] if len(argv) > 1 else "requirements.lock")
+    lock: dict[str, str] = {}
+    for path in argv[1:] or ["requirements.lock"]:
+        lock.update(read_lock(path))
     installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions()}
     rows = []
     for name in sorted(set(lock) | set(installed)):

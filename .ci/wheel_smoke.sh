@@ -79,6 +79,8 @@ rm -rf "$VENV"
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/pip" install -c requirements.lock "$WHEEL" > "$work/pip.log" 2>&1 \
   || { grep -v "is ignored: it is neither a file nor a directory" "$work/pip.log" >&2; fail "pip install"; }
+"$VENV/bin/pip" install --no-deps -r requirements-annotators.lock >> "$work/pip.log" 2>&1 \
+  || { grep -v "is ignored: it is neither a file nor a directory" "$work/pip.log" >&2; fail "pip install annotators"; }
 "$VENV/bin/pip" show easel | grep -q "^Editable project location" && fail "easel is installed editable"
 say "installed into $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"
 
