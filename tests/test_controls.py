@@ -212,12 +212,12 @@ def test_models_folder_union_runs_in_union_mode_on_the_first_job(assets, tmp_pat
     assert_close(guided, raw(pipe, j, control_image=[lines()], control_mode=[3]))
 
 
-def test_controls_on_a_model_without_controlnets_name_controls(tiny_flux_path):
-    with Engine([str(tiny_flux_path)], device="cpu", dtype="float32") as eng:
-        with pytest.raises(EngineError) as err:
-            run(eng, job(controls=[Control("lineart", "a")]))
-    assert err.value.field == "controls" and "leave controls unset" in str(err.value)
-    assert "control_model" not in str(err.value)
+def test_a_family_without_a_controlnet_for_the_kind_names_the_download(tiny_flux_path, assets):
+    with Engine([str(tiny_flux_path)], device="cpu", dtype="float32", control_models=[assets["lineart"]]) as eng:
+        with pytest.raises(EngineError) as err:  # the SD 1.5 line-art ControlNet does not fit FLUX.1
+            run(eng, job(controls=[Control("lineart", "a")], negative_prompt=""))
+    assert (err.value.field, err.value.code) == ("controls[0].kind", "no_control_model")
+    assert "FLUX.1" in str(err.value) and "Shakker-Labs/FLUX.1-dev-ControlNet-Union-Pro" in str(err.value)
 
 
 def test_hub_id_reads_no_config_from_the_working_directory(tmp_path, monkeypatch):

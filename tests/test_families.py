@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import easel
-from easel.server.families import FEATURES, MODES, SKETCH, Family
+from easel.server.families import FEATURES, LAYERS, MODES, SKETCH, Family
 from easel.server.traits import Traits, guess
 
 PACKAGE = Path(easel.__file__).resolve().parent
@@ -42,6 +42,11 @@ def test_why_not_is_said_per_family():
     assert Family.FLUX.unsupported("negative_prompt") == "FLUX.1 is guidance-distilled and has no negative prompt"
     assert Family.SD3.unsupported("scheduler") == "SD 3/3.5 runs its own flow-matching scheduler"
     assert Family.FLUX.unsupported("control_model") == "the sketch ControlNets are SD 1.x/2.x/SDXL ControlNets"
+    assert Family.SDXL_REFINER.unsupported("controls") == "control layers are for SD 1.x/2.x/SDXL/SD 3/3.5/FLUX.1 models"
+    assert Family.FLUX.unsupported("controls") is None
+    assert Family.SD3.control_unsupported("img2img") == ("SD 3/3.5 ControlNets run text to image only (diffusers has "
+                                                         "no SD 3/3.5 ControlNet pipeline for image to image)")
+    assert Family.FLUX.control_unsupported("inpaint") is None
     assert Family.SD1.unsupported("refiner") == Family.SD3.unsupported("refiner") == "the refiner is SDXL's"
     assert Family.SDXL.unsupported("refiner") is None and Family.SD3.unsupported("negative_prompt") is None
 
@@ -67,20 +72,31 @@ def test_second_pass_defaults_and_toys():
 
 
 def test_control_kinds_and_pipelines():
-    """The sketch ControlNet fits SD 1.x/2.x/SDXL (and the SD-style demo); the classes exist in diffusers."""
+    """The sketch ControlNet fits SD 1.x/2.x/SDXL (and the SD-style demo), control layers every served family
+    (SD 3/3.5 in text to image only); the classes exist in diffusers."""
     import diffusers
 
     assert [f for f in Family if f.fits_control(SKETCH)] == [Family.SD1, Family.SD2, Family.SDXL, Family.DEMO]
-    assert Family.SD3.controls == Family.FLUX.controls == frozenset()
+    assert [f for f in Family if f.fits_control(LAYERS)] == [f for f in Family if f.served]
     assert Family.SDXL.pipeline_class("img2img", control=SKETCH) == "StableDiffusionXLControlNetImg2ImgPipeline"
+    assert Family.SDXL.pipeline_class("inpaint", SKETCH, union=True) == "StableDiffusionXLControlNetUnionInpaintPipeline"
+    assert Family.FLUX.pipeline_class("inpaint", SKETCH, union=True) == "FluxControlNetInpaintPipeline"
+    assert Family.SD3.pipeline_class("txt2img", SKETCH) == "StableDiffusion3ControlNetPipeline"
+    with pytest.raises(ValueError, match="text to image only"):
+        Family.SD3.pipeline_class("img2img", SKETCH)
+    assert [Family.of_controlnet_class(c) for c in ("FluxControlNetModel", "SD3ControlNetModel", "ControlNetUnionModel",
+                                                    "ControlNetModel")] == [Family.FLUX, Family.SD3, Family.SDXL, None]
     assert Family.SD2.pipeline_class("inpaint") == "StableDiffusionInpaintPipeline"
     assert (Family.SD2.pipeline_label, Family.DEMO.pipeline_label, Family.SDXL.pipeline_label) == (
         "SD 1.x/2.x", "SD 1.x/2.x", "SDXL")
     for family in Family:
         for mode in family.modes:
             assert hasattr(diffusers, family.pipeline_class(mode)), (family, mode)
-            if family.fits_control(SKETCH):
-                assert hasattr(diffusers, family.pipeline_class(mode, control=SKETCH)), (family, mode)
+            if mode in family.control_modes:
+                assert hasattr(diffusers, family.pipeline_class(mode, control=LAYERS)), (family, mode)
+                assert hasattr(diffusers, family.pipeline_class(mode, LAYERS, union=True)), (family, mode)
+        for union in (False, True):
+            assert hasattr(diffusers, family.controlnet_class(union)), family
     assert [Family.of_pipeline(c) for c in ("FluxImg2ImgPipeline", "StableDiffusionXLPipeline",
                                             "StableDiffusion3Pipeline", "StableDiffusionPipeline", "Other")] == [
         Family.FLUX, Family.SDXL, Family.SD3, Family.SD1, None]

@@ -8,6 +8,9 @@ with SD3/Flux's scaling and shift factors, CLIP text encoders and a T5 encoder) 
   without ``text_encoder_3`` (as diffusers allows).
 * ``build_tiny_flux(folder, guidance=True)``: CLIP + T5; ``guidance=True`` embeds the distilled
   guidance like FLUX.1-dev, ``False`` is schnell-like (no guidance embedding).
+* ``build_tiny_flux_controlnet(pipe, folder, union=False)`` / ``build_tiny_sd3_controlnet(pipe, folder)``:
+  random ControlNets for those (one block each; ``union``: 7 control modes like InstantX's union) whose
+  zero-initialised layers (``controlnet_blocks``, the control image's embedder) get random weights, so they steer.
 
 The CLIP tokenizer is the hand-written one of tiny_models.py; T5's is a ``tokenizers`` Unigram model
 (one piece per character, ``</s>`` appended) wrapped in ``T5TokenizerFast``: no sentencepiece needed.
@@ -22,7 +25,8 @@ import torch
 
 from helpers.tiny_models import _text_config, _tokenizer
 
-__all__ = ["build_tiny_sd3", "build_tiny_flux", "t5_tokenizer", "T5_DIM"]
+__all__ = ["build_tiny_sd3", "build_tiny_flux", "build_tiny_flux_controlnet", "build_tiny_sd3_controlnet", "t5_tokenizer",
+           "T5_DIM"]
 
 T5_DIM = 64
 
@@ -111,6 +115,43 @@ def build_tiny_flux(folder: str | os.PathLike, *, guidance: bool = True) -> str:
     pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=_vae(0.3611, 0.1159), text_encoder=te,
                         tokenizer=tok, text_encoder_2=_t5(), tokenizer_2=t5_tokenizer())
     return _save(pipe, folder)
+
+
+def _steering(net, parts: tuple[str, ...], folder: str | os.PathLike) -> str:
+    """Save ``net`` with random weights in its zero-initialised ``parts`` (else it adds nothing)."""
+    for part in parts:
+        for param in getattr(net, part).parameters():
+            torch.nn.init.normal_(param, std=0.2)
+    net.save_pretrained(os.fspath(folder))
+    return os.fspath(folder)
+
+
+def build_tiny_flux_controlnet(pipe_folder: str | os.PathLike, folder: str | os.PathLike, seed: int = 0,
+                               union: bool = False) -> str:
+    """Save a tiny FluxControlNetModel for a saved tiny FLUX.1 pipeline (InstantX-style: the control image
+    goes through the VAE; ``union``: with 7 control modes)."""
+    from diffusers import FluxControlNetModel, FluxTransformer2DModel
+
+    transformer = FluxTransformer2DModel.from_pretrained(os.fspath(pipe_folder), subfolder="transformer")
+    torch.manual_seed(seed)
+    config = {k: v for k, v in transformer.config.items() if k != "out_channels"}
+    net = FluxControlNetModel.from_config({**config, "num_layers": 1, "num_single_layers": 1,
+                                           "num_mode": 7 if union else None})
+    if union:  # the mode is one token among the prompt's 512: sharper attention lets it show in the picture
+        for name, module in net.named_modules():
+            if name.endswith(("norm_q", "norm_k", "norm_added_q", "norm_added_k")):
+                module.weight.data.mul_(6.0)
+    return _steering(net, ("controlnet_blocks", "controlnet_single_blocks", "controlnet_x_embedder"), folder)
+
+
+def build_tiny_sd3_controlnet(pipe_folder: str | os.PathLike, folder: str | os.PathLike, seed: int = 0) -> str:
+    """Save a tiny SD3ControlNetModel (one joint block) for a saved tiny SD3 pipeline."""
+    from diffusers import SD3ControlNetModel, SD3Transformer2DModel
+
+    transformer = SD3Transformer2DModel.from_pretrained(os.fspath(pipe_folder), subfolder="transformer")
+    torch.manual_seed(seed)
+    net = SD3ControlNetModel.from_config({**transformer.config, "num_layers": 1})
+    return _steering(net, ("controlnet_blocks", "pos_embed_input"), folder)
 
 
 def write_tiny_flow_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0,

@@ -6,8 +6,9 @@ to those strings. Everything else asks it instead of comparing names: its native
 and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
-classes, and which control kinds fit it (today the ``sketch``
-ControlNets of SD 1.x/2.x/SDXL; IP-Adapters or other control layers are added here, in ``_SPECS``).
+classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
+``layers`` of every served family; IP-Adapters or other control layers are added here, in ``_SPECS``) with
+their diffusers classes and the modes they run in (SD 3/3.5: text to image only).
 This module imports nothing of Easel: the engine and the library both use it.
 """
 
@@ -19,10 +20,13 @@ from enum import Enum
 
 MODES = ("txt2img", "img2img", "inpaint")
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
+MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
 FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
 #: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
 SKETCH = "sketch"
+#: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
+LAYERS = "layers"
 # (steps, guidance) per variant. Few-step SD/SDXL variants: turbo (1 step, no CFG), lightning (4 steps,
 # no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
 # model cards recommend: SD 3.5 large 28 / 3.5, SD 3.5 medium 40 / 4.5, large-turbo 4 / 0 (no CFG);
@@ -46,6 +50,9 @@ class _Spec:
     base_native: int | None = None  # its epsilon-prediction models' side, where they differ (SD 2.x base)
     flow: bool = False  # a flow-matching transformer: its own scheduler, 16-channel latents
     controls: frozenset[str] = frozenset()  # control kinds (ControlNets, adapters) that fit it
+    controlnet: str = "ControlNet"  # diffusers' ControlNet class stem: f"{stem}Model"
+    control_modes: tuple[str, ...] = MODES  # the modes diffusers has a ControlNet pipeline for
+    union_classes: bool = False  # union ControlNets have classes of their own (…UnionModel, …ControlNetUnion…)
     refiner: bool = False  # takes the (SDXL) refiner
     no_negative: str | None = None  # why it has no negative prompt
     served: bool = True  # False: only ever a refiner (--refiner), never a model of its own
@@ -145,6 +152,8 @@ class Family(str, Enum):
             return f"{spec.label} runs its own flow-matching scheduler"
         if feature == "control_model" and not self.fits_control(SKETCH):
             return f"the sketch ControlNets are {_joined(f for f in Family if f.fits_control(SKETCH))} ControlNets"
+        if feature == "controls" and not self.fits_control(LAYERS):
+            return f"control layers are for {_joined(f for f in Family if f.fits_control(LAYERS))} models"
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -171,11 +180,36 @@ class Family(str, Enum):
         """Whether the refiner (an SDXL refiner) can finish its models' images."""
         return self._spec.refiner
 
-    def pipeline_class(self, mode: str, control: str | None = None) -> str:
-        """The diffusers class name for ``mode`` (with a ``control`` kind: its ControlNet pipeline)."""
+    @property
+    def control_modes(self) -> tuple[str, ...]:
+        """The modes its ControlNets run in (diffusers has a ControlNet pipeline for)."""
+        return self._spec.control_modes if self._spec.controls else ()
+
+    def control_unsupported(self, mode: str) -> str | None:
+        """Why its ControlNets cannot steer a ``mode`` job (None: they can)."""
+        if mode in self.control_modes:
+            return None
+        if not self.control_modes:
+            return f"{self.label} has no ControlNets"
+        works = " and ".join(MODE_WORDS[m] for m in self.control_modes)
+        return f"{self.label} ControlNets run {works} only (diffusers has no {self.label} ControlNet pipeline for " \
+               f"{MODE_WORDS[mode]})"
+
+    def controlnet_class(self, union: bool = False) -> str:
+        """The diffusers class of its ControlNets (``union``: of its ControlNet Union models)."""
+        return f"{self._spec.controlnet}{'Union' if union and self._spec.union_classes else ''}Model"
+
+    def pipeline_class(self, mode: str, control: str | None = None, union: bool = False) -> str:
+        """The diffusers class name for ``mode`` (with a ``control`` kind: its ControlNet pipeline, ``union``:
+        the one for its ControlNet Union models)."""
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
-        return f"{self._spec.pipelines}{'ControlNet' if control else ''}{_MODE_PARTS[mode]}Pipeline"
+        if control is None:
+            return f"{self._spec.pipelines}{_MODE_PARTS[mode]}Pipeline"
+        if mode not in self.control_modes:
+            raise ValueError(self.control_unsupported(mode))
+        net = "ControlNetUnion" if union and self._spec.union_classes else "ControlNet"
+        return f"{self._spec.pipelines}{net}{_MODE_PARTS[mode]}Pipeline"
 
     @property
     def pipeline_classes(self) -> frozenset[str]:
@@ -193,33 +227,46 @@ class Family(str, Enum):
         return next((f for f in cls if f.served and class_name in f.pipeline_classes), None)
 
     @classmethod
+    def of_controlnet_class(cls, class_name: str) -> Family | None:
+        """The one served family whose ControlNets have this diffusers class (None: none, or several, like
+        ``ControlNetModel``: their configs' widths tell them apart)."""
+        found = {f for f in cls if f.served and not f.toy and class_name in (f.controlnet_class(False),
+                                                                            f.controlnet_class(True))}
+        return found.pop() if len(found) == 1 else None
+
+    @classmethod
     def of_context(cls, width: int | None) -> Family | None:
         """The family whose UNet has this cross-attention width (768 SD 1.x, 1024 SD 2.x, ...)."""
         return next((f for f in cls if width is not None and f.context == width), None)
 
 
+_SD_CONTROLS = frozenset({SKETCH, LAYERS})
 _SPECS: dict[Family, _Spec] = {
-    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=frozenset({SKETCH})),
+    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=_SD_CONTROLS),
     Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
-                      controls=frozenset({SKETCH})),
-    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=frozenset({SKETCH}),
-                       refiner=True, hires_strength=0.4),
+                      controls=_SD_CONTROLS),
+    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=_SD_CONTROLS,
+                       union_classes=True, refiner=True, hires_strength=0.4),
     Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
-    Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True),
-    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True,
-                       no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
+    Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True, controls=frozenset({LAYERS}),
+                      controlnet="SD3ControlNet", control_modes=("txt2img",)),
+    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS}),
+                       controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
-    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=frozenset({SKETCH}), toy=True),
+    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_SD_CONTROLS, toy=True),
 }
 
 
 def _joined(families: Iterable[Family]) -> str:
-    """Labels joined, a repeated first word said once: ``SD 1.x/2.x/SDXL`` (toys, the demo, left out)."""
+    """Labels joined, the previous one's first word said once: ``SD 1.x/2.x/SDXL/SD 3/3.5`` (toys, the demo,
+    left out)."""
     out: list[str] = []
+    previous = ""
     for family in families:
         if family.toy:
             continue
         label = family.label
-        head = out[0].split(" ")[0] + " " if out else ""
+        head = previous.split(" ")[0] + " " if " " in previous else ""
         out.append(label[len(head):] if head and label.startswith(head) else label)
+        previous = label
     return "/".join(out)

@@ -3,22 +3,26 @@
 A job's control layers (``EngineJob.controls``, and the single ``control_model`` guide as one more layer)
 each get a ControlNet: the one the layer names, else the server's first for its kind that fits the model
 (``library.controls``: kinds from names, family from configs). Several layers combine as diffusers'
-Multi-ControlNet; on SDXL, xinsir's ControlNet Union runs each layer with its ``control_mode``.
+Multi-ControlNet; union models (xinsir's on SDXL, InstantX's and Shakker Labs' on FLUX.1) run each layer
+with its ``control_mode``.
 
 A control model is a hub id (``lllyasviel/control_v11p_sd15_scribble``) or a local folder holding a
-ControlNetModel (``config.json`` + weights); ids are the hub id or the folder's name. A job's
-pipeline is ``StableDiffusion[XL]ControlNet{,Img2Img,Inpaint}Pipeline.from_pipe(mode pipeline,
-controlnet=...)``: it shares every module of the loaded model, so nothing is copied. Control models
-are kept in a small LRU (``max_loaded``), in the base model's dtype.
+ControlNet of the model's family (``config.json`` + weights; ``Family.controlnet_class``); ids are the hub
+id or the folder's name. A job's pipeline is the family's ControlNet pipeline for its mode
+(``Family.pipeline_class``: ``StableDiffusion[XL]ControlNet{,Img2Img,Inpaint}Pipeline``,
+``FluxControlNet{,Img2Img,Inpaint}Pipeline``, ``StableDiffusion3ControlNetPipeline`` for text to image only)
+``.from_pipe(mode pipeline, controlnet=...)``: it shares every module of the loaded model, so nothing is
+copied. Control models are kept in a small LRU (``max_loaded``), in the base model's dtype.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import diffusers
@@ -26,8 +30,8 @@ import torch
 
 from ...client.codes import ErrorCode
 from ...client.protocol import CONTROL_KINDS
-from ..families import SKETCH, Family
-from ..library.controls import UNION_MODES, ControlInfo, download_hint, folder_info, name_info
+from ..families import LAYERS, Family
+from ..library.controls import ControlInfo, download_hint, folder_info, name_info
 from ..library.scan import Entry, Library
 from .cache import LRUCache
 from .device import DTYPES, free_memory
@@ -52,7 +56,7 @@ class ControlLayer:
     """One control layer of a job, ready to run: its loaded ControlNet and guide at work size."""
 
     id: str
-    model: Any  # ControlNetModel or ControlNetUnionModel
+    model: Any  # the family's ControlNet class (Family.controlnet_class)
     image: Any  # PIL RGB at the job's size
     strength: float
     start: float = 0.0
@@ -176,11 +180,8 @@ class ControlNets:
         return self._refs.get(control_id) or self._lib_refs[control_id]
 
     def union_mode(self, control_id: str, kind: str | None) -> int | None:
-        """A union model's ``control_mode`` for ``kind`` (the legacy guide: scribble); None: a single-kind one."""
-        ref = self._ref(control_id)
-        if not ref.info.union:
-            return None
-        return UNION_MODES[kind or "scribble"]
+        """A union model's ``control_mode`` for ``kind`` (None: the legacy sketch guide); None: a single-kind one."""
+        return self._ref(control_id).info.mode(kind)
 
     def get(self, name: str, dtype: str, progress: ProgressFn, cancelled: CancelledFn) -> Any:
         """The ControlNetModel ``name`` in ``dtype`` on the engine's device (loaded if needed)."""
@@ -200,11 +201,9 @@ class ControlNets:
             return model
 
     def _load(self, ref: ControlRef, dtype: str, progress: ProgressFn) -> Any:
-        from diffusers import ControlNetModel, ControlNetUnionModel
-
         progress(Progress("load", 0, 1, f"loading control model {ref.id}"))
         try:
-            cls = ControlNetUnionModel if ref.info.union else ControlNetModel
+            cls = getattr(diffusers, (ref.info.family or Family.SDXL).controlnet_class(ref.info.union))
             model = cls.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]})
             model.to(self._options.device)
         except Exception as exc:
@@ -222,14 +221,21 @@ class ControlNets:
             self._cache.pop_all()
 
 
+#: the config entries a ControlNet shares with the UNet or transformer it steers
+_UNET_FIT = ("cross_attention_dim", "addition_embed_type")
+_TRANSFORMER_FIT = ("joint_attention_dim", "pooled_projection_dim", "num_attention_heads", "attention_head_dim")
+
+
 def check_fits(controlnet: Any, lm: LoadedModel, control_id: str) -> None:
-    """EngineError (field control_model) when the ControlNet was made for another model family."""
-    unet = lm.base.unet.config
-    cn = controlnet.config
-    mismatch = [name for name in ("cross_attention_dim", "addition_embed_type")
-                if _norm(getattr(cn, name, None)) != _norm(getattr(unet, name, None))]
+    """EngineError (field control_model) when the ControlNet was made for another model family (or size)."""
+    fam = lm.traits.family
+    denoiser = (lm.base.transformer if fam.flow else lm.base.unet).config
+    mismatch = [name for name in (_TRANSFORMER_FIT if fam.flow else _UNET_FIT)
+                if _norm(getattr(controlnet.config, name, None)) != _norm(getattr(denoiser, name, None))]
+    if type(controlnet).__name__ not in (fam.controlnet_class(False), fam.controlnet_class(True)):
+        mismatch.insert(0, "classes")
     if mismatch:
-        family = lm.traits.family.pipeline_label
+        family = fam.pipeline_label
         raise EngineError(f"control model {control_id!r} does not fit model {lm.ref.id!r} ({family}): their "
                           f"{', '.join(mismatch)} differ; use a ControlNet made for {family}", field="control_model",
                           code=ErrorCode.CONTROL_MODEL_MISMATCH)
@@ -241,15 +247,21 @@ def _norm(value: Any) -> Any:
 
 def control_pipeline(lm: LoadedModel, mode: str, layers: Sequence[ControlLayer]) -> Any:
     """The ControlNet twin of ``lm``'s pipeline for ``mode``, sharing all of its modules: one ControlNet, or
-    a list (Multi-ControlNet); union models (all of the layers' or none) take the Union pipeline."""
+    a list (Multi-ControlNet); SDXL's union models (all of the layers' or none) take its Union pipeline,
+    FLUX.1's mix with single-kind ones in its one pipeline."""
+    family = lm.traits.family
     if lm.traits.inpaint_unet:
         mode = "inpaint"
     union = [layer.mode is not None for layer in layers]
-    if any(union) and not all(union):
+    own_class = family.controlnet_class(True) != family.controlnet_class(False)  # SDXL's ControlNetUnionModel
+    if own_class and any(union) and not all(union):
         raise EngineError("a job's control layers cannot mix a ControlNet Union with single-kind ControlNets; "
                           "name the same kind of model in every layer's 'model' (or none)", field="controls")
-    name = lm.traits.family.pipeline_class(mode, control=SKETCH)
-    cls = getattr(diffusers, name.replace("ControlNet", "ControlNetUnion") if all(union) else name)
+    if len({getattr(layer.model, "input_hint_block", None) is None for layer in layers}) > 1:
+        raise EngineError("a job's control layers cannot mix XLabs FLUX.1 ControlNets with InstantX-style ones "
+                          "(diffusers runs them differently); name ControlNets of one maker in every layer's "
+                          "'model'", field="controls")
+    cls = getattr(diffusers, family.pipeline_class(mode, control=LAYERS, union=all(union)))
     nets = [layer.model for layer in layers]
     pipe = cls.from_pipe(lm.base, controlnet=nets[0] if len(nets) == 1 else nets, **{_DTYPE_KW: lm.base.dtype})
     pipe.set_progress_bar_config(disable=True)
@@ -265,8 +277,11 @@ def control_pipeline(lm: LoadedModel, mode: str, layers: Sequence[ControlLayer])
 
 
 def control_kwargs(accepted: Any, layers: Sequence[ControlLayer]) -> dict[str, Any]:
-    """Call arguments: the control images (``image`` for text to image, else ``control_image``), scales and
-    step ranges: plain values for one ControlNet, lists for several; union models add ``control_mode``."""
+    """Call arguments: the control images (``image`` for SD text to image, else ``control_image``), scales and
+    step ranges: plain values for one ControlNet, lists for several; union models add ``control_mode``: a
+    list, and the images too, for SDXL's union pipelines; FLUX.1 takes one ControlNet's as an int, and a
+    Multi-ControlNet's as a list with None for its single-kind layers (its img2img and inpaint pipelines
+    need that list even without a union model)."""
     key = "control_image" if "control_image" in accepted else "image"
     one = len(layers) == 1
     images = [layer.image.convert("RGB") for layer in layers]
@@ -275,7 +290,39 @@ def control_kwargs(accepted: Any, layers: Sequence[ControlLayer]) -> dict[str, A
                         ("control_guidance_start", [layer.start for layer in layers]),
                         ("control_guidance_end", [layer.end for layer in layers])):
         out[arg] = float(values[0]) if one else [float(v) for v in values]
-    if layers[0].mode is not None:
+    modes = [layer.mode for layer in layers]
+    if isinstance(layers[0].model, diffusers.ControlNetUnionModel):
         out[key] = images
-        out["control_mode"] = [layer.mode for layer in layers]
+        out["control_mode"] = modes
+    elif one and modes[0] is not None:
+        out["control_mode"] = modes[0]
+    elif not one and "control_mode" in accepted:
+        out["control_mode"] = modes
     return out
+
+
+def samples_globally(layers: Sequence[ControlLayer]) -> bool:
+    """Whether the pipeline samples the control images' VAE latents from torch's global generator (diffusers'
+    SD 3 ControlNet pipeline does): such a job runs inside ``control_rng``."""
+    return any(isinstance(layer.model, diffusers.SD3ControlNetModel) for layer in layers)
+
+
+def per_seed(layers: Sequence[ControlLayer], mode: str) -> bool:
+    """Whether the job's images need one call each: where ``samples_globally`` (else a batch's images would
+    not equal single runs), and for union models beyond text to image (diffusers' FLUX.1 img2img and
+    inpaint ControlNet pipelines give the union's mode one batch row, which fails for several images)."""
+    union = mode != "txt2img" and any(layer.mode is not None for layer in layers)
+    return union or samples_globally(layers)
+
+
+@contextlib.contextmanager
+def control_rng(layers: Sequence[ControlLayer], seed: int) -> Iterator[None]:
+    """Torch's global generators seeded with ``seed`` for the call (and restored after it) where
+    ``samples_globally``: the same seed gives the same picture; a no-op otherwise."""
+    if not samples_globally(layers):
+        yield
+        return
+    cuda = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

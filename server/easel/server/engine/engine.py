@@ -16,6 +16,7 @@ from PIL import Image
 
 from ...client.codes import ErrorCode
 from ...client.protocol import MAX_CONTROLS, Control
+from ..families import MODE_WORDS
 from ..library.scan import Library
 from .cache import LRUCache
 from .catalog import Catalog
@@ -207,10 +208,15 @@ class Engine:
                  "control_model": job.control_model is not None, "controls": bool(job.controls), "refiner": job.refiner,
                  "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
         for feature, used in asked.items():
-            why = traits.family.unsupported("control_model" if feature == "controls" else feature) if used else None
+            why = traits.family.unsupported(feature) if used else None
             if why:
                 raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature}: {why}; "
                                   f"leave {feature} unset for it", field=feature, code=ErrorCode.UNSUPPORTED_FEATURE)
+            why = traits.family.control_unsupported(job.mode) if used and feature in ("control_model", "controls") else None
+            if why:  # SD 3/3.5 ControlNets: text to image only
+                raise EngineError(f"model {model_id!r} ({traits.family}) does not support {feature} for "
+                                  f"{MODE_WORDS[job.mode]}: {why}; leave {feature} unset, or send no image (text to "
+                                  "image)", field=feature, code=ErrorCode.UNSUPPORTED_FEATURE)
         for name, _ in job.loras:
             self._loras.check_fits(name, model_id, traits.context, traits.family)
         if job.control_model is not None:

@@ -21,7 +21,7 @@ from ...client.fields import FieldError
 from ...client.protocol import request_fields
 from . import flow, variations
 from . import refiner as refine
-from .controlnet import ControlLayer, control_kwargs, control_pipeline
+from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
 from .loading import LoadedModel
 from .schedulers import make_scheduler
@@ -138,8 +138,9 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         progress(Progress("denoise", 0, expected, p.note))
 
     # Inpaint pipelines sample every image's VAE latents from the first generator, so a batch would not
-    # reproduce per-seed results there: inpaint runs one image per call. Others batch all seeds at once.
-    one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet
+    # reproduce per-seed results there: inpaint runs one image per call, and so do some ControlNet jobs
+    # (controlnet.per_seed). Others batch all seeds at once.
+    one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet or per_seed(extras.controls, job.mode)
     run_seeds, blend = variation_plan(job)
     groups = [[seed] for seed in run_seeds] if one_by_one else [list(run_seeds)]
     compiling = lm.compiled.note(job.mode, job.width, job.height, len(groups[0])) if lm.compiled else ""
@@ -191,7 +192,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
             if extras.refiner is not None:
                 kwargs.update(refine.base_kwargs(job.refiner_switch))
-            result = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
+            with control_rng(extras.controls, seeds[0]):
+                result = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
             if extras.refiner is not None:
                 count["stage"] = "refiner"
                 result = _refine(extras.refiner, job, kwargs, result)

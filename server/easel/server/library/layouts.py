@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -105,7 +106,7 @@ def model_folder_kind(folder: str) -> str | None:
                 head = f.read(4096)
         except OSError:
             return None
-        if '"ControlNetModel"' in head or '"ControlNetUnionModel"' in head:
+        if re.search(r'"(Flux|SD3)?ControlNet(Union)?Model"', head):
             return "controlnet"
         if '"AutoencoderKL"' in head:
             return "vae"

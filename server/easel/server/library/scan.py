@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from ..families import Family
 from ..traits import detect, folder_configs, read_json
+from .controls import config_context, config_family
 from .detect import Description, describe
 from .header import Header, HeaderError, Incomplete, read_floats, read_header
 from .layouts import candidates, model_folder_kind, sibling_config
@@ -199,11 +200,8 @@ def describe_folder(path: str, kind: str) -> Description:
     config = read_json(os.path.join(path, "config.json")) or {}
     if not _has_weights(path):
         return Description(kind, problem="the folder has a config.json but no weights; download the complete folder")
-    if kind == "controlnet":
-        context = config.get("cross_attention_dim")
-        context = context if isinstance(context, int) else None
-        family = Family.SDXL if config.get("addition_embed_type") == "text_time" else Family.of_context(context)
-        return Description("controlnet", family, context=context)
+    if kind == "controlnet":  # FLUX.1 / SD 3 from the class, SD 1.x/2.x/SDXL from the widths
+        return Description("controlnet", config_family(config), context=config_context(config))
     return Description(kind)
 
 
