@@ -1,7 +1,7 @@
 """Tensor names and shapes of the REAL architectures (SD 1.5, SD 2.x, SDXL, SDXL refiner, inpainting),
 built from Easel's shipped diffusers configs on the ``meta`` device (no memory for weights) and renamed
-to the original checkpoint layout; LoRAs over the real UNets' attention layers. For the detection
-tests and the library benchmark (bench/library.py)."""
+to the original checkpoint layout; LoRAs over the real UNets' attention layers; ControlNets from the shipped
+ControlNet configs. For the detection tests and the library benchmark (bench/library.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from easel.server.library.configs import spec
 from easel.server.library.header import TensorInfo
-from helpers.tiny_single_file import clip_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
+from helpers.tiny_single_file import clip_to_ldm, controlnet_to_ldm, open_clip_to_ldm, unet_to_ldm, vae_to_ldm
 
 
 def _text(config: dict):
@@ -78,3 +78,20 @@ def peft_lora(arch: str, rank: int = 4) -> dict[str, TensorInfo]:
             out[base + ".lora_A.weight"] = TensorInfo("F32", (rank, value.shape[1]))
             out[base + ".lora_B.weight"] = TensorInfo("F32", (value.shape[0], rank))
     return out
+
+
+def control_modules(arch: str, **changes) -> dict[str, torch.Tensor]:
+    """Meta-device state dict of the shipped ControlNet config ``arch`` (``changes``: other config values)."""
+    from diffusers import ControlNetModel, ControlNetUnionModel
+
+    cls = ControlNetUnionModel if "union" in arch else ControlNetModel
+    with torch.device("meta"):
+        return cls.from_config({**spec(arch)["controlnet"], **changes}).state_dict()
+
+
+def controlnet(arch: str, original: bool = True, prefix: str = "", **changes) -> dict[str, TensorInfo]:
+    """Names and shapes of a real ControlNet file of ``arch``: original layout (keys under ``prefix``) or diffusers."""
+    state = control_modules(arch, **changes)
+    if original:
+        state = controlnet_to_ldm(state, {**spec(arch)["controlnet"], **changes}, prefix)
+    return {k: TensorInfo("F16", tuple(v.shape)) for k, v in state.items()}

@@ -1,4 +1,5 @@
-"""Write a tiny diffusers pipeline as one original-layout (ldm) single-file checkpoint, for tests.
+"""Write a tiny diffusers pipeline as one original-layout (ldm) single-file checkpoint, for tests
+(and a ControlNet as one file, original or diffusers layout: ``write_control_file``).
 
 A generic converter driven by the model configs (not SD1.5-hard-coded), so tiny UNets with other
 block layouts map correctly; text encoders get the ``text_model.`` prefix real files use.
@@ -52,6 +53,48 @@ def unet_to_ldm(state: dict, config: dict) -> dict:
                 if rest.startswith(new + "."):
                     rest = old + rest[len(new):]
         out["model.diffusion_model." + blocks[prefix] + "." + rest] = value
+    return out
+
+
+def controlnet_to_ldm(state: dict, config: dict, prefix: str = "") -> dict:
+    """A diffusers ControlNet's state dict in the original layout (``input_hint_block``, ``zero_convs``,
+    ``middle_block_out``; the UNet part as ``unet_to_ldm`` names it), keys under ``prefix``."""
+    unet, out = {}, {}
+    hint_out = 4 * len(config["conditioning_embedding_out_channels"]) - 2  # convs and SiLUs alternate
+    for key, value in state.items():
+        parts = key.split(".")
+        if key.startswith("controlnet_cond_embedding.blocks."):
+            out[f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[3]}"] = value
+        elif key.startswith("controlnet_cond_embedding."):
+            out[f"input_hint_block.{0 if parts[1] == 'conv_in' else hint_out}.{parts[2]}"] = value
+        elif key.startswith("controlnet_down_blocks."):
+            out[f"zero_convs.{parts[1]}.0.{parts[2]}"] = value
+        elif key.startswith("controlnet_mid_block."):
+            out[f"middle_block_out.0.{parts[1]}"] = value
+        else:
+            unet[key] = value
+    blocks = {**config, "up_block_types": ["UpBlock2D"] * len(config["down_block_types"])}
+    out.update({k.removeprefix("model.diffusion_model."): v for k, v in unet_to_ldm(unet, blocks).items()})
+    return {prefix + k: v for k, v in out.items()}
+
+
+def write_control_file(folder: str | os.PathLike, out_path: str | os.PathLike, original: bool = True,
+                       prefix: str = "") -> str:
+    """A saved diffusers ControlNet folder as one file: original layout (``controlnet_to_ldm``, keys under
+    ``prefix``) or its diffusers tensors as they are; ``.pth``/``.ckpt`` names get a torch pickle."""
+    from safetensors.torch import load_file, save_file
+
+    folder = os.fspath(folder)
+    state = load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
+    if original:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            state = controlnet_to_ldm(state, json.load(f), prefix)
+    out = os.fspath(out_path)
+    state = {k: v.contiguous() for k, v in state.items()}
+    if out.endswith((".pth", ".ckpt")):
+        torch.save(state, out)
+    else:
+        save_file(state, out)
     return out
 
 

@@ -6,7 +6,8 @@ each get a ControlNet: the one the layer names, else the server's first for its 
 Multi-ControlNet; union models (xinsir's on SDXL, InstantX's and Shakker Labs' on FLUX.1) run each layer
 with its ``control_mode``.
 
-A control model is a hub id (``lllyasviel/control_v11p_sd15_scribble``) or a local folder holding a
+A control model is a hub id (``lllyasviel/control_v11p_sd15_scribble``), a single file (``control_file.py``:
+A1111's and ComfyUI's ``.safetensors``/``.pth`` ControlNets, ids without the extension) or a local folder holding a
 ControlNet of the model's family (``config.json`` + weights; ``Family.controlnet_class``); ids are the hub
 id or the folder's name. A job's pipeline is the family's ControlNet pipeline for its mode
 (``Family.pipeline_class``: ``StableDiffusion[XL]ControlNet{,Img2Img,Inpaint}Pipeline``,
@@ -34,6 +35,7 @@ from ..families import LAYERS, Family
 from ..library.controls import ControlInfo, download_hint, folder_info, name_info
 from ..library.scan import Entry, Library
 from .cache import LRUCache
+from .control_file import describe_control_file, file_config, file_info, load_control_file
 from .device import DTYPES, free_memory
 from .loading import _DTYPE_KW, LoadedModel, LoadOptions
 from .refs import _HUB_ID, _find
@@ -46,9 +48,10 @@ log = logging.getLogger(__name__)
 class ControlRef:
     ref: str  # as given
     id: str  # what clients send as ``control_model``
-    source: str  # "hub" | "folder"
+    source: str  # "hub" | "folder" | "file"
     location: str
     info: ControlInfo = ControlInfo(frozenset())
+    config: str | None = None  # a single file's config folder (the one beside it, else a shipped one)
 
 
 @dataclasses.dataclass
@@ -65,13 +68,17 @@ class ControlLayer:
 
 
 def parse_control_ref(text: str, models_dir: str | Sequence[str] | None = None) -> ControlRef:
-    """A ControlNet reference named at start-up (so it may lie outside the models folders): a folder
-    with a ControlNetModel config.json, or a hub id."""
+    """A ControlNet reference named at start-up (so it may lie outside the models folders): a ControlNet
+    file, a folder with a ControlNetModel config.json, or a hub id."""
     text = (text or "").strip()
     try:
         found = _find(text, models_dir, confine=False) if text else None
     except EngineError as exc:  # outside --models-dir
         raise EngineError(f"control model: {exc}", field="control_model") from None
+    if found is not None and os.path.isfile(found):
+        desc, config = describe_control_file(found)
+        name = os.path.splitext(os.path.basename(found))[0]
+        return ControlRef(text, name, "file", found, file_info(name, desc, config), config)
     if found is not None:
         if not os.path.isfile(os.path.join(found, "config.json")):
             raise EngineError(f"control model {text!r}: {found} is not a folder holding a ControlNet (config.json "
@@ -126,7 +133,7 @@ class ControlNets:
             if entry.problem is not None:
                 raise EngineError(f"control model {name!r} ({entry.path}) cannot be used: {entry.problem}",
                                   field="control_model", code=ErrorCode.MODEL_LOAD_FAILED)
-            self._lib_refs[name] = ControlRef(entry.path, name, "folder", entry.path, folder_info(name, entry.path))
+            self._lib_refs[name] = _entry_ref(name, entry)
             return name
         ids = self.ids()
         offer = f"this server offers: {', '.join(ids)}" if ids else \
@@ -139,7 +146,7 @@ class ControlNets:
         out = {i: ref.info for i, ref in self._refs.items()}
         for i, entry in self._found().items():
             if entry.problem is None:
-                out[i] = folder_info(i, entry.path)
+                out[i] = _entry_ref(i, entry).info
         return out
 
     def kinds_for(self, family: Family, context: int | None) -> list[str]:
@@ -204,11 +211,13 @@ class ControlNets:
         progress(Progress("load", 0, 1, f"loading control model {ref.id}"))
         try:
             cls = getattr(diffusers, (ref.info.family or Family.SDXL).controlnet_class(ref.info.union))
-            model = cls.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]})
+            model = load_control_file(ref.location, ref.config, DTYPES[dtype]) if ref.source == "file" else \
+                cls.from_pretrained(ref.location, **{_DTYPE_KW: DTYPES[dtype]})
             model.to(self._options.device)
         except Exception as exc:
-            hint = ("run `hf download " + ref.id + "` while online" if ref.source == "hub"
-                    else "check that the folder holds a complete ControlNet")
+            hint = {"hub": "run `hf download " + ref.id + "` while online",
+                    "file": f"check that the file is complete and fits the config in {ref.config}"}.get(
+                ref.source, "check that the folder holds a complete ControlNet")
             raise EngineError(f"could not load control model {ref.id!r} from {ref.location}: {type(exc).__name__}: "
                               f"{str(exc)[:300]}; {hint}", field="control_model", code=ErrorCode.MODEL_LOAD_FAILED) from None
         model.requires_grad_(False)
@@ -224,6 +233,14 @@ class ControlNets:
 #: the config entries a ControlNet shares with the UNet or transformer it steers
 _UNET_FIT = ("cross_attention_dim", "addition_embed_type")
 _TRANSFORMER_FIT = ("joint_attention_dim", "pooled_projection_dim", "num_attention_heads", "attention_head_dim")
+
+
+def _entry_ref(name: str, entry: Entry) -> ControlRef:
+    """A usable models-folder ControlNet: a diffusers folder or a single file (with its config folder)."""
+    if entry.folder:
+        return ControlRef(entry.path, name, "folder", entry.path, folder_info(name, entry.path))
+    config = file_config(entry.desc, entry.config)
+    return ControlRef(entry.path, name, "file", entry.path, file_info(name, entry.desc, config), config)
 
 
 def check_fits(controlnet: Any, lm: LoadedModel, control_id: str) -> None:

@@ -2,10 +2,10 @@
 
 ``configs/<name>.json`` holds one architecture's pipeline: ``model_index``, the ``unet``, ``vae``,
 ``scheduler`` and text-encoder configs and the tokenizer settings, as in the reference repositories
-named in each file's ``_note``. The CLIP tokenizer's vocabulary is derived from ``clip_merges.txt.gz``
-(CLIP's BPE merges, MIT licence, see configs/NOTICE). ``config_folder(name)`` writes a normal
-diffusers config folder (json + tokenizer text) once per process, which diffusers' single-file
-loaders read with no hub access.
+named in each file's ``_note`` (``controlnet-*.json``: one ControlNet's config, ``CONTROL_CONFIGS``). The
+CLIP tokenizer's vocabulary is derived from ``clip_merges.txt.gz`` (CLIP's BPE merges, MIT licence, see
+configs/NOTICE). ``config_folder(name)`` writes a normal diffusers config folder (json + tokenizer text)
+once per process, which diffusers' single-file loaders read with no hub access.
 """
 
 from __future__ import annotations
@@ -27,17 +27,20 @@ CONFIGS: dict[str, tuple[Family, int]] = {
     "sd1": (Family.SD1, 512), "sd1-inpaint": (Family.SD1, 512), "sd2": (Family.SD2, 512), "sd2-v": (Family.SD2, 768),
     "sd2-inpaint": (Family.SD2, 512), "sdxl": (Family.SDXL, 1024), "sdxl-inpaint": (Family.SDXL, 1024),
     "sdxl-refiner": (Family.SDXL_REFINER, 1024)}
+# ControlNet architecture name -> the family it steers (its folder: ``controlnet/config.json``)
+CONTROL_CONFIGS: dict[str, Family] = {"controlnet-sd1": Family.SD1, "controlnet-sdxl": Family.SDXL,
+                                      "controlnet-union-sdxl": Family.SDXL}
 _TOKENIZER_PARTS = ("tokenizer", "tokenizer_2")
 _COMPONENT_FILES = {"unet": "config.json", "vae": "config.json", "text_encoder": "config.json",
-                    "text_encoder_2": "config.json", "scheduler": "scheduler_config.json"}
+                    "text_encoder_2": "config.json", "scheduler": "scheduler_config.json", "controlnet": "config.json"}
 _lock = threading.Lock()
 _root: str | None = None
 
 
 def spec(name: str) -> dict[str, Any]:
     """The shipped spec of architecture ``name`` (KeyError for an unknown name)."""
-    if name not in CONFIGS:
-        raise KeyError(f"no shipped config {name!r}; known: {', '.join(CONFIGS)}")
+    if name not in CONFIGS and name not in CONTROL_CONFIGS:
+        raise KeyError(f"no shipped config {name!r}; known: {', '.join([*CONFIGS, *CONTROL_CONFIGS])}")
     text = resources.files(__package__).joinpath("configs", name + ".json").read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -73,9 +76,14 @@ def config_folder(name: str) -> str:
             _root = tempfile.mkdtemp(prefix="easel-configs-")
             atexit.register(shutil.rmtree, _root, True)
         folder = os.path.join(_root, name)
-        if not os.path.isfile(os.path.join(folder, "model_index.json")):
+        if not os.path.isdir(folder):  # write_folder puts a complete folder in place at once
             write_folder(spec(name), folder)
         return folder
+
+
+def control_folder(name: str) -> str:
+    """The folder whose config.json is the shipped ControlNet config ``name`` (``CONTROL_CONFIGS``)."""
+    return os.path.join(config_folder(name), "controlnet")
 
 
 def write_folder(data: dict[str, Any], folder: str) -> str:

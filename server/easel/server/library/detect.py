@@ -6,7 +6,8 @@ text encoders and VAE), a LoRA, a ControlNet or a VAE apart, and for checkpoints
 are exactly those of a real architecture Easel ships a config for (``arch``). The cues are the
 ones diffusers and ComfyUI use: the UNet's input channels and model channels, the cross-attention
 width (768 CLIP-L, 1024 OpenCLIP-H, 2048 CLIP-L+bigG, 1280 bigG), the SDXL ``label_emb`` width
-(2816 base, 2560 refiner) and which text encoders are present.
+(2816 base, 2560 refiner) and which text encoders are present. ControlNets (original or diffusers
+layout) get their family the same way and ``arch`` when they have the sizes of a shipped ControlNet config.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..families import Family
-from .configs import CONFIGS
+from .configs import CONFIGS, CONTROL_CONFIGS
 from .header import Tensors
 
 UNET = "model.diffusion_model."
@@ -40,6 +41,14 @@ _PROBES: dict[Family, dict[str, tuple[int, ...]]] = {
                      "input_blocks.4.1.transformer_blocks.3.attn2.to_k.weight": (768, 1280),
                      "output_blocks.11.0.skip_connection.weight": (384, 768, 1, 1)},
 }
+# a ControlNet's hint encoder (3 -> 16 ... 256 -> the UNet's 320 channels), original-layout names
+_HINT = {"input_hint_block.0.weight": (16, 3, 3, 3), "input_hint_block.14.weight": (320, 256, 3, 3)}
+_UNION = {"spatial_ch_projs.weight": (320, 320)}  # xinsir's ControlNet Union (diffusers layout only)
+# original-layout names -> diffusers names, for the probes (every real ControlNet has 2 layers per block)
+_DIFFUSERS = [(re.compile(r"input_blocks\.0\.0\."), "conv_in."), (re.compile(r"middle_block\.1\."), "mid_block.attentions.0."),
+              (re.compile(r"label_emb\.0\.0\."), "add_embedding.linear_1."),
+              (re.compile(r"input_hint_block\.0\."), "controlnet_cond_embedding.conv_in."),
+              (re.compile(r"input_hint_block\.14\."), "controlnet_cond_embedding.conv_out.")]
 _TEXT = {  # family -> token-embedding tensors (either spelling) and their widths
     Family.SD1: [(("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
               "cond_stage_model.transformer.embeddings.token_embedding.weight"), 768)],
@@ -77,7 +86,7 @@ _LORA = re.compile(r'(\.lora_(down|up|A|B)\.weight|\.hada_w1_[ab]|\.lokr_w[12]|_
 _LORA_CROSS = re.compile(r'"([^"]*attn2[._]to_[kv][^"]*(?:down\.weight|lora_A\.weight|w1_b))":\{')
 _SDXL_TEXT = re.compile(r'"(?:lora_te2_|text_encoder_2\.|te2\.)')
 _DEPTH = re.compile(r'transformer_blocks[._][1-9]')
-_CONTROL = re.compile(r'(input_hint_block\.0\.weight|controlnet_cond_embedding\.conv_in\.weight)":\{')
+_CONTROL = re.compile(r'"([^"]*?)(input_hint_block\.0\.weight|controlnet_cond_embedding\.conv_in\.weight)":\{')
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ class Description:
     context: int | None = None  # cross-attention width (LoRAs and ControlNets must match the model's)
     prediction: str | None = None  # "v"/"v-ztsnr" when the file says so (v_pred/ztsnr keys, SD 2.x 768 heuristic)
     problem: str | None = None
+    control_types: int | None = None  # a ControlNet Union's number of control types (its control_mode range)
 
     def __post_init__(self) -> None:
         if self.family is not None:
@@ -220,16 +230,46 @@ def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
 
 
 def describe_controlnet(tensors: Tensors, names: str | None = None) -> Description:
-    """A ControlNet single file (original or diffusers layout)."""
+    """A ControlNet single file (original or diffusers layout; a ControlNet Union by its task embedding)."""
     names = names if names is not None else names_text(tensors)
-    ldm = 'input_hint_block.0.weight":{' in names
-    context = _context(tensors, "", names)
+    for fragment, what in _OTHER:
+        if fragment in names:
+            return Description("controlnet", problem=f"{what}, which Easel does not use")
+    match = _CONTROL.search(names)
+    prefix, ldm = (match.group(1), match.group(2).startswith("input_hint")) if match else ("", False)
+    context = _context(tensors, prefix, names)
     xl = bool(re.search(r'(label_emb\.0\.0\.weight|add_embedding\.linear_1\.weight)":\{', names))
     family = Family.SDXL if xl else Family.of_context(context)
-    layout = "original" if ldm else "diffusers"
-    problem = (f"a single-file ControlNet ({layout} layout); Easel loads ControlNets from diffusers folders: use "
-               "the folder version (config.json + diffusion_pytorch_model.safetensors)")
-    return Description("controlnet", family, context=context, problem=problem)
+    task = tensors.get(prefix + "task_embedding")
+    types = task.shape[0] if task is not None and len(task.shape) == 2 else None
+    arch = _control_arch(tensors, family, prefix, ldm, types is not None)
+    return Description("controlnet", family, arch=arch, context=context, control_types=types)
+
+
+def _control_arch(tensors: Tensors, family: Family | None, prefix: str, ldm: bool, union: bool) -> str | None:
+    """The shipped ControlNet config whose probe shapes (the UNet's input side, the hint encoder) the file has."""
+    name = f"controlnet-{'union-' if union else ''}{family.value if family else ''}"
+    if family is None or name not in CONTROL_CONFIGS:
+        return None
+    probes = {**{k: v for k, v in _PROBES[family].items() if not k.startswith("output_blocks")}, **_HINT,
+              **(_UNION if union else {})}
+    for probe, shape in probes.items():
+        found = tensors.get(prefix + (probe if ldm else _diffusers_name(probe)))
+        if found is None or found.shape != shape:
+            return None
+    return name
+
+
+def _diffusers_name(name: str) -> str:
+    """A UNet-side probe's name in a diffusers-layout ControlNet."""
+    block = re.match(r"input_blocks\.(\d+)\.1\.(.*)", name)
+    if block:
+        n = int(block.group(1)) - 1
+        return f"down_blocks.{n // 3}.attentions.{n % 3}.{block.group(2)}"
+    for old, new in _DIFFUSERS:
+        if old.match(name):
+            return old.sub(new, name, count=1)
+    return name
 
 
 def _vae_prefix(tensors: Tensors) -> str | None:

@@ -119,11 +119,12 @@ def _is_sibling_config(name: str, siblings: set[str]) -> bool:
     return any(stem + suffix in siblings for suffix in WEIGHT_SUFFIXES)
 
 
-def sibling_config(file: str) -> str | None:
+def sibling_config(file: str, kind: str = "checkpoint") -> str | None:
     """The diffusers config folder beside a single file: ``model/`` or ``model.config/`` next to
-    ``model.safetensors`` when it holds a model_index.json, else None."""
+    ``model.safetensors`` when it holds a config of ``kind`` (``model_folder_kind``: a checkpoint's
+    model_index.json, a ControlNet's config.json), else None."""
     base = os.path.splitext(file)[0]
     for candidate in (base, base + ".config"):
-        if os.path.isfile(os.path.join(candidate, "model_index.json")):
+        if model_folder_kind(candidate) == kind:
             return candidate
     return None

@@ -135,11 +135,11 @@ class Library:
                 return None
             if kind == "unknown" and hint is not None:
                 kind = hint  # listed where the folder says it belongs, with its problem
-        config = None if is_dir else sibling_config(path)
+        config = None if is_dir else sibling_config(path, "controlnet" if kind == "controlnet" else "checkpoint")
         if kind == "checkpoint" and desc.family is not None and not desc.family.served:
             kind = "refiner"  # served with --refiner, not as a model of its own
-        if kind == "checkpoint" and not is_dir and desc.problem is None:
-            desc = _with_config(desc, config, path)
+        if kind in ("checkpoint", "controlnet") and not is_dir and desc.problem is None:
+            desc = with_config(desc, config, path)
         stem = _ID_SUFFIX.sub("", rel)
         entry_id = rel if kind == "lora" else stem
         name = os.path.basename(stem).replace("_", " ").strip() or stem
@@ -205,16 +205,19 @@ def describe_folder(path: str, kind: str) -> Description:
     return Description(kind)
 
 
-def _with_config(desc: Description, config: str | None, path: str) -> Description:
+def with_config(desc: Description, config: str | None, path: str) -> Description:
     """A single file's description refined by its sibling config folder, or a problem when its sizes
-    match no shipped config and it has none."""
+    match no shipped config and it has none (checkpoints and ControlNets)."""
+    if config is not None and desc.kind == "controlnet":
+        return desc
     if config is not None:
         traits = detect(os.path.basename(path), *folder_configs(config))
         return replace(desc, native=traits.native[0], context=traits.context or desc.context)
     if desc.arch is None:
         stem = os.path.splitext(os.path.basename(path))[0]
+        what = "ControlNet config folder (its config.json)" if desc.kind == "controlnet" else "diffusers config folder"
         return replace(desc, problem=f"its sizes match no architecture Easel ships a config for (cross-attention "
-                       f"width {desc.context}); put its diffusers config folder beside it, named {stem}/")
+                       f"width {desc.context}); put its {what} beside it, named {stem}/")
     return desc
 
 
