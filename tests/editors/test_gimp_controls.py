@@ -4,7 +4,8 @@ tiny ControlNet Union that serves both kinds. Use as Control Layer marks
 the layers (the ``easel-control`` parasite, kept in XCF files); Generate and Image from Sketch send them as
 the request's ``controls`` and leave them out of the picture: each result layer equals the same request
 built with ``editing.build_request`` over the known pixels and sent straight to the server. Make Control
-Layer adds the server's canny guide of what the image shows as a new, marked layer."""
+Layer adds the server's canny guide of what the image shows as a new, marked layer, and its line-art and
+depth guides from tiny annotator and depth models in the server's models folder."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
 
-from control_cases import GOOD, MARKS, canny_directly, control_cases, direct
+from control_cases import GOOD, MADE, MARKS, control_cases, direct, guide_directly
 from gimp_batch import check_layers, run_batch, unchanged
 from gimp_cases import SEL_BOX, H, W
 from gimp_chroot import ARTIFACTS
@@ -34,6 +35,7 @@ def control_url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
     if os.environ.get("EASEL_TEST_URL"):
         yield os.environ["EASEL_TEST_URL"]
         return
+    from helpers.preprocess_models import save_random_annotators, save_tiny_depth_anything
     from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
     folder = tmp_path_factory.mktemp("gimp_controls")
@@ -42,7 +44,10 @@ def control_url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
             build_tiny_controlnet_union(tiny_sdxl_path, folder / UNION, seed=3)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     named = [arg for net in nets for arg in ("--control-model", net)]
+    save_random_annotators(folder / "models" / "annotators" / "Annotators")
+    save_tiny_depth_anything(folder / "models" / "annotators" / "Depth-Anything-V2-Small-hf")
     with running_server([tiny_sd_path, tiny_sdxl_path], *named, "--output-dir", str(folder / "results"),
+                        "--models-dir", str(folder / "models"),
                         log_path=ARTIFACTS / "gimp_controls_server.log") as url:
         yield url
 
@@ -103,13 +108,25 @@ def test_make_control_layer_adds_the_servers_guide(batch, control_url, name, box
     case = batch[name]
     succeeded(case)
     [layer] = case["new_layers"]
-    want = canny_directly(control_url, box)
+    want = guide_directly(control_url, box)
     assert (layer["x"], layer["y"], layer["w"], layer["h"]) == box
     assert layer["pixels"] == want.data
     assert layer["name"] == "Easel guide: canny"  # editing.controls.guide_name, as in Krita
     assert layer["control"] == dict(layer=str(layer["tattoo"]), kind="canny", strength=strength, start=0.0, end=1.0,
                                     enabled=True)
     assert case["returned_tattoo"] == layer["tattoo"]
+
+
+@pytest.mark.parametrize("kind", MADE)
+def test_make_control_layer_runs_the_servers_models(batch, control_url, kind):
+    """Line art and depth guides from the server's models, as new marked layers over the whole image."""
+    case = batch[f"make-{kind}"]
+    succeeded(case)
+    [layer] = case["new_layers"]
+    want = guide_directly(control_url, kind=kind)
+    assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (0, 0, W, H)
+    assert layer["pixels"] == want.data and len(set(want.data)) > 2
+    assert layer["name"] == f"Easel guide: {kind}" and layer["control"]["kind"] == kind
 
 
 def test_unmarking_makes_an_ordinary_layer(batch):

@@ -2,11 +2,13 @@
 `make test-krita-newest` (the sid chroot's Krita 5.3).
 
 A real `easel serve` with the tiny SD model and three tiny ControlNets whose names give their kinds
-(lineart, depth, canny; acting zero-convs, so every guide steers). The self-test plugin runs only its
+(lineart, depth, canny; acting zero-convs, so every guide steers), and the tiny SDXL model with a tiny
+ControlNet Union that serves both kinds. The self-test plugin runs only its
 "controls" part (tests/editors/krita/easel_selftest/controls_part.py): it paints a line layer and an
 opaque depth ramp over the picture, adds them in the docker as lineart and depth control layers,
-refines the canvas, switches the depth layer off and refines again, makes a canny guide with
-"From image", and saves and reopens the document as .kra. Each result layer must equal, pixel for
+refines the canvas, refines it again on the SDXL model, switches the depth layer off and refines again, makes a canny guide with
+"From image", then line art and depth guides with "From image" (the server's tiny annotator and
+depth models in its models folder), and saves and reopens the document as .kra. Each result layer must equal, pixel for
 pixel, the same request sent directly with the shared client, built here from the layers' own pixels
 and the canvas WITHOUT the control layers.
 """
@@ -31,25 +33,33 @@ pytestmark = pytest.mark.editor
 NETS = {"lineart": "control_v11p_sd15_lineart", "depth": "control_v11f1p_sd15_depth",
         "canny": "control_v11p_sd15_canny"}
 SETTINGS = {"lineart": (0.8, 0.0, 0.9), "depth": (0.6, 0.1, 1.0)}  # strength, start, end
+XL, UNION = "tiny-sdxl", "controlnet-union-sdxl-tiny"
+MADE = ["lineart", "depth"]  # "From image" guides the server's models make (after canny)
 PARAMS = dict(prompt="a tower at night", negative="blurry", strength=60, steps=4, guidance=None, seed=5, batch=1)
 
 
 @pytest.fixture(scope="module")
-def url(tiny_sd_path, tmp_path_factory):
+def url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
+    from helpers.preprocess_models import save_random_annotators, save_tiny_depth_anything
     from helpers.server_harness import running_server
-    from helpers.tiny_models import build_tiny_controlnet
+    from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
     root = tmp_path_factory.mktemp("krita-controls-server")
     nets = [build_tiny_controlnet(tiny_sd_path, root / name, seed=i) for i, name in enumerate(NETS.values())]
+    nets.append(build_tiny_controlnet_union(tiny_sdxl_path, root / UNION, seed=3))
     extra = [arg for net in nets for arg in ("--control-model", net)]
-    with running_server([str(tiny_sd_path)], *extra, log_path=root / "server.log") as found:
+    save_random_annotators(root / "models" / "annotators" / "Annotators")  # "From image" line art
+    save_tiny_depth_anything(root / "models" / "annotators" / "Depth-Anything-V2-Small-hf")
+    with running_server([str(tiny_sd_path), str(tiny_sdxl_path)], *extra, "--models-dir", str(root / "models"),
+                        log_path=root / "server.log") as found:
         yield found
 
 
 @pytest.fixture(scope="module")
 def gui(request, url, tmp_path_factory):
     spec = {key: value for key, value in gui_spec(url).items() if key not in ("live", "power")}
-    spec.update(parts=["controls"], controls={"lines_box": [30, 16, 44, 40], "params": PARAMS, **SETTINGS})
+    spec.update(parts=["controls"], controls={"lines_box": [30, 16, 44, 40], "params": PARAMS, "xl_model": XL,
+                                              "made_kinds": MADE, **SETTINGS})
     yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), spec, url,
                                  ARTIFACTS / "krita_controls_docker.png")
 
@@ -62,7 +72,7 @@ def dump(gui, name: str) -> bytes:
     return (gui.out / name).read_bytes()
 
 
-def direct(gui, url: str, kinds: list[str], canvas: str):
+def direct(gui, url: str, kinds: list[str], canvas: str, model: str | None = None):
     """The oracle: the refine request with ``kinds``' layers as controls (their own pixels; line art made
     white on black like the sketch guide) over the canvas dumped without the control layers."""
     controls, attachments = [], {}
@@ -75,16 +85,16 @@ def direct(gui, url: str, kinds: list[str], canvas: str):
         controls.append(Control(kind, name, *SETTINGS[kind]))
     p = PARAMS
     request = GenerateRequest(job=new_job_id(), prompt=p["prompt"], negative_prompt=p["negative"], steps=p["steps"],
-                              seed=p["seed"], batch=1, model=gui.result["model"], canvas_width=W, canvas_height=H,
+                              seed=p["seed"], batch=1, model=model or gui.result["model"], canvas_width=W, canvas_height=H,
                               strength=p["strength"] / 100, x=0, y=0, controls=controls)
     with Client(url, image_format="rgba") as client:
         return client.generate(request, Image.rgba(W, H, dump(gui, canvas)), attachments=attachments)
 
 
-def check_layer(gui, url: str, record: dict, kinds: list[str], canvas: str):
+def check_layer(gui, url: str, record: dict, kinds: list[str], canvas: str, model: str | None = None):
     assert record["done"] and record["started_busy"] and record["unchanged"], record["status"]
     assert len(record["layers"]) == 1, record["status"]
-    result = direct(gui, url, kinds, canvas)
+    result = direct(gui, url, kinds, canvas, model)
     image = result.images[0]
     assert record["layers"][0]["name"] == editing.layer_name(PARAMS["prompt"], PARAMS["seed"]) == \
         editing.layer_name(PARAMS["prompt"], image.seed)
@@ -115,6 +125,15 @@ def test_generate_sends_both_layers_as_controls_not_as_canvas(gui, url):
     assert [c["kind"] for c in result.parameters["controls"]] == ["lineart", "depth"]
 
 
+def test_the_same_layers_guide_an_sdxl_model_through_its_controlnet_union(gui, url):
+    assert {"lineart", "depth"} <= set(part(gui, "xl_kinds"))  # the kind list follows the chosen model
+    record = part(gui, "both_xl")
+    assert record["model"] == XL
+    result = check_layer(gui, url, record, ["lineart", "depth"], "controls-canvas-xl.rgba", XL)
+    assert result.parameters["model"] == XL
+    assert [(c["kind"], c["model"]) for c in result.parameters["controls"]] == [("lineart", UNION), ("depth", UNION)]
+
+
 def test_a_layer_switched_off_is_left_out(gui, url):
     toggled = part(gui, "toggled")
     assert toggled["rows"][1] == ["Depth: depth 0.6 (0.1–1)", False]
@@ -140,20 +159,32 @@ def test_from_image_adds_the_servers_canny_guide_as_a_control_layer(gui, url):
     assert record["rows"][2] == ["Easel guide: canny: canny 0.6 (0.1–1)", True]  # the panel's settings (as last set)
 
 
+@pytest.mark.parametrize("kind", MADE)
+def test_from_image_makes_line_art_and_depth_guides_with_the_servers_models(gui, url, kind):
+    record = part(gui, f"from_image_{kind}")
+    assert record["done"] and record["unchanged"] and len(record["layers"]) == 1, record["status"]
+    layer = record["layers"][0]
+    assert layer["name"] == editing.controls.guide_name(kind)
+    with Client(url, image_format="rgba") as client:
+        guide = client.preprocess(kind, Image.rgba(W, H, dump(gui, f"controls-source-{kind}.rgba")))
+    assert dump(gui, layer["file"]) == guide.data, f"the layer differs from the server's {kind} of the canvas"
+    assert len(set(guide.data)) > 2  # a picture, not a blank
+
+
 def test_from_image_is_offered_only_for_the_kinds_the_server_makes(gui):
     record = part(gui, "from_image_kinds")
     assert {"lineart", "depth", "canny"} <= set(record["offered"])  # Add still takes every kind of the model
-    assert record["enabled"] == {"lineart": False, "depth": True, "canny": True}
+    assert record["enabled"] == {"lineart": True, "depth": True, "canny": True}
 
 
 def test_the_list_survives_saving_and_reopening_the_kra(gui):
     record = part(gui, "reopened")
     assert record["saved"] and record["opened"]
     stored = editing.controls_from_text(record["annotation"])
-    assert [c.kind for c in stored] == ["lineart", "depth", "canny"]
+    assert [c.kind for c in stored] == ["lineart", "depth", "canny", *MADE]
     assert all(c.layer in record["layers"] for c in stored)  # the layers keep their ids in the .kra
-    assert [row[0].split(":")[0] for row in record["rows"]] == ["Lines", "Depth", "Easel guide"]
-    assert [row[1] for row in record["rows"]] == [True, False, True]
+    assert [row[0].split(":")[0] for row in record["rows"]] == ["Lines", "Depth", *["Easel guide"] * 3]
+    assert [row[1] for row in record["rows"]] == [True, False, True, True, True]
 
 
 def test_no_traceback_in_kritas_log(gui):

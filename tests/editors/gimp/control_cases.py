@@ -17,6 +17,7 @@ from easel.client import editing
 from easel.client.connection import Client
 from easel.client.protocol import Image
 
+MADE = ("lineart", "depth")  # guides the server's (tiny) models make: line art, depth
 XL = "tiny-sdxl"  # the server's second model (tests/helpers/tiny_models.build_tiny_sdxl's folder name)
 LINE_BOX = (10, 12, 60, 50)  # the line-art layer: smaller than the image, at an offset
 # what Use as Control Layer is called with for each layer (the procedure's arguments)
@@ -79,6 +80,8 @@ def control_cases(folder: Path, url: str) -> list[dict]:
              args=dict(kind="canny", strength=0.7, url=url)),
         dict(name="make-canny-selection", procedure="easel-make-control-layer", image=selected, marks=MARK_STEPS,
              args=dict(kind="canny", strength=1.0, url=url)),
+        *(dict(name=f"make-{kind}", procedure="easel-make-control-layer", image=plain, marks=MARK_STEPS,
+               args=dict(kind=kind, strength=0.7, url=url)) for kind in MADE),
         dict(name="unmark", procedure="easel-control-layer", image=plain, marks=MARK_STEPS, drawables=["Depth"],
              args=dict(kind="lineart", enabled=False)),
         dict(name="use-no-layer", procedure="easel-control-layer", image=plain, drawables=[],
@@ -151,8 +154,8 @@ def direct(name: str, url: str):
         return client.generate(planned.request, planned.image, planned.mask, attachments=planned.attachments)
 
 
-def canny_directly(url: str, box=(0, 0, W, H)) -> Image:
-    """The server's canny guide of what the image shows without its control layers, over ``box``."""
+def guide_directly(url: str, box=(0, 0, W, H), kind: str = "canny") -> Image:
+    """The server's ``kind`` guide of what the image shows without its control layers, over ``box``."""
     picture = ArrayDoc().read_canvas(box, exclude=list(MARKS))
     with Client(url, image_format="rgba", timeout=60) as client:
-        return client.preprocess("canny", Image.rgba(box[2], box[3], picture))
+        return client.preprocess(kind, Image.rgba(box[2], box[3], picture))

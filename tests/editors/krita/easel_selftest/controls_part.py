@@ -1,6 +1,7 @@
 """The docker's control layers in a real Krita: Add two layers as lineart and depth control layers,
-Generate, switch one off, Generate again, "From image" (canny; offered only for the kinds the server makes),
-then save the document as .kra and open it again.
+Generate (and, with ``xl_model``, Generate again on that SDXL model), switch one off, Generate again, "From image" (canny; offered only for the kinds the server makes),
+and the ``made_kinds`` guides made by the server's models the same way, then save the document as .kra and open
+it again.
 
 Run by driver.py on its main document, through public widgets (objectName) and actions only.
 Writes layer and canvas dumps (RGBA) for tests/editors/test_krita_controls.py, which asks the same
@@ -92,7 +93,17 @@ def run(d, doc, spec):
     res["both"] = yield from _generate(d, doc, "controls-both", W, H, generate)
 
     step("both")
-    step("both")
+    if spec.get("xl_model"):  # the same two layers on SDXL (one ControlNet Union serves both kinds)
+        model = d.w(QComboBox, "easel_model")
+        model.setCurrentText(spec["xl_model"])
+        yield sleep(0.3)
+        res["xl_kinds"] = [kind.itemText(i) for i in range(kind.count())]
+        hidden_canvas(d, doc, [lines, depth], "controls-canvas-xl.rgba")  # the first result is part of it now
+        res["both_xl"] = yield from _generate(d, doc, "controls-both-xl", W, H, generate)
+        res["both_xl"]["model"] = model.currentText()
+        model.setCurrentIndex(0)
+        yield sleep(0.3)
+        step("both on SDXL")
     box = d.w(QListWidget, "easel_control_list")
     for i in range(box.count()):
         if box.item(i).text().startswith("Depth"):
@@ -110,6 +121,12 @@ def run(d, doc, spec):
     res["from_image"] = yield from _generate(d, doc, "controls-canny", W, H,
                                              lambda: d.w(QPushButton, "easel_control_from_image").click())
     res["from_image"].update(rows=rows(d), annotation=annotation(doc))
+    for made in spec.get("made_kinds", ()):  # the model-made guides (line art, depth) the same way
+        guides = [n for n in d.layers(doc) if n.name().startswith("Easel guide")]  # control layers too
+        hidden_canvas(d, doc, [lines, depth, *guides], f"controls-source-{made}.rgba")
+        kind.setCurrentText(made)
+        res[f"from_image_{made}"] = yield from _generate(d, doc, f"controls-{made}", W, H,
+                                                         lambda: d.w(QPushButton, "easel_control_from_image").click())
     # "From image" is offered only for the kinds the server's preprocess makes (Add takes any of the model's)
     button, enabled = d.w(QPushButton, "easel_control_from_image"), {}
     for name in ("lineart", "depth", "canny"):
