@@ -107,7 +107,8 @@ class ServeSettings:
         "with may lie elsewhere", flag="--models-dir", metavar="DIR", path=True, engine="models_dir")
     loras_dir: str | None = option(None, "folder of .safetensors LoRAs offered to clients", metavar="DIR",
                                    path=True, engine=True)
-    control_models: list[str] = option([], "ControlNet (hub id or folder) offered to clients; repeat for several",
+    control_models: list[str] = option([], "ControlNet (hub id, folder or .safetensors/.pth file) offered to "
+                                       "clients; repeat for several",
                                        flag="--control-model", metavar="REF", engine=True)
     refiner: str | None = option(None, "SDXL refiner model (hub id, folder or file) for refiner jobs", metavar="REF",
                                  engine=True)
