@@ -126,7 +126,13 @@ def test_bad_files_are_listed_with_their_problem(folders, tmp_path):
     shutil.copytree(folders["lineart"], cn / "diffusers_xl_canny_full", ignore=shutil.ignore_patterns("*.safetensors"))
     write_safetensors(cn / "control-lora-canny-rank128.safetensors",
                       {"input_hint_block.0.weight": (16, 3, 3, 3), "lora_controlnet": (1,)})
+    write_safetensors(cn / "flux-canny-controlnet-v3.safetensors",  # XLabs' FLUX.1 ControlNets
+                      {"input_hint_block.0.weight": (16, 3, 3, 3), "double_blocks.0.img_attn.qkv.weight": (12, 4)})
     entries = {e.id: e for e in Library([tmp_path]).scan()}
+    flux = entries["flux-canny-controlnet-v3"]
+    assert (flux.kind, flux.desc.family) == ("controlnet", Family.FLUX)
+    assert flux.problem == ("a FLUX.1 ControlNet single file; Easel loads FLUX.1 ControlNets from their diffusers "
+                            "folders (config.json + weights)")
     assert "put its ControlNet config folder (its config.json) beside it, named control_v11p_sd15_lineart/" in \
         entries["control_v11p_sd15_lineart"].problem
     assert "cross-attention width 32" in entries["control_v11p_sd15_lineart"].problem

@@ -44,6 +44,7 @@ _PROBES: dict[Family, dict[str, tuple[int, ...]]] = {
 # a ControlNet's hint encoder (3 -> 16 ... 256 -> the UNet's 320 channels), original-layout names
 _HINT = {"input_hint_block.0.weight": (16, 3, 3, 3), "input_hint_block.14.weight": (320, 256, 3, 3)}
 _UNION = {"spatial_ch_projs.weight": (320, 320)}  # xinsir's ControlNet Union (diffusers layout only)
+_FLOW_CONTROL = {"double_blocks.": Family.FLUX, "joint_blocks.": Family.SD3}  # XLabs-style files of their blocks
 # original-layout names -> diffusers names, for the probes (every real ControlNet has 2 layers per block)
 _DIFFUSERS = [(re.compile(r"input_blocks\.0\.0\."), "conv_in."), (re.compile(r"middle_block\.1\."), "mid_block.attentions.0."),
               (re.compile(r"label_emb\.0\.0\."), "add_embedding.linear_1."),
@@ -232,6 +233,10 @@ def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
 def describe_controlnet(tensors: Tensors, names: str | None = None) -> Description:
     """A ControlNet single file (original or diffusers layout; a ControlNet Union by its task embedding)."""
     names = names if names is not None else names_text(tensors)
+    for fragment, flow in _FLOW_CONTROL.items():
+        if fragment in names:
+            return Description("controlnet", flow, problem=f"a {flow.label} ControlNet single file; Easel loads "
+                               f"{flow.label} ControlNets from their diffusers folders (config.json + weights)")
     for fragment, what in _OTHER:
         if fragment in names:
             return Description("controlnet", problem=f"{what}, which Easel does not use")
