@@ -27,7 +27,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
+from PIL import Image
 
 from ...client.codes import ErrorCode
 from ...client.protocol import CONTROL_KINDS
@@ -60,7 +62,7 @@ class ControlLayer:
 
     id: str
     model: Any  # the family's ControlNet class (Family.controlnet_class)
-    image: Any  # PIL RGB at the job's size
+    image: Any  # PIL RGB at the job's size, or a single-kind inpaint guide's tensor (``inpaint_guide``)
     strength: float
     start: float = 0.0
     end: float = 1.0
@@ -301,7 +303,7 @@ def control_kwargs(accepted: Any, layers: Sequence[ControlLayer]) -> dict[str, A
     need that list even without a union model)."""
     key = "control_image" if "control_image" in accepted else "image"
     one = len(layers) == 1
-    images = [layer.image.convert("RGB") for layer in layers]
+    images = [layer.image if isinstance(layer.image, torch.Tensor) else layer.image.convert("RGB") for layer in layers]
     out: dict[str, Any] = {key: images[0] if one else images}
     for arg, values in (("controlnet_conditioning_scale", [layer.strength for layer in layers]),
                         ("control_guidance_start", [layer.start for layer in layers]),
@@ -316,6 +318,21 @@ def control_kwargs(accepted: Any, layers: Sequence[ControlLayer]) -> dict[str, A
     elif not one and "control_mode" in accepted:
         out["control_mode"] = modes
     return out
+
+
+def inpaint_guide(image: Image.Image, mask: Image.Image, union: bool) -> Any:
+    """An ``inpaint`` layer's guide: its image with the pixels to repaint (the mask above half) marked as the
+    ControlNet was trained: black for a union's repaint mode (xinsir's promax), else -1 (lllyasviel's
+    control_v11p_sd15_inpaint; diffusers' ``make_inpaint_condition``): a 1x3xHxW float tensor, [0, 1] elsewhere,
+    that the pipelines' control-image processor (``do_normalize=False``) passes on unchanged."""
+    masked = np.asarray(mask.convert("L"), np.float32) / 255.0 > 0.5
+    if union:
+        pixels = np.array(image.convert("RGB"))
+        pixels[masked] = 0
+        return Image.fromarray(pixels, "RGB")
+    guide = np.asarray(image.convert("RGB"), np.float32) / 255.0
+    guide[masked] = -1.0
+    return torch.from_numpy(guide.transpose(2, 0, 1)[None].copy())
 
 
 def samples_globally(layers: Sequence[ControlLayer]) -> bool:

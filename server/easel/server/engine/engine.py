@@ -20,7 +20,7 @@ from ..families import MODE_WORDS
 from ..library.scan import Library
 from .cache import LRUCache
 from .catalog import Catalog
-from .controlnet import ControlLayer, ControlNets, check_fits
+from .controlnet import ControlLayer, ControlNets, check_fits, inpaint_guide
 from .device import free_memory, resolve_device, resolve_dtype
 from .loading import LoadedModel, LoadOptions, load_model
 from .lora import LoraLibrary
@@ -255,9 +255,12 @@ class Engine:
                 got = "none" if image is None else f"{image.width}x{image.height}"
                 raise EngineError(f"control layer {i + 1} needs its image {control.image!r} at the job's size "
                                   f"{job.width}x{job.height} (got {got})", field=f"controls[{i}].image")
+            mode = self._controls.union_mode(control_id, control.kind)
+            if control.kind == "inpaint" and job.mode == "inpaint" and job.mask is not None \
+                    and not loaded.traits.family.flow:  # the selection marked on the guide (no mask: as is)
+                image = inpaint_guide(image, job.mask, mode is not None)
             if control.strength > 0:
-                layers.append(ControlLayer(control_id, None, image, control.strength, control.start, control.end,
-                                           self._controls.union_mode(control_id, control.kind)))
+                layers.append(ControlLayer(control_id, None, image, control.strength, control.start, control.end, mode))
         return layers
 
     def close(self) -> None:
