@@ -1,8 +1,9 @@
 """Live painting: while the docker's Live toggle is on, the canvas regenerates as you paint.
 
 Krita has no change events for Python, so a QTimer polls: it reads the region a frame would
-send (the whole canvas, or a selection's context region) without the live layer, hashes it
-with the parameters, and ``editing.LiveSession`` decides when a frame goes out. Frames travel
+send (the whole canvas, or a selection's context region) without the live layer and the control
+layers, and the enabled control layers over the same pixels (sent as ``controls``, as Generate
+sends them), hashes them with the parameters, and ``editing.LiveSession`` decides when a frame goes out. Frames travel
 through one long-lived ``editing.LiveConnection`` (worker threads, ``replace: true``); its
 events come back to the GUI thread as a Qt signal, where the newest result is written into the
 one ``Easel Live`` layer (``live_layer``). Turning Live off removes that layer; Apply copies
@@ -128,24 +129,25 @@ class LiveController(QObject):
         live = editing.live_params(params, model, session.follow_seed(params.seed))
         try:
             state = live_layer.read_live_state(doc, live.strength)
-        except document.DocumentError as exc:
+            controls = live_layer.read_controls(doc, state)
+        except (document.DocumentError, ValueError) as exc:  # ValueError: a control layer's settings
             self.stop(str(exc), error=True)
             return
-        session.observe(editing.fingerprint(state.rgba, state.selection), editing.params_key(live, state.region))
+        session.observe(*editing.frame_keys(state, live, controls))
         self._pace(time.perf_counter() - t0)
         if session.due() and time.monotonic() >= self._retry_at:
-            planned = editing.plan_live(state, live, model)
+            planned = editing.plan_live(state, live, model, controls)
             problem = editing.check_request(planned)
             if problem:
                 self._error = f"Live: {problem}"
-                self._show_status(state)
+                self._show_status(state, bool(controls[0]))
                 return
             if self._error and self._error.startswith("Live: bad parameter"):
                 self._error = None
             self._frames[planned.request.job] = live
             session.sent(planned.request.job)
             self.connection.submit(planned)
-        self._show_status(state)
+        self._show_status(state, bool(controls[0]))
 
     def _pace(self, seconds: float) -> None:
         """Poll less often when reading the canvas is costly (big canvases): at most ~20% of the time."""
@@ -154,9 +156,9 @@ class LiveController(QObject):
         if abs(interval - self.timer.interval()) > 20:
             self.timer.setInterval(interval)
 
-    def _show_status(self, state: editing.EditorState) -> None:
+    def _show_status(self, state: editing.EditorState, steered: bool = False) -> None:
         text = self._error or self.session.status_text()
-        if state.rgba is None and not self._error:
+        if state.rgba is None and not steered and not self._error:
             text += " · strength is 100%: strokes do not change the picture; lower it to paint live"
         if (text, bool(self._error)) != (self.status, self.status_is_error):
             self._say(text, bool(self._error))

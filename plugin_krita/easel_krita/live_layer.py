@@ -86,8 +86,15 @@ def read_live_state(doc, strength: float) -> editing.EditorState:
         return editing.EditorState(width, height)
     x, y, w, h = region
     mask = read_selection(doc, x, y, w, h) if mode == editing.INPAINT else None
-    skip = control_layers.layer_ids(doc)  # live frames do not use control layers (yet), nor paint them
+    skip = control_layers.layer_ids(doc)  # control layers steer (``read_controls``), they are not painted
     return editing.EditorState(width, height, read_without_live(doc, x, y, w, h, skip), region, mask)
+
+
+def read_controls(doc, state: editing.EditorState) -> editing.live.FrameControls:
+    """The enabled control layers over what a frame of ``state`` sends, as Generate sends them."""
+    from .document import KritaDocument
+
+    return editing.control_items(control_layers.present(doc), KritaDocument(doc).read_layer, state.box)
 
 
 def show(doc, image: Image, x: int, y: int, previous: tuple[int, int, int, int] | None = None):

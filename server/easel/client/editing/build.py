@@ -76,7 +76,7 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
     exclude = [c.layer for c in controls]
     state = read_state(doc, params.strength, use_selection, exclude)
     planned = plan_request(state, params)
-    box = state.region or (0, 0, state.width, state.height)
+    box = state.box
     guide = None
     if features.control_model:
         rgba = state.rgba if state.rgba is not None else doc.read_canvas(box, exclude)

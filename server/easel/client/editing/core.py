@@ -85,6 +85,11 @@ class EditorState:
     region: tuple[int, int, int, int] | None = None  # x, y, w, h of ``rgba`` in the document
     selection: bytes | None = None  # gray8 mask for ``region``, or None when nothing is selected
 
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """What a request planned from this state covers: ``region``, else (text to image) the whole canvas."""
+        return self.region or (0, 0, self.width, self.height)
+
 
 @dataclass
 class PlannedRequest:
@@ -105,7 +110,7 @@ def plan_request(state: EditorState, params: Params) -> PlannedRequest:
     if mode == TXT2IMG or state.rgba is None:
         request = GenerateRequest(job=new_job_id(), width=state.width, height=state.height, **common)
         return PlannedRequest(TXT2IMG, request)
-    x, y, w, h = state.region or (0, 0, state.width, state.height)
+    x, y, w, h = state.box
     request = GenerateRequest(job=new_job_id(), strength=params.strength, x=x, y=y, **common)
     image = Image.rgba(w, h, state.rgba)
     mask = Image.gray(w, h, state.selection) if mode == INPAINT and state.selection is not None else None

@@ -1,12 +1,18 @@
-"""Live painting: when to send a new frame, with a fixed seed, over one long-lived connection."""
+"""Live painting: when to send a new frame, with a fixed seed, over one long-lived connection.
+
+A frame carries the enabled control layers as ``controls``, read as Generate reads them
+(``control_items`` over ``EditorState.box``); their pixels and settings are part of what
+``frame_keys`` compares, so a stroke on a control layer sends a frame too.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..connection import Client, ClientError
+from ..protocol import Control, Image
 from .core import Box, EditorState, Params, PlannedRequest, plan_request
 from .power import fit_attachments, fit_to_model
 from .ui import model_choices
@@ -18,6 +24,10 @@ LIVE_MAX_STEPS = 8  #: a Steps field of 1..8 is used as it is while live; higher
 
 
 LIVE_LAYER_NAME = "Easel Live"
+
+#: a frame's control layers: the request's ``controls`` and the attachments they name (``control_items``)
+FrameControls = tuple[Sequence[Control], dict[str, Image]]
+NO_CONTROLS: FrameControls = ((), {})
 
 
 def live_steps(model: dict | None, requested: int | None = None) -> int:
@@ -59,18 +69,31 @@ def fingerprint(*parts: bytes | str | None) -> str:
     return digest.hexdigest()
 
 
-def params_key(params: Params, region: Box | None = None) -> str:
-    """What, besides the pixels, makes a live frame differ: the parameters and the region read."""
+def params_key(params: Params, region: Box | None = None, controls: Sequence[Control] = ()) -> str:
+    """What, besides the pixels, makes a live frame differ: the parameters, the region read and the
+    control layers' settings."""
     return repr((params.prompt, params.negative_prompt, round(params.strength, 4), params.steps, params.guidance,
-                 params.model, params.scheduler, params.seed, region))
+                 params.model, params.scheduler, params.seed, region,
+                 [(c.kind, c.strength, c.start, c.end) for c in controls]))
 
 
-def plan_live(state: EditorState, params: Params, model: dict | None = None) -> PlannedRequest:
-    """``plan_request`` for a live frame: replaces this client's older live work, no step previews, and
-    the faster size (docs/krita.md): one pass (no second pass); a frame smaller than the native area of
-    ``model`` (its ``welcome.models`` entry) runs at its own size (``exact_size``), a bigger one at the
-    native area, as the server does by default."""
+def frame_keys(state: EditorState, params: Params, controls: FrameControls = NO_CONTROLS) -> tuple[str, str]:
+    """The two keys ``LiveSession.observe`` compares: the pixels a frame sends (region, selection, the control
+    layers' images) and ``params_key``."""
+    items, images = controls
+    canvas = fingerprint(state.rgba, state.selection, *(images[c.image].data for c in items))
+    return canvas, params_key(params, state.region, items)
+
+
+def plan_live(state: EditorState, params: Params, model: dict | None = None,
+              controls: FrameControls = NO_CONTROLS) -> PlannedRequest:
+    """``plan_request`` for a live frame, with its control layers (``controls``): replaces this client's
+    older live work, no step previews, and the faster size (docs/krita.md): one pass (no second pass); a
+    frame smaller than the native area of ``model`` (its ``welcome.models`` entry) runs at its own size
+    (``exact_size``), a bigger one at the native area, as the server does by default."""
     planned = plan_request(state, params)
+    planned.request.controls = list(controls[0]) or None
+    planned.attachments = dict(controls[1])
     planned.request.replace = True
     planned.request.preview = False
     planned.request.hires = "off"
