@@ -140,8 +140,6 @@ def test_pickles_read_only_with_weights_only(tmp_path):
 
 def test_other_tools_files_are_skipped_in_flat_folders(tmp_path):
     write_safetensors(tmp_path / "embedding.safetensors", {"emb_params": (4, 8)})
-    (tmp_path / "upscale_models").mkdir()
-    write_safetensors(tmp_path / "upscale_models" / "x4.safetensors", {"conv_first.weight": (4, 3, 3, 3)})
     for folder in ("annotators", "preprocessors"):  # the From image preprocessors' models (easel.server.preprocess)
         (tmp_path / folder / "dpt").mkdir(parents=True)
         write_safetensors(tmp_path / folder / "dpt" / "model.safetensors", {"dpt.embeddings.cls_token": (1, 1, 8)})

@@ -7,7 +7,7 @@ the kinds the server makes, ``MADE_KINDS``) asks the server (``preprocess``) for
 bounds), inserts it as a new layer above the active one and lists it. Generate (``controller.generate``)
 passes ``present`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
 every control layer out of the canvas (``editing.fit_to_model`` drops them for a model that can use none);
-live painting leaves them out of its canvas too (``layer_ids``).
+live painting does the same for every frame (``live_layer.read_controls``, ``layer_ids``).
 The panel shows only when the chosen model can use a control kind (the welcome's per-model ``controls``).
 """
 

@@ -148,6 +148,13 @@ def test_live_reads_the_same_region_as_generate(adapter):
     assert got["selection"] == [region, region[2] * region[3] * 4, region[2] * region[3], 255]
 
 
+def test_live_frames_send_the_control_layers_as_generate_does(adapter):
+    got = observed(adapter, "live_controls")
+    for strength, canvas in (("0.5", [200, 180, 160, 255]), ("1.0", None)):  # image to image, text to image
+        assert got[strength] == {"controls": [["lineart", "controls.0.image", 0.8]], "as_generate": True,
+                                 "size": [40, 30], "line_px": [255, 255, 255, 255], "canvas_px": canvas}
+
+
 def test_live_refuses_deep_documents_in_plain_words(adapter):
     got = observed(adapter, "live_depths")
     assert got["U8"] is None

@@ -45,6 +45,7 @@ from .preprocess.serve import answer as answer_preprocess
 from .results import ResultStore, keeps_result
 from .security import Security
 from .stored import answer_stored
+from .upscale import upscaler_infos
 from .workers import LocalWorker, Worker, pick_worker
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class App:
             "loras": list(getattr(self.engine, "loras", list)()),
             "control_models": list(getattr(self.engine, "control_models", list)()),
             "refiner": list(getattr(self.engine, "refiners", list)()),
+            "upscalers": upscaler_infos(self.engine),
             "safety_checker": bool(getattr(self.engine, "safety_checker", False)),
             "workers": [w.info() for w in self.workers],  # one job at a time each (docs/scaling.md)
         }

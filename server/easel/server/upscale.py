@@ -1,9 +1,12 @@
-"""Tiled upscale ("SD upscale"): Lanczos x2/x4, then img2img over overlapping tiles, blended back.
+"""Tiled upscale ("SD upscale"): Lanczos or an upscaler model x2/x4, then img2img over overlapping tiles, blended back.
 
 A ``generate`` with ``upscale`` (2 or 4) and an ``image`` comes here (see docs/features.md):
 
 1. The sent image is resized by ``upscale`` with Lanczos (alpha-premultiplied when it has
-   transparency); transparent pixels are filled for the model (``imaging.fill``).
+   transparency), or with ``upscaler``, a model of the models folders (``easel.server.upscalers``:
+   tiled, progress ``"upscaler tile k/N"``, cancel between tiles) run on the colour with its
+   transparent pixels filled, the alpha resized with Lanczos; transparent pixels are filled for the
+   model (``imaging.fill``). ``strength`` 0 returns this upscale as it is.
 2. ``imaging.tiles.plan_tiles`` covers it with tiles of the model's native size.
 3. Each tile runs img2img at native size with the refine strength; every tile of batch image
    ``i`` uses seed ``seed + i`` (one seed for all tiles keeps the texture consistent).
@@ -25,7 +28,7 @@ from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .demo.notes import toy_upscale
-from .engine.types import CancelledFn, EngineAPI, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
+from .engine.types import CancelledFn, EngineAPI, EngineError, EngineJob, JobCancelled, ModelInfo, Progress, ProgressFn
 from .imaging.compose import resize
 from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
@@ -62,6 +65,52 @@ def check_upscale(request: GenerateRequest, images: dict[str, Image], limits: Li
             "or upscale a smaller part of the image", field="upscale")
 
 
+def _upscalers(engine: EngineAPI) -> Any:
+    """The engine's upscalers (easel.server.upscalers.Upscalers), or None for an engine without them."""
+    return getattr(engine, "upscalers", None)
+
+
+def upscaler_infos(engine: EngineAPI) -> list[dict[str, Any]]:
+    """The welcome's ``upscalers``: id, name and scale (None until known) of each upscaler model."""
+    upscalers = _upscalers(engine)
+    return upscalers.infos() if upscalers is not None else []
+
+
+def check_upscaler(request: GenerateRequest, engine: EngineAPI) -> None:
+    """Submit-time check of ``upscaler``: it comes with ``upscale`` and is one the server offers."""
+    if request.upscaler is None:
+        return
+    if request.upscale is None:
+        raise ProtocolError("'upscaler' makes the tiled upscale; send 'upscale' (2 or 4) with it", field="upscaler")
+    upscalers = _upscalers(engine)
+    if upscalers is None:
+        raise ProtocolError("'upscaler': this server runs no upscaler models; leave it out (Lanczos)",
+                            field="upscaler")
+    try:
+        upscalers.check(request.upscaler)
+    except EngineError as exc:
+        raise ProtocolError(str(exc), field="upscaler") from None
+
+
+def enlarge(engine: EngineAPI, request: GenerateRequest, source: np.ndarray, progress: ProgressFn,
+            cancelled: CancelledFn) -> np.ndarray:
+    """``source`` (HxWx4 uint8) ``request.upscale``× with Lanczos, or with ``request.upscaler``."""
+    factor = request.upscale or 1
+    size = Extent(source.shape[1] * factor, source.shape[0] * factor)
+    if request.upscaler is None:
+        return lanczos(source, size)
+
+    def report(k: int, total: int) -> None:
+        progress(Progress(STAGE, k - 1, total, f"upscaler tile {k}/{total}"))
+
+    upscalers = _upscalers(engine)
+    if upscalers is None:
+        raise EngineError("'upscaler': this server runs no upscaler models; leave it out (Lanczos)", field="upscaler")
+    rgb = upscalers.upscale(request.upscaler, fill_transparent(source), factor, report, cancelled)
+    alpha = source[..., 3]
+    return np.dstack([rgb, resize(alpha, size) if alpha.min() < 255 else np.full(rgb.shape[:2], 255, np.uint8)])
+
+
 def lanczos(rgba: np.ndarray, size: Extent) -> np.ndarray:
     """HxWx4 uint8 resized with Lanczos; opaque images stay exactly opaque (colour resized alone)."""
     if rgba[..., 3].min() == 255:
@@ -80,7 +129,7 @@ def run_upscale(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, mod
     seeds = pick_seeds(request.seed, request.batch)
     source = inputs.image
     size = Extent(source.shape[1] * factor, source.shape[0] * factor)
-    big = lanczos(source, size)
+    big = enlarge(engine, request, source, progress, cancelled)
     plan = plan_tiles(size, model.native)
     x, y = request.x * factor, request.y * factor
     parameters: dict[str, Any] = {
@@ -90,7 +139,9 @@ def run_upscale(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, mod
         "scheduler": request.scheduler or "default", "strength": strength, "seeds": seeds, "mode": "upscale",
         "upscale": factor, "region": [x, y, size.width, size.height], **plan.to_dict(),
     }
-    if strength <= 0:  # nothing to refine: the plain Lanczos upscale, no model run
+    if request.upscaler is not None:
+        parameters["upscaler"] = request.upscaler
+    if strength <= 0:  # nothing to refine: the plain upscale (Lanczos or the upscaler), no diffusion run
         layers = [Layer(big.copy() if i else big, x, y, seed) for i, seed in enumerate(seeds)]
         return GenerationOutput(layers, parameters, {"prepare_s": time.perf_counter() - t0, "run_s": 0.0})
     t1 = time.perf_counter()

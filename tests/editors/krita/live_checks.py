@@ -122,6 +122,39 @@ def run(check, new_doc, done, bgra):
 
     check("live_state", live_state)
 
+    def live_controls():
+        from easel_krita import control_layers, document
+
+        doc = new_doc(40, 30)
+        root = doc.rootNode()
+        base = root.childNodes()[0]
+        base.setPixelData(bgra(200, 180, 160) * (40 * 30), 0, 0, 40, 30)
+        lines = doc.createNode("lines", "paintlayer")  # a dark line down column 5, on transparent paper
+        root.addChildNode(lines, base)
+        lines.setPixelData(bgra(0, 0, 0) * 30, 5, 0, 1, 30)
+        off = doc.createNode("off", "paintlayer")
+        root.addChildNode(off, lines)
+        off.setPixelData(bgra(9, 9, 9) * (40 * 30), 0, 0, 40, 30)
+        done(doc)
+        control_layers.store(doc, [editing.ControlLayer(lines.uniqueId().toString(), "lineart", 0.8),
+                                   editing.ControlLayer(off.uniqueId().toString(), "depth", enabled=False)])
+        out = {}
+        for strength in (0.5, 1.0):
+            state = live_layer.read_live_state(doc, strength)
+            items, images = live_layer.read_controls(doc, state)
+            generate = editing.build_request(document.KritaDocument(doc), editing.Params("p", strength=strength),
+                                             controls=control_layers.present(doc))
+            lineart = images["controls.0.image"]
+            out[str(strength)] = {
+                "controls": [[c.kind, c.image, c.strength] for c in items],
+                "as_generate": list(items) == list(generate.request.controls) and images == generate.attachments,
+                "size": [lineart.width, lineart.height],
+                "line_px": list(lineart.data[(3 * 40 + 5) * 4:(3 * 40 + 5) * 4 + 4]),
+                "canvas_px": list(state.rgba[(3 * 40 + 5) * 4:(3 * 40 + 5) * 4 + 4]) if state.rgba else None}
+        return out
+
+    check("live_controls", live_controls)
+
     def live_depths():
         out = {}
         for depth in ("U8", "U16", "F32"):

@@ -66,7 +66,7 @@ _OTHER = [  # (key fragment, what it is) for files Easel does not serve
     ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
     ("emb_params", "a textual-inversion embedding"), ("string_to_param", "a textual-inversion embedding"),
     ("image_proj.", "an IP-Adapter"), ("ip_adapter.", "an IP-Adapter"), ("adapter.body.", "a T2I-Adapter"),
-    ("conv_first.weight", "an upscaling model (ESRGAN-style)"), ("vision_model.", "a CLIP vision model"),
+    ("vision_model.", "a CLIP vision model"),
     ("edm_mean", "an EDM model (Playground v2.5)"), ("lora_controlnet", "a Control-LoRA"),
 ]
 
@@ -87,6 +87,11 @@ _LORA = re.compile(r'(\.lora_(down|up|A|B)\.weight|\.hada_w1_[ab]|\.lokr_w[12]|_
 _LORA_CROSS = re.compile(r'"([^"]*attn2[._]to_[kv][^"]*(?:down\.weight|lora_A\.weight|w1_b))":\{')
 _SDXL_TEXT = re.compile(r'"(?:lora_te2_|text_encoder_2\.|te2\.)')
 _DEPTH = re.compile(r'transformer_blocks[._][1-9]')
+# upscalers (ESRGAN & co.): the first convolution of ESRGAN/SwinIR/HAT/DAT …, old-style ESRGAN and Real-ESRGAN
+# compact files; in a flat folder only (in an upscaler folder the folder says what its files are)
+_UPSCALER = re.compile(r'"(conv_first|model\.0|body\.0)\.weight":\{')
+#: the problem of a file of none of the kinds Easel knows
+UNRECOGNISED = "unknown contents (not an SD checkpoint, LoRA, ControlNet or VAE)"
 _CONTROL = re.compile(r'"([^"]*?)(input_hint_block\.0\.weight|controlnet_cond_embedding\.conv_in\.weight)":\{')
 
 
@@ -94,7 +99,7 @@ _CONTROL = re.compile(r'"([^"]*?)(input_hint_block\.0\.weight|controlnet_cond_em
 class Description:
     """One file's kind, family and sizes; ``problem`` (plain words) when Easel cannot use it."""
 
-    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "unknown"
+    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "unknown"
     family: Family | None = None  # checkpoints: SD1, SD2, SDXL, SDXL_REFINER; None: unknown
     inpaint: bool = False
     arch: str | None = None  # the shipped config that fits exactly (configs.CONFIGS), else None
@@ -112,7 +117,8 @@ class Description:
     def label(self) -> str:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
         family = self.family.label if self.family else ""
-        kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE"}.get(self.kind, "file")
+        kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE",
+                "upscaler": "upscaler"}.get(self.kind, "file")
         parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),
                  "inpainting" if self.inpaint else "", kind]
         return " ".join(p for p in parts if p) or "unknown"
@@ -136,6 +142,8 @@ def describe(tensors: Tensors, v_prediction: bool | None = None) -> Description:
     vae = _vae_prefix(tensors)
     if vae is not None:
         return describe_vae(tensors, vae)
+    if _UPSCALER.search(names) and not any(fragment in names for fragment, _ in _OTHER):
+        return Description("upscaler")
     return Description("unknown", problem=_unknown(names, len(tensors)))
 
 
@@ -298,7 +306,7 @@ def _unknown(names: str, count: int) -> str:
             return what if "single file" in what else f"{what}, which Easel does not use"
     if not count:
         return "it holds no tensors"
-    return "unknown contents (not an SD checkpoint, LoRA, ControlNet or VAE)"
+    return UNRECOGNISED
 
 
 def fits(lora: Description, context: int | None, family: Family | None) -> bool:

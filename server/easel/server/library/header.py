@@ -21,6 +21,7 @@ from typing import Any
 
 MAX_HEADER = 100 * 2**20  # a real header is at most a few MB
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+_WRAPPERS = ("state_dict", "params_ema", "params")  # what holds the tensors in a pickle (BasicSR: params_ema)
 _TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
                  "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
                  "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
@@ -270,7 +271,7 @@ def read_pickle_index(path: str) -> Header:
 
 
 def load_pickle(path: str, mmap: bool = False) -> dict[str, Any]:
-    """A pickle checkpoint's state dict (unwrapping ``state_dict``), with ``torch.load(weights_only=True)``.
+    """A pickle checkpoint's state dict (unwrapping ``state_dict``, or an upscaler's ``params_ema``), with ``torch.load(weights_only=True)``.
 
     NeedsCode when the pickle names anything beyond tensors and plain containers."""
     import pickle
@@ -283,8 +284,8 @@ def load_pickle(path: str, mmap: bool = False) -> dict[str, Any]:
         raise NeedsCode(_needs_code(path, str(exc))) from None
     except RuntimeError as exc:
         raise HeaderError(f"torch cannot read it ({str(exc).splitlines()[0][:200]}); the file may be corrupt") from None
-    while isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
+    while isinstance(obj, dict) and any(isinstance(obj.get(k), dict) for k in _WRAPPERS):
+        obj = next(obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict))
     if not isinstance(obj, dict):
         raise HeaderError(f"it holds a {type(obj).__name__}, not a dictionary of tensors")
     return {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}

@@ -4,6 +4,8 @@
 * ComfyUI ``models/`` (also krita-ai-diffusion's): ``checkpoints/``, ``loras/``, ``controlnet/``,
   ``vae/``, ``diffusers/``.
 * The folder above either (the install folder holding ``models/``): only ``models/`` is searched.
+* Upscalers (ESRGAN & co., run by spandrel): A1111's ``ESRGAN/``, ``RealESRGAN/``, ``SwinIR/``, ``HAT/``,
+  ``DAT/``, ``ScuNET/``, ComfyUI's ``upscale_models/``; in any layout, a flat folder's too.
 * Anything else is a flat folder: every weights file in it (and in sub-folders that are not known
   to hold other things) is classified by its content.
 """
@@ -19,13 +21,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 KIND_FOLDERS = {  # lower-case folder name -> what it holds
     "stable-diffusion": "checkpoint", "checkpoints": "checkpoint", "diffusers": "checkpoint",
     "lora": "lora", "loras": "lora", "lycoris": "lora",
-    "controlnet": "controlnet", "controlnets": "controlnet", "vae": "vae"}
+    "controlnet": "controlnet", "controlnets": "controlnet", "vae": "vae",
+    **dict.fromkeys(("esrgan", "realesrgan", "upscale_models", "upscalers", "swinir", "hat", "dat", "scunet"), "upscaler")}
+UPSCALER_FOLDERS = {name for name, kind in KIND_FOLDERS.items() if kind == "upscaler"}
 # folders of other tools' files: never searched in a flat folder
 OTHER_FOLDERS = {
-    "embeddings", "upscale_models", "esrgan", "realesrgan", "swinir", "ldsr", "scunet", "clip", "clip_vision",
+    "embeddings", "ldsr", "clip", "clip_vision",
     "text_encoders", "unet", "diffusion_models", "hypernetworks", "style_models", "gligen", "photomaker",
     "ipadapter", "ip-adapter", "insightface", "facerestore_models", "codeformer", "gfpgan", "deepbooru", "blip",
-    "karlo", "vae_approx", "upscalers", "sams", "ultralytics", "onnx", "configs", "animatediff_models",
+    "karlo", "vae_approx", "sams", "ultralytics", "onnx", "configs", "animatediff_models",
     "animatediff_motion_lora", "venv", "node_modules", "__pycache__", "extensions", "custom_nodes", "outputs",
     "output", "input", "temp", "repositories", "annotators", "preprocessors"}
 MAX_DEPTH = 4
@@ -89,6 +93,8 @@ def _walk(folder: str, rel: str, hint: str | None, depth: int) -> Iterator[Found
             if kind is not None:
                 if not _is_sibling_config(entry.name, names):
                     yield Found(entry.path, sub, hint, is_dir=True)
+            elif hint is None and entry.name.lower() in UPSCALER_FOLDERS:  # a flat folder's ESRGAN/ …
+                yield from _walk(entry.path, "", "upscaler", 0)
             elif depth < MAX_DEPTH and (hint is not None or entry.name.lower() not in OTHER_FOLDERS):
                 yield from _walk(entry.path, sub, hint, depth + 1)
         elif entry.name.lower().endswith(WEIGHT_SUFFIXES):

@@ -1,6 +1,6 @@
 """The model library: what the models folders hold, described from file headers, rescanned on demand.
 
-``Library(folders).scan()`` lists every checkpoint, diffusers folder, LoRA, ControlNet and VAE with
+``Library(folders).scan()`` lists every checkpoint, diffusers folder, LoRA, ControlNet, VAE and upscaler with
 a stable id, a readable name, its family and native size, or a plain-words ``problem`` (truncated,
 still being copied, unknown architecture, needs code to load …). Descriptions are cached by path,
 size and modification time, so a rescan of an unchanged library only lists folders and stats files.
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from ..families import Family
 from ..traits import detect, folder_configs, read_json
 from .controls import config_context, config_family
-from .detect import Description, describe
+from .detect import UNRECOGNISED, Description, describe
 from .header import Header, HeaderError, Incomplete, read_floats, read_header
 from .layouts import candidates, model_folder_kind, sibling_config
 
@@ -36,7 +36,7 @@ class Entry:
 
     id: str  # stable: its path inside its kind folder, "/"-separated (LoRAs keep the extension)
     name: str  # readable: "dreamshaper 8"
-    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "unknown"
+    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "unknown"
     path: str
     folder: bool  # a diffusers folder (else a single file)
     desc: Description
@@ -129,6 +129,8 @@ class Library:
                 if desc.problem:
                     log.warning("models: %s: %s", path, desc.problem)
             size = st.st_size
+            if hint == "upscaler" and desc.kind == "unknown" and desc.problem == UNRECOGNISED:
+                desc = Description("upscaler")  # spandrel knows more architectures than the header cues
             kind = desc.kind
             if kind == "unknown" and hint is None and desc.problem and "which Easel does not use" in desc.problem:
                 log.info("models: skipping %s: %s", path, desc.problem)

@@ -13,10 +13,8 @@ Face cache; ``easel download lllyasviel/Annotators`` fetches just the files thes
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ...client.codes import ErrorCode
+from .. import imports
 from ..engine.types import EngineError
 from .models import SUBFOLDERS, holding
 
@@ -55,21 +54,8 @@ def files_needed() -> list[str]:
 
 
 def subpackage(name: str) -> types.ModuleType:
-    """``controlnet_aux.NAME``; where the package's ``__init__`` cannot be imported (it imports every
-    annotator's dependencies), the subpackage alone, under an empty stand-in for the package."""
-    try:
-        return importlib.import_module(f"{LIBRARY}.{name}")
-    except Exception:  # ImportError, or the RuntimeError of a torchvision built for another torch
-        if sys.modules.get(LIBRARY) is None:
-            spec = importlib.util.find_spec(LIBRARY)
-            if spec is None or not spec.submodule_search_locations:
-                raise
-            package = types.ModuleType(LIBRARY)
-            package.__path__ = list(spec.submodule_search_locations)
-            package.__spec__ = spec
-            package.__file__ = spec.origin
-            sys.modules[LIBRARY] = package
-        return importlib.import_module(f"{LIBRARY}.{name}")
+    """``controlnet_aux.NAME``, imported without the package's ``__init__`` where that fails (``imports``)."""
+    return imports.subpackage(LIBRARY, name)
 
 
 def locate(kind: str, roots: Sequence[str]) -> str:
