@@ -93,6 +93,9 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
         else:
             kw.update(type=_TYPES[d.kind], metavar=d.spec.metavar)
         parser.add_argument(d.flag, **kw)
+        for flag, metavar, text, _ in d.spec.also:  # another spelling of the same list's items
+            parser.add_argument(flag, dest=f"{d.name}{flag}", action="append", default=None, metavar=metavar,
+                                help=text.replace("%", "%%"))
 
 
 def flag_help(d: Declared) -> str:
@@ -109,6 +112,10 @@ def request_from_args(args: argparse.Namespace, image: Image | None, mask: Image
         value = getattr(args, name, None) if d.flag else None
         if value is not None:
             values[name] = [d.spec.parse(v) for v in value] if d.spec.parse else value
+        for flag, _, _, parse in d.spec.also if d.flag else ():
+            more = getattr(args, f"{name}{flag}", None)
+            if more:
+                values[name] = [*values.get(name, []), *(parse(v) for v in more)]
     values.setdefault("prompt", "")
     if image is not None and mask is None and values.get("upscale") is None:
         values.setdefault("strength", IMAGE_STRENGTH)

@@ -42,19 +42,27 @@ def parse_lora(text: str) -> dict:
                             field="loras") from None
 
 
-CONTROL_KINDS = ("scribble", "lineart", "softedge", "canny", "depth", "normal", "pose", "segmentation", "tile",
-                 "stencil", "inpaint")
+#: kinds a ControlNet steers with (a guide at the picture's size, over the denoising's ``start`` to ``end``)
+CONTROLNET_KINDS = ("scribble", "lineart", "softedge", "canny", "depth", "normal", "pose", "segmentation", "tile",
+                    "stencil", "inpaint")
+#: reference images an IP-Adapter reads (any size, the whole denoising): content and look, only the style,
+#: only the layout, a face
+REFERENCE_KINDS = ("reference", "style", "composition", "face")
+CONTROL_KINDS = CONTROLNET_KINDS + REFERENCE_KINDS
 MAX_CONTROLS = 4
 
 
 @dataclass
 class Control:
     """One control layer: a guide image of one kind, steering the ControlNet for that kind from ``start`` to
-    ``end`` of the denoising (fractions) with ``strength``; several combine (diffusers' Multi-ControlNet)."""
+    ``end`` of the denoising (fractions) with ``strength``; several combine (diffusers' Multi-ControlNet). A
+    reference kind (``REFERENCE_KINDS``) is a picture of any size that an IP-Adapter reads for the whole
+    denoising (docs/features.md)."""
 
-    kind: str = declare(help="what the image shows", choices=CONTROL_KINDS)
+    kind: str = declare(help="what the image shows; reference, style, composition and face are reference images "
+                             "(IP-Adapter)", choices=CONTROL_KINDS)
     image: str = declare(help="the attachment holding the guide, at the size of `image` (text to image: the "
-                              "requested size)", attachment=True)
+                              "requested size); a reference image: any size", attachment=True)
     strength: float = declare(1.0, "how strongly it steers (0 = not at all)", low=0.0, high=2.0)
     start: float = declare(0.0, "the fraction of the denoising where it starts steering", low=0.0, high=1.0)
     end: float = declare(1.0, "the fraction where it stops; at least `start`", low=0.0, high=1.0)
@@ -62,6 +70,14 @@ class Control:
                                 default_text="the server's for the kind and the model's family")
 
     def __post_init__(self) -> None:
+        if self.kind in REFERENCE_KINDS:
+            for name, default in (("start", 0.0), ("end", 1.0)):
+                if getattr(self, name) != default:
+                    raise FieldError(name, f"'{name}' must be {default:g} for a {self.kind} layer: an IP-Adapter "
+                                           "reads its reference image for the whole denoising")
+            if self.model is not None:
+                raise FieldError("model", f"'model' names a ControlNet; a {self.kind} layer uses the server's "
+                                          "IP-Adapter for the model: leave 'model' out")
         if self.end < self.start:
             raise FieldError("end", f"'end' must be at least 'start' ({self.start:g}; got {self.end:g}): the layer "
                                     "steers from start to end")
@@ -88,3 +104,27 @@ def parse_control(text: str) -> dict:
         raise ProtocolError(f"control {text!r}: strength, start and end are numbers; {usage}",
                             field="controls") from None
     return item
+
+
+def parse_reference(text: str) -> dict:
+    """``[KIND=]IMAGE[@STRENGTH]`` -> a reference ``Control``'s fields (KIND: one of ``REFERENCE_KINDS``,
+    ``reference`` when left out); ProtocolError (field controls) for text that does not fit."""
+    usage = f"write [KIND=]IMAGE[@STRENGTH] with KIND one of {', '.join(REFERENCE_KINDS)}, e.g. style=painting.png@0.7"
+    kind, sep, rest = text.partition("=")
+    if not sep:
+        kind, rest = REFERENCE_KINDS[0], text
+    elif kind not in REFERENCE_KINDS:
+        hint = f"use --control {text}" if kind in CONTROLNET_KINDS else usage
+        raise ProtocolError(f"reference {text!r}: {kind!r} is no reference kind; {hint}", field="controls")
+    image, at, strength = rest.rpartition("@") if "@" in rest else (rest, "", "")
+    item: dict[str, Any] = {"kind": kind, "image": image}
+    if not image:
+        raise ProtocolError(f"reference {text!r}: {usage}", field="controls")
+    if at:
+        try:
+            item["strength"] = float(strength)
+        except ValueError:
+            raise ProtocolError(f"reference {text!r}: the strength after '@' is a number; {usage}",
+                                field="controls") from None
+    return item
+

@@ -20,12 +20,24 @@ from typing import Any
 
 from .codes import ClientMessage, ErrorCode, ProtocolError, ServerMessage, enum_table, error_message
 from .fields import BIG, Declared, FieldError, declare, declared, item_types, markdown_table, replace_block, to_wire
-from .items import CONTROL_KINDS, LORA_WEIGHT, MAX_CONTROLS, MAX_LORAS, Control, _check_loras, parse_control, parse_lora
+from .items import (
+    CONTROL_KINDS,
+    CONTROLNET_KINDS,
+    LORA_WEIGHT,
+    MAX_CONTROLS,
+    MAX_LORAS,
+    REFERENCE_KINDS,
+    Control,
+    _check_loras,
+    parse_control,
+    parse_lora,
+    parse_reference,
+)
 
-__all__ = ["CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FORMAT_CODES", "FORMAT_NAMES", "LORA_WEIGHT", "MAX_CONTROLS",
-           "MAX_LORAS", "PROTOCOL_VERSION", "Assembler", "Control", "GenerateRequest", "Image", "Message",
+__all__ = ["CONTROLNET_KINDS", "CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FORMAT_CODES", "FORMAT_NAMES", "LORA_WEIGHT", "MAX_CONTROLS",
+           "MAX_LORAS", "PROTOCOL_VERSION", "REFERENCE_KINDS", "Assembler", "Control", "GenerateRequest", "Image", "Message",
            "ProtocolError", "check_version", "decode_image", "doc_tables", "encode_image", "encode_message",
-           "error_message", "job_of_frame", "parse_control", "parse_lora", "png_size", "request_fields"]
+           "error_message", "job_of_frame", "parse_control", "parse_lora", "parse_reference", "png_size", "request_fields"]
 
 PROTOCOL_VERSION = 1
 
@@ -274,7 +286,9 @@ class GenerateRequest:
     controls: list | None = declare(
         None, "control layers: guide images (attachments), each steering its kind's ControlNet (docs/features.md)",
         items=Control, high=MAX_CONTROLS, flag="--control", metavar="KIND=IMAGE[@STRENGTH[@START-END]]",
-        parse=parse_control, group="conditioning")
+        parse=parse_control, group="conditioning",
+        also=(("--reference", "[KIND=]IMAGE[@STRENGTH]", "a reference image layer (IP-Adapter), KIND one of "
+               + ", ".join(REFERENCE_KINDS) + " (default reference); repeatable", parse_reference),))
     variation_seed: int | None = declare(None, "blend this seed's noise into `seed`'s", low=0, high=BIG,
                                          metavar="N", group="sampling")
     variation_strength: float = declare(0.0, "0 = only `seed`'s noise, 1 = only `variation_seed`'s", low=0.0,

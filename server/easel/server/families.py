@@ -27,6 +27,8 @@ FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation
 SKETCH = "sketch"
 #: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
 LAYERS = "layers"
+#: Reference layers (``controls`` of a reference kind): IP-Adapters of the family the server holds.
+REFERENCES = "references"
 # (steps, guidance) per variant. Few-step SD/SDXL variants: turbo (1 step, no CFG), lightning (4 steps,
 # no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
 # model cards recommend: SD 3.5 large 28 / 3.5, SD 3.5 medium 40 / 4.5, large-turbo 4 / 0 (no CFG);
@@ -154,6 +156,8 @@ class Family(str, Enum):
             return f"the sketch ControlNets are {_joined(f for f in Family if f.fits_control(SKETCH))} ControlNets"
         if feature == "controls" and not self.fits_control(LAYERS):
             return f"control layers are for {_joined(f for f in Family if f.fits_control(LAYERS))} models"
+        if feature == REFERENCES and not self.fits_control(REFERENCES):
+            return f"reference layers (IP-Adapters) are for {_joined(f for f in Family if f.fits_control(REFERENCES))} models"
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -241,11 +245,12 @@ class Family(str, Enum):
 
 
 _SD_CONTROLS = frozenset({SKETCH, LAYERS})
+_IP_CONTROLS = _SD_CONTROLS | {REFERENCES}  # h94's IP-Adapters: SD 1.5 and SDXL (none for SD 2.x)
 _SPECS: dict[Family, _Spec] = {
-    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=_SD_CONTROLS),
+    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=_IP_CONTROLS),
     Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
                       controls=_SD_CONTROLS),
-    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=_SD_CONTROLS,
+    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=_IP_CONTROLS,
                        union_classes=True, refiner=True, hires_strength=0.4),
     Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
     Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True, controls=frozenset({LAYERS}),
@@ -253,7 +258,7 @@ _SPECS: dict[Family, _Spec] = {
     Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS}),
                        controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
-    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_SD_CONTROLS, toy=True),
+    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }
 
 

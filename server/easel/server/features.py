@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.codes import ErrorCode
-from ..client.protocol import GenerateRequest, Image, ProtocolError
+from ..client.protocol import REFERENCE_KINDS, GenerateRequest, Image, ProtocolError
 from .engine.types import EngineAPI, EngineError
 from .imaging.compose import as_rgba, resize
 from .imaging.region import WorkPlan
@@ -36,7 +36,7 @@ def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
         raise ProtocolError("attachment 'control' needs a 'control_model' (one of welcome.control_models)",
                             field="control_model")
     image = images.get("image")
-    for name in [ATTACHMENT, *(c.image for c in request.controls or [])]:
+    for name in [ATTACHMENT, *(c.image for c in request.controls or [] if c.kind not in REFERENCE_KINDS)]:
         guide = images.get(name)
         if guide is not None and image is not None and (guide.width, guide.height) != (image.width, image.height):
             raise ProtocolError(f"{name!r} is {guide.width}x{guide.height} but 'image' is {image.width}x"
@@ -89,6 +89,21 @@ def prepare_control(plan: WorkPlan, control: np.ndarray | None, name: str = ATTA
     region = rgba[plan.region.slices].astype(np.uint16)
     rgb = (region[..., :3] * region[..., 3:] + 127) // 255  # over black
     return PILImage.fromarray(resize(rgb.astype(np.uint8), plan.work), "RGB")
+
+
+def prepare_attached(plan: WorkPlan, controls: list | None, attached: dict[str, np.ndarray]) -> dict[str, PILImage.Image]:
+    """The control layers' images: guides at work size (``prepare_control``), reference images whole, their
+    transparent pixels white (an IP-Adapter reads a picture of any size)."""
+    references = {c.image for c in controls or [] if c.kind in REFERENCE_KINDS}
+    out = {}
+    for name, rgba in attached.items():
+        if name in references:
+            rgba = as_rgba(rgba).astype(np.uint16)
+            rgb = (rgba[..., :3] * rgba[..., 3:] + 255 * (255 - rgba[..., 3:]) + 127) // 255  # over white
+            out[name] = PILImage.fromarray(rgb.astype(np.uint8), "RGB")
+        else:
+            out[name] = prepare_control(plan, rgba, name)
+    return out
 
 
 def used_parameters(results: list[PILImage.Image]) -> dict[str, Any]:

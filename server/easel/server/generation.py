@@ -13,7 +13,7 @@ from ..client.fields import attachment_names
 from ..client.protocol import GenerateRequest, Image, ProtocolError
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, ProgressFn
-from .features import check_control, prepare_control, used_parameters
+from .features import check_control, prepare_attached, prepare_control, used_parameters
 from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_generation
@@ -83,7 +83,7 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     job = engine_job(request, mode=plan.mode, model=model.id, seeds=seeds, width=plan.work.width,
                      height=plan.work.height, image=work_image, mask=work_mask,
                      control_image=prepare_control(plan, inputs.control),
-                     attached={name: prepare_control(plan, img, name) for name, img in inputs.attached.items()})
+                     attached=prepare_attached(plan, request.controls, inputs.attached))
     second = None
     if second_pass_wanted(request, plan, model.family):
         second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)

@@ -110,6 +110,10 @@ class ServeSettings:
     control_models: list[str] = option([], "ControlNet (hub id, folder or .safetensors/.pth file) offered to "
                                        "clients; repeat for several",
                                        flag="--control-model", metavar="REF", engine=True)
+    ip_adapters: list[str] = option([], "IP-Adapters for reference layers: a folder (h94/IP-Adapter's layout, or "
+                                    "adapter files with their image_encoder/), an adapter file or a cached hub id "
+                                    "like h94/IP-Adapter; repeat for several", flag="--ip-adapter", metavar="REF",
+                                    engine=True)
     refiner: str | None = option(None, "SDXL refiner model (hub id, folder or file) for refiner jobs", metavar="REF",
                                  engine=True)
     safety_checker: bool | str = option(

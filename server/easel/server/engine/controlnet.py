@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from ...client.codes import ErrorCode
-from ...client.protocol import CONTROL_KINDS
+from ...client.protocol import CONTROL_KINDS, REFERENCE_KINDS
 from ..families import LAYERS, Family
 from ..library.controls import ControlInfo, download_hint, folder_info, name_info
 from ..library.scan import Entry, Library
@@ -156,10 +156,14 @@ class ControlNets:
         kinds = set().union(*(info.kinds for info in self.infos().values() if info.fits(family, context)))
         return [k for k in CONTROL_KINDS if k in kinds]
 
-    def choose(self, controls: Sequence[Any], family: Family, context: int | None) -> list[str]:
-        """The control model of each layer: the one it names, else the first for its kind that fits."""
+    def choose(self, controls: Sequence[Any], family: Family, context: int | None) -> list[str | None]:
+        """The control model of each layer: the one it names, else the first for its kind that fits (None:
+        a reference layer, an IP-Adapter's: references.py)."""
         infos, out = self.infos(), []
         for i, control in enumerate(controls):
+            if control.kind in REFERENCE_KINDS:
+                out.append(None)
+                continue
             if control.model is not None:
                 try:
                     out.append(self.resolve(control.model))

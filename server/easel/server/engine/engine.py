@@ -25,6 +25,7 @@ from .controlnet import ControlLayer, ControlNets, check_fits, inpaint_guide
 from .device import free_memory, resolve_device, resolve_dtype
 from .loading import LoadedModel, LoadOptions, load_model
 from .lora import LoraLibrary
+from .references import References
 from .refiner import Refiner
 from .refs import models_roots
 from .runner import Extras, run_job
@@ -54,7 +55,8 @@ class Engine:
                  loras_dir: str | os.PathLike | None = None,
                  control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
                  safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
-                 channels_last: str = "auto", compile: bool = False):
+                 channels_last: str = "auto", compile: bool = False,
+                 ip_adapters: Sequence[str | os.PathLike] = ()):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -76,6 +78,7 @@ class Engine:
         self._controls = ControlNets(control_models, self._options, roots, self.library,
                                      max_loaded=MAX_CONTROLS + 1)  # a job's layers and guide stay loaded
         self._refiner = Refiner(refiner, self._options, roots)
+        self._references = References(ip_adapters, roots, self.device)
         self._upscalers = Upscalers(self.library, self.device)
         checker = DEFAULT_CHECKER if safety_checker is True else (safety_checker or None)
         self._safety = SafetyChecker(checker, self.device, self.dtype)
@@ -95,7 +98,8 @@ class Engine:
         infos = [self._runtime(info) for info in self._catalog.infos()]
         for info in infos:
             traits = self._catalog.traits(info.id)
-            info.controls = self._controls.kinds_for(traits.family, traits.context)
+            info.controls = [*self._controls.kinds_for(traits.family, traits.context),
+                             *self._references.kinds_for(traits.family, traits.context)]
         if self._loras.enabled:
             entries = self._loras.entries()
             for info in infos:
@@ -128,8 +132,10 @@ class Engine:
     def check_controls(self, ref: str | None, controls: Sequence[Control]) -> list[str]:
         """The ControlNet id each control layer of a job on model ``ref`` would use; EngineError (its field
         ``controls[i]....``) for a layer none fits."""
-        traits = self._catalog.traits(self._resolve(ref))
-        return self._controls.choose(controls, traits.family, traits.context)
+        model_id = self._resolve(ref)
+        traits = self._catalog.traits(model_id)
+        self._references.choose(controls, traits.family, traits.context, model_id)
+        return [i for i in self._controls.choose(controls, traits.family, traits.context) if i is not None]
 
     def refiners(self) -> list[str]:
         """The configured SDXL refiner's id (empty: none)."""
@@ -229,6 +235,7 @@ class Engine:
         if job.control_model is not None:
             self._controls.resolve(job.control_model)
         self._controls.choose(job.controls or [], traits.family, traits.context)
+        self._references.choose(job.controls or [], traits.family, traits.context, model_id)
         self._refiner.check(job)
 
     def _extras(self, job: EngineJob, loaded: LoadedModel, progress: ProgressFn, cancelled: CancelledFn) -> Extras:
@@ -239,6 +246,8 @@ class Engine:
             layer.model = self._controls.get(layer.id, loaded.dtype, progress, cancelled)
             check_fits(layer.model, loaded, layer.id)
             extras.controls.append(layer)
+        extras.references = self._references.layers(job.controls or [], job.attached, loaded.traits.family,
+                                                    loaded.traits.context, loaded.dtype)
         if job.refiner:
             extras.refiner = self._refiner.get(progress, cancelled)
         return extras
@@ -257,6 +266,8 @@ class Engine:
         controls = job.controls or []
         ids = self._controls.choose(controls, loaded.traits.family, loaded.traits.context)
         for i, (control, control_id) in enumerate(zip(controls, ids, strict=True)):
+            if control_id is None:  # a reference layer (references.py)
+                continue
             image = job.attached.get(control.image)
             if image is None or image.size != (job.width, job.height):
                 got = "none" if image is None else f"{image.width}x{image.height}"
@@ -277,6 +288,7 @@ class Engine:
                 self._unload(model_id, loaded)
             self._controls.close()
             self._refiner.close()
+            self._references.close()
             self._upscalers.close()
             self._closed = True
 

@@ -18,12 +18,13 @@ from PIL import Image
 
 from ...client.codes import ErrorCode
 from ...client.fields import FieldError
-from ...client.protocol import request_fields
+from ...client.protocol import REFERENCE_KINDS, request_fields
 from . import flow, variations
 from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
 from .loading import LoadedModel
+from .references import ReferenceLayer, attach, detach, reference_kwargs
 from .schedulers import make_scheduler
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, Progress, ProgressFn
 
@@ -44,6 +45,7 @@ class Extras:
     """Models the engine loaded for this job's power features."""
 
     controls: list[ControlLayer] = field(default_factory=list)  # the control layers that steer
+    references: list[ReferenceLayer] = field(default_factory=list)  # the reference layers that steer
     refiner: LoadedModel | None = None
 
 
@@ -188,6 +190,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 kwargs["image"] = [kwargs["image"]] * len(seeds)
             if extras.controls:
                 kwargs.update(control_kwargs(accepted, extras.controls))
+            if extras.references:
+                kwargs.update(reference_kwargs(extras.references))
             if blend is not None:
                 kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
             if extras.refiner is not None:
@@ -200,6 +204,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             out += [_to_pil(a) for a in result]
         return out
 
+    adapters = attach(pipe, extras.references)  # taken out again below: later jobs keep their pixels
     try:
         try:
             images: list[Image.Image] = generate_all()
@@ -221,6 +226,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         raise
     finally:
         pipe.scheduler = original
+        detach(pipe, adapters)
     if len(images) != len(job.seeds):
         raise RuntimeError(f"pipeline returned {len(images)} images for {len(job.seeds)} seeds")
     out = [_tag(img.convert("RGB"), info, seed) for img, seed in zip(images, job.seeds)]
@@ -239,7 +245,8 @@ def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
     if extras.controls and job.control_model is not None and job.control_strength > 0:  # the guide's layer
         out.update(control_model=next(ran), control_strength=float(job.control_strength))
     if job.controls:  # the ControlNet each layer ran with (strength 0: none ran; the one it named, if any)
-        used = [(next(ran, None) if c.strength > 0 else None) or c.model for c in job.controls]
+        used = [(next(ran, None) if c.strength > 0 and c.kind not in REFERENCE_KINDS else None) or c.model
+                for c in job.controls]
         out["controls"] = [{"kind": c.kind, "strength": c.strength, "start": c.start, "end": c.end,
                             **({"model": model} if model else {})} for c, model in zip(job.controls, used)]
     if job.variation_seed is not None and job.variation_strength > 0:

@@ -1,0 +1,343 @@
+"""Reference images (IP-Adapter): the control layers of ``REFERENCE_KINDS`` on SD 1.x and SDXL models.
+
+A reference layer's picture goes through a CLIP image encoder into an IP-Adapter, diffusers'
+``load_ip_adapter``/``set_ip_adapter_scale``/``ip_adapter_image``. Kinds: ``reference`` (content and look:
+every block at the layer's strength), ``style`` and ``composition`` (InstantStyle: only the UNet's first
+up block with attentions, its second attention, for the style; only the last down block with attentions,
+its second attention, for the layout: SDXL's ``up_blocks.0.attentions.1`` and ``down_blocks.2.attentions.1``,
+SD 1.5's ``up_blocks.1`` and ``down_blocks.2``) and ``face`` (the IP-Adapter face models that need only the
+image encoder: names with ``face``; FaceID models need insightface and are left out).
+
+Adapters (``.safetensors`` with ``image_proj.``/``ip_adapter.`` keys) and image encoders (folders with a
+``CLIPVisionModelWithProjection`` config) are found in the models folders' ``ipadapter``/``ip-adapter``
+and ``clip_vision`` folders (ComfyUI) and in the folders, files or cached hub ids of ``--ip-adapter``
+(h94/IP-Adapter's layout: ``models/``, ``sdxl_models/``, each with its ``image_encoder/``). An adapter fits
+a model of the same cross-attention width, and an encoder whose width it reads. Each job loads its adapters
+into the pipeline it runs (several at once: one per layer, each scaled on its own) and takes them out
+afterwards, restoring the UNet's attention processors, so a job without references keeps its pixels. The
+encoder is loaded once and shared by every pipeline; adapters' weights are kept read (a small LRU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...client.codes import ErrorCode
+from ...client.protocol import MAX_CONTROLS, REFERENCE_KINDS
+from ..families import REFERENCES, Family
+from ..library.controls import IP_ADAPTER_DOWNLOADS, IP_ADAPTER_ENCODER, IP_ADAPTER_REPO
+from ..library.layouts import models_root
+from .cache import LRUCache
+from .device import DTYPES
+from .refs import _HUB_ID
+from .types import EngineError
+
+log = logging.getLogger(__name__)
+ADAPTER_FOLDERS = ("ipadapter", "ip-adapter", "ip_adapter", "ipadapters")
+ENCODER_FOLDERS = ("clip_vision", "image_encoder")
+_MAX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One IP-Adapter file: the cross-attention width it fits, the image features it reads."""
+
+    path: str
+    context: int  # the UNet's cross-attention width
+    embed: int  # the width of the encoder output it reads
+    hidden: bool  # reads the encoder's hidden states (plus, full face), else its image embeds
+    kinds: frozenset[str]
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """One CLIP image encoder folder: its hidden and projection widths."""
+
+    path: str
+    hidden: int
+    projection: int
+
+    def reads_for(self, adapter: Adapter) -> bool:
+        return (self.hidden if adapter.hidden else self.projection) == adapter.embed
+
+
+@dataclass
+class ReferenceLayer:
+    """One reference layer of a job, ready to run."""
+
+    kind: str
+    adapter: Adapter
+    encoder: Any  # the loaded CLIPVisionModelWithProjection
+    state: dict  # the adapter's weights as load_ip_adapter takes them
+    image: Any  # PIL RGB, any size
+    strength: float
+
+
+def adapter_info(path: str) -> Adapter | None:
+    """An IP-Adapter ``.safetensors`` from its header; None: no IP-Adapter (or a FaceID one)."""
+    from safetensors import safe_open
+
+    name = os.path.basename(path).lower()
+    if not name.endswith(".safetensors") or "faceid" in name:
+        return None
+    try:
+        with safe_open(path, framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    except Exception:
+        return None
+    key = next((k for k in ("image_proj.proj_in.weight", "image_proj.proj.0.weight", "image_proj.proj.weight")
+                if k in shapes), None)
+    ip = shapes.get("ip_adapter.1.to_k_ip.weight")
+    if key is None or ip is None or any(".lora" in k or "_lora" in k for k in shapes):
+        return None
+    kinds = frozenset({"face"}) if "face" in name else frozenset(REFERENCE_KINDS) - {"face"}
+    return Adapter(path, int(ip[1]), int(shapes[key][1]), key != "image_proj.proj.weight", kinds)
+
+
+def encoder_info(folder: str) -> Encoder | None:
+    """A CLIP image encoder folder (``config.json`` of a CLIPVisionModelWithProjection); None: none."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if config.get("model_type") != "clip_vision_model" or "projection_dim" not in config:
+        return None
+    return Encoder(folder, int(config["hidden_size"]), int(config["projection_dim"]))
+
+
+def _walk(folder: str, adapters: list[Adapter], encoders: list[Encoder], depth: int = 0) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            encoder = encoder_info(entry.path)
+            if encoder is not None:
+                encoders.append(encoder)
+            elif depth < _MAX_DEPTH:
+                _walk(entry.path, adapters, encoders, depth + 1)
+        elif (adapter := adapter_info(entry.path)) is not None:
+            adapters.append(adapter)
+
+
+def parse_ip_adapter_ref(text: str) -> str:
+    """A ``--ip-adapter`` reference as a local folder or file: as given, or a hub id's cached snapshot."""
+    path = os.path.expanduser(text.strip())
+    if os.path.exists(path):
+        return os.path.realpath(path)
+    if not _HUB_ID.match(text.strip()):
+        raise EngineError(f"--ip-adapter {text!r}: no such folder or file, and not a Hugging Face id like "
+                          f"{IP_ADAPTER_REPO!r}", field="ip_adapter")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(text.strip(), local_files_only=True)
+    except Exception:
+        raise EngineError(f"--ip-adapter {text}: not in the Hugging Face cache; run `hf download {text}` (or only "
+                          "the files you need) while online", field="ip_adapter") from None
+
+
+def scale_for(kind: str, strength: float, unet: Any) -> float | dict:
+    """``set_ip_adapter_scale``'s value for one layer: its strength everywhere, or InstantStyle's one block."""
+    if kind not in ("style", "composition"):
+        return float(strength)
+    side = "up" if kind == "style" else "down"
+    blocks = [i for i, block in enumerate(getattr(unet, f"{side}_blocks")) if hasattr(block, "attentions")]
+    count = unet.config.layers_per_block + (side == "up")
+    values = [0.0] * count
+    values[min(1, count - 1)] = float(strength)
+    return {side: {f"block_{blocks[0] if side == 'up' else blocks[-1]}": values}}
+
+
+class References:
+    """The IP-Adapters and image encoders a server offers; ``layers`` makes a job's reference layers."""
+
+    def __init__(self, refs: Sequence[str | os.PathLike], roots: Sequence[str], device: str):
+        self._sources = [parse_ip_adapter_ref(os.fspath(r)) for r in refs]
+        self._roots = list(roots)
+        self._device = device
+        self._encoders: LRUCache[Any] = LRUCache(1)
+        self._states: LRUCache[dict] = LRUCache(MAX_CONTROLS)
+        self._lock = threading.Lock()
+
+    def found(self) -> tuple[list[Adapter], list[Encoder]]:
+        """The adapters and encoders on disk now (``--ip-adapter`` ones first)."""
+        adapters: list[Adapter] = []
+        encoders: list[Encoder] = []
+        for source in self._sources:
+            if os.path.isdir(source):
+                encoder = encoder_info(source)
+                if encoder is not None:
+                    encoders.append(encoder)
+                else:
+                    _walk(source, adapters, encoders)
+            elif (adapter := adapter_info(source)) is not None:
+                adapters.append(adapter)
+        for root in self._roots:
+            for folder in dict.fromkeys((root, models_root(root)[0])):
+                try:
+                    names = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+                except OSError:
+                    continue
+                for name in names:
+                    if name.lower() in ADAPTER_FOLDERS + ENCODER_FOLDERS:
+                        _walk(os.path.join(folder, name), adapters, encoders)
+        return adapters, encoders
+
+    def _usable(self, family: Family, context: int | None) -> list[tuple[Adapter, Encoder]]:
+        """Adapters that fit the model, each with its encoder (the nearest one that reads for it); plus
+        models (hidden states) first."""
+        if not family.fits_control(REFERENCES) or context is None:
+            return []
+        adapters, encoders = self.found()
+        out = []
+        for adapter in sorted(adapters, key=lambda a: (not a.hidden, a.path)):
+            fitting = [e for e in encoders if e.reads_for(adapter)]
+            if adapter.context == context and fitting:
+                near = os.path.dirname(adapter.path)
+                out.append((adapter, max(fitting, key=lambda e: len(os.path.commonpath([near, e.path])))))
+        return out
+
+    def kinds_for(self, family: Family, context: int | None) -> list[str]:
+        """The reference kinds a model of ``family`` can use here (for the welcome's per-model ``controls``)."""
+        kinds = set().union(*(a.kinds for a, _ in self._usable(family, context)))
+        return [k for k in REFERENCE_KINDS if k in kinds]
+
+    def choose(self, controls: Sequence[Any], family: Family, context: int | None,
+               model_id: str = "") -> dict[int, tuple[Adapter, Encoder]]:
+        """The adapter and encoder of each reference layer (by its index in ``controls``); EngineError naming
+        ``controls[i].kind`` where none fits."""
+        usable, out = self._usable(family, context), {}
+        for i, control in enumerate(controls):
+            if control.kind not in REFERENCE_KINDS:
+                continue
+            field = f"controls[{i}].kind"
+            if not family.fits_control(REFERENCES):
+                raise EngineError(f"model {model_id!r} ({family}) cannot use reference layer {i + 1} "
+                                  f"({control.kind}): {family.unsupported(REFERENCES)}", field=field,
+                                  code=ErrorCode.UNSUPPORTED_FEATURE)
+            found = next((pair for pair in usable if control.kind in pair[0].kinds), None)
+            if found is None:
+                raise EngineError(f"reference layer {i + 1} ({control.kind}): this server has no {control.kind} "
+                                  f"IP-Adapter (with its image encoder) for {family.label} models; "
+                                  f"{download_hint(control.kind, family)}", field=field, code=ErrorCode.NO_CONTROL_MODEL)
+            out[i] = found
+        encoders = {encoder.path for _, encoder in out.values()}
+        if len(encoders) > 1:
+            raise EngineError("a job's reference layers need IP-Adapters that read the same image encoder; use "
+                              "one kind of adapter (e.g. all ViT-H ones)", field="controls")
+        return out
+
+    def layers(self, controls: Sequence[Any], attached: dict[str, Any], family: Family, context: int | None,
+               dtype: str) -> list[ReferenceLayer]:
+        """The job's reference layers that steer (strength above 0), their weights and encoder loaded."""
+        out = []
+        for i, (adapter, encoder) in self.choose(controls, family, context).items():
+            control = controls[i]
+            image = attached.get(control.image)
+            if image is None:
+                raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}",
+                                  field=f"controls[{i}].image")
+            if control.strength > 0:
+                out.append(ReferenceLayer(control.kind, adapter, self._encoder(encoder, dtype),
+                                          self._state(adapter), image.convert("RGB"), control.strength))
+        return out
+
+    def _encoder(self, encoder: Encoder, dtype: str) -> Any:
+        from transformers import CLIPVisionModelWithProjection
+
+        key = f"{encoder.path}|{dtype}"
+        with self._lock:
+            model = self._encoders.get(key)
+            if model is None:
+                for _ in self._encoders.make_room():
+                    pass
+                try:
+                    model = CLIPVisionModelWithProjection.from_pretrained(encoder.path, dtype=DTYPES[dtype])
+                except Exception as exc:
+                    raise EngineError(f"could not load the image encoder {encoder.path}: {type(exc).__name__}: "
+                                      f"{str(exc)[:300]}", field="controls", code=ErrorCode.MODEL_LOAD_FAILED) from None
+                model.to(self._device).requires_grad_(False)
+                self._encoders.put(key, model)
+                log.info("loaded image encoder %s (%s)", encoder.path, dtype)
+            return model
+
+    def _state(self, adapter: Adapter) -> dict:
+        from safetensors.torch import load_file
+
+        with self._lock:
+            state = self._states.get(adapter.path)
+            if state is None:
+                for _ in self._states.make_room():
+                    pass
+                flat = load_file(adapter.path)
+                state = {part: {k[len(part) + 1:]: v for k, v in flat.items() if k.startswith(part + ".")}
+                         for part in ("image_proj", "ip_adapter")}
+                self._states.put(adapter.path, state)
+            return state
+
+    def close(self) -> None:
+        with self._lock:
+            self._encoders.pop_all()
+            self._states.pop_all()
+
+
+def download_hint(kind: str, family: Family) -> str:
+    """What to download for a ``kind`` reference layer on ``family``'s models, in words."""
+    file = IP_ADAPTER_DOWNLOADS.get(family, {}).get(kind)
+    if file is None:
+        return f"Easel knows no {kind} IP-Adapter for {family.label}; use another model"
+    return (f"download it while online: `hf download {IP_ADAPTER_REPO} {file} {' '.join(IP_ADAPTER_ENCODER)}`, and "
+            f"start the server with --ip-adapter {IP_ADAPTER_REPO} (or put the file in the models folder's ipadapter/ and the "
+            "image encoder folder in its clip_vision/)")
+
+
+def attach(pipe: Any, layers: Sequence[ReferenceLayer]) -> tuple | None:
+    """Load the layers' adapters into ``pipe`` (its UNet is shared with the model's other pipelines) with
+    their scales; returns what ``detach`` restores (None: no layers, nothing changed)."""
+    if not layers:
+        return None
+    unet = pipe.unet
+    saved = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,
+             getattr(pipe, "image_encoder", None), getattr(pipe, "feature_extractor", None))
+    try:
+        pipe.register_modules(image_encoder=layers[0].encoder)
+        pipe.load_ip_adapter([layer.state for layer in layers], subfolder=[""] * len(layers),
+                             weight_name=[layer.adapter.name for layer in layers], image_encoder_folder=None)
+        pipe.set_ip_adapter_scale([scale_for(layer.kind, layer.strength, unet) for layer in layers])
+    except Exception:
+        detach(pipe, saved)
+        raise
+    return saved
+
+
+def detach(pipe: Any, saved: tuple | None) -> None:
+    """Take the adapters out again: the UNet's own attention processors and projection, the pipeline's own
+    encoder and feature extractor."""
+    if saved is None:
+        return
+    procs, hid_proj, hid_type, encoder, extractor = saved
+    unet = pipe.unet
+    unet.set_attn_processor(procs)
+    unet.encoder_hid_proj = hid_proj
+    unet.config.encoder_hid_dim_type = hid_type
+    pipe.register_modules(image_encoder=encoder, feature_extractor=extractor)
+
+
+def reference_kwargs(layers: Sequence[ReferenceLayer]) -> dict[str, Any]:
+    """Call arguments: one reference image per adapter."""
+    return {"ip_adapter_image": [layer.image for layer in layers]}
