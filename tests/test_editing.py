@@ -204,7 +204,8 @@ def test_feature_choices_from_welcome():
     assert editing.feature_choices(welcome) == {"models": ["sd", "xl"], "default_model": "sd",
                                                 "loras": ["ink.safetensors"], "control_models": [],
                                                 "refiner": True, "refiner_models": ["sd", "xl"], "family": "sd1",
-                                                "negative_prompt": True, "scheduler": True, "variations": True}
+                                                "negative_prompt": True, "scheduler": True, "variations": True,
+                                                "upscalers": []}
     welcome["models"][0]["features"] = ["negative_prompt", "scheduler", "loras"]
     welcome["models"][1]["features"] = ["negative_prompt", "refiner"]
     choices = editing.feature_choices(welcome)

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
+from easel.client import editing
 from easel.client.connection import Client, new_job_id
+from easel.client.editing.power import LANCZOS_LABEL
 from easel.client.protocol import GenerateRequest
 from easel.server.engine import Engine
 from easel.server.engine.types import EngineError, JobCancelled
@@ -162,6 +164,25 @@ def test_bad_upscaler_names_the_field_and_choices(served, patch, words):
             rgba_image(np.full((8, 8, 4), 255, np.uint8))))
         event = next(e for e in client.events(timeout=30) if e.type in ("error", "result"))
     assert event.type == "error" and event.data["field"] == "upscaler" and words in event.data["message"]
+
+
+def test_plugins_choose_the_upscaler_from_the_welcome(served):
+    """What both plugins do (Krita's More ▸ list, GIMP's Upscale… drop-down): the choices from the welcome,
+    the request from the chosen one, and the server's answer."""
+    with Client(served[0], image_format="rgba") as client:
+        choices = editing.upscaler_choices(client.welcome)
+        assert choices == [(LANCZOS_LABEL, ""), ("4x_compact (×4)", "4x_compact"), ("esrgan_x2 (×2)", "esrgan_x2")]
+        assert editing.feature_choices(client.welcome)["upscalers"] == ["4x_compact", "esrgan_x2"]
+        src = np.dstack([textured(10, 8), np.full((8, 10), 255, np.uint8)])
+        params = editing.Params("", strength=0.0, steps=2, seed=1)
+        planned = editing.plan_upscale(src.tobytes(), 10, 8, params, 4, upscaler=choices[2][1])
+        assert planned.request.upscaler == "esrgan_x2" and editing.check_request(planned) is None
+        r = client.generate(planned.request, planned.image)
+        assert (r.images[0].image.width, r.images[0].image.height) == (40, 32) and r.parameters["upscaler"] == "esrgan_x2"
+        assert editing.plan_upscale(src.tobytes(), 10, 8, params, 2, upscaler=choices[0][1]).request.upscaler is None
+    assert editing.upscaler_choices(None) == [(LANCZOS_LABEL, "")]  # an older server: Lanczos only
+    assert editing.upscaler_choices({"upscalers": [{"id": "a", "scale": None}, "junk"]}) == [
+        (LANCZOS_LABEL, ""), ("a", "a")]
 
 
 def test_easel_generate_with_upscaler(served, tmp_path):

@@ -78,7 +78,7 @@ GENERATING = ("generate", "sketch", "selection")
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
 POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner",
                 "hires", "hires-strength", "exact-size")
-UPSCALE_FIELDS = ("prompt", "factor", "strength", "steps", "seed", "model")
+UPSCALE_FIELDS = ("prompt", "factor", "upscaler", "strength", "steps", "seed", "model")
 
 
 def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -209,11 +209,13 @@ def add_arguments(proc, command: Command) -> None:
     else:
         if kind == "upscale":
             proc.add_int_argument("factor", "Factor", "Upscale by 2 or 4", 2, 4, 2, RW)
+            proc.add_string_argument("upscaler", "U_pscaler", "Upscaler model on the server (ESRGAN & co.) that "
+                                     "enlarges before the refine (empty: Lanczos)", "", RW)
         proc.add_string_argument("prompt", "Prompt", "What to paint", "", RW)  # a text box: no mnemonic
         if generating:
             proc.add_string_argument("negative-prompt", "_Negative prompt", "What to avoid", "", RW)
-        proc.add_double_argument("strength", "_Strength", "How much detail the model adds per tile (0: plain "
-                                 "Lanczos; 0.2–0.4 keeps the picture)" if kind == "upscale" else
+        proc.add_double_argument("strength", "_Strength", "How much detail the model adds per tile (0: the "
+                                 "plain upscale; 0.2–0.4 keeps the picture)" if kind == "upscale" else
                                  "1.0 paints anew; lower keeps more of the image", *declared("strength")[:2],
                                  command.strength, RW)
         proc.add_int_argument("steps", "S_teps", "Denoising steps (0: the model's default)", 0, 500, 0, RW)

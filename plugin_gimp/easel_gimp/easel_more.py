@@ -54,7 +54,7 @@ def run_upscale(image, config, params_url, dialog, run_mode):
     params, url = params_url
     width, height = image.get_width(), image.get_height()
     planned = editing.plan_upscale(visible_composite(image, (0, 0, width, height)), width, height, params,
-                                   config.get_property("factor"))
+                                   config.get_property("factor"), upscaler=config.get_property("upscaler") or "")
     problem = editing.check_request(planned)
     if problem:
         raise CallingError(problem)

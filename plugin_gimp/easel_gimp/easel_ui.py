@@ -120,6 +120,7 @@ class Dialog:
         self._menu("model", [(f"(default: {default})", "")] + [(m, m) for m in c["models"]], f"{default} (default)")
         if "control-model" in power:
             self._menu("control-model", [("(none)", "")] + [(m, m) for m in c["control_models"]], "none")
+        self._menu("upscaler", editing.upscaler_choices(self._welcome), "Lanczos")  # only Upscale… has the field
         if not self._follows_model:
             self._follows_model = True
             entry = self._entry("model")

@@ -253,7 +253,10 @@ class Controller(QObject):
         try:
             document.check_document(doc)
             w, h = doc.width(), doc.height()
-            planned = editing.plan_upscale(document.read_canvas(doc, 0, 0, w, h), w, h, params, factor)
+            docker = self.current_docker()
+            upscaler = docker.power.upscaler_id() if docker is not None else ""
+            planned = editing.plan_upscale(document.read_canvas(doc, 0, 0, w, h), w, h, params, factor,
+                                           upscaler=upscaler)
         except document.DocumentError as exc:
             self.set_status(str(exc), error=True)
             return

@@ -118,8 +118,10 @@ class PowerPanel(QWidget):
 
         self.upscale = named(QPushButton("Upscale ×2"), "easel_upscale",
                               "Upscale the visible canvas ×2, refined at the strength above; opens a new document")
+        self.upscaler = named(QComboBox(), "easel_upscaler", "What enlarges before the refine: Lanczos, or an "
+                               "upscaler model of the server (ESRGAN & co.; strength 0 = it alone)")
         self.history = named(QPushButton("History"), "easel_history", "List the server's recent jobs")
-        _row(box, "", self.upscale, self.history, stretch_first=False)
+        _row(box, "", self.upscale, self.upscaler, self.history, stretch_first=False)
         self.history_list = named(QListWidget(), "easel_history_list",
                                    "The server's recent jobs: double-click to add one as a layer")
         self.history_list.setFixedHeight(90)
@@ -152,9 +154,15 @@ class PowerPanel(QWidget):
         """Offer what the server offers (``welcome``); called with the docker's refresh."""
         c = self.controller
         choices = editing.feature_choices(c.welcome, model_id)  # LoRAs: those of this model's family
-        offered = (tuple(choices["loras"]), tuple(choices["control_models"]))
+        upscalers = editing.upscaler_choices(c.welcome)
+        offered = (tuple(choices["loras"]), tuple(choices["control_models"]), tuple(upscalers))
         if offered != self._offered:
             self._offered = offered
+            chosen = self.upscaler_id()
+            self.upscaler.clear()
+            for label, upscaler in upscalers:
+                self.upscaler.addItem(label, upscaler)
+            self.upscaler.setCurrentIndex(max(0, self.upscaler.findData(chosen)))
             self.lora_pick.clear()
             self.lora_pick.addItems([PICK_LABEL, *choices["loras"]])
             current = self.control_model.currentText()
@@ -182,6 +190,10 @@ class PowerPanel(QWidget):
         self.history_list.setVisible(True)
 
     # -- reading ------------------------------------------------------------------------------
+    def upscaler_id(self) -> str:
+        """The chosen upscaler's id ("" = Lanczos)."""
+        return self.upscaler.currentData() or ""
+
     def features(self) -> editing.Features:
         """The features set, those the server lacks as off. ValueError (plain words) for bad text."""
         choices = editing.feature_choices(self.controller.welcome)

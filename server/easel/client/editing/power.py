@@ -154,21 +154,37 @@ def sketch_guide(rgba: bytes, invert: bool | None = None) -> tuple[bytes, bool]:
 
 
 def plan_upscale(rgba: bytes, width: int, height: int, params: Params, factor: int,
-                 x: int = 0, y: int = 0) -> PlannedRequest:
+                 x: int = 0, y: int = 0, upscaler: str = "") -> PlannedRequest:
     """A tiled-upscale request (docs/features.md) for ``rgba`` (``width`` x ``height``, at x, y in the
-    document). ``params.strength`` is the refine strength: 0 = plain Lanczos; a slider at 1.0 asks for
-    0.99 (the protocol's own 1.0 would mean its default, 0.35)."""
+    document). ``params.strength`` is the refine strength: 0 = the plain upscale; a slider at 1.0 asks for
+    0.99 (the protocol's own 1.0 would mean its default, 0.35). ``upscaler``: an id of ``upscaler_choices``
+    ("" = Lanczos)."""
     values = {f.name: getattr(params, f.name) for f in fields(Params)}  # each the request field of its name
     request = GenerateRequest(job=new_job_id(), **{**values, "strength": min(params.strength, 0.99)}, x=x, y=y,
-                              upscale=factor)
+                              upscale=factor, upscaler=upscaler.strip() or None)
     return PlannedRequest(IMG2IMG, request, Image.rgba(width, height, rgba))
+
+
+LANCZOS_LABEL = "Lanczos (no model)"
+
+
+def upscaler_choices(welcome: dict | None) -> list[tuple[str, str]]:
+    """What resizes before an upscale's refine, for a plugin's list: ``(label, upscaler id)``, Lanczos (``""``)
+    first, then the server's upscaler models (``welcome.upscalers``) labelled with their scale when known."""
+    items = [(LANCZOS_LABEL, "")]
+    for entry in (welcome or {}).get("upscalers") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            scale = entry.get("scale")
+            items.append((f"{entry['id']} (×{scale})" if isinstance(scale, int) else entry["id"], entry["id"]))
+    return items
 
 
 def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
     """What a plugin's dialog offers from a server's ``welcome``: models (ids, default), LoRAs (those
     of ``model``'s family when the server says which fit it; None/"" = the default model), control
-    models, whether a refiner is configured, and ``refiner_models``: the ids of the models whose ``features``
-    list ``refiner`` (the client asks the features, never family names). Empty lists: hide that control."""
+    models, whether a refiner is configured, ``refiner_models``: the ids of the models whose ``features``
+    list ``refiner`` (the client asks the features, never family names), and the upscaler models' ids. Empty
+    lists: hide that control."""
     welcome = welcome or {}
     models, default = model_choices(welcome)
     loras = list(welcome.get("loras") or [])
@@ -183,7 +199,8 @@ def feature_choices(welcome: dict | None, model: str | None = None) -> dict:
             "negative_prompt": "negative_prompt" in supports, "variations": "variation_seed" in supports,
             "scheduler": "scheduler" in supports, "family": (entry or {}).get("family"),
             "refiner_models": [m["id"] for m in welcome.get("models", [])
-                               if isinstance(m, dict) and "refiner" in model_features(m)]}
+                               if isinstance(m, dict) and "refiner" in model_features(m)],
+            "upscalers": [upscaler for _, upscaler in upscaler_choices(welcome)[1:]]}
 
 
 ALL_FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
