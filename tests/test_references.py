@@ -179,6 +179,32 @@ def test_welcome_kinds_and_errors(engine, tiny_sd_path, tiny_sd3_path, repo):
     assert "hf download no-such/IP-Adapter-repo" in str(err.value)
 
 
+def test_comfyui_folders_and_a_single_file_encoder(tiny_sd_path, repo, tmp_path):
+    """ipadapter/ and clip_vision/ of a models folder: the encoder a single file (transformers' keys, as
+    ComfyUI's), its config from the shapes (one head per 64 wide, gelu); FaceID files are not offered."""
+    import shutil
+
+    from helpers.tiny_ip_adapter import build_tiny_image_encoder
+
+    raw_repo = tmp_path / "raw"
+    encoder = build_tiny_image_encoder(raw_repo / "models" / "image_encoder", seed=5, hidden_size=64,
+                                       num_attention_heads=1, hidden_act="gelu")
+    adapter = f"{repo}/models/ip-adapter_sd15.safetensors"
+    shutil.copy(adapter, raw_repo / "models")
+    root = tmp_path / "ComfyUI" / "models"
+    for folder, source, name in [("ipadapter", adapter, "ip-adapter_sd15.safetensors"),
+                                 ("ipadapter", f"{repo}/models/ip-adapter-plus-face_sd15.safetensors",
+                                  "ip-adapter-faceid-plusv2_sd15.safetensors"),
+                                 ("clip_vision", f"{encoder}/model.safetensors", "CLIP-ViT-tiny.safetensors")]:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, root / folder / name)
+    with Engine([tiny_sd_path], device="cpu", dtype="float32", models_dir=[str(root)]) as eng:
+        assert eng.models()[0].controls == ["reference", "style", "composition"]
+        guided = run(eng, job([Control("reference", "a", 0.8)]))
+    assert_close(guided, raw(tiny_sd_path, "StableDiffusionPipeline", str(raw_repo), "models",
+                             ["ip-adapter_sd15.safetensors"], [0.8], [picture()]))
+
+
 def test_reference_flag_parses():
     assert parse_reference("cat.png") == {"kind": "reference", "image": "cat.png"}
     assert parse_reference("style=a@b.png@0.6") == {"kind": "style", "image": "a@b.png", "strength": 0.6}
@@ -211,3 +237,29 @@ def test_server_and_cli(engine, tmp_path):
                      "7.5", "--quiet", "--reference", f"{tmp_path / 'a.png'}@0.8", "--out", str(out)])
         assert code == 0
         assert_close(Image.open(out).convert("RGB"), served)
+
+
+def test_easel_serve_ip_adapter_and_generate_reference(engine, tiny_sd_path, repo, tmp_path):
+    """A real ``easel serve --ip-adapter`` and ``easel generate --reference``."""
+    from helpers.cli_runs import easel
+    from helpers.server_harness import running_server
+
+    picture().save(tmp_path / "a.png")
+    expected = run(engine, job([Control("style", "a", 0.8)]))
+    with running_server([tiny_sd_path], "--ip-adapter", repo) as url:
+        out = tmp_path / "out.png"
+        done = easel("generate", "--url", url, "--prompt", "a red cat", "--steps", "3", "--seed", "7", "--guidance",
+                     "7.5", "--quiet", "--reference", f"style={tmp_path / 'a.png'}@0.8", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert_close(Image.open(out).convert("RGB"), expected)
+
+
+def test_bad_reference_flags_are_one_line_errors(tmp_path, capsys):
+    from easel.cli import main
+
+    picture().save(tmp_path / "a.png")
+    assert main(["generate", "--prompt", "x", "--reference", f"depth={tmp_path / 'a.png'}", "--out",
+                 str(tmp_path / "o.png")]) == 2
+    assert main(["serve", "--port", "0", "--ip-adapter", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "use --control depth=" in err and "--ip-adapter" in err and "Traceback" not in err

@@ -17,12 +17,12 @@ ENCODER = {"hidden_size": 32, "intermediate_size": 37, "projection_dim": 16, "nu
 TOKENS = 4  # the image tokens diffusers' ImageProjection makes
 
 
-def build_tiny_image_encoder(folder: str | os.PathLike, seed: int = 0) -> str:
-    """A saved tiny CLIPVisionModelWithProjection (config.json + model.safetensors)."""
+def build_tiny_image_encoder(folder: str | os.PathLike, seed: int = 0, **config: object) -> str:
+    """A saved tiny CLIPVisionModelWithProjection (config.json + model.safetensors); ``config`` overrides ``ENCODER``."""
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
-    CLIPVisionModelWithProjection(CLIPVisionConfig(**ENCODER)).save_pretrained(folder)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**{**ENCODER, **config})).save_pretrained(folder)
     return str(folder)
 
 

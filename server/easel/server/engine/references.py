@@ -9,7 +9,7 @@ SD 1.5's ``up_blocks.1`` and ``down_blocks.2``) and ``face`` (the IP-Adapter fac
 image encoder: names with ``face``; FaceID models need insightface and are left out).
 
 Adapters (``.safetensors`` with ``image_proj.``/``ip_adapter.`` keys) and image encoders (folders with a
-``CLIPVisionModelWithProjection`` config) are found in the models folders' ``ipadapter``/``ip-adapter``
+``CLIPVisionModelWithProjection`` config, or single files with transformers' key names) are found in the models folders' ``ipadapter``/``ip-adapter``
 and ``clip_vision`` folders (ComfyUI) and in the folders, files or cached hub ids of ``--ip-adapter``
 (h94/IP-Adapter's layout: ``models/``, ``sdxl_models/``, each with its ``image_encoder/``). An adapter fits
 a model of the same cross-attention width, and an encoder whose width it reads. Each job loads its adapters
@@ -83,18 +83,30 @@ class ReferenceLayer:
     strength: float
 
 
-def adapter_info(path: str) -> Adapter | None:
-    """An IP-Adapter ``.safetensors`` from its header; None: no IP-Adapter (or a FaceID one)."""
+_SEEN: dict[tuple[str, int, int], Adapter | Encoder | None] = {}  # file_info by path, size, mtime
+
+
+def file_info(path: str) -> Adapter | Encoder | None:
+    """What a ``.safetensors`` file is, from its header: an IP-Adapter, a single-file CLIP image encoder
+    (transformers' key names, as ComfyUI's ``clip_vision`` files), else None (FaceID adapters too)."""
     from safetensors import safe_open
 
     name = os.path.basename(path).lower()
     if not name.endswith(".safetensors") or "faceid" in name:
         return None
     try:
-        with safe_open(path, framework="pt") as f:
-            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key not in _SEEN:
+            with safe_open(path, framework="pt") as f:
+                shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+            _SEEN[key] = _adapter(path, name, shapes) or _file_encoder(path, shapes)
+        return _SEEN[key]
     except Exception:
         return None
+
+
+def _adapter(path: str, name: str, shapes: dict[str, list[int]]) -> Adapter | None:
     key = next((k for k in ("image_proj.proj_in.weight", "image_proj.proj.0.weight", "image_proj.proj.weight")
                 if k in shapes), None)
     ip = shapes.get("ip_adapter.1.to_k_ip.weight")
@@ -102,6 +114,29 @@ def adapter_info(path: str) -> Adapter | None:
         return None
     kinds = frozenset({"face"}) if "face" in name else frozenset(REFERENCE_KINDS) - {"face"}
     return Adapter(path, int(ip[1]), int(shapes[key][1]), key != "image_proj.proj.weight", kinds)
+
+
+def _file_encoder(path: str, shapes: dict[str, list[int]]) -> Encoder | None:
+    projection, cls = shapes.get("visual_projection.weight"), shapes.get("vision_model.embeddings.class_embedding")
+    return Encoder(path, int(cls[0]), int(projection[0])) if projection and cls else None
+
+
+def file_encoder_config(path: str) -> Any:
+    """The CLIPVisionConfig of a single-file encoder, from its tensors' shapes; the heads and activation (which
+    shapes do not tell) of the known widths: OpenAI's ViT-L (1024), open_clip's ViT-H (1280) and ViT-bigG (1664)."""
+    from safetensors import safe_open
+    from transformers import CLIPVisionConfig
+
+    with safe_open(path, framework="pt") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118
+    pre = "vision_model."
+    hidden, patch = shapes[pre + "embeddings.class_embedding"][0], shapes[pre + "embeddings.patch_embedding.weight"][2]
+    grid = round((shapes[pre + "embeddings.position_embedding.weight"][0] - 1) ** 0.5)
+    layers = len({k.split(".")[3] for k in shapes if k.startswith(pre + "encoder.layers.")})
+    heads, act = {1024: (16, "quick_gelu"), 1280: (16, "gelu"), 1664: (16, "gelu")}.get(hidden, (max(1, hidden // 64), "gelu"))
+    return CLIPVisionConfig(hidden_size=hidden, patch_size=patch, image_size=grid * patch, num_hidden_layers=layers,
+                            intermediate_size=shapes[pre + "encoder.layers.0.mlp.fc1.weight"][0], num_attention_heads=heads,
+                            hidden_act=act, projection_dim=shapes["visual_projection.weight"][0])
 
 
 def encoder_info(folder: str) -> Encoder | None:
@@ -130,8 +165,10 @@ def _walk(folder: str, adapters: list[Adapter], encoders: list[Encoder], depth: 
                 encoders.append(encoder)
             elif depth < _MAX_DEPTH:
                 _walk(entry.path, adapters, encoders, depth + 1)
-        elif (adapter := adapter_info(entry.path)) is not None:
-            adapters.append(adapter)
+        elif isinstance(found := file_info(entry.path), Adapter):
+            adapters.append(found)
+        elif isinstance(found, Encoder):
+            encoders.append(found)
 
 
 def parse_ip_adapter_ref(text: str) -> str:
@@ -185,8 +222,8 @@ class References:
                     encoders.append(encoder)
                 else:
                     _walk(source, adapters, encoders)
-            elif (adapter := adapter_info(source)) is not None:
-                adapters.append(adapter)
+            elif isinstance(found := file_info(source), Adapter):
+                adapters.append(found)
         for root in self._roots:
             for folder in dict.fromkeys((root, models_root(root)[0])):
                 try:
@@ -258,8 +295,6 @@ class References:
         return out
 
     def _encoder(self, encoder: Encoder, dtype: str) -> Any:
-        from transformers import CLIPVisionModelWithProjection
-
         key = f"{encoder.path}|{dtype}"
         with self._lock:
             model = self._encoders.get(key)
@@ -267,7 +302,7 @@ class References:
                 for _ in self._encoders.make_room():
                     pass
                 try:
-                    model = CLIPVisionModelWithProjection.from_pretrained(encoder.path, dtype=DTYPES[dtype])
+                    model = _load_encoder(encoder.path, DTYPES[dtype])
                 except Exception as exc:
                     raise EngineError(f"could not load the image encoder {encoder.path}: {type(exc).__name__}: "
                                       f"{str(exc)[:300]}", field="controls", code=ErrorCode.MODEL_LOAD_FAILED) from None
@@ -294,6 +329,19 @@ class References:
         with self._lock:
             self._encoders.pop_all()
             self._states.pop_all()
+
+
+def _load_encoder(path: str, dtype: Any) -> Any:
+    """A CLIPVisionModelWithProjection from its folder or single file."""
+    from safetensors.torch import load_file
+    from transformers import CLIPVisionModelWithProjection
+
+    if os.path.isdir(path):
+        return CLIPVisionModelWithProjection.from_pretrained(path, dtype=dtype)
+    model = CLIPVisionModelWithProjection(file_encoder_config(path))
+    state = {k: v for k, v in load_file(path).items() if not k.endswith("position_ids")}
+    model.load_state_dict(state, strict=True)
+    return model.to(dtype)
 
 
 def download_hint(kind: str, family: Family) -> str:
