@@ -1,4 +1,4 @@
-"""The request's list items and their command-line forms: LoRAs and control layers.
+"""The request's list items and their command-line forms: LoRAs, control layers and regions.
 
 Each item type is a declared dataclass (``easel.client.fields``), so its checks, its wire form, its
 docs table and its ``easel generate`` flag follow from the declaration, as for the request's own fields.
@@ -128,3 +128,31 @@ def parse_reference(text: str) -> dict:
                                 field="controls") from None
     return item
 
+
+MAX_REGIONS = 8
+
+
+@dataclass
+class Region:
+    """One region of the picture with a prompt of its own: where its mask is white, the base prompt plus
+    ", " and this prompt paint (soft mask values weight it, overlapping regions blend); elsewhere the base
+    prompt alone. SD 1.x/2.x/SDXL (it masks the UNet's cross-attention)."""
+
+    mask: str = declare(help="the attachment holding the mask (white = the region; gray or alpha, soft values "
+                             "weight), at the size of `image` (text to image: the requested size)", attachment=True)
+    prompt: str = declare(help="what to paint there, added to the base `prompt`")
+    negative_prompt: str = declare("", "what to avoid there, added to the base `negative_prompt`")
+
+    def __post_init__(self) -> None:
+        if not self.prompt.strip():
+            raise FieldError("prompt", "'prompt' must say what to paint in the region (got an empty text)")
+
+
+def parse_region(text: str) -> dict:
+    """``MASK=PROMPT`` -> a ``Region``'s fields (``mask``: the file, for the CLI to attach); ProtocolError
+    (field regions) for text that does not fit."""
+    mask, sep, prompt = text.partition("=")
+    if not sep or not mask or not prompt.strip():
+        raise ProtocolError(f"region {text!r}: write MASK=PROMPT, e.g. left.png='a red apple' (white = the region)",
+                            field="regions")
+    return {"mask": mask, "prompt": prompt}

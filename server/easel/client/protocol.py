@@ -26,18 +26,22 @@ from .items import (
     LORA_WEIGHT,
     MAX_CONTROLS,
     MAX_LORAS,
+    MAX_REGIONS,
     REFERENCE_KINDS,
     Control,
+    Region,
     _check_loras,
     parse_control,
     parse_lora,
     parse_reference,
+    parse_region,
 )
 
 __all__ = ["CONTROLNET_KINDS", "CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FORMAT_CODES", "FORMAT_NAMES", "LORA_WEIGHT", "MAX_CONTROLS",
-           "MAX_LORAS", "PROTOCOL_VERSION", "REFERENCE_KINDS", "Assembler", "Control", "GenerateRequest", "Image", "Message",
-           "ProtocolError", "check_version", "decode_image", "doc_tables", "encode_image", "encode_message",
-           "error_message", "job_of_frame", "parse_control", "parse_lora", "parse_reference", "png_size", "request_fields"]
+           "MAX_LORAS", "MAX_REGIONS", "PROTOCOL_VERSION", "REFERENCE_KINDS", "Assembler", "Control", "GenerateRequest", "Image",
+           "Message", "ProtocolError", "Region", "check_version", "decode_image", "doc_tables", "encode_image", "encode_message",
+           "error_message", "job_of_frame", "parse_control", "parse_lora", "parse_reference", "parse_region", "png_size",
+           "request_fields"]
 
 PROTOCOL_VERSION = 1
 
@@ -289,6 +293,10 @@ class GenerateRequest:
         parse=parse_control, group="conditioning",
         also=(("--reference", "[KIND=]IMAGE[@STRENGTH]", "a reference image layer (IP-Adapter), KIND one of "
                + ", ".join(REFERENCE_KINDS) + " (default reference); repeatable", parse_reference),))
+    regions: list | None = declare(
+        None, "regions: a mask (attachment) and a prompt each, added to `prompt` where the mask is white; the base "
+        "prompt alone elsewhere (docs/features.md)", items=Region, high=MAX_REGIONS, flag="--region",
+        metavar="MASK=PROMPT", parse=parse_region, group="conditioning")
     variation_seed: int | None = declare(None, "blend this seed's noise into `seed`'s", low=0, high=BIG,
                                          metavar="N", group="sampling")
     variation_strength: float = declare(0.0, "0 = only `seed`'s noise, 1 = only `variation_seed`'s", low=0.0,

@@ -156,6 +156,9 @@ class Family(str, Enum):
             return f"the sketch ControlNets are {_joined(f for f in Family if f.fits_control(SKETCH))} ControlNets"
         if feature == "controls" and not self.fits_control(LAYERS):
             return f"control layers are for {_joined(f for f in Family if f.fits_control(LAYERS))} models"
+        if feature == "regions" and spec.flow:
+            return (f"regional prompts mask a UNet's cross-attention, and {spec.label} is a transformer with joint "
+                    "attention")
         if feature == REFERENCES and not self.fits_control(REFERENCES):
             return f"reference layers (IP-Adapters) are for {_joined(f for f in Family if f.fits_control(REFERENCES))} models"
         if feature == "refiner" and not spec.refiner:

@@ -18,6 +18,7 @@ from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
 from .imaging.region import plan_generation
 from .limits import Limits
+from .prompt_regions import check_regions
 from .upscale import check_upscale, run_upscale
 from .work import GenerationOutput, Inputs, Layer, StepBar, engine_job, engine_steps, pick_seeds
 
@@ -49,6 +50,7 @@ def check_attachments(request: GenerateRequest, images: dict[str, Image], limits
     for name, img in images.items():
         limits.check_size(img.width, img.height, name)
     check_control(request, images)
+    check_regions(request, images)
     if image is not None and mask is not None and (image.width, image.height) != (mask.width, mask.height):
         raise ProtocolError(f"'mask' is {mask.width}x{mask.height} but 'image' is {image.width}x{image.height}; "
                             "send a mask of the same size as the image", field="mask")
@@ -86,7 +88,7 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
                      attached=prepare_attached(plan, request.controls, inputs.attached))
     second = None
     if second_pass_wanted(request, plan, model.family):
-        second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds)
+        second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds, inputs.attached)
     note = skipped_note(request, plan, model.family)  # shown with every first-pass step, kept in the result
     first = engine_steps(job, model)
     bar = StepBar(progress, first + (second.total if second is not None else 0))

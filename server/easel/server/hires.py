@@ -12,7 +12,8 @@ For a selection the refined image is the original region with the first pass lai
 mask, and the second pass inpaints with that mask at region size (tiles the mask does not touch are
 not run); compositing is unchanged, so pixels outside the selection's blend stay bit-exact.
 Image ``i`` of a batch refines its own first pass with seed ``seed + i``. The ControlNet guide
-steers the first pass only (the second keeps the composition it made). docs/imaging.md.
+steers the first pass only (the second keeps the composition it made);
+regional prompts steer both (each tile gets the regions that cover it, ``prompt_regions``). docs/imaging.md.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .imaging.fill import fill_transparent
 from .imaging.masks import denoise_mask
 from .imaging.region import WorkPlan
 from .imaging.tiles import plan_refine
+from .prompt_regions import region_masks
 from .upscale import DEFAULT_STRENGTH, TileRefiner
 from .work import StepBar, black_out
 
@@ -67,7 +69,7 @@ class SecondPass:
     not depend on the pixels), run on the first pass's images."""
 
     def __init__(self, engine: EngineAPI, request: GenerateRequest, model: ModelInfo, plan: WorkPlan, image: Any,
-                 mask: Any, seeds: list[int]):
+                 mask: Any, seeds: list[int], attached: dict[str, np.ndarray] | None = None):
         self.plan = plan
         self.original: np.ndarray | None = None  # the region, transparency filled (selections)
         self.mask: np.ndarray | None = None  # the denoise mask at region size (selections)
@@ -76,7 +78,9 @@ class SecondPass:
             self.original = fill_transparent(region_source(plan, image))
         tiles = plan_refine(plan.region.extent, model.native)
         strength = hires_strength(request, model, tiled=tiles.count > 1)
-        self.refiner = TileRefiner(engine, request, model, tiles, seeds, strength, self.mask, NAME, per_seed=True)
+        regions = region_masks(request, attached or {}, plan.region, plan.region.extent)  # regional prompts
+        self.refiner = TileRefiner(engine, request, model, tiles, seeds, strength, self.mask, NAME, per_seed=True,
+                                   regions=regions)
 
     @property
     def total(self) -> int:

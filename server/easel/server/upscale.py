@@ -34,6 +34,7 @@ from .imaging.fill import fill_transparent
 from .imaging.geometry import Extent
 from .imaging.tiles import TileBlender, TilePlan, plan_tiles
 from .limits import Limits
+from .prompt_regions import TileRegions, region_masks
 from .work import GenerationOutput, Inputs, Layer, StepBar, black_out, engine_job, engine_steps, pick_seeds
 
 #: Refine strength when the request leaves ``strength`` at its default 1.0 (which would repaint everything).
@@ -145,7 +146,8 @@ def run_upscale(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, mod
         layers = [Layer(big.copy() if i else big, x, y, seed) for i, seed in enumerate(seeds)]
         return GenerationOutput(layers, parameters, {"prepare_s": time.perf_counter() - t0, "run_s": 0.0})
     t1 = time.perf_counter()
-    refiner = TileRefiner(engine, request, model, plan, seeds, strength)
+    refiner = TileRefiner(engine, request, model, plan, seeds, strength,
+                          regions=region_masks(request, inputs.attached, None, size))
     if model.family.toy:  # said before the tiles run, and kept in the result
         parameters["notes"] = [toy_upscale(plan.tile)]
         progress(Progress(STAGE, 0, refiner.total(), parameters["notes"][0]))
@@ -171,16 +173,19 @@ class TileRefiner:
     """
 
     def __init__(self, engine: EngineAPI, request: GenerateRequest, model: ModelInfo, plan: TilePlan, seeds: list[int],
-                 strength: float, mask: np.ndarray | None = None, name: str | None = None, per_seed: bool = False):
+                 strength: float, mask: np.ndarray | None = None, name: str | None = None, per_seed: bool = False,
+                 regions: dict[str, np.ndarray] | None = None):
         self.engine, self.request, self.model, self.plan = engine, request, model, plan
         self.seeds, self.strength, self.name = seeds, strength, name
         self.masks = plan.crops(mask) if mask is not None else None
         self.active = [i for i in range(plan.count) if self.masks is None or self.masks[i].any()]
         self.groups = [[seed] for seed in seeds] if per_seed else [seeds]
         self.flagged: list[bool] | None = None  # per seed, after ``run``: a tile the safety checker flagged
+        self.regions = TileRegions(request, plan, regions)  # regional prompts: region masks at ``plan.size``
 
-    def job(self, group: int, image: np.ndarray | None = None, mask: np.ndarray | None = None) -> EngineJob:
-        """The engine job for one tile and seed group (``image``/``mask``: the tile's crops)."""
+    def job(self, group: int, image: np.ndarray | None = None, mask: np.ndarray | None = None,
+            index: int | None = None) -> EngineJob:
+        """The engine job for one tile (``index``) and seed group (``image``/``mask``: the tile's crops)."""
         variation = self.request.variation_seed
         if len(self.groups) > 1 and variation is not None:
             variation = (variation + group) % 2**63  # as image ``group`` of a batch
@@ -189,7 +194,8 @@ class TileRefiner:
             seeds=self.groups[group], width=self.plan.tile.width, height=self.plan.tile.height,
             strength=self.strength, control_model=None, controls=None, variation_seed=variation,  # no guides
             image=None if image is None else PILImage.fromarray(np.ascontiguousarray(image), "RGB"),
-            mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"))
+            mask=None if mask is None else PILImage.fromarray(np.ascontiguousarray(mask), "L"),
+            **self.regions.job_fields(index))
 
     def total(self) -> int:
         """Denoising steps over every tile that runs (what the progress bar counts)."""
@@ -216,7 +222,8 @@ class TileRefiner:
                 message = ", ".join(m for m in (self.name, tile) if m)
                 results = []
                 for group in range(len(self.groups)):
-                    job = self.job(group, crops[group][index], None if self.masks is None else self.masks[index])
+                    job = self.job(group, crops[group][index], None if self.masks is None else self.masks[index],
+                                   index)
                     images = self.engine.run(job, bar.begin(engine_steps(job, self.model), message), cancelled)
                     used = images[0].info.get("easel", {}) if images else used
                     for image in images:

@@ -219,7 +219,8 @@ class Engine:
         traits = self._catalog.traits(model_id)
         asked = {"negative_prompt": bool(job.negative_prompt), "scheduler": job.scheduler not in (None, "euler"),
                  "control_model": job.control_model is not None, "controls": bool(job.controls), "refiner": job.refiner,
-                 "variation_seed": job.variation_seed is not None, "loras": bool(job.loras)}
+                 "variation_seed": job.variation_seed is not None, "loras": bool(job.loras),
+                 "regions": bool(job.regions)}
         for feature, used in asked.items():
             why = traits.family.unsupported(feature) if used else None
             if why:

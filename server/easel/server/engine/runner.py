@@ -19,7 +19,7 @@ from PIL import Image
 from ...client.codes import ErrorCode
 from ...client.fields import FieldError
 from ...client.protocol import REFERENCE_KINDS, request_fields
-from . import flow, variations
+from . import flow, regional, variations
 from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
@@ -118,6 +118,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     """Run ``job`` on ``lm``: RGB images of job.width x job.height, one per seed, in seed order."""
     extras = extras or Extras()
     validate(job, lm.traits.vae_scale)
+    region_masks = regional.job_masks(job)  # a missing or wrong-sized mask fails before any loading
     if job.width % lm.traits.size_step or job.height % lm.traits.size_step:
         return flow.run_rounded(lambda j: run_job(lm, j, progress, cancelled, extras), job, lm.traits.size_step)
     p = plan(job, lm.traits.default_steps, lm.traits.default_guidance)
@@ -196,8 +197,12 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
             if extras.refiner is not None:
                 kwargs.update(refine.base_kwargs(job.refiner_switch))
-            with control_rng(extras.controls, seeds[0]):
-                result = pipe(**{key: v for key, v in kwargs.items() if key in accepted}).images
+            call, masks = kwargs, None
+            if region_masks is not None:  # the blocks' embeddings for this call only (the refiner: base prompt)
+                prompts, masks = regional.encode(pipe, job, region_masks)
+                call = {**kwargs, **prompts}
+            with control_rng(extras.controls, seeds[0]), regional.applied(pipe, masks):
+                result = pipe(**{key: v for key, v in call.items() if key in accepted}).images
             if extras.refiner is not None:
                 count["stage"] = "refiner"
                 result = _refine(extras.refiner, job, kwargs, result)
@@ -249,6 +254,9 @@ def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
                 for c in job.controls]
         out["controls"] = [{"kind": c.kind, "strength": c.strength, "start": c.start, "end": c.end,
                             **({"model": model} if model else {})} for c, model in zip(job.controls, used)]
+    if job.regions:
+        out["regions"] = [{"prompt": r.prompt, **({"negative_prompt": r.negative_prompt} if r.negative_prompt else {})}
+                          for r in job.regions]
     if job.variation_seed is not None and job.variation_strength > 0:
         out.update(variation_seed=job.variation_seed, variation_strength=float(job.variation_strength))
     if extras.refiner is not None:

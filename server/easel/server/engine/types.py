@@ -11,7 +11,7 @@ from typing import Literal, Protocol
 
 from PIL import Image as PILImage
 
-from ...client.protocol import Control, GenerateRequest
+from ...client.protocol import Control, GenerateRequest, Region
 from ..families import Family
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -100,6 +100,7 @@ class EngineJob:
     controls: list[Control] | None = None  # control layers; their images are in ``attached``
     attached: dict[str, PILImage.Image] = field(default_factory=dict)  # images the request's lists name, RGB
     # at (width, height), by attachment name
+    regions: list[Region] | None = None  # regional prompts; their masks are in ``attached`` (engine/regional.py)
     variation_seed: int | None = None  # image i blends in the noise of variation_seed + i
     variation_strength: float = 0.0
     refiner: bool = False  # SDXL: the configured refiner does the last denoising steps
