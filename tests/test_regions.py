@@ -303,3 +303,26 @@ def test_cli_region_flag_against_a_real_server(tmp_path, capsys):
         code = main([*base, "--image", str(tmp_path / "left.png"), "--region", f"{tmp_path / 'small.png'}=a red"])
         err = capsys.readouterr().err
         assert code != 0 and "regions[0].mask" in err and "64x64" in err and "Traceback" not in err
+
+
+def test_regions_with_a_reference_image(tiny_sd_path, tmp_path):
+    """With an IP-Adapter reference (its processors on the same cross-attentions, the image tokens beside the
+    text): a region covering everything gives the reference job of the region's text, and the reference acts."""
+    from easel.client.protocol import Control
+    from helpers.tiny_ip_adapter import build_tiny_ip_adapter_repo
+
+    repo = build_tiny_ip_adapter_repo(tmp_path / "IP-Adapter", tiny_sd_path)
+    picture = Image.new("RGB", (40, 40), (200, 30, 30))
+    white = Image.new("RGB", (64, 64), (255, 255, 255))
+    reference = [Control("reference", "a")]
+
+    def job(prompt: str, **kw) -> EngineJob:
+        return EngineJob("txt2img", prompt, steps=3, seeds=[7], width=64, height=64, **kw)
+
+    with Engine([tiny_sd_path], device="cpu", dtype="float32", ip_adapters=[repo]) as eng:
+        regional_job = job("a red cat", controls=reference, regions=[Region("m", "a green dog")],
+                           attached={"a": picture, "m": white})
+        same = job("a red cat, a green dog", controls=reference, attached={"a": picture})
+        assert_close(run(eng, regional_job)[0], run(eng, same)[0])
+        without = run(eng, job("a red cat, a green dog"))[0]
+        assert np.abs(arr(without) - arr(run(eng, same)[0])).mean() > 1
