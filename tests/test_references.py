@@ -73,6 +73,8 @@ def test_one_reference_equals_raw_diffusers_and_later_jobs_are_bit_exact(engine,
     assert_close(guided, raw(tiny_sd_path, "StableDiffusionPipeline", repo, "models", ["ip-adapter_sd15.safetensors"],
                              [0.8], [picture()]))
     assert diff(guided, plain) > 5  # the reference steers
+    batch = engine.run(job([Control("reference", "a", 0.8)], seeds=[8, 7]), lambda p: None, lambda: False)
+    assert_close(batch[1], guided)  # each image of a batch as its own run
     assert np.array_equal(np.asarray(run(engine, job())), np.asarray(plain))  # adapters taken out again
     assert guided.info["easel"]["features"]["controls"] == [{"kind": "reference", "strength": 0.8, "start": 0.0,
                                                              "end": 1.0}]
@@ -118,6 +120,32 @@ def test_a_reference_with_a_control_layer_equals_raw_diffusers(tiny_sd_path, rep
                     image=lines, controlnet_conditioning_scale=1.0, ip_adapter_image=[picture()],
                     generator=torch.Generator("cpu").manual_seed(7)).images[0]
     assert_close(guided, expected)
+
+
+def test_out_of_memory_retry_keeps_the_references(tiny_sd_path, repo):
+    """The retry with attention slicing still steers with the references; slicing stays on for the model."""
+    with Engine([tiny_sd_path], device="cpu", dtype="float32", ip_adapters=[repo]) as eng:
+        plain = run(eng, job())
+        guided = run(eng, job([Control("reference", "a", 0.8)]))
+        calls = {"n": 0}
+
+        def oom_once(module, args, output):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return output
+
+        unet = eng.pipeline(None).unet
+        handle = unet.register_forward_hook(oom_once)
+        try:
+            retried = run(eng, job([Control("reference", "a", 0.8)]))
+        finally:
+            handle.remove()
+        assert calls["n"] > 1 and diff(retried, plain) > 5
+        assert_close(retried, guided)
+        kinds = {type(p).__name__ for p in unet.attn_processors.values()}
+        assert kinds == {"SlicedAttnProcessor"} and unet.encoder_hid_proj is None
+        assert_close(run(eng, job([Control("reference", "a", 0.8)])), guided)  # with slicing on: as before
 
 
 def test_style_and_composition_scale_their_blocks_only(engine):

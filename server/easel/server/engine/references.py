@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from diffusers.models.attention_processor import AttnProcessor2_0
+
 from ...client.codes import ErrorCode
 from ...client.protocol import MAX_CONTROLS, REFERENCE_KINDS
 from ..families import REFERENCES, Family
@@ -363,6 +365,10 @@ def attach(pipe: Any, layers: Sequence[ReferenceLayer]) -> tuple | None:
     saved = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,
              getattr(pipe, "image_encoder", None), getattr(pipe, "feature_extractor", None))
     try:
+        # diffusers rebuilds the self-attention processors from their classes, which a sliced one (attention
+        # slicing) cannot be made from; its IP-Adapter processors do not slice anyway
+        unet.set_attn_processor({name: AttnProcessor2_0() if getattr(proc, "slice_size", None) else proc
+                                 for name, proc in saved[0].items()})
         pipe.register_modules(image_encoder=layers[0].encoder)
         pipe.load_ip_adapter([layer.state for layer in layers], subfolder=[""] * len(layers),
                              weight_name=[layer.adapter.name for layer in layers], image_encoder_folder=None)

@@ -216,8 +216,12 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            # Out of memory: free what we can, turn on memory savers for this model, try once more.
+            # Out of memory: free what we can, turn on memory savers for this model, try once more
+            # (the job's adapters taken out meanwhile: slicing replaces the attention processors).
+            detach(pipe, adapters)
+            adapters = None
             savers = enable_memory_savers(pipe)
+            adapters = attach(pipe, extras.references)
             free_memory(str(getattr(pipe, "device", "cpu")), collect=True)
             progress(Progress("denoise", 0, 0, f"out of memory; retrying with {', '.join(savers)}"))
             images = generate_all()
