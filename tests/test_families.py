@@ -16,7 +16,7 @@ from easel.server.traits import Traits, guess
 PACKAGE = Path(easel.__file__).resolve().parent
 REPO = PACKAGE.parent.parent
 NAMES = {f.value for f in Family}
-SD_FEATURES = ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed"]
+SD_FEATURES = ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions"]
 
 # family: native, latent channels, size step at vae scale 8, flow, default (steps, guidance), features
 CAPABILITIES = {

@@ -200,6 +200,9 @@ def test_errors_name_the_field(sd, tiny_sd3_path):
     with pytest.raises(EngineError) as err:
         run(sd, region_job(attached={"l": halves()[0], "r": Image.new("RGB", (64, 64))}))
     assert err.value.field == "regions[1].mask" and "64x64" in str(err.value)
+    from easel.server.families import Family
+
+    assert [f for f in Family if f.served and "regions" in f.features] == [Family.SD1, Family.SD2, Family.SDXL, Family.DEMO]
     with Engine([tiny_sd3_path], device="cpu", dtype="float32") as eng:  # refused before loading anything
         with pytest.raises(EngineError) as err:
             run(eng, region_job())

@@ -22,7 +22,7 @@ MODES = ("txt2img", "img2img", "inpaint")
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
 MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
-FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "refiner")
+FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner")
 #: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
 SKETCH = "sketch"
 #: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
