@@ -58,7 +58,7 @@ class RegionMasks:
         self.masks = masks.float()  # (R, H, W) at picture or latent size
         self.block = block  # tokens per prompt block
         self.tokens = block * (len(masks) + 1)
-        self._cache: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        self._cache: dict[tuple[int, torch.device, torch.dtype], tuple[torch.Tensor, list[int]]] = {}
 
     def map_size(self, n: int) -> tuple[int, int]:
         """(h, w) of an attention map of ``n`` query pixels: the masks' size halved (rounding up, as the
@@ -70,8 +70,9 @@ class RegionMasks:
             raise EngineError(f"regions: an attention map of {n} pixels is no scale of the {w}x{h} masks")
         return h, w
 
-    def weights(self, n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """(blocks, n) weights summing to 1 at each of the map's ``n`` pixels (row-major)."""
+    def weights(self, n: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, list[int]]:
+        """(blocks, n) weights summing to 1 at each of the map's ``n`` pixels (row-major), and the blocks
+        with any weight there (the others need no attention at this size)."""
         key = (n, device, dtype)
         if key not in self._cache:
             h, w = self.map_size(n)
@@ -83,7 +84,9 @@ class RegionMasks:
             total = regions.sum(0)
             regions = regions / total.clamp(min=1.0)  # overlaps share, never more than the whole
             base = (1.0 - total).clamp(min=0.0)
-            self._cache[key] = torch.cat([base[None], regions]).to(device=device, dtype=dtype)
+            weights = torch.cat([base[None], regions])
+            active = [b for b in range(len(weights)) if bool(weights[b].any())]
+            self._cache[key] = weights.to(device=device, dtype=dtype), active
         return self._cache[key]
 
 
@@ -105,12 +108,10 @@ class RegionalAttention(torch.nn.Module):
                                  attention_mask=attention_mask, **kwargs)
         spatial = hidden_states.ndim == 4  # (B, C, H, W) in, (B, C, H, W) out
         n = hidden_states.shape[2] * hidden_states.shape[3] if spatial else hidden_states.shape[1]
-        weights = self.masks.weights(n, hidden_states.device, hidden_states.dtype)
+        weights, active = self.masks.weights(n, hidden_states.device, hidden_states.dtype)
         out = None
-        for b in range(len(weights)):
+        for b in active:
             w = weights[b]
-            if not bool(w.any()):
-                continue
             part = text[:, b * self.masks.block:(b + 1) * self.masks.block]
             states = (part, *encoder_hidden_states[1:]) if isinstance(encoder_hidden_states, tuple) else part
             o = self.original(attn, hidden_states, encoder_hidden_states=states, attention_mask=attention_mask, **kwargs)
@@ -152,10 +153,12 @@ def encode(pipe: Any, job: EngineJob, masks: torch.Tensor) -> tuple[dict[str, An
     device = getattr(pipe, "_execution_device", None) or pipe.device
     common = {"device": device, "num_images_per_prompt": 1, "do_classifier_free_guidance": True}
     xl = hasattr(pipe, "text_encoder_2")
-    # SDXL encodes empty negatives as zeros (force_zeros_for_empty_prompt): keep that when none is given
-    negative: list[str] | None = negatives if any(negatives) or not xl else None
-    encoded = pipe.encode_prompt(prompt=texts, negative_prompt=negative, **common)
+    encoded = pipe.encode_prompt(prompt=texts, negative_prompt=negatives, **common)
     positive, negative_embeds = encoded[0], encoded[1]
+    zeros = xl and pipe.config.get("force_zeros_for_empty_prompt", False)
+    if zeros:  # SDXL's empty negatives are zeros, as the pipeline makes them for an empty negative prompt
+        empty = torch.tensor([not n for n in negatives], device=negative_embeds.device)
+        negative_embeds = torch.where(empty[:, None, None], torch.zeros_like(negative_embeds), negative_embeds)
 
     def flat(embeds: torch.Tensor) -> torch.Tensor:
         return embeds.reshape(1, -1, embeds.shape[-1])
@@ -163,5 +166,7 @@ def encode(pipe: Any, job: EngineJob, masks: torch.Tensor) -> tuple[dict[str, An
     kwargs: dict[str, Any] = {"prompt": None, "negative_prompt": None, "prompt_embeds": flat(positive),
                               "negative_prompt_embeds": flat(negative_embeds)}
     if xl:
-        kwargs.update(pooled_prompt_embeds=encoded[2][:1], negative_pooled_prompt_embeds=encoded[3][:1])
+        pooled = encoded[3][:1]
+        kwargs.update(pooled_prompt_embeds=encoded[2][:1],
+                      negative_pooled_prompt_embeds=torch.zeros_like(pooled) if zeros and not negatives[0] else pooled)
     return kwargs, RegionMasks(masks, positive.shape[1])
