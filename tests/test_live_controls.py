@@ -55,6 +55,9 @@ class Document:
         self.read.append(layer)
         return editing.crop_bytes(self.layers[layer], SIZE, 4, *box)
 
+    def layer_bounds(self, layer: str) -> tuple[int, int, int, int]:
+        return 0, 0, SIZE, SIZE
+
     def read_selection(self, box) -> bytes:
         return editing.crop_bytes(bytes(self.mask), SIZE, 1, *box)
 

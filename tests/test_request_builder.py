@@ -50,6 +50,9 @@ class FakeDocument:
         self.reads.append((f"layer {layer}", tuple(box)))
         return editing.crop_bytes(self.layers[layer], self.width, 4, *box)
 
+    def layer_bounds(self, layer: str) -> tuple[int, int, int, int]:
+        return 0, 0, self.width, self.height
+
     def read_selection(self, box: tuple[int, int, int, int]) -> bytes:
         self.reads.append(("selection", tuple(box)))
         return editing.crop_bytes(bytes(self.mask), self.width, 1, *box)

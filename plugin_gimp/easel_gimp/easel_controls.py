@@ -1,7 +1,8 @@
 """Control layers in GIMP: Filters > Easel > Use as Control Layer… and Make Control Layer….
 
 A layer is a control layer when it carries the persistent parasite ``easel-control``: the JSON of its
-``editing.ControlLayer`` (kind, strength, start, end, enabled), kept in XCF files. Generate, Image from
+``editing.ControlLayer`` (kind, strength, start, end, enabled), kept in XCF files. A reference kind (style,
+face …) has no step range (Start and End are kept at 0 and 1) and is sent whole, at the layer's own size. Generate, Image from
 Sketch and Regenerate Selection send every marked layer as one of the request's ``controls`` (read on its
 own, whatever its visibility) and leave all of them out of the picture they send
 (``editing.build_request``). The ``layer`` of a ``ControlLayer`` is the carrying layer's tattoo, read
@@ -22,7 +23,7 @@ from easel_pixels import RGBA, CallingError, EaselError, layer_type, selection_b
 from gi.repository import Gegl, Gimp, GObject  # noqa: E402
 from shared import editing  # noqa: E402
 from shared.codes import PreprocessKind  # noqa: E402
-from shared.editing.controls import CONTROL_KINDS, Control  # noqa: E402
+from shared.editing.controls import CONTROL_KINDS, REFERENCE_KINDS, Control  # noqa: E402
 from shared.fields import declared  # noqa: E402
 
 PARASITE = "easel-control"
@@ -94,13 +95,15 @@ def _choice(kinds) -> Gimp.Choice:
 def add_use_arguments(proc) -> None:
     """Use as Control Layer…: the ``ControlLayer`` settings of the selected layers."""
     spec = declared(Control)
-    proc.add_choice_argument("kind", "_Kind", "What the layer shows (the ControlNet kind it steers)",
+    proc.add_choice_argument("kind", "_Kind", "What the layer shows: a ControlNet kind, or a reference image "
+                             f"({', '.join(REFERENCE_KINDS)})",
                              _choice(CONTROL_KINDS), "lineart", RW)
     proc.add_double_argument("strength", "_Strength", f"How strongly it steers ({spec['strength'].range_text()})",
                              spec["strength"].spec.low, spec["strength"].spec.high, 1.0, RW)
-    proc.add_double_argument("start", "St_art", "The fraction of the denoising where it starts steering",
-                             0.0, 1.0, 0.0, RW)
-    proc.add_double_argument("end", "_End", "The fraction where it stops (at least Start)", 0.0, 1.0, 1.0, RW)
+    proc.add_double_argument("start", "St_art", "The fraction of the denoising where it starts steering (reference "
+                             "kinds: always 0)", 0.0, 1.0, 0.0, RW)
+    proc.add_double_argument("end", "_End", "The fraction where it stops, at least Start (reference kinds: always 1)",
+                             0.0, 1.0, 1.0, RW)
     proc.add_boolean_argument("enabled", "_Use as control layer", "Off: an ordinary layer again", True, RW)
 
 
@@ -131,7 +134,8 @@ def run_use(image, drawables, config) -> list:
     get = config.get_property
     settings = []
     for layer in layers:
-        control = editing.ControlLayer(str(layer.get_tattoo()), get("kind"), get("strength"), get("start"), get("end"))
+        control = editing.controls.settings(str(layer.get_tattoo()), get("kind"), get("strength"), get("start"),
+                                            get("end"))
         try:
             control.check()
         except ValueError as exc:

@@ -126,6 +126,14 @@ class GimpDocument:
         x, y, w, h = box
         return _read(drawable.get_buffer(), (x - ox, y - oy, w, h), RGBA)
 
+    def layer_bounds(self, layer: str) -> Box:
+        """The layer's offsets and size: a reference layer is sent whole."""
+        drawable = self.image.get_layer_by_tattoo(int(layer))
+        if drawable is None:
+            raise CallingError("a control layer was deleted: pick the control layers again")
+        _ok, ox, oy = drawable.get_offsets()
+        return ox, oy, drawable.get_width(), drawable.get_height()
+
     def read_selection(self, box: Box) -> bytes:
         return selection_mask(self.image, box)
 

@@ -2,7 +2,8 @@
 
 The list is kept with the document (the annotation ``easel-controls``: ``editing`` controls' JSON text, saved
 in the .kra) and refers to layers by their unique id. **Add** makes the active layer a control layer of the
-chosen kind, strength and step range; each row can be switched on and off or removed. **From image** (for
+chosen kind, strength and step range (none for the reference kinds: an IP-Adapter reads the layer, whole, for
+the whole denoising); each row can be switched on and off or removed. **From image** (for
 the kinds the server makes, ``MADE_KINDS``) asks the server (``preprocess``) for a guide of that kind made from the visible canvas (or the selection's
 bounds), inserts it as a new layer above the active one and lists it. Generate (``controller.generate``)
 passes ``present`` to ``editing.build_request``, which sends the enabled ones as ``controls`` and leaves
@@ -125,6 +126,7 @@ class ControlPanel(QWidget):
         self.from_image.clicked.connect(self._from_image)
         self.list.itemChanged.connect(self._toggled)
         self.kind.currentTextChanged.connect(self._offer_from_image)
+        self.kind.currentTextChanged.connect(self._offer_range)
         self._guide_done.connect(self._on_guide, Qt.ConnectionType.QueuedConnection)
 
     # -- showing -----------------------------------------------------------------------------
@@ -140,12 +142,19 @@ class ControlPanel(QWidget):
                 self.kind.setCurrentText(current)
         self.setVisible(bool(kinds))
         self._offer_from_image()
+        self._offer_range()
         self.reload()
 
     def _offer_from_image(self, *_) -> None:
         """From image only for a kind the server makes, while idle and connected."""
         c = self.controller
         self.from_image.setEnabled(self.kind.currentText() in MADE_KINDS and not c.busy and c.connection_ok)
+
+    def _offer_range(self, *_) -> None:
+        """The step range only for the kinds that have one (not the reference kinds)."""
+        ranged = controls.has_range(self.kind.currentText())
+        self.start.setEnabled(ranged)
+        self.end.setEnabled(ranged)
 
     def reload(self) -> None:
         """The list as the active document stores it (rows rebuilt only when something changed)."""
@@ -159,7 +168,8 @@ class ControlPanel(QWidget):
         self.list.blockSignals(True)
         self.list.clear()
         for layer, name, kind, strength, start, end, enabled in rows:
-            item = QListWidgetItem(f"{name}: {kind} {strength:g} ({start:g}–{end:g})", self.list)
+            span = f" ({start:g}–{end:g})" if controls.has_range(kind) else ""
+            item = QListWidgetItem(f"{name}: {kind} {strength:g}{span}", self.list)
             item.setData(Qt.ItemDataRole.UserRole, layer)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if enabled else Qt.CheckState.Unchecked)
@@ -169,8 +179,8 @@ class ControlPanel(QWidget):
 
     # -- editing the list ----------------------------------------------------------------------
     def _settings(self, layer: str, kind: str) -> controls.ControlLayer:
-        return controls.ControlLayer(layer, kind, round(self.strength.value(), 4), round(self.start.value(), 4),
-                                     round(self.end.value(), 4))
+        return controls.settings(layer, kind, round(self.strength.value(), 4), round(self.start.value(), 4),
+                                 round(self.end.value(), 4))
 
     def _add(self) -> None:
         doc = Krita.instance().activeDocument()

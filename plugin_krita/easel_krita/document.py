@@ -102,6 +102,14 @@ class KritaDocument:
         image = node.thumbnail(self.doc.width(), self.doc.height()).copy(x, y, w, h)  # converted to 8-bit sRGB
         return qimage_bytes(image.convertToFormat(QImage.Format.Format_RGBA8888))
 
+    def layer_bounds(self, layer: str) -> editing.Box | None:
+        """Where the layer has pixels (the node's bounds; a reference layer is sent whole), None when empty."""
+        node = self._node(layer)
+        if node is None:
+            raise DocumentError("A control layer was deleted: remove it from the control layers list.")
+        b = node.bounds()
+        return (b.x(), b.y(), b.width(), b.height()) if b.width() > 0 and b.height() > 0 else None
+
     def _node(self, layer: str):
         return self.doc.nodeByUniqueID(QUuid(layer))
 

@@ -94,7 +94,8 @@ def read_controls(doc, state: editing.EditorState) -> editing.live.FrameControls
     """The enabled control layers over what a frame of ``state`` sends, as Generate sends them."""
     from .document import KritaDocument
 
-    return editing.control_items(control_layers.present(doc), KritaDocument(doc).read_layer, state.box)
+    source = KritaDocument(doc)
+    return editing.control_items(control_layers.present(doc), source.read_layer, state.box, source.layer_bounds)
 
 
 def show(doc, image: Image, x: int, y: int, previous: tuple[int, int, int, int] | None = None):

@@ -122,6 +122,11 @@ class ArrayDoc:
     def read_layer(self, layer: str, box) -> bytes:
         return crop(self._placed(self.layers[layer]), box)
 
+    def layer_bounds(self, layer: str):
+        lay = self.layers[layer]
+        h, w = lay["px"].shape[:2]
+        return lay["x"], lay["y"], w, h
+
     def read_selection(self, box) -> bytes:
         return crop(self.mask, box)
 

@@ -1,7 +1,7 @@
 """The one request builder both plugins call: read the document, plan, add the guide and features, check.
 
-A plugin wraps its editor's document in a ``Document`` (five reads: size, selection bounds, visible
-pixels without the control layers, one layer's pixels, selection mask) and calls ``build_request``; the sequence read → plan → sketch guide →
+A plugin wraps its editor's document in a ``Document`` (six reads: size, selection bounds, visible
+pixels without the control layers, one layer's pixels and its bounds, selection mask) and calls ``build_request``; the sequence read → plan → sketch guide →
 features → check lives here once, so Krita and GIMP send the same request for the same document,
 and it is tested without an editor (``tests/test_request_builder.py``, on a fake document).
 """
@@ -38,6 +38,11 @@ class Document(Protocol):
         """One layer's own pixels over ``box`` as 8-bit RGBA (transparent where it has no paint)."""
         ...
 
+    def layer_bounds(self, layer: str) -> Box | None:
+        """One layer's own bounds (x, y, w, h) in the document, where it has pixels (Krita: the node's
+        bounds; GIMP: the layer's offsets and size); None when it is empty. A reference layer is sent whole."""
+        ...
+
     def read_selection(self, box: Box) -> bytes:
         """The selection over ``box`` as 8-bit gray (0 keep .. 255 regenerate), row-major."""
         ...
@@ -69,7 +74,8 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
     names what the server would refuse.
 
     Control layers (``controls``) are read each on its own over exactly what is sent (text to image:
-    the whole canvas) and left out of the canvas, enabled or not. With a control model, the sketch
+    the whole canvas; a reference layer: whole, over its own bounds) and left out of the canvas, enabled
+    or not. With a control model, the sketch
     guide is the visible picture over the same pixels, inverted when it is drawn dark on light
     (``sketch_guide``)."""
     features = features or Features()
@@ -82,7 +88,7 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
         rgba = state.rgba if state.rgba is not None else doc.read_canvas(box, exclude)
         guide = Image.rgba(box[2], box[3], sketch_guide(rgba)[0])
     try:
-        items, planned.attachments = control_items(controls, doc.read_layer, box)
+        items, planned.attachments = control_items(controls, doc.read_layer, box, doc.layer_bounds)
     except ValueError as exc:
         raise RequestProblem(str(exc)) from None
     planned.request.controls = items or None

@@ -1,20 +1,22 @@
 """Control layers in the editors: which layers steer a generation, how, and what of them is sent.
 
-A painter marks layers as control layers (a kind — line art, depth … —, a strength and a step range);
+A painter marks layers as control layers (a kind — line art, depth … or a reference image —, a strength
+and, for ControlNet kinds, a step range);
 both plugins keep a list of ``ControlLayer`` with the document (``to_text``/``from_text``: one JSON
 text, every value checked by the request's own declarations) and hand it to ``build_request``, which
-reads each enabled layer over exactly what is sent and adds it to the request's ``controls``. Control
-layers are never part of the canvas that is sent.
+reads each enabled layer over exactly what is sent (a reference layer: whole, at its own bounds) and adds
+it to the request's ``controls``. Control layers are never part of the canvas that is sent.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 from ..fields import FieldError, declared
-from ..protocol import CONTROL_KINDS, Control, Image
+from ..protocol import CONTROL_KINDS, REFERENCE_KINDS, Control, Image
+from .core import Box
 from .live import find_model
 from .power import sketch_guide
 
@@ -45,6 +47,20 @@ class ControlLayer:
             raise ValueError(f"control layer ({self.kind}): {exc}") from None
 
 
+def has_range(kind: str) -> bool:
+    """Whether ``kind`` steers over a step range (ControlNets); a reference kind (IP-Adapter) is read for
+    the whole denoising, so the panels offer no range for it."""
+    return kind not in REFERENCE_KINDS
+
+
+def settings(layer: str, kind: str, strength: float, start: float = 0.0, end: float = 1.0,
+             enabled: bool = True) -> ControlLayer:
+    """The ``ControlLayer`` a panel or dialog sets: the range only for the kinds that have one (else 0–1)."""
+    if not has_range(kind):
+        start, end = 0.0, 1.0
+    return ControlLayer(layer, kind, strength, start, end, enabled)
+
+
 def to_text(layers: Sequence[ControlLayer]) -> str:
     """The list as one JSON text, for the document (Krita: an annotation; GIMP: a parasite)."""
     return json.dumps([asdict(c) for c in layers], separators=(",", ":"))
@@ -70,18 +86,28 @@ def from_text(text: str | None) -> list[ControlLayer]:
     return out
 
 
-def control_items(layers: Sequence[ControlLayer], read_layer, box: tuple[int, int, int, int]
-                  ) -> tuple[list[Control], dict[str, Image]]:
+def control_items(layers: Sequence[ControlLayer], read_layer: Callable[[str, Box], bytes], box: Box,
+                  layer_bounds: Callable[[str], Box | None] | None = None) -> tuple[list[Control], dict[str, Image]]:
     """The request's ``controls`` and their attachments for the enabled ``layers``: each layer's own
-    pixels over ``box`` (``read_layer(layer, box)`` -> RGBA), line kinds made white on black."""
+    pixels (``read_layer(layer, box)`` -> RGBA) over ``box``, line kinds made white on black; a reference
+    layer whole, over its own bounds (``layer_bounds(layer)``: x, y, w, h in the document, None when it
+    is empty), as it is painted (the server reads transparent as white)."""
     items, images = [], {}
     for layer in (c for c in layers if c.enabled):
         layer.check()
         name = f"controls.{len(items)}.image"
-        rgba = read_layer(layer.layer, box)
+        where = box
+        if not has_range(layer.kind):
+            if layer_bounds is None:
+                raise TypeError("control_items: reference layers are read over layer_bounds")
+            where = layer_bounds(layer.layer)
+            if where is None or where[2] <= 0 or where[3] <= 0:
+                raise ValueError(f"control layer ({layer.kind}): the layer is empty: paste the reference picture "
+                                 "on it, or switch it off")
+        rgba = read_layer(layer.layer, where)
         if layer.kind in LINE_KINDS:
             rgba = sketch_guide(rgba)[0]
-        images[name] = Image.rgba(box[2], box[3], rgba)
+        images[name] = Image.rgba(where[2], where[3], rgba)
         items.append(Control(layer.kind, name, layer.strength, layer.start, layer.end))
     return items, images
 
@@ -99,5 +125,5 @@ def guide_name(kind: str) -> str:
     return f"Easel guide: {kind}"
 
 
-__all__ = ["CONTROL_KINDS", "LINE_KINDS", "ControlLayer", "control_items", "from_text", "guide_name",
-           "model_kinds", "to_text"]
+__all__ = ["CONTROL_KINDS", "LINE_KINDS", "REFERENCE_KINDS", "ControlLayer", "control_items", "from_text",
+           "guide_name", "has_range", "model_kinds", "settings", "to_text"]
