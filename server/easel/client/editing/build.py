@@ -15,6 +15,7 @@ from ..protocol import Image
 from .controls import ControlLayer, control_items
 from .core import INPAINT, Box, EditorState, Params, plan_request, read_plan
 from .power import FeaturePlan, Features, apply_features, sketch_guide
+from .regions import RegionLayer, region_items
 from .ui import check_request
 
 
@@ -69,13 +70,14 @@ def read_state(doc: Document, strength: float, use_selection: bool = True,
 
 
 def build_request(doc: Document, params: Params, features: Features | None = None, use_selection: bool = True,
-                  controls: Sequence[ControlLayer] = ()) -> FeaturePlan:
+                  controls: Sequence[ControlLayer] = (), regions: Sequence[RegionLayer] = ()) -> FeaturePlan:
     """The request for ``doc`` and the painter's settings, with its attachments; ``RequestProblem``
     names what the server would refuse.
 
     Control layers (``controls``) are read each on its own over exactly what is sent (text to image:
     the whole canvas; a reference layer: whole, over its own bounds) and left out of the canvas, enabled
-    or not. With a control model, the sketch
+    or not. Region layers (``regions``) stay in the canvas; each enabled one's alpha over the same box is a
+    region's mask (``region_items``). With a control model, the sketch
     guide is the visible picture over the same pixels, inverted when it is drawn dark on light
     (``sketch_guide``)."""
     features = features or Features()
@@ -89,9 +91,12 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
         guide = Image.rgba(box[2], box[3], sketch_guide(rgba)[0])
     try:
         items, planned.attachments = control_items(controls, doc.read_layer, box, doc.layer_bounds)
+        areas, masks = region_items(regions, doc.read_layer, box)
     except ValueError as exc:
         raise RequestProblem(str(exc)) from None
     planned.request.controls = items or None
+    planned.request.regions = areas or None
+    planned.attachments.update(masks)
     planned = apply_features(planned, features, guide)
     problem = check_request(planned)
     if problem:

@@ -2,7 +2,8 @@
 
 A frame carries the enabled control layers as ``controls``, read as Generate reads them
 (``control_items`` over ``EditorState.box``); their pixels and settings are part of what
-``frame_keys`` compares, so a stroke on a control layer sends a frame too.
+``frame_keys`` compares, so a stroke on a control layer sends a frame too. Region layers likewise
+(``region_items``): their masks are hashed with the pixels, their prompts with the parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..connection import Client, ClientError
-from ..protocol import Control, Image
+from ..protocol import Control, Image, Region
 from .core import Box, EditorState, Params, PlannedRequest, plan_request
 from .power import fit_attachments, fit_to_model
 from .ui import model_choices
@@ -28,6 +29,9 @@ LIVE_LAYER_NAME = "Easel Live"
 #: a frame's control layers: the request's ``controls`` and the attachments they name (``control_items``)
 FrameControls = tuple[Sequence[Control], dict[str, Image]]
 NO_CONTROLS: FrameControls = ((), {})
+#: a frame's region layers: the request's ``regions`` and their masks (``region_items``)
+FrameRegions = tuple[Sequence[Region], dict[str, Image]]
+NO_REGIONS: FrameRegions = ((), {})
 
 
 def live_steps(model: dict | None, requested: int | None = None) -> int:
@@ -77,23 +81,27 @@ def params_key(params: Params, region: Box | None = None, controls: Sequence[Con
                  [(c.kind, c.strength, c.start, c.end) for c in controls]))
 
 
-def frame_keys(state: EditorState, params: Params, controls: FrameControls = NO_CONTROLS) -> tuple[str, str]:
+def frame_keys(state: EditorState, params: Params, controls: FrameControls = NO_CONTROLS,
+               regions: FrameRegions = NO_REGIONS) -> tuple[str, str]:
     """The two keys ``LiveSession.observe`` compares: the pixels a frame sends (region, selection, the control
-    layers' images) and ``params_key``."""
+    layers' images, the region layers' masks) and ``params_key`` with the region layers' prompts."""
     items, images = controls
-    canvas = fingerprint(state.rgba, state.selection, *(images[c.image].data for c in items))
-    return canvas, params_key(params, state.region, items)
+    areas, masks = regions
+    canvas = fingerprint(state.rgba, state.selection, *(images[c.image].data for c in items),
+                         *(masks[r.mask].data for r in areas))
+    return canvas, params_key(params, state.region, items) + repr([(r.prompt, r.negative_prompt) for r in areas])
 
 
 def plan_live(state: EditorState, params: Params, model: dict | None = None,
-              controls: FrameControls = NO_CONTROLS) -> PlannedRequest:
+              controls: FrameControls = NO_CONTROLS, regions: FrameRegions = NO_REGIONS) -> PlannedRequest:
     """``plan_request`` for a live frame, with its control layers (``controls``): replaces this client's
     older live work, no step previews, and the faster size (docs/krita.md): one pass (no second pass); a
     frame smaller than the native area of ``model`` (its ``welcome.models`` entry) runs at its own size
     (``exact_size``), a bigger one at the native area, as the server does by default."""
     planned = plan_request(state, params)
     planned.request.controls = list(controls[0]) or None
-    planned.attachments = dict(controls[1])
+    planned.request.regions = list(regions[0]) or None
+    planned.attachments = {**controls[1], **regions[1]}
     planned.request.replace = True
     planned.request.preview = False
     planned.request.hires = "off"

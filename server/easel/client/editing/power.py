@@ -232,6 +232,8 @@ def fit_to_model(request: GenerateRequest, welcome: dict | None) -> GenerateRequ
         request.control_model = None
     if "variation_seed" not in supports:
         request.variation_seed = None
+    if "regions" not in supports:  # ALL_FEATURES leaves it out: a server that lists no features has none
+        request.regions = None
     if isinstance(entry, dict) and entry.get("controls") == []:  # an older server's welcome without the key: kept
         request.controls = None
     return request
