@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection…,
-Upscale…, History…, Use as Control Layer…, Make Control Layer….
+Upscale…, History…, Use as Control Layer…, Make Control Layer…, Use as Region….
 
 Each command is a PDB procedure (``easel-generate``, ``easel-image-from-sketch``,
 ``easel-regenerate-selection``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
-``easel-make-control-layer``) whose arguments are the dialog's fields, so scripts and batch mode can
-run it NONINTERACTIVE. Layers marked as control layers (easel_controls.py) steer the generating ones. The request goes to a local
+``easel-make-control-layer``, ``easel-region-layer``) whose arguments are the dialog's fields, so scripts and
+batch mode can run it NONINTERACTIVE. Layers marked as control layers (easel_controls.py) steer the generating
+ones; layers marked as regions (easel_regions.py) give their paint a prompt of its own. The request goes to a local
 Easel server; results come back as new layers at the offsets the server gives, in one undo step
 (an upscale opens as a new image). Install with ``easel install-plugin gimp``, which bundles the
 shared client (``shared/``) and websockets (``vendor/``) next to this file.
@@ -29,6 +30,7 @@ gi.require_version("Gimp", "3.0")
 import easel_controls  # noqa: E402
 import easel_jobs  # noqa: E402
 import easel_more  # noqa: E402
+import easel_regions  # noqa: E402
 from easel_pixels import (  # noqa: E402
     CallingError,
     EaselError,
@@ -73,6 +75,9 @@ COMMANDS = {
     "easel-make-control-layer": Command(
         "_Make Control Layer…", "Let the server make a control layer (edges, depth or segmentation) from what the "
         "image shows (the selection's bounds, if any)", "make-control"),
+    "easel-region-layer": Command(
+        "Use as _Region…", "Mark the selected layers as regions: where a layer has paint, Generate, Image from Sketch "
+        "and Regenerate Selection add its prompt to theirs", "region"),
 }
 GENERATING = ("generate", "sketch", "selection")
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
@@ -91,6 +96,8 @@ def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return ("kind", "strength", "start", "end", "enabled"), ()
     if command.kind == "make-control":
         return ("kind", "strength"), ()
+    if command.kind == "region":
+        return ("prompt", "negative-prompt", "enabled"), ()
     return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind == "generate")), POWER_FIELDS
 
 
@@ -119,19 +126,21 @@ def read_features(config) -> editing.Features:
 
 
 def plan(image, command: Command, params: editing.Params, features: editing.Features,
-         use_controls: bool = True) -> editing.PlannedRequest:
+         use_controls: bool = True, use_regions: bool = True) -> editing.PlannedRequest:
     """Build the request from what the image shows (``editing.build_request``). Generate and Image from
     Sketch leave the selection alone; Regenerate Selection needs one. The control layers steer (unless
-    ``use_controls`` is off) and are never part of the picture sent."""
+    ``use_controls`` is off) and are never part of the picture sent; the region layers give their paint their
+    prompts (unless ``use_regions`` is off) and stay part of the picture."""
     doc = GimpDocument(image)
     if command.kind == "selection" and doc.selection_box() is None:
         raise CallingError("Regenerate Selection needs a selection: select the area to repaint first")
     controls = [c for _layer, c in easel_controls.control_layers(image)]
     if not use_controls:
         controls = [dataclasses.replace(c, enabled=False) for c in controls]
+    regions = [r for _layer, r in easel_regions.region_layers(image)] if use_regions else []
     try:
         return editing.build_request(doc, params, features, use_selection=command.kind == "selection",
-                                     controls=controls)
+                                     controls=controls, regions=regions)
     except ValueError as exc:
         raise CallingError(str(exc)) from None
 
@@ -139,7 +148,8 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
 def run_generation(image, config, command: Command, dialog):
     params, url = read_config(config, command)
     token = easel_jobs.resolve_token(config, url)
-    planned = plan(image, command, params, read_features(config), config.get_property("control-layers"))
+    planned = plan(image, command, params, read_features(config), config.get_property("control-layers"),
+                   config.get_property("region-layers"))
     result = easel_jobs.generate(url, planned, dialog, token)
     if result is None:
         return None
@@ -156,15 +166,22 @@ def run(procedure, run_mode, image, drawables, config, _data):
         if run_mode == Gimp.RunMode.INTERACTIVE:
             if command.kind == "control":
                 easel_controls.prefill(config, drawables)
+            if command.kind == "region":
+                easel_regions.prefill(config, drawables)
             fields, power = fields_of(command)
             note = easel_controls.summary(image) if command.kind in GENERATING else ""
             if note:
                 fields = (*fields, "control-layers")
+            regions = easel_regions.summary(image) if command.kind in GENERATING else ""
+            if regions:
+                note, fields = "\n".join(x for x in (note, regions) if x), (*fields, "region-layers")
             dialog = easel_more.open_dialog(procedure, config, command, fields, power, note)
             if dialog is None:
                 return procedure.new_return_values(Status.CANCEL, GLib.Error())
         if command.kind == "control":
             values = easel_controls.run_use(image, drawables, config)
+        elif command.kind == "region":
+            values = easel_regions.run_use(image, drawables, config)
         elif command.kind == "make-control":
             values = easel_controls.run_make(image, config, dialog)
         elif command.kind == "upscale":
@@ -202,6 +219,9 @@ def add_arguments(proc, command: Command) -> None:
     if kind == "control":
         easel_controls.add_use_arguments(proc)
         return
+    if kind == "region":
+        easel_regions.add_use_arguments(proc)
+        return
     if kind == "make-control":
         easel_controls.add_make_arguments(proc)
     elif kind == "history":
@@ -238,6 +258,9 @@ def add_arguments(proc, command: Command) -> None:
     if generating:
         proc.add_boolean_argument("control-layers", "Use the _control layers", "Let the image's control layers "
                                   "(Use as Control Layer…) guide the result; off: they are only left out", True, RW)
+        proc.add_boolean_argument("region-layers", "Use the _region layers", "Let the image's region layers (Use as "
+                                  "Region…) add their prompts where they have paint; off: the base prompt everywhere",
+                                  True, RW)
     if kind == "upscale":
         proc.add_image_return_value("new-image", "New image", "The upscaled image (shown in a new window when "
                                     "run interactively)", True, RW)
@@ -286,11 +309,12 @@ class EaselPlugIn(Gimp.PlugIn):
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, run, None)
         proc.set_image_types("*")
         mask = Gimp.ProcedureSensitivityMask
-        proc.set_sensitivity_mask(mask.DRAWABLE | mask.DRAWABLES if command.kind == "control" else mask.ALWAYS)
+        proc.set_sensitivity_mask(mask.DRAWABLE | mask.DRAWABLES if command.kind in ("control", "region") else
+                                  mask.ALWAYS)
         proc.set_menu_label(command.label)
         proc.add_menu_path(MENU)
         what = {"upscale": " The result opens as a new image.", "control": " Nothing else changes.",
-                "make-control": " The new layer is added on top."}.get(command.kind, " Results are added as new layers.")
+                "region": " Nothing else changes.", "make-control": " The new layer is added on top."}.get(command.kind, " Results are added as new layers.")
         proc.set_documentation(command.blurb, command.blurb + "." + what, name)
         proc.set_attribution("Easel", "Easel contributors", "2026")
         add_arguments(proc, command)

@@ -23,7 +23,7 @@ def open_dialog(procedure, config, command, fields, power, note: str = ""):
     from easel_ui import Dialog, SettingsDialog
 
     title = f"Easel: {command.label.replace('_', '')}"
-    if command.kind == "control":
+    if command.kind in ("control", "region"):
         return SettingsDialog(procedure, config, title).run()
     if not (config.get_property("url") or "").strip():
         config.set_property("url", easel_jobs.resolve_url(""))

@@ -57,7 +57,7 @@ def snapshot(image):
         layers.append({"id": layer.get_id(), "name": layer.get_name(), "x": x, "y": y, "w": layer.get_width(),
                        "h": layer.get_height(), "visible": layer.get_visible(), "opacity": layer.get_opacity(),
                        "sha": hashlib.sha256(read(layer)).hexdigest(), "tattoo": layer.get_tattoo(),
-                       "control": parasite(layer, "easel-control")})
+                       "control": parasite(layer, "easel-control"), "region": parasite(layer, "easel-region")})
     sel = hashlib.sha256(read(image.get_selection(), MASK)).hexdigest()
     return {"size": [image.get_width(), image.get_height()], "precision": image.get_precision().value_nick,
             "layers": layers, "selection": sel}
