@@ -6,7 +6,9 @@ A real `easel serve` with the tiny SD model and three tiny ControlNets whose nam
 ControlNet Union that serves both kinds. The self-test plugin runs only its
 "controls" part (tests/editors/krita/easel_selftest/controls_part.py): it paints a line layer and an
 opaque depth ramp over the picture, adds them in the docker as lineart and depth control layers,
-refines the canvas, refines it again on the SDXL model, switches the depth layer off and refines again, makes a canny guide with
+refines the canvas, refines it again on the SDXL model, switches the depth layer off and refines again, adds a
+smaller picture as a style reference (tiny IP-Adapters and image encoder in h94's layout, served with
+--ip-adapter) and refines on SD and SDXL and again with the reference switched off, makes a canny guide with
 "From image", then line art and depth guides with "From image" (the server's tiny annotator and
 depth models in its models folder), and saves and reopens the document as .kra. Each result layer must equal, pixel for
 pixel, the same request sent directly with the shared client, built here from the layers' own pixels
@@ -23,7 +25,7 @@ import pytest
 
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
-from easel.client.protocol import Control, GenerateRequest, Image
+from easel.client.protocol import REFERENCE_KINDS, Control, GenerateRequest, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
 from gui_run import H, W, gui_spec, krita_gui_session, recorded
@@ -35,6 +37,7 @@ NETS = {"lineart": "control_v11p_sd15_lineart", "depth": "control_v11f1p_sd15_de
 SETTINGS = {"lineart": (0.8, 0.0, 0.9), "depth": (0.6, 0.1, 1.0)}  # strength, start, end
 XL, UNION = "tiny-sdxl", "controlnet-union-sdxl-tiny"
 MADE = ["lineart", "depth"]  # "From image" guides the server's models make (after canny)
+REF = {"box": [36, 8, 20, 14], "strength": 0.7}  # the style reference: x, y, w, h on the canvas
 PARAMS = dict(prompt="a tower at night", negative="blurry", strength=60, steps=4, guidance=None, seed=5, batch=1)
 
 
@@ -42,12 +45,14 @@ PARAMS = dict(prompt="a tower at night", negative="blurry", strength=60, steps=4
 def url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
     from helpers.preprocess_models import save_random_annotators, save_tiny_depth_anything
     from helpers.server_harness import running_server
+    from helpers.tiny_ip_adapter import build_tiny_ip_adapter_repo
     from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
     root = tmp_path_factory.mktemp("krita-controls-server")
     nets = [build_tiny_controlnet(tiny_sd_path, root / name, seed=i) for i, name in enumerate(NETS.values())]
     nets.append(build_tiny_controlnet_union(tiny_sdxl_path, root / UNION, seed=3))
     extra = [arg for net in nets for arg in ("--control-model", net)]
+    extra += ["--ip-adapter", build_tiny_ip_adapter_repo(root / "IP-Adapter", tiny_sd_path, tiny_sdxl_path)]
     save_random_annotators(root / "models" / "annotators" / "Annotators")  # "From image" line art
     save_tiny_depth_anything(root / "models" / "annotators" / "Depth-Anything-V2-Small-hf")
     with running_server([str(tiny_sd_path), str(tiny_sdxl_path)], *extra, "--models-dir", str(root / "models"),
@@ -59,7 +64,8 @@ def url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
 def gui(request, url, tmp_path_factory):
     spec = {key: value for key, value in gui_spec(url).items() if key not in ("live", "power")}
     spec.update(parts=["controls"], controls={"lines_box": [30, 16, 44, 40], "params": PARAMS, "xl_model": XL,
-                                              "made_kinds": MADE, **SETTINGS})
+                                              "made_kinds": MADE, "reference": REF,
+                                              **SETTINGS})
     yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), spec, url,
                                  ARTIFACTS / "krita_controls_docker.png")
 
@@ -78,6 +84,10 @@ def direct(gui, url: str, kinds: list[str], canvas: str, model: str | None = Non
     controls, attachments = [], {}
     for kind in kinds:
         name = f"controls.{len(controls)}.image"
+        if kind == "style":  # the reference: whole, at its own size
+            attachments[name] = Image.rgba(*REF["box"][2:], dump(gui, "controls-ref.rgba"))
+            controls.append(Control(kind, name, REF["strength"]))
+            continue
         pixels = dump(gui, f"controls-{'lines' if kind == 'lineart' else kind}.rgba")
         if kind == "lineart":
             pixels = editing.sketch_guide(pixels)[0]
@@ -106,7 +116,7 @@ def check_layer(gui, url: str, record: dict, kinds: list[str], canvas: str, mode
 def test_panel_offers_the_models_control_kinds(gui, url):
     with Client(url) as client:
         kinds = client.welcome["models"][0]["controls"]
-    assert sorted(kinds) == sorted(NETS)
+    assert sorted(kinds) == sorted([*NETS, *REFERENCE_KINDS])
     offered = part(gui, "offered")
     assert offered["shown"] and offered["kinds"] == kinds
 
@@ -142,6 +152,33 @@ def test_a_layer_switched_off_is_left_out(gui, url):
     assert [c["kind"] for c in result.parameters["controls"]] == ["lineart"]
 
 
+def test_a_reference_layer_has_no_range_and_no_from_image(gui):
+    added = part(gui, "ref_added")
+    assert added["bounds"] == REF["box"]  # the layer's own bounds: what is sent
+    assert added["rows"][2] == ["Ref: style 0.7", True]
+    assert not added["range_enabled"] and added["range_enabled_lineart"] and not added["from_image_enabled"]
+    ref = editing.controls_from_text(added["annotation"])[2]
+    assert (ref.kind, ref.strength, ref.start, ref.end) == ("style", 0.7, 0.0, 1.0)  # the range fields held 0.3–0.6
+
+
+@pytest.mark.parametrize("name, model", [("ref", None), ("ref_xl", XL)])
+def test_a_style_reference_is_sent_whole_beside_the_line_art(gui, url, name, model):
+    record = part(gui, name)
+    canvas = "controls-canvas-ref-xl.rgba" if model else "controls-canvas-ref.rgba"
+    result = check_layer(gui, url, record, ["lineart", "style"], canvas, model)
+    assert [c["kind"] for c in result.parameters["controls"]] == ["lineart", "style"]
+    assert result.parameters["model"] == (model or gui.result["model"])
+
+
+def test_a_reference_switched_off_is_left_out(gui, url):
+    record = part(gui, "ref_off")
+    assert record["rows"][2] == ["Ref: style 0.7", False]
+    result = check_layer(gui, url, record, ["lineart"], "controls-canvas-ref-off.rgba")
+    assert [c["kind"] for c in result.parameters["controls"]] == ["lineart"]
+    steered = direct(gui, url, ["lineart", "style"], "controls-canvas-ref-off.rgba")
+    assert steered.images[0].image.data != result.images[0].image.data  # the reference steers when it is on
+
+
 def test_from_image_adds_the_servers_canny_guide_as_a_control_layer(gui, url):
     record = part(gui, "from_image")
     assert record["done"] and record["unchanged"] and len(record["layers"]) == 1, record["status"]
@@ -155,8 +192,9 @@ def test_from_image_adds_the_servers_canny_guide_as_a_control_layer(gui, url):
     want = guide.data if guide.format == "rgba" else None
     assert dump(gui, layer["file"]) == want, "the layer differs from the server's canny of the canvas"
     stored = editing.controls_from_text(record["annotation"])
-    assert [c.kind for c in stored] == ["lineart", "depth", "canny"]
-    assert record["rows"][2] == ["Easel guide: canny: canny 0.6 (0.1–1)", True]  # the panel's settings (as last set)
+    assert [c.kind for c in stored] == ["lineart", "depth", "style", "canny"]
+    # the panel's settings as last set (for the reference: its range fields were off, but hold 0.3–0.6)
+    assert record["rows"][3] == ["Easel guide: canny: canny 0.7 (0.3–0.6)", True]
 
 
 @pytest.mark.parametrize("kind", MADE)
@@ -181,10 +219,10 @@ def test_the_list_survives_saving_and_reopening_the_kra(gui):
     record = part(gui, "reopened")
     assert record["saved"] and record["opened"]
     stored = editing.controls_from_text(record["annotation"])
-    assert [c.kind for c in stored] == ["lineart", "depth", "canny", *MADE]
+    assert [c.kind for c in stored] == ["lineart", "depth", "style", "canny", *MADE]
     assert all(c.layer in record["layers"] for c in stored)  # the layers keep their ids in the .kra
-    assert [row[0].split(":")[0] for row in record["rows"]] == ["Lines", "Depth", *["Easel guide"] * 3]
-    assert [row[1] for row in record["rows"]] == [True, False, True, True, True]
+    assert [row[0].split(":")[0] for row in record["rows"]] == ["Lines", "Depth", "Ref", *["Easel guide"] * 3]
+    assert [row[1] for row in record["rows"]] == [True, False, False, True, True, True]
 
 
 def test_no_traceback_in_kritas_log(gui):

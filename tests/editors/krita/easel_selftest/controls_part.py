@@ -1,5 +1,7 @@
 """The docker's control layers in a real Krita: Add two layers as lineart and depth control layers,
-Generate (and, with ``xl_model``, Generate again on that SDXL model), switch one off, Generate again, "From image" (canny; offered only for the kinds the server makes),
+Generate (and, with ``xl_model``, Generate again on that SDXL model), switch one off, Generate again; with
+``reference``, Add a smaller picture as a style reference (no range, no From image), Generate on the SD and the
+SDXL model and again with it switched off; "From image" (canny; offered only for the kinds the server makes),
 and the ``made_kinds`` guides made by the server's models the same way, then save the document as .kra and open
 it again.
 
@@ -114,8 +116,11 @@ def run(d, doc, spec):
     res["one"] = yield from _generate(d, doc, "controls-one", W, H, generate)
 
     step("one")
+    refs = []
+    if spec.get("reference"):  # a style reference beside the line art: sent whole, on SD 1.5 and SDXL
+        refs = [(yield from reference(d, doc, spec, sketch, lines, depth, generate, res))]
     # From image: the server's canny of the visible canvas (the control layers left out) as a new control layer
-    hidden_canvas(d, doc, [lines, depth], "controls-source.rgba")
+    hidden_canvas(d, doc, [lines, depth, *refs], "controls-source.rgba")
     d.write("controls-source-visible.rgba", swap(doc.pixelData(0, 0, W, H)))
     kind.setCurrentText("canny")
     res["from_image"] = yield from _generate(d, doc, "controls-canny", W, H,
@@ -123,7 +128,7 @@ def run(d, doc, spec):
     res["from_image"].update(rows=rows(d), annotation=annotation(doc))
     for made in spec.get("made_kinds", ()):  # the model-made guides (line art, depth) the same way
         guides = [n for n in d.layers(doc) if n.name().startswith("Easel guide")]  # control layers too
-        hidden_canvas(d, doc, [lines, depth, *guides], f"controls-source-{made}.rgba")
+        hidden_canvas(d, doc, [lines, depth, *refs, *guides], f"controls-source-{made}.rgba")
         kind.setCurrentText(made)
         res[f"from_image_{made}"] = yield from _generate(d, doc, f"controls-{made}", W, H,
                                                          lambda: d.w(QPushButton, "easel_control_from_image").click())
@@ -156,3 +161,49 @@ def run(d, doc, spec):
         app.setActiveDocument(doc)
     res["reopened"] = record
     return res
+
+
+def reference(d, doc, spec, sketch, lines, depth, generate, res):
+    """Add the ``reference`` picture (a layer smaller than the canvas, at an offset) as a style reference with the
+    range fields set (they are off for it), Generate on SD and on ``xl_model``, switch it off, Generate again."""
+    W, H = doc.width(), doc.height()
+    x, y, w, h = spec["reference"]["box"]
+    ref = doc.createNode("Ref", "paintlayer")
+    doc.rootNode().addChildNode(ref, depth)
+    ref.setPixelData(bytes((17 * i % 256, 255 - 3 * i % 256, 90, 255)[c] for i in range(w * h) for c in range(4)),
+                     x, y, w, h)
+    doc.refreshProjection()
+    yield sleep(0.3)
+    b = ref.bounds()
+    d.write("controls-ref.rgba", swap(ref.pixelData(x, y, w, h)))
+    kind = d.w(QComboBox, "easel_control_kind")
+    add(d, doc, ref, "style", spec["reference"]["strength"], 0.3, 0.6)  # the range is not the reference's
+    yield sleep(0.3)
+    res["ref_added"] = {"rows": rows(d), "annotation": annotation(doc), "bounds": [b.x(), b.y(), b.width(), b.height()],
+                        "range_enabled": d.w(QDoubleSpinBox, "easel_control_start").isEnabled(),
+                        "from_image_enabled": d.w(QPushButton, "easel_control_from_image").isEnabled()}
+    kind.setCurrentText("lineart")
+    yield sleep(0.2)
+    res["ref_added"]["range_enabled_lineart"] = d.w(QDoubleSpinBox, "easel_control_start").isEnabled()
+    doc.setActiveNode(sketch)
+    hidden_canvas(d, doc, [lines, depth, ref], "controls-canvas-ref.rgba")
+    res["ref"] = yield from _generate(d, doc, "controls-ref", W, H, generate)
+    model = d.w(QComboBox, "easel_model")
+    model.setCurrentText(spec["xl_model"])
+    yield sleep(0.3)
+    hidden_canvas(d, doc, [lines, depth, ref], "controls-canvas-ref-xl.rgba")
+    res["ref_xl"] = yield from _generate(d, doc, "controls-ref-xl", W, H, generate)
+    res["ref_xl"]["model"] = model.currentText()
+    model.setCurrentIndex(0)
+    yield sleep(0.3)
+    box = d.w(QListWidget, "easel_control_list")
+    for i in range(box.count()):
+        if box.item(i).text().startswith("Ref"):
+            box.item(i).setCheckState(Qt.CheckState.Unchecked)
+    yield sleep(0.3)
+    hidden_canvas(d, doc, [lines, depth, ref], "controls-canvas-ref-off.rgba")
+    res["ref_off"] = yield from _generate(d, doc, "controls-ref-off", W, H, generate)
+    res["ref_off"]["rows"] = rows(d)
+    d.log(f"controls: reference: {d.w_status()}")
+    d.save()
+    return ref
