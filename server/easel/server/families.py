@@ -27,7 +27,7 @@ FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation
 SKETCH = "sketch"
 #: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
 LAYERS = "layers"
-#: Reference layers (``controls`` of a reference kind): IP-Adapters of the family the server holds.
+#: Reference layers (``controls`` of a reference kind): IP-Adapters of the family the server holds (FLUX.1: Redux).
 REFERENCES = "references"
 # (steps, guidance) per variant. Few-step SD/SDXL variants: turbo (1 step, no CFG), lightning (4 steps,
 # no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
@@ -160,7 +160,8 @@ class Family(str, Enum):
             return (f"regional prompts mask a UNet's cross-attention, and {spec.label} is a transformer with joint "
                     "attention")
         if feature == REFERENCES and not self.fits_control(REFERENCES):
-            return f"reference layers (IP-Adapters) are for {_joined(f for f in Family if f.fits_control(REFERENCES))} models"
+            return (f"reference layers (IP-Adapters, FLUX Redux) are for "
+                    f"{_joined(f for f in Family if f.fits_control(REFERENCES))} models")
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -248,7 +249,7 @@ class Family(str, Enum):
 
 
 _SD_CONTROLS = frozenset({SKETCH, LAYERS})
-_IP_CONTROLS = _SD_CONTROLS | {REFERENCES}  # h94's IP-Adapters: SD 1.5 and SDXL (none for SD 2.x)
+_IP_CONTROLS = _SD_CONTROLS | {REFERENCES}  # h94's IP-Adapters: SD 1.5 and SDXL (none for SD 2.x); FLUX.1: Redux
 _SPECS: dict[Family, _Spec] = {
     Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=_IP_CONTROLS),
     Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
@@ -258,7 +259,7 @@ _SPECS: dict[Family, _Spec] = {
     Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
     Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True, controls=frozenset({LAYERS}),
                       controlnet="SD3ControlNet", control_modes=("txt2img",)),
-    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS}),
+    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS, REFERENCES}),
                        controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),

@@ -112,8 +112,9 @@ class ServeSettings:
                                        flag="--control-model", metavar="REF", engine=True)
     ip_adapters: list[str] = option([], "IP-Adapters for reference layers: a folder (h94/IP-Adapter's layout, or "
                                     "adapter files with their image_encoder/), an adapter file or a cached hub id "
-                                    "like h94/IP-Adapter; repeat for several", flag="--ip-adapter", metavar="REF",
-                                    engine=True)
+                                    "like h94/IP-Adapter; for FLUX.1 a FLUX Redux folder or "
+                                    "black-forest-labs/FLUX.1-Redux-dev; repeat for several",
+                                    flag="--ip-adapter", metavar="REF", engine=True)
     refiner: str | None = option(None, "SDXL refiner model (hub id, folder or file) for refiner jobs", metavar="REF",
                                  engine=True)
     safety_checker: bool | str = option(

@@ -16,6 +16,7 @@ a model of the same cross-attention width, and an encoder whose width it reads. 
 into the pipeline it runs (several at once: one per layer, each scaled on its own) and takes them out
 afterwards, restoring the UNet's attention processors, so a job without references keeps its pixels. The
 encoder is loaded once and shared by every pipeline; adapters' weights are kept read (a small LRU).
+FLUX.1 models take their reference layers through FLUX Redux instead (redux.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from ..library.controls import IP_ADAPTER_DOWNLOADS, IP_ADAPTER_ENCODER, IP_ADAP
 from ..library.layouts import models_root
 from .cache import LRUCache
 from .device import DTYPES
+from .redux import FAMILY as REDUX_FAMILY
+from .redux import Redux, ReduxLayer, prompt_kwargs
 from .refs import _HUB_ID
 from .types import EngineError
 
@@ -212,6 +215,7 @@ class References:
         self._encoders: LRUCache[Any] = LRUCache(1)
         self._states: LRUCache[dict] = LRUCache(MAX_CONTROLS)
         self._lock = threading.Lock()
+        self._redux = Redux(self._sources, roots, device)
 
     def found(self) -> tuple[list[Adapter], list[Encoder]]:
         """The adapters and encoders on disk now (``--ip-adapter`` ones first)."""
@@ -253,13 +257,18 @@ class References:
 
     def kinds_for(self, family: Family, context: int | None) -> list[str]:
         """The reference kinds a model of ``family`` can use here (for the welcome's per-model ``controls``)."""
+        if family == REDUX_FAMILY:
+            return self._redux.kinds()
         kinds = set().union(*(a.kinds for a, _ in self._usable(family, context)))
         return [k for k in REFERENCE_KINDS if k in kinds]
 
     def choose(self, controls: Sequence[Any], family: Family, context: int | None,
                model_id: str = "") -> dict[int, tuple[Adapter, Encoder]]:
         """The adapter and encoder of each reference layer (by its index in ``controls``); EngineError naming
-        ``controls[i].kind`` where none fits."""
+        ``controls[i].kind`` where none fits (FLUX.1: checks its Redux layers, returns nothing)."""
+        if family == REDUX_FAMILY:
+            self._redux.choose(controls)
+            return {}
         usable, out = self._usable(family, context), {}
         for i, control in enumerate(controls):
             if control.kind not in REFERENCE_KINDS:
@@ -282,8 +291,10 @@ class References:
         return out
 
     def layers(self, controls: Sequence[Any], attached: dict[str, Any], family: Family, context: int | None,
-               dtype: str) -> list[ReferenceLayer]:
+               dtype: str) -> list[ReferenceLayer] | list[ReduxLayer]:
         """The job's reference layers that steer (strength above 0), their weights and encoder loaded."""
+        if family == REDUX_FAMILY:
+            return self._redux.layers(controls, attached, dtype)
         out = []
         for i, (adapter, encoder) in self.choose(controls, family, context).items():
             control = controls[i]
@@ -331,6 +342,7 @@ class References:
         with self._lock:
             self._encoders.pop_all()
             self._states.pop_all()
+        self._redux.close()
 
 
 def _load_encoder(path: str, dtype: Any) -> Any:
@@ -356,10 +368,10 @@ def download_hint(kind: str, family: Family) -> str:
             "image encoder folder in its clip_vision/)")
 
 
-def attach(pipe: Any, layers: Sequence[ReferenceLayer]) -> tuple | None:
+def attach(pipe: Any, layers: Sequence[ReferenceLayer | ReduxLayer]) -> tuple | None:
     """Load the layers' adapters into ``pipe`` (its UNet is shared with the model's other pipelines) with
-    their scales; returns what ``detach`` restores (None: no layers, nothing changed)."""
-    if not layers:
+    their scales; returns what ``detach`` restores (None: no layers or Redux ones, nothing changed)."""
+    if not layers or isinstance(layers[0], ReduxLayer):
         return None
     unet = pipe.unet
     saved = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,
@@ -392,6 +404,8 @@ def detach(pipe: Any, saved: tuple | None) -> None:
     pipe.register_modules(image_encoder=encoder, feature_extractor=extractor)
 
 
-def reference_kwargs(layers: Sequence[ReferenceLayer]) -> dict[str, Any]:
-    """Call arguments: one reference image per adapter."""
+def reference_kwargs(layers: Sequence[Any], pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Call arguments: one reference image per adapter; Redux layers: the prompt's embeddings with their tokens."""
+    if isinstance(layers[0], ReduxLayer):
+        return prompt_kwargs(pipe, kwargs, layers)
     return {"ip_adapter_image": [layer.image for layer in layers]}

@@ -24,6 +24,7 @@ from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
 from .loading import LoadedModel
+from .redux import ReduxLayer
 from .references import ReferenceLayer, attach, detach, reference_kwargs
 from .schedulers import make_scheduler
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, Progress, ProgressFn
@@ -45,7 +46,7 @@ class Extras:
     """Models the engine loaded for this job's power features."""
 
     controls: list[ControlLayer] = field(default_factory=list)  # the control layers that steer
-    references: list[ReferenceLayer] = field(default_factory=list)  # the reference layers that steer
+    references: list[ReferenceLayer] | list[ReduxLayer] = field(default_factory=list)  # reference layers that steer
     refiner: LoadedModel | None = None
 
 
@@ -192,7 +193,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             if extras.controls:
                 kwargs.update(control_kwargs(accepted, extras.controls))
             if extras.references:
-                kwargs.update(reference_kwargs(extras.references))
+                kwargs.update(reference_kwargs(extras.references, pipe, kwargs))
             if blend is not None:
                 kwargs.update(_variation_kwargs(pipe, job, p, kwargs, seeds, [blend[s] for s in seeds], accepted))
             if extras.refiner is not None:

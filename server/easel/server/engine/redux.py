@@ -1,0 +1,212 @@
+"""Reference images on FLUX.1: FLUX Redux (``black-forest-labs/FLUX.1-Redux-dev``), kind ``reference`` only.
+
+FLUX Redux is diffusers' ``FluxPriorReduxPipeline``: a SigLIP image encoder (``image_encoder``,
+``feature_extractor``) and ``image_embedder`` (ReduxImageEncoder) that turns a picture into tokens in the
+T5 text space. FLUX.1 reads them beside the prompt's: the job's prompt is encoded by the model's own
+pipeline (``encode_prompt``: T5 tokens and CLIP's pooled vector), and each reference layer's image tokens
+are appended after them (several layers: one block each, in order; the pooled vector stays the prompt's).
+At strength 1 that is diffusers' prior pipeline called with the prompt and the base model's text encoders.
+The ``strength`` is an attention bias, ``log(strength)`` added to every attention's scores for the layer's
+tokens (ComfyUI's Apply Style Model, "attn_bias"; through ``joint_attention_kwargs``' ``attention_mask``):
+at 0.5 the picture's tokens get half the attention they would get at 1, against the prompt and the image.
+Scaling the tokens instead (the prior's ``prompt_embeds_scale``) hardly changes anything, since FLUX.1
+normalizes its attention keys. The pipeline then runs on ``prompt_embeds``/``pooled_prompt_embeds`` (text
+to image, image to image, inpainting and their ControlNet pipelines all take them); nothing of the model
+changes, so jobs without references keep their pixels. Redux has no style/layout split: ``style``,
+``composition`` and ``face`` are refused on FLUX.1.
+
+Redux folders (a diffusers ``FluxPriorReduxPipeline`` folder: ``model_index.json`` + ``image_encoder/``,
+``feature_extractor/``, ``image_embedder/``) are found in ``--ip-adapter`` references (the folder, a
+folder holding it, or the cached hub id) and in the models folders' ``style_models/`` and ``redux/``
+(ComfyUI's folder for its Redux file). The encoder and embedder are loaded once and kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...client.codes import ErrorCode
+from ...client.protocol import REFERENCE_KINDS
+from ..families import Family
+from ..library.controls import REDUX_DOWNLOADS
+from ..library.layouts import models_root
+from .device import DTYPES
+from .types import EngineError
+
+log = logging.getLogger(__name__)
+FAMILY = Family.FLUX
+KINDS = tuple(REDUX_DOWNLOADS[FAMILY])  # ("reference",)
+REDUX_FOLDERS = ("style_models", "redux")
+_CLASS = "FluxPriorReduxPipeline"
+
+
+@dataclass
+class ReduxLayer:
+    """One reference layer of a FLUX.1 job: the loaded prior pipeline, its picture and strength."""
+
+    prior: Any  # FluxPriorReduxPipeline (image encoder, feature extractor, embedder)
+    image: Any  # PIL RGB, any size
+    strength: float
+    kind: str = "reference"
+
+
+def is_redux_folder(folder: str) -> bool:
+    """A diffusers ``FluxPriorReduxPipeline`` folder."""
+    try:
+        with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
+            return json.load(f).get("_class_name") == _CLASS
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _search(folder: str, out: list[str], depth: int = 0) -> None:
+    if is_redux_folder(folder):
+        out.append(folder)
+        return
+    if depth >= 2:
+        return
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return
+    for name in names:
+        _search(os.path.join(folder, name), out, depth + 1)
+
+
+def download_hint() -> str:
+    """What to download for a FLUX.1 reference layer, in words."""
+    repo = REDUX_DOWNLOADS[FAMILY]["reference"]
+    return (f"download FLUX Redux while online (a gated repository: accept its license on Hugging Face first): "
+            f"`hf download {repo}`, and start the server with --ip-adapter {repo} (or put the folder in the models "
+            "folder's style_models/)")
+
+
+class Redux:
+    """The FLUX Redux folders a server offers; ``layers`` makes a FLUX.1 job's reference layers."""
+
+    def __init__(self, sources: Sequence[str], roots: Sequence[str], device: str):
+        self._sources = list(sources)
+        self._roots = list(roots)
+        self._device = device
+        self._prior: tuple[str, Any] | None = None  # (path|dtype, the loaded prior pipeline)
+        self._lock = threading.Lock()
+
+    def found(self) -> list[str]:
+        """The Redux folders on disk now (``--ip-adapter`` ones first)."""
+        out: list[str] = []
+        for source in self._sources:
+            if os.path.isdir(source):
+                _search(source, out)
+        for root in self._roots:
+            for folder in dict.fromkeys((root, models_root(root)[0])):
+                try:
+                    names = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+                except OSError:
+                    continue
+                for name in names:
+                    if name.lower() in REDUX_FOLDERS:
+                        _search(os.path.join(folder, name), out, 1)
+        return out
+
+    def kinds(self) -> list[str]:
+        """The reference kinds FLUX.1 models can use here (the welcome's per-model ``controls``)."""
+        return list(KINDS) if self.found() else []
+
+    def choose(self, controls: Sequence[Any]) -> str | None:
+        """The Redux folder for the job's reference layers (None: it has none); EngineError naming
+        ``controls[i].kind`` for a kind Redux has not, or when no Redux is installed."""
+        used = [(i, c) for i, c in enumerate(controls) if c.kind in REFERENCE_KINDS]
+        for i, control in used:
+            if control.kind not in KINDS:
+                raise EngineError(f"reference layer {i + 1} ({control.kind}): FLUX.1 takes references through FLUX "
+                                  "Redux, which steers with the whole picture; use kind reference",
+                                  field=f"controls[{i}].kind", code=ErrorCode.UNSUPPORTED_FEATURE)
+        if not used:
+            return None
+        found = self.found()
+        if not found:
+            i, control = used[0]
+            raise EngineError(f"reference layer {i + 1} ({control.kind}): this server has no FLUX Redux model for "
+                              f"{FAMILY.label} models; {download_hint()}", field=f"controls[{i}].kind",
+                              code=ErrorCode.NO_CONTROL_MODEL)
+        return found[0]
+
+    def layers(self, controls: Sequence[Any], attached: dict[str, Any], dtype: str) -> list[ReduxLayer]:
+        """The job's reference layers that steer (strength above 0), the prior pipeline loaded."""
+        folder = self.choose(controls)
+        out = []
+        for i, control in enumerate(controls):
+            if control.kind not in REFERENCE_KINDS:
+                continue
+            image = attached.get(control.image)
+            if image is None:
+                raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}",
+                                  field=f"controls[{i}].image")
+            if control.strength > 0 and folder is not None:
+                out.append(ReduxLayer(self._load(folder, dtype), image.convert("RGB"), control.strength))
+        return out
+
+    def _load(self, folder: str, dtype: str) -> Any:
+        key = f"{folder}|{dtype}"
+        with self._lock:
+            if self._prior is None or self._prior[0] != key:
+                self._prior = None
+                from diffusers import FluxPriorReduxPipeline
+
+                try:
+                    prior = FluxPriorReduxPipeline.from_pretrained(folder, dtype=DTYPES[dtype])
+                except Exception as exc:
+                    raise EngineError(f"could not load FLUX Redux {folder}: {type(exc).__name__}: {str(exc)[:300]}",
+                                      field="controls", code=ErrorCode.MODEL_LOAD_FAILED) from None
+                prior.to(self._device)
+                prior.set_progress_bar_config(disable=True)
+                self._prior = (key, prior)
+                log.info("loaded FLUX Redux %s (%s)", folder, dtype)
+            return self._prior[1]
+
+    def close(self) -> None:
+        with self._lock:
+            self._prior = None
+
+
+@torch.no_grad()
+def image_tokens(layer: ReduxLayer) -> torch.Tensor:
+    """(1, tokens, width): the layer's picture as FLUX Redux tokens."""
+    prior = layer.prior
+    return prior.image_embedder(prior.encode_image(layer.image, prior.image_encoder.device, 1)).image_embeds
+
+
+def attention_bias(text: int, blocks: Sequence[tuple[int, float]], latents: int) -> torch.Tensor | None:
+    """The (1, 1, 1, keys) scores added to FLUX.1's joint attention (keys: the ``text`` tokens, each block of
+    (tokens, strength), then the picture's ``latents``): ``log(strength)`` on a block; None when all are 1."""
+    if all(strength == 1 for _, strength in blocks):
+        return None
+    bias = [torch.zeros(text)] + [torch.full((n,), math.log(s)) for n, s in blocks] + [torch.zeros(latents)]
+    return torch.cat(bias)[None, None, None]
+
+
+@torch.no_grad()
+def prompt_kwargs(pipe: Any, kwargs: dict[str, Any], layers: Sequence[ReduxLayer]) -> dict[str, Any]:
+    """Call arguments replacing the prompt: its embeddings (one row per image) with the layers' image tokens
+    appended, their strengths as an attention bias; ``num_images_per_prompt`` 1 since the rows are the batch."""
+    count = int(kwargs.get("num_images_per_prompt") or 1)
+    embeds, pooled, _ = pipe.encode_prompt(prompt=kwargs["prompt"], prompt_2=None, device=pipe._execution_device,
+                                           num_images_per_prompt=count)
+    tokens = [image_tokens(layer).to(device=embeds.device, dtype=embeds.dtype) for layer in layers]
+    out = {"prompt": None, "prompt_embeds": torch.cat([embeds, *(t.expand(count, -1, -1) for t in tokens)], dim=1),
+           "pooled_prompt_embeds": pooled, "num_images_per_prompt": 1}
+    side = int(pipe.vae_scale_factor) * 2  # packed latents: one token per 2x2 latent pixels
+    bias = attention_bias(embeds.shape[1], [(t.shape[1], layer.strength) for t, layer in zip(tokens, layers)],
+                          (kwargs["height"] // side) * (kwargs["width"] // side))
+    if bias is not None:
+        out["joint_attention_kwargs"] = {"attention_mask": bias.to(device=embeds.device, dtype=embeds.dtype)}
+    return out

@@ -1,0 +1,187 @@
+"""Reference layers on FLUX.1 through FLUX Redux (a tiny random ``FluxPriorReduxPipeline`` folder): one
+reference equals raw diffusers (the prior pipeline with the prompt and the model's text encoders, then the
+Flux pipeline on its embeddings, the strength as an attention bias on the picture's tokens) in each mode and
+with a FLUX.1 ControlNet, a higher strength steers further, two references are two blocks of tokens, a job
+without references afterwards is bit-exact, errors name the kind and the download, the welcome and a models
+folder's style_models/, and ``easel generate --reference`` against a real ``easel serve --ip-adapter``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from easel.client.codes import ErrorCode
+from easel.client.protocol import Control
+from easel.server.engine import Engine, EngineError, EngineJob
+from helpers.engine_checks import assert_close, gradient
+from helpers.engine_jobs import PROMPT, SIZE, job
+from helpers.tiny_redux import build_tiny_redux
+
+torch.set_num_threads(1)  # 2 shared cores
+REDUX_REPO = "black-forest-labs/FLUX.1-Redux-dev"
+
+
+@pytest.fixture(scope="module")
+def redux(tmp_path_factory) -> str:
+    return build_tiny_redux(tmp_path_factory.mktemp("redux") / "FLUX.1-Redux-dev")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_flux_path, redux):
+    with Engine([tiny_flux_path], device="cpu", dtype="float32", ip_adapters=[redux]) as eng:
+        yield eng
+
+
+def picture(colour: tuple[int, int, int] = (200, 30, 30), size: int = 40) -> Image.Image:
+    img = gradient(size)
+    img.paste(colour, (5, 5, 25, 30))
+    return img
+
+
+PICTURES = {"a": picture(), "b": Image.new("RGB", (48, 32), (20, 40, 220))}
+
+
+def flux_job(mode: str = "txt2img", controls: list[Control] | None = None, **kw) -> EngineJob:
+    j = job(mode, model="tiny-flux-dev", guidance=3.5, controls=controls, **kw)
+    j.attached = dict(PICTURES)
+    return j
+
+
+def run(engine: Engine, j: EngineJob) -> list[Image.Image]:
+    return engine.run(j, lambda p: None, lambda: False)
+
+
+def raw(flux: str, redux: str, j: EngineJob, references: list[tuple[str, float]], seed: int = 7,
+        **control: object) -> Image.Image:
+    """``j`` from raw diffusers: FluxPriorReduxPipeline with the prompt and the Flux text encoders per picture,
+    each picture's image tokens (after the prompt's 512) appended in order; strengths other than 1 as
+    ``log(strength)`` added to the attention scores of their tokens (an ``attention_mask`` over the keys:
+    prompt, pictures, then the 4x4 packed latent tokens of a 64 px image). ``control``: a text-to-image
+    FluxControlNetPipeline's ``controlnet`` and call arguments."""
+    import diffusers
+
+    name = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"}[j.mode]
+    net = control.pop("controlnet", None)
+    pipe = (diffusers.FluxControlNetPipeline.from_pretrained(flux, controlnet=net, dtype=torch.float32) if net else
+            getattr(diffusers, name).from_pretrained(flux, dtype=torch.float32))
+    pipe.set_progress_bar_config(disable=True)
+    prior = diffusers.FluxPriorReduxPipeline.from_pretrained(
+        redux, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, text_encoder_2=pipe.text_encoder_2,
+        tokenizer_2=pipe.tokenizer_2, dtype=torch.float32)
+    outs = [prior(PICTURES[name], prompt=PROMPT) for name, _ in references]
+    embeds = torch.cat([outs[0].prompt_embeds[:, :512]] + [out.prompt_embeds[:, 512:] for out in outs], dim=1)
+    bias = torch.zeros(embeds.shape[1] + (SIZE // 16) ** 2)
+    start = 512
+    for out, (_, strength) in zip(outs, references):
+        tokens = out.prompt_embeds.shape[1] - 512
+        bias[start:start + tokens] = math.log(strength)
+        start += tokens
+    extra = {"joint_attention_kwargs": {"attention_mask": bias[None, None, None]}} if bias.any() else {}
+    kwargs = dict(**extra, **control, prompt_embeds=embeds, pooled_prompt_embeds=outs[0].pooled_prompt_embeds, num_inference_steps=3,
+                  guidance_scale=3.5, height=SIZE, width=SIZE, generator=torch.Generator("cpu").manual_seed(seed))
+    if j.mode != "txt2img":
+        kwargs.update(image=j.image, strength=j.strength)
+    if j.mode == "inpaint":
+        kwargs["mask_image"] = j.mask
+    return pipe(**kwargs).images[0]
+
+
+def diff(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max())
+
+
+def mean_diff(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+
+@pytest.mark.parametrize(("mode", "strength"), [("txt2img", 1.0), ("img2img", 0.6), ("inpaint", 0.8)])
+def test_one_reference_equals_raw_diffusers_and_later_jobs_are_bit_exact(engine, tiny_flux_path, redux, mode,
+                                                                         strength):
+    (plain,) = run(engine, flux_job(mode))
+    (guided,) = run(engine, flux_job(mode, [Control("reference", "a", strength)]))
+    assert_close(guided, raw(tiny_flux_path, redux, flux_job(mode), [("a", strength)]))
+    assert diff(guided, plain) > 3  # the reference steers
+    assert np.array_equal(np.asarray(run(engine, flux_job(mode))[0]), np.asarray(plain))
+    assert guided.info["easel"]["features"]["controls"] == [{"kind": "reference", "strength": strength,
+                                                             "start": 0.0, "end": 1.0}]
+    if mode == "txt2img":  # each image of a batch as its own run; a higher strength steers further
+        batch = run(engine, flux_job(mode, [Control("reference", "a", strength)], seeds=[8, 7]))
+        assert_close(batch[1], guided) and diff(batch[0], guided) > 3
+        away = [mean_diff(run(engine, flux_job(mode, [Control("reference", "a", s)]))[0], plain) for s in (0.3, 2.0)]
+        assert away[0] < mean_diff(guided, plain) < away[1]
+    with Engine([tiny_flux_path], device="cpu", dtype="float32") as fresh:  # never touched by Redux
+        assert np.array_equal(np.asarray(run(fresh, flux_job(mode))[0]), np.asarray(plain))
+
+
+def test_two_references_are_two_blocks_of_tokens(engine, tiny_flux_path, redux):
+    refs = [("a", 0.9), ("b", 1.5)]
+    (guided,) = run(engine, flux_job("txt2img", [Control("reference", n, s) for n, s in refs]))
+    assert_close(guided, raw(tiny_flux_path, redux, flux_job("txt2img"), refs))
+    (one,) = run(engine, flux_job("txt2img", [Control("reference", "a", 0.9)]))
+    assert diff(guided, one) > 3  # the second picture steers too
+    (off,) = run(engine, flux_job("txt2img", [Control("reference", "a", 0.9), Control("reference", "b", 0.0)]))
+    assert np.array_equal(np.asarray(off), np.asarray(one))  # strength 0: left out
+
+
+def test_a_reference_with_a_flux_controlnet_equals_raw_diffusers(tiny_flux_path, redux, tmp_path):
+    """The attention bias reaches the ControlNet's attention too (its keys: the same prompt and latents)."""
+    import diffusers
+
+    from helpers.tiny_flow_models import build_tiny_flux_controlnet
+
+    net = build_tiny_flux_controlnet(tiny_flux_path, tmp_path / "flux-controlnet-canny", seed=1)
+    lines = Image.new("RGB", (SIZE, SIZE))
+    lines.paste((255, 255, 255), (10, 10, 30, 54))
+    with Engine([tiny_flux_path], device="cpu", dtype="float32", ip_adapters=[redux], control_models=[net]) as eng:
+        j = flux_job(controls=[Control("canny", "l", 0.8), Control("reference", "a", 0.5)])
+        j.attached["l"] = lines
+        (guided,) = run(eng, j)
+    controlnet = diffusers.FluxControlNetModel.from_pretrained(net, dtype=torch.float32)
+    assert_close(guided, raw(tiny_flux_path, redux, j, [("a", 0.5)], controlnet=controlnet, control_image=lines,
+                             controlnet_conditioning_scale=0.8))
+
+
+def test_welcome_errors_and_a_models_folder(engine, tiny_flux_path, redux, tmp_path):
+    import shutil
+
+    assert engine.models()[0].controls == ["reference"] and engine.models()[0].family == "flux"
+    with pytest.raises(EngineError) as err:
+        engine.check_controls(None, [Control("reference", "a"), Control("style", "b")])
+    assert (err.value.field, err.value.code) == ("controls[1].kind", ErrorCode.UNSUPPORTED_FEATURE)
+    assert "use kind reference" in str(err.value)
+    with Engine([tiny_flux_path], device="cpu", dtype="float32") as bare:
+        assert bare.models()[0].controls == []
+        with pytest.raises(EngineError) as err:
+            run(bare, flux_job(controls=[Control("reference", "a")]))
+        assert (err.value.field, err.value.code) == ("controls[0].kind", ErrorCode.NO_CONTROL_MODEL)
+        assert f"hf download {REDUX_REPO}" in str(err.value) and "style_models/" in str(err.value)
+    root = tmp_path / "ComfyUI" / "models"
+    shutil.copytree(redux, root / "style_models" / "FLUX.1-Redux-dev")
+    with Engine([tiny_flux_path], device="cpu", dtype="float32", models_dir=[str(root)]) as eng:
+        assert eng.models()[0].controls == ["reference"]
+        (guided,) = run(eng, flux_job(controls=[Control("reference", "a", 0.7)]))
+    assert_close(guided, run(engine, flux_job(controls=[Control("reference", "a", 0.7)]))[0])
+
+
+def test_easel_serve_ip_adapter_and_generate_reference(engine, tiny_flux_path, redux, tmp_path):
+    """A real ``easel serve --ip-adapter REDUX`` and ``easel generate --reference``."""
+    from helpers.cli_runs import easel
+    from helpers.server_harness import running_server
+
+    picture().save(tmp_path / "a.png")
+    (expected,) = run(engine, flux_job(controls=[Control("reference", "a", 0.8)]))
+    with running_server([tiny_flux_path], "--ip-adapter", redux) as url:
+        out = tmp_path / "out.png"
+        done = easel("generate", "--url", url, "--prompt", PROMPT, "--steps", "3", "--seed", "7", "--guidance",
+                     "3.5", "--width", str(SIZE), "--height", str(SIZE), "--exact-size", "--quiet", "--reference",
+                     f"{tmp_path / 'a.png'}@0.8", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert_close(Image.open(out).convert("RGB"), expected)
+        bad = easel("generate", "--url", url, "--prompt", PROMPT, "--steps", "3", "--width", str(SIZE), "--height",
+                    str(SIZE), "--quiet", "--reference", f"face={tmp_path / 'a.png'}", "--out", str(out))
+        assert bad.returncode != 0 and "Traceback" not in bad.stderr, bad.stderr
+        assert "FLUX Redux" in bad.stderr and "use kind reference" in bad.stderr
