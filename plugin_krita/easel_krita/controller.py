@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from krita import Krita
 
-from . import control_layers, document, local_server
+from . import control_layers, document, local_server, regions_panel
 from .qt import QImage, QObject, Qt, Signal
 from .shared import editing
 from .shared.connection import DEFAULT_URL, Client, ClientError, ResultImage
@@ -215,7 +215,7 @@ class Controller(QObject):
         try:
             features = docker.power.features() if docker is not None else editing.Features()
             planned = editing.build_request(document.KritaDocument(doc), params, features,
-                                            controls=control_layers.present(doc))
+                                            controls=control_layers.present(doc), regions=regions_panel.present(doc))
         except editing.RequestProblem as exc:  # bad parameters, in plain words, before any network
             self.set_status(f"Cannot generate: {exc}", error=True)
             return

@@ -31,6 +31,7 @@ from .qt import (
     QWidget,
     named,
 )
+from .regions_panel import RegionPanel
 from .server_panel import ServerPanel
 from .shared import editing
 
@@ -134,6 +135,8 @@ class EaselDocker(DockWidget):
         outer.addWidget(self.power)
         self.controls = ControlPanel(self.controller)  # control layers: the model's kinds, From image
         outer.addWidget(self.controls)
+        self.regions = RegionPanel(self.controller)  # region layers: shown for models with regions
+        outer.addWidget(self.regions)
         self.generate_button = named(QPushButton("Generate"), "easel_generate_button",
                                       "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
         self.cancel_button = named(QPushButton("Cancel"), "easel_cancel_button")
@@ -187,6 +190,7 @@ class EaselDocker(DockWidget):
         self.strength.valueChanged.connect(self._strength_changed)
         self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
         self.model.currentTextChanged.connect(self.controls.refresh)  # the kinds of this model's ControlNets
+        self.model.currentTextChanged.connect(self.regions.refresh)
         self.live_button.toggled.connect(self.live.toggle)
         self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
@@ -251,6 +255,7 @@ class EaselDocker(DockWidget):
         self.reuse_seed.setEnabled(c.last_seed is not None)
         self.power.refresh(self.model.currentText())
         self.controls.refresh(self.model.currentText())
+        self.regions.refresh(self.model.currentText())
         self.refresh_progress()
         self.refresh_live()
 
@@ -313,3 +318,4 @@ class EaselDocker(DockWidget):
 
     def canvasChanged(self, canvas) -> None:  # Krita's API: another view is active
         self.controls.reload()
+        self.regions.reload()

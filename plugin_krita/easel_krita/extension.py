@@ -32,6 +32,17 @@ class EaselExtension(Extension):
         upscale.setToolTip("Upscale the visible canvas ×2 with Easel (tiled, refined at the docker's strength) "
                            "into a new document")
         upscale.triggered.connect(lambda *_: self.controller.upscale(2))
+        region = window.createAction("easel_region_from_selection", "Easel: New Region from Selection", "tools/scripts")
+        region.setToolTip("A new layer filled where the selection is, added as an Easel region with the docker's "
+                          "region prompt")
+        region.triggered.connect(lambda *_: self._new_region())
+
+    def _new_region(self) -> None:
+        docker = self.controller.current_docker()
+        if docker is not None:
+            docker.regions.new_from_selection()
+        else:
+            self.controller.set_status("Open the Easel docker to type the region's prompt.", error=True)
 
 
 def register() -> None:

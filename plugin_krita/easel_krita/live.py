@@ -130,13 +130,14 @@ class LiveController(QObject):
         try:
             state = live_layer.read_live_state(doc, live.strength)
             controls = live_layer.read_controls(doc, state)
+            areas = live_layer.read_regions(doc, state)
         except (document.DocumentError, ValueError) as exc:  # ValueError: a control layer's settings
             self.stop(str(exc), error=True)
             return
-        session.observe(*editing.frame_keys(state, live, controls))
+        session.observe(*editing.frame_keys(state, live, controls, areas))
         self._pace(time.perf_counter() - t0)
         if session.due() and time.monotonic() >= self._retry_at:
-            planned = editing.plan_live(state, live, model, controls)
+            planned = editing.plan_live(state, live, model, controls, areas)
             problem = editing.check_request(planned)
             if problem:
                 self._error = f"Live: {problem}"

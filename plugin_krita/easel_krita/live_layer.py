@@ -13,7 +13,7 @@ deeper documents get a plain message (Generate works at every depth).
 
 from __future__ import annotations
 
-from . import control_layers
+from . import control_layers, regions_panel
 from .document import DocumentError, check_document, is_native_u8, placement, read_selection, selection_box
 from .qt import QColor, QImage, QPainter, qimage_bytes
 from .shared import editing
@@ -96,6 +96,13 @@ def read_controls(doc, state: editing.EditorState) -> editing.live.FrameControls
 
     source = KritaDocument(doc)
     return editing.control_items(control_layers.present(doc), source.read_layer, state.box, source.layer_bounds)
+
+
+def read_regions(doc, state: editing.EditorState) -> editing.live.FrameRegions:
+    """The enabled region layers over what a frame of ``state`` sends, as Generate sends them."""
+    from .document import KritaDocument
+
+    return editing.region_items(regions_panel.present(doc), KritaDocument(doc).read_layer, state.box)
 
 
 def show(doc, image: Image, x: int, y: int, previous: tuple[int, int, int, int] | None = None):

@@ -169,6 +169,11 @@ class Driver(DriverBase):
 
             res["controls"] = yield from controls_part.run(self, doc, spec["controls"])
             self.save()
+        if self.wants("regions") and spec.get("regions"):  # regions (asked for by test_krita_regions)
+            from . import regions_part
+
+            res["regions"] = yield from regions_part.run(self, doc, spec["regions"])
+            self.save()
         if self.wants("live") and spec.get("live"):  # on a document of its own
             from . import live_part
 
