@@ -136,6 +136,9 @@ def cmd_download(args: argparse.Namespace) -> int:
         print(f"serve it with: easel serve --model {ref}")
     elif kind == "controlnet":
         print(f"offer it with: easel serve --control-model {ref} (or keep it in a models folder's controlnet/)")
+    elif kind == "tiny_vae":
+        where = "keep its folder in a models folder's vae_approx/" if target else "it stays in the Hugging Face cache"
+        print(f"a tiny VAE decoder for easel serve --decoder tiny (docs/performance.md): {where}")
     else:
         print("a model for the server's helpers (e.g. a From image preprocessor): keep it in a models folder's "
               f"annotators/ (or in the Hugging Face cache, as {args.hub_id})")

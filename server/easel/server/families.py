@@ -113,6 +113,12 @@ class Family(str, Enum):
     def latent_channels(self) -> int:
         return 16 if self.flow else 4
 
+    @property
+    def tiny_vae(self) -> str | None:
+        """The hub id of the tiny VAE (TAESD family, diffusers' AutoencoderTiny) made for its latents; None: none
+        (the demo has a VAE of its own)."""
+        return _TINY_VAES.get(self)
+
     def size_step(self, vae_scale: int) -> int:
         """Sizes must be multiples of this: the VAE's scale, times the transformer's 2x2 patches for flow models."""
         return vae_scale * 2 if self.flow else vae_scale
@@ -279,3 +285,10 @@ def _joined(families: Iterable[Family]) -> str:
         out.append(label[len(head):] if head and label.startswith(head) else label)
         previous = label
     return "/".join(out)
+
+
+# The tiny VAEs (madebyollin's TAESD family) by the latents they decode (engine/tiny_vae.py): SD 1.x and 2.x share a
+# latent space, the SDXL refiner's is SDXL's, SD 3 and 3.5 share theirs.
+_TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl",
+              Family.SDXL_REFINER: "madebyollin/taesdxl", Family.SD3: "madebyollin/taesd3",
+              Family.FLUX: "madebyollin/taef1"}

@@ -44,6 +44,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # each may carry :N (cuda); a list of 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHANNELS_LAST = ("auto", "on", "off")  # the channels_last choices (engine/speed.py)
 OFFLOAD_MODES = ("none", "model", "sequential")  # the cpu_offload choices (engine/loading.py)
+DECODERS = ("full", "tiny")  # the decoder choices (engine/tiny_vae.py)
+LIVE_DECODERS = ("auto", *DECODERS)  # the live_decoder choices: auto = tiny on the CPU, else as decoder
 DOCS_TABLE = ("<!-- serve settings: generated from ServeSettings by "
               "`python -m easel.server.settings --markdown docs/models.md`; do not edit -->",
               "<!-- end of serve settings -->")
@@ -147,6 +149,12 @@ class ServeSettings:
     compile: bool = option(False, "torch.compile the model: faster steps after the first job at each size, which "
                            "compiles for minutes on a CPU (kernels are cached for later starts; docs/performance.md)",
                            engine=True)
+    decoder: str = option("full", "the VAE decoder that makes the pixels: full = the model's own; tiny = the TAESD "
+                          "decoder of each model's family (a far smaller network: faster, slightly less detail; "
+                          "fetched once with easel download, e.g. madebyollin/taesd; docs/performance.md)",
+                          choices=DECODERS, engine=True)
+    live_decoder: str = option("auto", "the decoder of live painting's frames: auto = tiny on the CPU when it is at "
+                               "hand (else the full VAE), elsewhere as --decoder", choices=LIVE_DECODERS, engine=True)
     threads: int | None = option(None, "CPU threads for inference (on a busy 2-core machine 1 was measured 3-6x "
                                  "faster, docs/performance.md)", metavar="N", low=1,
                                  default_text="torch's choice, one per core")

@@ -31,6 +31,7 @@ from .refs import models_roots
 from .runner import Extras, run_job
 from .safety import DEFAULT_CHECKER, SafetyChecker
 from .schedulers import scheduler_names
+from .tiny_vae import TinyDecoders
 from .types import CancelledFn, EngineError, EngineJob, JobCancelled, ModelInfo, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ class Engine:
     LoRAs and ControlNets are offered too (library/, docs/models.md). ``cpu_offload``: False/"none",
     True/"model" (model CPU offload) or "sequential" (per layer: least memory, slowest). ``sd3_t5=False``
     loads SD 3/3.5 without their T5 text encoder. ``channels_last`` (auto|on|off) and ``compile`` are the
-    speed options of speed.py.
+    speed options of speed.py. ``decoder`` (full|tiny) and ``live_decoder`` (auto|tiny|full) pick the VAE
+    decoder of results and of live frames (tiny_vae.py).
     """
 
     def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
@@ -56,7 +58,7 @@ class Engine:
                  control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
                  safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
                  channels_last: str = "auto", compile: bool = False,
-                 ip_adapters: Sequence[str | os.PathLike] = ()):
+                 ip_adapters: Sequence[str | os.PathLike] = (), decoder: str = "full", live_decoder: str = "auto"):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -80,6 +82,9 @@ class Engine:
         self._refiner = Refiner(refiner, self._options, roots)
         self._references = References(ip_adapters, roots, self.device)
         self._upscalers = Upscalers(self.library, self.device)
+        self._decoders = TinyDecoders(decoder, live_decoder, roots, self.device)
+        if decoder == "tiny":  # the default model's tiny decoder missing: fail at start-up, not at the first job
+            self._decoders.check(self._catalog.traits(self._resolve(None)).family)
         checker = DEFAULT_CHECKER if safety_checker is True else (safety_checker or None)
         self._safety = SafetyChecker(checker, self.device, self.dtype)
         self._lock = threading.RLock()
@@ -251,6 +256,7 @@ class Engine:
                                                     loaded.traits.context, loaded.dtype)
         if job.refiner:
             extras.refiner = self._refiner.get(progress, cancelled)
+        extras.decoder = self._decoders.for_job(job, loaded)
         return extras
 
     def _control_layers(self, job: EngineJob, loaded: LoadedModel) -> list[ControlLayer]:
@@ -289,6 +295,7 @@ class Engine:
                 self._unload(model_id, loaded)
             self._controls.close()
             self._refiner.close()
+            self._decoders.close()
             self._references.close()
             self._upscalers.close()
             self._closed = True

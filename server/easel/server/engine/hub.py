@@ -78,13 +78,14 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
 
 
 def kind_of(folder: str) -> str:
-    """What a downloaded folder holds: "pipeline" (model_index.json), "controlnet", or "model" (another)."""
+    """What a downloaded folder holds: "pipeline" (model_index.json), "controlnet", "tiny_vae" (a TAESD
+    decoder, engine/tiny_vae.py) or "model" (another)."""
     import os
 
     if os.path.isfile(os.path.join(folder, "model_index.json")):
         return "pipeline"
-    config = read_json(os.path.join(folder, "config.json")) or {}
-    return "controlnet" if str(config.get("_class_name", "")).startswith("ControlNet") else "model"
+    name = str((read_json(os.path.join(folder, "config.json")) or {}).get("_class_name", ""))
+    return "controlnet" if name.startswith("ControlNet") else "tiny_vae" if name == "AutoencoderTiny" else "model"
 
 
 def _unreachable(repo: str, exc: Exception, to: str | None) -> str:

@@ -19,7 +19,7 @@ from PIL import Image
 from ...client.codes import ErrorCode
 from ...client.fields import FieldError
 from ...client.protocol import REFERENCE_KINDS, request_fields
-from . import flow, regional, variations
+from . import flow, regional, tiny_vae, variations
 from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
@@ -48,6 +48,7 @@ class Extras:
     controls: list[ControlLayer] = field(default_factory=list)  # the control layers that steer
     references: list[ReferenceLayer] | list[ReduxLayer] = field(default_factory=list)  # reference layers that steer
     refiner: LoadedModel | None = None
+    decoder: Any = None  # the tiny VAE that decodes the result (tiny_vae.py); None: the pipeline's own VAE
 
 
 def validate(job: EngineJob, vae_scale: int = 8, why: str = "the VAE's scale factor") -> None:
@@ -184,6 +185,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             count.update(group=k, stage="base")
             pipe.scheduler = make_scheduler(job.scheduler, original)
             kwargs = _call_kwargs(lm, job, p, seeds, on_step)
+            if extras.decoder is not None:  # latents out, decoded below
+                kwargs["output_type"] = "latent"
             if lm.traits.family.unsupported("negative_prompt"):  # FLUX.1: guidance-distilled, no CFG pass
                 kwargs.pop("negative_prompt", None)
             if lm.traits.flow and "image" in kwargs and len(seeds) > 1:
@@ -206,7 +209,9 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 result = pipe(**{key: v for key, v in call.items() if key in accepted}).images
             if extras.refiner is not None:
                 count["stage"] = "refiner"
-                result = _refine(extras.refiner, job, kwargs, result)
+                result = _refine(extras.refiner, job, kwargs, result, latent=extras.decoder is not None)
+            if extras.decoder is not None:
+                result = tiny_vae.decode(pipe, extras.decoder, result, job.width, job.height)
             out += [_to_pil(a) for a in result]
         return out
 
@@ -266,6 +271,8 @@ def job_features(job: EngineJob, extras: Extras) -> dict[str, Any]:
         out.update(variation_seed=job.variation_seed, variation_strength=float(job.variation_strength))
     if extras.refiner is not None:
         out.update(refiner=extras.refiner.ref.id, refiner_switch=float(job.refiner_switch))
+    if extras.decoder is not None:
+        out["decoder"] = "tiny"
     return out
 
 
@@ -303,13 +310,15 @@ def _variation_kwargs(pipe: Any, job: EngineJob, p: Plan, kwargs: dict[str, Any]
     return {"latents": pack(latents) if pack else latents}
 
 
-def _refine(lm: LoadedModel, job: EngineJob, kwargs: dict[str, Any], latents: Any) -> Any:
-    """The refiner's part of the denoising, from the base model's latents; float images."""
+def _refine(lm: LoadedModel, job: EngineJob, kwargs: dict[str, Any], latents: Any, latent: bool = False) -> Any:
+    """The refiner's part of the denoising, from the base model's latents; float images (``latent``: latents)."""
     rpipe = lm.pipeline("inpaint" if job.mode == "inpaint" else "img2img")
     original = rpipe.scheduler
     rpipe.scheduler = make_scheduler(job.scheduler, original)
     try:
         rkwargs = refine.refiner_kwargs(kwargs, latents, job.refiner_switch)
+        if latent:
+            rkwargs["output_type"] = "latent"
         accepted = inspect.signature(rpipe.__call__).parameters
         return rpipe(**{key: v for key, v in rkwargs.items() if key in accepted}).images
     finally:
