@@ -5,7 +5,9 @@ the layers (the ``easel-control`` parasite, kept in XCF files); Generate and Ima
 the request's ``controls`` and leave them out of the picture: each result layer equals the same request
 built with ``editing.build_request`` over the known pixels and sent straight to the server. Make Control
 Layer adds the server's canny guide of what the image shows as a new, marked layer, and its line-art and
-depth guides from tiny annotator and depth models in the server's models folder."""
+depth guides from tiny annotator and depth models in the server's models folder. A hidden picture marked as a
+style reference (tiny IP-Adapters and image encoder served with --ip-adapter) steers Image from Sketch on SD 1.5
+and SDXL, sent whole at its own size, and unmarked it leaves the job as without it."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gimp"))
 
-from control_cases import GOOD, MADE, MARKS, control_cases, direct, guide_directly
+import control_cases as cases
+from control_cases import GOOD, MADE, MARKS, REFS, control_cases, direct, guide_directly
 from gimp_batch import check_layers, run_batch, unchanged
 from gimp_cases import SEL_BOX, H, W
 from gimp_chroot import ARTIFACTS
@@ -36,6 +39,7 @@ def control_url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
         yield os.environ["EASEL_TEST_URL"]
         return
     from helpers.preprocess_models import save_random_annotators, save_tiny_depth_anything
+    from helpers.tiny_ip_adapter import build_tiny_ip_adapter_repo
     from helpers.tiny_models import build_tiny_controlnet, build_tiny_controlnet_union
 
     folder = tmp_path_factory.mktemp("gimp_controls")
@@ -44,6 +48,7 @@ def control_url(tiny_sd_path, tiny_sdxl_path, tmp_path_factory):
             build_tiny_controlnet_union(tiny_sdxl_path, folder / UNION, seed=3)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     named = [arg for net in nets for arg in ("--control-model", net)]
+    named += ["--ip-adapter", build_tiny_ip_adapter_repo(folder / "IP-Adapter", tiny_sd_path, tiny_sdxl_path)]
     save_random_annotators(folder / "models" / "annotators" / "Annotators")
     save_tiny_depth_anything(folder / "models" / "annotators" / "Depth-Anything-V2-Small-hf")
     with running_server([tiny_sd_path, tiny_sdxl_path], *named, "--output-dir", str(folder / "results"),
@@ -127,6 +132,30 @@ def test_make_control_layer_runs_the_servers_models(batch, control_url, kind):
     assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (0, 0, W, H)
     assert layer["pixels"] == want.data and len(set(want.data)) > 2
     assert layer["name"] == f"Easel guide: {kind}" and layer["control"]["kind"] == kind
+
+
+@pytest.mark.parametrize("name", list(REFS))
+def test_a_style_reference_is_sent_whole_and_left_out_when_unmarked(batch, control_url, name):
+    """The result equals the direct request's: the reference whole at its own size (its Start/End stored as
+    0-1), beside the line art and depth over the image; unmarked, the job without it."""
+    case, (args, on) = batch[name], REFS[name]
+    succeeded(case)
+    ref = layer_named(case["before"], "Ref")
+    assert ref["control"] == (dict(cases.REF_MARK, start=0.0, end=1.0, layer=str(ref["tattoo"]), enabled=True) if on else None)
+    planned = cases.planned_directly(name)
+    if on:
+        attached = planned.attachments["controls.2.image"]
+        assert (attached.width, attached.height) == (cases.REF["w"], cases.REF["h"])
+    check_layers(case["new_layers"], direct(name, control_url), args["prompt"])
+    params = case["new_layers"][0]["record"]["parameters"]
+    assert params["model"] == args.get("model", "tiny-sd")
+    assert [c["kind"] for c in params["controls"]] == ["lineart", "depth", *(["style"] if on else [])]
+
+
+def test_the_reference_steers(batch):
+    guided, off = batch["ref-sketch"]["new_layers"][0], batch["ref-off"]["new_layers"][0]
+    assert guided["pixels"] != off["pixels"]
+    assert off["pixels"] == batch["sketch"]["new_layers"][0]["pixels"]  # the hidden, unmarked layer changes nothing
 
 
 def test_unmarking_makes_an_ordinary_layer(batch):

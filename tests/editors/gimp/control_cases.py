@@ -3,7 +3,8 @@ and depth), the batch cases that mark them and generate with them, and the refer
 built here by ``editing.build_request`` over the known pixels and sent straight to the server.
 
 The depth layer is opaque and covers the whole image, so a canvas that wrongly kept it would show
-the depth ramp instead of the background.
+the depth ramp instead of the background. The reference cases add a hidden picture smaller than the image
+(``REF``), marked as a style reference: sent whole, at its own size.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ MADE = ("lineart", "depth")  # guides the server's (tiny) models make: line art,
 XL = "tiny-sdxl"  # the server's second model (tests/helpers/tiny_models.build_tiny_sdxl's folder name)
 LINE_BOX = (10, 12, 60, 50)  # the line-art layer: smaller than the image, at an offset
 # what Use as Control Layer is called with for each layer (the procedure's arguments)
+REF = dict(name="Ref", x=60, y=30, w=24, h=18)  # the style reference's layer: hidden, smaller, at an offset
+REF_MARK = dict(kind="style", strength=0.7, start=0.3, end=0.6)  # Start/End do not apply: stored as 0-1
 MARKS = {"Lines": dict(kind="lineart", strength=0.8, start=0.0, end=1.0),  # steers every step: image from
          # sketch at strength 0.6 runs one of 3 steps, and a layer that stops before the end would miss it
          "Depth": dict(kind="depth", strength=0.6, start=0.1, end=1.0)}
@@ -32,9 +35,10 @@ GOOD = {"generate": ("easel-generate", dict(prompt="a red circle", seed=21)),
         "sketch-xl": ("easel-image-from-sketch", dict(prompt="a blue square", strength=0.6, seed=5, model=XL))}
 
 
-def layers() -> list[dict]:
-    """Bottom to top: an opaque background, an opaque depth ramp over all of it, dark lines on transparent
-    paper at an offset (alpha only 0 or 255, so compositing here needs no blending)."""
+def layers(reference: bool = False) -> list[dict]:
+    """Bottom to top: an opaque background, (with ``reference``, the hidden ``REF`` picture,) an opaque depth
+    ramp over all of it, dark lines on transparent paper at an offset (alpha only 0 or 255, so compositing here
+    needs no blending)."""
     yy, xx = np.mgrid[0:H, 0:W]
     bg = np.dstack([xx * 255 // (W - 1), np.full((H, W), 90), yy * 255 // (H - 1), np.full((H, W), 255)])
     ramp = (xx * 255 // (W - 1)).astype(np.uint8)
@@ -43,16 +47,20 @@ def layers() -> list[dict]:
     ly, lx = np.mgrid[0:h, 0:w]
     ink = (np.abs(lx - ly) < 2) | (np.abs(ly - h // 2) < 2) | (lx < 3)
     lines = np.dstack([np.full((h, w), 20)] * 3 + [np.where(ink, 255, 0)])
-    return [dict(name="Background", x=0, y=0, px=bg), dict(name="Depth", x=0, y=0, px=depth),
+    ry, rx = np.mgrid[0:REF["h"], 0:REF["w"]]
+    ref = np.dstack([rx * 10, 250 - ry * 12, (rx * ry) % 256, np.full(rx.shape, 255)])
+    refs = [dict(name="Ref", x=REF["x"], y=REF["y"], px=ref, visible=False)] if reference else []
+    return [dict(name="Background", x=0, y=0, px=bg), *refs, dict(name="Depth", x=0, y=0, px=depth),
             dict(name="Lines", x=x, y=y, px=lines)]
 
 
-def image_spec(folder: Path, with_selection: bool = False) -> dict:
+def image_spec(folder: Path, with_selection: bool = False, reference: bool = False) -> dict:
     specs = []
-    for lay in layers():
+    for lay in layers(reference):
         (folder / f"c-{lay['name']}.rgba").write_bytes(lay["px"].astype(np.uint8).tobytes())
         h, w = lay["px"].shape[:2]
-        specs.append(dict(name=lay["name"], file=f"c-{lay['name']}.rgba", x=lay["x"], y=lay["y"], w=w, h=h))
+        specs.append(dict(name=lay["name"], file=f"c-{lay['name']}.rgba", x=lay["x"], y=lay["y"], w=w, h=h,
+                          visible=lay.get("visible", True)))
     spec = dict(width=W, height=H, layers=specs, active="Background")
     if with_selection:
         (folder / "c-selection.gray").write_bytes(selection().tobytes())
@@ -61,6 +69,11 @@ def image_spec(folder: Path, with_selection: bool = False) -> dict:
 
 
 MARK_STEPS = [dict(layer=name, procedure="easel-control-layer", args=args) for name, args in MARKS.items()]
+REF_STEPS = [*MARK_STEPS, dict(layer="Ref", procedure="easel-control-layer", args=REF_MARK)]
+SKETCH = dict(prompt="a blue square", strength=0.6, seed=5)
+# the reference cases: (Image from Sketch's arguments, whether the Ref layer is still marked)
+REFS = {"ref-sketch": (SKETCH, True), "ref-sketch-xl": (dict(SKETCH, model=XL), True),
+        "ref-off": (SKETCH, False)}  # Use as Control Layer with the box off: an ordinary (hidden) layer again
 
 
 def control_cases(folder: Path, url: str) -> list[dict]:
@@ -82,6 +95,10 @@ def control_cases(folder: Path, url: str) -> list[dict]:
              args=dict(kind="canny", strength=1.0, url=url)),
         *(dict(name=f"make-{kind}", procedure="easel-make-control-layer", image=plain, marks=MARK_STEPS,
                args=dict(kind=kind, strength=0.7, url=url)) for kind in MADE),
+        *(dict(name=name, procedure="easel-image-from-sketch", image=image_spec(folder, reference=True),
+               marks=REF_STEPS if on else [*REF_STEPS, dict(layer="Ref", procedure="easel-control-layer",
+                                                              args=dict(kind="style", enabled=False))],
+               args=dict(args, **steps)) for name, (args, on) in REFS.items()),
         dict(name="unmark", procedure="easel-control-layer", image=plain, marks=MARK_STEPS, drawables=["Depth"],
              args=dict(kind="lineart", enabled=False)),
         dict(name="use-no-layer", procedure="easel-control-layer", image=plain, drawables=[],
@@ -95,8 +112,8 @@ def control_cases(folder: Path, url: str) -> list[dict]:
 class ArrayDoc:
     """``editing.Document`` over the known layers (ids: their names) and selection."""
 
-    def __init__(self, with_selection: bool = False):
-        self.layers = {lay["name"]: lay for lay in layers()}
+    def __init__(self, with_selection: bool = False, reference: bool = False):
+        self.layers = {lay["name"]: lay for lay in layers(reference)}
         self.mask = selection() if with_selection else None
 
     def size(self) -> tuple[int, int]:
@@ -114,7 +131,7 @@ class ArrayDoc:
     def read_canvas(self, box, exclude=()) -> bytes:
         out = np.zeros((H, W, 4), np.uint8)
         for name, lay in self.layers.items():
-            if name not in exclude:
+            if name not in exclude and lay.get("visible", True):
                 placed = self._placed(lay)
                 out = np.where(placed[..., 3:] > 0, placed, out)
         return crop(out, box)
@@ -143,13 +160,18 @@ def marked(enabled: bool = True) -> list[editing.ControlLayer]:
 
 
 def planned_directly(name: str) -> editing.PlannedRequest:
-    procedure, args = GOOD[name]
+    if name in REFS:
+        (args, on), procedure = REFS[name], "easel-image-from-sketch"
+        controls = [*marked(), *([editing.controls.settings("Ref", **REF_MARK)] if on else [])]
+    else:
+        procedure, args = GOOD[name]
+        controls = marked(args.get("control-layers", True))
     kind = "generate" if procedure == "easel-generate" else "sketch"
     strength = 1.0 if kind == "generate" else args["strength"]
     params = editing.params_from_ui(args["prompt"], "", strength, 3, -1.0, args["seed"], 1, args.get("model", ""))
     features = editing.features_from_ui("", -1, 0.0, "", 1.0, False)
-    return editing.build_request(ArrayDoc(), params, features, use_selection=False,
-                                 controls=marked(args.get("control-layers", True)))
+    return editing.build_request(ArrayDoc(reference=name in REFS), params, features, use_selection=False,
+                                 controls=controls)
 
 
 def direct(name: str, url: str):
