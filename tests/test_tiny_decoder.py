@@ -106,6 +106,27 @@ def test_image_to_image_encodes_with_the_full_vae(cached, decoders, tiny_sd_path
     assert np.array_equal(arr(img), arr(expected))
 
 
+def test_the_refiner_hands_its_latents_to_the_tiny_decoder(cached, decoders, tiny_sdxl_path, tmp_path):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from helpers.tiny_models import build_tiny_refiner
+
+    refiner = build_tiny_refiner(tmp_path / "refiner")
+    j = job(model=tiny_sdxl_path, seeds=[6], steps=4, guidance=4.0, refiner=True, refiner_switch=0.5)
+    with Engine([tiny_sdxl_path], device="cpu", dtype="float32", refiner=refiner, decoder="tiny") as engine:
+        (img,) = run(engine, j)
+    assert img.info["easel"]["features"]["decoder"] == "tiny"
+    common = dict(prompt=j.prompt, negative_prompt=j.negative_prompt, num_inference_steps=4, guidance_scale=4.0,
+                  generator=torch.Generator("cpu").manual_seed(6))
+    latents = raw_pipe(tiny_sdxl_path)(**common, width=SIZE, height=SIZE, denoising_end=0.5,
+                                       output_type="latent").images
+    rpipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(refiner, dtype=torch.float32)
+    rpipe.set_progress_bar_config(disable=True)
+    rpipe.vae = tiny(decoders["sdxl"])
+    expected = rpipe(**common, image=latents, denoising_start=0.5).images[0]
+    assert np.array_equal(arr(img), arr(expected))
+
+
 def test_full_decoder_stays_as_it_was_and_live_frames_on_the_cpu_decode_tiny(cached, decoders, tiny_sd_path):
     j = job(model=tiny_sd_path, seeds=[9], steps=2)
     pipe = raw_pipe(tiny_sd_path)
