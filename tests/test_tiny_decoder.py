@@ -1,8 +1,9 @@
 """The tiny VAE decoder (``easel serve --decoder tiny|full``, ``--live-decoder``; engine/tiny_vae.py) on tiny
 random-weight AutoencoderTiny decoders built here: a tiny-decoded job equals raw diffusers with ``pipe.vae``
-swapped (SD 1.x, SDXL, FLUX.1), image to image still encodes with the full VAE, the full decoder stays as it
-was, live frames on the CPU decode tiny by default, where the decoders are found (models folders' diffusers
-folders and ComfyUI decoder files, the Hugging Face cache), missing ones, and a real ``easel serve --decoder tiny``."""
+swapped (SD 1.x, SDXL, FLUX.1; the SDXL refiner hands its latents on), image to image still encodes with the
+full VAE, the full decoder stays as it was, live frames on the CPU decode tiny by default, where the decoders
+are found (models folders' diffusers folders and ComfyUI decoder files, the Hugging Face cache), missing ones,
+``easel download``, and a real ``easel serve --decoder tiny``."""
 
 from __future__ import annotations
 
