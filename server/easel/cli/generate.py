@@ -89,7 +89,7 @@ def add_request_flags(parser: argparse.ArgumentParser) -> None:
         if d.kind == "bool":
             kw["action"] = "store_true"
         elif d.kind == "list":
-            kw.update(action="append", metavar=d.spec.metavar)
+            kw.update(action="store" if d.spec.whole else "append", metavar=d.spec.metavar)
         else:
             kw.update(type=_TYPES[d.kind], metavar=d.spec.metavar)
         parser.add_argument(d.flag, **kw)
@@ -111,7 +111,10 @@ def request_from_args(args: argparse.Namespace, image: Image | None, mask: Image
     for name, d in request_fields().items():
         value = getattr(args, name, None) if d.flag else None
         if value is not None:
-            values[name] = [d.spec.parse(v) for v in value] if d.spec.parse else value
+            if d.spec.whole:
+                values[name] = d.spec.parse(value) if d.spec.parse else value
+            else:
+                values[name] = [d.spec.parse(v) for v in value] if d.spec.parse else value
         for flag, _, _, parse in d.spec.also if d.flag else ():
             more = getattr(args, f"{name}{flag}", None)
             if more:
@@ -186,7 +189,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     assert result is not None
     canvas = image if request.upscale is None else None  # an upscale is a new, bigger picture
     try:
-        written = write_pictures(result, args.out, canvas, layer=args.layer)
+        written = write_pictures(result, args.out, canvas, layer=args.layer, margins=tuple(request.expand or (0,) * 4))
     except OSError as exc:  # checked before the job; the disk may have filled up or changed since
         print(f"easel generate: cannot write --out {exc.filename or args.out}: {exc.strerror or exc}; free some "
               "space or choose another --out path, then run again", file=sys.stderr)

@@ -84,9 +84,11 @@ def check_output(out: Path, count: int, layer: bool) -> None:
                               "another --out path")
 
 
-def write_pictures(result: Result, out: Path, canvas: Image | None, layer: bool = False) -> list[Written]:
-    """Write each result image to its ``output_paths`` file: laid over ``canvas`` (the sent image)
-    unless ``layer``; without a canvas (text to image, upscale) the result is the whole picture."""
+def write_pictures(result: Result, out: Path, canvas: Image | None, layer: bool = False,
+                   margins: tuple[int, int, int, int] = (0, 0, 0, 0)) -> list[Written]:
+    """Write each result image to its ``output_paths`` file: laid over ``canvas`` (the sent image, grown by
+    ``margins`` left, top, right, bottom for ``--expand``) unless ``layer``; without a canvas (text to image,
+    upscale) the result is the whole picture."""
     import numpy as np
     from PIL import Image as PILImage
 
@@ -100,7 +102,9 @@ def write_pictures(result: Result, out: Path, canvas: Image | None, layer: bool 
         patch = _decode(item.image).convert("RGBA")
         picture = patch
         if base is not None:
-            full = flatten(np.asarray(base.convert("RGBA")), LayerResult(np.asarray(patch), item.x, item.y))
+            left, top, right, bottom = margins
+            grown = np.pad(np.asarray(base.convert("RGBA")), ((top, bottom), (left, right), (0, 0)))
+            full = flatten(grown, LayerResult(np.asarray(patch), item.x, item.y), (-left, -top))
             opaque = "A" not in base.getbands() and bool((full[..., 3] == 255).all())
             picture = PILImage.fromarray(full[..., :3] if opaque else full, "RGB" if opaque else "RGBA")
         text = parameters_text(result.parameters, item.seed, picture.width, picture.height)

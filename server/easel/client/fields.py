@@ -51,6 +51,7 @@ class Spec:
     flag: str | None = ""  # ``easel generate`` flag: "" = --name-with-dashes, None = no flag
     metavar: str | None = None
     parse: Callable[[str], Any] | None = None  # a list field: one command-line word -> one item
+    whole: bool = False  # a list field whose flag is given once: ``parse`` makes the whole list of its word
     also: tuple[tuple[str, str, str, Callable[[str], Any]], ...] = ()  # more list flags: (flag, metavar, help, parse)
     items: type | None = None  # a list field of declared items: the item dataclass (see ``from_wire``)
     attachment: bool = False  # a string field naming an image attachment of the message

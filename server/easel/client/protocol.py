@@ -232,6 +232,32 @@ class Assembler:
 
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
 HIRES = ("auto", "on", "off")  # the second pass: when it helps, whenever the region needs it, or never
+#: How a selection is regenerated (docs/imaging.md, "Selection modes"); ``auto`` picks one from the selection and strength.
+INPAINT_MODES = ("auto", "refine", "fill", "add", "remove", "expand")
+MAX_EXPAND = 4096  #: the most pixels ``expand`` grows one side by (the server's size limits apply to the grown image)
+
+
+def _check_expand(value: list) -> str | None:
+    if len(value) != 4 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_EXPAND
+                                  for v in value):
+        return (f"must be four whole numbers of pixels [LEFT, TOP, RIGHT, BOTTOM], each 0..{MAX_EXPAND} "
+                f"(got {value!r})")
+    return None
+
+
+def parse_expand(text: str) -> list:
+    """``LEFT,TOP,RIGHT,BOTTOM`` -> four ints; ProtocolError (field expand) for anything else."""
+    parts = text.split(",")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(parts) != 4 or len(values) != 4:
+        raise ProtocolError(f"--expand {text!r}: write LEFT,TOP,RIGHT,BOTTOM in pixels (e.g. 0,0,128,0)",
+                            field="expand")
+    return values
+
+
 def _non_empty(value: str) -> str | None:
     return None if value else "must be a non-empty string chosen by the client"
 
@@ -316,6 +342,17 @@ class GenerateRequest:
     exact_size: bool = declare(False, "run the model at the requested size (the region's, 8-px rounded) instead "
                                       "of its native area: faster for small requests, no second pass",
                                wire_default=False, group="canvas")
+    inpaint_mode: str = declare("auto", "how a selection is regenerated: `refine` (keep it as context), `fill` (new "
+                                        "content continuing the surroundings), `add` (a new object from the prompt), "
+                                        "`remove` (what is selected, prompt-free), `expand` (outpaint); `auto`: "
+                                        "`expand` with `expand` margins or a selection spanning the canvas, `refine` "
+                                        "below strength 1, else `fill` (docs/imaging.md)", choices=INPAINT_MODES,
+                                wire_default=False, metavar="MODE", group="canvas")
+    expand: list | None = declare(None, "grow the canvas by [LEFT, TOP, RIGHT, BOTTOM] pixels and paint the new "
+                                        "part (outpaint); the result layer covers the grown picture, its `x`, `y` "
+                                        "in the old canvas's coordinates (negative: left of / above it)",
+                                  validator=_check_expand, parse=parse_expand, whole=True,
+                                  metavar="LEFT,TOP,RIGHT,BOTTOM", group="canvas")
     refiner: bool = declare(False, "SDXL: the server's refiner model (`welcome.refiner`) does the last steps",
                             wire_default=False, group="sampling")
     refiner_switch: float = declare(0.8, "fraction of the denoising done by the base model before the refiner",

@@ -16,9 +16,9 @@ from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, Progr
 from .features import check_control, prepare_attached, prepare_control, used_parameters
 from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
-from .imaging.region import plan_generation
 from .limits import Limits
 from .prompt_regions import check_regions
+from .selection_modes import check_modes, setup_mode
 from .upscale import check_upscale, run_upscale
 from .work import GenerationOutput, Inputs, Layer, StepBar, engine_job, engine_steps, pick_seeds
 
@@ -56,6 +56,7 @@ def check_attachments(request: GenerateRequest, images: dict[str, Image], limits
                             "send a mask of the same size as the image", field="mask")
     if request.upscale is not None:
         check_upscale(request, images, limits)
+    check_modes(request, images, limits)
 
 
 def decode_inputs(request: GenerateRequest, images: dict[str, Image], limits: Limits) -> Inputs:
@@ -80,15 +81,17 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
         return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)
-    plan = plan_generation(request, inputs.image, inputs.mask, model.native)
-    work_image, work_mask = prepare(plan, inputs.image, inputs.mask)
+    setup = setup_mode(request, inputs.image, inputs.mask)  # the selection mode: its picture, prompt, strength
+    request, plan = setup.request, setup.plan(model.native)
+    model_image = setup.prepared(plan)
+    work_image, work_mask = prepare(plan, model_image, setup.mask)
     job = engine_job(request, mode=plan.mode, model=model.id, seeds=seeds, width=plan.work.width,
                      height=plan.work.height, image=work_image, mask=work_mask,
                      control_image=prepare_control(plan, inputs.control),
                      attached=prepare_attached(plan, request.controls, inputs.attached))
     second = None
     if second_pass_wanted(request, plan, model.family):
-        second = SecondPass(engine, request, model, plan, inputs.image, inputs.mask, seeds, inputs.attached)
+        second = SecondPass(engine, request, model, plan, model_image, setup.mask, seeds, inputs.attached)
     note = skipped_note(request, plan, model.family)  # shown with every first-pass step, kept in the result
     first = engine_steps(job, model)
     bar = StepBar(progress, first + (second.total if second is not None else 0))
@@ -106,7 +109,7 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     t3 = time.perf_counter()
     layers = []
     for seed, img in zip(seeds, final, strict=True):
-        layer = composite(plan, inputs.image, inputs.mask, img)
+        layer = composite(plan, setup.image, setup.mask, setup.match(plan, img))
         layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
     used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
     parameters = {
@@ -115,7 +118,7 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
         "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
         "scheduler": used.get("scheduler") or request.scheduler or "default",
         "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
-        **features, **request_choices(request),
+        **features, **request_choices(request), **setup.parameters(),
     }
     if second is not None:
         parameters["second_pass"] = second.parameters()
