@@ -3,7 +3,8 @@ reference equals raw diffusers (the prior pipeline with the prompt and the model
 Flux pipeline on its embeddings, the strength as an attention bias on the picture's tokens) in each mode and
 with a FLUX.1 ControlNet, a higher strength steers further, two references are two blocks of tokens, a job
 without references afterwards is bit-exact, errors name the kind and the download, the welcome and a models
-folder's style_models/, and ``easel generate --reference`` against a real ``easel serve --ip-adapter``."""
+folder's style_models/ (a diffusers folder, or ComfyUI's two single files with clip_vision/), and
+``easel generate --reference`` against a real ``easel serve --ip-adapter``."""
 
 from __future__ import annotations
 
@@ -165,6 +166,23 @@ def test_welcome_errors_and_a_models_folder(engine, tiny_flux_path, redux, tmp_p
         assert eng.models()[0].controls == ["reference"]
         (guided,) = run(eng, flux_job(controls=[Control("reference", "a", 0.7)]))
     assert_close(guided, run(engine, flux_job(controls=[Control("reference", "a", 0.7)]))[0])
+
+
+def test_comfyui_single_files(tiny_flux_path, tmp_path):
+    """style_models/ + clip_vision/ single files equal the same weights as a diffusers folder (the encoder's
+    config from the shapes: one head per 64 wide, so the folder's encoder has one head too)."""
+    from helpers.tiny_redux import comfyui_redux_files
+
+    folder = build_tiny_redux(tmp_path / "FLUX.1-Redux-dev", seed=3, heads=1)
+    root = tmp_path / "ComfyUI" / "models"
+    comfyui_redux_files(folder, root)
+    j = flux_job(controls=[Control("reference", "a", 0.7)])
+    with Engine([tiny_flux_path], device="cpu", dtype="float32", models_dir=[str(root)]) as eng:
+        assert eng.models()[0].controls == ["reference"]
+        (guided,) = run(eng, j)
+    with Engine([tiny_flux_path], device="cpu", dtype="float32", ip_adapters=[folder]) as eng:
+        assert np.array_equal(np.asarray(guided), np.asarray(run(eng, j)[0]))
+        assert diff(guided, run(eng, flux_job())[0]) > 3
 
 
 def test_easel_serve_ip_adapter_and_generate_reference(engine, tiny_flux_path, redux, tmp_path):

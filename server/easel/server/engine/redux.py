@@ -18,7 +18,8 @@ changes, so jobs without references keep their pixels. Redux has no style/layout
 Redux folders (a diffusers ``FluxPriorReduxPipeline`` folder: ``model_index.json`` + ``image_encoder/``,
 ``feature_extractor/``, ``image_embedder/``) are found in ``--ip-adapter`` references (the folder, a
 folder holding it, or the cached hub id) and in the models folders' ``style_models/`` and ``redux/``
-(ComfyUI's folder for its Redux file). The encoder and embedder are loaded once and kept.
+(ComfyUI's folder for its Redux file), and as ComfyUI's two single files (redux_files.py). The encoder and
+embedder are loaded once and kept.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ...client.protocol import REFERENCE_KINDS
 from ..families import Family
 from ..library.controls import REDUX_DOWNLOADS
 from ..library.layouts import models_root
+from . import redux_files
 from .device import DTYPES
 from .types import EngineError
 
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 FAMILY = Family.FLUX
 KINDS = tuple(REDUX_DOWNLOADS[FAMILY])  # ("reference",)
 REDUX_FOLDERS = ("style_models", "redux")
+ENCODER_FOLDERS = ("clip_vision",)  # ComfyUI's SigLIP file for its Redux file
+Found = str | tuple[str, str]  # a diffusers folder, or (embedder file, encoder file)
 _CLASS = "FluxPriorReduxPipeline"
 
 
@@ -68,7 +72,7 @@ def is_redux_folder(folder: str) -> bool:
         return False
 
 
-def _search(folder: str, out: list[str], depth: int = 0) -> None:
+def _search(folder: str, out: list[Found], depth: int = 0) -> None:
     if is_redux_folder(folder):
         out.append(folder)
         return
@@ -100,12 +104,13 @@ class Redux:
         self._prior: tuple[str, Any] | None = None  # (path|dtype, the loaded prior pipeline)
         self._lock = threading.Lock()
 
-    def found(self) -> list[str]:
-        """The Redux folders on disk now (``--ip-adapter`` ones first)."""
-        out: list[str] = []
+    def found(self) -> list[Found]:
+        """The Redux models on disk now: folders (``--ip-adapter`` ones first), then single-file pairs."""
+        out: list[Found] = []
         for source in self._sources:
             if os.path.isdir(source):
                 _search(source, out)
+        styles, encoders = [], []
         for root in self._roots:
             for folder in dict.fromkeys((root, models_root(root)[0])):
                 try:
@@ -115,14 +120,17 @@ class Redux:
                 for name in names:
                     if name.lower() in REDUX_FOLDERS:
                         _search(os.path.join(folder, name), out, 1)
-        return out
+                        styles.append(os.path.join(folder, name))
+                    elif name.lower() in ENCODER_FOLDERS:
+                        encoders.append(os.path.join(folder, name))
+        return out + redux_files.pairs(styles, encoders)
 
     def kinds(self) -> list[str]:
         """The reference kinds FLUX.1 models can use here (the welcome's per-model ``controls``)."""
         return list(KINDS) if self.found() else []
 
-    def choose(self, controls: Sequence[Any]) -> str | None:
-        """The Redux folder for the job's reference layers (None: it has none); EngineError naming
+    def choose(self, controls: Sequence[Any]) -> Found | None:
+        """The Redux model for the job's reference layers (None: it has none); EngineError naming
         ``controls[i].kind`` for a kind Redux has not, or when no Redux is installed."""
         used = [(i, c) for i, c in enumerate(controls) if c.kind in REFERENCE_KINDS]
         for i, control in used:
@@ -155,7 +163,7 @@ class Redux:
                 out.append(ReduxLayer(self._load(folder, dtype), image.convert("RGB"), control.strength))
         return out
 
-    def _load(self, folder: str, dtype: str) -> Any:
+    def _load(self, folder: Found, dtype: str) -> Any:
         key = f"{folder}|{dtype}"
         with self._lock:
             if self._prior is None or self._prior[0] != key:
@@ -163,9 +171,11 @@ class Redux:
                 from diffusers import FluxPriorReduxPipeline
 
                 try:
-                    prior = FluxPriorReduxPipeline.from_pretrained(folder, dtype=DTYPES[dtype])
+                    prior = (redux_files.load_prior(*folder, DTYPES[dtype]) if isinstance(folder, tuple) else
+                             FluxPriorReduxPipeline.from_pretrained(folder, dtype=DTYPES[dtype]))
                 except Exception as exc:
-                    raise EngineError(f"could not load FLUX Redux {folder}: {type(exc).__name__}: {str(exc)[:300]}",
+                    where = " + ".join(folder) if isinstance(folder, tuple) else folder
+                    raise EngineError(f"could not load FLUX Redux {where}: {type(exc).__name__}: {str(exc)[:300]}",
                                       field="controls", code=ErrorCode.MODEL_LOAD_FAILED) from None
                 prior.to(self._device)
                 prior.set_progress_bar_config(disable=True)
