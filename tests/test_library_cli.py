@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -154,6 +155,25 @@ def test_download_fetches_what_the_pipeline_needs_and_resumes(tiny_sd_path, tmp_
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     offline = _download(closed, tmp_path, "org/tiny", "--to", str(tmp_path / "elsewhere"))
     assert offline.returncode == 1 and "cannot reach the Hugging Face hub" in offline.stderr
+
+
+def test_a_pipeline_downloaded_into_the_cache_serves_offline(tiny_sd_path, tmp_path):
+    """`easel download` fetches only what Easel loads; huggingface_hub then knows the repo has more files and
+    refuses the partial snapshot offline (IncompleteSnapshotError): the server still finds it."""
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_sd_path, repo)
+    (repo / "v1-5-pruned.safetensors").write_bytes(b"\0" * 1000)  # in the repo, not fetched
+    with FakeHub({"org/tiny": repo}) as hub:
+        done = _download(hub.url, tmp_path, "org/tiny")
+    assert done.returncode == 0, done.stderr
+    code = ("from easel.server.engine.hub import fetch\n"
+            "print(fetch('org/tiny', False, lambda *a: None, lambda: False))")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    found = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr
+    folder = Path(found.stdout.strip())
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert not (folder / "v1-5-pruned.safetensors").exists()
 
 
 def test_download_fetches_a_one_model_repository_such_as_a_controlnet(tiny_sd_path, tmp_path):

@@ -10,6 +10,7 @@ Byte progress is reported through ``huggingface_hub``'s ``tqdm_class`` hook.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -80,8 +81,6 @@ def fetch(repo: str, want_fp16: bool, report: ByteReport, cancelled: CancelledFn
 def kind_of(folder: str) -> str:
     """What a downloaded folder holds: "pipeline" (model_index.json), "controlnet", "tiny_vae" (a TAESD
     decoder, engine/tiny_vae.py) or "model" (another)."""
-    import os
-
     if os.path.isfile(os.path.join(folder, "model_index.json")):
         return "pipeline"
     name = str((read_json(os.path.join(folder, "config.json")) or {}).get("_class_name", ""))
@@ -115,14 +114,37 @@ def config_files(repo: str) -> str:
                           "folder", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
 
 
-def _cached(repo: str, why: str) -> str:
+def cached_snapshot(repo: str) -> str | None:
+    """``repo``'s snapshot folder in the Hugging Face cache, or None when it is not there.
+
+    Also when only some of its files were fetched, as ``easel download`` does (only what Easel loads):
+    huggingface_hub 1.x+ refuses such a snapshot offline (``IncompleteSnapshotError``) once it has cached
+    the repo's file list, so the folder is then read from the cache's documented layout
+    (``refs/main`` -> ``snapshots/<commit>``); loading it says which file is missing, if any."""
     try:
         return snapshot_download(repo, local_files_only=True)
-    except LocalEntryNotFoundError:
+    except LocalEntryNotFoundError as exc:
+        if type(exc).__name__ != "IncompleteSnapshotError":
+            return None
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo, repo_type="model"))
+    try:
+        with open(os.path.join(folder, "refs", "main"), encoding="utf-8") as f:
+            snapshot = os.path.join(folder, "snapshots", f.read().strip())
+    except OSError:
+        return None
+    return snapshot if os.path.isdir(snapshot) else None
+
+
+def _cached(repo: str, why: str) -> str:
+    folder = cached_snapshot(repo)
+    if folder is None:
         raise EngineError(
             f"model {repo!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub cannot be "
             f"reached ({why}); connect once so it downloads, or fetch it with `hf download {repo}`",
-            field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
+            field="model", code=ErrorCode.MODEL_LOAD_FAILED)
+    return folder
 
 
 def select_files(index: dict, files: list[str], want_fp16: bool) -> list[str]:

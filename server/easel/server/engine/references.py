@@ -184,13 +184,13 @@ def parse_ip_adapter_ref(text: str) -> str:
     if not _HUB_ID.match(text.strip()):
         raise EngineError(f"--ip-adapter {text!r}: no such folder or file, and not a Hugging Face id like "
                           f"{IP_ADAPTER_REPO!r}", field="ip_adapter")
-    from huggingface_hub import snapshot_download
+    from .hub import cached_snapshot
 
-    try:
-        return snapshot_download(text.strip(), local_files_only=True)
-    except Exception:
+    folder = cached_snapshot(text.strip())  # also when only some of its files were fetched
+    if folder is None:
         raise EngineError(f"--ip-adapter {text}: not in the Hugging Face cache; run `hf download {text}` (or only "
-                          "the files you need) while online", field="ip_adapter") from None
+                          "the files you need) while online", field="ip_adapter")
+    return folder
 
 
 def scale_for(kind: str, strength: float, unet: Any) -> float | dict:

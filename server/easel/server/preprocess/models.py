@@ -57,13 +57,10 @@ def locate(kind: str, roots: Sequence[str]) -> str:
 
 
 def _cached(hub_id: str) -> str | None:
-    from huggingface_hub import snapshot_download
+    from ..engine.hub import cached_snapshot
 
-    try:
-        folder = snapshot_download(hub_id, local_files_only=True)
-    except Exception:  # not in the cache (LocalEntryNotFoundError and friends)
-        return None
-    return folder if os.path.isfile(os.path.join(folder, "config.json")) else None
+    folder = cached_snapshot(hub_id)
+    return folder if folder is not None and os.path.isfile(os.path.join(folder, "config.json")) else None
 
 
 @contextmanager
