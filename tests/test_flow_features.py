@@ -34,7 +34,8 @@ def engine(tiny_sd3_path, tiny_flux_path, tiny_sd_path, loras):
 
 def test_model_info_lists_features_dtype_and_offload(engine, tiny_sd3_path, tiny_flux_path, tiny_sd_path):
     info = {i.family: i for i in engine.models()}
-    assert info["sd1"].features == ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed"]
+    assert info["sd1"].features == ["negative_prompt", "scheduler", "loras", "control_model", "variation_seed",
+                                  "regions"]
     assert info["sd3"].features == ["negative_prompt", "loras", "variation_seed"]
     assert info["flux"].features == ["loras", "variation_seed"]
     d = info["flux"].to_dict()
