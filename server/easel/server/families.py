@@ -22,7 +22,8 @@ MODES = ("txt2img", "img2img", "inpaint")
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
 MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
-FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner")
+# ``edit``: an instruction-edit model (FLUX.1 Kontext): with an image the prompt is an instruction, no strength.
+FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner", "edit")
 #: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
 SKETCH = "sketch"
 #: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
@@ -60,6 +61,7 @@ class _Spec:
     served: bool = True  # False: only ever a refiner (--refiner), never a model of its own
     hires_strength: float = 0.5  # the second pass's img2img strength (hires.py)
     toy: bool = False  # a toy model (the demo): big pictures and upscales come with a note, no auto second pass
+    edit: bool = False  # instruction edits: the image is context (not init latents), img2img is the plain pipeline
 
 
 class Family(str, Enum):
@@ -71,6 +73,7 @@ class Family(str, Enum):
     SDXL_REFINER = "sdxl-refiner"
     SD3 = "sd3"
     FLUX = "flux"
+    FLUX_KONTEXT = "flux-kontext"
     DEMO = "demo"
 
     __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
@@ -165,9 +168,15 @@ class Family(str, Enum):
         if feature == "regions" and spec.flow:
             return (f"regional prompts mask a UNet's cross-attention, and {spec.label} is a transformer with joint "
                     "attention")
+        if feature == REFERENCES and spec.edit:
+            return f"{spec.label} takes one picture, the one it edits: send no reference layers with it"
         if feature == REFERENCES and not self.fits_control(REFERENCES):
             return (f"reference layers (IP-Adapters, FLUX Redux) are for "
                     f"{_joined(f for f in Family if f.fits_control(REFERENCES))} models")
+        if feature == "edit" and not spec.edit:
+            return f"instruction edits are for {_joined(f for f in Family if f.edits)} models"
+        if feature == "variation_seed" and spec.edit:
+            return f"{spec.label} edits start from pure noise with the image as context: there is no noise to blend"
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -188,6 +197,11 @@ class Family(str, Enum):
 
     def fits_control(self, kind: str) -> bool:
         return kind in self._spec.controls
+
+    @property
+    def edits(self) -> bool:
+        """An instruction-edit model: a job with an image edits it as the prompt says (strength unused)."""
+        return self._spec.edit
 
     @property
     def takes_refiner(self) -> bool:
@@ -219,7 +233,8 @@ class Family(str, Enum):
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
         if control is None:
-            return f"{self._spec.pipelines}{_MODE_PARTS[mode]}Pipeline"
+            part = "" if mode == "img2img" and self._spec.edit else _MODE_PARTS[mode]  # the edit pipeline
+            return f"{self._spec.pipelines}{part}Pipeline"
         if mode not in self.control_modes:
             raise ValueError(self.control_unsupported(mode))
         net = "ControlNetUnion" if union and self._spec.union_classes else "ControlNet"
@@ -267,6 +282,9 @@ _SPECS: dict[Family, _Spec] = {
                       controlnet="SD3ControlNet", control_modes=("txt2img",)),
     Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS, REFERENCES}),
                        controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
+    # FLUX.1 Kontext [dev]: 28 steps, guidance 2.5 (diffusers' docs); no ControlNet/Redux pipelines of its own
+    Family.FLUX_KONTEXT: _Spec("FLUX.1 Kontext", 1024, 28, 2.5, "FluxKontext", flow=True, edit=True,
+                               no_negative="FLUX.1 Kontext is guidance-distilled and has no negative prompt"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }
@@ -292,3 +310,4 @@ def _joined(families: Iterable[Family]) -> str:
 _TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl",
               Family.SDXL_REFINER: "madebyollin/taesdxl", Family.SD3: "madebyollin/taesd3",
               Family.FLUX: "madebyollin/taef1"}
+_TINY_VAES[Family.FLUX_KONTEXT] = _TINY_VAES[Family.FLUX]  # Kontext edits in FLUX.1's latent space

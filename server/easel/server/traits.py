@@ -102,6 +102,8 @@ def detect(name: str, index: Config | None, unet: Config | None, vae: Config | N
 def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) -> Traits:
     """SD3/Flux traits from the transformer config (``unet`` in detect's arguments) and the name."""
     vae_scale = _vae_scale(vae)
+    if family.edits:  # FLUX.1 Kontext: its pipelines rescale to max_area, 1024² by default
+        return Traits(family, (family.native, family.native), *family.defaults(), None, False, vae_scale)
     if family is Family.FLUX:
         # schnell has no guidance embedding; Flux pipelines default to 128 latent px (1024)
         variant = "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
@@ -123,6 +125,8 @@ def sd3_variant(lname: str) -> str | None:
 def guess(name: str) -> Traits:
     """Best guess from a name alone (hub models not yet downloaded); corrected after loading."""
     lname = name.lower()
+    if "flux" in lname and "kontext" in lname:  # black-forest-labs/FLUX.1-Kontext-dev
+        return Traits(Family.FLUX_KONTEXT, (Family.FLUX_KONTEXT.native,) * 2, *Family.FLUX_KONTEXT.defaults())
     if "flux" in lname:
         variant = "flux-schnell" if "schnell" in lname else "flux-dev"
         return Traits(Family.FLUX, (Family.FLUX.native,) * 2, *Family.FLUX.defaults(variant), variant)

@@ -78,7 +78,7 @@ def engine_steps(job: EngineJob, model: ModelInfo) -> int:
     runs nothing. Inpaint, and any job on an inpainting model, runs image by image.
     """
     steps = job.steps or model.default_steps
-    if job.mode == "txt2img":
+    if job.mode == "txt2img" or model.family.edits:  # edits run every step (runner.plan)
         per_image = steps
     elif job.strength <= 0:
         return 0

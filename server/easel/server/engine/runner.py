@@ -99,11 +99,12 @@ def _check_image(image: Image.Image | None, name: str, job: EngineJob) -> None:
                           "resize it to the job size first", field=name)
 
 
-def plan(job: EngineJob, default_steps: int, default_guidance: float) -> Plan:
-    """Steps/guidance/strength to use; raises steps so that steps x strength gives >= 1 denoising step."""
+def plan(job: EngineJob, default_steps: int, default_guidance: float, edit: bool = False) -> Plan:
+    """Steps/guidance/strength to use; raises steps so that steps x strength gives >= 1 denoising step.
+    An ``edit`` model (FLUX.1 Kontext) takes the image as context and denoises from pure noise: strength 1."""
     steps = job.steps if job.steps is not None else default_steps
     guidance = float(job.guidance) if job.guidance is not None else default_guidance
-    strength = 1.0 if job.mode == "txt2img" else float(job.strength)
+    strength = 1.0 if job.mode == "txt2img" or edit else float(job.strength)
     note = ""
     if 0 < strength < 1 and int(steps * strength) < 1:
         needed = math.ceil(1 / strength)
@@ -123,7 +124,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     region_masks = regional.job_masks(job)  # a missing or wrong-sized mask fails before any loading
     if job.width % lm.traits.size_step or job.height % lm.traits.size_step:
         return flow.run_rounded(lambda j: run_job(lm, j, progress, cancelled, extras), job, lm.traits.size_step)
-    p = plan(job, lm.traits.default_steps, lm.traits.default_guidance)
+    p = plan(job, lm.traits.default_steps, lm.traits.default_guidance, lm.traits.family.edits)
     info = {"model": lm.ref.id, "mode": job.mode, "steps": p.steps, "guidance": p.guidance,
             "scheduler": job.scheduler, "strength": p.strength}
     features = job_features(job, extras)
@@ -336,6 +337,9 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
         "width": job.width, "height": job.height,  # always: inpaint pipelines default to the native size
         "output_type": "np",  # float arrays: NaNs are caught before they become black pixels
         "callback_on_step_end": on_step, "callback_on_step_end_tensor_inputs": ["latents"],
+        # FLUX.1 Kontext rescales to max_area (1024² by default) and, auto-resizing, to its preferred sizes:
+        # the size of the job instead (other pipelines do not take these: the call leaves them out)
+        "max_area": job.width * job.height, "_auto_resize": False,
     }
     image, mask, strength = job.image, job.mask, p.strength
     if lm.traits.inpaint_unet and job.mode != "inpaint":  # 9-channel UNet: regenerate everything
