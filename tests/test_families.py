@@ -65,19 +65,18 @@ def test_variants_sizes_and_contexts():
 
 def test_second_pass_defaults_and_toys():
     """The second pass's strength and whether ``hires: auto`` runs it are the family's; the demo is the toy."""
-    assert {f: f.hires_strength for f in Family} == {
-        Family.SD1: 0.5, Family.SD2: 0.5, Family.SDXL: 0.4, Family.SDXL_REFINER: 0.5, Family.SD3: 0.5,
-        Family.FLUX: 0.5, Family.DEMO: 0.5}
+    assert {f: f.hires_strength for f in Family} == {**dict.fromkeys(Family, 0.5), Family.SDXL: 0.4}
     assert [f for f in Family if f.toy] == [f for f in Family if not f.second_pass_auto] == [Family.DEMO]
 
 
 def test_control_kinds_and_pipelines():
-    """The sketch ControlNet fits SD 1.x/2.x/SDXL (and the SD-style demo), control layers every served family
-    (SD 3/3.5 in text to image only); the classes exist in diffusers."""
+    """The sketch ControlNet fits SD 1.x/2.x/SDXL (and the SD-style demo), control layers those and SD 3/3.5
+    (text to image only) and FLUX.1; the classes exist in diffusers."""
     import diffusers
 
     assert [f for f in Family if f.fits_control(SKETCH)] == [Family.SD1, Family.SD2, Family.SDXL, Family.DEMO]
-    assert [f for f in Family if f.fits_control(LAYERS)] == [f for f in Family if f.served]
+    assert [f for f in Family if f.fits_control(LAYERS)] == [Family.SD1, Family.SD2, Family.SDXL, Family.SD3,
+                                                             Family.FLUX, Family.DEMO]
     assert Family.SDXL.pipeline_class("img2img", control=SKETCH) == "StableDiffusionXLControlNetImg2ImgPipeline"
     assert Family.SDXL.pipeline_class("inpaint", SKETCH, union=True) == "StableDiffusionXLControlNetUnionInpaintPipeline"
     assert Family.FLUX.pipeline_class("inpaint", SKETCH, union=True) == "FluxControlNetInpaintPipeline"

@@ -1,9 +1,9 @@
 """Model families as one type: ``Family``, and what each family can do.
 
 A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
-``"sd3"``, ``"flux"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+``"sd3"``, ``"flux"``, ``"chroma"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
-and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1), its default steps and
+and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
 classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
@@ -62,6 +62,8 @@ class _Spec:
     hires_strength: float = 0.5  # the second pass's img2img strength (hires.py)
     toy: bool = False  # a toy model (the demo): big pictures and upscales come with a note, no auto second pass
     edit: bool = False  # instruction edits: the image is context (not init latents), img2img is the plain pipeline
+    lora_layouts: str | None = None  # another family whose LoRAs load into it (its blocks are that family's)
+    single_file: bool = True  # flow families: single transformer files load with a config folder
 
 
 class Family(str, Enum):
@@ -74,6 +76,7 @@ class Family(str, Enum):
     SD3 = "sd3"
     FLUX = "flux"
     FLUX_KONTEXT = "flux-kontext"
+    CHROMA = "chroma"
     DEMO = "demo"
 
     __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
@@ -187,6 +190,16 @@ class Family(str, Enum):
         return [f for f in FEATURES if self.unsupported(f) is None]
 
     @property
+    def single_files(self) -> bool:
+        """Whether its single files are served (flow families: the transformer file plus a config folder)."""
+        return self._spec.single_file
+
+    @property
+    def lora_families(self) -> frozenset[Family]:
+        """The families whose LoRAs fit its models: its own, and the one whose blocks it keeps (Chroma: FLUX.1's)."""
+        return frozenset({self} | ({Family(self._spec.lora_layouts)} if self._spec.lora_layouts else set()))
+
+    @property
     def modes(self) -> tuple[str, ...]:
         return MODES
 
@@ -285,6 +298,9 @@ _SPECS: dict[Family, _Spec] = {
     # FLUX.1 Kontext [dev]: 28 steps, guidance 2.5 (diffusers' docs); no ControlNet/Redux pipelines of its own
     Family.FLUX_KONTEXT: _Spec("FLUX.1 Kontext", 1024, 28, 2.5, "FluxKontext", flow=True, edit=True,
                                no_negative="FLUX.1 Kontext is guidance-distilled and has no negative prompt"),
+    # 2026 families: flow-matching transformers with real CFG (a negative prompt), defaults from the model cards
+    Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux",
+                         single_file=False),  # lodestones/Chroma1-HD: FLUX.1-like, T5 only
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }
@@ -309,5 +325,5 @@ def _joined(families: Iterable[Family]) -> str:
 # latent space, the SDXL refiner's is SDXL's, SD 3 and 3.5 share theirs.
 _TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl",
               Family.SDXL_REFINER: "madebyollin/taesdxl", Family.SD3: "madebyollin/taesd3",
-              Family.FLUX: "madebyollin/taef1"}
+              Family.FLUX: "madebyollin/taef1", Family.CHROMA: "madebyollin/taef1"}  # Chroma: FLUX.1's VAE
 _TINY_VAES[Family.FLUX_KONTEXT] = _TINY_VAES[Family.FLUX]  # Kontext edits in FLUX.1's latent space

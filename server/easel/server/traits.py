@@ -20,6 +20,10 @@ LCM_CLASSES = frozenset({"LatentConsistencyModelPipeline", "LatentConsistencyMod
 SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.served))
 
 
+# words in a hub id that name a family (before its configs are downloaded)
+_NAMED = {Family.CHROMA: ("chroma",)}
+
+
 @dataclass(frozen=True)
 class Traits:
     """What the engine needs to know about a model before and after loading it."""
@@ -108,6 +112,8 @@ def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) ->
         # schnell has no guidance embedding; Flux pipelines default to 128 latent px (1024)
         variant = "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
         return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
+    if family is not Family.SD3:  # the 2026 families: their pipelines default to the family's native size
+        return Traits(family, (family.native, family.native), *family.defaults(), None, False, vae_scale)
     size = int(transformer.get("sample_size") or family.native // 8) * vae_scale
     variant = sd3_variant(lname)
     return Traits(family, (size, size), *family.defaults(variant), variant, False, vae_scale)
@@ -125,6 +131,9 @@ def sd3_variant(lname: str) -> str | None:
 def guess(name: str) -> Traits:
     """Best guess from a name alone (hub models not yet downloaded); corrected after loading."""
     lname = name.lower()
+    named = next((f for f in _NAMED if any(word in lname for word in _NAMED[f])), None)
+    if named is not None:
+        return Traits(named, (named.native,) * 2, *named.defaults())
     if "flux" in lname and "kontext" in lname:  # black-forest-labs/FLUX.1-Kontext-dev
         return Traits(Family.FLUX_KONTEXT, (Family.FLUX_KONTEXT.native,) * 2, *Family.FLUX_KONTEXT.defaults())
     if "flux" in lname:

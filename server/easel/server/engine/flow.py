@@ -14,9 +14,21 @@ from typing import Any
 import torch
 from PIL import Image
 
+_PACKED = ("Flux", "Chroma")  # pipelines (FLUX.1's and those copied from them) that pack 2x2 latent patches
+
 
 def is_flux(pipe: Any) -> bool:
-    return type(pipe).__name__.startswith("Flux")
+    """A FLUX.1-style pipeline (FLUX.1, Chroma): packed latents, inpainting that always re-noises."""
+    return type(pipe).__name__.startswith(_PACKED)
+
+
+def fill_config(pipe: Any) -> None:
+    """Add config values that diffusers' pipelines read but a model class lacks: ChromaInpaintPipeline
+    (diffusers 0.42) reads ``transformer.config.guidance_embeds``, which Chroma's transformer has no
+    field for (it embeds no guidance): False, what the pipeline then does."""
+    transformer = getattr(pipe, "transformer", None)
+    if type(transformer).__name__.startswith("Chroma") and "guidance_embeds" not in transformer.config:
+        transformer.register_to_config(guidance_embeds=False)
 
 
 def in_channels(pipe: Any) -> int:

@@ -129,7 +129,8 @@ def check_supported(index: dict | None, name: str) -> None:
     if cls is not None and cls not in SUPPORTED_CLASSES:
         raise EngineError(
             f"model {name!r} is a {cls}; Easel serves Stable Diffusion 1.x/2.x, SDXL (including turbo/LCM/"
-            "lightning variants), SD 3/3.5 and FLUX.1 pipelines. Pick such a model.", field="model",
+            f"lightning variants), {', '.join(f.label for f in Family if f.served and f.flow)} pipelines. "
+            "Pick such a model.", field="model",
             code=ErrorCode.MODEL_LOAD_FAILED)
 
 
@@ -247,6 +248,9 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     if cancelled():
         raise JobCancelled()
     family = Family.of_pipeline(str((index or {}).get("_class_name", "")))
+    if ref.source == "single_file" and family is not None and not family.single_files:
+        raise EngineError(f"model {ref.id!r}: {family.label} single files are not served yet; serve its diffusers "
+                          "folder or hub id", field="model", code=ErrorCode.MODEL_LOAD_FAILED)
     if ref.source == "single_file" and family is not None and family.flow:
         # SD3/Flux files people download hold the transformer; the rest comes from the config folder
         kwargs = {"text_encoder_3": None, "tokenizer_3": None} if not opts.sd3_t5 and "text_encoder_3" in index else {}
@@ -263,6 +267,7 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
             kwargs["variant"] = variant
         kwargs[_DTYPE_KW] = DTYPES[dtype]
         pipe = DiffusionPipeline.from_pretrained(folder, **kwargs)
+    flow.fill_config(pipe)
     check_supported({"_class_name": type(pipe).__name__}, ref.id)
     components = {k: ["x", type(v).__name__] if v is not None else [None, None] for k, v in pipe.components.items()}
     name = ref.id + " " + os.path.basename(str(ref.config or ""))

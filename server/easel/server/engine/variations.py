@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from . import flow
+
 DOT_THRESHOLD = 0.9995  # nearly parallel noises: plain linear blend (slerp is unstable there)
 
 
@@ -48,7 +50,7 @@ def latent_shape(pipe: Any, batch: int, width: int, height: int) -> tuple[int, i
     """The shape of the initial noise the pipeline would draw."""
     channels = int(getattr(pipe.vae.config, "latent_channels", 4))
     scale = int(pipe.vae_scale_factor)
-    if type(pipe).__name__.startswith("Flux"):  # Flux draws 2 * (size // 16) latent px, then packs 2x2
+    if flow.is_flux(pipe):  # Flux draws 2 * (size // 16) latent px, then packs 2x2
         return (batch, channels, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))
     return (batch, channels, height // scale, width // scale)
 

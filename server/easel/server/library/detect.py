@@ -79,7 +79,7 @@ def _listed(families: Iterable[Family]) -> str:
 
 # The single files Easel serves: those of the served families it ships configs for; the flow models' with a folder.
 _SERVED_FILES = (f"Easel serves {_listed(family for family, _ in CONFIGS.values() if family.served)} single files, "
-                 f"and {_listed(family for family in Family if family.flow and family.served)} ones with a config folder")
+                 f"and {_listed(f for f in Family if f.flow and f.served and f.single_files)} ones with a config folder")
 
 # Names are searched in one text where each appears as "name":{ (a safetensors header's own layout), so
 # a regular expression runs once per file at C speed instead of once per name.
@@ -314,5 +314,5 @@ def fits(lora: Description, context: int | None, family: Family | None) -> bool:
     if lora.context is not None and context is not None:
         return lora.context == context
     if lora.family is not None and family is not None:
-        return lora.family == family
+        return lora.family in Family(family).lora_families
     return True

@@ -1,0 +1,194 @@
+"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma in the
+three modes against raw diffusers with seeds per image in a batch, its defaults and features (refused ones
+with the family's reason), previews of its packed latents, cancel, variation seeds, LoRAs (its own and
+FLUX.1's), the tiny decoder, and single files refused as a later step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
+from easel.server.families import Family
+from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_call, run
+from helpers.engine_jobs import SIZE, job
+
+torch.set_num_threads(1)
+FAMILIES = ["chroma"]
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory) -> dict[str, str]:
+    from helpers.tiny_2026_models import build_tiny_chroma
+
+    root = tmp_path_factory.mktemp("tiny_2026")
+    return {"chroma": build_tiny_chroma(root / "tiny-chroma")}
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory, paths, tiny_flux_path):
+    from helpers.tiny_2026_models import write_tiny_chroma_lora
+    from helpers.tiny_flow_models import write_tiny_flow_lora
+
+    folder = tmp_path_factory.mktemp("loras_2026")
+    write_tiny_chroma_lora(paths["chroma"], folder / "chroma-ink.safetensors")
+    write_tiny_flow_lora(tiny_flux_path, folder / "flux-ink.safetensors")  # the tiny FLUX.1 is as wide as Chroma
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine(paths, loras):
+    with Engine(list(paths.values()), device="cpu", dtype="float32", loras_dir=loras) as eng:
+        yield eng
+
+
+@pytest.fixture(scope="module")
+def raw_pipes(paths):
+    """Plain diffusers pipelines of each family's own classes, straight from the folders (AutoPipeline has
+    no image-to-image or inpaint entry for some of them)."""
+    import diffusers
+
+    out = {}
+    for name, path in paths.items():
+        family = Family(name)
+        t2i = getattr(diffusers, family.pipeline_class("txt2img")).from_pretrained(path, dtype=torch.float32)
+        if family is Family.CHROMA:  # diffusers' ChromaInpaintPipeline reads a config value its transformer lacks
+            t2i.transformer.register_to_config(guidance_embeds=False)
+        out[name] = {mode: getattr(diffusers, family.pipeline_class(mode)).from_pipe(t2i) for mode in family.modes}
+        for pipe in out[name].values():
+            pipe.set_progress_bar_config(disable=True)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, mode):
+    j = job(mode, model=paths[family], seeds=[3, 11], guidance=4.0)
+    images = run(engine, j)
+    assert_matches_raw(images, raw_pipes[family][mode], j, SIZE, differ=10)
+    assert all(i.info["easel"]["guidance"] == 4.0 for i in images)
+
+
+def test_chroma_defaults_and_features(engine, paths):
+    info = engine.model_info(paths["chroma"])
+    assert (info.family, info.native, info.default_steps, info.default_guidance) == ("chroma", (1024, 1024), 40, 3.0)
+    assert info.features == ["negative_prompt", "loras", "variation_seed"]
+    (img,) = run(engine, EngineJob(mode="txt2img", prompt="a cat", model=paths["chroma"], width=32, height=32,
+                                   steps=None, guidance=None))
+    assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (40, 3.0)
+
+
+@pytest.mark.parametrize(("family", "field", "kw", "reason"), [
+    ("chroma", "scheduler", {"scheduler": "dpmpp_2m"}, "Chroma runs its own flow-matching scheduler"),
+    ("chroma", "control_model", {"control_model": "sketch"}, "sketch ControlNets"),
+    ("chroma", "refiner", {"refiner": True}, "the refiner is SDXL's"),
+])
+def test_unsupported_features_are_refused_with_the_reason(engine, paths, family, field, kw, reason):
+    with pytest.raises(EngineError) as err:
+        run(engine, job(model=paths[family], **kw))
+    assert err.value.field == field and err.value.code == "unsupported_feature" and reason in str(err.value)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_previews_of_the_latents(engine, paths, family):
+    events: list = []
+    run(engine, job(model=paths[family], preview=True, seeds=[1, 2]), events)
+    previews = [e.preview for e in events if e.stage == "denoise" and e.preview is not None]
+    assert len(previews) == 3  # one per step
+    assert all(p.size == (SIZE // 8 * 2, SIZE // 8 * 2) and p.mode == "RGB" for p in previews)
+    assert np.asarray(previews[-1]).std() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cancel_within_one_step(engine, paths, family):
+    events: list = []
+    flag = {"on": False}
+
+    def progress(e):
+        events.append(e)
+        if e.stage == "denoise" and e.step == 1:
+            flag["on"] = True
+
+    with pytest.raises(JobCancelled):
+        engine.run(job(model=paths[family], steps=10), progress, lambda: flag["on"])
+    assert max(e.step for e in events if e.stage == "denoise") == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("mode", ["txt2img", "inpaint"])
+def test_variation_seeds(engine, paths, family, mode):
+    model = paths[family]
+    plain = run(engine, job(mode, model=model, seeds=[5, 6]))
+    one = run(engine, job(mode, model=model, seeds=[5], variation_seed=9, variation_strength=1.0))
+    full = run(engine, job(mode, model=model, seeds=[9]))
+    assert np.array_equal(arr(one[0]), arr(full[0]))
+    mid = run(engine, job(mode, model=model, seeds=[5, 6], variation_seed=9, variation_strength=0.3))
+    again = run(engine, job(mode, model=model, seeds=[6], variation_seed=10, variation_strength=0.3))
+    assert_close(mid[1], again[0])  # image i blends seed + i with variation_seed + i
+    assert np.abs(arr(mid[0]) - arr(plain[0])).mean() > 0 and np.abs(arr(mid[0]) - arr(one[0])).mean() > 0
+
+
+def _listed(engine: Engine, family: str):
+    """The model list's entry (with its LoRAs) of the model of ``family``."""
+    return next(i for i in engine.models() if i.family == family)
+
+
+@pytest.mark.parametrize("name", ["chroma-ink.safetensors", "flux-ink.safetensors"])
+def test_chroma_takes_its_loras_and_flux_ones(engine, paths, name):
+    """Chroma keeps FLUX.1's blocks (LoRAs of either carry FLUX.1's block names): both are offered to it,
+    change the picture and are taken out afterwards."""
+    assert {"chroma-ink.safetensors", "flux-ink.safetensors"} <= set(_listed(engine, "chroma").loras or [])
+    (plain,) = run(engine, job(model=paths["chroma"]))
+    (with_lora,) = run(engine, job(model=paths["chroma"], loras=[(name, 1.0)]))
+    (again,) = run(engine, job(model=paths["chroma"]))
+    assert np.abs(arr(plain) - arr(with_lora)).max() > 2 and np.array_equal(arr(plain), arr(again))
+    assert with_lora.info["easel"]["features"]["loras"] == [{"name": name, "weight": 1.0}]
+    assert Family.FLUX in Family.CHROMA.lora_families and Family.CHROMA not in Family.FLUX.lora_families
+
+
+def test_hub_names_and_unknown_classes():
+    from easel.server.engine.loading import check_supported
+    from easel.server.traits import guess
+
+    chroma = guess("lodestones/Chroma1-HD")
+    assert (chroma.family, chroma.default_steps, chroma.default_guidance) == ("chroma", 40, 3.0)
+    with pytest.raises(EngineError) as err:
+        check_supported({"_class_name": "WanPipeline"}, "wan")
+    assert "Chroma" in str(err.value) and err.value.field == "model"
+
+
+def test_chroma_single_files_are_a_later_step(paths, tmp_path):
+    """A Chroma transformer file served with its config folder says that only folders and hub ids load."""
+    from diffusers import ChromaTransformer2DModel
+    from safetensors.torch import save_file
+
+    weights = ChromaTransformer2DModel.from_pretrained(paths["chroma"], subfolder="transformer").state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "chroma.safetensors")
+    with Engine([f"{tmp_path / 'chroma.safetensors'}#config={paths['chroma']}"], device="cpu") as eng:
+        with pytest.raises(EngineError) as err:
+            run(eng, job(model=None))
+    assert err.value.field == "model" and "Chroma single files are not served yet" in str(err.value)
+
+
+def test_chroma_decodes_with_flux_tiny_decoder(hub_cache, paths, raw_pipes, tmp_path):
+    """--decoder tiny on Chroma: FLUX.1's TAESD decoder (taef1) on the unpacked latents, as raw diffusers
+    with its VAE swapped."""
+    from diffusers import AutoencoderTiny
+
+    from helpers.tiny_models import make_fake_hub_cache
+
+    torch.manual_seed(0)
+    AutoencoderTiny(latent_channels=16).save_pretrained(tmp_path / "taef1")
+    make_fake_hub_cache(str(tmp_path / "taef1"), hub_cache, Family.CHROMA.tiny_vae)
+    j = job(model=paths["chroma"], seeds=[3], steps=2, guidance=4.0)
+    with Engine([paths["chroma"]], device="cpu", dtype="float32", decoder="tiny") as eng:
+        (img,) = run(eng, j)
+    pipe = raw_pipes["chroma"]["txt2img"]
+    full = raw_call(pipe, j, 3)
+    vae, pipe.vae = pipe.vae, AutoencoderTiny.from_pretrained(tmp_path / "taef1")
+    try:
+        assert np.array_equal(arr(img), arr(raw_call(pipe, j, 3)))
+    finally:
+        pipe.vae = vae
+    assert np.abs(arr(img) - arr(full)).max() > 10
