@@ -125,6 +125,21 @@ def test_server_whole_edit_equals_raw(served, raw):
     assert np.abs(got.astype(np.int16) - want).max() <= 1 and r.parameters["strength"] == 1.0
 
 
+def test_server_selection_edit_keeps_the_pixels_it_edits(served):
+    """With an edit model ``auto`` refines (Kontext must see what it edits, not a pre-filled hole) and the
+    strength is unused: strength 1 (a fill on other models) and 0.5 give the same layer."""
+    rgba = np.dstack([np.asarray(picture()), np.full((H, W), 255, np.uint8)])
+    layers = []
+    with Client(served, image_format="rgba") as client:
+        for strength in (1.0, 0.5):
+            r = client.generate(GenerateRequest(job=new_job_id(), prompt=PROMPT, steps=3, seed=7, exact_size=True,
+                                                strength=strength), WireImage.rgba(W, H, rgba.tobytes()),
+                                WireImage.gray(W, H, np.asarray(selection()).tobytes()))
+            assert r.parameters["inpaint_mode"] == "refine" and r.parameters["strength"] == 1.0
+            layers.append((r.images[0].x, r.images[0].y, r.images[0].image.data))
+    assert layers[0] == layers[1]
+
+
 def test_cli_selection_edit_changes_the_selection_only(served, tmp_path, capsys):
     from easel.cli import main
 

@@ -7,6 +7,7 @@ attachments; it returns result layers (RGBA + document offset) ready to encode.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..client.fields import attachment_names
@@ -81,6 +82,8 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
         return run_upscale(engine, request, inputs, model, progress, cancelled)
     t0 = time.perf_counter()
     seeds = pick_seeds(request.seed, request.batch)
+    if model.family.edits and request.inpaint_mode == "auto" and not request.expand:  # an edit sees the pixels
+        request = replace(request, inpaint_mode="refine")
     setup = setup_mode(request, inputs.image, inputs.mask)  # the selection mode: its picture, prompt, strength
     request, plan = setup.request, setup.plan(model.native)
     model_image = setup.prepared(plan)
