@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection…,
-Upscale…, History…, Use as Control Layer…, Make Control Layer…, Use as Region….
+Edit with Instruction…, Upscale…, History…, Use as Control Layer…, Make Control Layer…, Use as Region….
 
 Each command is a PDB procedure (``easel-generate``, ``easel-image-from-sketch``,
-``easel-regenerate-selection``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
+``easel-regenerate-selection``, ``easel-edit``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
 ``easel-make-control-layer``, ``easel-region-layer``) whose arguments are the dialog's fields, so scripts and
 batch mode can run it NONINTERACTIVE. Layers marked as control layers (easel_controls.py) steer the generating
 ones; layers marked as regions (easel_regions.py) give their paint a prompt of its own. The request goes to a local
@@ -51,8 +51,8 @@ Status = Gimp.PDBStatusType
 class Command:
     label: str
     blurb: str
-    kind: str  # "generate" | "sketch" | "selection" | "upscale" | "history" | "control" | "make-control"
-    strength: float = 1.0  # default strength
+    kind: str  # "generate" | "sketch" | "selection" | "edit" | "upscale" | "history" | "control" | "make-control"
+    strength: float = 1.0  # default strength (an edit: below 1, so the picture is sent; edit models leave it unused)
 
 
 COMMANDS = {
@@ -64,6 +64,10 @@ COMMANDS = {
     "easel-regenerate-selection": Command(
         "_Regenerate Selection…", "Repaint the selected area (soft edges blend) following the prompt, "
         "with the surroundings as context", "selection"),
+    "easel-edit": Command(
+        "_Edit with Instruction…", "Edit what the image shows as the prompt says (\"make it night\") with an edit "
+        "model (FLUX.1 Kontext); with a selection only the selection changes, its surroundings as context", "edit",
+        0.5),
     "easel-upscale": Command(
         "_Upscale…", "Upscale what the image shows by 2 or 4 into a new image, letting the model add detail "
         "tile by tile", "upscale", 0.35),
@@ -79,7 +83,7 @@ COMMANDS = {
         "Use as _Region…", "Mark the selected layers as regions: where a layer has paint, Generate, Image from Sketch "
         "and Regenerate Selection add its prompt to theirs", "region"),
 }
-GENERATING = ("generate", "sketch", "selection")
+GENERATING = ("generate", "sketch", "selection", "edit")
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
 POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner",
                 "hires", "hires-strength", "exact-size")
@@ -98,7 +102,7 @@ def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return ("kind", "strength"), ()
     if command.kind == "region":
         return ("prompt", "negative-prompt", "enabled"), ()
-    return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind == "generate")), POWER_FIELDS
+    return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind in ("generate", "edit"))), POWER_FIELDS
 
 
 # ----------------------------------------------------------------------------- one run
@@ -108,7 +112,7 @@ def read_config(config, command: Command) -> tuple[editing.Params, str]:
         negative, guidance, batch = "", -1.0, 1
     else:
         negative, guidance, batch = get("negative-prompt") or "", get("guidance"), get("batch")
-    strength = 1.0 if command.kind == "generate" else get("strength")
+    strength = get("strength") if command.kind in ("sketch", "selection") else command.strength
     params = editing.params_from_ui(get("prompt") or "", negative, strength, get("steps"), guidance, get("seed"),
                                     batch, get("model") or "")
     return params, easel_jobs.resolve_url(get("url"))
@@ -139,7 +143,7 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
         controls = [dataclasses.replace(c, enabled=False) for c in controls]
     regions = [r for _layer, r in easel_regions.region_layers(image)] if use_regions else []
     try:
-        return editing.build_request(doc, params, features, use_selection=command.kind == "selection",
+        return editing.build_request(doc, params, features, use_selection=command.kind in ("selection", "edit"),
                                      controls=controls, regions=regions)
     except ValueError as exc:
         raise CallingError(str(exc)) from None
@@ -150,7 +154,7 @@ def run_generation(image, config, command: Command, dialog):
     token = easel_jobs.resolve_token(config, url)
     planned = plan(image, command, params, read_features(config), config.get_property("control-layers"),
                    config.get_property("region-layers"))
-    result = easel_jobs.generate(url, planned, dialog, token)
+    result = easel_jobs.generate(url, planned, dialog, token, edit=command.kind == "edit")
     if result is None:
         return None
     insert_results(image, result, params.prompt)

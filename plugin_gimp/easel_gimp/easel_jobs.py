@@ -109,6 +109,17 @@ def welcome(url: str, timeout: float = 3.0, token: str | None = None) -> dict | 
         return None
 
 
+def check_edit_model(welcome: dict, model: str | None) -> None:
+    """JobFailed (field model) unless ``model`` (empty: the server's default) is an instruction-edit model."""
+    model = model or welcome.get("default_model")
+    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
+    if "edit" not in ((entry or {}).get("features") or []):
+        edits = [m["id"] for m in welcome.get("models", []) if "edit" in (m.get("features") or [])]
+        offer = f": the server has {', '.join(edits)}" if edits else "; the server has none (serve FLUX.1 Kontext)"
+        raise editing.JobFailed("unsupported_feature", f"Edit with Instruction needs an edit model (FLUX.1 Kontext) and "
+                        f"{model!r} is not one; choose one in Model{offer}", field="model")
+
+
 def run_work(url: str, work, *, token: str | None = None, job: str | None = None, dialog=None,
              with_progress: bool = True):
     """Run ``work(client, on_progress)`` on a worker thread and wait, pumping GIMP's progress (and the
@@ -158,11 +169,14 @@ def run_work(url: str, work, *, token: str | None = None, job: str | None = None
     return value
 
 
-def generate(url: str, planned: editing.PlannedRequest, dialog=None, token: str | None = None):
+def generate(url: str, planned: editing.PlannedRequest, dialog=None, token: str | None = None, edit: bool = False):
     """Send a planned request (with its control guide, if any) and wait for the Result. LoRA names
-    typed without ``.safetensors`` are completed from the server's list."""
+    typed without ``.safetensors`` are completed from the server's list. ``edit``: the model must be an
+    instruction-edit model (its welcome entry's features list ``edit``), else a plain-words error."""
 
     def work(client, on_progress):
+        if edit:
+            check_edit_model(client.welcome, planned.request.model)
         planned.request.loras = editing.match_loras(planned.request.loras, client.welcome.get("loras"))
         return editing.generate_work(planned, on_progress)(client)
 
