@@ -228,3 +228,20 @@ def test_cli_expand_against_a_real_server(served, tmp_path, capsys):
     assert "LEFT,TOP,RIGHT,BOTTOM" in capsys.readouterr().err
     assert main([*base, "--expand=-4,0,0,0", "--out", str(tmp_path / "bad.png")]) == 2
     assert "(--expand)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fields", [{"expand": [0, 0, 96, 0]}, {"inpaint_mode": "fill"}])
+def test_new_content_through_the_second_pass_keeps_the_old_pixels(tiny, fields):
+    image, mask = texture(160, 120, seed=7), box_mask(160, 120, (20, 20, 120, 80))
+    out = generate(tiny, image, None if "expand" in fields else mask, hires="on", **fields)
+    p, layer = out.parameters, layer_of(out)
+    assert "second_pass" in p
+    if "expand" in fields:
+        old, new = np.pad(image, ((0, 0), (0, 96), (0, 0))), np.zeros((120, 256), np.uint8)
+        new[:, 160:] = 255
+    else:
+        old, new = image, mask
+    flat = flatten(old, layer)
+    untouched = composite_mask(new, p["feather"]) == 0
+    assert untouched.any() and np.array_equal(flat[untouched], old[untouched])
+    assert (flat[..., 3] == 255).all()
