@@ -1,7 +1,8 @@
-"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma in the
-three modes against raw diffusers with seeds per image in a batch, its defaults and features (refused ones
-with the family's reason), previews of its packed latents, cancel, variation seeds, LoRAs (its own and
-FLUX.1's), the tiny decoder, and single files refused as a later step."""
+"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma and
+Z-Image in the three modes against raw diffusers with seeds per image in a batch, their defaults and
+features (refused ones with the family's reason), previews (Chroma's latents packed), cancel, variation
+seeds, LoRAs (Chroma: its own and FLUX.1's), the tiny decoder, Z-Image-Turbo's few-step defaults, and
+single files refused as a later step."""
 
 from __future__ import annotations
 
@@ -15,24 +16,25 @@ from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_cal
 from helpers.engine_jobs import SIZE, job
 
 torch.set_num_threads(1)
-FAMILIES = ["chroma"]
+FAMILIES = ["chroma", "z-image"]
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, str]:
-    from helpers.tiny_2026_models import build_tiny_chroma
+    from helpers.tiny_2026_models import build_tiny_chroma, build_tiny_z_image
 
     root = tmp_path_factory.mktemp("tiny_2026")
-    return {"chroma": build_tiny_chroma(root / "tiny-chroma")}
+    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image")}
 
 
 @pytest.fixture(scope="module")
 def loras(tmp_path_factory, paths, tiny_flux_path):
-    from helpers.tiny_2026_models import write_tiny_chroma_lora
+    from helpers.tiny_2026_models import write_tiny_lora
     from helpers.tiny_flow_models import write_tiny_flow_lora
 
     folder = tmp_path_factory.mktemp("loras_2026")
-    write_tiny_chroma_lora(paths["chroma"], folder / "chroma-ink.safetensors")
+    for family, path in paths.items():
+        write_tiny_lora(path, folder / f"{family}-ink.safetensors")
     write_tiny_flow_lora(tiny_flux_path, folder / "flux-ink.safetensors")  # the tiny FLUX.1 is as wide as Chroma
     return folder
 
@@ -70,19 +72,35 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, m
     assert all(i.info["easel"]["guidance"] == 4.0 for i in images)
 
 
-def test_chroma_defaults_and_features(engine, paths):
-    info = engine.model_info(paths["chroma"])
-    assert (info.family, info.native, info.default_steps, info.default_guidance) == ("chroma", (1024, 1024), 40, 3.0)
-    assert info.features == ["negative_prompt", "loras", "variation_seed"]
-    (img,) = run(engine, EngineJob(mode="txt2img", prompt="a cat", model=paths["chroma"], width=32, height=32,
+@pytest.mark.parametrize(("family", "steps", "guidance"), [("chroma", 40, 3.0), ("z-image", 50, 5.0)])
+def test_defaults_and_features(engine, paths, family, steps, guidance):
+    info = engine.model_info(paths[family])
+    assert (info.family, info.native, info.default_steps, info.default_guidance) == (family, (1024, 1024), steps,
+                                                                                      guidance)
+    assert info.features == ["negative_prompt", "loras", "variation_seed"] and not info.few_step
+    (img,) = run(engine, EngineJob(mode="txt2img", prompt="a cat", model=paths[family], width=32, height=32,
                                    steps=None, guidance=None))
-    assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (40, 3.0)
+    assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (steps, guidance)
+
+
+def test_z_image_turbo_is_few_step(paths, tmp_path):
+    """A Z-Image named Turbo (Tongyi-MAI/Z-Image-Turbo) runs 8 steps without CFG, as its model card says."""
+    import shutil
+
+    turbo = shutil.copytree(paths["z-image"], tmp_path / "Z-Image-Turbo-tiny")
+    with Engine([str(turbo)], device="cpu", dtype="float32") as eng:
+        info = eng.model_info(None)
+        assert (info.family, info.default_steps, info.default_guidance, info.few_step) == ("z-image", 8, 0.0, True)
+        (img,) = run(eng, job(model=None, steps=None, guidance=None))
+        assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (8, 0.0)
 
 
 @pytest.mark.parametrize(("family", "field", "kw", "reason"), [
     ("chroma", "scheduler", {"scheduler": "dpmpp_2m"}, "Chroma runs its own flow-matching scheduler"),
     ("chroma", "control_model", {"control_model": "sketch"}, "sketch ControlNets"),
     ("chroma", "refiner", {"refiner": True}, "the refiner is SDXL's"),
+    ("z-image", "scheduler", {"scheduler": "euler_a"}, "Z-Image runs its own flow-matching scheduler"),
+    ("z-image", "regions", {"regions": [{"prompt": "sky", "mask": "x"}]}, "Z-Image is a transformer"),
 ])
 def test_unsupported_features_are_refused_with_the_reason(engine, paths, family, field, kw, reason):
     with pytest.raises(EngineError) as err:
@@ -134,57 +152,69 @@ def _listed(engine: Engine, family: str):
     return next(i for i in engine.models() if i.family == family)
 
 
-@pytest.mark.parametrize("name", ["chroma-ink.safetensors", "flux-ink.safetensors"])
-def test_chroma_takes_its_loras_and_flux_ones(engine, paths, name):
-    """Chroma keeps FLUX.1's blocks (LoRAs of either carry FLUX.1's block names): both are offered to it,
-    change the picture and are taken out afterwards."""
-    assert {"chroma-ink.safetensors", "flux-ink.safetensors"} <= set(_listed(engine, "chroma").loras or [])
-    (plain,) = run(engine, job(model=paths["chroma"]))
-    (with_lora,) = run(engine, job(model=paths["chroma"], loras=[(name, 1.0)]))
-    (again,) = run(engine, job(model=paths["chroma"]))
+# Chroma keeps FLUX.1's blocks (LoRAs of either carry FLUX.1's block names): both are offered to it
+LORAS = {"chroma": ["chroma-ink.safetensors", "flux-ink.safetensors"], "z-image": ["z-image-ink.safetensors"]}
+
+
+@pytest.mark.parametrize(("family", "name"), [(f, n) for f, names in LORAS.items() for n in names])
+def test_loras_are_offered_change_the_picture_and_are_taken_out(engine, paths, family, name):
+    assert sorted(_listed(engine, family).loras or []) == LORAS[family]
+    (plain,) = run(engine, job(model=paths[family]))
+    (with_lora,) = run(engine, job(model=paths[family], loras=[(name, 1.0)]))
+    (again,) = run(engine, job(model=paths[family]))
     assert np.abs(arr(plain) - arr(with_lora)).max() > 2 and np.array_equal(arr(plain), arr(again))
     assert with_lora.info["easel"]["features"]["loras"] == [{"name": name, "weight": 1.0}]
     assert Family.FLUX in Family.CHROMA.lora_families and Family.CHROMA not in Family.FLUX.lora_families
+
+
+def test_a_lora_of_another_family_is_refused(engine, paths):
+    with pytest.raises(EngineError) as err:
+        run(engine, job(model=paths["z-image"], loras=[("chroma-ink.safetensors", 1.0)]))
+    assert err.value.field == "loras" and "is for FLUX.1" in str(err.value) and "Z-Image" in str(err.value)
 
 
 def test_hub_names_and_unknown_classes():
     from easel.server.engine.loading import check_supported
     from easel.server.traits import guess
 
-    chroma = guess("lodestones/Chroma1-HD")
+    chroma, turbo = guess("lodestones/Chroma1-HD"), guess("Tongyi-MAI/Z-Image-Turbo")
     assert (chroma.family, chroma.default_steps, chroma.default_guidance) == ("chroma", 40, 3.0)
+    assert (turbo.family, turbo.default_steps, turbo.default_guidance, turbo.few_step) == ("z-image", 8, 0.0, True)
     with pytest.raises(EngineError) as err:
         check_supported({"_class_name": "WanPipeline"}, "wan")
-    assert "Chroma" in str(err.value) and err.value.field == "model"
+    assert "Chroma, Z-Image" in str(err.value) and err.value.field == "model"
 
 
-def test_chroma_single_files_are_a_later_step(paths, tmp_path):
-    """A Chroma transformer file served with its config folder says that only folders and hub ids load."""
-    from diffusers import ChromaTransformer2DModel
+@pytest.mark.parametrize("family", FAMILIES)
+def test_single_files_are_a_later_step(paths, tmp_path, family):
+    """A transformer file served with its config folder says that only folders and hub ids load."""
+    import diffusers
     from safetensors.torch import save_file
 
-    weights = ChromaTransformer2DModel.from_pretrained(paths["chroma"], subfolder="transformer").state_dict()
-    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "chroma.safetensors")
-    with Engine([f"{tmp_path / 'chroma.safetensors'}#config={paths['chroma']}"], device="cpu") as eng:
+    cls = getattr(diffusers, diffusers.DiffusionPipeline.load_config(paths[family])["transformer"][1])
+    weights = cls.from_pretrained(paths[family], subfolder="transformer").state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "model.safetensors")
+    with Engine([f"{tmp_path / 'model.safetensors'}#config={paths[family]}"], device="cpu") as eng:
         with pytest.raises(EngineError) as err:
             run(eng, job(model=None))
-    assert err.value.field == "model" and "Chroma single files are not served yet" in str(err.value)
+    assert err.value.field == "model" and f"{Family(family).label} single files are not served yet" in str(err.value)
 
 
-def test_chroma_decodes_with_flux_tiny_decoder(hub_cache, paths, raw_pipes, tmp_path):
-    """--decoder tiny on Chroma: FLUX.1's TAESD decoder (taef1) on the unpacked latents, as raw diffusers
-    with its VAE swapped."""
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_decoder(hub_cache, paths, raw_pipes, tmp_path, family):
+    """--decoder tiny: FLUX.1's TAESD decoder (taef1; Chroma's latents unpacked), as raw diffusers with its
+    VAE swapped."""
     from diffusers import AutoencoderTiny
 
     from helpers.tiny_models import make_fake_hub_cache
 
     torch.manual_seed(0)
     AutoencoderTiny(latent_channels=16).save_pretrained(tmp_path / "taef1")
-    make_fake_hub_cache(str(tmp_path / "taef1"), hub_cache, Family.CHROMA.tiny_vae)
-    j = job(model=paths["chroma"], seeds=[3], steps=2, guidance=4.0)
-    with Engine([paths["chroma"]], device="cpu", dtype="float32", decoder="tiny") as eng:
+    make_fake_hub_cache(str(tmp_path / "taef1"), hub_cache, Family(family).tiny_vae)
+    j = job(model=paths[family], seeds=[3], steps=2, guidance=4.0)
+    with Engine([paths[family]], device="cpu", dtype="float32", decoder="tiny") as eng:
         (img,) = run(eng, j)
-    pipe = raw_pipes["chroma"]["txt2img"]
+    pipe = raw_pipes[family]["txt2img"]
     full = raw_call(pipe, j, 3)
     vae, pipe.vae = pipe.vae, AutoencoderTiny.from_pretrained(tmp_path / "taef1")
     try:

@@ -5,6 +5,11 @@ tokenizer made in code):
 
 * ``build_tiny_chroma(folder)``: ``ChromaPipeline`` (a FLUX.1-like ``ChromaTransformer2DModel`` with its
   small modulation approximator, T5 only, FLUX.1's VAE factors).
+* ``build_tiny_z_image(folder)``: ``ZImagePipeline`` (a ``ZImageTransformer2DModel`` of one layer, a tiny
+  random ``Qwen3Model`` text encoder, FLUX.1's VAE factors).
+
+``chat_tokenizer()`` is the Qwen text encoders' tokenizer made in code: a character-level Unigram model
+with Qwen's chat tokens and a ChatML chat template (the pipelines wrap prompts in it), no files needed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import torch
 
 from helpers.tiny_flow_models import T5_DIM, _save, _t5, _vae, t5_tokenizer
 
-__all__ = ["build_tiny_chroma", "write_tiny_chroma_lora"]
+__all__ = ["build_tiny_chroma", "build_tiny_z_image", "chat_tokenizer", "write_tiny_lora"]
+
+QWEN_DIM = 32
+_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def build_tiny_chroma(folder: str | os.PathLike) -> str:
@@ -34,16 +43,20 @@ def build_tiny_chroma(folder: str | os.PathLike) -> str:
     return _save(pipe, os.fspath(folder))
 
 
-def write_tiny_chroma_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0,
-                           rank: int = 4) -> str:
-    """A diffusers-format LoRA (.safetensors) for a saved tiny Chroma's transformer (attention projections;
-    random non-zero A and B, so it changes the output). Its keys carry FLUX.1's block names."""
+def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, rank: int = 4) -> str:
+    """A diffusers-format LoRA (.safetensors) for a saved tiny pipeline's transformer (its attention
+    projections to_q/to_k/to_v; random non-zero A and B, so it changes the output), saved by the pipeline
+    class's own ``save_lora_weights`` (Chroma's keys carry FLUX.1's block names, Z-Image's its refiners')."""
+    import json
     import warnings
 
-    from diffusers import ChromaPipeline, ChromaTransformer2DModel
+    import diffusers
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-    transformer = ChromaTransformer2DModel.from_pretrained(os.fspath(pipe_folder), subfolder="transformer")
+    folder = os.fspath(pipe_folder)
+    with open(os.path.join(folder, "model_index.json"), encoding="utf-8") as f:
+        index = json.load(f)
+    transformer = getattr(diffusers, index["transformer"][1]).from_pretrained(folder, subfolder="transformer")
     torch.manual_seed(seed)
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
                                        target_modules=["to_q", "to_k", "to_v"]), transformer)
@@ -52,6 +65,45 @@ def write_tiny_chroma_lora(pipe_folder: str | os.PathLike, out_path: str | os.Pa
         layers = get_peft_model_state_dict(transformer)
     out = os.fspath(out_path)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-    ChromaPipeline.save_lora_weights(os.path.dirname(out) or ".", transformer_lora_layers=layers,
-                                     weight_name=os.path.basename(out))
+    getattr(diffusers, index["_class_name"]).save_lora_weights(
+        os.path.dirname(out) or ".", transformer_lora_layers=layers, weight_name=os.path.basename(out))
     return out
+
+
+def chat_tokenizer():
+    """A PreTrainedTokenizerFast over characters with Qwen's chat tokens (pad ``<|endoftext|>``, id 0)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+    chars = [chr(c) for c in range(32, 127)] + ["\n", "\u2581"]
+    vocab = [(t, 0.0) for t in specials] + [(c, -1.0) for c in chars]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                  unk_token="<unk>", additional_special_tokens=specials[1:3], model_max_length=512)
+    out.chat_template = _CHAT_TEMPLATE
+    return out
+
+
+def _qwen3():
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(0)
+    return Qwen3Model(Qwen3Config(vocab_size=len(chat_tokenizer()), hidden_size=QWEN_DIM, intermediate_size=37,
+                                  num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                                  max_position_embeddings=1024))
+
+
+def build_tiny_z_image(folder: str | os.PathLike) -> str:
+    """Save a tiny Z-Image pipeline (one main and one refiner layer, 2 heads of 16)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, cap_feat_dim=QWEN_DIM, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64])
+    pipe = ZImagePipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                          vae=_vae(0.3611, 0.1159), text_encoder=_qwen3(), tokenizer=chat_tokenizer())
+    return _save(pipe, os.fspath(folder))

@@ -1,9 +1,9 @@
 """Model families as one type: ``Family``, and what each family can do.
 
 A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
-``"sd3"``, ``"flux"``, ``"chroma"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
-and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma), its default steps and
+and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
 classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
@@ -38,8 +38,11 @@ REFERENCES = "references"
 VARIANTS: dict[str, tuple[int, float]] = {
     "turbo": (1, 0.0), "lightning": (4, 0.0), "lcm": (4, 1.0),
     "sd3.5-large": (28, 3.5), "sd3.5-medium": (40, 4.5), "sd3.5-turbo": (4, 0.0),
-    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0)}
-FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell"})
+    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0),
+    # the 2026 families' few-step models, named "<family>-<word in the model's name>": Z-Image-Turbo 8 steps
+    # (8 transformer passes in diffusers 0.42) without CFG
+    "z-image-turbo": (8, 0.0)}
+FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell", "z-image-turbo"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Family(str, Enum):
     FLUX = "flux"
     FLUX_KONTEXT = "flux-kontext"
     CHROMA = "chroma"
+    Z_IMAGE = "z-image"
     DEMO = "demo"
 
     __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
@@ -301,6 +305,8 @@ _SPECS: dict[Family, _Spec] = {
     # 2026 families: flow-matching transformers with real CFG (a negative prompt), defaults from the model cards
     Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux",
                          single_file=False),  # lodestones/Chroma1-HD: FLUX.1-like, T5 only
+    # Z-Image (base): the pipelines' defaults, 50 steps with CFG 5; Tongyi-MAI/Z-Image-Turbo: "z-image-turbo"
+    Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True, single_file=False),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }
@@ -325,5 +331,6 @@ def _joined(families: Iterable[Family]) -> str:
 # latent space, the SDXL refiner's is SDXL's, SD 3 and 3.5 share theirs.
 _TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl",
               Family.SDXL_REFINER: "madebyollin/taesdxl", Family.SD3: "madebyollin/taesd3",
-              Family.FLUX: "madebyollin/taef1", Family.CHROMA: "madebyollin/taef1"}  # Chroma: FLUX.1's VAE
+              Family.FLUX: "madebyollin/taef1", Family.CHROMA: "madebyollin/taef1",
+              Family.Z_IMAGE: "madebyollin/taef1"}  # Chroma and Z-Image: FLUX.1's VAE
 _TINY_VAES[Family.FLUX_KONTEXT] = _TINY_VAES[Family.FLUX]  # Kontext edits in FLUX.1's latent space

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .families import FEW_STEP, Family
+from .families import FEW_STEP, VARIANTS, Family
 
 # pipeline classes Easel serves: each family's, plus the LCM pipelines (SD 1.x-style)
 LCM_CLASSES = frozenset({"LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline"})
@@ -21,7 +21,7 @@ SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.
 
 
 # words in a hub id that name a family (before its configs are downloaded)
-_NAMED = {Family.CHROMA: ("chroma",)}
+_NAMED = {Family.CHROMA: ("chroma",), Family.Z_IMAGE: ("z-image", "z_image", "zimage")}
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,17 @@ def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) ->
         variant = "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
         return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
     if family is not Family.SD3:  # the 2026 families: their pipelines default to the family's native size
-        return Traits(family, (family.native, family.native), *family.defaults(), None, False, vae_scale)
+        variant = named_variant(family, lname)
+        return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
     size = int(transformer.get("sample_size") or family.native // 8) * vae_scale
     variant = sd3_variant(lname)
     return Traits(family, (size, size), *family.defaults(variant), variant, False, vae_scale)
+
+
+def named_variant(family: Family, lname: str) -> str | None:
+    """The 2026 families' variant a name says: ``VARIANTS`` key ``<family>-<word>`` with the word in the name."""
+    prefix = f"{family.value}-"
+    return next((v for v in VARIANTS if v.startswith(prefix) and v[len(prefix):] in lname), None)
 
 
 def sd3_variant(lname: str) -> str | None:
@@ -133,7 +140,8 @@ def guess(name: str) -> Traits:
     lname = name.lower()
     named = next((f for f in _NAMED if any(word in lname for word in _NAMED[f])), None)
     if named is not None:
-        return Traits(named, (named.native,) * 2, *named.defaults())
+        variant = named_variant(named, lname)
+        return Traits(named, (named.native,) * 2, *named.defaults(variant), variant)
     if "flux" in lname and "kontext" in lname:  # black-forest-labs/FLUX.1-Kontext-dev
         return Traits(Family.FLUX_KONTEXT, (Family.FLUX_KONTEXT.native,) * 2, *Family.FLUX_KONTEXT.defaults())
     if "flux" in lname:

@@ -23,6 +23,7 @@ from .header import Tensors
 UNET = "model.diffusion_model."
 # LoRAs of the flow-matching transformers, by their block names (diffusers/PEFT, kohya and original layouts):
 # Flux has double and single blocks, SD3 joint blocks only.
+_Z_IMAGE_LORA = re.compile(r'"[^"]*(noise_refiner|context_refiner)[._]')  # Z-Image's refiner blocks
 _FLUX_LORA = re.compile(r'"[^"]*(single_transformer_blocks|double_blocks|single_blocks)[._]')
 _SD3_LORA = re.compile(r'"[^"]*(joint_blocks|transformer[._]transformer_blocks)[._]')
 # exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
@@ -225,6 +226,8 @@ def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
         return Description("lora", Family.FLUX)
     if _SD3_LORA.search(names):
         return Description("lora", Family.SD3)
+    if _Z_IMAGE_LORA.search(names):
+        return Description("lora", Family.Z_IMAGE)
     context = None
     match = _LORA_CROSS.search(names)
     if match is not None:
