@@ -7,6 +7,7 @@ document API may be used.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from .shared.connection import DEFAULT_URL, Client, ClientError, ResultImage
 from .shared.protocol import Image
 
 SETTINGS_GROUP = "easel"
+# An edit sends the canvas (or the selection with its context) at any strength: below 1 so that it is sent;
+# edit models take it as context and leave the strength unused.
+EDIT_STRENGTH = 0.5
 HISTORY_SIZE = 16
 CLIENT_NAME = "easel-krita"
 
@@ -43,6 +47,15 @@ def load_params() -> editing.Params:
 def save_params(params: editing.Params) -> None:
     for key, value in editing.params_to_settings(params).items():
         write_setting(key, value)
+
+
+def is_edit_model(welcome: dict | None, model: str | None) -> bool:
+    """Whether ``model`` (empty: the server's default) is an instruction-edit model (FLUX.1 Kontext): its
+    welcome entry's features list ``edit``."""
+    welcome = welcome or {}
+    model = model or welcome.get("default_model")
+    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
+    return "edit" in ((entry or {}).get("features") or [])
 
 
 def to_qimage(image: Image) -> QImage:
@@ -210,6 +223,9 @@ class Controller(QObject):
             return
         params = self.current_params()
         save_params(params)
+        edit = is_edit_model(self.welcome, params.model)
+        if edit:  # the prompt is an instruction for the canvas or the selection
+            params = dataclasses.replace(params, strength=min(params.strength, EDIT_STRENGTH))
         doc = Krita.instance().activeDocument()
         docker = self.current_docker()
         try:
@@ -225,6 +241,8 @@ class Controller(QObject):
         job = Job(document.document_key(doc), planned, params, placement=document.placement(doc))
         words = {editing.TXT2IMG: "Generating a new image", editing.IMG2IMG: "Refining the canvas",
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
+        if edit:
+            words = "Editing the selection" if planned.mode == editing.INPAINT else "Editing the canvas"
         self._run(job, editing.generate_work(planned, self._queue_progress), words)  # with any sketch guide
 
     def _run(self, job: Job, work, words: str, on_done=None) -> None:

@@ -35,6 +35,9 @@ from .regions_panel import RegionPanel
 from .server_panel import ServerPanel
 from .shared import editing
 
+GENERATE_TIP = "Selection: regenerate it · strength < 100%: refine the canvas · else: new image"
+EDIT_TIP = "Edit model: the prompt is an instruction (\"make it night\") for the selection, else the whole canvas"
+
 DOCKER_ID = "easel_docker"
 DEFAULT_LABEL = "model default"
 
@@ -137,8 +140,7 @@ class EaselDocker(DockWidget):
         outer.addWidget(self.controls)
         self.regions = RegionPanel(self.controller)  # region layers: shown for models with regions
         outer.addWidget(self.regions)
-        self.generate_button = named(QPushButton("Generate"), "easel_generate_button",
-                                      "Selection: regenerate it · strength < 100%: refine the canvas · else: new image")
+        self.generate_button = named(QPushButton("Generate"), "easel_generate_button", GENERATE_TIP)
         self.cancel_button = named(QPushButton("Cancel"), "easel_cancel_button")
         row = QHBoxLayout()
         row.addWidget(self.generate_button, 2)
@@ -191,6 +193,7 @@ class EaselDocker(DockWidget):
         self.model.currentTextChanged.connect(self.power.refresh)  # the refiner fits SDXL models only
         self.model.currentTextChanged.connect(self.controls.refresh)  # the kinds of this model's ControlNets
         self.model.currentTextChanged.connect(self.regions.refresh)
+        self.model.currentTextChanged.connect(self._edit_mode)  # an edit model: Generate reads Edit
         self.live_button.toggled.connect(self.live.toggle)
         self.live_apply.clicked.connect(self.live.apply)
         self.seed_random.toggled.connect(lambda random: self.seed.setEnabled(not random))
@@ -256,6 +259,7 @@ class EaselDocker(DockWidget):
         self.power.refresh(self.model.currentText())
         self.controls.refresh(self.model.currentText())
         self.regions.refresh(self.model.currentText())
+        self._edit_mode(self.model.currentText())
         self.refresh_progress()
         self.refresh_live()
 
@@ -303,6 +307,12 @@ class EaselDocker(DockWidget):
     # -- reactions -------------------------------------------------------------------------------
     def _strength_changed(self, value: int) -> None:
         self.strength_label.setText(editing.strength_text(value))
+
+    def _edit_mode(self, model_id: str) -> None:
+        """An edit model (FLUX.1 Kontext): the button reads Edit and sends the canvas or the selection to edit."""
+        edit = ctl.is_edit_model(self.controller.welcome, model_id)
+        self.generate_button.setText("Edit" if edit else "Generate")
+        self.generate_button.setToolTip(EDIT_TIP if edit else GENERATE_TIP)
 
     def _reuse_seed(self) -> None:
         if self.controller.last_seed is not None:

@@ -247,6 +247,7 @@ class Driver(DriverBase):
             "status": status.text(), "active_before": active, "negative": negative,
             "mask_bytes": len(mask), "progress_seen": list(self.seen),
             "last_seed": self.w(QLabel, "easel_last_seed").text(),
+            "button": self.w(QPushButton, "easel_generate_button").text(),  # "Edit" for an edit model
             "unchanged": {k: after.get(k) == v for k, v in before.items()},
             "stack": [n.name() for n in self.layers(doc)],
             "new_layers": [],
