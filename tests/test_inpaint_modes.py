@@ -6,6 +6,8 @@ equal to the selection work before the modes, and ``easel generate --expand`` ag
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,7 @@ from easel.server.imaging.geometry import Bounds, Extent
 from easel.server.imaging.masks import composite_mask
 from easel.server.imaging.region import plan_generation
 from easel.server.limits import Limits
+from easel.server.selection_modes import setup_mode
 from easel.server.work import Inputs, engine_job
 from helpers.pictures import box_mask, rgba_image, texture
 
@@ -78,6 +81,15 @@ def demo():
 ])
 def test_automatic_choice_from_selection_and_strength(requested, strength, selection, margins, chosen):
     assert modes.choose_mode(requested, strength, selection, Extent(100, 80), margins) == chosen
+
+
+@pytest.mark.parametrize("x, canvas_width, chosen", [(0, 64, "expand"), (40, 200, "fill"), (40, None, "expand")])
+def test_a_selection_spanning_the_canvas_not_just_the_sent_region_expands(x, canvas_width, chosen):
+    mask = box_mask(64, 48, (0, 10, 64, 20))  # as wide as the sent image
+    request = GenerateRequest(job="j", prompt="x", x=x, canvas_width=canvas_width, canvas_height=canvas_width)
+    setup = setup_mode(request, texture(64, 48), mask)
+    assert setup.mode == chosen and setup.parameters() == {"inpaint_mode": chosen}
+    assert setup_mode(replace(request, strength=0.9), texture(64, 48), mask).mode == "refine"
 
 
 def test_feather_widens_with_strength_for_new_content_only():
@@ -174,6 +186,18 @@ def test_remove_leaves_no_trace_on_a_plain_background(request, engine_name):
     difference = np.abs(flat[..., :3].astype(int) - BACKGROUND).max(axis=-1)
     assert difference.max() <= 2, f"{engine_name}: a trace {difference.max()} levels off the background"
     assert out.parameters["prompt"] == ""
+
+
+@pytest.mark.parametrize("mode", ["refine", "fill", "add", "remove", "expand"])
+def test_each_mode_on_the_demo_model(demo, mode):
+    picture, selection = drawn_circle()
+    out = generate(demo, picture, selection, inpaint_mode=mode, steps=8, strength=0.8)
+    assert out.parameters["inpaint_mode"] == mode
+    flat = flatten(picture, layer_of(out))
+    untouched = composite_mask(selection, out.parameters["feather"]) == 0
+    assert np.array_equal(flat[untouched], picture[untouched])
+    changed = np.abs(flat[..., :3].astype(int) - picture[..., :3]).max(axis=-1)[selection == 255]
+    assert changed.max() > 0  # every mode paints the selection
 
 
 def test_fill_on_the_demo_model_continues_a_plain_background(demo):

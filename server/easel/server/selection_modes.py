@@ -122,9 +122,12 @@ def setup_mode(request: GenerateRequest, image: np.ndarray | None, mask: np.ndar
     if any(margins):
         image, mask = modes.grow_canvas(image, mask, margins)
     selection = Bounds.from_mask(mask) if mask is not None else None
-    canvas = Extent(request.canvas_width or image.shape[1], request.canvas_height or image.shape[0])
-    if selection is not None and not any(margins):
+    canvas = Extent(image.shape[1], image.shape[0])  # as plan_generation: no canvas size = the sent image's
+    visible = Bounds.of(canvas)
+    if request.canvas_width is not None or request.canvas_height is not None:
+        canvas = Extent(request.canvas_width or 2**31, request.canvas_height or 2**31)
         visible = Bounds.of(canvas, -request.x, -request.y)
+    if selection is not None and not any(margins):
         selection = selection.intersect(visible)
         selection = None if selection.is_empty else selection
     mode = modes.choose_mode(request.inpaint_mode, request.strength, selection, canvas, margins)
