@@ -7,6 +7,9 @@ FLUX.1-dev-like pipeline; the server also offers a (SD) ControlNet, so hiding it
 The docker must hide what FLUX.1 cannot use, and each layer must equal, pixel for pixel and at its
 offset, what the same request gives when sent directly with the shared client. The scenarios keep a
 negative prompt in the (hidden) field: FLUX.1 refuses one, so the plugin must leave it out.
+
+The server also has a tiny FLUX Redux (``--ip-adapter``): the "reference" part adds a smaller picture as a
+``reference`` control layer, refines with it (sent whole, at its own size) and again with it switched off.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from easel.client import editing
-from easel.client.connection import Client
+from easel.client.connection import Client, new_job_id
+from easel.client.protocol import Control, GenerateRequest, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
 from gui_run import H, W, checked_scenario, flux_spec, krita_gui_session, scenarios
@@ -25,24 +29,32 @@ from krita_host import ARTIFACTS
 
 pytestmark = pytest.mark.editor
 USES = {"generate": "txt2img", "refine": "img2img", "selection": "inpaint"}
+REFERENCE = {"box": [30, 10, 24, 16], "strength": 0.8,  # x, y, w, h on the canvas
+             "params": dict(prompt="a tower at night", negative="", strength=60, steps=3, guidance=None, seed=5,
+                            batch=1)}
 
 
 @pytest.fixture(scope="module")
 def flux_url(tiny_flux_path, tiny_sd_path, tmp_path_factory):
-    """``easel serve`` with only the tiny FLUX.1 model, a ControlNet it cannot use, and a result store."""
+    """``easel serve`` with only the tiny FLUX.1 model, a ControlNet it cannot use, a tiny FLUX Redux and a
+    result store."""
     from helpers.server_harness import running_server
     from helpers.tiny_models import build_tiny_controlnet
+    from helpers.tiny_redux import build_tiny_redux
 
     root = tmp_path_factory.mktemp("krita-flux-server")
     control = build_tiny_controlnet(tiny_sd_path, root / "scribble")
-    with running_server([tiny_flux_path], "--control-model", control, "--output-dir", str(root / "results"),
-                        log_path=root / "server.log") as url:
+    redux = build_tiny_redux(root / "FLUX.1-Redux-dev")
+    with running_server([tiny_flux_path], "--control-model", control, "--ip-adapter", redux, "--output-dir",
+                        str(root / "results"), log_path=root / "server.log") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def gui(request, flux_url, tmp_path_factory):
-    yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), flux_spec(flux_url), flux_url,
+    spec = flux_spec(flux_url)
+    spec.update(parts=[*spec["parts"], "reference"], reference=REFERENCE)
+    yield from krita_gui_session(request, tmp_path_factory.getbasetemp(), spec, flux_url,
                                  ARTIFACTS / "krita_flux_docker.png")
 
 
@@ -93,3 +105,34 @@ def test_flux_server_ran_the_plugins_jobs_on_flux(gui, flux_url):
     plugin_jobs = [job["parameters"] for job in reversed(jobs)][:len(USES)]
     assert [p["mode"] for p in plugin_jobs] == list(USES.values())
     assert all(p["model"] == gui.result["model"] and p["negative_prompt"] == "" for p in plugin_jobs)
+
+
+def reference_directly(gui, url: str, canvas: str, on: bool):
+    """The oracle: the refine request over the dumped canvas, with the reference whole at its own size."""
+    p, (_, _, w, h) = REFERENCE["params"], REFERENCE["box"]
+    controls, attachments = [], {}
+    if on:
+        attachments["controls.0.image"] = Image.rgba(w, h, (gui.out / "reference-ref.rgba").read_bytes())
+        controls.append(Control("reference", "controls.0.image", REFERENCE["strength"]))
+    request = GenerateRequest(job=new_job_id(), prompt=p["prompt"], steps=p["steps"], seed=p["seed"], batch=1,
+                              model=gui.result["model"], canvas_width=W, canvas_height=H, strength=p["strength"] / 100,
+                              x=0, y=0, controls=controls or None)
+    with Client(url, image_format="rgba") as client:
+        return client.generate(request, Image.rgba(W, H, (gui.out / canvas).read_bytes()), attachments=attachments)
+
+
+def test_a_reference_layer_steers_flux_through_redux_and_switched_off_is_left_out(gui, flux_url):
+    record = gui.result["reference"]
+    assert record["added"]["rows"] == [["Ref: reference 0.8", True]]
+    layers = {}
+    for name, on in (("on", True), ("off", False)):
+        job = record[name]
+        assert job["done"] and job["unchanged"] and len(job["layers"]) == 1, job["status"]
+        result = reference_directly(gui, flux_url, f"reference-canvas-{name}.rgba", on)
+        assert [c["kind"] for c in result.parameters.get("controls") or []] == (["reference"] if on else [])
+        layers[name] = (gui.out / job["layers"][0]["file"]).read_bytes()
+        want = result.images[0]
+        assert (want.x, want.y, want.image.width, want.image.height) == (0, 0, W, H)
+        assert layers[name] == want.image.data, f"{name}: the layer differs from the direct request's result"
+    steered = reference_directly(gui, flux_url, "reference-canvas-off.rgba", True)
+    assert steered.images[0].image.data != layers["off"]  # the reference steers when it is on

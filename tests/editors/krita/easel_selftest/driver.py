@@ -169,6 +169,11 @@ class Driver(DriverBase):
 
             res["controls"] = yield from controls_part.run(self, doc, spec["controls"])
             self.save()
+        if self.wants("reference") and spec.get("reference"):  # a reference layer (test_krita_flux)
+            from . import reference_part
+
+            res["reference"] = yield from reference_part.run(self, doc, spec["reference"])
+            self.save()
         if self.wants("regions") and spec.get("regions"):  # regions (asked for by test_krita_regions)
             from . import regions_part
 
