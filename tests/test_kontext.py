@@ -104,6 +104,20 @@ def test_text_to_image_runs_as_flux(engine, raw):
     assert_close(img, raw_call(raw["edit"], 7))
 
 
+def test_flux_loras_are_offered_and_edit_with_it(kontext_path, tiny_flux_path, tmp_path):
+    """Kontext keeps FLUX.1-dev's blocks: a FLUX.1 LoRA is offered to it, changes the edit and is taken out."""
+    from helpers.tiny_flow_models import write_tiny_flow_lora
+
+    write_tiny_flow_lora(tiny_flux_path, tmp_path / "loras" / "flux-ink.safetensors")
+    with Engine([kontext_path], device="cpu", dtype="float32", loras_dir=tmp_path / "loras") as eng:
+        assert eng.models()[0].loras == ["flux-ink.safetensors"]
+        (plain,) = run(eng, edit_job("img2img", image=picture()))
+        (inked,) = run(eng, edit_job("img2img", image=picture(), loras=[("flux-ink.safetensors", 1.0)]))
+        (again,) = run(eng, edit_job("img2img", image=picture()))
+    assert not np.array_equal(arr(plain), arr(inked)) and np.array_equal(arr(plain), arr(again))
+    assert inked.info["easel"]["features"]["loras"] == [{"name": "flux-ink.safetensors", "weight": 1.0}]
+
+
 @pytest.fixture(scope="module")
 def served(kontext_path):
     engine = Engine([kontext_path], device="cpu", dtype="float32")

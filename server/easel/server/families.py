@@ -301,6 +301,7 @@ _SPECS: dict[Family, _Spec] = {
                        controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
     # FLUX.1 Kontext [dev]: 28 steps, guidance 2.5 (diffusers' docs); no ControlNet/Redux pipelines of its own
     Family.FLUX_KONTEXT: _Spec("FLUX.1 Kontext", 1024, 28, 2.5, "FluxKontext", flow=True, edit=True,
+                               lora_layouts="flux",  # FLUX.1-dev's blocks: FLUX.1 LoRAs fit
                                no_negative="FLUX.1 Kontext is guidance-distilled and has no negative prompt"),
     # 2026 families: flow-matching transformers with real CFG (a negative prompt), defaults from the model cards
     Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux",
