@@ -143,6 +143,14 @@ def test_colour_match_changes_only_the_new_part_and_matches_the_band():
     for c in range(3):
         assert abs(matched[band][:, c].mean() - original[band][:, c].mean()) < 1.0
         assert abs(matched[band][:, c].std() - original[band][:, c].std()) < 1.5
+    kept = modes.colour_match(generated, original, selection, feather=6, contrast=False)  # fill, expand
+    shift = kept.astype(int) - generated.astype(int)
+    inside = cmask > 0
+    assert np.array_equal(kept[cmask == 0], generated[cmask == 0])
+    for c in range(3):  # one shift per channel (but where it clips): the contrast is the model's
+        values, counts = np.unique(shift[inside][:, c], return_counts=True)
+        assert counts.max() > 0.95 * inside.sum(), values
+        assert abs(kept[band][:, c].mean() - original[band][:, c].mean()) < 1.0
 
 
 # ----------------------------------------------------------------------------- on the models
@@ -200,12 +208,17 @@ def test_each_mode_on_the_demo_model(demo, mode):
     assert changed.max() > 0  # every mode paints the selection
 
 
-def test_fill_on_the_demo_model_continues_a_plain_background(demo):
+def test_fill_on_a_plain_background_paints_its_prompt_with_the_backgrounds_colour_cast(demo):
+    """Auto at strength 1 is a fill: the prompt's subject stays (the plain band's zero spread must not flatten
+    it, as it does for remove), and the band's mean is the background's."""
     picture, selection = drawn_circle()
-    out = generate(demo, picture, selection, steps=8)  # auto at strength 1: fill
+    out = generate(demo, picture, selection, steps=8)
     assert out.parameters["inpaint_mode"] == "fill"
     flat = flatten(picture, layer_of(out))
-    assert np.abs(flat[..., :3].astype(int) - BACKGROUND).max() <= 2
+    inside = np.abs(flat[..., :3].astype(int) - BACKGROUND).max(axis=-1)[selection == 255]
+    assert inside.max() > 20  # something was painted
+    band = (composite_mask(selection, out.parameters["feather"]) > 0) & (selection == 0)
+    assert np.abs(flat[band][:, :3].mean(axis=0) - BACKGROUND).max() < 4
 
 
 @pytest.mark.parametrize("margins", [(16, 0, 32, 8), (0, 24, 0, 0)])

@@ -102,7 +102,7 @@ class ModeSetup:
         rgb = generated.convert("RGB") if isinstance(generated, PILImage.Image) else generated
         gen = resize(np.asarray(rgb), plan.region.extent)
         return modes.colour_match(gen, region_source(plan, self.image), region_selection(plan, self.mask),
-                                  plan.feather)
+                                  plan.feather, contrast=self.mode in modes.CONTRAST_MATCHED)
 
     def parameters(self) -> dict[str, Any]:
         """What the result's ``parameters`` say about the mode (none for text to image)."""

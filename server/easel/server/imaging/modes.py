@@ -6,7 +6,7 @@ The modes (docs/imaging.md, "Selection modes"), after krita-ai-diffusion's inpai
 * ``fill``: new content continuing the surroundings: the hole is pre-filled (OpenCV Telea), denoised
   at full strength, colour matched;
 * ``add``: a new object: the hole is pre-filled neutral grey, the request's prompt and strength, no colour match;
-* ``remove``: the hole is pre-filled (Telea) and denoised without a prompt, colour matched;
+* ``remove``: the hole is pre-filled (Telea) and denoised without a prompt, colour and contrast matched;
 * ``expand``: outpainting: the selected (or grown, transparent) part is filled from the rest by pull-push,
   denoised at full strength, colour matched.
 
@@ -25,6 +25,10 @@ REFINE, FILL, ADD, REMOVE, EXPAND = "refine", "fill", "add", "remove", "expand"
 NEW_CONTENT = (FILL, ADD, REMOVE, EXPAND)
 #: Modes whose result is colour matched to its surroundings (an added object is meant to differ).
 COLOUR_MATCHED = (FILL, REMOVE, EXPAND)
+#: Modes whose colour match also matches contrast: removing wants the background back, so a plain band
+#: flattens what the model left there; fill and expand keep the contrast of what they paint (only its
+#: colour cast is corrected), or a prompt's subject on a plain background would be flattened away.
+CONTRAST_MATCHED = (REMOVE,)
 #: Modes that always denoise at full strength over their pre-fill.
 FULL_STRENGTH = (FILL, EXPAND)
 NEUTRAL = 127  #: the grey an ``add`` hole is pre-filled with
@@ -87,14 +91,16 @@ def prefill(rgba: np.ndarray, selection: np.ndarray, mode: str) -> np.ndarray:
     return out
 
 
-def colour_match(generated: np.ndarray, original: np.ndarray, selection: np.ndarray, feather: int) -> np.ndarray:
+def colour_match(generated: np.ndarray, original: np.ndarray, selection: np.ndarray, feather: int,
+                 contrast: bool = True) -> np.ndarray:
     """``generated`` (HxWx3, the region) with its new part matched to its surroundings, per channel.
 
     The blend band is where the compositing mask is non-zero outside the selection, over opaque original
     pixels: there the generated and the original picture should agree. Each channel of the new part
-    (compositing mask > 0) is shifted and scaled so that its band mean and spread equal the original's
-    (the scale capped at ``MAX_STD_RATIO``); every other pixel is returned unchanged, so compositing keeps
-    the pixels outside the blend bit-exact. A band of fewer than ``MIN_BAND`` pixels changes nothing.
+    (compositing mask > 0) is shifted so that its band mean equals the original's and, with ``contrast``,
+    scaled so that its band spread does too (the scale capped at ``MAX_STD_RATIO``); every other pixel is
+    returned unchanged, so compositing keeps the pixels outside the blend bit-exact. A band of fewer than
+    ``MIN_BAND`` pixels changes nothing.
     """
     cmask = composite_mask(selection, feather)
     band = (cmask > 0) & (selection == 0) & (original[..., 3] == 255)
@@ -105,6 +111,8 @@ def colour_match(generated: np.ndarray, original: np.ndarray, selection: np.ndar
     g_mean, g_std = gen[band].mean(axis=0), gen[band].std(axis=0)
     o_mean, o_std = orig[band].mean(axis=0), orig[band].std(axis=0)
     ratio = np.minimum(np.divide(o_std, g_std, out=np.ones_like(o_std), where=g_std > 1e-6), MAX_STD_RATIO)
+    if not contrast:
+        ratio = np.ones_like(ratio)
     matched = np.clip(np.rint((gen - g_mean) * ratio + o_mean), 0, 255).astype(np.uint8)
     return np.where((cmask > 0)[..., None], matched, generated)
 
