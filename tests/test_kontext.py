@@ -81,6 +81,15 @@ def test_detected_with_defaults_and_the_edit_feature(engine, kontext_path, tiny_
         assert "edit" not in flux.model_info(None).features
 
 
+def test_found_in_a_models_folder(tmp_path):
+    from helpers.tiny_kontext import build_tiny_kontext
+
+    build_tiny_kontext(tmp_path / "models" / "diffusers" / "tiny-flux-kontext")
+    with Engine([], models_dir=tmp_path / "models", device="cpu", dtype="float32") as eng:
+        found = {m.id: m for m in eng.models()}
+    assert found["tiny-flux-kontext"].family == "flux-kontext" and "edit" in found["tiny-flux-kontext"].features
+
+
 def test_whole_edit_equals_raw_kontext_at_the_job_size(engine, raw):
     """An image without a mask is an edit: the image is context, strength is unused (1), every step runs."""
     images = run(engine, edit_job("img2img", image=picture(), seeds=[7, 8]))
