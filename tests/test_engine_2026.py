@@ -1,8 +1,8 @@
-"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma and
-Z-Image in the three modes against raw diffusers with seeds per image in a batch, their defaults and
-features (refused ones with the family's reason), previews (Chroma's latents packed), cancel, variation
-seeds, LoRAs (Chroma: its own and FLUX.1's), the tiny decoder, Z-Image-Turbo's few-step defaults, and
-single files refused as a later step."""
+"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma, Z-Image
+and Qwen-Image in the three modes against raw diffusers with seeds per image in a batch (Qwen-Image's
+guidance as true CFG), their defaults and features (refused ones with the family's reason), previews
+(Chroma's and Qwen-Image's latents packed), cancel, variation seeds, LoRAs (Chroma: its own and FLUX.1's),
+the tiny decoder, Z-Image-Turbo's few-step defaults, and single files refused as a later step."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_cal
 from helpers.engine_jobs import SIZE, job
 
 torch.set_num_threads(1)
-FAMILIES = ["chroma", "z-image"]
+FAMILIES = ["chroma", "z-image", "qwen-image"]
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, str]:
-    from helpers.tiny_2026_models import build_tiny_chroma, build_tiny_z_image
+    from helpers.tiny_2026_models import build_tiny_chroma, build_tiny_qwen_image, build_tiny_z_image
 
     root = tmp_path_factory.mktemp("tiny_2026")
-    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image")}
+    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image"),
+            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image")}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def loras(tmp_path_factory, paths, tiny_flux_path):
 
     folder = tmp_path_factory.mktemp("loras_2026")
     for family, path in paths.items():
-        write_tiny_lora(path, folder / f"{family}-ink.safetensors")
+        write_tiny_lora(path, folder / f"{family}-ink.safetensors", extra=("img_mlp.net.2",) * (family == "qwen-image"))
     write_tiny_flow_lora(tiny_flux_path, folder / "flux-ink.safetensors")  # the tiny FLUX.1 is as wide as Chroma
     return folder
 
@@ -60,7 +61,19 @@ def raw_pipes(paths):
         out[name] = {mode: getattr(diffusers, family.pipeline_class(mode)).from_pipe(t2i) for mode in family.modes}
         for pipe in out[name].values():
             pipe.set_progress_bar_config(disable=True)
+        if family.true_cfg:  # the job's guidance is the pipeline's true_cfg_scale
+            out[name] = {mode: _TrueCfg(pipe) for mode, pipe in out[name].items()}
     return out
+
+
+class _TrueCfg:
+    """A Qwen-Image pipeline called as the others: ``guidance_scale`` is its ``true_cfg_scale``."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def __call__(self, guidance_scale: float, **kwargs):
+        return self.pipe(true_cfg_scale=guidance_scale, **kwargs)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -72,10 +85,11 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, m
     assert all(i.info["easel"]["guidance"] == 4.0 for i in images)
 
 
-@pytest.mark.parametrize(("family", "steps", "guidance"), [("chroma", 40, 3.0), ("z-image", 50, 5.0)])
-def test_defaults_and_features(engine, paths, family, steps, guidance):
+@pytest.mark.parametrize(("family", "native", "steps", "guidance"), [
+    ("chroma", 1024, 40, 3.0), ("z-image", 1024, 50, 5.0), ("qwen-image", 1328, 50, 4.0)])
+def test_defaults_and_features(engine, paths, family, native, steps, guidance):
     info = engine.model_info(paths[family])
-    assert (info.family, info.native, info.default_steps, info.default_guidance) == (family, (1024, 1024), steps,
+    assert (info.family, info.native, info.default_steps, info.default_guidance) == (family, (native, native), steps,
                                                                                       guidance)
     assert info.features == ["negative_prompt", "loras", "variation_seed"] and not info.few_step
     (img,) = run(engine, EngineJob(mode="txt2img", prompt="a cat", model=paths[family], width=32, height=32,
@@ -153,7 +167,8 @@ def _listed(engine: Engine, family: str):
 
 
 # Chroma keeps FLUX.1's blocks (LoRAs of either carry FLUX.1's block names): both are offered to it
-LORAS = {"chroma": ["chroma-ink.safetensors", "flux-ink.safetensors"], "z-image": ["z-image-ink.safetensors"]}
+LORAS = {"chroma": ["chroma-ink.safetensors", "flux-ink.safetensors"], "z-image": ["z-image-ink.safetensors"],
+         "qwen-image": ["qwen-image-ink.safetensors"]}
 
 
 @pytest.mark.parametrize(("family", "name"), [(f, n) for f, names in LORAS.items() for n in names])
@@ -177,12 +192,13 @@ def test_hub_names_and_unknown_classes():
     from easel.server.engine.loading import check_supported
     from easel.server.traits import guess
 
-    chroma, turbo = guess("lodestones/Chroma1-HD"), guess("Tongyi-MAI/Z-Image-Turbo")
+    chroma, turbo, qwen = guess("lodestones/Chroma1-HD"), guess("Tongyi-MAI/Z-Image-Turbo"), guess("Qwen/Qwen-Image")
+    assert (qwen.family, qwen.native, qwen.default_guidance) == ("qwen-image", (1328, 1328), 4.0)
     assert (chroma.family, chroma.default_steps, chroma.default_guidance) == ("chroma", 40, 3.0)
     assert (turbo.family, turbo.default_steps, turbo.default_guidance, turbo.few_step) == ("z-image", 8, 0.0, True)
     with pytest.raises(EngineError) as err:
         check_supported({"_class_name": "WanPipeline"}, "wan")
-    assert "Chroma, Z-Image" in str(err.value) and err.value.field == "model"
+    assert "Chroma, Z-Image, Qwen-Image" in str(err.value) and err.value.field == "model"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -200,7 +216,7 @@ def test_single_files_are_a_later_step(paths, tmp_path, family):
     assert err.value.field == "model" and f"{Family(family).label} single files are not served yet" in str(err.value)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if Family(f).tiny_vae])
 def test_tiny_decoder(hub_cache, paths, raw_pipes, tmp_path, family):
     """--decoder tiny: FLUX.1's TAESD decoder (taef1; Chroma's latents unpacked), as raw diffusers with its
     VAE swapped."""

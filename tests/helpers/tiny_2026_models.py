@@ -7,6 +7,9 @@ tokenizer made in code):
   small modulation approximator, T5 only, FLUX.1's VAE factors).
 * ``build_tiny_z_image(folder)``: ``ZImagePipeline`` (a ``ZImageTransformer2DModel`` of one layer, a tiny
   random ``Qwen3Model`` text encoder, FLUX.1's VAE factors).
+* ``build_tiny_qwen_image(folder)``: ``QwenImagePipeline`` (a one-block ``QwenImageTransformer2DModel``, a
+  tiny random Qwen2.5-VL text encoder, a small ``AutoencoderKLQwenImage`` of scale 8 with Qwen-Image's
+  latent means and deviations).
 
 ``chat_tokenizer()`` is the Qwen text encoders' tokenizer made in code: a character-level Unigram model
 with Qwen's chat tokens and a ChatML chat template (the pipelines wrap prompts in it), no files needed.
@@ -20,7 +23,7 @@ import torch
 
 from helpers.tiny_flow_models import T5_DIM, _save, _t5, _vae, t5_tokenizer
 
-__all__ = ["build_tiny_chroma", "build_tiny_z_image", "chat_tokenizer", "write_tiny_lora"]
+__all__ = ["build_tiny_chroma", "build_tiny_qwen_image", "build_tiny_z_image", "chat_tokenizer", "write_tiny_lora"]
 
 QWEN_DIM = 32
 _CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -43,10 +46,12 @@ def build_tiny_chroma(folder: str | os.PathLike) -> str:
     return _save(pipe, os.fspath(folder))
 
 
-def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, rank: int = 4) -> str:
+def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, rank: int = 4,
+                    extra: tuple[str, ...] = ()) -> str:
     """A diffusers-format LoRA (.safetensors) for a saved tiny pipeline's transformer (its attention
-    projections to_q/to_k/to_v; random non-zero A and B, so it changes the output), saved by the pipeline
-    class's own ``save_lora_weights`` (Chroma's keys carry FLUX.1's block names, Z-Image's its refiners')."""
+    projections to_q/to_k/to_v and the ``extra`` modules; random non-zero A and B, so it changes the output),
+    saved by the pipeline class's own ``save_lora_weights`` (Chroma's keys carry FLUX.1's block names,
+    Z-Image's its refiners', Qwen-Image's its img_mlp with ``extra=("img_mlp.net.2",)``)."""
     import json
     import warnings
 
@@ -59,7 +64,7 @@ def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike,
     transformer = getattr(diffusers, index["transformer"][1]).from_pretrained(folder, subfolder="transformer")
     torch.manual_seed(seed)
     inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                       target_modules=["to_q", "to_k", "to_v"]), transformer)
+                                       target_modules=["to_q", "to_k", "to_v", *extra]), transformer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         layers = get_peft_model_state_dict(transformer)
@@ -106,4 +111,42 @@ def build_tiny_z_image(folder: str | os.PathLike) -> str:
         n_heads=2, n_kv_heads=2, cap_feat_dim=QWEN_DIM, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64])
     pipe = ZImagePipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                           vae=_vae(0.3611, 0.1159), text_encoder=_qwen3(), tokenizer=chat_tokenizer())
+    return _save(pipe, os.fspath(folder))
+
+
+def _qwen25_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    text = {"vocab_size": len(chat_tokenizer()), "hidden_size": QWEN_DIM, "intermediate_size": 37,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "bos_token_id": 1,
+            "eos_token_id": 2, "max_position_embeddings": 2048,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+    vision = {"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": QWEN_DIM,
+              "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0]}
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, vocab_size=text["vocab_size"], bos_token_id=1,
+                              eos_token_id=2)
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def build_tiny_qwen_image(folder: str | os.PathLike) -> str:
+    """Save a tiny Qwen-Image pipeline (one block of 2 heads of 16; a 4-level VAE, scale 8)."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=QWEN_DIM, axes_dims_rope=(4, 6, 6))
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True])
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02)
+    pipe = QwenImagePipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=_qwen25_vl(),
+                             tokenizer=chat_tokenizer())
     return _save(pipe, os.fspath(folder))

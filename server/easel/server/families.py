@@ -1,9 +1,9 @@
 """Model families as one type: ``Family``, and what each family can do.
 
 A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
-``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"``, ``"qwen-image"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
-and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image), its default steps and
+and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image, Qwen-Image), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
 classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
@@ -67,6 +67,7 @@ class _Spec:
     edit: bool = False  # instruction edits: the image is context (not init latents), img2img is the plain pipeline
     lora_layouts: str | None = None  # another family whose LoRAs load into it (its blocks are that family's)
     single_file: bool = True  # flow families: single transformer files load with a config folder
+    true_cfg: bool = False  # its pipelines' CFG is true_cfg_scale, on only with a negative prompt (Qwen-Image)
 
 
 class Family(str, Enum):
@@ -81,6 +82,7 @@ class Family(str, Enum):
     FLUX_KONTEXT = "flux-kontext"
     CHROMA = "chroma"
     Z_IMAGE = "z-image"
+    QWEN_IMAGE = "qwen-image"
     DEMO = "demo"
 
     __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
@@ -199,6 +201,12 @@ class Family(str, Enum):
         return self._spec.single_file
 
     @property
+    def true_cfg(self) -> bool:
+        """Its pipelines take CFG as ``true_cfg_scale`` and run it only with a negative prompt (Qwen-Image:
+        the model card's is ``" "`` when there is none)."""
+        return self._spec.true_cfg
+
+    @property
     def lora_families(self) -> frozenset[Family]:
         """The families whose LoRAs fit its models: its own, and the one whose blocks it keeps (Chroma: FLUX.1's)."""
         return frozenset({self} | ({Family(self._spec.lora_layouts)} if self._spec.lora_layouts else set()))
@@ -308,6 +316,8 @@ _SPECS: dict[Family, _Spec] = {
                          single_file=False),  # lodestones/Chroma1-HD: FLUX.1-like, T5 only
     # Z-Image (base): the pipelines' defaults, 50 steps with CFG 5; Tongyi-MAI/Z-Image-Turbo: "z-image-turbo"
     Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True, single_file=False),
+    # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
+    Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, single_file=False, true_cfg=True),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }

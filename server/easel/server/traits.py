@@ -21,7 +21,8 @@ SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.
 
 
 # words in a hub id that name a family (before its configs are downloaded)
-_NAMED = {Family.CHROMA: ("chroma",), Family.Z_IMAGE: ("z-image", "z_image", "zimage")}
+_NAMED = {Family.CHROMA: ("chroma",), Family.Z_IMAGE: ("z-image", "z_image", "zimage"),
+          Family.QWEN_IMAGE: ("qwen-image", "qwen_image", "qwenimage")}
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-_PACKED = ("Flux", "Chroma")  # pipelines (FLUX.1's and those copied from them) that pack 2x2 latent patches
+_PACKED = ("Flux", "Chroma", "QwenImage")  # pipelines (FLUX.1's and those like it) that pack 2x2 latent patches
 
 
 def is_flux(pipe: Any) -> bool:
-    """A FLUX.1-style pipeline (FLUX.1, Chroma): packed latents, inpainting that always re-noises."""
+    """A FLUX.1-style pipeline (FLUX.1, Chroma, Qwen-Image): packed latents, inpainting that always re-noises."""
     return type(pipe).__name__.startswith(_PACKED)
 
 
@@ -38,10 +38,11 @@ def in_channels(pipe: Any) -> int:
 
 
 def spatial_latents(pipe: Any, latents: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """(B, C, h, w) latents for a preview: Flux's packed sequence unpacked, others as they are."""
+    """(B, C, h, w) latents for a preview: Flux's packed sequence unpacked (Qwen-Image's one-frame video
+    latents without their frame axis), others as they are."""
     if latents.ndim == 3 and is_flux(pipe):
-        return pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-    return latents
+        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    return latents.flatten(1, 2) if latents.ndim == 5 else latents
 
 
 def packer(pipe: Any, width: int, height: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -51,6 +52,8 @@ def packer(pipe: Any, width: int, height: int) -> Callable[[torch.Tensor], torch
     scale = int(pipe.vae_scale_factor) * 2
 
     def pack(latents: torch.Tensor) -> torch.Tensor:
+        if latents.ndim == 5:  # Qwen-Image's one-frame video latents: (B, 1, C, h, w)
+            latents = latents.flatten(1, 2)
         b, c = latents.shape[:2]
         return pipe._pack_latents(latents, b, c, 2 * (height // scale), 2 * (width // scale))
 

@@ -109,6 +109,10 @@ def _encode(vae: torch.nn.Module, image: np.ndarray) -> torch.Tensor:
     param = next(vae.parameters())
     x = torch.from_numpy(image).permute(2, 0, 1)[None] * 2 - 1
     x = x.to(device=param.device, dtype=param.dtype)
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is not None and std is not None:  # a video VAE (Qwen-Image's): one frame, per-channel normalisation
+        latents = vae.encode(x[:, :, None]).latent_dist.mean[:, :, 0]
+        return (latents - x.new_tensor(mean)[:, None, None]) / x.new_tensor(std)[:, None, None]
     latents = vae.encode(x).latent_dist.mean
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     scale = getattr(vae.config, "scaling_factor", 1.0) or 1.0

@@ -190,6 +190,9 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
                 kwargs["output_type"] = "latent"
             if lm.traits.family.unsupported("negative_prompt"):  # FLUX.1: guidance-distilled, no CFG pass
                 kwargs.pop("negative_prompt", None)
+            if lm.traits.family.true_cfg:  # Qwen-Image: CFG runs only with a negative prompt
+                kwargs.update(true_cfg_scale=kwargs.pop("guidance_scale"),
+                              negative_prompt=kwargs["negative_prompt"] or " ")
             if lm.traits.flow and "image" in kwargs and len(seeds) > 1:
                 # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per
                 # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run)

@@ -48,7 +48,8 @@ def generators(seeds: Sequence[int]) -> list[torch.Generator]:
 
 def latent_shape(pipe: Any, batch: int, width: int, height: int) -> tuple[int, int, int, int]:
     """The shape of the initial noise the pipeline would draw."""
-    channels = int(getattr(pipe.vae.config, "latent_channels", 4))
+    config = pipe.vae.config
+    channels = int(getattr(config, "latent_channels", None) or getattr(config, "z_dim", None) or 4)  # z_dim: Qwen
     scale = int(pipe.vae_scale_factor)
     if flow.is_flux(pipe):  # Flux draws 2 * (size // 16) latent px, then packs 2x2
         return (batch, channels, 2 * (height // (scale * 2)), 2 * (width // (scale * 2)))

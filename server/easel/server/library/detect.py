@@ -24,6 +24,7 @@ UNET = "model.diffusion_model."
 # LoRAs of the flow-matching transformers, by their block names (diffusers/PEFT, kohya and original layouts):
 # Flux has double and single blocks, SD3 joint blocks only.
 _Z_IMAGE_LORA = re.compile(r'"[^"]*(noise_refiner|context_refiner)[._]')  # Z-Image's refiner blocks
+_QWEN_IMAGE_LORA = re.compile(r'"[^"]*(img_mlp|txt_mlp|img_mod|txt_mod)[._]')  # Qwen-Image's per-stream blocks
 _FLUX_LORA = re.compile(r'"[^"]*(single_transformer_blocks|double_blocks|single_blocks)[._]')
 _SD3_LORA = re.compile(r'"[^"]*(joint_blocks|transformer[._]transformer_blocks)[._]')
 # exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
@@ -224,6 +225,8 @@ def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
     names = names if names is not None else names_text(tensors)
     if _FLUX_LORA.search(names):
         return Description("lora", Family.FLUX)
+    if _QWEN_IMAGE_LORA.search(names):  # before SD3's: both name diffusers' transformer_blocks
+        return Description("lora", Family.QWEN_IMAGE)
     if _SD3_LORA.search(names):
         return Description("lora", Family.SD3)
     if _Z_IMAGE_LORA.search(names):
