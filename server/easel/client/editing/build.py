@@ -9,6 +9,7 @@ and it is tested without an editor (``tests/test_request_builder.py``, on a fake
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from ..protocol import Image
@@ -77,13 +78,23 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
     Control layers (``controls``) are read each on its own over exactly what is sent (text to image:
     the whole canvas; a reference layer: whole, over its own bounds) and left out of the canvas, enabled
     or not. Region layers (``regions``) stay in the canvas; each enabled one's alpha over the same box is a
-    region's mask (``region_items``). With a control model, the sketch
+    region's mask (``region_items``). An expand job (``features.expand``) sends the whole canvas without the
+    selection, control or region layers (theirs would have to be the grown picture's size); the result grows the
+    canvas (``grown_canvas``). With a control model, the sketch
     guide is the visible picture over the same pixels, inverted when it is drawn dark on light
     (``sketch_guide``)."""
     features = features or Features()
     exclude = [c.layer for c in controls]
-    state = read_state(doc, params.strength, use_selection, exclude)
-    planned = plan_request(state, params)
+    if features.expand:  # the whole canvas reaches every edge that grows; the margins are the selection
+        controls, regions = [], []  # theirs would have to be the grown picture's size: left out
+        features = replace(features, control_model=None)
+        width, height = doc.size()
+        state = EditorState(width, height, doc.read_canvas((0, 0, width, height), exclude), (0, 0, width, height))
+        planned = plan_request(state, replace(params, strength=min(params.strength, 0.5)))  # sends the image
+        planned.request.strength = params.strength  # expand runs at 1 whatever is sent
+    else:
+        state = read_state(doc, params.strength, use_selection, exclude)
+        planned = plan_request(state, params)
     box = state.box
     guide = None
     if features.control_model:

@@ -120,6 +120,29 @@ def plan_request(state: EditorState, params: Params) -> PlannedRequest:
 Box = tuple[int, int, int, int]  # x, y, width, height
 
 
+@dataclass(frozen=True)
+class Growth:
+    """Where things go when an expand job's result grows the canvas (docs/protocol.md): the new canvas size,
+    ``dx, dy`` where the old canvas's origin lands in it, and ``place`` for the result layer."""
+
+    width: int
+    height: int
+    dx: int
+    dy: int
+
+    def place(self, x: int, y: int) -> tuple[int, int]:
+        """A result layer's offset in the grown canvas from its ``x, y`` in the old one (negative where it
+        reaches left of or above the old canvas)."""
+        return x + self.dx, y + self.dy
+
+
+def grown_canvas(width: int, height: int, expand) -> Growth:
+    """The canvas ``width`` x ``height`` grown by ``expand`` = [LEFT, TOP, RIGHT, BOTTOM] pixels (None: unchanged).
+    Krita: ``doc.resizeImage(-dx, -dy, width, height)``; GIMP: ``image.resize(width, height, dx, dy)``."""
+    left, top, right, bottom = expand or (0, 0, 0, 0)
+    return Growth(width + left + right, height + top + bottom, left, top)
+
+
 def read_plan(width: int, height: int, selection_box: Box | None, strength: float) -> tuple[str, Box | None]:
     """What a plugin reads from the document before ``plan_request``: the mode and the region.
 

@@ -83,23 +83,33 @@ class Features:
     hires: str = _default("hires")  # "auto": a second pass for regions well above the model's size; "off"
     hires_strength: float | None = None  # None: the model family's default
     exact_size: bool = False  # run at the region's own size (docs/imaging.md)
+    inpaint_mode: str = _default("inpaint_mode")  # "auto" stays off the wire (older servers lack the field)
+    expand: list | None = None  # [LEFT, TOP, RIGHT, BOTTOM]: grow the canvas (build_request sends all of it)
 
 
 def features_from_ui(loras: str = "", variation_seed: int = -1, variation_strength: float = Features.variation_strength,
                      control_model: str = "", control_strength: float = Features.control_strength,
                      refiner: bool = False, refiner_switch: float = Features.refiner_switch,
                      available_loras: list[str] | None = None, second_pass: bool = True,
-                     hires_strength: float = 0.0, exact_size: bool = False) -> Features:
+                     hires_strength: float = 0.0, exact_size: bool = False, inpaint_mode: str = "",
+                     expand: tuple[int, int, int, int] | list | None = None) -> Features:
     """Features from editor widgets, whose 'off' values are an empty text, a negative variation
-    seed and an empty control model; a second-pass strength of 0 means the family's default.
-    ValueError (plain words) for unreadable LoRA text."""
+    seed and an empty control model; a second-pass strength of 0 means the family's default; an empty
+    mode is ``auto`` and four zero margins no expand. ValueError (plain words) for unreadable LoRA text,
+    an unknown mode or a margin outside 0..MAX_EXPAND."""
+    known = request_fields()
+    mode = (inpaint_mode or "").strip().lower() or Features.inpaint_mode
+    margins = [int(v) for v in expand] if expand is not None and any(expand) else None
+    known["inpaint_mode"].check(mode)  # a FieldError (a ValueError) names the field
+    if margins is not None:
+        known["expand"].check(margins)
     return Features(loras=match_loras(parse_loras(loras or ""), available_loras),
                     control_model=(control_model or "").strip() or None, control_strength=float(control_strength),
                     variation_seed=int(variation_seed) if variation_seed is not None and variation_seed >= 0 else None,
                     variation_strength=float(variation_strength), refiner=bool(refiner),
                     refiner_switch=float(refiner_switch), hires="auto" if second_pass else "off",
                     hires_strength=float(hires_strength) if hires_strength and hires_strength > 0 else None,
-                    exact_size=bool(exact_size))
+                    exact_size=bool(exact_size), inpaint_mode=mode, expand=margins)
 
 
 @dataclass
