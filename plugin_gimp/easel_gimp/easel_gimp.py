@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Easel for GIMP 3: Filters > Easel > Generate…, Image from Sketch…, Regenerate Selection…,
-Edit with Instruction…, Upscale…, History…, Use as Control Layer…, Make Control Layer…, Use as Region….
+Edit with Instruction…, Expand Canvas…, Upscale…, History…, Use as Control Layer…, Make Control Layer…, Use as Region….
 
 Each command is a PDB procedure (``easel-generate``, ``easel-image-from-sketch``,
-``easel-regenerate-selection``, ``easel-edit``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
+``easel-regenerate-selection``, ``easel-edit``, ``easel-expand``, ``easel-upscale``, ``easel-history``, ``easel-control-layer``,
 ``easel-make-control-layer``, ``easel-region-layer``) whose arguments are the dialog's fields, so scripts and
 batch mode can run it NONINTERACTIVE. Layers marked as control layers (easel_controls.py) steer the generating
 ones; layers marked as regions (easel_regions.py) give their paint a prompt of its own. The request goes to a local
@@ -40,7 +40,7 @@ from easel_pixels import (  # noqa: E402
 )
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from shared import editing  # noqa: E402
-from shared.protocol import request_fields  # noqa: E402
+from shared.protocol import INPAINT_MODES, MAX_EXPAND, request_fields  # noqa: E402
 
 MENU = "<Image>/Filters/Easel"
 RW = GObject.ParamFlags.READWRITE
@@ -51,7 +51,7 @@ Status = Gimp.PDBStatusType
 class Command:
     label: str
     blurb: str
-    kind: str  # "generate" | "sketch" | "selection" | "edit" | "upscale" | "history" | "control" | "make-control"
+    kind: str  # "generate" | "sketch" | "selection" | "edit" | "expand" | "upscale" | "history" | "control" | "make-control"
     strength: float = 1.0  # default strength (an edit: below 1, so the picture is sent; edit models leave it unused)
 
 
@@ -68,6 +68,9 @@ COMMANDS = {
         "_Edit with Instruction…", "Edit what the image shows as the prompt says (\"make it night\") with an edit "
         "model (FLUX.1 Kontext); with a selection only the selection changes, its surroundings as context", "edit",
         0.5),
+    "easel-expand": Command(
+        "E_xpand Canvas…", "Grow the canvas by the given margins and paint them from the prompt, continuing "
+        "what the image shows (outpainting); the old pixels stay", "expand"),
     "easel-upscale": Command(
         "_Upscale…", "Upscale what the image shows by 2 or 4 into a new image, letting the model add detail "
         "tile by tile", "upscale", 0.35),
@@ -83,7 +86,8 @@ COMMANDS = {
         "Use as _Region…", "Mark the selected layers as regions: where a layer has paint, Generate, Image from Sketch "
         "and Regenerate Selection add its prompt to theirs", "region"),
 }
-GENERATING = ("generate", "sketch", "selection", "edit")
+GENERATING = ("generate", "sketch", "selection", "edit", "expand")
+MARGINS = ("left", "top", "right", "bottom")  # easel-expand's arguments: the request's expand, in its order
 MAIN_FIELDS = ("prompt", "negative-prompt", "strength", "steps", "guidance", "seed", "batch", "model")
 POWER_FIELDS = ("loras", "variation-seed", "variation-strength", "control-model", "control-strength", "refiner",
                 "hires", "hires-strength", "exact-size")
@@ -102,7 +106,9 @@ def fields_of(command: Command) -> tuple[tuple[str, ...], tuple[str, ...]]:
         return ("kind", "strength"), ()
     if command.kind == "region":
         return ("prompt", "negative-prompt", "enabled"), ()
-    return tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind in ("generate", "edit"))), POWER_FIELDS
+    extra = {"selection": ("inpaint-mode",), "expand": MARGINS}.get(command.kind, ())
+    main = tuple(n for n in MAIN_FIELDS if not (n == "strength" and command.kind in ("generate", "edit", "expand")))
+    return (*main, *extra), POWER_FIELDS
 
 
 # ----------------------------------------------------------------------------- one run
@@ -112,19 +118,22 @@ def read_config(config, command: Command) -> tuple[editing.Params, str]:
         negative, guidance, batch = "", -1.0, 1
     else:
         negative, guidance, batch = get("negative-prompt") or "", get("guidance"), get("batch")
-    strength = get("strength") if command.kind in ("sketch", "selection") else command.strength
+    strength = get("strength") if command.kind in ("sketch", "selection", "upscale") else command.strength
     params = editing.params_from_ui(get("prompt") or "", negative, strength, get("steps"), guidance, get("seed"),
                                     batch, get("model") or "")
     return params, easel_jobs.resolve_url(get("url"))
 
 
-def read_features(config) -> editing.Features:
+def read_features(config, command: Command | None = None) -> editing.Features:
     get = config.get_property
+    kind = command.kind if command is not None else ""
     try:
         return editing.features_from_ui(get("loras") or "", get("variation-seed"), get("variation-strength"),
                                         get("control-model") or "", get("control-strength"), get("refiner"),
                                         second_pass=get("hires"), hires_strength=get("hires-strength"),
-                                        exact_size=get("exact-size"))
+                                        exact_size=get("exact-size"),
+                                        inpaint_mode=get("inpaint-mode") if kind == "selection" else "",
+                                        expand=[get(m) for m in MARGINS] if kind == "expand" else None)
     except ValueError as exc:
         raise CallingError(str(exc)) from None
 
@@ -152,12 +161,24 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
 def run_generation(image, config, command: Command, dialog):
     params, url = read_config(config, command)
     token = easel_jobs.resolve_token(config, url)
-    planned = plan(image, command, params, read_features(config), config.get_property("control-layers"),
+    features = read_features(config, command)
+    if command.kind == "expand" and not features.expand:
+        raise CallingError("Expand Canvas needs a margin: set left, top, right or bottom to a number of pixels")
+    planned = plan(image, command, params, features, config.get_property("control-layers"),
                    config.get_property("region-layers"))
     result = easel_jobs.generate(url, planned, dialog, token, edit=command.kind == "edit")
     if result is None:
         return None
-    insert_results(image, result, params.prompt)
+    image.undo_group_start()  # growing the canvas and the new layers: one undo step
+    try:
+        if planned.request.expand:  # grow first (the old pixels keep their place), then place the layers in it
+            growth = editing.grown_canvas(image.get_width(), image.get_height(), planned.request.expand)
+            image.resize(growth.width, growth.height, growth.dx, growth.dy)
+            for res in result.images:
+                res.x, res.y = growth.place(res.x, res.y)
+        insert_results(image, result, params.prompt)
+    finally:
+        image.undo_group_end()
     easel_jobs.remember_server(url, config)
     return []
 
@@ -251,6 +272,14 @@ def add_arguments(proc, command: Command) -> None:
             low, high, default = declared("batch")  # the server may allow fewer: its error names its limit
             proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", low, high, default, RW)
         proc.add_string_argument("model", "_Model", "Model id on the server (empty: the server's default)", "", RW)
+        if kind == "selection":
+            proc.add_choice_argument("inpaint-mode", "Selection _mode", "How the selection is repainted: auto (fill "
+                                     "at strength 1, else refine), fill, add (a new object), remove (prompt-free), "
+                                     "expand, refine (keep it as context)", _modes(), "auto", RW)
+        if kind == "expand":
+            for name in MARGINS:
+                proc.add_int_argument(name, f"{name.capitalize()} (px)", f"Pixels to add on the {name}", 0,
+                                      MAX_EXPAND, 0, RW)
         if generating:
             add_power_arguments(proc)
     proc.add_string_argument("url", "Server _URL",
@@ -268,6 +297,14 @@ def add_arguments(proc, command: Command) -> None:
     if kind == "upscale":
         proc.add_image_return_value("new-image", "New image", "The upscaled image (shown in a new window when "
                                     "run interactively)", True, RW)
+
+
+def _modes() -> Gimp.Choice:
+    """The selection modes (``inpaint_mode``), in the protocol's order."""
+    choice = Gimp.Choice.new()
+    for i, mode in enumerate(INPAINT_MODES):
+        choice.add(mode, i, mode.capitalize(), "")
+    return choice
 
 
 def declared(name: str) -> tuple[float, float, float]:
