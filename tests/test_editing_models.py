@@ -40,3 +40,15 @@ def test_refiner_follows_the_models_features_not_family_names():
     assert choices["refiner_models"] == ["xl", "new", "old-server-model"] and choices["refiner"] is True
     assert editing.feature_choices(welcome, "xl-no-refiner")["refiner"] is False
     assert editing.feature_choices(welcome)["refiner"] is False  # the default model, SD 1.x
+
+
+def test_edit_models_are_those_whose_features_list_edit():
+    """Both editors switch to Edit (the canvas or selection is the picture to edit) for these models only; an
+    old server's entry without ``features`` is not one, nor is an unknown id."""
+    welcome = {"default_model": "kontext", "models": [
+        {"id": "kontext", "family": "flux-kontext", "features": ["loras", "edit"]},
+        {"id": "flux", "family": "flux", "features": ["loras"]}, {"id": "old", "family": "sd1"}]}
+    assert editing.edit_models(welcome) == ["kontext"]
+    assert editing.is_edit_model(welcome, "") and editing.is_edit_model(welcome, None)  # the default model
+    assert not any(editing.is_edit_model(welcome, m) for m in ("flux", "old", "missing"))
+    assert editing.edit_models(None) == [] and not editing.is_edit_model(None, "kontext")

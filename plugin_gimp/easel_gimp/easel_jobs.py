@@ -111,10 +111,9 @@ def welcome(url: str, timeout: float = 3.0, token: str | None = None) -> dict | 
 
 def check_edit_model(welcome: dict, model: str | None) -> None:
     """JobFailed (field model) unless ``model`` (empty: the server's default) is an instruction-edit model."""
-    model = model or welcome.get("default_model")
-    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
-    if "edit" not in ((entry or {}).get("features") or []):
-        edits = [m["id"] for m in welcome.get("models", []) if "edit" in (m.get("features") or [])]
+    if not editing.is_edit_model(welcome, model):
+        model = model or welcome.get("default_model")
+        edits = editing.edit_models(welcome)
         offer = f": the server has {', '.join(edits)}" if edits else "; the server has none (serve FLUX.1 Kontext)"
         raise editing.JobFailed("unsupported_feature", f"Edit with Instruction needs an edit model (FLUX.1 Kontext) and "
                         f"{model!r} is not one; choose one in Model{offer}", field="model")

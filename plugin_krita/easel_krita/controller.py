@@ -49,15 +49,6 @@ def save_params(params: editing.Params) -> None:
         write_setting(key, value)
 
 
-def is_edit_model(welcome: dict | None, model: str | None) -> bool:
-    """Whether ``model`` (empty: the server's default) is an instruction-edit model (FLUX.1 Kontext): its
-    welcome entry's features list ``edit``."""
-    welcome = welcome or {}
-    model = model or welcome.get("default_model")
-    entry = next((m for m in welcome.get("models", []) if isinstance(m, dict) and m.get("id") == model), None)
-    return "edit" in ((entry or {}).get("features") or [])
-
-
 def to_qimage(image: Image) -> QImage:
     """A protocol image (raw RGBA, gray, or PNG/WebP) as a QImage that owns its pixels."""
     if image.format == "rgba":
@@ -223,7 +214,7 @@ class Controller(QObject):
             return
         params = self.current_params()
         save_params(params)
-        edit = is_edit_model(self.welcome, params.model)
+        edit = editing.is_edit_model(self.welcome, params.model)
         if edit:  # the prompt is an instruction for the canvas or the selection
             params = dataclasses.replace(params, strength=min(params.strength, EDIT_STRENGTH))
         doc = Krita.instance().activeDocument()

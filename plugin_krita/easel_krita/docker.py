@@ -310,7 +310,7 @@ class EaselDocker(DockWidget):
 
     def _edit_mode(self, model_id: str) -> None:
         """An edit model (FLUX.1 Kontext): the button reads Edit and sends the canvas or the selection to edit."""
-        edit = ctl.is_edit_model(self.controller.welcome, model_id)
+        edit = editing.is_edit_model(self.controller.welcome, model_id)
         self.generate_button.setText("Edit" if edit else "Generate")
         self.generate_button.setToolTip(EDIT_TIP if edit else GENERATE_TIP)
 

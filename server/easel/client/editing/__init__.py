@@ -43,9 +43,11 @@ from .live import (
     LiveConfig,
     LiveConnection,
     LiveSession,
+    edit_models,
     find_model,
     fingerprint,
     frame_keys,
+    is_edit_model,
     live_params,
     live_steps,
     params_key,
@@ -97,4 +99,4 @@ from .ui import (
     strength_text,
 )
 
-__all__ = ["Box", "Client", "ClientError", "ClientTask", "ControlLayer", "LINE_KINDS", "control_items", "RegionLayer", "region_items", "regions_from_text", "regions_to_text", "controls_from_text", "controls_to_text", "DEFAULT_SERVER_URL", "Document", "EditorState", "FeaturePlan", "Features", "Growth", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "RequestProblem", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "build_request", "check_request", "check_token", "choose_mode", "crop_bytes", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "fit_attachments", "fit_to_model", "frame_keys", "generate_work", "grown_canvas", "history_label", "is_dark_on_light", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "model_features", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "read_state", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text", "upscaler_choices"]
+__all__ = ["Box", "Client", "ClientError", "ClientTask", "ControlLayer", "LINE_KINDS", "control_items", "RegionLayer", "region_items", "regions_from_text", "regions_to_text", "controls_from_text", "controls_to_text", "DEFAULT_SERVER_URL", "Document", "EditorState", "FeaturePlan", "Features", "Growth", "GenerateRequest", "GenerationTask", "IMG2IMG", "INPAINT", "Image", "JobCancelled", "JobFailed", "LIVE_LAYER_NAME", "LIVE_MAX_STEPS", "LIVE_STEPS", "LaunchError", "LiveConfig", "LiveConnection", "LiveSession", "LocalServer", "Params", "PlannedRequest", "ProgressInfo", "RequestProblem", "Result", "ServerManager", "ServerSettings", "TOKEN_ENV", "TXT2IMG", "URL_ENV", "add_lora", "apply_features", "bgra_to_rgba", "build_request", "check_request", "check_token", "choose_mode", "crop_bytes", "edit_models", "feature_choices", "features_from_ui", "fetch_history", "fetch_result", "find_model", "fingerprint", "fit_attachments", "fit_to_model", "frame_keys", "generate_work", "grown_canvas", "history_label", "is_dark_on_light", "is_edit_model", "layer_name", "live_params", "live_steps", "local_port", "log_dir", "loras_text", "match_loras", "model_choices", "model_features", "params_from_history", "params_from_settings", "params_from_ui", "params_key", "params_to_settings", "parse_loras", "parse_seed", "plan_live", "plan_request", "plan_upscale", "probe", "progress_text", "read_plan", "read_state", "recorded_command", "remember_token", "resolve_token", "resolve_url", "result_record", "rgba_to_bgra", "selection_bounds", "sketch_guide", "strength_text", "upscaler_choices"]

@@ -54,6 +54,17 @@ def find_model(welcome: dict | None, model_id: str | None) -> dict | None:
     return None
 
 
+def edit_models(welcome: dict | None) -> list[str]:
+    """The instruction-edit models of a welcome (FLUX.1 Kontext & co.): those whose features list ``edit``."""
+    return [m["id"] for m in (welcome or {}).get("models", []) if isinstance(m, dict) and "edit" in (m.get("features") or [])]
+
+
+def is_edit_model(welcome: dict | None, model_id: str | None) -> bool:
+    """Whether ``model_id`` (empty or None: the server's default) is an instruction-edit model: the editors then
+    send the canvas (or the selection) as the picture to edit, the prompt as the instruction."""
+    return "edit" in ((find_model(welcome, model_id or None) or {}).get("features") or [])
+
+
 def live_params(params: Params, model: dict | None, seed: int) -> Params:
     """The painter's parameters as a live frame: one image, few steps, the session's fixed seed."""
     return Params(prompt=params.prompt, negative_prompt=params.negative_prompt, strength=params.strength,

@@ -25,6 +25,7 @@ from huggingface_hub.errors import (
 from tqdm.auto import tqdm
 
 from ...client.codes import ErrorCode
+from ..hf_cache import cached_snapshot
 from ..traits import read_json
 from .types import CancelledFn, EngineError, JobCancelled
 
@@ -112,29 +113,6 @@ def config_files(repo: str) -> str:
         raise EngineError(f"its configs are neither in the Hugging Face cache nor reachable ({type(exc).__name__}); "
                           f"run `hf download {repo} --include '*.json' '*.txt'` once, or give a local diffusers "
                           "folder", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from None
-
-
-def cached_snapshot(repo: str) -> str | None:
-    """``repo``'s snapshot folder in the Hugging Face cache, or None when it is not there.
-
-    Also when only some of its files were fetched, as ``easel download`` does (only what Easel loads):
-    huggingface_hub 1.x+ refuses such a snapshot offline (``IncompleteSnapshotError``) once it has cached
-    the repo's file list, so the folder is then read from the cache's documented layout
-    (``refs/main`` -> ``snapshots/<commit>``); loading it says which file is missing, if any."""
-    try:
-        return snapshot_download(repo, local_files_only=True)
-    except LocalEntryNotFoundError as exc:
-        if type(exc).__name__ != "IncompleteSnapshotError":
-            return None
-    from huggingface_hub.file_download import repo_folder_name
-
-    folder = os.path.join(constants.HF_HUB_CACHE, repo_folder_name(repo_id=repo, repo_type="model"))
-    try:
-        with open(os.path.join(folder, "refs", "main"), encoding="utf-8") as f:
-            snapshot = os.path.join(folder, "snapshots", f.read().strip())
-    except OSError:
-        return None
-    return snapshot if os.path.isdir(snapshot) else None
 
 
 def _cached(repo: str, why: str) -> str:

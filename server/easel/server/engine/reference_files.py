@@ -145,7 +145,7 @@ def parse_ip_adapter_ref(text: str) -> str:
     if not _HUB_ID.match(text.strip()):
         raise EngineError(f"--ip-adapter {text!r}: no such folder or file, and not a Hugging Face id like "
                           f"{IP_ADAPTER_REPO!r}", field="ip_adapter")
-    from .hub import cached_snapshot
+    from ..hf_cache import cached_snapshot
 
     folder = cached_snapshot(text.strip())  # also when only some of its files were fetched
     if folder is None:

@@ -57,7 +57,7 @@ def locate(kind: str, roots: Sequence[str]) -> str:
 
 
 def _cached(hub_id: str) -> str | None:
-    from ..engine.hub import cached_snapshot
+    from ..hf_cache import cached_snapshot
 
     folder = cached_snapshot(hub_id)
     return folder if folder is not None and os.path.isfile(os.path.join(folder, "config.json")) else None
