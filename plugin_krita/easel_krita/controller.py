@@ -207,8 +207,9 @@ class Controller(QObject):
             return docker
         return None
 
-    def generate(self) -> None:
-        """What the Generate button and the ``easel_generate`` action do."""
+    def generate(self, expand: list[int] | None = None) -> None:
+        """What the Generate button and the ``easel_generate`` action do; ``expand`` (the Expand button): grow the
+        canvas by these margins [left, top, right, bottom] and paint them."""
         if self.busy:
             self.set_status("A generation is already running: wait for it, or press Cancel.")
             return
@@ -221,6 +222,10 @@ class Controller(QObject):
         docker = self.current_docker()
         try:
             features = docker.power.features() if docker is not None else editing.Features()
+            if expand is not None:
+                features = dataclasses.replace(features, expand=editing.features_from_ui(expand=expand).expand)
+                if not features.expand:
+                    raise ValueError("Expand needs a margin: set left, top, right or bottom to a number of pixels.")
             planned = editing.build_request(document.KritaDocument(doc), params, features,
                                             controls=control_layers.present(doc), regions=regions_panel.present(doc))
         except editing.RequestProblem as exc:  # bad parameters, in plain words, before any network
@@ -234,6 +239,8 @@ class Controller(QObject):
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
         if edit:
             words = "Editing the selection" if planned.mode == editing.INPAINT else "Editing the canvas"
+        if planned.request.expand:
+            words = "Expanding the canvas"
         self._run(job, editing.generate_work(planned, self._queue_progress), words)  # with any sketch guide
 
     def _run(self, job: Job, work, words: str, on_done=None) -> None:
@@ -354,7 +361,18 @@ class Controller(QObject):
         if doc is None:
             self.set_status("The document was closed before the results came: they are in the strip below.")
             return
+        if job.planned is not None and job.planned.request.expand:
+            self._grow(doc, job.planned.request.expand, result.images)
         self._insert(doc, items, job.placement)
+
+    @staticmethod
+    def _grow(doc, expand: list[int], images) -> None:
+        """An expand job's result: grow the document by the margins (the old pixels keep their place), then
+        move each result's offset into the grown canvas (docs/protocol.md)."""
+        growth = editing.grown_canvas(doc.width(), doc.height(), expand)
+        doc.resizeImage(-growth.dx, -growth.dy, growth.width, growth.height)
+        for image in images:
+            image.x, image.y = growth.place(image.x, image.y)
 
     def _insert(self, doc, items: list[HistoryItem], placement: tuple | None = None) -> None:
         try:

@@ -1,6 +1,6 @@
 """The docker's "More" group: power features (docs/features.md) — LoRAs, variations, sketch guide
-(ControlNet), SDXL refiner, the second pass and exact size (docs/imaging.md), Upscale ×2 (a new
-document) and the server's History.
+(ControlNet), SDXL refiner, the second pass and exact size, the selection mode and Expand canvas
+(docs/imaging.md), Upscale ×2 (a new document) and the server's History.
 
 Only widgets and reading them live here; requests, polarity, history and re-apply are
 ``shared.editing``'s; the work runs through the controller (``generate``, ``upscale``,
@@ -24,15 +24,19 @@ from .qt import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSpinBox,
     Qt,
     QVBoxLayout,
     QWidget,
     named,
 )
 from .shared import editing
-from .shared.protocol import request_fields
+from .shared.protocol import INPAINT_MODES, MAX_EXPAND, request_fields
 
 PICK_LABEL = "add a LoRA…"
+# the picker's order: auto, the new-content modes, refine last
+MODE_ORDER = ("auto", *(m for m in INPAINT_MODES if m not in ("auto", "refine")), "refine")
+MARGINS = ("left", "top", "right", "bottom")  # the request's expand, in its order
 
 
 def _declared(box: QDoubleSpinBox, name: str) -> QDoubleSpinBox:
@@ -116,6 +120,22 @@ class PowerPanel(QWidget):
                                  "small regions; no second pass)")
         _row(box, "", self.second_pass, self.hires_strength, self.exact_size, stretch_first=False)
 
+        self.mode = named(QComboBox(), "easel_inpaint_mode", "How a selection is repainted: Auto (fill at 100%, "
+                          "else refine), Fill, Add (a new object), Remove (prompt-free), Expand, Refine (keep it)")
+        for mode in MODE_ORDER:
+            self.mode.addItem(mode.capitalize(), mode)
+        _row(box, "Selection", self.mode)
+        self.margins = {}
+        for side in MARGINS:
+            spin = named(QSpinBox(), f"easel_expand_{side}", f"Pixels Expand adds on the {side}")
+            spin.setRange(0, MAX_EXPAND)
+            spin.setSingleStep(32)
+            self.margins[side] = spin
+        self.expand = named(QPushButton("Expand"), "easel_expand",
+                            "Grow the canvas by these margins (left, top, right, bottom) and paint them from the "
+                            "prompt; the old pixels stay (control and region layers are not used)")
+        _row(box, "Expand", *self.margins.values(), self.expand, stretch_first=False)
+
         self.upscale = named(QPushButton("Upscale ×2"), "easel_upscale",
                               "Upscale the visible canvas ×2, refined at the strength above; opens a new document")
         self.upscaler = named(QComboBox(), "easel_upscaler", "What enlarges before the refine: Lanczos, or an "
@@ -134,6 +154,7 @@ class PowerPanel(QWidget):
         self.lora_pick.activated.connect(self._pick_lora)
         self.vary.clicked.connect(self._vary)
         self.upscale.clicked.connect(lambda: trigger_action("easel_upscale", self.controller.upscale))
+        self.expand.clicked.connect(lambda: self.controller.generate(expand=self.expand_margins()))
         self.history.clicked.connect(self.controller.fetch_history)
         self.history_list.itemActivated.connect(
             lambda item: self.controller.insert_history(item.data(Qt.ItemDataRole.UserRole)))
@@ -178,7 +199,7 @@ class PowerPanel(QWidget):
         for widget in self.negative_widgets:  # no negative prompt, SD3/Flux no sketch ControlNet or refiner
             widget.setVisible(choices["negative_prompt"])
         idle = not c.busy
-        for button in (self.vary, self.upscale, self.history):
+        for button in (self.vary, self.upscale, self.history, self.expand):
             button.setEnabled(idle and c.connection_ok)
         self.vary.setEnabled(self.vary.isEnabled() and c.last_seed is not None)
 
@@ -194,6 +215,10 @@ class PowerPanel(QWidget):
         """The chosen upscaler's id ("" = Lanczos)."""
         return self.upscaler.currentData() or ""
 
+    def expand_margins(self) -> list[int]:
+        """Expand's margins [left, top, right, bottom] in pixels."""
+        return [self.margins[side].value() for side in MARGINS]
+
     def features(self) -> editing.Features:
         """The features set, those the server lacks as off. ValueError (plain words) for bad text."""
         choices = editing.feature_choices(self.controller.welcome)
@@ -207,7 +232,8 @@ class PowerPanel(QWidget):
             self.loras.text() if choices["loras"] else "", variation, self.variation_strength.value(),
             control, self.control_strength.value(), self.refiner.isChecked() and self.refiner.isEnabled(),
             available_loras=choices["loras"], second_pass=self.second_pass.isChecked(),
-            hires_strength=self.hires_strength.value(), exact_size=self.exact_size.isChecked())
+            hires_strength=self.hires_strength.value(), exact_size=self.exact_size.isChecked(),
+            inpaint_mode=self.mode.currentData() or "")
 
     # -- reactions ------------------------------------------------------------------------------
     def _pick_lora(self, index: int) -> None:

@@ -179,6 +179,11 @@ class Driver(DriverBase):
 
             res["regions"] = yield from regions_part.run(self, doc, spec["regions"])
             self.save()
+        if self.wants("modes") and spec.get("modes"):  # selection modes, Expand, upscaler (test_krita_modes)
+            from . import modes_part
+
+            yield from modes_part.run(self, doc, spec["modes"])
+            self.save()
         if self.wants("live") and spec.get("live"):  # on a document of its own
             from . import live_part
 
