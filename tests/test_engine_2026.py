@@ -1,14 +1,16 @@
-"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma, Z-Image
-and Qwen-Image in the three modes against raw diffusers with seeds per image in a batch (Qwen-Image's
-guidance as true CFG), their defaults and features (refused ones with the family's reason), previews
-(Chroma's and Qwen-Image's latents packed), cancel, variation seeds, LoRAs (Chroma: its own and FLUX.1's),
-the tiny decoder, Z-Image-Turbo's few-step defaults, and single files refused as a later step."""
+"""The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma, Z-Image,
+Qwen-Image and FLUX.2 Klein in the three modes against raw diffusers with seeds per image in a batch
+(Qwen-Image's guidance as true CFG; Klein's image to image as its inpaint pipeline with a full mask), their
+defaults and features (refused ones with the family's reason), previews of their latents (packed ones
+unpacked), cancel, variation seeds, LoRAs (Chroma: its own and FLUX.1's), the tiny decoder, the few-step
+models (Z-Image-Turbo, distilled Klein), and single files refused as a later step."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
 from easel.server.families import Family
@@ -16,16 +18,26 @@ from helpers.engine_checks import arr, assert_close, assert_matches_raw, raw_cal
 from helpers.engine_jobs import SIZE, job
 
 torch.set_num_threads(1)
-FAMILIES = ["chroma", "z-image", "qwen-image"]
+FAMILIES = ["chroma", "z-image", "qwen-image", "flux2-klein"]
+# extra LoRA targets that make a tiny LoRA's keys name its family's own blocks, and a gain where the tiny
+# transformer barely moves the picture otherwise
+LORA_TARGETS = {"chroma": (), "z-image": (), "qwen-image": ("img_mlp.net.2",), "flux2-klein": ("to_qkv_mlp_proj",)}
+LORA_GAIN = {"flux2-klein": 8.0}
 
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory) -> dict[str, str]:
-    from helpers.tiny_2026_models import build_tiny_chroma, build_tiny_qwen_image, build_tiny_z_image
+    from helpers.tiny_2026_models import (
+        build_tiny_chroma,
+        build_tiny_flux2_klein,
+        build_tiny_qwen_image,
+        build_tiny_z_image,
+    )
 
     root = tmp_path_factory.mktemp("tiny_2026")
     return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image"),
-            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image")}
+            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image"),
+            "flux2-klein": build_tiny_flux2_klein(root / "tiny-flux2-klein-base", distilled=False)}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +47,8 @@ def loras(tmp_path_factory, paths, tiny_flux_path):
 
     folder = tmp_path_factory.mktemp("loras_2026")
     for family, path in paths.items():
-        write_tiny_lora(path, folder / f"{family}-ink.safetensors", extra=("img_mlp.net.2",) * (family == "qwen-image"))
+        write_tiny_lora(path, folder / f"{family}-ink.safetensors", extra=LORA_TARGETS[family],
+                        gain=LORA_GAIN.get(family, 1.0))
     write_tiny_flow_lora(tiny_flux_path, folder / "flux-ink.safetensors")  # the tiny FLUX.1 is as wide as Chroma
     return folder
 
@@ -63,6 +76,8 @@ def raw_pipes(paths):
             pipe.set_progress_bar_config(disable=True)
         if family.true_cfg:  # the job's guidance is the pipeline's true_cfg_scale
             out[name] = {mode: _TrueCfg(pipe) for mode, pipe in out[name].items()}
+        if family.inpaints("img2img"):  # image to image: its inpaint pipeline with the whole picture masked
+            out[name]["img2img"] = _Masked(out[name]["img2img"])
     return out
 
 
@@ -76,6 +91,16 @@ class _TrueCfg:
         return self.pipe(true_cfg_scale=guidance_scale, **kwargs)
 
 
+class _Masked:
+    """An inpaint pipeline called as an image-to-image one: the whole picture masked."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def __call__(self, negative_prompt=None, **kwargs):  # none: FLUX.2 Klein takes none
+        return self.pipe(mask_image=Image.new("L", kwargs["image"].size, 255), **kwargs)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
 def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, mode):
@@ -85,28 +110,36 @@ def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, m
     assert all(i.info["easel"]["guidance"] == 4.0 for i in images)
 
 
-@pytest.mark.parametrize(("family", "native", "steps", "guidance"), [
-    ("chroma", 1024, 40, 3.0), ("z-image", 1024, 50, 5.0), ("qwen-image", 1328, 50, 4.0)])
-def test_defaults_and_features(engine, paths, family, native, steps, guidance):
+CFG_FEATURES = ["negative_prompt", "loras", "variation_seed"]
+
+
+@pytest.mark.parametrize(("family", "native", "steps", "guidance", "features"), [
+    ("chroma", 1024, 40, 3.0, CFG_FEATURES), ("z-image", 1024, 50, 5.0, CFG_FEATURES),
+    ("qwen-image", 1328, 50, 4.0, CFG_FEATURES), ("flux2-klein", 1024, 50, 4.0, ["loras"])])
+def test_defaults_and_features(engine, paths, family, native, steps, guidance, features):
+    """Defaults of the base models (the tiny Klein is named like FLUX.2-klein-base-4B)."""
     info = engine.model_info(paths[family])
     assert (info.family, info.native, info.default_steps, info.default_guidance) == (family, (native, native), steps,
                                                                                       guidance)
-    assert info.features == ["negative_prompt", "loras", "variation_seed"] and not info.few_step
+    assert info.features == features and not info.few_step
     (img,) = run(engine, EngineJob(mode="txt2img", prompt="a cat", model=paths[family], width=32, height=32,
                                    steps=None, guidance=None))
     assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (steps, guidance)
 
 
-def test_z_image_turbo_is_few_step(paths, tmp_path):
-    """A Z-Image named Turbo (Tongyi-MAI/Z-Image-Turbo) runs 8 steps without CFG, as its model card says."""
+@pytest.mark.parametrize(("family", "name", "steps", "guidance"), [
+    ("z-image", "Z-Image-Turbo-tiny", 8, 0.0), ("flux2-klein", "FLUX.2-klein-4B-tiny", 4, 1.0)])
+def test_few_step_models(paths, tmp_path, family, name, steps, guidance):
+    """Z-Image-Turbo (Tongyi-MAI/Z-Image-Turbo) runs 8 steps without CFG; a FLUX.2 Klein not named base
+    (black-forest-labs/FLUX.2-klein-4B) is step-distilled: 4 steps, guidance 1, as their model cards say."""
     import shutil
 
-    turbo = shutil.copytree(paths["z-image"], tmp_path / "Z-Image-Turbo-tiny")
-    with Engine([str(turbo)], device="cpu", dtype="float32") as eng:
+    model = shutil.copytree(paths[family], tmp_path / name)
+    with Engine([str(model)], device="cpu", dtype="float32") as eng:
         info = eng.model_info(None)
-        assert (info.family, info.default_steps, info.default_guidance, info.few_step) == ("z-image", 8, 0.0, True)
-        (img,) = run(eng, job(model=None, steps=None, guidance=None))
-        assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (8, 0.0)
+        assert (info.family, info.default_steps, info.default_guidance, info.few_step) == (family, steps, guidance, True)
+        (img,) = run(eng, job(model=None, steps=None, guidance=None, negative_prompt=""))
+        assert (img.info["easel"]["steps"], img.info["easel"]["guidance"]) == (steps, guidance)
 
 
 @pytest.mark.parametrize(("family", "field", "kw", "reason"), [
@@ -115,6 +148,8 @@ def test_z_image_turbo_is_few_step(paths, tmp_path):
     ("chroma", "refiner", {"refiner": True}, "the refiner is SDXL's"),
     ("z-image", "scheduler", {"scheduler": "euler_a"}, "Z-Image runs its own flow-matching scheduler"),
     ("z-image", "regions", {"regions": [{"prompt": "sky", "mask": "x"}]}, "Z-Image is a transformer"),
+    ("flux2-klein", "negative_prompt", {"negative_prompt": "blurry"}, "FLUX.2 Klein's pipelines take no negative"),
+    ("flux2-klein", "variation_seed", {"variation_seed": 4, "variation_strength": 0.5}, "not wired to FLUX.2 Klein"),
 ])
 def test_unsupported_features_are_refused_with_the_reason(engine, paths, family, field, kw, reason):
     with pytest.raises(EngineError) as err:
@@ -147,7 +182,7 @@ def test_cancel_within_one_step(engine, paths, family):
     assert max(e.step for e in events if e.stage == "denoise") == 1
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [f for f in FAMILIES if Family(f).unsupported("variation_seed") is None])
 @pytest.mark.parametrize("mode", ["txt2img", "inpaint"])
 def test_variation_seeds(engine, paths, family, mode):
     model = paths[family]
@@ -168,7 +203,7 @@ def _listed(engine: Engine, family: str):
 
 # Chroma keeps FLUX.1's blocks (LoRAs of either carry FLUX.1's block names): both are offered to it
 LORAS = {"chroma": ["chroma-ink.safetensors", "flux-ink.safetensors"], "z-image": ["z-image-ink.safetensors"],
-         "qwen-image": ["qwen-image-ink.safetensors"]}
+         "qwen-image": ["qwen-image-ink.safetensors"], "flux2-klein": ["flux2-klein-ink.safetensors"]}
 
 
 @pytest.mark.parametrize(("family", "name"), [(f, n) for f, names in LORAS.items() for n in names])
@@ -193,12 +228,14 @@ def test_hub_names_and_unknown_classes():
     from easel.server.traits import guess
 
     chroma, turbo, qwen = guess("lodestones/Chroma1-HD"), guess("Tongyi-MAI/Z-Image-Turbo"), guess("Qwen/Qwen-Image")
+    klein, base = guess("black-forest-labs/FLUX.2-klein-9B"), guess("black-forest-labs/FLUX.2-klein-base-4B")
+    assert (klein.family, klein.default_steps, klein.few_step, base.default_steps) == ("flux2-klein", 4, True, 50)
     assert (qwen.family, qwen.native, qwen.default_guidance) == ("qwen-image", (1328, 1328), 4.0)
     assert (chroma.family, chroma.default_steps, chroma.default_guidance) == ("chroma", 40, 3.0)
     assert (turbo.family, turbo.default_steps, turbo.default_guidance, turbo.few_step) == ("z-image", 8, 0.0, True)
     with pytest.raises(EngineError) as err:
         check_supported({"_class_name": "WanPipeline"}, "wan")
-    assert "Chroma, Z-Image, Qwen-Image" in str(err.value) and err.value.field == "model"
+    assert "Chroma, Z-Image, Qwen-Image, FLUX.2 Klein" in str(err.value) and err.value.field == "model"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -212,7 +249,7 @@ def test_single_files_are_a_later_step(paths, tmp_path, family):
     save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "model.safetensors")
     with Engine([f"{tmp_path / 'model.safetensors'}#config={paths[family]}"], device="cpu") as eng:
         with pytest.raises(EngineError) as err:
-            run(eng, job(model=None))
+            run(eng, job(model=None, negative_prompt=""))
     assert err.value.field == "model" and f"{Family(family).label} single files are not served yet" in str(err.value)
 
 

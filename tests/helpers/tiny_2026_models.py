@@ -10,6 +10,9 @@ tokenizer made in code):
 * ``build_tiny_qwen_image(folder)``: ``QwenImagePipeline`` (a one-block ``QwenImageTransformer2DModel``, a
   tiny random Qwen2.5-VL text encoder, a small ``AutoencoderKLQwenImage`` of scale 8 with Qwen-Image's
   latent means and deviations).
+* ``build_tiny_flux2_klein(folder, distilled=True)``: ``Flux2KleinPipeline`` (a one-double, one-single block
+  ``Flux2Transformer2DModel``, a 28-layer tiny ``Qwen3ForCausalLM`` whose layers 9, 18 and 27 the pipeline
+  stacks, a small ``AutoencoderKLFlux2``); ``distilled``: a step-distilled Klein (no CFG), else a base one.
 
 ``chat_tokenizer()`` is the Qwen text encoders' tokenizer made in code: a character-level Unigram model
 with Qwen's chat tokens and a ChatML chat template (the pipelines wrap prompts in it), no files needed.
@@ -23,7 +26,7 @@ import torch
 
 from helpers.tiny_flow_models import T5_DIM, _save, _t5, _vae, t5_tokenizer
 
-__all__ = ["build_tiny_chroma", "build_tiny_qwen_image", "build_tiny_z_image", "chat_tokenizer", "write_tiny_lora"]
+__all__ = ["build_tiny_chroma", "build_tiny_flux2_klein", "build_tiny_qwen_image", "build_tiny_z_image", "chat_tokenizer", "write_tiny_lora"]
 
 QWEN_DIM = 32
 _CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -47,9 +50,10 @@ def build_tiny_chroma(folder: str | os.PathLike) -> str:
 
 
 def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike, seed: int = 0, rank: int = 4,
-                    extra: tuple[str, ...] = ()) -> str:
+                    extra: tuple[str, ...] = (), gain: float = 1.0) -> str:
     """A diffusers-format LoRA (.safetensors) for a saved tiny pipeline's transformer (its attention
-    projections to_q/to_k/to_v and the ``extra`` modules; random non-zero A and B, so it changes the output),
+    projections to_q/to_k/to_v and the ``extra`` modules; random non-zero A and B, B times ``gain``, so it changes
+    the output),
     saved by the pipeline class's own ``save_lora_weights`` (Chroma's keys carry FLUX.1's block names,
     Z-Image's its refiners', Qwen-Image's its img_mlp with ``extra=("img_mlp.net.2",)``)."""
     import json
@@ -68,6 +72,7 @@ def write_tiny_lora(pipe_folder: str | os.PathLike, out_path: str | os.PathLike,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         layers = get_peft_model_state_dict(transformer)
+    layers = {k: v * gain if "lora_B" in k else v for k, v in layers.items()}
     out = os.fspath(out_path)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     getattr(diffusers, index["_class_name"]).save_lora_weights(
@@ -149,4 +154,33 @@ def build_tiny_qwen_image(folder: str | os.PathLike) -> str:
                                                 base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02)
     pipe = QwenImagePipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=_qwen25_vl(),
                              tokenizer=chat_tokenizer())
+    return _save(pipe, os.fspath(folder))
+
+
+def build_tiny_flux2_klein(folder: str | os.PathLike, *, distilled: bool = True) -> str:
+    """Save a tiny FLUX.2 Klein pipeline (prompt embeddings: 3 text layers of 16 stacked, 48 wide)."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False)
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=32,
+                             norm_num_groups=4, sample_size=64)
+    torch.manual_seed(0)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(chat_tokenizer()), hidden_size=16, intermediate_size=17, num_hidden_layers=28,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = Flux2KleinPipeline(transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                              tokenizer=chat_tokenizer(), is_distilled=distilled)
     return _save(pipe, os.fspath(folder))

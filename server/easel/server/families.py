@@ -1,9 +1,9 @@
 """Model families as one type: ``Family``, and what each family can do.
 
 A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
-``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"``, ``"qwen-image"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"``, ``"qwen-image"``, ``"flux2-klein"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
-and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image, Qwen-Image), its default steps and
+and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image, Qwen-Image, FLUX.2 Klein), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
 classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
@@ -41,8 +41,10 @@ VARIANTS: dict[str, tuple[int, float]] = {
     "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0),
     # the 2026 families' few-step models, named "<family>-<word in the model's name>": Z-Image-Turbo 8 steps
     # (8 transformer passes in diffusers 0.42) without CFG
-    "z-image-turbo": (8, 0.0)}
-FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell", "z-image-turbo"})
+    "z-image-turbo": (8, 0.0),
+    # FLUX.2 Klein 4B/9B are step-distilled (4 steps, no CFG); FLUX.2-klein-base-4B/9B 50 steps with CFG 4
+    "flux2-klein": (4, 1.0), "flux2-klein-base": (50, 4.0)}
+FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell", "z-image-turbo", "flux2-klein"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class _Spec:
     lora_layouts: str | None = None  # another family whose LoRAs load into it (its blocks are that family's)
     single_file: bool = True  # flow families: single transformer files load with a config folder
     true_cfg: bool = False  # its pipelines' CFG is true_cfg_scale, on only with a negative prompt (Qwen-Image)
+    variant: str | None = None  # the VARIANTS key of its models whose names say no other
+    img2img_by_inpaint: bool = False  # no image-to-image pipeline: its inpaint pipeline with a full mask
+    no_variation: str | None = None  # why variation seeds are refused
 
 
 class Family(str, Enum):
@@ -83,6 +88,7 @@ class Family(str, Enum):
     CHROMA = "chroma"
     Z_IMAGE = "z-image"
     QWEN_IMAGE = "qwen-image"
+    FLUX2_KLEIN = "flux2-klein"
     DEMO = "demo"
 
     __str__ = str.__str__  # "sdxl" in messages, logs and f-strings (not "Family.SDXL")
@@ -186,6 +192,8 @@ class Family(str, Enum):
             return f"instruction edits are for {_joined(f for f in Family if f.edits)} models"
         if feature == "variation_seed" and spec.edit:
             return f"{spec.label} edits start from pure noise with the image as context: there is no noise to blend"
+        if feature == "variation_seed" and spec.no_variation:
+            return spec.no_variation
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -199,6 +207,16 @@ class Family(str, Enum):
     def single_files(self) -> bool:
         """Whether its single files are served (flow families: the transformer file plus a config folder)."""
         return self._spec.single_file
+
+    @property
+    def default_variant(self) -> str | None:
+        """The ``VARIANTS`` key of its models whose names say no other (FLUX.2 Klein: the distilled ones)."""
+        return self._spec.variant
+
+    def inpaints(self, mode: str) -> bool:
+        """Whether a ``mode`` job runs its inpaint pipeline: inpainting, and image to image where diffusers has
+        no image-to-image pipeline for it (FLUX.2 Klein: the whole picture masked)."""
+        return mode == "inpaint" or (mode == "img2img" and self._spec.img2img_by_inpaint)
 
     @property
     def true_cfg(self) -> bool:
@@ -259,6 +277,7 @@ class Family(str, Enum):
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
         if control is None:
             part = "" if mode == "img2img" and self._spec.edit else _MODE_PARTS[mode]  # the edit pipeline
+            part = _MODE_PARTS["inpaint"] if self.inpaints(mode) else part
             return f"{self._spec.pipelines}{part}Pipeline"
         if mode not in self.control_modes:
             raise ValueError(self.control_unsupported(mode))
@@ -318,6 +337,11 @@ _SPECS: dict[Family, _Spec] = {
     Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True, single_file=False),
     # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
     Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, single_file=False, true_cfg=True),
+    # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always ""
+    Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,
+                              single_file=False, variant="flux2-klein", img2img_by_inpaint=True,
+                              no_negative="FLUX.2 Klein's pipelines take no negative prompt",
+                              no_variation="variation seeds are not wired to FLUX.2 Klein's latents yet"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
     Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
 }

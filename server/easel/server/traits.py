@@ -22,7 +22,8 @@ SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.
 
 # words in a hub id that name a family (before its configs are downloaded)
 _NAMED = {Family.CHROMA: ("chroma",), Family.Z_IMAGE: ("z-image", "z_image", "zimage"),
-          Family.QWEN_IMAGE: ("qwen-image", "qwen_image", "qwenimage")}
+          Family.QWEN_IMAGE: ("qwen-image", "qwen_image", "qwenimage"),
+          Family.FLUX2_KLEIN: ("flux.2-klein", "flux2-klein", "flux-2-klein", "flux2_klein")}
 
 
 @dataclass(frozen=True)
@@ -122,9 +123,10 @@ def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) ->
 
 
 def named_variant(family: Family, lname: str) -> str | None:
-    """The 2026 families' variant a name says: ``VARIANTS`` key ``<family>-<word>`` with the word in the name."""
+    """The 2026 families' variant a name says: ``VARIANTS`` key ``<family>-<word>`` with the word in the name
+    (else the family's default variant)."""
     prefix = f"{family.value}-"
-    return next((v for v in VARIANTS if v.startswith(prefix) and v[len(prefix):] in lname), None)
+    return next((v for v in VARIANTS if v.startswith(prefix) and v[len(prefix):] in lname), family.default_variant)
 
 
 def sd3_variant(lname: str) -> str | None:

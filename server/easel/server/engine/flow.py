@@ -18,8 +18,10 @@ _PACKED = ("Flux", "Chroma", "QwenImage")  # pipelines (FLUX.1's and those like 
 
 
 def is_flux(pipe: Any) -> bool:
-    """A FLUX.1-style pipeline (FLUX.1, Chroma, Qwen-Image): packed latents, inpainting that always re-noises."""
-    return type(pipe).__name__.startswith(_PACKED)
+    """A FLUX.1-style pipeline (FLUX.1, Chroma, Qwen-Image): packed latents, inpainting that always re-noises
+    (not FLUX.2's, which packs otherwise)."""
+    name = type(pipe).__name__
+    return name.startswith(_PACKED) and not name.startswith("Flux2")
 
 
 def fill_config(pipe: Any) -> None:
@@ -42,6 +44,12 @@ def spatial_latents(pipe: Any, latents: torch.Tensor, width: int, height: int) -
     latents without their frame axis), others as they are."""
     if latents.ndim == 3 and is_flux(pipe):
         latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
+    elif latents.ndim == 3 and hasattr(pipe, "_unpatchify_latents"):  # FLUX.2: as its pipelines decode them
+        scale = int(pipe.vae_scale_factor) * 2
+        grid = latents.transpose(1, 2).reshape(len(latents), -1, height // scale, width // scale)  # row-major tokens
+        bn = pipe.vae.bn
+        std = torch.sqrt(bn.running_var + pipe.vae.config.batch_norm_eps).view(1, -1, 1, 1)
+        latents = pipe._unpatchify_latents(grid * std.to(grid) + bn.running_mean.view(1, -1, 1, 1).to(grid))
     return latents.flatten(1, 2) if latents.ndim == 5 else latents
 
 

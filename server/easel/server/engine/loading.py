@@ -117,6 +117,8 @@ class LoadedModel:
 
 
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
+    if traits.family.inpaints(mode) and mode != "inpaint":  # no image-to-image pipeline: the family's inpaint one
+        return getattr(diffusers, traits.family.pipeline_class(mode)).from_pipe(base, **{_DTYPE_KW: base.dtype})
     try:
         return _AUTO[mode].from_pipe(base)
     except ValueError:  # e.g. an LCM pipeline has no inpaint twin: use the family's plain class

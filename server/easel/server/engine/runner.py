@@ -146,7 +146,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     # Inpaint pipelines sample every image's VAE latents from the first generator, so a batch would not
     # reproduce per-seed results there: inpaint runs one image per call, and so do some ControlNet jobs
     # (controlnet.per_seed). Others batch all seeds at once.
-    one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet or per_seed(extras.controls, job.mode)
+    one_by_one = lm.traits.family.inpaints(job.mode) or lm.traits.inpaint_unet or per_seed(extras.controls, job.mode)
     run_seeds, blend = variation_plan(job)
     groups = [[seed] for seed in run_seeds] if one_by_one else [list(run_seeds)]
     compiling = lm.compiled.note(job.mode, job.width, job.height, len(groups[0])) if lm.compiled else ""
@@ -352,6 +352,8 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
         kwargs.update(image=image.convert("RGB"), strength=strength)
     if mask is not None and (job.mode == "inpaint" or lm.traits.inpaint_unet):
         kwargs["mask_image"] = mask.convert("L")
+    if job.mode == "img2img" and lm.traits.family.inpaints("img2img"):  # its inpaint pipeline, all of it masked
+        kwargs["mask_image"] = Image.new("L", size, 255)
     return kwargs
 
 

@@ -25,6 +25,7 @@ UNET = "model.diffusion_model."
 # Flux has double and single blocks, SD3 joint blocks only.
 _Z_IMAGE_LORA = re.compile(r'"[^"]*(noise_refiner|context_refiner)[._]')  # Z-Image's refiner blocks
 _QWEN_IMAGE_LORA = re.compile(r'"[^"]*(img_mlp|txt_mlp|img_mod|txt_mod)[._]')  # Qwen-Image's per-stream blocks
+_FLUX2_LORA = re.compile(r'"[^"]*(to_qkv_mlp_proj|ff(?:_context)?[._]linear_(?:in|out))[._]')  # FLUX.2 blocks
 _FLUX_LORA = re.compile(r'"[^"]*(single_transformer_blocks|double_blocks|single_blocks)[._]')
 _SD3_LORA = re.compile(r'"[^"]*(joint_blocks|transformer[._]transformer_blocks)[._]')
 # exact (name, shape) probes per shipped architecture: present with these shapes = that architecture
@@ -223,6 +224,8 @@ def _context(tensors: Tensors, prefix: str, names: str) -> int | None:
 def describe_lora(tensors: Tensors, names: str | None = None) -> Description:
     """A LoRA (kohya, diffusers/PEFT, LyCORIS LoHa): family from its cross-attention width or structure."""
     names = names if names is not None else names_text(tensors)
+    if _FLUX2_LORA.search(names):  # before FLUX.1's: both name single_transformer_blocks
+        return Description("lora", Family.FLUX2_KLEIN)
     if _FLUX_LORA.search(names):
         return Description("lora", Family.FLUX)
     if _QWEN_IMAGE_LORA.search(names):  # before SD3's: both name diffusers' transformer_blocks
