@@ -15,47 +15,16 @@ from dataclasses import dataclass
 from krita import Krita
 
 from . import control_layers, document, local_server, regions_panel
+from .krita_settings import load_params, read_setting, save_params, write_setting
 from .qt import QImage, QObject, Qt, Signal
 from .shared import editing
 from .shared.connection import DEFAULT_URL, Client, ClientError, ResultImage
-from .shared.protocol import Image
 
-SETTINGS_GROUP = "easel"
 # An edit sends the canvas (or the selection with its context) at any strength: below 1 so that it is sent;
 # edit models take it as context and leave the strength unused.
 EDIT_STRENGTH = 0.5
 HISTORY_SIZE = 16
 CLIENT_NAME = "easel-krita"
-
-
-def read_setting(key: str, default: str = "") -> str:
-    return Krita.instance().readSetting(SETTINGS_GROUP, key, default)
-
-
-def write_setting(key: str, value: str) -> None:
-    Krita.instance().writeSetting(SETTINGS_GROUP, key, value)
-
-
-def load_params() -> editing.Params:
-    """The parameters saved by the last session (defaults where none were saved)."""
-    keys = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "batch", "model")
-    unset = "\x01unset"
-    values = {key: read_setting(key, unset) for key in keys}
-    return editing.params_from_settings({k: v for k, v in values.items() if v != unset})
-
-
-def save_params(params: editing.Params) -> None:
-    for key, value in editing.params_to_settings(params).items():
-        write_setting(key, value)
-
-
-def to_qimage(image: Image) -> QImage:
-    """A protocol image (raw RGBA, gray, or PNG/WebP) as a QImage that owns its pixels."""
-    if image.format == "rgba":
-        return QImage(image.data, image.width, image.height, image.width * 4, QImage.Format.Format_RGBA8888).copy()
-    if image.format == "gray":
-        return QImage(image.data, image.width, image.height, image.width, QImage.Format.Format_Grayscale8).copy()
-    return QImage.fromData(image.data)
 
 
 @dataclass
@@ -330,7 +299,7 @@ class Controller(QObject):
             return
         self.percent, self.progress_text = editing.progress_text(info)
         if info.preview is not None:
-            self.preview = to_qimage(info.preview)
+            self.preview = document.to_qimage(info.preview)
         self.progress_changed.emit()
 
     def finish(self, job: Job, error: str | None, failed: str) -> bool:
@@ -347,7 +316,7 @@ class Controller(QObject):
     def _on_done(self, job: Job, result, error) -> None:
         if not self.finish(job, error, "Generation failed"):
             return
-        items = [HistoryItem(editing.layer_name(job.params.prompt, r.seed), r, self._thumbnail(r)) for r in result.images]
+        items = [HistoryItem(editing.layer_name(job.params.prompt, r.seed), r, document.thumbnail(r.image)) for r in result.images]
         for item in items:
             self.history.append(item)
             self.history_added.emit(item)
@@ -362,17 +331,8 @@ class Controller(QObject):
             self.set_status("The document was closed before the results came: they are in the strip below.")
             return
         if job.planned is not None and job.planned.request.expand:
-            self._grow(doc, job.planned.request.expand, result.images)
+            document.grow_for_expand(doc, job.planned.request.expand, result.images)
         self._insert(doc, items, job.placement)
-
-    @staticmethod
-    def _grow(doc, expand: list[int], images) -> None:
-        """An expand job's result: grow the document by the margins (the old pixels keep their place), then
-        move each result's offset into the grown canvas (docs/protocol.md)."""
-        growth = editing.grown_canvas(doc.width(), doc.height(), expand)
-        doc.resizeImage(-growth.dx, -growth.dy, growth.width, growth.height)
-        for image in images:
-            image.x, image.y = growth.place(image.x, image.y)
 
     def _insert(self, doc, items: list[HistoryItem], placement: tuple | None = None) -> None:
         try:
@@ -401,11 +361,6 @@ class Controller(QObject):
             self.set_status("Open a document to apply this result to.", error=True)
             return
         self._insert(doc, [item])
-
-    @staticmethod
-    def _thumbnail(result: ResultImage) -> QImage:
-        image = to_qimage(result.image)
-        return image.scaled(96, 96, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
     # -- shutdown ----------------------------------------------------------------------------
     def shutdown(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from krita import DockWidget
 
 from . import controller as ctl
-from . import live
+from . import krita_settings, live
 from .control_layers import ControlPanel
 from .power import PowerPanel, trigger_action
 from .qt import (
@@ -204,7 +204,7 @@ class EaselDocker(DockWidget):
         self.apply_button.clicked.connect(lambda: self._apply_item(self.results.currentItem()))
 
     def _restore(self) -> None:
-        params = ctl.load_params()
+        params = krita_settings.load_params()
         self.url.setText(self.controller.url)
         self.prompt.setPlainText(params.prompt)
         self.negative.setText(params.negative_prompt)
@@ -213,7 +213,7 @@ class EaselDocker(DockWidget):
         self.steps.setValue(params.steps or 0)
         self.guidance.setValue(self.guidance.minimum() if params.guidance is None else params.guidance)
         self.seed_random.setChecked(params.seed < 0)
-        self.seed.setText(ctl.read_setting("seed_text", "") if params.seed < 0 else str(params.seed))
+        self.seed.setText(krita_settings.read_setting("seed_text", "") if params.seed < 0 else str(params.seed))
         self.seed.setEnabled(params.seed >= 0)
         self.batch.setValue(params.batch)
         self._saved_model = params.model
@@ -223,7 +223,7 @@ class EaselDocker(DockWidget):
         """What the painter set (the controller calls this when Generate is pressed, live at every poll)."""
         seed = -1 if self.seed_random.isChecked() else editing.parse_seed(self.seed.text())
         if remember:
-            ctl.write_setting("seed_text", self.seed.text())
+            krita_settings.write_setting("seed_text", self.seed.text())
         return editing.params_from_ui(self.prompt.toPlainText(), self.negative.text(), self.strength.value() / 100.0,
                                       self.steps.value(), self.guidance.value(), seed, self.batch.value(),
                                       self.model.currentText())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from krita import Krita
 
-from .qt import QImage, QUuid, qimage_bytes
+from .qt import QImage, Qt, QUuid, qimage_bytes
 from .shared import editing
 from .shared.protocol import Image
 
@@ -228,3 +228,27 @@ def open_in_new_document(image: Image, name: str):
     app.setActiveDocument(doc)
     doc.refreshProjection()
     return doc
+
+
+def to_qimage(image: Image) -> QImage:
+    """A protocol image (raw RGBA, gray, or PNG/WebP) as a QImage that owns its pixels."""
+    if image.format == "rgba":
+        return QImage(image.data, image.width, image.height, image.width * 4, QImage.Format.Format_RGBA8888).copy()
+    if image.format == "gray":
+        return QImage(image.data, image.width, image.height, image.width, QImage.Format.Format_Grayscale8).copy()
+    return QImage.fromData(image.data)
+
+
+def thumbnail(image: Image, side: int = 96) -> QImage:
+    """A result's picture scaled to fit ``side`` x ``side`` (the docker's strip)."""
+    return to_qimage(image).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
+                                   Qt.TransformationMode.SmoothTransformation)
+
+
+def grow_for_expand(doc, expand: list[int], images) -> None:
+    """An expand job's result: grow the document by the margins (the old pixels keep their place), then
+    move each result's offset into the grown canvas (docs/protocol.md)."""
+    growth = editing.grown_canvas(doc.width(), doc.height(), expand)
+    doc.resizeImage(-growth.dx, -growth.dy, growth.width, growth.height)
+    for image in images:
+        image.x, image.y = growth.place(image.x, image.y)

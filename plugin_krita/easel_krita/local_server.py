@@ -13,10 +13,10 @@ import os
 
 from krita import Krita
 
+from .krita_settings import SETTINGS_GROUP
 from .shared import editing
 from .shared.editing.server_command import ARGS_KEY, AUTOSTART_KEY, COMMAND_KEY, ServerSettings
 
-SETTINGS_GROUP = "easel"
 WHERE = "the Easel docker's Server settings"
 
 
