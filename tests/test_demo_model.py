@@ -127,8 +127,10 @@ def test_sketch_to_image_makes_the_blob_a_red_circle(pipe):
 
 
 def test_inpaint_changes_only_the_selection():
-    """Regenerate a selection through Easel's own path (engine + imaging + server + client):
-    the selection is repainted red, and every pixel outside the returned blend is bit-exact."""
+    """Regenerate a selection through Easel's own path (engine + imaging + server + client), adding an object
+    (``inpaint_mode`` add: auto would fill, which colour matches the hole to the plain background and leaves
+    the toy model little to show): the selection is repainted, and every pixel outside the returned blend is
+    bit-exact."""
     from easel.client.connection import Client, new_job_id
     from easel.client.protocol import GenerateRequest
     from easel.client.protocol import Image as WireImage
@@ -142,7 +144,8 @@ def test_inpaint_changes_only_the_selection():
     sel[8:56, 32:64] = 255  # the right half, where there is only background
     engine = Engine([DEMO_ID], device="cpu", dtype="float32")
     with inprocess_server(engine) as (url, app), Client(url, image_format="rgba") as client:
-        result = client.generate(GenerateRequest(job=new_job_id(), prompt="a red circle on the right", seed=0),
+        result = client.generate(GenerateRequest(job=new_job_id(), prompt="a red circle on the right", seed=0,
+                                                 inpaint_mode="add"),
                                  WireImage.rgba(64, 64, image.tobytes()), WireImage.gray(64, 64, sel.tobytes()))
     item = result.images[0]
     layer = np.frombuffer(item.image.data, np.uint8).reshape(item.image.height, item.image.width, 4).copy()
