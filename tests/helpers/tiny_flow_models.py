@@ -6,8 +6,10 @@ with SD3/Flux's scaling and shift factors, CLIP text encoders and a T5 encoder) 
 * ``build_tiny_sd3(folder, t5=True)``: two CLIP encoders (with projection) + T5; transformer
   sample_size 8, so the native size is 64 px (a real SD3's 1024, smaller). ``t5=False`` saves it
   without ``text_encoder_3`` (as diffusers allows).
-* ``build_tiny_flux(folder, guidance=True)``: CLIP + T5; ``guidance=True`` embeds the distilled
+* ``build_tiny_flux(folder, guidance=True, fill=False)``: CLIP + T5; ``guidance=True`` embeds the distilled
   guidance like FLUX.1-dev, ``False`` is schnell-like (no guidance embedding).
+  ``fill=True``: FLUX.1 Fill-like (a FluxFillPipeline whose transformer takes the packed latents, 64
+  channels, plus the masked image's, 64, and the mask's, 8x8 px per latent packed: 256; 384 in all).
 * ``build_tiny_flux_controlnet(pipe, folder, union=False)`` / ``build_tiny_sd3_controlnet(pipe, folder)``:
   random ControlNets for those (one block each; ``union``: 7 control modes like InstantX's union) whose
   zero-initialised layers (``controlnet_blocks``, the control image's embedder) get random weights, so they steer.
@@ -95,24 +97,27 @@ def build_tiny_sd3(folder: str | os.PathLike, *, t5: bool = True) -> str:
     return _save(pipe, folder)
 
 
-def build_tiny_flux(folder: str | os.PathLike, *, guidance: bool = True) -> str:
-    """Save a tiny FLUX.1-style pipeline (dev-like with ``guidance``, else schnell-like)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+def build_tiny_flux(folder: str | os.PathLike, *, guidance: bool = True, fill: bool = False) -> str:
+    """Save a tiny FLUX.1-style pipeline (dev-like with ``guidance``, else schnell-like; ``fill``: FLUX.1 Fill-like)."""
+    import diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
     folder = os.fspath(folder)
     tok = _tokenizer(folder + ".tok")
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=T5_DIM, pooled_projection_dim=32, guidance_embeds=guidance,
+        patch_size=1, in_channels=384 if fill else 64, out_channels=64 if fill else None, num_layers=1,
+        num_single_layers=1, attention_head_dim=16, num_attention_heads=2, joint_attention_dim=T5_DIM,
+        pooled_projection_dim=32, guidance_embeds=guidance,
         axes_dims_rope=[4, 6, 6])
     torch.manual_seed(0)
     te = CLIPTextModel(_text_config(tok))
     scheduler = FlowMatchEulerDiscreteScheduler(
         shift=3.0, use_dynamic_shifting=guidance, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
         max_image_seq_len=4096)
-    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, vae=_vae(0.3611, 0.1159), text_encoder=te,
+    cls = diffusers.FluxFillPipeline if fill else diffusers.FluxPipeline
+    pipe = cls(transformer=transformer, scheduler=scheduler, vae=_vae(0.3611, 0.1159), text_encoder=te,
                         tokenizer=tok, text_encoder_2=_t5(), tokenizer_2=t5_tokenizer())
     return _save(pipe, folder)
 

@@ -34,11 +34,11 @@ REFERENCES = "references"
 # no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
 # model cards recommend: SD 3.5 large 28 / 3.5, SD 3.5 medium 40 / 4.5, large-turbo 4 / 0 (no CFG);
 # FLUX.1-dev 28 steps with distilled guidance 3.5 (an embedding, one transformer pass per step),
-# schnell 4 steps without guidance.
+# schnell 4 steps without guidance; FLUX.1-Fill-dev (inpainting) 50 steps with guidance 30.
 VARIANTS: dict[str, tuple[int, float]] = {
     "turbo": (1, 0.0), "lightning": (4, 0.0), "lcm": (4, 1.0),
     "sd3.5-large": (28, 3.5), "sd3.5-medium": (40, 4.5), "sd3.5-turbo": (4, 0.0),
-    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0),
+    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0), "flux-fill": (50, 30.0),
     # the 2026 families' few-step models, named "<family>-<word in the model's name>": Z-Image-Turbo 8 steps
     # (8 transformer passes in diffusers 0.42) without CFG
     "z-image-turbo": (8, 0.0),

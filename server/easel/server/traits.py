@@ -17,7 +17,9 @@ from .families import FEW_STEP, VARIANTS, Family
 
 # pipeline classes Easel serves: each family's, plus the LCM pipelines (SD 1.x-style)
 LCM_CLASSES = frozenset({"LatentConsistencyModelPipeline", "LatentConsistencyModelImg2ImgPipeline"})
-SUPPORTED_CLASSES = LCM_CLASSES.union(*(f.pipeline_classes for f in Family if f.served))
+# inpainting models' own pipeline classes (FLUX.1 Fill: image + mask in, every mode through this one pipeline)
+INPAINT_CLASSES = {"FluxFillPipeline": Family.FLUX}
+SUPPORTED_CLASSES = LCM_CLASSES.union(INPAINT_CLASSES, *(f.pipeline_classes for f in Family if f.served))
 
 
 # words in a hub id that name a family (before its configs are downloaded)
@@ -35,7 +37,7 @@ class Traits:
     default_steps: int
     default_guidance: float
     variant: str | None = None  # "turbo" | "lightning" | "lcm" | a flow variant (families.VARIANTS) | None
-    inpaint_unet: bool = False  # 9-channel inpainting UNet
+    inpaint_unet: bool = False  # an inpainting model: 9-channel SD UNet or FLUX.1 Fill (image + mask channels)
     vae_scale: int = 8
     context: int | None = None  # the UNet's cross-attention width (LoRAs must match it)
 
@@ -86,7 +88,7 @@ def detect(name: str, index: Config | None, unet: Config | None, vae: Config | N
     cls = str(index.get("_class_name", ""))
     if not (index or unet):
         return guess(name)
-    by_class = Family.of_pipeline(cls)
+    by_class = Family.of_pipeline(cls) or INPAINT_CLASSES.get(cls)
     if by_class is not None and by_class.flow:
         return flow_traits(lname, by_class, unet, vae)
     if by_class is Family.SDXL or _present(index, "text_encoder_2") or unet.get("addition_embed_type") == "text_time":
@@ -112,8 +114,10 @@ def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) ->
         return Traits(family, (family.native, family.native), *family.defaults(), None, False, vae_scale)
     if family is Family.FLUX:
         # schnell has no guidance embedding; Flux pipelines default to 128 latent px (1024)
-        variant = "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
-        return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
+        # FLUX.1 Fill: packed image latents (64 channels) plus the masked image's and the mask's
+        fill = int(transformer.get("in_channels") or 64) > 4 * family.latent_channels
+        variant = "flux-fill" if fill else "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
+        return Traits(family, (family.native, family.native), *family.defaults(variant), variant, fill, vae_scale)
     if family is not Family.SD3:  # the 2026 families: their pipelines default to the family's native size
         variant = named_variant(family, lname)
         return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
@@ -147,9 +151,10 @@ def guess(name: str) -> Traits:
         return Traits(named, (named.native,) * 2, *named.defaults(variant), variant)
     if "flux" in lname and "kontext" in lname:  # black-forest-labs/FLUX.1-Kontext-dev
         return Traits(Family.FLUX_KONTEXT, (Family.FLUX_KONTEXT.native,) * 2, *Family.FLUX_KONTEXT.defaults())
-    if "flux" in lname:
-        variant = "flux-schnell" if "schnell" in lname else "flux-dev"
-        return Traits(Family.FLUX, (Family.FLUX.native,) * 2, *Family.FLUX.defaults(variant), variant)
+    if "flux" in lname:  # black-forest-labs/FLUX.1-Fill-dev: the inpainting model
+        variant = "flux-fill" if "fill" in lname else "flux-schnell" if "schnell" in lname else "flux-dev"
+        return Traits(Family.FLUX, (Family.FLUX.native,) * 2, *Family.FLUX.defaults(variant), variant,
+                      variant == "flux-fill")
     if "stable-diffusion-3" in lname or "sd3" in lname or "sd35" in lname:
         variant = sd3_variant(lname)
         return Traits(Family.SD3, (Family.SD3.native,) * 2, *Family.SD3.defaults(variant), variant)

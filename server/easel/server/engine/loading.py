@@ -87,7 +87,8 @@ class LoadedModel:
     _offload_owner: Any = None
 
     def pipeline(self, mode: str) -> Any:
-        """The pipeline for ``mode`` (9-channel inpaint models use the inpaint pipeline for every mode)."""
+        """The pipeline for ``mode`` (inpainting models, 9-channel SD or FLUX.1 Fill, use their inpaint
+        pipeline for every mode)."""
         if self.traits.inpaint_unet:
             mode = "inpaint"
         pipe = self.pipes.get(mode)
@@ -117,6 +118,8 @@ class LoadedModel:
 
 
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
+    if traits.inpaint_unet and traits.flow:  # FLUX.1 Fill: its own pipeline (the auto inpaint one is FLUX.1's)
+        return type(base).from_pipe(base, **{_DTYPE_KW: base.dtype})
     if traits.family.inpaints(mode) and mode != "inpaint":  # no image-to-image pipeline: the family's inpaint one
         return getattr(diffusers, traits.family.pipeline_class(mode)).from_pipe(base, **{_DTYPE_KW: base.dtype})
     try:
