@@ -14,6 +14,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ...client.codes import ErrorCode
+from ..library.header import GGUF_SUFFIX
+from .types import EngineError
+
 _PACKED = ("Flux", "Chroma", "QwenImage")  # pipelines (FLUX.1's and those like it) that pack 2x2 latent patches
 
 
@@ -84,16 +88,31 @@ def run_rounded(run: Callable[[Any], list[Image.Image]], job: Any, step: int) ->
     return out
 
 
+def gguf_config(dtype: torch.dtype) -> Any:
+    """diffusers' GGUF quantization config computing in ``dtype``; EngineError naming the package if missing."""
+    from diffusers.utils import is_gguf_available
+
+    if not is_gguf_available():
+        raise EngineError("GGUF files need the 'gguf' package: pip install gguf", field="model",
+                          code=ErrorCode.MODEL_LOAD_FAILED)
+    from diffusers import GGUFQuantizationConfig
+
+    return GGUFQuantizationConfig(compute_dtype=dtype)
+
+
 def load_transformer_file(path: str, folder: str, dtype: torch.dtype, **kwargs: Any) -> Any:
     """An SD3/Flux pipeline whose transformer comes from the single file ``path`` (original or diffusers
     key layout, converted by diffusers' ``from_single_file``) and whose other parts (text encoders, VAE,
     scheduler, tokenizers) from the diffusers folder ``folder`` of the same model; the folder's own
-    transformer weights are not read and may be missing. ``kwargs`` go to ``from_pretrained``."""
+    transformer weights are not read and may be missing. A ``.gguf`` file's quantised weights stay
+    quantised (diffusers' GGUF quantizer dequantises each layer's weights as it runs, in ``dtype``).
+    ``kwargs`` go to ``from_pretrained``."""
     import diffusers
 
     from ..traits import read_json
 
     index = read_json(f"{folder}/model_index.json") or {}
     cls = getattr(diffusers, str((index.get("transformer") or [None, "SD3Transformer2DModel"])[1]))
-    transformer = cls.from_single_file(path, config=folder, subfolder="transformer", torch_dtype=dtype)
+    quantised = {"quantization_config": gguf_config(dtype)} if path.lower().endswith(GGUF_SUFFIX) else {}
+    transformer = cls.from_single_file(path, config=folder, subfolder="transformer", torch_dtype=dtype, **quantised)
     return diffusers.DiffusionPipeline.from_pretrained(folder, transformer=transformer, torch_dtype=dtype, **kwargs)

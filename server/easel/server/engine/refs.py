@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from .. import builtin_models
 from .. import demo as _demo  # noqa: F401  (importing it registers the built-in demo model)
+from ..library.header import GGUF_SUFFIX
 from ..library.layouts import sibling_config
 from .types import EngineError
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", GGUF_SUFFIX)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -71,7 +72,7 @@ def parse_ref(ref: str, models_dir: str | Sequence[str] | None = None, *, confin
         return ModelRef(text, os.path.basename(os.path.normpath(found)), "folder", found)
     if not found.lower().endswith(SINGLE_FILE_SUFFIXES):
         raise EngineError(
-            f"model {text!r}: {os.path.basename(found)} is not a .safetensors or .ckpt checkpoint", field="model")
+            f"model {text!r}: {os.path.basename(found)} is not a .safetensors, .ckpt or .gguf checkpoint", field="model")
     config = _parse_config(fragment, text, found, models_dir, confine) if fragment else sibling_config(found)
     stem = os.path.splitext(os.path.basename(found))[0]
     return ModelRef(text, stem, "single_file", found, config)

@@ -21,6 +21,7 @@ from typing import Any
 
 MAX_HEADER = 100 * 2**20  # a real header is at most a few MB
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
+GGUF_SUFFIX = ".gguf"  # llama.cpp's format: quantised transformers (read by diffusers' GGUF quantizer)
 _WRAPPERS = ("state_dict", "params_ema", "params")  # what holds the tensors in a pickle (BasicSR: params_ema)
 _TORCH_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
                  "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
