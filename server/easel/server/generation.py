@@ -19,7 +19,7 @@ from .hires import SecondPass, second_pass_wanted, skipped_note
 from .imaging.compose import composite, prepare
 from .limits import Limits
 from .prompt_regions import check_regions
-from .selection_modes import check_modes, setup_mode
+from .selection_modes import check_modes, inpaint_model, setup_mode
 from .upscale import check_upscale, run_upscale
 from .work import GenerationOutput, Inputs, Layer, StepBar, engine_job, engine_steps, pick_seeds
 
@@ -85,6 +85,8 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     if model.family.edits and request.inpaint_mode == "auto" and not request.expand:  # an edit sees the pixels
         request = replace(request, inpaint_mode="refine")
     setup = setup_mode(request, inputs.image, inputs.mask)  # the selection mode: its picture, prompt, strength
+    chosen, inpainter = model.id, inpaint_model(engine, model, setup.mode)
+    model = inpainter or model  # a fill, expand or remove job on a served inpainting model of its family
     request, plan = setup.request, setup.plan(model.native)
     model_image = setup.prepared(plan)
     work_image, work_mask = prepare(plan, model_image, setup.mask)
@@ -116,13 +118,15 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
         layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
     used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
     parameters = {
-        "model": model.id, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        "model": chosen, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
         "steps": used.get("steps", job.steps or model.default_steps),
         "guidance": used.get("guidance", job.guidance if job.guidance is not None else model.default_guidance),
         "scheduler": used.get("scheduler") or request.scheduler or "default",
         "strength": used.get("strength", request.strength), "seeds": seeds, **plan.to_dict(),
         **features, **request_choices(request), **setup.parameters(),
     }
+    if inpainter is not None:
+        parameters["inpaint_model"] = inpainter.id
     if second is not None:
         parameters["second_pass"] = second.parameters()
     if note:

@@ -12,6 +12,8 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .engine.types import EngineAPI, ModelInfo
+from .families import Family
 from .imaging import modes
 from .imaging.compose import region_selection, region_source, resize
 from .imaging.geometry import Bounds, Extent
@@ -19,6 +21,9 @@ from .imaging.region import WorkPlan, plan_generation
 from .limits import Limits
 
 _NEEDS_SELECTION = (modes.FILL, modes.ADD, modes.REMOVE)
+#: the modes that run on a served inpainting model of the chosen plain model's family (``prefer_inpaint_models``)
+INPAINT_MODEL_MODES = (modes.FILL, modes.EXPAND, modes.REMOVE)
+_INPAINT_FAMILIES = (Family.SD1, Family.SDXL, Family.FLUX)
 
 
 def margins_of(request: GenerateRequest) -> tuple[int, int, int, int]:
@@ -138,3 +143,13 @@ def setup_mode(request: GenerateRequest, image: np.ndarray | None, mask: np.ndar
     if mode == modes.REMOVE:
         request = replace(request, prompt="")
     return ModeSetup(mode, request, image, mask, margins)
+
+
+def inpaint_model(engine: EngineAPI, model: ModelInfo, mode: str) -> ModelInfo | None:
+    """The inpainting model a ``mode`` job on plain ``model`` runs on instead: the first served one of its family
+    (SD 1.x, SDXL, FLUX.1) when the mode paints new content into a selection and the engine's
+    ``prefer_inpaint_models`` is on; None: the job stays on ``model``."""
+    if (mode not in INPAINT_MODEL_MODES or model.inpaint or model.family not in _INPAINT_FAMILIES
+            or not getattr(engine, "prefer_inpaint_models", False)):
+        return None
+    return next((m for m in engine.models() if m.inpaint and m.family == model.family and not m.problem), None)

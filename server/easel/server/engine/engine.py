@@ -58,7 +58,8 @@ class Engine:
                  control_models: Sequence[str | os.PathLike] = (), refiner: str | os.PathLike | None = None,
                  safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
                  channels_last: str = "auto", compile: bool = False,
-                 ip_adapters: Sequence[str | os.PathLike] = (), decoder: str = "full", live_decoder: str = "auto"):
+                 ip_adapters: Sequence[str | os.PathLike] = (), decoder: str = "full", live_decoder: str = "auto",
+                 prefer_inpaint_models: bool = True):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -89,6 +90,7 @@ class Engine:
         self._safety = SafetyChecker(checker, self.device, self.dtype)
         self._lock = threading.RLock()
         self._closed = False
+        self.prefer_inpaint_models = prefer_inpaint_models  # selection_modes.inpaint_model
         self.load_count = 0  # how many times weights were loaded (tests, diagnostics)
         log.info("engine: %s, %s, models %s", self.device, self.dtype, ", ".join(self._catalog.ids()))
 

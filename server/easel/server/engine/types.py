@@ -44,7 +44,7 @@ class ModelInfo:
     few_step: bool = False  # turbo / LCM-style
     name: str = ""  # readable ("dreamshaper 8"); the id when empty
     problem: str | None = None  # why it cannot be used (a broken library entry); None = usable
-    inpaint: bool = False  # a 9-channel inpainting model
+    inpaint: bool = False  # an inpainting model (9-channel SD UNet, FLUX.1 Fill)
     loras: list[str] | None = None  # ids of the LoRAs that fit it (None: the server has no LoRAs)
     features: list[str] | None = None  # the request fields of families.FEATURES it supports
     controls: list[str] | None = None  # the control kinds (``Control.kind``) it can use on this server
