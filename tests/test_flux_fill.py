@@ -1,7 +1,7 @@
 """FLUX.1 Fill (an inpainting model, FluxFillPipeline) on a tiny random-weight pipeline: recognised as FLUX.1
 with the inpaint model flag (configs and names), the model card's defaults, every mode against raw
-FluxFillPipeline (text to image and image to image as a fill of the whole picture), and the selection path
-keeping the pixels outside the blend."""
+FluxFillPipeline (text to image and image to image as a fill of the whole picture), the selection path
+keeping the pixels outside the blend, and its transformer as a single file with a config folder."""
 
 from __future__ import annotations
 
@@ -89,3 +89,18 @@ def test_selection_keeps_the_pixels_outside_the_blend(engine, mode):
     cmask = composite_mask(mask, p["feather"])
     assert np.array_equal(flat[cmask == 0], image[cmask == 0])
     assert not np.array_equal(flat[mask == 255], image[mask == 255])
+
+
+def test_transformer_file_with_its_config_folder(engine, fill_path, tmp_path):
+    """A FLUX.1 Fill transformer file served as 'FILE#config=FOLDER' takes FLUX.1's transformer path: the folder's pixels."""
+    from diffusers import FluxTransformer2DModel
+    from safetensors.torch import save_file
+
+    weights = FluxTransformer2DModel.from_pretrained(fill_path, subfolder="transformer").state_dict()
+    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "fill.safetensors")
+    j = job("inpaint", steps=2, negative_prompt="")
+    with Engine([f"{tmp_path / 'fill.safetensors'}#config={fill_path}"], device="cpu", dtype="float32") as eng:
+        assert eng.model_info(None).inpaint
+        (img,) = run(eng, j)
+    (expected,) = run(engine, j)
+    assert np.array_equal(np.asarray(img), np.asarray(expected))

@@ -28,7 +28,7 @@ from ...client.codes import ErrorCode
 from .. import builtin_models
 from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
-from ..traits import SUPPORTED_CLASSES, Traits, detect, folder_configs
+from ..traits import INPAINT_CLASSES, SUPPORTED_CLASSES, Traits, detect, folder_configs
 from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
 from .preview import LatentPreview
@@ -252,7 +252,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
     if cancelled():
         raise JobCancelled()
-    family = Family.of_pipeline(str((index or {}).get("_class_name", "")))
+    cls = str((index or {}).get("_class_name", ""))
+    family = Family.of_pipeline(cls) or INPAINT_CLASSES.get(cls)  # a FLUX.1 Fill file: FLUX.1's transformer path
     if ref.source == "single_file" and family is not None and not family.single_files:
         raise EngineError(f"model {ref.id!r}: {family.label} single files are not served yet; serve its diffusers "
                           "folder or hub id", field="model", code=ErrorCode.MODEL_LOAD_FAILED)
