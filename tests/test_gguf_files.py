@@ -1,5 +1,7 @@
-"""GGUF-quantised FLUX.1 transformer files served as 'FILE.gguf#config=FOLDER' (tiny model): unquantised
-F32 tensors give the folder model's exact pixels, Q8_0 ones stay quantised and come close."""
+"""GGUF-quantised FLUX.1 transformer files (tiny model): served as 'FILE.gguf#config=FOLDER', unquantised F32
+tensors give the folder model's exact pixels, Q8_0 ones stay quantised and come close; the model library
+recognises them from their headers (original or diffusers names), serves one with a config folder beside it,
+says what to add to one without, skips other GGUF models and reports a cut-short file."""
 
 from __future__ import annotations
 
@@ -65,3 +67,40 @@ def test_without_the_gguf_package_the_error_names_it(monkeypatch):
     with pytest.raises(EngineError) as err:
         flow.gguf_config(torch.float32)
     assert err.value.field == "model" and "pip install gguf" in str(err.value)
+
+
+def test_the_library_lists_and_serves_gguf_transformers(gguf_files, tmp_path):
+    from easel.server.library.scan import Library
+
+    f32, q8, config = gguf_files
+    shutil.copy(q8, tmp_path / "lib-flux-Q8_0.gguf")
+    shutil.copytree(config, tmp_path / "lib-flux-Q8_0")  # its sibling config folder
+    small = {"double_blocks.0.img_mod.lin.weight": torch.ones(192, 32), "single_blocks.0.modulation.lin.weight":
+             torch.ones(96, 32), "img_in.bias": torch.zeros(32)}  # original (BFL) names, as city96's files
+    write_gguf(small, tmp_path / "flux1-dev-Q8_0.gguf", quantise=True)
+    write_gguf({"blk.0.attn_q.weight": torch.ones(32, 32)}, tmp_path / "llm.gguf", arch="llama")
+    with open(q8, "rb") as f:
+        (tmp_path / "cut.gguf").write_bytes(f.read(2000))
+    entries = {e.id: e for e in Library([tmp_path]).scan()}
+    assert "llm" not in entries  # another tool's model: skipped
+    served, original, cut = entries["lib-flux-Q8_0"], entries["flux1-dev-Q8_0"], entries["cut"]
+    assert (served.kind, served.desc.family, served.problem) == ("checkpoint", "flux", None)
+    assert served.desc.label == "FLUX.1 transformer (GGUF Q8_0)" and served.config == str(tmp_path / "lib-flux-Q8_0")
+    assert original.desc.label == "FLUX.1 transformer (GGUF Q8_0)"
+    assert "put a diffusers folder of the same model beside it, named flux1-dev-Q8_0/" in original.problem
+    assert cut.kind == "unknown" and "cut short" in cut.problem
+    with Engine([f"{q8}#config={config}"], models_dir=tmp_path, device="cpu", dtype="float32") as eng:
+        assert eng.model_info("lib-flux-Q8_0").family == "flux"
+        (from_library,) = run(eng, job(model="lib-flux-Q8_0", seeds=[2], negative_prompt=""))
+        (named,) = run(eng, job(model="flux1-tiny-Q8_0", seeds=[2], negative_prompt=""))
+    assert np.array_equal(arr(from_library), arr(named))
+
+
+def test_a_gguf_without_a_config_says_what_to_add(gguf_files):
+    from easel.server.engine.types import EngineError
+
+    f32, _, _ = gguf_files
+    with Engine([f32], device="cpu", dtype="float32") as eng, pytest.raises(EngineError) as err:
+        run(eng, job(model="flux1-tiny-F32", negative_prompt=""))
+    assert err.value.field == "model" and "a FLUX.1 transformer (GGUF F32); serve it as 'FILE#config=FOLDER'" \
+        in str(err.value)

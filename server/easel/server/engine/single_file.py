@@ -22,9 +22,9 @@ import torch
 
 from ...client.codes import ErrorCode
 from ..library.configs import config_folder
-from ..library.detect import Description, describe
+from ..library.detect import Description
 from ..library.header import PICKLE_SUFFIXES, HeaderError, NeedsCode, read_header
-from ..library.scan import v_prediction
+from ..library.scan import describe_header
 from .types import EngineError
 
 CLIP_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
@@ -34,8 +34,7 @@ _SKIP = {"safety_checker", "feature_extractor", "image_encoder"}
 def describe_file(path: str) -> Description:
     """The file's description from its header; EngineError (field model) naming the file if unreadable."""
     try:
-        header = read_header(path)
-        return describe(header.tensors, v_prediction(path, header))
+        return describe_header(path, read_header(path))
     except (HeaderError, OSError) as exc:
         raise EngineError(f"model file {os.path.basename(path)}: {exc}", field="model",
                           code=ErrorCode.MODEL_LOAD_FAILED) from None
@@ -51,6 +50,12 @@ def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
     if desc.kind != "checkpoint":
         raise EngineError(f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}, not a checkpoint; "
                           "serve it as what it is (LoRAs: --loras-dir)", field="model", code=ErrorCode.MODEL_LOAD_FAILED)
+    if desc.arch is None and desc.quant is not None:
+        raise EngineError(
+            f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}; serve it as 'FILE#config=FOLDER', "
+            "FOLDER a diffusers folder of the same model for the text encoders and VAE (its transformer/ needs "
+            "only config.json), or put that folder beside it, named like the file without the extension",
+            field="model", code=ErrorCode.MODEL_LOAD_FAILED)
     if desc.arch is None:
         family = desc.family.label if desc.family else "an unknown family"
         raise EngineError(

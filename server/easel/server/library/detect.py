@@ -64,6 +64,9 @@ _TEXT = {  # family -> token-embedding tensors (either spelling) and their width
 }
 _FLOW_FILE = ("{} single file: serve it as 'FILE#config=FOLDER', FOLDER a diffusers folder of the same {} "
               "model for the text encoders and VAE (docs/models.md)")
+# FLUX.1's per-block modulations, original then diffusers names (FLUX.2 and Chroma share theirs, SD3 has no single blocks)
+_FLUX_GGUF = (("double_blocks.0.img_mod.lin.weight", "single_blocks.0.modulation.lin.weight"),
+              ("transformer_blocks.0.norm1.linear.weight", "single_transformer_blocks.0.norm.linear.weight"))
 _OTHER = [  # (key fragment, what it is) for files Easel does not serve
     ("joint_blocks.", _FLOW_FILE.format("an SD 3/3.5", "SD 3/3.5")), ("double_blocks.", _FLOW_FILE.format("a FLUX.1", "FLUX.1")),
     ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
@@ -111,6 +114,7 @@ class Description:
     prediction: str | None = None  # "v"/"v-ztsnr" when the file says so (v_pred/ztsnr keys, SD 2.x 768 heuristic)
     problem: str | None = None
     control_types: int | None = None  # a ControlNet Union's number of control types (its control_mode range)
+    quant: str | None = None  # a GGUF transformer's quantisation (its linear weights' GGML type: Q8_0, Q4_K …)
 
     def __post_init__(self) -> None:
         if self.family is not None:
@@ -120,6 +124,8 @@ class Description:
     def label(self) -> str:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
         family = self.family.label if self.family else ""
+        if self.quant:
+            return f"{family or 'unknown'} transformer (GGUF {self.quant})"
         kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE",
                 "upscaler": "upscaler"}.get(self.kind, "file")
         parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),
@@ -148,6 +154,26 @@ def describe(tensors: Tensors, v_prediction: bool | None = None) -> Description:
     if _UPSCALER.search(names) and not any(fragment in names for fragment, _ in _OTHER):
         return Description("upscaler")
     return Description("unknown", problem=_unknown(names, len(tensors)))
+
+
+def describe_gguf(tensors: Tensors, architecture: str) -> Description:
+    """A GGUF file (``architecture``: its ``general.architecture``): a FLUX.1 transformer, original
+    (``double_blocks``) or diffusers layout, with its quantisation; anything else is not Easel's."""
+    quant = _most_common(info.dtype for name in tensors if len((info := tensors[name]).shape) == 2)
+    for prefix in ("", UNET):
+        if all(prefix + name in tensors for name in _FLUX_GGUF[0]):
+            return Description("checkpoint", Family.FLUX, quant=quant)
+    if all(name in tensors for name in _FLUX_GGUF[1]):
+        return Description("checkpoint", Family.FLUX, quant=quant)
+    what = f"a GGUF {architecture or 'unknown'} model ({quant})"
+    return Description("unknown", problem=f"{what}, which Easel does not use (it serves GGUF FLUX.1 transformers)")
+
+
+def _most_common(values: Iterable[str]) -> str | None:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return max(counts, key=lambda v: counts[v]) if counts else None
 
 
 def describe_checkpoint(tensors: Tensors, v_prediction: bool | None = None, names: str | None = None) -> Description:

@@ -3,6 +3,8 @@
 * ``.safetensors``: the first 8 bytes give the JSON header's length; the header names every tensor
   with its dtype, shape and byte range. A file whose header or data runs past its end is
   incomplete (truncated, or still being copied); the header tells how big it will be.
+* ``.gguf`` (llama.cpp's format, used for quantised transformers): read by the ``gguf`` package;
+  dtypes are GGML type names (``Q8_0``, ``Q4_K``, ``F16`` …).
 * ``.ckpt``/``.pt``/``.pth`` (pickles): opened with ``torch.load(weights_only=True, mmap=True)``,
   which never runs code from the file and maps the tensors without reading them. A pickle that
   needs anything but tensors and plain containers is refused (``NeedsCode``).
@@ -97,10 +99,37 @@ class NeedsCode(HeaderError):
 
 
 def read_header(path: str) -> Header:
-    """The header of a ``.safetensors`` or pickle checkpoint; HeaderError says what is wrong."""
+    """The header of a ``.safetensors``, pickle or GGUF file; HeaderError says what is wrong."""
     if path.lower().endswith(PICKLE_SUFFIXES):
         return read_pickle_index(path)
+    if path.lower().endswith(GGUF_SUFFIX):
+        return read_gguf_header(path)
     return read_safetensors_header(path)
+
+
+def read_gguf_header(path: str) -> Header:
+    """A GGUF file's tensors (dtype: the GGML type name, ``Q8_0``, ``F16`` …; shape in torch's order) and
+    its string metadata (``general.architecture``), through the ``gguf`` package's memory-mapped reader."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise HeaderError("not a GGUF file (it does not start with 'GGUF'); it may be corrupt")
+    try:
+        import gguf
+    except ImportError:
+        raise HeaderError("a GGUF file; reading it needs the 'gguf' package: pip install gguf") from None
+    try:
+        reader = gguf.GGUFReader(path)
+    except (ValueError, IndexError, OSError):
+        raise Incomplete("its GGUF header or data is cut short (or corrupt)", size, None) from None
+    tensors = {t.name: TensorInfo(t.tensor_type.name, tuple(int(n) for n in reversed(t.shape)))
+               for t in reader.tensors}
+    metadata = {}
+    for name, field in reader.fields.items():
+        value = field.contents()
+        if isinstance(value, (str, int, float)):
+            metadata[name] = str(value)
+    return Header(tensors, metadata, int(reader.data_offset))
 
 
 def read_safetensors_header(path: str) -> Header:

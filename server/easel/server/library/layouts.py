@@ -17,7 +17,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+from .header import GGUF_SUFFIX
+
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", GGUF_SUFFIX)
 KIND_FOLDERS = {  # lower-case folder name -> what it holds
     "stable-diffusion": "checkpoint", "checkpoints": "checkpoint", "diffusers": "checkpoint",
     "lora": "lora", "loras": "lora", "lycoris": "lora",

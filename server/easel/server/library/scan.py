@@ -20,14 +20,14 @@ from dataclasses import dataclass, replace
 from ..families import Family
 from ..traits import detect, folder_configs, read_json
 from .controls import config_context, config_family
-from .detect import UNRECOGNISED, Description, describe
-from .header import Header, HeaderError, Incomplete, read_floats, read_header
+from .detect import UNRECOGNISED, Description, describe, describe_gguf
+from .header import GGUF_SUFFIX, Header, HeaderError, Incomplete, read_floats, read_header
 from .layouts import candidates, model_folder_kind, sibling_config
 
 log = logging.getLogger(__name__)
 COPY_WINDOW = 120.0  # an incomplete file changed this recently is taken to be still copying
 _SD2_V_PROBE = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
-_ID_SUFFIX = re.compile(r"\.(safetensors|ckpt|pt|pth)$", re.IGNORECASE)
+_ID_SUFFIX = re.compile(r"\.(safetensors|ckpt|pt|pth|gguf)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,13 @@ def describe_file(path: str, mtime: float, changed: bool = False) -> Description
         return Description("unknown", problem=str(exc))
     except OSError as exc:
         return Description("unknown", problem=f"cannot be read: {exc.strerror or exc}")
+    return describe_header(path, header)
+
+
+def describe_header(path: str, header: Header) -> Description:
+    """The description of the file at ``path`` from its header (GGUF files by their own cues)."""
+    if path.lower().endswith(GGUF_SUFFIX):
+        return describe_gguf(header.tensors, header.metadata.get("general.architecture", ""))
     return describe(header.tensors, v_prediction(path, header))
 
 
@@ -217,6 +224,9 @@ def with_config(desc: Description, config: str | None, path: str) -> Description
         return replace(desc, native=traits.native[0], context=traits.context or desc.context)
     if desc.arch is None:
         stem = os.path.splitext(os.path.basename(path))[0]
+        if desc.quant is not None:
+            return replace(desc, problem=f"a {desc.label}: put a diffusers folder of the same model beside it, "
+                           f"named {stem}/ (for the text encoders and VAE; its transformer/ needs only config.json)")
         what = "ControlNet config folder (its config.json)" if desc.kind == "controlnet" else "diffusers config folder"
         return replace(desc, problem=f"its sizes match no architecture Easel ships a config for (cross-attention "
                        f"width {desc.context}); put its {what} beside it, named {stem}/")
