@@ -143,9 +143,8 @@ class ServeSettings:
     preload: bool = option(True, "load the default model at start-up (--no-preload: on first use)")
     sd3_t5: bool = option(True, "load SD 3/3.5 with their T5 encoder (--no-sd3-t5: about 9.5 GB less; prompts "
                           "followed less closely)", engine=True)
-    prefer_inpaint_models: bool = option(True, "fill, expand and remove jobs on a plain SD 1.x/SDXL/FLUX.1 model run on "
-                                         "a served inpainting model of its family (--no-prefer-inpaint-models: "
-                                         "on the chosen model)", engine=True)
+    prefer_inpaint_models: bool = option(True, "fill, expand and remove jobs on a plain SD 1.x/SDXL/FLUX.1 model run "
+                                         "on a served inpainting model of its family", engine=True)
     channels_last: str = option("auto", "convolution weights in channels-last layout: auto = on for bfloat16 on "
                                 "the CPU, where it is faster (docs/performance.md)", choices=CHANNELS_LAST,
                                 engine=True)
