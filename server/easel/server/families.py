@@ -331,12 +331,12 @@ _SPECS: dict[Family, _Spec] = {
                                lora_layouts="flux",  # FLUX.1-dev's blocks: FLUX.1 LoRAs fit
                                no_negative="FLUX.1 Kontext is guidance-distilled and has no negative prompt"),
     # 2026 families: flow-matching transformers with real CFG (a negative prompt), defaults from the model cards
-    Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux",
-                         single_file=False),  # lodestones/Chroma1-HD: FLUX.1-like, T5 only
+    # lodestones/Chroma1-HD: FLUX.1-like, T5 only
+    Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux"),
     # Z-Image (base): the pipelines' defaults, 50 steps with CFG 5; Tongyi-MAI/Z-Image-Turbo: "z-image-turbo"
-    Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True, single_file=False),
+    Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True),
     # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
-    Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, single_file=False, true_cfg=True),
+    Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, true_cfg=True),
     # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always ""
     Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,
                               single_file=False, variant="flux2-klein", img2img_by_inpaint=True,
