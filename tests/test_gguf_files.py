@@ -1,7 +1,8 @@
 """GGUF-quantised FLUX.1 transformer files (tiny model): served as 'FILE.gguf#config=FOLDER', unquantised F32
 tensors give the folder model's exact pixels, Q8_0 ones stay quantised and come close; the model library
 recognises them from their headers (original or diffusers names), serves one with a config folder beside it,
-says what to add to one without, skips other GGUF models and reports a cut-short file."""
+says what to add to one without, skips other GGUF models and reports a cut-short file; a real ``easel serve
+--models-dir`` offers one to ``easel generate`` and refuses the one without a config in one line."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from easel.server.engine import Engine
+from helpers.cli_runs import easel
 from helpers.engine_checks import arr, run
 from helpers.engine_jobs import job
 from helpers.tiny_gguf import write_gguf
@@ -104,3 +106,32 @@ def test_a_gguf_without_a_config_says_what_to_add(gguf_files):
         run(eng, job(model="flux1-tiny-F32", negative_prompt=""))
     assert err.value.field == "model" and "a FLUX.1 transformer (GGUF F32); serve it as 'FILE#config=FOLDER'" \
         in str(err.value)
+
+
+def test_easel_serve_offers_a_gguf_of_its_models_folder(gguf_files, tmp_path):
+    from PIL import Image
+
+    from easel.client.connection import Client
+    from helpers.server_harness import running_server
+
+    _, q8, config = gguf_files
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(q8, models / "flux1-tiny-Q8_0.gguf")
+    shutil.copytree(config, models / "flux1-tiny-Q8_0")
+    shutil.copy(q8, models / "no-config-Q8_0.gguf")
+    with running_server([], "--models-dir", str(models), "--no-preload", "--device", "cpu",
+                        env={"EASEL_CONFIG": "/nonexistent"}) as url:
+        with Client(url) as client:
+            families = {m["id"]: m["family"] for m in client.welcome["models"]}
+        assert families["flux1-tiny-Q8_0"] == "flux"
+        out = tmp_path / "out.png"
+        r = easel("generate", "--url", url, "--model", "flux1-tiny-Q8_0", "--prompt", "a red square", "--seed", "2",
+                  "--steps", "2", "--width", "64", "--height", "64", "--quiet", "--out", str(out))
+        assert r.returncode == 0, r.stderr
+        picture = np.asarray(Image.open(out).convert("RGB"), dtype=np.int16)
+        assert picture.shape == (64, 64, 3) and picture.std() > 1
+        r = easel("generate", "--url", url, "--model", "no-config-Q8_0", "--prompt", "x", "--steps", "2", "--quiet",
+                  "--out", str(tmp_path / "no.png"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "a FLUX.1 transformer (GGUF Q8_0): put a diffusers folder of the same model beside it" in r.stderr
