@@ -1,6 +1,6 @@
 """The 2026 families on tiny random-weight pipelines (tests/helpers/tiny_2026_models.py): Chroma, Z-Image,
 Qwen-Image and FLUX.2 Klein in the three modes against raw diffusers with seeds per image in a batch
-(Qwen-Image's guidance as true CFG; Klein's image to image as its inpaint pipeline with a full mask), their
+(Qwen-Image's guidance as true CFG; Klein's image jobs are edits: tests/test_klein_edits.py), their
 defaults and features (refused ones with the family's reason), previews of their latents (packed ones
 unpacked), cancel, variation seeds, LoRAs (Chroma: its own and FLUX.1's), the tiny decoder, the few-step
 models (Z-Image-Turbo, distilled Klein), and FLUX.2 Klein single files refused as a later step."""
@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from easel.server.engine import Engine, EngineError, EngineJob, JobCancelled
 from easel.server.families import Family
@@ -76,8 +75,6 @@ def raw_pipes(paths):
             pipe.set_progress_bar_config(disable=True)
         if family.true_cfg:  # the job's guidance is the pipeline's true_cfg_scale
             out[name] = {mode: _TrueCfg(pipe) for mode, pipe in out[name].items()}
-        if family.inpaints("img2img"):  # image to image: its inpaint pipeline with the whole picture masked
-            out[name]["img2img"] = _Masked(out[name]["img2img"])
     return out
 
 
@@ -91,19 +88,11 @@ class _TrueCfg:
         return self.pipe(true_cfg_scale=guidance_scale, **kwargs)
 
 
-class _Masked:
-    """An inpaint pipeline called as an image-to-image one: the whole picture masked."""
-
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    def __call__(self, negative_prompt=None, **kwargs):  # none: FLUX.2 Klein takes none
-        return self.pipe(mask_image=Image.new("L", kwargs["image"].size, 255), **kwargs)
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
 def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, mode):
+    if Family(family).edits and mode != "txt2img":
+        pytest.skip("a job with an image is an edit on FLUX.2 Klein: tests/test_klein_edits.py")
     j = job(mode, model=paths[family], seeds=[3, 11], guidance=4.0)
     images = run(engine, j)
     assert_matches_raw(images, raw_pipes[family][mode], j, SIZE, differ=10)
@@ -115,7 +104,7 @@ CFG_FEATURES = ["negative_prompt", "loras", "variation_seed"]
 
 @pytest.mark.parametrize(("family", "native", "steps", "guidance", "features"), [
     ("chroma", 1024, 40, 3.0, CFG_FEATURES), ("z-image", 1024, 50, 5.0, CFG_FEATURES),
-    ("qwen-image", 1328, 50, 4.0, CFG_FEATURES), ("flux2-klein", 1024, 50, 4.0, ["loras"])])
+    ("qwen-image", 1328, 50, 4.0, CFG_FEATURES), ("flux2-klein", 1024, 50, 4.0, ["loras", "edit"])])
 def test_defaults_and_features(engine, paths, family, native, steps, guidance, features):
     """Defaults of the base models (the tiny Klein is named like FLUX.2-klein-base-4B)."""
     info = engine.model_info(paths[family])

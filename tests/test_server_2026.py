@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 SIZE = 64
 FEATURES = {"chroma": ["negative_prompt", "loras", "variation_seed"],
             "z-image": ["negative_prompt", "loras", "variation_seed"],
-            "qwen-image": ["negative_prompt", "loras", "variation_seed"], "flux2-klein": ["loras"]}
+            "qwen-image": ["negative_prompt", "loras", "variation_seed"], "flux2-klein": ["loras", "edit"]}
 
 
 @pytest.fixture(scope="module")

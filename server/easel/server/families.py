@@ -22,7 +22,7 @@ MODES = ("txt2img", "img2img", "inpaint")
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
 MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
-# ``edit``: an instruction-edit model (FLUX.1 Kontext): with an image the prompt is an instruction, no strength.
+# ``edit``: an instruction-edit model (FLUX.1 Kontext, FLUX.2 Klein): with an image the prompt is an instruction, no strength.
 FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner", "edit")
 #: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
 SKETCH = "sketch"
@@ -71,8 +71,8 @@ class _Spec:
     single_file: bool = True  # flow families: single transformer files load with a config folder
     true_cfg: bool = False  # its pipelines' CFG is true_cfg_scale, on only with a negative prompt (Qwen-Image)
     variant: str | None = None  # the VARIANTS key of its models whose names say no other
-    img2img_by_inpaint: bool = False  # no image-to-image pipeline: its inpaint pipeline with a full mask
     no_variation: str | None = None  # why variation seeds are refused
+    edit_images: bool = False  # an edit model whose pipelines take more pictures: reference layers go in as those
 
 
 class Family(str, Enum):
@@ -178,22 +178,22 @@ class Family(str, Enum):
             return f"{spec.label} runs its own flow-matching scheduler"
         if feature == "control_model" and not self.fits_control(SKETCH):
             return f"the sketch ControlNets are {_joined(f for f in Family if f.fits_control(SKETCH))} ControlNets"
-        if feature == "controls" and not self.fits_control(LAYERS):
+        if feature == "controls" and not (self.fits_control(LAYERS) or spec.edit_images):
             return f"control layers are for {_joined(f for f in Family if f.fits_control(LAYERS))} models"
         if feature == "regions" and spec.flow:
             return (f"regional prompts mask a UNet's cross-attention, and {spec.label} is a transformer with joint "
                     "attention")
-        if feature == REFERENCES and spec.edit:
+        if feature == REFERENCES and spec.edit and not spec.edit_images:
             return f"{spec.label} takes one picture, the one it edits: send no reference layers with it"
-        if feature == REFERENCES and not self.fits_control(REFERENCES):
+        if feature == REFERENCES and not (self.fits_control(REFERENCES) or spec.edit_images):
             return (f"reference layers (IP-Adapters, FLUX Redux) are for "
                     f"{_joined(f for f in Family if f.fits_control(REFERENCES))} models")
         if feature == "edit" and not spec.edit:
             return f"instruction edits are for {_joined(f for f in Family if f.edits)} models"
-        if feature == "variation_seed" and spec.edit:
-            return f"{spec.label} edits start from pure noise with the image as context: there is no noise to blend"
         if feature == "variation_seed" and spec.no_variation:
             return spec.no_variation
+        if feature == "variation_seed" and spec.edit:
+            return f"{spec.label} edits start from pure noise with the image as context: there is no noise to blend"
         if feature == "refiner" and not spec.refiner:
             return f"the refiner is {_joined(f for f in Family if f._spec.refiner)}'s"
         return None
@@ -212,11 +212,6 @@ class Family(str, Enum):
     def default_variant(self) -> str | None:
         """The ``VARIANTS`` key of its models whose names say no other (FLUX.2 Klein: the distilled ones)."""
         return self._spec.variant
-
-    def inpaints(self, mode: str) -> bool:
-        """Whether a ``mode`` job runs its inpaint pipeline: inpainting, and image to image where diffusers has
-        no image-to-image pipeline for it (FLUX.2 Klein: the whole picture masked)."""
-        return mode == "inpaint" or (mode == "img2img" and self._spec.img2img_by_inpaint)
 
     @property
     def true_cfg(self) -> bool:
@@ -247,6 +242,12 @@ class Family(str, Enum):
         return self._spec.edit
 
     @property
+    def edit_images(self) -> bool:
+        """An edit model that takes further pictures beside the one it edits (FLUX.2 Klein): a job's ``reference``
+        layers go in as those pictures, no adapter needed."""
+        return self._spec.edit_images
+
+    @property
     def takes_refiner(self) -> bool:
         """Whether the refiner (an SDXL refiner) can finish its models' images."""
         return self._spec.refiner
@@ -257,8 +258,8 @@ class Family(str, Enum):
         return self._spec.control_modes if self._spec.controls else ()
 
     def control_unsupported(self, mode: str) -> str | None:
-        """Why its ControlNets cannot steer a ``mode`` job (None: they can)."""
-        if mode in self.control_modes:
+        """Why its ControlNets cannot steer a ``mode`` job (None: they can, or its layers are pictures: FLUX.2 Klein)."""
+        if mode in self.control_modes or self._spec.edit_images:
             return None
         if not self.control_modes:
             return f"{self.label} has no ControlNets"
@@ -277,7 +278,6 @@ class Family(str, Enum):
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
         if control is None:
             part = "" if mode == "img2img" and self._spec.edit else _MODE_PARTS[mode]  # the edit pipeline
-            part = _MODE_PARTS["inpaint"] if self.inpaints(mode) else part
             return f"{self._spec.pipelines}{part}Pipeline"
         if mode not in self.control_modes:
             raise ValueError(self.control_unsupported(mode))
@@ -337,9 +337,10 @@ _SPECS: dict[Family, _Spec] = {
     Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True),
     # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
     Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, true_cfg=True),
-    # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always ""
+    # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always "".
+    # Its pipelines edit: a job with an image is an edit (Flux2KleinPipeline's image, the inpaint one for a selection)
     Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,
-                              single_file=False, variant="flux2-klein", img2img_by_inpaint=True,
+                              single_file=False, variant="flux2-klein", edit=True, edit_images=True,
                               no_negative="FLUX.2 Klein's pipelines take no negative prompt",
                               no_variation="variation seeds are not wired to FLUX.2 Klein's latents yet"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)

@@ -110,15 +110,13 @@ def detect(name: str, index: Config | None, unet: Config | None, vae: Config | N
 def flow_traits(lname: str, family: Family, transformer: Config, vae: Config) -> Traits:
     """SD3/Flux traits from the transformer config (``unet`` in detect's arguments) and the name."""
     vae_scale = _vae_scale(vae)
-    if family.edits:  # FLUX.1 Kontext: its pipelines rescale to max_area, 1024² by default
-        return Traits(family, (family.native, family.native), *family.defaults(), None, False, vae_scale)
     if family is Family.FLUX:
         # schnell has no guidance embedding; Flux pipelines default to 128 latent px (1024)
         # FLUX.1 Fill: packed image latents (64 channels) plus the masked image's and the mask's
         fill = int(transformer.get("in_channels") or 64) > 4 * family.latent_channels
         variant = "flux-fill" if fill else "flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"
         return Traits(family, (family.native, family.native), *family.defaults(variant), variant, fill, vae_scale)
-    if family is not Family.SD3:  # the 2026 families: their pipelines default to the family's native size
+    if family is not Family.SD3:  # the 2026 families and Kontext: their pipelines default to the native size
         variant = named_variant(family, lname)
         return Traits(family, (family.native, family.native), *family.defaults(variant), variant, False, vae_scale)
     size = int(transformer.get("sample_size") or family.native // 8) * vae_scale

@@ -120,7 +120,7 @@ class LoadedModel:
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
     if traits.inpaint_unet and traits.flow:  # FLUX.1 Fill: its own pipeline (the auto inpaint one is FLUX.1's)
         return type(base).from_pipe(base, **{_DTYPE_KW: base.dtype})
-    if traits.family.inpaints(mode) and mode != "inpaint":  # no image-to-image pipeline: the family's inpaint one
+    if traits.family.edits and mode == "img2img":  # the edit pipeline (FLUX.2 Klein: its text-to-image one)
         return getattr(diffusers, traits.family.pipeline_class(mode)).from_pipe(base, **{_DTYPE_KW: base.dtype})
     try:
         return _AUTO[mode].from_pipe(base)

@@ -16,7 +16,8 @@ a model of the same cross-attention width, and an encoder whose width it reads. 
 into the pipeline it runs (several at once: one per layer, each scaled on its own) and takes them out
 afterwards, restoring the UNet's attention processors, so a job without references keeps its pixels. The
 encoder is loaded once and shared by every pipeline; adapters' weights are kept read (a small LRU).
-FLUX.1 models take their reference layers through FLUX Redux instead (redux.py).
+FLUX.1 models take their reference layers through FLUX Redux instead (redux.py), FLUX.2 Klein as more pictures
+(edit_images.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ...client.protocol import MAX_CONTROLS, REFERENCE_KINDS
 from ..families import REFERENCES, Family
 from ..library.controls import IP_ADAPTER_DOWNLOADS, IP_ADAPTER_ENCODER, IP_ADAPTER_REPO
 from ..library.layouts import models_root
+from . import edit_images
 from .cache import LRUCache
 from .device import DTYPES
 from .redux import FAMILY as REDUX_FAMILY
@@ -133,6 +135,8 @@ class References:
         """The reference kinds a model of ``family`` can use here (for the welcome's per-model ``controls``)."""
         if family == REDUX_FAMILY:
             return self._redux.kinds()
+        if family.edit_images:
+            return list(edit_images.KINDS)
         kinds = set().union(*(a.kinds for a, _ in self._usable(family, context)))
         return [k for k in REFERENCE_KINDS if k in kinds]
 
@@ -142,6 +146,9 @@ class References:
         ``controls[i].kind`` where none fits (FLUX.1: checks its Redux layers, returns nothing)."""
         if family == REDUX_FAMILY:
             self._redux.choose(controls)
+            return {}
+        if family.edit_images:
+            edit_images.choose(controls, family.label)
             return {}
         usable, out = self._usable(family, context), {}
         for i, control in enumerate(controls):
@@ -165,10 +172,12 @@ class References:
         return out
 
     def layers(self, controls: Sequence[Any], attached: dict[str, Any], family: Family, context: int | None,
-               dtype: str) -> list[ReferenceLayer] | list[ReduxLayer]:
+               dtype: str) -> list[ReferenceLayer] | list[ReduxLayer] | list[edit_images.EditImage]:
         """The job's reference layers that steer (strength above 0), their weights and encoder loaded."""
         if family == REDUX_FAMILY:
             return self._redux.layers(controls, attached, dtype)
+        if family.edit_images:
+            return edit_images.layers(controls, attached, family.label)
         out = []
         for i, (adapter, encoder) in self.choose(controls, family, context).items():
             control = controls[i]
@@ -232,7 +241,7 @@ def download_hint(kind: str, family: Family) -> str:
 def attach(pipe: Any, layers: Sequence[ReferenceLayer | ReduxLayer]) -> tuple | None:
     """Load the layers' adapters into ``pipe`` (its UNet is shared with the model's other pipelines) with
     their scales; returns what ``detach`` restores (None: no layers or Redux ones, nothing changed)."""
-    if not layers or isinstance(layers[0], ReduxLayer):
+    if not layers or isinstance(layers[0], (ReduxLayer, edit_images.EditImage)):
         return None
     unet = pipe.unet
     saved = (dict(unet.attn_processors), unet.encoder_hid_proj, unet.config.encoder_hid_dim_type,
@@ -269,4 +278,6 @@ def reference_kwargs(layers: Sequence[Any], pipe: Any, kwargs: dict[str, Any]) -
     """Call arguments: one reference image per adapter; Redux layers: the prompt's embeddings with their tokens."""
     if isinstance(layers[0], ReduxLayer):
         return prompt_kwargs(pipe, kwargs, layers)
+    if isinstance(layers[0], edit_images.EditImage):
+        return edit_images.call_kwargs(layers, kwargs)
     return {"ip_adapter_image": [layer.image for layer in layers]}

@@ -23,6 +23,7 @@ from . import flow, regional, tiny_vae, variations
 from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
+from .edit_images import EditImage
 from .loading import LoadedModel
 from .redux import ReduxLayer
 from .references import ReferenceLayer, attach, detach, reference_kwargs
@@ -46,7 +47,7 @@ class Extras:
     """Models the engine loaded for this job's power features."""
 
     controls: list[ControlLayer] = field(default_factory=list)  # the control layers that steer
-    references: list[ReferenceLayer] | list[ReduxLayer] = field(default_factory=list)  # reference layers that steer
+    references: list[ReferenceLayer] | list[ReduxLayer] | list[EditImage] = field(default_factory=list)  # reference layers that steer
     refiner: LoadedModel | None = None
     decoder: Any = None  # the tiny VAE that decodes the result (tiny_vae.py); None: the pipeline's own VAE
 
@@ -101,7 +102,7 @@ def _check_image(image: Image.Image | None, name: str, job: EngineJob) -> None:
 
 def plan(job: EngineJob, default_steps: int, default_guidance: float, edit: bool = False) -> Plan:
     """Steps/guidance/strength to use; raises steps so that steps x strength gives >= 1 denoising step.
-    An ``edit`` model (FLUX.1 Kontext) takes the image as context and denoises from pure noise: strength 1."""
+    An ``edit`` model (FLUX.1 Kontext, FLUX.2 Klein) takes the image as context and denoises from pure noise: strength 1."""
     steps = job.steps if job.steps is not None else default_steps
     guidance = float(job.guidance) if job.guidance is not None else default_guidance
     strength = 1.0 if job.mode == "txt2img" or edit else float(job.strength)
@@ -146,7 +147,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
     # Inpaint pipelines sample every image's VAE latents from the first generator, so a batch would not
     # reproduce per-seed results there: inpaint runs one image per call, and so do some ControlNet jobs
     # (controlnet.per_seed). Others batch all seeds at once.
-    one_by_one = lm.traits.family.inpaints(job.mode) or lm.traits.inpaint_unet or per_seed(extras.controls, job.mode)
+    one_by_one = job.mode == "inpaint" or lm.traits.inpaint_unet or per_seed(extras.controls, job.mode)
     run_seeds, blend = variation_plan(job)
     groups = [[seed] for seed in run_seeds] if one_by_one else [list(run_seeds)]
     compiling = lm.compiled.note(job.mode, job.width, job.height, len(groups[0])) if lm.compiled else ""
@@ -193,7 +194,7 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             if lm.traits.family.true_cfg:  # Qwen-Image: CFG runs only with a negative prompt
                 kwargs.update(true_cfg_scale=kwargs.pop("guidance_scale"),
                               negative_prompt=kwargs["negative_prompt"] or " ")
-            if lm.traits.flow and "image" in kwargs and len(seeds) > 1:
+            if lm.traits.flow and "image" in kwargs and len(seeds) > 1 and not lm.traits.family.edit_images:
                 # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per
                 # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run)
                 kwargs["image"] = [kwargs["image"]] * len(seeds)
@@ -352,8 +353,6 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
         kwargs.update(image=image.convert("RGB"), strength=strength)
     if mask is not None and (job.mode == "inpaint" or lm.traits.inpaint_unet):
         kwargs["mask_image"] = mask.convert("L")
-    if job.mode == "img2img" and lm.traits.family.inpaints("img2img"):  # its inpaint pipeline, all of it masked
-        kwargs["mask_image"] = Image.new("L", size, 255)
     return kwargs
 
 
