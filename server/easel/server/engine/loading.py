@@ -31,6 +31,7 @@ from ..settings import CHANNELS_LAST, OFFLOAD_MODES
 from ..traits import INPAINT_CLASSES, SUPPORTED_CLASSES, Traits, detect, folder_configs
 from . import flow, hub, single_file
 from .device import DTYPES, model_dtype
+from .oom import LoadSize, is_out_of_memory, load_message
 from .preview import LatentPreview
 from .refs import ModelRef
 from .speed import CompiledShapes, compile_pipeline, set_channels_last, wants_channels_last
@@ -146,12 +147,13 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
     say = progress or (lambda p: None)
     _quiet()
     t0 = time.perf_counter()
+    size = LoadSize()
     try:
         builtin = _builtin(ref) if ref.source == "builtin" else None
         if builtin is not None:
             pipe, dtype, traits = _load_builtin(builtin, ref, opts, say)
         else:
-            pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled)
+            pipe, dtype, traits = _load_diffusers(ref, opts, say, cancelled, size)
         offload = _place(pipe, opts)
         channels_last = wants_channels_last(opts.channels_last, opts.device, dtype)
         if channels_last:
@@ -162,10 +164,10 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
         preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
     except (EngineError, JobCancelled):
         raise
-    except torch.OutOfMemoryError:
-        raise EngineError(f"out of memory loading model {ref.id!r}: serve fewer models at once (max_loaded), turn "
-                          "on cpu_offload, or use float16", field="model", code=ErrorCode.OUT_OF_MEMORY) from None
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise EngineError(load_message(ref.id, size, opts.device), field="model",
+                              code=ErrorCode.OUT_OF_MEMORY) from None
         raise EngineError(f"could not load model {ref.id!r} from {ref.location}: {type(exc).__name__}: {str(exc).rstrip('.')}. "
                           f"{_HINTS[ref.source]}", field="model", code=ErrorCode.MODEL_LOAD_FAILED) from exc
     seconds = time.perf_counter() - t0
@@ -236,8 +238,9 @@ def _fitted_preview(builtin: builtin_models.BuiltinModel) -> LatentPreview | Non
     return LatentPreview(np.array(fitted[0]), np.array(fitted[1])) if fitted else None
 
 
-def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
-                    cancelled: CancelledFn) -> tuple[Any, str, Traits]:
+def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn, cancelled: CancelledFn,
+                    size: LoadSize) -> tuple[Any, str, Traits]:
+    """The pipeline, its dtype and traits; ``size`` gets the weight files it reads and their dtype."""
     folder = ref.location
     if ref.source == "hub":
         def report(done: int, total: int) -> None:
@@ -249,6 +252,8 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn,
     check_supported(index, ref.id)
     weight_bytes = os.path.getsize(folder) if ref.source == "single_file" else _weight_bytes(folder)
     dtype = model_dtype(opts.dtype_requested, opts.dtype_default, opts.device, weight_bytes)
+    size.dtype = dtype
+    size.files = [ref.location] if ref.source == "single_file" else _variant_files(folder, _variant(folder, dtype))
     say(Progress("load", 0, 1, f"loading {ref.id} ({dtype} on {opts.device})"))
     if cancelled():
         raise JobCancelled()
@@ -316,6 +321,11 @@ def _weight_files(folder: str) -> list[str]:
 
 def _weight_bytes(folder: str) -> int:
     return sum(os.path.getsize(f) for f in _weight_files(folder))
+
+
+def _variant_files(folder: str, variant: str | None) -> list[str]:
+    """The weight files a load of ``variant`` reads: the ``.fp16`` ones, or the plain ones."""
+    return [f for f in _weight_files(folder) if (".fp16" in os.path.basename(f)) == (variant == "fp16")]
 
 
 def _variant(folder: str, dtype: str) -> str | None:

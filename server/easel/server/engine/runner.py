@@ -25,6 +25,7 @@ from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_
 from .device import free_memory
 from .edit_images import EditImage
 from .loading import LoadedModel
+from .oom import is_out_of_memory
 from .redux import ReduxLayer
 from .references import ReferenceLayer, attach, detach, reference_kwargs
 from .schedulers import make_scheduler
@@ -358,14 +359,6 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
 
 NAN_MESSAGE = ("the model produced NaN values (often float16 overflow in the UNet or VAE); "
                "start the server with --dtype float32 or bfloat16, or use a fixed VAE")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA/MPS out-of-memory errors and the CPU allocator's 'not enough memory'."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "not enough memory" in text)
 
 
 def enable_memory_savers(pipe: Any) -> list[str]:
