@@ -228,6 +228,8 @@ class ServerManager:
                 next_probe = now + 1.0
                 kind, _ = probe(url, token, timeout=5.0 if ready else 1.0, client_name=self.client_name)
                 if kind == "easel":
+                    if not ready:  # it answered before its "ready" line was read: the bar ends the same way
+                        say(*status_text({"stage": "ready"}))
                     return
             if now - last > self.stall or now - start > self.limit:
                 self._drop(server)
