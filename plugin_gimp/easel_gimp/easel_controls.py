@@ -11,14 +11,12 @@ from the layer itself, so a duplicated control layer is a control layer of its o
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-
 import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 import easel_jobs  # noqa: E402
+from easel_marks import LayerMarks  # noqa: E402
 from easel_pixels import RGBA, CallingError, EaselError, layer_type, selection_box, visible_composite  # noqa: E402
 from gi.repository import Gegl, Gimp, GObject  # noqa: E402
 from shared import editing  # noqa: E402
@@ -32,49 +30,13 @@ MADE_KINDS = tuple(str(k) for k in PreprocessKind)  # what the server's ``prepro
 
 
 # ----------------------------------------------------------------------------- the parasite
-def all_layers(image) -> list:
-    """Every layer of ``image``, top to bottom, the layers inside groups included."""
-    out = []
-
-    def walk(layers) -> None:
-        for layer in layers:
-            out.append(layer)
-            if layer.is_group():
-                walk(layer.get_children())
-
-    walk(image.get_layers())
-    return out
-
-
-def read_mark(layer) -> editing.ControlLayer | None:
-    """The layer's control settings, or None when it is not a (valid) control layer."""
-    parasite = layer.get_parasite(PARASITE)
-    if parasite is None:
-        return None
-    try:
-        item = json.loads(bytes(parasite.get_data()).decode())
-    except ValueError:
-        return None
-    if not isinstance(item, dict):
-        return None
-    item["layer"] = str(layer.get_tattoo())  # the carrier, not whichever layer the JSON once named
-    found = editing.controls_from_text(json.dumps([item]))
-    return found[0] if found else None
-
-
-def mark(layer, control: editing.ControlLayer | None) -> None:
-    """Make ``layer`` a control layer with ``control``'s settings (None: an ordinary layer again)."""
-    if control is None:
-        if layer.get_parasite(PARASITE) is not None:
-            layer.detach_parasite(PARASITE)
-        return
-    data = json.dumps(asdict(control), separators=(",", ":")).encode()
-    layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, list(data)))
+MARKS = LayerMarks(PARASITE, editing.controls_from_text)
+read_mark, mark = MARKS.read, MARKS.write  # a layer's ControlLayer (or None); mark a layer (None: unmark)
 
 
 def control_layers(image) -> list[tuple[object, editing.ControlLayer]]:
     """(layer, settings) of every control layer of ``image``, top to bottom."""
-    return [(layer, c) for layer in all_layers(image) if (c := read_mark(layer)) is not None]
+    return MARKS.layers(image)
 
 
 def summary(image) -> str:

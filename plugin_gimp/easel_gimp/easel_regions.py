@@ -11,13 +11,10 @@ painter sees); hide one to keep its paint out, its paint still marks the region.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-
 import gi
 
 gi.require_version("Gimp", "3.0")
-from easel_controls import all_layers  # noqa: E402
+from easel_marks import LayerMarks  # noqa: E402
 from easel_pixels import CallingError  # noqa: E402
 from gi.repository import Gimp, GObject  # noqa: E402
 from shared import editing  # noqa: E402
@@ -26,35 +23,13 @@ PARASITE = "easel-region"
 RW = GObject.ParamFlags.READWRITE
 
 
-def read_mark(layer) -> editing.RegionLayer | None:
-    """The layer's region texts, or None when it is not a (valid) region layer."""
-    parasite = layer.get_parasite(PARASITE)
-    if parasite is None:
-        return None
-    try:
-        item = json.loads(bytes(parasite.get_data()).decode())
-    except ValueError:
-        return None
-    if not isinstance(item, dict):
-        return None
-    item["layer"] = str(layer.get_tattoo())  # the carrier, not whichever layer the JSON once named
-    found = editing.regions_from_text(json.dumps([item]))
-    return found[0] if found else None
-
-
-def mark(layer, region: editing.RegionLayer | None) -> None:
-    """Make ``layer`` a region layer with ``region``'s texts (None: an ordinary layer again)."""
-    if region is None:
-        if layer.get_parasite(PARASITE) is not None:
-            layer.detach_parasite(PARASITE)
-        return
-    data = json.dumps(asdict(region), separators=(",", ":")).encode()
-    layer.attach_parasite(Gimp.Parasite.new(PARASITE, Gimp.PARASITE_PERSISTENT, list(data)))
+MARKS = LayerMarks(PARASITE, editing.regions_from_text)
+read_mark, mark = MARKS.read, MARKS.write  # a layer's RegionLayer (or None); mark a layer (None: unmark)
 
 
 def region_layers(image) -> list[tuple[object, editing.RegionLayer]]:
     """(layer, texts) of every region layer of ``image``, top to bottom."""
-    return [(layer, r) for layer in all_layers(image) if (r := read_mark(layer)) is not None]
+    return MARKS.layers(image)
 
 
 def summary(image) -> str:
