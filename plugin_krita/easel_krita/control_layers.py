@@ -19,17 +19,15 @@ from types import SimpleNamespace
 from krita import Krita
 
 from . import document
+from .layer_list import ListRows, StoredLayers, node_of
 from .qt import (
-    QByteArray,
     QComboBox,
     QDoubleSpinBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
-    QListWidgetItem,
     QPushButton,
     Qt,
-    QUuid,
     QVBoxLayout,
     QWidget,
     Signal,
@@ -47,27 +45,8 @@ MADE_KINDS = tuple(str(k) for k in PreprocessKind)  # what the server's ``prepro
 
 
 # -- the list, kept with the document -------------------------------------------------------------
-def stored(doc) -> list[controls.ControlLayer]:
-    """The document's control layers, as saved with it (none for None)."""
-    if doc is None:
-        return []
-    return controls.from_text(bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace"))
-
-
-def store(doc, layers: list[controls.ControlLayer]) -> None:
-    """Save the list with the document (marks it modified, so the change is saved with it)."""
-    doc.setAnnotation(ANNOTATION, "Easel control layers", QByteArray(controls.to_text(layers).encode()))
-    doc.setModified(True)
-
-
-def node_of(doc, layer: str):
-    """The layer with unique id ``layer``, or None once it was deleted."""
-    return doc.nodeByUniqueID(QUuid(layer))
-
-
-def present(doc) -> list[controls.ControlLayer]:
-    """The stored control layers whose layer still exists (a deleted layer no longer steers)."""
-    return [c for c in stored(doc) if node_of(doc, c.layer) is not None]
+LAYERS = StoredLayers(ANNOTATION, "Easel control layers", controls.from_text, controls.to_text)
+stored, store, present = LAYERS.stored, LAYERS.store, LAYERS.present  # deleted layers are not present
 
 
 def layer_ids(doc) -> set[str]:
@@ -83,7 +62,7 @@ def _declared(box: QDoubleSpinBox, name: str) -> QDoubleSpinBox:
     return box
 
 
-class ControlPanel(QWidget):
+class ControlPanel(ListRows, QWidget):
     """Kind, strength, range, Add / From image / Remove and the active document's list of control layers."""
 
     _guide_done = Signal(object, object, object)  # from the worker thread: (job, where, kind…), value, error
@@ -91,6 +70,7 @@ class ControlPanel(QWidget):
     def __init__(self, controller, parent=None):
         super().__init__(parent)
         self.controller = controller
+        self.layers = LAYERS
         self._shown: tuple = ()
         self._kinds: tuple = ()
         box = QVBoxLayout(self)
@@ -157,25 +137,13 @@ class ControlPanel(QWidget):
         self.end.setEnabled(ranged)
 
     def reload(self) -> None:
-        """The list as the active document stores it (rows rebuilt only when something changed)."""
+        """The list as the active document stores it."""
         doc = Krita.instance().activeDocument()
-        rows = tuple((c.layer, node_of(doc, c.layer).name(), c.kind, c.strength, c.start, c.end, c.enabled)
-                     for c in present(doc)) if doc is not None else ()
-        if rows == self._shown:
-            return
-        self._shown = rows
-        chosen = self.list.currentItem().data(Qt.ItemDataRole.UserRole) if self.list.currentItem() else None
-        self.list.blockSignals(True)
-        self.list.clear()
-        for layer, name, kind, strength, start, end, enabled in rows:
-            span = f" ({start:g}–{end:g})" if controls.has_range(kind) else ""
-            item = QListWidgetItem(f"{name}: {kind} {strength:g}{span}", self.list)
-            item.setData(Qt.ItemDataRole.UserRole, layer)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if enabled else Qt.CheckState.Unchecked)
-            if layer == chosen:
-                self.list.setCurrentItem(item)
-        self.list.blockSignals(False)
+        rows = []
+        for c in present(doc) if doc is not None else ():
+            span = f" ({c.start:g}–{c.end:g})" if controls.has_range(c.kind) else ""
+            rows.append((c.layer, f"{node_of(doc, c.layer).name()}: {c.kind} {c.strength:g}{span}", c.enabled))
+        self.show_rows(tuple(rows))
 
     # -- editing the list ----------------------------------------------------------------------
     def _settings(self, layer: str, kind: str) -> controls.ControlLayer:
@@ -197,26 +165,6 @@ class ControlPanel(QWidget):
         layers = [c for c in stored(doc) if c.layer != item.layer]  # adding again updates its settings
         store(doc, [*layers, item])
         self.controller.set_status(f"{node.name()!r} steers as {item.kind} (strength {item.strength:g}).")
-
-    def _remove(self) -> None:
-        doc, item = Krita.instance().activeDocument(), self.list.currentItem()
-        if doc is None or item is None:
-            return
-        layer = item.data(Qt.ItemDataRole.UserRole)
-        store(doc, [c for c in stored(doc) if c.layer != layer])
-        self.reload()
-
-    def _toggled(self, item) -> None:
-        doc = Krita.instance().activeDocument()
-        if doc is None:
-            return
-        layer, on = item.data(Qt.ItemDataRole.UserRole), item.checkState() == Qt.CheckState.Checked
-        layers = stored(doc)
-        for c in layers:
-            if c.layer == layer:
-                c.enabled = on
-        store(doc, layers)
-        self.reload()
 
     # -- From image: the server's guide (preprocess), on the worker thread -----------------------
     def _from_image(self) -> None:

@@ -16,16 +16,14 @@ from __future__ import annotations
 from krita import Krita
 
 from . import document
+from .layer_list import ListRows, StoredLayers, node_of
 from .qt import (
-    QByteArray,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
-    QListWidgetItem,
     QPushButton,
     Qt,
-    QUuid,
     QVBoxLayout,
     QWidget,
     named,
@@ -39,27 +37,8 @@ COLOURS = ((230, 80, 60), (60, 120, 230), (70, 180, 90), (220, 180, 40), (170, 9
 
 
 # -- the list, kept with the document -------------------------------------------------------------
-def stored(doc) -> list[regions.RegionLayer]:
-    """The document's region layers, as saved with it (none for None)."""
-    if doc is None:
-        return []
-    return regions.from_text(bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace"))
-
-
-def store(doc, layers: list[regions.RegionLayer]) -> None:
-    """Save the list with the document (marks it modified, so the change is saved with it)."""
-    doc.setAnnotation(ANNOTATION, "Easel regions", QByteArray(regions.to_text(layers).encode()))
-    doc.setModified(True)
-
-
-def node_of(doc, layer: str):
-    """The layer with unique id ``layer``, or None once it was deleted."""
-    return doc.nodeByUniqueID(QUuid(layer))
-
-
-def present(doc) -> list[regions.RegionLayer]:
-    """The stored region layers whose layer still exists (a deleted layer no longer marks a region)."""
-    return [r for r in stored(doc) if node_of(doc, r.layer) is not None]
+LAYERS = StoredLayers(ANNOTATION, "Easel regions", regions.from_text, regions.to_text)
+stored, store, present = LAYERS.stored, LAYERS.store, LAYERS.present  # deleted layers are not present
 
 
 def fill_selection(doc, name: str, colour: tuple[int, int, int]):
@@ -82,12 +61,13 @@ def _layer_name(prompt: str) -> str:
     return f"Region: {text if len(text) <= 30 else text[:29] + '…'}"
 
 
-class RegionPanel(QWidget):
+class RegionPanel(ListRows, QWidget):
     """Prompt and negative, Add / From selection / Set prompt / Remove and the active document's regions."""
 
     def __init__(self, controller, parent=None):
         super().__init__(parent)
         self.controller = controller
+        self.layers = LAYERS
         self._shown: tuple = ()
         box = QVBoxLayout(self)
         box.setContentsMargins(0, 0, 0, 0)
@@ -128,28 +108,10 @@ class RegionPanel(QWidget):
         self.reload()
 
     def reload(self) -> None:
-        """The list as the active document stores it (rows rebuilt only when something changed)."""
+        """The list as the active document stores it."""
         doc = Krita.instance().activeDocument()
-        rows = tuple((r.layer, regions.layer_label(node_of(doc, r.layer).name(), r), r.enabled)
-                     for r in present(doc)) if doc is not None else ()
-        if rows == self._shown:
-            return
-        self._shown = rows
-        chosen = self._chosen_layer()
-        self.list.blockSignals(True)
-        self.list.clear()
-        for layer, label, enabled in rows:
-            item = QListWidgetItem(label, self.list)
-            item.setData(Qt.ItemDataRole.UserRole, layer)
-            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if enabled else Qt.CheckState.Unchecked)
-            if layer == chosen:
-                self.list.setCurrentItem(item)
-        self.list.blockSignals(False)
-
-    def _chosen_layer(self) -> str | None:
-        item = self.list.currentItem()
-        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        self.show_rows(tuple((r.layer, regions.layer_label(node_of(doc, r.layer).name(), r), r.enabled)
+                             for r in present(doc)) if doc is not None else ())
 
     def _chosen(self, item, _previous=None) -> None:
         """A row chosen: its texts in the fields, to edit and Set."""
@@ -212,29 +174,10 @@ class RegionPanel(QWidget):
         self.controller.set_status(f"New region {node.name()!r} from the selection.")
 
     def _set_prompt(self) -> None:
-        doc, layer = Krita.instance().activeDocument(), self._chosen_layer()
+        doc, layer = Krita.instance().activeDocument(), self.chosen_layer()
         if doc is None or layer is None:
             self.controller.set_status("Choose a region in the list first.", error=True)
             return
         region = self._typed(layer)
         if region is not None:
             self._put(doc, region)
-
-    def _remove(self) -> None:
-        doc, layer = Krita.instance().activeDocument(), self._chosen_layer()
-        if doc is None or layer is None:
-            return
-        store(doc, [r for r in stored(doc) if r.layer != layer])
-        self.reload()
-
-    def _toggled(self, item) -> None:
-        doc = Krita.instance().activeDocument()
-        if doc is None:
-            return
-        layer, on = item.data(Qt.ItemDataRole.UserRole), item.checkState() == Qt.CheckState.Checked
-        layers = stored(doc)
-        for r in layers:
-            if r.layer == layer:
-                r.enabled = on
-        store(doc, layers)
-        self.reload()
