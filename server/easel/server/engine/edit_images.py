@@ -44,6 +44,14 @@ def choose(controls: Sequence[Any], label: str) -> None:
                               field=f"controls[{i}].strength", code=ErrorCode.UNSUPPORTED_FEATURE)
 
 
+def layer_image(i: int, control: Any, attached: dict[str, Any]) -> Any:
+    """Reference layer ``i``'s picture from the job's attachments; EngineError naming its field when missing."""
+    image = attached.get(control.image)
+    if image is None:
+        raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}", field=f"controls[{i}].image")
+    return image
+
+
 def layers(controls: Sequence[Any], attached: dict[str, Any], label: str) -> list[EditImage]:
     """The pictures of the job's reference layers that are on (strength 1), in layer order."""
     choose(controls, label)
@@ -51,10 +59,7 @@ def layers(controls: Sequence[Any], attached: dict[str, Any], label: str) -> lis
     for i, control in enumerate(controls):
         if control.kind not in REFERENCE_KINDS:
             continue
-        image = attached.get(control.image)
-        if image is None:
-            raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}",
-                              field=f"controls[{i}].image")
+        image = layer_image(i, control, attached)
         if control.strength > 0:
             out.append(EditImage(image.convert("RGB"), float(control.strength)))
     return out

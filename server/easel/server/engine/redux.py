@@ -39,9 +39,10 @@ from ...client.codes import ErrorCode
 from ...client.protocol import REFERENCE_KINDS
 from ..families import Family
 from ..library.controls import REDUX_DOWNLOADS
-from ..library.layouts import models_root
+from ..library.layouts import kind_folders
 from . import redux_files
 from .device import DTYPES
+from .edit_images import layer_image
 from .types import EngineError
 
 log = logging.getLogger(__name__)
@@ -110,20 +111,10 @@ class Redux:
         for source in self._sources:
             if os.path.isdir(source):
                 _search(source, out)
-        styles, encoders = [], []
-        for root in self._roots:
-            for folder in dict.fromkeys((root, models_root(root)[0])):
-                try:
-                    names = sorted(e.name for e in os.scandir(folder) if e.is_dir())
-                except OSError:
-                    continue
-                for name in names:
-                    if name.lower() in REDUX_FOLDERS:
-                        _search(os.path.join(folder, name), out, 1)
-                        styles.append(os.path.join(folder, name))
-                    elif name.lower() in ENCODER_FOLDERS:
-                        encoders.append(os.path.join(folder, name))
-        return out + redux_files.pairs(styles, encoders)
+        styles = kind_folders(self._roots, REDUX_FOLDERS)
+        for folder in styles:
+            _search(folder, out, 1)
+        return out + redux_files.pairs(styles, kind_folders(self._roots, ENCODER_FOLDERS))
 
     def kinds(self) -> list[str]:
         """The reference kinds FLUX.1 models can use here (the welcome's per-model ``controls``)."""
@@ -155,10 +146,7 @@ class Redux:
         for i, control in enumerate(controls):
             if control.kind not in REFERENCE_KINDS:
                 continue
-            image = attached.get(control.image)
-            if image is None:
-                raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}",
-                                  field=f"controls[{i}].image")
+            image = layer_image(i, control, attached)
             if control.strength > 0 and folder is not None:
                 out.append(ReduxLayer(self._load(folder, dtype), image.convert("RGB"), control.strength))
         return out

@@ -35,7 +35,7 @@ from ...client.codes import ErrorCode
 from ...client.protocol import MAX_CONTROLS, REFERENCE_KINDS
 from ..families import REFERENCES, Family
 from ..library.controls import IP_ADAPTER_DOWNLOADS, IP_ADAPTER_ENCODER, IP_ADAPTER_REPO
-from ..library.layouts import models_root
+from ..library.layouts import kind_folders
 from . import edit_images
 from .cache import LRUCache
 from .device import DTYPES
@@ -106,15 +106,8 @@ class References:
                     walk(source, adapters, encoders)
             elif isinstance(found := file_info(source), Adapter):
                 adapters.append(found)
-        for root in self._roots:
-            for folder in dict.fromkeys((root, models_root(root)[0])):
-                try:
-                    names = sorted(e.name for e in os.scandir(folder) if e.is_dir())
-                except OSError:
-                    continue
-                for name in names:
-                    if name.lower() in ADAPTER_FOLDERS + ENCODER_FOLDERS:
-                        walk(os.path.join(folder, name), adapters, encoders)
+        for folder in kind_folders(self._roots, ADAPTER_FOLDERS + ENCODER_FOLDERS):
+            walk(folder, adapters, encoders)
         return adapters, encoders
 
     def _usable(self, family: Family, context: int | None) -> list[tuple[Adapter, Encoder]]:
@@ -181,10 +174,7 @@ class References:
         out = []
         for i, (adapter, encoder) in self.choose(controls, family, context).items():
             control = controls[i]
-            image = attached.get(control.image)
-            if image is None:
-                raise EngineError(f"reference layer {i + 1} needs its image {control.image!r}",
-                                  field=f"controls[{i}].image")
+            image = edit_images.layer_image(i, control, attached)
             if control.strength > 0:
                 out.append(ReferenceLayer(control.kind, adapter, self._encoder(encoder, dtype),
                                           self._state(adapter), image.convert("RGB"), control.strength))

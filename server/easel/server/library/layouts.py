@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .header import GGUF_SUFFIX
@@ -45,6 +45,20 @@ class Found:
     rel: str  # path relative to its kind folder (or the flat root), with "/"
     hint: str | None  # kind suggested by the folder it is in; None in a flat folder
     is_dir: bool = False
+
+
+def kind_folders(roots: Sequence[str], names: Iterable[str]) -> list[str]:
+    """The subfolders of each models folder (and of the models root inside it) whose lower-cased name is one
+    of ``names``, in order, each once (``ipadapter/``, ``clip_vision/``, ``style_models/`` …)."""
+    wanted, out = {n.lower() for n in names}, []
+    for root in roots:
+        for folder in dict.fromkeys((root, models_root(root)[0])):
+            try:
+                found = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+            except OSError:
+                continue
+            out.extend(os.path.join(folder, name) for name in found if name.lower() in wanted)
+    return list(dict.fromkeys(out))
 
 
 def models_root(folder: str) -> tuple[str, str]:
