@@ -88,11 +88,10 @@ class _TrueCfg:
         return self.pipe(true_cfg_scale=guidance_scale, **kwargs)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+# an edit family's jobs with an image are edits, checked in tests/test_klein_edits.py
+@pytest.mark.parametrize("family, mode", [(f, m) for f in FAMILIES for m in ("txt2img", "img2img", "inpaint")
+                                          if m == "txt2img" or not Family(f).edits])
 def test_mode_matches_raw_diffusers_per_seed(engine, raw_pipes, paths, family, mode):
-    if Family(family).edits and mode != "txt2img":
-        pytest.skip("a job with an image is an edit on FLUX.2 Klein: tests/test_klein_edits.py")
     j = job(mode, model=paths[family], seeds=[3, 11], guidance=4.0)
     images = run(engine, j)
     assert_matches_raw(images, raw_pipes[family][mode], j, SIZE, differ=10)
