@@ -59,6 +59,24 @@ def tiny_flux_path(tmp_path_factory) -> str:
     return build_tiny_flux(tmp_path_factory.mktemp("tiny_models") / "tiny-flux-dev")
 
 
+@pytest.fixture(scope="session")
+def tiny_2026_paths(tmp_path_factory) -> dict[str, str]:
+    """The tiny 2026 families, built once: Chroma, Z-Image, Qwen-Image and FLUX.2 Klein, the latter as its
+    base (``flux2-klein``) and its distilled 4B (``flux2-klein-4B``): the variant follows the folder's name."""
+    from helpers.tiny_2026_models import (
+        build_tiny_chroma,
+        build_tiny_flux2_klein,
+        build_tiny_qwen_image,
+        build_tiny_z_image,
+    )
+
+    root = tmp_path_factory.mktemp("tiny_2026")
+    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image"),
+            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image"),
+            "flux2-klein": build_tiny_flux2_klein(root / "tiny-flux2-klein-base", distilled=False),
+            "flux2-klein-4B": build_tiny_flux2_klein(root / "tiny-flux2-klein-4B")}
+
+
 # ----------------------------------------------------------------------------- shared servers
 # A real server on 127.0.0.1 with the tiny SD model and a result store (in process), and one
 # `easel serve` subprocess of it; the server, CLI, upscale, hires and reliability tests use them.
@@ -67,14 +85,10 @@ def tiny_flux_path(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def served(tiny_sd_path, tmp_path_factory):
     """(url, app) of an in-process server with the tiny SD model and a result store."""
-    from easel.server.engine import Engine
-    from easel.server.results import ResultStore
-    from helpers.server_harness import inprocess_server
+    from helpers.server_harness import stored_server
 
-    engine = Engine([str(tiny_sd_path)], device="cpu", dtype="float32")
-    store = ResultStore(tmp_path_factory.mktemp("results"))
-    with inprocess_server(engine, store=store) as (url, app):
-        yield url, app
+    with stored_server([tiny_sd_path], tmp_path_factory.mktemp("results")) as found:
+        yield found
 
 
 @pytest.fixture

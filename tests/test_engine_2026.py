@@ -25,18 +25,9 @@ LORA_GAIN = {"flux2-klein": 8.0}
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory) -> dict[str, str]:
-    from helpers.tiny_2026_models import (
-        build_tiny_chroma,
-        build_tiny_flux2_klein,
-        build_tiny_qwen_image,
-        build_tiny_z_image,
-    )
-
-    root = tmp_path_factory.mktemp("tiny_2026")
-    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image"),
-            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image"),
-            "flux2-klein": build_tiny_flux2_klein(root / "tiny-flux2-klein-base", distilled=False)}
+def paths(tiny_2026_paths) -> dict[str, str]:
+    """The tiny families, FLUX.2 Klein as its base model (the distilled one's defaults are tested by name)."""
+    return {f: tiny_2026_paths[f] for f in FAMILIES}
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,9 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from easel.client.connection import Client, JobFailed, new_job_id
-from easel.client.protocol import GenerateRequest, Image
-from easel.server.engine import Engine
-from helpers.server_harness import inprocess_server
+from easel.client.connection import JobFailed
+from easel.client.protocol import Image
+from helpers.server_harness import short_request, stored_server
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -19,25 +18,11 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def served(tiny_sd3_path, tiny_flux_path, tmp_path_factory):
-    from easel.server.results import ResultStore
-
-    engine = Engine([tiny_flux_path, tiny_sd3_path], device="cpu", dtype="float32")
-    with inprocess_server(engine, store=ResultStore(tmp_path_factory.mktemp("results"))) as (url, app):
-        yield url
+    with stored_server([tiny_flux_path, tiny_sd3_path], tmp_path_factory.mktemp("results")) as found:
+        yield found
 
 
-@pytest.fixture
-def client(served):
-    with Client(served, image_format="rgba") as c:
-        yield c
-
-
-def req(**kw) -> GenerateRequest:
-    kw.setdefault("prompt", "a red circle")
-    kw.setdefault("steps", 2)
-    kw.setdefault("seed", 5)
-    kw.setdefault("exact_size", True)
-    return GenerateRequest(job=new_job_id(), **kw)
+req = short_request
 
 
 def canvas() -> np.ndarray:
@@ -87,7 +72,7 @@ def test_cli_generate_three_uses(served, tiny_sd3_path, tmp_path):
     mask = np.zeros((SIZE, SIZE), np.uint8)
     mask[8:40, 8:40] = 255
     PILImage.fromarray(mask, "L").save(tmp_path / "mask.png")
-    common = ["generate", "--url", served, "--prompt", "a red circle", "--steps", "2", "--quiet", "--exact-size"]
+    common = ["generate", "--url", served[0], "--prompt", "a red circle", "--steps", "2", "--quiet", "--exact-size"]
     for model in ("tiny-flux-dev", "tiny-sd3"):
         assert main([*common, "--model", model, "--width", "64", "--height", "64",
                      "--out", str(tmp_path / f"{model}-t.png")]) == 0

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from easel.client.connection import Client, JobFailed, new_job_id
-from easel.client.protocol import GenerateRequest, Image
+from easel.client.connection import Client, JobFailed
+from easel.client.protocol import Image
 from easel.server.engine import Engine, EngineJob
 from helpers.engine_checks import gradient, run
-from helpers.server_harness import inprocess_server
+from helpers.server_harness import short_request, stored_server
 
 torch.set_num_threads(1)
 SIZE = 64
@@ -22,41 +22,19 @@ FEATURES = {"chroma": ["negative_prompt", "loras", "variation_seed"],
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory) -> dict[str, str]:
-    from helpers.tiny_2026_models import (
-        build_tiny_chroma,
-        build_tiny_flux2_klein,
-        build_tiny_qwen_image,
-        build_tiny_z_image,
-    )
-
-    root = tmp_path_factory.mktemp("tiny_2026_server")
-    return {"chroma": build_tiny_chroma(root / "tiny-chroma"), "z-image": build_tiny_z_image(root / "tiny-z-image"),
-            "qwen-image": build_tiny_qwen_image(root / "tiny-qwen-image"),
-            "flux2-klein": build_tiny_flux2_klein(root / "tiny-flux2-klein-4B")}
+def paths(tiny_2026_paths) -> dict[str, str]:
+    """The tiny families, FLUX.2 Klein as its distilled 4B."""
+    return {f: tiny_2026_paths[f] for f in ("chroma", "z-image", "qwen-image")} | \
+        {"flux2-klein": tiny_2026_paths["flux2-klein-4B"]}
 
 
 @pytest.fixture(scope="module")
 def served(paths, tmp_path_factory):
-    from easel.server.results import ResultStore
-
-    engine = Engine(list(paths.values()), device="cpu", dtype="float32")
-    with inprocess_server(engine, store=ResultStore(tmp_path_factory.mktemp("results"))) as (url, app):
-        yield url
+    with stored_server(list(paths.values()), tmp_path_factory.mktemp("results")) as found:
+        yield found
 
 
-@pytest.fixture
-def client(served):
-    with Client(served, image_format="rgba") as c:
-        yield c
-
-
-def req(**kw) -> GenerateRequest:
-    kw.setdefault("prompt", "a red circle")
-    kw.setdefault("steps", 2)
-    kw.setdefault("seed", 5)
-    kw.setdefault("exact_size", True)
-    return GenerateRequest(job=new_job_id(), **kw)
+req = short_request
 
 
 def canvas() -> Image:

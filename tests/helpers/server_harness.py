@@ -96,3 +96,27 @@ def inprocess_server(engine, limits=None, store=None, security=None, **app_kwarg
         asyncio.run_coroutine_threadsafe(app.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@contextlib.contextmanager
+def stored_server(models: list[str], results: Path) -> Iterator[tuple[str, object]]:
+    """(url, app) of an in-process server (``inprocess_server``) with ``models`` on the CPU in float32 and a
+    result store in ``results``: the ``served`` fixtures of tests/conftest.py and the flow-family modules."""
+    from easel.server.engine import Engine
+    from easel.server.results import ResultStore
+
+    engine = Engine([str(m) for m in models], device="cpu", dtype="float32")
+    with inprocess_server(engine, store=ResultStore(results)) as served:
+        yield served
+
+
+def short_request(**kw):
+    """A GenerateRequest for quick tiny-model jobs: 2 steps, seed 5, the exact size asked; ``kw`` overrides."""
+    from easel.client.connection import new_job_id
+    from easel.client.protocol import GenerateRequest
+
+    kw.setdefault("prompt", "a red circle")
+    kw.setdefault("steps", 2)
+    kw.setdefault("seed", 5)
+    kw.setdefault("exact_size", True)
+    return GenerateRequest(job=new_job_id(), **kw)
