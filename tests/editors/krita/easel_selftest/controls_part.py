@@ -22,12 +22,14 @@ from .power_part import _generate
 ANNOTATION = "easel-controls"
 
 
-def annotation(doc):
-    return bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace")
+def annotation(doc, name=ANNOTATION):
+    """The document's annotation ``name`` (the control layers' list by default) as text."""
+    return bytes(doc.annotation(name)).decode("utf-8", "replace")
 
 
-def rows(d):
-    box = d.w(QListWidget, "easel_control_list")
+def rows(d, list_name="easel_control_list"):
+    """[[text, ticked], …] of the docker's list ``list_name`` (the control layers' by default)."""
+    box = d.w(QListWidget, list_name)
     return [[box.item(i).text(), box.item(i).checkState() == Qt.CheckState.Checked] for i in range(box.count())]
 
 

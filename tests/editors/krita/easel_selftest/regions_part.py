@@ -10,22 +10,13 @@ them, sends them directly and compares pixel for pixel.
 import os
 
 from krita import Krita, Selection
-from PyQt5.QtCore import Qt
 from PyQt5.QtWidgets import QComboBox, QLineEdit, QListWidget, QPushButton
 
+from .controls_part import annotation, rows
 from .driver import sleep, swap
 from .power_part import _generate
 
-ANNOTATION = "easel-regions"
-
-
-def annotation(doc):
-    return bytes(doc.annotation(ANNOTATION)).decode("utf-8", "replace")
-
-
-def rows(d):
-    box = d.w(QListWidget, "easel_region_list")
-    return [[box.item(i).text(), box.item(i).checkState() == Qt.CheckState.Checked] for i in range(box.count())]
+ANNOTATION, LIST = "easel-regions", "easel_region_list"
 
 
 def run(d, doc, spec):
@@ -35,7 +26,7 @@ def run(d, doc, spec):
     app.action("deselect").trigger()
     doc.waitForDone()
     yield sleep(0.3)
-    res["shown"] = d.w(QListWidget, "easel_region_list").isVisible()
+    res["shown"] = d.w(QListWidget, LIST).isVisible()
     prompt, negative = d.w(QLineEdit, "easel_region_prompt"), d.w(QLineEdit, "easel_region_negative")
 
     sketch = doc.activeNode()
@@ -63,7 +54,7 @@ def run(d, doc, spec):
     doc.waitForDone()
     yield sleep(0.3)
     right = next((n for n in d.layers(doc) if n.name().startswith("Region:")), None)
-    res["added"] = {"rows": rows(d), "annotation": annotation(doc), "status": d.w_status(),
+    res["added"] = {"rows": rows(d, LIST), "annotation": annotation(doc, ANNOTATION), "status": d.w_status(),
                     "ids": [left.uniqueId().toString(), right.uniqueId().toString() if right else None],
                     "right_name": right.name() if right else None}
     d.write("regions-left.rgba", swap(left.pixelData(0, 0, W, H)))
@@ -81,7 +72,7 @@ def run(d, doc, spec):
     model = d.w(QComboBox, "easel_model")
     model.setCurrentText(spec["xl_model"])
     yield sleep(0.3)
-    res["xl_shown"] = d.w(QListWidget, "easel_region_list").isVisible()
+    res["xl_shown"] = d.w(QListWidget, LIST).isVisible()
     res["xl"] = yield from _generate(d, doc, "regions-xl", W, H, generate)
     res["xl"]["model"] = model.currentText()
     model.setCurrentIndex(0)
@@ -98,7 +89,7 @@ def run(d, doc, spec):
         app.activeWindow().addView(reopened)
         app.setActiveDocument(reopened)
         yield sleep(1.0)
-        record.update(annotation=annotation(reopened), rows=rows(d),
+        record.update(annotation=annotation(reopened, ANNOTATION), rows=rows(d, LIST),
                       layers=[n.uniqueId().toString() for n in d.layers(reopened)])
         reopened.setModified(False)
         reopened.close()
