@@ -1,7 +1,7 @@
 """Reference layers on FLUX.1 through FLUX Redux (a tiny random ``FluxPriorReduxPipeline`` folder): one
 reference equals raw diffusers (the prior pipeline with the prompt and the model's text encoders, then the
-Flux pipeline on its embeddings, the strength as an attention bias on the picture's tokens) in each mode and
-with a FLUX.1 ControlNet, a higher strength steers further, two references are two blocks of tokens, a job
+Flux pipeline on its embeddings, the strength as an attention bias on the picture's tokens) in each mode, as
+a style layer (its tokens pooled) and with a FLUX.1 ControlNet, a higher strength steers further, two references are two blocks of tokens, a job
 without references afterwards is bit-exact, errors name the kind and the download, the welcome and a models
 folder's style_models/ (a diffusers folder, or ComfyUI's two single files with clip_vision/), and
 ``easel generate --reference`` against a real ``easel serve --ip-adapter``."""
@@ -56,13 +56,19 @@ def run(engine: Engine, j: EngineJob) -> list[Image.Image]:
     return engine.run(j, lambda p: None, lambda: False)
 
 
+def style_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """A style layer's tokens: the tiny Redux's 8x8 patch grid (64 tokens) averaged to 8 // 3 = 2 a side."""
+    grid = tokens.reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    return torch.nn.functional.interpolate(grid, size=(2, 2), mode="area").permute(0, 2, 3, 1).reshape(1, 4, -1)
+
+
 def raw(flux: str, redux: str, j: EngineJob, references: list[tuple[str, float]], seed: int = 7,
-        **control: object) -> Image.Image:
+        kinds: tuple[str, ...] = (), **control: object) -> Image.Image:
     """``j`` from raw diffusers: FluxPriorReduxPipeline with the prompt and the Flux text encoders per picture,
     each picture's image tokens (after the prompt's 512) appended in order; strengths other than 1 as
     ``log(strength)`` added to the attention scores of their tokens (an ``attention_mask`` over the keys:
     prompt, pictures, then the 4x4 packed latent tokens of a 64 px image). ``control``: a text-to-image
-    FluxControlNetPipeline's ``controlnet`` and call arguments."""
+    FluxControlNetPipeline's ``controlnet`` and call arguments; ``kinds``: "style" pools that picture's tokens."""
     import diffusers
 
     name = {"txt2img": "FluxPipeline", "img2img": "FluxImg2ImgPipeline", "inpaint": "FluxInpaintPipeline"}[j.mode]
@@ -74,11 +80,13 @@ def raw(flux: str, redux: str, j: EngineJob, references: list[tuple[str, float]]
         redux, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, text_encoder_2=pipe.text_encoder_2,
         tokenizer_2=pipe.tokenizer_2, dtype=torch.float32)
     outs = [prior(PICTURES[name], prompt=PROMPT) for name, _ in references]
-    embeds = torch.cat([outs[0].prompt_embeds[:, :512]] + [out.prompt_embeds[:, 512:] for out in outs], dim=1)
+    blocks = [style_tokens(out.prompt_embeds[:, 512:]) if kind == "style" else out.prompt_embeds[:, 512:]
+              for out, kind in zip(outs, kinds or ("reference",) * len(outs))]
+    embeds = torch.cat([outs[0].prompt_embeds[:, :512], *blocks], dim=1)
     bias = torch.zeros(embeds.shape[1] + (SIZE // 16) ** 2)
     start = 512
-    for out, (_, strength) in zip(outs, references):
-        tokens = out.prompt_embeds.shape[1] - 512
+    for block, (_, strength) in zip(blocks, references):
+        tokens = block.shape[1]
         bias[start:start + tokens] = math.log(strength)
         start += tokens
     extra = {"joint_attention_kwargs": {"attention_mask": bias[None, None, None]}} if bias.any() else {}
@@ -128,6 +136,35 @@ def test_two_references_are_two_blocks_of_tokens(engine, tiny_flux_path, redux):
     assert np.array_equal(np.asarray(off), np.asarray(one))  # strength 0: left out
 
 
+def test_a_style_layer_reads_the_pooled_tokens(engine, tiny_flux_path, redux):
+    """``style``: the picture's Redux tokens averaged over 3x3 patches (fewer, coarser tokens) steer apart
+    from ``reference``'s; beside a reference each is its own block; a job without them stays bit-exact."""
+    (plain,) = run(engine, flux_job("img2img"))
+    (styled,) = run(engine, flux_job("img2img", [Control("style", "a", 0.8)]))
+    assert_close(styled, raw(tiny_flux_path, redux, flux_job("img2img"), [("a", 0.8)], kinds=("style",)))
+    (whole,) = run(engine, flux_job("img2img", [Control("reference", "a", 0.8)]))
+    assert not np.array_equal(np.asarray(styled), np.asarray(plain))  # it steers, less than the whole picture
+    assert 0 < mean_diff(styled, plain) < mean_diff(whole, plain) and diff(styled, whole) > 3
+    refs = [("b", 1.2), ("a", 0.8)]
+    (both,) = run(engine, flux_job("txt2img", [Control("reference", "b", 1.2), Control("style", "a", 0.8)]))
+    assert_close(both, raw(tiny_flux_path, redux, flux_job("txt2img"), refs, kinds=("reference", "style")))
+    assert np.array_equal(np.asarray(run(engine, flux_job("img2img"))[0]), np.asarray(plain))
+    assert styled.info["easel"]["features"]["controls"][0]["kind"] == "style"
+
+
+def test_style_pooling_of_a_full_size_token_grid():
+    """FLUX.1-Redux-dev's 27x27 patch tokens: each of the 9x9 style tokens is the mean of its 3x3 patches."""
+    from easel.server.engine.redux import pooled
+
+    tokens = torch.randn(1, 729, 5)
+    out = pooled(tokens)
+    assert out.shape == (1, 81, 5)
+    grid = tokens.reshape(27, 27, 5)
+    assert torch.allclose(out[0, 9 * 2 + 4], grid[6:9, 12:15].mean(dim=(0, 1)), atol=1e-6)  # row 2, column 4
+    with pytest.raises(ValueError, match="not a square grid"):
+        pooled(torch.zeros(1, 10, 5))
+
+
 def test_a_reference_with_a_flux_controlnet_equals_raw_diffusers(tiny_flux_path, redux, tmp_path):
     """The attention bias reaches the ControlNet's attention too (its keys: the same prompt and latents)."""
     import diffusers
@@ -149,11 +186,11 @@ def test_a_reference_with_a_flux_controlnet_equals_raw_diffusers(tiny_flux_path,
 def test_welcome_errors_and_a_models_folder(engine, tiny_flux_path, redux, tmp_path):
     import shutil
 
-    assert engine.models()[0].controls == ["reference"] and engine.models()[0].family == "flux"
+    assert engine.models()[0].controls == ["reference", "style"] and engine.models()[0].family == "flux"
     with pytest.raises(EngineError) as err:
-        engine.check_controls(None, [Control("reference", "a"), Control("style", "b")])
+        engine.check_controls(None, [Control("style", "a"), Control("composition", "b")])
     assert (err.value.field, err.value.code) == ("controls[1].kind", ErrorCode.UNSUPPORTED_FEATURE)
-    assert "use kind reference" in str(err.value)
+    assert "use kind reference or style" in str(err.value)
     with Engine([tiny_flux_path], device="cpu", dtype="float32") as bare:
         assert bare.models()[0].controls == []
         with pytest.raises(EngineError) as err:
@@ -163,7 +200,7 @@ def test_welcome_errors_and_a_models_folder(engine, tiny_flux_path, redux, tmp_p
     root = tmp_path / "ComfyUI" / "models"
     shutil.copytree(redux, root / "style_models" / "FLUX.1-Redux-dev")
     with Engine([tiny_flux_path], device="cpu", dtype="float32", models_dir=[str(root)]) as eng:
-        assert eng.models()[0].controls == ["reference"]
+        assert eng.models()[0].controls == ["reference", "style"]
         (guided,) = run(eng, flux_job(controls=[Control("reference", "a", 0.7)]))
     assert_close(guided, run(engine, flux_job(controls=[Control("reference", "a", 0.7)]))[0])
 
@@ -178,7 +215,7 @@ def test_comfyui_single_files(tiny_flux_path, tmp_path):
     comfyui_redux_files(folder, root)
     j = flux_job(controls=[Control("reference", "a", 0.7)])
     with Engine([tiny_flux_path], device="cpu", dtype="float32", models_dir=[str(root)]) as eng:
-        assert eng.models()[0].controls == ["reference"]
+        assert eng.models()[0].controls == ["reference", "style"]
         (guided,) = run(eng, j)
     with Engine([tiny_flux_path], device="cpu", dtype="float32", ip_adapters=[folder]) as eng:
         assert np.array_equal(np.asarray(guided), np.asarray(run(eng, j)[0]))

@@ -2,7 +2,7 @@
 `easel serve` holding only a tiny random-weight FLUX.1-dev-like model built by the tests. Each layer must
 equal the direct request's result (the same request sent with the shared client), as for SD.
 
-With a tiny FLUX Redux served too (``--ip-adapter``), a hidden picture marked as a ``reference`` layer steers
+With a tiny FLUX Redux served too (``--ip-adapter``), a hidden picture marked as a ``style`` reference layer steers
 Generate (sent whole, at its own size); unmarked, the next Generate equals one without it."""
 
 from __future__ import annotations
@@ -42,14 +42,14 @@ def flux_batch(root, flux_url):  # noqa: F811 - the imported fixture
                                                          if case["name"] in THREE_USES] + ref_cases(folder))
 
 
-REF_MARK = dict(kind="reference", strength=0.8)
+REF_MARK = dict(kind="style", strength=1.5)
 GENERATE = dict(prompt="a red circle", seed=21, steps=3)
 
 
 def ref_cases(folder: Path) -> list[dict]:
     """Generate over an image with a hidden picture marked as a reference layer, and with it unmarked."""
     mark = dict(layer=REF["name"], procedure="easel-control-layer", args=REF_MARK)
-    unmark = dict(layer=REF["name"], procedure="easel-control-layer", args=dict(kind="reference", enabled=False))
+    unmark = dict(layer=REF["name"], procedure="easel-control-layer", args=dict(kind=REF_MARK["kind"], enabled=False))
     image = image_spec(folder, reference=True)
     return [dict(name="ref-flux", procedure="easel-generate", image=image, marks=[mark], args=GENERATE),
             dict(name="ref-flux-off", procedure="easel-generate", image=image, marks=[mark, unmark], args=GENERATE)]
@@ -81,6 +81,6 @@ def test_a_reference_layer_steers_flux_through_redux_and_unmarked_it_is_left_out
         expected = ref_directly(flux_url, marked)
         check_layers(case["new_layers"], expected, GENERATE["prompt"])
         kinds = [c["kind"] for c in expected.parameters.get("controls") or []]
-        assert kinds == (["reference"] if marked else [])
+        assert kinds == ([REF_MARK["kind"]] if marked else [])
         results[name] = case["new_layers"][0]["pixels"]
     assert results["ref-flux"] != results["ref-flux-off"]  # the reference steers; the next job is without it

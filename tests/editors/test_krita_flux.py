@@ -9,7 +9,7 @@ offset, what the same request gives when sent directly with the shared client. T
 negative prompt in the (hidden) field: FLUX.1 refuses one, so the plugin must leave it out.
 
 The server also has a tiny FLUX Redux (``--ip-adapter``): the "reference" part adds a smaller picture as a
-``reference`` control layer, refines with it (sent whole, at its own size) and again with it switched off.
+``style`` reference layer (Redux's pooled tokens), refines with it (sent whole, at its own size) and again with it switched off.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from krita_host import ARTIFACTS
 
 pytestmark = pytest.mark.editor
 USES = {"generate": "txt2img", "refine": "img2img", "selection": "inpaint"}
-REFERENCE = {"box": [30, 10, 24, 16], "strength": 0.8,  # x, y, w, h on the canvas
+REFERENCE = {"box": [30, 10, 24, 16], "kind": "style", "strength": 1.5,  # x, y, w, h on the canvas
              "params": dict(prompt="a tower at night", negative="", strength=60, steps=3, guidance=None, seed=5,
                             batch=1)}
 
@@ -113,7 +113,7 @@ def reference_directly(gui, url: str, canvas: str, on: bool):
     controls, attachments = [], {}
     if on:
         attachments["controls.0.image"] = Image.rgba(w, h, (gui.out / "reference-ref.rgba").read_bytes())
-        controls.append(Control("reference", "controls.0.image", REFERENCE["strength"]))
+        controls.append(Control(REFERENCE["kind"], "controls.0.image", REFERENCE["strength"]))
     request = GenerateRequest(job=new_job_id(), prompt=p["prompt"], steps=p["steps"], seed=p["seed"], batch=1,
                               model=gui.result["model"], canvas_width=W, canvas_height=H, strength=p["strength"] / 100,
                               x=0, y=0, controls=controls or None)
@@ -123,13 +123,13 @@ def reference_directly(gui, url: str, canvas: str, on: bool):
 
 def test_a_reference_layer_steers_flux_through_redux_and_switched_off_is_left_out(gui, flux_url):
     record = gui.result["reference"]
-    assert record["added"]["rows"] == [["Ref: reference 0.8", True]]
+    assert record["added"]["rows"] == [["Ref: style 1.5", True]]
     layers = {}
     for name, on in (("on", True), ("off", False)):
         job = record[name]
         assert job["done"] and job["unchanged"] and len(job["layers"]) == 1, job["status"]
         result = reference_directly(gui, flux_url, f"reference-canvas-{name}.rgba", on)
-        assert [c["kind"] for c in result.parameters.get("controls") or []] == (["reference"] if on else [])
+        assert [c["kind"] for c in result.parameters.get("controls") or []] == ([REFERENCE["kind"]] if on else [])
         layers[name] = (gui.out / job["layers"][0]["file"]).read_bytes()
         want = result.images[0]
         assert (want.x, want.y, want.image.width, want.image.height) == (0, 0, W, H)

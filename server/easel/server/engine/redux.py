@@ -1,4 +1,4 @@
-"""Reference images on FLUX.1: FLUX Redux (``black-forest-labs/FLUX.1-Redux-dev``), kind ``reference`` only.
+"""Reference images on FLUX.1: FLUX Redux (``black-forest-labs/FLUX.1-Redux-dev``), kinds ``reference`` and ``style``.
 
 FLUX Redux is diffusers' ``FluxPriorReduxPipeline``: a SigLIP image encoder (``image_encoder``,
 ``feature_extractor``) and ``image_embedder`` (ReduxImageEncoder) that turns a picture into tokens in the
@@ -12,8 +12,12 @@ at 0.5 the picture's tokens get half the attention they would get at 1, against 
 Scaling the tokens instead (the prior's ``prompt_embeds_scale``) hardly changes anything, since FLUX.1
 normalizes its attention keys. The pipeline then runs on ``prompt_embeds``/``pooled_prompt_embeds`` (text
 to image, image to image, inpainting and their ControlNet pipelines all take them); nothing of the model
-changes, so jobs without references keep their pixels. Redux has no style/layout split: ``style``,
-``composition`` and ``face`` are refused on FLUX.1.
+changes, so jobs without references keep their pixels.
+
+A ``style`` layer keeps the picture's look and drops most of its content: its tokens (one per SigLIP patch,
+27x27 for FLUX.1-Redux-dev) are averaged over 3x3 patches (``STYLE_POOL``: 729 -> 81 tokens; ComfyUI's
+"Redux Advanced" downsampling), so colours, textures and the overall look carry while objects and their
+places blur away. Redux has no layout or face split: ``composition`` and ``face`` are refused on FLUX.1.
 
 Redux folders (a diffusers ``FluxPriorReduxPipeline`` folder: ``model_index.json`` + ``image_encoder/``,
 ``feature_extractor/``, ``image_embedder/``) are found in ``--ip-adapter`` references (the folder, a
@@ -47,7 +51,8 @@ from .types import EngineError
 
 log = logging.getLogger(__name__)
 FAMILY = Family.FLUX
-KINDS = tuple(REDUX_DOWNLOADS[FAMILY])  # ("reference",)
+KINDS = tuple(REDUX_DOWNLOADS[FAMILY])  # ("reference", "style")
+STYLE_POOL = 3  # a style layer's tokens: averaged over STYLE_POOL x STYLE_POOL patches
 REDUX_FOLDERS = ("style_models", "redux")
 ENCODER_FOLDERS = ("clip_vision",)  # ComfyUI's SigLIP file for its Redux file
 Found = str | tuple[str, str]  # a diffusers folder, or (embedder file, encoder file)
@@ -127,7 +132,8 @@ class Redux:
         for i, control in used:
             if control.kind not in KINDS:
                 raise EngineError(f"reference layer {i + 1} ({control.kind}): FLUX.1 takes references through FLUX "
-                                  "Redux, which steers with the whole picture; use kind reference",
+                                  "Redux, which steers with the whole picture or its style; use kind reference or "
+                                  "style",
                                   field=f"controls[{i}].kind", code=ErrorCode.UNSUPPORTED_FEATURE)
         if not used:
             return None
@@ -148,7 +154,8 @@ class Redux:
                 continue
             image = layer_image(i, control, attached)
             if control.strength > 0 and folder is not None:
-                out.append(ReduxLayer(self._load(folder, dtype), image.convert("RGB"), control.strength))
+                out.append(ReduxLayer(self._load(folder, dtype), image.convert("RGB"), control.strength,
+                                      control.kind))
         return out
 
     def _load(self, folder: Found, dtype: str) -> Any:
@@ -180,7 +187,19 @@ class Redux:
 def image_tokens(layer: ReduxLayer) -> torch.Tensor:
     """(1, tokens, width): the layer's picture as FLUX Redux tokens."""
     prior = layer.prior
-    return prior.image_embedder(prior.encode_image(layer.image, prior.image_encoder.device, 1)).image_embeds
+    tokens = prior.image_embedder(prior.encode_image(layer.image, prior.image_encoder.device, 1)).image_embeds
+    return pooled(tokens) if layer.kind == "style" else tokens
+
+
+def pooled(tokens: torch.Tensor, factor: int = STYLE_POOL) -> torch.Tensor:
+    """(1, n, width) tokens of a square patch grid averaged over ``factor`` x ``factor`` patches (a side that
+    does not divide: adaptive pooling; at least one token); ValueError when ``n`` is no square."""
+    side = math.isqrt(tokens.shape[1])
+    if side * side != tokens.shape[1]:
+        raise ValueError(f"FLUX Redux gave {tokens.shape[1]} image tokens, not a square grid")
+    grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+    grid = torch.nn.functional.adaptive_avg_pool2d(grid, max(1, side // factor))
+    return grid.flatten(2).transpose(1, 2)
 
 
 def attention_bias(text: int, blocks: Sequence[tuple[int, float]], latents: int) -> torch.Tensor | None:

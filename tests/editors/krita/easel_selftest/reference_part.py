@@ -1,5 +1,5 @@
 """A reference layer in the docker on whatever model the server gives references to (test_krita_flux.py:
-FLUX.1 through FLUX Redux): Add a picture smaller than the canvas as a ``reference`` control layer, refine
+FLUX.1 through FLUX Redux): Add a picture smaller than the canvas as a reference layer of ``spec["kind"]``, refine
 the canvas, switch it off in the list, refine again.
 
 Run by driver.py on its main document. Writes the reference's pixels and the canvases sent (RGBA dumps) for
@@ -30,7 +30,7 @@ def run(d, doc, spec):
     doc.refreshProjection()
     yield sleep(0.3)
     d.write("reference-ref.rgba", swap(ref.pixelData(x, y, w, h)))
-    add(d, doc, ref, "reference", spec["strength"], 0.0, 1.0)
+    add(d, doc, ref, spec["kind"], spec["strength"], 0.0, 1.0)
     yield sleep(0.3)
     res["added"] = {"rows": rows(d)}
     doc.setActiveNode(painted)  # results go right above the active layer
