@@ -68,6 +68,10 @@ class Control:
     end: float = declare(1.0, "the fraction where it stops; at least `start`", low=0.0, high=1.0)
     model: str | None = declare(None, "a ControlNet id from `welcome.control_models`",
                                 default_text="the server's for the kind and the model's family")
+    mask: str | None = declare(None, "a reference image only: the attachment holding a mask that limits it to part "
+                                     "of the picture (white = it acts there; soft values weight), at the size of "
+                                     "`image` (text to image: the requested size); SD 1.x and SDXL",
+                               default_text="the whole picture", attachment=True)
 
     def __post_init__(self) -> None:
         if self.kind in REFERENCE_KINDS:
@@ -78,6 +82,9 @@ class Control:
             if self.model is not None:
                 raise FieldError("model", f"'model' names a ControlNet; a {self.kind} layer uses the server's "
                                           "IP-Adapter for the model: leave 'model' out")
+        elif self.mask is not None:
+            raise FieldError("mask", f"'mask' limits a reference image to part of the picture; a {self.kind} layer's "
+                                     "guide already says where it steers: leave 'mask' out")
         if self.end < self.start:
             raise FieldError("end", f"'end' must be at least 'start' ({self.start:g}; got {self.end:g}): the layer "
                                     "steers from start to end")
@@ -106,10 +113,19 @@ def parse_control(text: str) -> dict:
     return item
 
 
+MASK_MARK = "#mask="  # --reference IMAGE#mask=MASK: the reference acts where MASK is white
+
+
 def parse_reference(text: str) -> dict:
-    """``[KIND=]IMAGE[@STRENGTH]`` -> a reference ``Control``'s fields (KIND: one of ``REFERENCE_KINDS``,
-    ``reference`` when left out); ProtocolError (field controls) for text that does not fit."""
-    usage = f"write [KIND=]IMAGE[@STRENGTH] with KIND one of {', '.join(REFERENCE_KINDS)}, e.g. style=painting.png@0.7"
+    """``[KIND=]IMAGE[@STRENGTH][#mask=MASK]`` -> a reference ``Control``'s fields (KIND: one of
+    ``REFERENCE_KINDS``, ``reference`` when left out; ``image`` and ``mask``: the files, for the CLI to attach);
+    ProtocolError (field controls) for text that does not fit."""
+    usage = (f"write [KIND=]IMAGE[@STRENGTH][{MASK_MARK}MASK] with KIND one of {', '.join(REFERENCE_KINDS)}, e.g. "
+             f"style=painting.png@0.7{MASK_MARK}left.png")
+    text, marked, mask = text.partition(MASK_MARK)
+    if marked and not mask:
+        raise ProtocolError(f"reference {text + marked!r}: name the mask file after {MASK_MARK!r}; {usage}",
+                            field="controls")
     kind, sep, rest = text.partition("=")
     if not sep:
         kind, rest = REFERENCE_KINDS[0], text
@@ -117,7 +133,7 @@ def parse_reference(text: str) -> dict:
         hint = f"use --control {text}" if kind in CONTROLNET_KINDS else usage
         raise ProtocolError(f"reference {text!r}: {kind!r} is no reference kind; {hint}", field="controls")
     image, at, strength = rest.rpartition("@") if "@" in rest else (rest, "", "")
-    item: dict[str, Any] = {"kind": kind, "image": image}
+    item: dict[str, Any] = {"kind": kind, "image": image, **({"mask": mask} if mask else {})}
     if not image:
         raise ProtocolError(f"reference {text!r}: {usage}", field="controls")
     if at:

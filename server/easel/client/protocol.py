@@ -146,8 +146,9 @@ class GenerateRequest:
         None, "control layers: guide images (attachments), each steering its kind's ControlNet (docs/features.md)",
         items=Control, high=MAX_CONTROLS, flag="--control", metavar="KIND=IMAGE[@STRENGTH[@START-END]]",
         parse=parse_control, group="conditioning",
-        also=(("--reference", "[KIND=]IMAGE[@STRENGTH]", "a reference image layer (IP-Adapter), KIND one of "
-               + ", ".join(REFERENCE_KINDS) + " (default reference); repeatable", parse_reference),))
+        also=(("--reference", "[KIND=]IMAGE[@STRENGTH][#mask=MASK]", "a reference image layer (IP-Adapter), KIND "
+               "one of " + ", ".join(REFERENCE_KINDS) + " (default reference), acting where MASK is white (default: "
+               "everywhere); repeatable", parse_reference),))
     regions: list | None = declare(
         None, "regions: a mask (attachment) and a prompt each, added to `prompt` where the mask is white; the base "
         "prompt alone elsewhere (docs/features.md)", items=Region, high=MAX_REGIONS, flag="--region",

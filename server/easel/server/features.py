@@ -27,7 +27,8 @@ ATTACHMENT = "control"
 
 
 def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
-    """Cheap checks at submit time: a control model and its control image go together."""
+    """Cheap checks at submit time: a control model and its control image go together; guides and reference
+    masks have the size of ``image``."""
     control = images.get(ATTACHMENT)
     if request.control_model is not None and control is None:
         raise ProtocolError("'control_model' needs a control image: send it as attachment 'control' (the sketch, "
@@ -36,11 +37,12 @@ def check_control(request: GenerateRequest, images: dict[str, Image]) -> None:
         raise ProtocolError("attachment 'control' needs a 'control_model' (one of welcome.control_models)",
                             field="control_model")
     image = images.get("image")
-    for name in [ATTACHMENT, *(c.image for c in request.controls or [] if c.kind not in REFERENCE_KINDS)]:
+    guides = [c.image for c in request.controls or [] if c.kind not in REFERENCE_KINDS]
+    for name in [ATTACHMENT, *guides, *(c.mask for c in request.controls or [] if c.mask)]:
         guide = images.get(name)
         if guide is not None and image is not None and (guide.width, guide.height) != (image.width, image.height):
             raise ProtocolError(f"{name!r} is {guide.width}x{guide.height} but 'image' is {image.width}x"
-                                f"{image.height}; send the control image at the size of the image", field=name)
+                                f"{image.height}; send the control image or mask at the size of the image", field=name)
 
 
 def check_names(request: GenerateRequest, engine: EngineAPI) -> None:

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from ...client.codes import ErrorCode
@@ -67,6 +69,7 @@ class ReferenceLayer:
     state: dict  # the adapter's weights as load_ip_adapter takes them
     image: Any  # PIL RGB, any size
     strength: float
+    mask: Any = None  # PIL at the job's size (white = it acts there), None: everywhere
 
 
 def scale_for(kind: str, strength: float, unet: Any) -> float | dict:
@@ -137,6 +140,12 @@ class References:
                model_id: str = "") -> dict[int, tuple[Adapter, Encoder]]:
         """The adapter and encoder of each reference layer (by its index in ``controls``); EngineError naming
         ``controls[i].kind`` where none fits (FLUX.1: checks its Redux layers, returns nothing)."""
+        if family == REDUX_FAMILY or family.edit_images:
+            masked = next((i for i, c in enumerate(controls) if c.kind in REFERENCE_KINDS and c.mask), None)
+            if masked is not None:
+                raise EngineError(f"reference layer {masked + 1}: {family.label} reads its references over the whole "
+                                  "picture; a mask limits IP-Adapter references (SD 1.x, SDXL): leave 'mask' out",
+                                  field=f"controls[{masked}].mask", code=ErrorCode.UNSUPPORTED_FEATURE)
         if family == REDUX_FAMILY:
             self._redux.choose(controls)
             return {}
@@ -176,8 +185,12 @@ class References:
             control = controls[i]
             image = edit_images.layer_image(i, control, attached)
             if control.strength > 0:
-                out.append(ReferenceLayer(control.kind, adapter, self._encoder(encoder, dtype),
-                                          self._state(adapter), image.convert("RGB"), control.strength))
+                mask = attached.get(control.mask) if control.mask else None
+                if control.mask and mask is None:
+                    raise EngineError(f"reference layer {i + 1} names the mask {control.mask!r}, which was not sent",
+                                      field=f"controls[{i}].mask")
+                out.append(ReferenceLayer(control.kind, adapter, self._encoder(encoder, dtype), self._state(adapter),
+                                          image.convert("RGB"), control.strength, mask))
         return out
 
     def _encoder(self, encoder: Encoder, dtype: str) -> Any:
@@ -265,9 +278,24 @@ def detach(pipe: Any, saved: tuple | None) -> None:
 
 
 def reference_kwargs(layers: Sequence[Any], pipe: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Call arguments: one reference image per adapter; Redux layers: the prompt's embeddings with their tokens."""
+    """Call arguments: one reference image per adapter, and the masks of those that have one (diffusers'
+    ``ip_adapter_masks``); Redux layers: the prompt's embeddings with their tokens."""
     if isinstance(layers[0], ReduxLayer):
         return prompt_kwargs(pipe, kwargs, layers)
     if isinstance(layers[0], edit_images.EditImage):
         return edit_images.call_kwargs(layers, kwargs)
-    return {"ip_adapter_image": [layer.image for layer in layers]}
+    out: dict[str, Any] = {"ip_adapter_image": [layer.image for layer in layers]}
+    if any(layer.mask is not None for layer in layers):
+        size = (kwargs["width"], kwargs["height"])
+        out["cross_attention_kwargs"] = {"ip_adapter_masks": [None if layer.mask is None else
+                                                              mask_tensor(layer.mask, size) for layer in layers]}
+    return out
+
+
+def mask_tensor(mask: Any, size: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, height, width) weights in 0..1 from a mask picture (RGB over black: gray values weight), soft
+    values kept (diffusers' IPAdapterMaskProcessor would binarize them); EngineError for another size."""
+    if mask.size != size:
+        raise EngineError(f"a reference mask is {mask.width}x{mask.height} but the job is {size[0]}x{size[1]}",
+                          field="controls")
+    return torch.from_numpy(np.asarray(mask.convert("L"), dtype=np.float32) / 255.0)[None, None]

@@ -100,6 +100,13 @@ class RegionalAttention(torch.nn.Module):
         self.original = original
         self.masks = masks
 
+    def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, ip_adapter_masks: Any = None, **kwargs: Any) -> torch.Tensor:
+        # named so that diffusers' Attention passes a reference's masks on (it drops what the call does not name)
+        if ip_adapter_masks is not None:
+            kwargs["ip_adapter_masks"] = ip_adapter_masks
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, **kwargs)
+
     def forward(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: Any = None,
                 attention_mask: Any = None, **kwargs: Any) -> torch.Tensor:
         text = encoder_hidden_states[0] if isinstance(encoder_hidden_states, tuple) else encoder_hidden_states
