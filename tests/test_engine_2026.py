@@ -3,7 +3,7 @@ Qwen-Image and FLUX.2 Klein in the three modes against raw diffusers with seeds 
 (Qwen-Image's guidance as true CFG; Klein's image jobs are edits: tests/test_klein_edits.py), their
 defaults and features (refused ones with the family's reason), previews of their latents (packed ones
 unpacked), cancel, variation seeds, LoRAs (Chroma: its own and FLUX.1's), the tiny decoder, the few-step
-models (Z-Image-Turbo, distilled Klein), and FLUX.2 Klein single files refused as a later step."""
+models (Z-Image-Turbo, distilled Klein); their single files: tests/test_library_2026_files.py."""
 
 from __future__ import annotations
 
@@ -215,21 +215,6 @@ def test_hub_names_and_unknown_classes():
     with pytest.raises(EngineError) as err:
         check_supported({"_class_name": "WanPipeline"}, "wan")
     assert "Chroma, Z-Image, Qwen-Image, FLUX.2 Klein" in str(err.value) and err.value.field == "model"
-
-
-@pytest.mark.parametrize("family", [f for f in FAMILIES if not Family(f).single_files])
-def test_single_files_are_a_later_step(paths, tmp_path, family):
-    """A transformer file served with its config folder says that only folders and hub ids load."""
-    import diffusers
-    from safetensors.torch import save_file
-
-    cls = getattr(diffusers, diffusers.DiffusionPipeline.load_config(paths[family])["transformer"][1])
-    weights = cls.from_pretrained(paths[family], subfolder="transformer").state_dict()
-    save_file({k: v.contiguous() for k, v in weights.items()}, tmp_path / "model.safetensors")
-    with Engine([f"{tmp_path / 'model.safetensors'}#config={paths[family]}"], device="cpu") as eng:
-        with pytest.raises(EngineError) as err:
-            run(eng, job(model=None, negative_prompt=""))
-    assert err.value.field == "model" and f"{Family(family).label} single files are not served yet" in str(err.value)
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if Family(f).tiny_vae])

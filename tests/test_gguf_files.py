@@ -134,4 +134,5 @@ def test_easel_serve_offers_a_gguf_of_its_models_folder(gguf_files, tmp_path):
         r = easel("generate", "--url", url, "--model", "no-config-Q8_0", "--prompt", "x", "--steps", "2", "--quiet",
                   "--out", str(tmp_path / "no.png"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "a FLUX.1 transformer (GGUF Q8_0): put a diffusers folder of the same model beside it" in r.stderr
+    assert ("a FLUX.1 transformer (GGUF Q8_0) needs the text encoders and VAE of a FLUX.1 base folder: put a "
+            "diffusers folder of the same model beside it") in r.stderr

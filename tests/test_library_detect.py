@@ -109,8 +109,8 @@ def test_other_architectures_are_named():
 def test_what_easel_serves_is_said_as_it_is():
     """Files Easel cannot serve say which single files it can: SD 1.x/2.x/SDXL ones, and the flow families'
     ones with a config folder; a flow-model file says only how to serve it."""
-    served = ("Easel serves SD 1.x, SD 2.x and SDXL single files, and SD 3/3.5, FLUX.1, FLUX.1 Kontext, Chroma, Z-Image "
-              "and Qwen-Image ones with a config folder")
+    served = ("Easel serves SD 1.x, SD 2.x and SDXL single files, and SD 3/3.5, FLUX.1, FLUX.1 Kontext, Chroma, Z-Image, "
+              "Qwen-Image and FLUX.2 Klein ones with a config folder")
     video = {**checkpoint("sd1"), "model.diffusion_model.time_stack.0.weight": TensorInfo("F16", (320,))}
     assert describe(video).problem == f"a video model (SVD); {served}"
     odd = checkpoint("sd1", parts=("unet",))

@@ -340,7 +340,7 @@ _SPECS: dict[Family, _Spec] = {
     # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always "".
     # Its pipelines edit: a job with an image is an edit (Flux2KleinPipeline's image, the inpaint one for a selection)
     Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,
-                              single_file=False, variant="flux2-klein", edit=True, edit_images=True,
+                              variant="flux2-klein", edit=True, edit_images=True,
                               no_negative="FLUX.2 Klein's pipelines take no negative prompt",
                               no_variation="variation seeds are not wired to FLUX.2 Klein's latents yet"),
     # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)

@@ -50,7 +50,7 @@ def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
     if desc.kind != "checkpoint":
         raise EngineError(f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}, not a checkpoint; "
                           "serve it as what it is (LoRAs: --loras-dir)", field="model", code=ErrorCode.MODEL_LOAD_FAILED)
-    if desc.arch is None and desc.quant is not None:
+    if desc.transformer:
         raise EngineError(
             f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}; serve it as 'FILE#config=FOLDER', "
             "FOLDER a diffusers folder of the same model for the text encoders and VAE (its transformer/ needs "

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from ..families import Family
 from .configs import CONFIGS, CONTROL_CONFIGS
+from .flow_files import FAMILIES, find_transformer
 from .header import Tensors
 
 UNET = "model.diffusion_model."
@@ -64,9 +65,6 @@ _TEXT = {  # family -> token-embedding tensors (either spelling) and their width
 }
 _FLOW_FILE = ("{} single file: serve it as 'FILE#config=FOLDER', FOLDER a diffusers folder of the same {} "
               "model for the text encoders and VAE (docs/models.md)")
-# FLUX.1's per-block modulations, original then diffusers names (FLUX.2 and Chroma share theirs, SD3 has no single blocks)
-_FLUX_GGUF = (("double_blocks.0.img_mod.lin.weight", "single_blocks.0.modulation.lin.weight"),
-              ("transformer_blocks.0.norm1.linear.weight", "single_transformer_blocks.0.norm.linear.weight"))
 _OTHER = [  # (key fragment, what it is) for files Easel does not serve
     ("joint_blocks.", _FLOW_FILE.format("an SD 3/3.5", "SD 3/3.5")), ("double_blocks.", _FLOW_FILE.format("a FLUX.1", "FLUX.1")),
     ("time_stack.", "a video model (SVD)"), ("motion_modules.", "an AnimateDiff motion module"),
@@ -105,7 +103,7 @@ _CONTROL = re.compile(r'"([^"]*?)(input_hint_block\.0\.weight|controlnet_cond_em
 class Description:
     """One file's kind, family and sizes; ``problem`` (plain words) when Easel cannot use it."""
 
-    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "unknown"
+    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "base" (flow_files.py) | "unknown"
     family: Family | None = None  # checkpoints: SD1, SD2, SDXL, SDXL_REFINER; None: unknown
     inpaint: bool = False
     arch: str | None = None  # the shipped config that fits exactly (configs.CONFIGS), else None
@@ -115,6 +113,7 @@ class Description:
     problem: str | None = None
     control_types: int | None = None  # a ControlNet Union's number of control types (its control_mode range)
     quant: str | None = None  # a GGUF transformer's quantisation (its linear weights' GGML type: Q8_0, Q4_K …)
+    transformer: bool = False  # a flow family's transformer alone (flow_files.py): served with a base folder
 
     def __post_init__(self) -> None:
         if self.family is not None:
@@ -124,10 +123,10 @@ class Description:
     def label(self) -> str:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
         family = self.family.label if self.family else ""
-        if self.quant:
-            return f"{family or 'unknown'} transformer (GGUF {self.quant})"
+        if self.transformer:
+            return f"{family or 'unknown'} transformer" + (f" (GGUF {self.quant})" if self.quant else "")
         kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE",
-                "upscaler": "upscaler"}.get(self.kind, "file")
+                "upscaler": "upscaler", "base": "base folder"}.get(self.kind, "file")
         parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),
                  "inpainting" if self.inpaint else "", kind]
         return " ".join(p for p in parts if p) or "unknown"
@@ -148,6 +147,9 @@ def describe(tensors: Tensors, v_prediction: bool | None = None) -> Description:
         return describe_lora(tensors, names)
     if _CONTROL.search(names):
         return describe_controlnet(tensors, names)
+    flow = describe_transformer(tensors)
+    if flow is not None:
+        return flow
     vae = _vae_prefix(tensors)
     if vae is not None:
         return describe_vae(tensors, vae)
@@ -157,16 +159,25 @@ def describe(tensors: Tensors, v_prediction: bool | None = None) -> Description:
 
 
 def describe_gguf(tensors: Tensors, architecture: str) -> Description:
-    """A GGUF file (``architecture``: its ``general.architecture``): a FLUX.1 transformer, original
-    (``double_blocks``) or diffusers layout, with its quantisation; anything else is not Easel's."""
+    """A GGUF file (``architecture``: its ``general.architecture``): a flow family's transformer (flow_files.py)
+    with its quantisation; anything else is not Easel's."""
     quant = _most_common(info.dtype for name in tensors if len((info := tensors[name]).shape) == 2)
-    for prefix in ("", UNET):
-        if all(prefix + name in tensors for name in _FLUX_GGUF[0]):
-            return Description("checkpoint", Family.FLUX, quant=quant)
-    if all(name in tensors for name in _FLUX_GGUF[1]):
-        return Description("checkpoint", Family.FLUX, quant=quant)
+    found = describe_transformer(tensors, quant)
+    if found is not None:
+        return found
     what = f"a GGUF {architecture or 'unknown'} model ({quant})"
-    return Description("unknown", problem=f"{what}, which Easel does not use (it serves GGUF FLUX.1 transformers)")
+    return Description("unknown", problem=f"{what}, which Easel does not use (it serves GGUF transformers of "
+                       f"{_listed(FAMILIES)})")
+
+
+def describe_transformer(tensors: Tensors, quant: str | None = None) -> Description | None:
+    """A flow family's transformer-only file (None: not one); ``quant``: a GGUF file's quantisation."""
+    found = find_transformer(tensors)
+    if found is None:
+        return None
+    problem = f"{found.problem}; Easel serves transformer files of {_listed(FAMILIES)}" if found.problem else None
+    return Description("checkpoint", found.family, found.inpaint, native=found.family.native, context=found.context,
+                       problem=problem, quant=quant, transformer=True)
 
 
 def _most_common(values: Iterable[str]) -> str | None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..families import Family
-from ..traits import detect, folder_configs, read_json
+from ..traits import INPAINT_CLASSES, detect, folder_configs, read_json
 from .controls import config_context, config_family
 from .detect import UNRECOGNISED, Description, describe, describe_gguf
 from .header import GGUF_SUFFIX, Header, HeaderError, Incomplete, read_floats, read_header
@@ -36,7 +36,7 @@ class Entry:
 
     id: str  # stable: its path inside its kind folder, "/"-separated (LoRAs keep the extension)
     name: str  # readable: "dreamshaper 8"
-    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "unknown"
+    kind: str  # "checkpoint" | "lora" | "controlnet" | "vae" | "upscaler" | "base" | "unknown"
     path: str
     folder: bool  # a diffusers folder (else a single file)
     desc: Description
@@ -50,9 +50,11 @@ class Entry:
 
     def to_dict(self) -> dict:
         d = self.desc
+        note = f"{self.path}, served with the text encoders and VAE of {self.config}" if d.transformer and \
+            self.config and not d.problem else None
         return {"id": self.id, "name": self.name, "kind": self.kind, "family": d.family, "inpaint": d.inpaint,
                 "native": d.native, "label": d.label, "path": self.path, "size": self.size,
-                "format": "folder" if self.folder else "single_file", "problem": d.problem}
+                "format": "folder" if self.folder else "single_file", "problem": d.problem, "note": note}
 
 
 class Library:
@@ -107,12 +109,12 @@ class Library:
                 out.append(entry)
         live = {e.path for e in out}
         self._cache = {p: v for p, v in self._cache.items() if p in live}
-        return out
+        return with_bases(out)
 
     def _entry(self, path: str, rel: str, hint: str | None, is_dir: bool, root: str) -> Entry | None:
         if is_dir:
-            kind = model_folder_kind(path) or "checkpoint"
-            desc = describe_folder(path, kind)
+            desc = describe_folder(path, model_folder_kind(path) or "checkpoint")
+            kind = desc.kind  # a flow family's folder without transformer weights: "base"
             size = 0
         else:
             try:
@@ -140,7 +142,8 @@ class Library:
         config = None if is_dir else sibling_config(path, "controlnet" if kind == "controlnet" else "checkpoint")
         if kind == "checkpoint" and desc.family is not None and not desc.family.served:
             kind = "refiner"  # served with --refiner, not as a model of its own
-        if kind in ("checkpoint", "controlnet") and not is_dir and desc.problem is None:
+        if kind in ("checkpoint", "controlnet") and not is_dir and desc.problem is None and \
+                (config is not None or not desc.transformer):  # a transformer without one: with_bases
             desc = with_config(desc, config, path)
         stem = _ID_SUFFIX.sub("", rel)
         entry_id = rel if kind == "lora" else stem
@@ -196,9 +199,12 @@ def describe_folder(path: str, kind: str) -> Description:
     if kind == "checkpoint":
         index, unet, vae, sched = folder_configs(path)
         cls = str((index or {}).get("_class_name", ""))
+        family = Family.of_pipeline(cls) or INPAINT_CLASSES.get(cls)
+        if family is not None and family.flow:
+            return describe_flow_folder(path, (index, unet, vae, sched))
         if not os.path.isdir(os.path.join(path, "unet")):
-            return Description("checkpoint", problem=f"a {cls or 'diffusers'} folder without a UNet; Easel serves "
-                               "SD 1.x, SD 2.x and SDXL pipelines")
+            return Description("checkpoint", problem=f"a {cls or 'diffusers'} folder without a UNet or a transformer "
+                               "of a family Easel serves")
         if not _has_weights(os.path.join(path, "unet")):
             return Description("checkpoint", problem="its unet/ folder has no weights (a config-only copy); "
                                "download the complete folder")
@@ -214,6 +220,41 @@ def describe_folder(path: str, kind: str) -> Description:
     return Description(kind)
 
 
+def describe_flow_folder(path: str, configs: tuple) -> Description:
+    """A flow family's pipeline folder: a model when its transformer/ has weights, else a *base folder*: the
+    text encoders and VAE that the family's transformer files (flow_files.py) are served with."""
+    index, transformer, vae, sched = configs
+    traits = detect(os.path.basename(path), index, transformer, vae, sched)
+    if transformer is None:
+        return Description("checkpoint", traits.family, problem="it has no transformer/config.json, which even a "
+                           "base folder for transformer files needs; download the complete folder")
+    context = transformer.get("joint_attention_dim") or transformer.get("cap_feat_dim")  # the text encoder's width
+    kind = "checkpoint" if _has_weights(os.path.join(path, "transformer")) else "base"
+    return Description(kind, traits.family, traits.inpaint_unet, None, traits.native[0],
+                       context if isinstance(context, int) else None)
+
+
+def with_bases(entries: list[Entry]) -> list[Entry]:
+    """Transformer files without a sibling config folder get the first base folder of their model in the
+    library (config-only ones first, then whole folders of the family: ``fits_base``), or say what to add."""
+    bases = sorted((e for e in entries if e.folder and e.kind in ("base", "checkpoint") and e.problem is None),
+                   key=lambda e: e.kind != "base")
+    out = []
+    for entry in entries:
+        if entry.desc.transformer and entry.config is None and entry.problem is None:
+            base = next((b.path for b in bases if fits_base(entry.desc, b.desc)), None)
+            entry = replace(entry, config=base, desc=with_config(entry.desc, base, entry.path))
+        out.append(entry)
+    return out
+
+
+def fits_base(file: Description, folder: Description) -> bool:
+    """Whether a transformer file runs with a folder's text encoders and VAE: the same family and kind
+    (inpainting or not), and the text encoder's width the file takes (Klein 4B's and 9B's differ)."""
+    return (folder.family == file.family and folder.inpaint == file.inpaint
+            and (None in (folder.context, file.context) or folder.context == file.context))
+
+
 def with_config(desc: Description, config: str | None, path: str) -> Description:
     """A single file's description refined by its sibling config folder, or a problem when its sizes
     match no shipped config and it has none (checkpoints and ControlNets)."""
@@ -221,12 +262,17 @@ def with_config(desc: Description, config: str | None, path: str) -> Description
         return desc
     if config is not None:
         traits = detect(os.path.basename(path), *folder_configs(config))
+        if desc.transformer and traits.family != desc.family:
+            return replace(desc, problem=f"a {desc.label}, but its config folder {config} is a {traits.family.label} "
+                           f"pipeline; use a {desc.family.label if desc.family else 'matching'} folder")
         return replace(desc, native=traits.native[0], context=traits.context or desc.context)
     if desc.arch is None:
         stem = os.path.splitext(os.path.basename(path))[0]
-        if desc.quant is not None:
-            return replace(desc, problem=f"a {desc.label}: put a diffusers folder of the same model beside it, "
-                           f"named {stem}/ (for the text encoders and VAE; its transformer/ needs only config.json)")
+        if desc.transformer:
+            family = desc.family.label if desc.family else "matching"
+            return replace(desc, problem=f"a {desc.label} needs the text encoders and VAE of a {family} base folder: "
+                           f"put a diffusers folder of the same model beside it, named {stem}/ (its transformer/ "
+                           "needs only config.json), or anywhere in the models folders")
         what = "ControlNet config folder (its config.json)" if desc.kind == "controlnet" else "diffusers config folder"
         return replace(desc, problem=f"its sizes match no architecture Easel ships a config for (cross-attention "
                        f"width {desc.context}); put its {what} beside it, named {stem}/")
