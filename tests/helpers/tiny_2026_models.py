@@ -119,10 +119,12 @@ def build_tiny_z_image(folder: str | os.PathLike) -> str:
     return _save(pipe, os.fspath(folder))
 
 
-def _qwen25_vl():
+def _qwen25_vl(vocab_size: int | None = None, **token_ids: int):
+    """A tiny random Qwen2.5-VL (one text layer 32 wide, one vision block); ``vocab_size`` and the vision tokens'
+    ``token_ids`` (``image_token_id`` …) for a tokenizer with those tokens (tiny_qwen_edit.py)."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    text = {"vocab_size": len(chat_tokenizer()), "hidden_size": QWEN_DIM, "intermediate_size": 37,
+    text = {"vocab_size": vocab_size or len(chat_tokenizer()), "hidden_size": QWEN_DIM, "intermediate_size": 37,
             "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2, "bos_token_id": 1,
             "eos_token_id": 2, "max_position_embeddings": 2048,
             "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
@@ -130,7 +132,7 @@ def _qwen25_vl():
               "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "fullatt_block_indexes": [0]}
     torch.manual_seed(0)
     config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, vocab_size=text["vocab_size"], bos_token_id=1,
-                              eos_token_id=2)
+                              eos_token_id=2, **token_ids)
     return Qwen2_5_VLForConditionalGeneration(config)
 
 

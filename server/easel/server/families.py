@@ -1,7 +1,8 @@
 """Model families as one type: ``Family``, and what each family can do.
 
 A ``Family`` is a ``str`` enum, so it travels as ``"sd1"``, ``"sd2"``, ``"sdxl"``, ``"sdxl-refiner"``,
-``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"``, ``"qwen-image"``, ``"flux2-klein"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
+``"sd3"``, ``"flux"``, ``"chroma"``, ``"z-image"``, ``"qwen-image"``, ``"qwen-image-edit"``,
+``"qwen-image-edit-plus"``, ``"flux2-klein"`` or ``"demo"`` (the welcome's ``family``, the library's listing) and compares equal
 to those strings. Everything else asks it instead of comparing names: its native size, latent channels
 and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chroma, Z-Image, Qwen-Image, FLUX.2 Klein), its default steps and
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
@@ -22,7 +23,8 @@ MODES = ("txt2img", "img2img", "inpaint")
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
 MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
-# ``edit``: an instruction-edit model (FLUX.1 Kontext, FLUX.2 Klein): with an image the prompt is an instruction, no strength.
+# ``edit``: an instruction-edit model (FLUX.1 Kontext, FLUX.2 Klein, Qwen-Image-Edit): with an image the prompt is an
+# instruction, no strength.
 FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner", "edit")
 #: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
 SKETCH = "sketch"
@@ -73,6 +75,9 @@ class _Spec:
     variant: str | None = None  # the VARIANTS key of its models whose names say no other
     no_variation: str | None = None  # why variation seeds are refused
     edit_images: bool = False  # an edit model whose pipelines take more pictures: reference layers go in as those
+    modes: tuple[str, ...] = MODES  # the job modes its pipelines run (an edit-only model: none from text alone)
+    inpaint_pipeline: bool = True  # False (an edit model): a selection runs its edit pipeline, the server's blend
+    # keeps the rest of the picture
 
 
 class Family(str, Enum):
@@ -88,6 +93,8 @@ class Family(str, Enum):
     CHROMA = "chroma"
     Z_IMAGE = "z-image"
     QWEN_IMAGE = "qwen-image"
+    QWEN_IMAGE_EDIT = "qwen-image-edit"
+    QWEN_IMAGE_EDIT_PLUS = "qwen-image-edit-plus"
     FLUX2_KLEIN = "flux2-klein"
     DEMO = "demo"
 
@@ -226,7 +233,14 @@ class Family(str, Enum):
 
     @property
     def modes(self) -> tuple[str, ...]:
-        return MODES
+        """The job modes its pipelines run (Qwen-Image-Edit: image to image and inpainting, both edits)."""
+        return self._spec.modes
+
+    def mode_unsupported(self, mode: str) -> str | None:
+        """Why its models cannot run a ``mode`` job (None: they can)."""
+        if mode in self.modes:
+            return None
+        return f"{self.label} edits a picture and paints none from a prompt alone"
 
     @property
     def controls(self) -> frozenset[str]:
@@ -243,9 +257,15 @@ class Family(str, Enum):
 
     @property
     def edit_images(self) -> bool:
-        """An edit model that takes further pictures beside the one it edits (FLUX.2 Klein): a job's ``reference``
-        layers go in as those pictures, no adapter needed."""
+        """An edit model that takes further pictures beside the one it edits (FLUX.2 Klein, Qwen-Image-Edit-Plus): a
+        job's ``reference`` layers go in as those pictures, no adapter needed."""
         return self._spec.edit_images
+
+    @property
+    def inpaint_pipeline(self) -> bool:
+        """Whether a selection runs an inpaint pipeline (False: an edit family without one, Qwen-Image-Edit: its
+        edit pipeline edits the selection's picture and the server's blend keeps the rest)."""
+        return self._spec.inpaint_pipeline
 
     @property
     def takes_refiner(self) -> bool:
@@ -277,7 +297,8 @@ class Family(str, Enum):
         if mode not in self.modes:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(self.modes)}")
         if control is None:
-            part = "" if mode == "img2img" and self._spec.edit else _MODE_PARTS[mode]  # the edit pipeline
+            edit = self._spec.edit and (mode == "img2img" or not self._spec.inpaint_pipeline)
+            part = "" if edit else _MODE_PARTS[mode]  # the edit pipeline
             return f"{self._spec.pipelines}{part}Pipeline"
         if mode not in self.control_modes:
             raise ValueError(self.control_unsupported(mode))
@@ -337,6 +358,17 @@ _SPECS: dict[Family, _Spec] = {
     Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True),
     # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
     Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, true_cfg=True),
+    # Qwen/Qwen-Image-Edit: 50 steps, true CFG 4.0 (its model card). Qwen-Image's blocks (its LoRAs fit), the picture
+    # seen at about 1024² whatever the job's size. A selection runs the edit pipeline (QwenImageEditInpaintPipeline
+    # always paints about 1 MP, not the job's size) and the server's blend keeps the rest.
+    Family.QWEN_IMAGE_EDIT: _Spec("Qwen-Image-Edit", 1024, 50, 4.0, "QwenImageEdit", flow=True, true_cfg=True,
+                                  edit=True, modes=("img2img", "inpaint"), inpaint_pipeline=False,
+                                  lora_layouts="qwen-image", single_file=False),
+    # Qwen/Qwen-Image-Edit-2509 and -2511 (QwenImageEditPlusPipeline): 40 steps, true CFG 4.0 (their model cards);
+    # several pictures: the edited one, then the reference layers'. diffusers has no inpaint pipeline for it.
+    Family.QWEN_IMAGE_EDIT_PLUS: _Spec("Qwen-Image-Edit-Plus", 1024, 40, 4.0, "QwenImageEditPlus", flow=True,
+                                       true_cfg=True, edit=True, edit_images=True, modes=("img2img", "inpaint"),
+                                       inpaint_pipeline=False, lora_layouts="qwen-image", single_file=False),
     # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always "".
     # Its pipelines edit: a job with an image is an edit (Flux2KleinPipeline's image, the inpaint one for a selection)
     Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,

@@ -22,8 +22,11 @@ INPAINT_CLASSES = {"FluxFillPipeline": Family.FLUX}
 SUPPORTED_CLASSES = LCM_CLASSES.union(INPAINT_CLASSES, *(f.pipeline_classes for f in Family if f.served))
 
 
-# words in a hub id that name a family (before its configs are downloaded)
+# words in a hub id that name a family (before its configs are downloaded), the first family that matches: the
+# Qwen-Image-Edit releases after the first (Qwen-Image-Edit-2509, -2511: dated) are Plus models
 _NAMED = {Family.CHROMA: ("chroma",), Family.Z_IMAGE: ("z-image", "z_image", "zimage"),
+          Family.QWEN_IMAGE_EDIT_PLUS: ("qwen-image-edit-2", "qwen_image_edit_2", "qwen-image-edit-plus"),
+          Family.QWEN_IMAGE_EDIT: ("qwen-image-edit", "qwen_image_edit"),
           Family.QWEN_IMAGE: ("qwen-image", "qwen_image", "qwenimage"),
           Family.FLUX2_KLEIN: ("flux.2-klein", "flux2-klein", "flux-2-klein", "flux2_klein")}
 

@@ -29,7 +29,7 @@ from .. import builtin_models
 from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
 from ..traits import INPAINT_CLASSES, SUPPORTED_CLASSES, Traits, detect, folder_configs
-from . import flow, hub, single_file
+from . import flow, hub, qwen_edit, single_file
 from .device import DTYPES, model_dtype
 from .oom import LoadSize, is_out_of_memory, load_message
 from .preview import LatentPreview
@@ -121,7 +121,8 @@ class LoadedModel:
 def _from_pipe(base: Any, mode: str, traits: Traits) -> Any:
     if traits.inpaint_unet and traits.flow:  # FLUX.1 Fill: its own pipeline (the auto inpaint one is FLUX.1's)
         return type(base).from_pipe(base, **{_DTYPE_KW: base.dtype})
-    if traits.family.edits and mode == "img2img":  # the edit pipeline (FLUX.2 Klein: its text-to-image one)
+    if traits.family.edits and (mode == "img2img" or not traits.family.inpaint_pipeline):
+        # the edit pipeline (FLUX.2 Klein: its text-to-image one; Qwen-Image-Edit: for a selection too)
         return getattr(diffusers, traits.family.pipeline_class(mode)).from_pipe(base, **{_DTYPE_KW: base.dtype})
     try:
         return _AUTO[mode].from_pipe(base)
@@ -270,7 +271,7 @@ def _load_diffusers(ref: ModelRef, opts: LoadOptions, say: ProgressFn, cancelled
         pipe = single_file.load_pipeline(ref.location, config_dir, DTYPES[dtype],
                                          single_file.scheduler_overrides(desc))
     else:
-        kwargs = _skip_components(index)
+        kwargs = {**_skip_components(index), **qwen_edit.processor_kwargs(folder, index)}
         if not opts.sd3_t5 and index and "text_encoder_3" in index:
             kwargs.update(text_encoder_3=None, tokenizer_3=None)  # diffusers runs SD3 without T5
         variant = _variant(folder, dtype)

@@ -195,9 +195,10 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             if lm.traits.family.true_cfg:  # Qwen-Image: CFG runs only with a negative prompt
                 kwargs.update(true_cfg_scale=kwargs.pop("guidance_scale"),
                               negative_prompt=kwargs["negative_prompt"] or " ")
-            if lm.traits.flow and "image" in kwargs and len(seeds) > 1 and not lm.traits.family.edit_images:
+            if lm.traits.flow and "image" in kwargs and len(seeds) > 1 and not lm.traits.family.edits:
                 # SD3/Flux img2img encode the image once per *input* image with generator[i]: one copy per
-                # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run)
+                # seed, so image i's VAE sample comes from its own seed (as in a batch-1 run). Edit pipelines
+                # encode their pictures without sampling, and a list is several pictures there (Qwen-Image-Edit)
                 kwargs["image"] = [kwargs["image"]] * len(seeds)
             if extras.controls:
                 kwargs.update(control_kwargs(accepted, extras.controls))
@@ -352,8 +353,8 @@ def _call_kwargs(lm: LoadedModel, job: EngineJob, p: Plan, seeds: list[int], on_
         mask = Image.new("L", size, 255)
     if image is not None and (job.mode != "txt2img" or lm.traits.inpaint_unet):
         kwargs.update(image=image.convert("RGB"), strength=strength)
-    if mask is not None and (job.mode == "inpaint" or lm.traits.inpaint_unet):
-        kwargs["mask_image"] = mask.convert("L")
+    if mask is not None and (job.mode == "inpaint" or lm.traits.inpaint_unet) and lm.traits.family.inpaint_pipeline:
+        kwargs["mask_image"] = mask.convert("L")  # not for an edit family without one: its edit pipeline runs
     return kwargs
 
 
