@@ -214,7 +214,8 @@ def test_hub_names_and_unknown_classes():
     assert (turbo.family, turbo.default_steps, turbo.default_guidance, turbo.few_step) == ("z-image", 8, 0.0, True)
     with pytest.raises(EngineError) as err:
         check_supported({"_class_name": "WanPipeline"}, "wan")
-    assert "Chroma, Z-Image, Qwen-Image, FLUX.2 Klein" in str(err.value) and err.value.field == "model"
+    assert "Chroma, Z-Image, Qwen-Image, Qwen-Image-Edit, Qwen-Image-Edit-Plus, FLUX.2 Klein" in str(err.value)
+    assert err.value.field == "model"
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if Family(f).tiny_vae])
