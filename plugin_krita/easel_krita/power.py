@@ -121,7 +121,8 @@ class PowerPanel(QWidget):
         _row(box, "", self.second_pass, self.hires_strength, self.exact_size, stretch_first=False)
 
         self.mode = named(QComboBox(), "easel_inpaint_mode", "How a selection is repainted: Auto (fill at 100%, "
-                          "else refine), Fill, Add (a new object), Remove (prompt-free), Expand, Refine (keep it)")
+                          "else refine), Fill, Add (a new object), Remove (prompt-free), Expand, Background (a new one "
+                          "around the subject), Refine (keep it)")
         for mode in MODE_ORDER:
             self.mode.addItem(mode.capitalize(), mode)
         _row(box, "Selection", self.mode)

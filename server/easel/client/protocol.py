@@ -62,7 +62,7 @@ __all__ = ["CONTROLNET_KINDS", "CONTROL_KINDS", "DEFAULT_MAX_MESSAGE_BYTES", "FO
 SCHEDULERS = ("euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "lcm")
 HIRES = ("auto", "on", "off")  # the second pass: when it helps, whenever the region needs it, or never
 #: How a selection is regenerated (docs/imaging.md, "Selection modes"); ``auto`` picks one from the selection and strength.
-INPAINT_MODES = ("auto", "refine", "fill", "add", "remove", "expand")
+INPAINT_MODES = ("auto", "refine", "fill", "add", "remove", "expand", "background")
 MAX_EXPAND = 4096  #: the most pixels ``expand`` grows one side by (the server's size limits apply to the grown image)
 
 
@@ -174,9 +174,12 @@ class GenerateRequest:
                                wire_default=False, group="canvas")
     inpaint_mode: str = declare("auto", "how a selection is regenerated: `refine` (keep it as context), `fill` (new "
                                         "content continuing the surroundings), `add` (a new object from the prompt), "
-                                        "`remove` (what is selected, prompt-free), `expand` (outpaint); `auto`: "
-                                        "`expand` with `expand` margins or a selection spanning the canvas, `refine` "
-                                        "below strength 1, else `fill` (docs/imaging.md)", choices=INPAINT_MODES,
+                                        "`remove` (what is selected, prompt-free), `expand` (outpaint), `background` "
+                                        "(a new background from the prompt around the subject a background-removal "
+                                        "model finds: in the selection, or in the whole `image` without a `mask`); "
+                                        "`auto`: `expand` with `expand` margins or a selection spanning the "
+                                        "canvas, `refine` below strength 1, else `fill` (docs/imaging.md)",
+                                choices=INPAINT_MODES,
                                 wire_default=False, metavar="MODE", group="canvas")
     expand: list | None = declare(None, "grow the canvas by [LEFT, TOP, RIGHT, BOTTOM] pixels and paint the new "
                                         "part (outpaint); the result layer covers the grown picture, its `x`, `y` "

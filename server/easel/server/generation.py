@@ -12,6 +12,7 @@ from typing import Any
 
 from ..client.fields import attachment_names
 from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .background import DEFAULT_MODEL
 from .codec import decode_mask, decode_rgba
 from .engine.types import CancelledFn, EngineAPI, JobCancelled, ModelInfo, ProgressFn
 from .features import check_control, prepare_attached, prepare_control, used_parameters
@@ -84,7 +85,8 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     seeds = pick_seeds(request.seed, request.batch)
     if model.family.edits and request.inpaint_mode == "auto" and not request.expand:  # an edit sees the pixels
         request = replace(request, inpaint_mode="refine")
-    setup = setup_mode(request, inputs.image, inputs.mask)  # the selection mode: its picture, prompt, strength
+    setup = setup_mode(request, inputs.image, inputs.mask,  # the selection mode: its picture, prompt, strength
+                       getattr(engine, "background_model", DEFAULT_MODEL))
     chosen, inpainter = model.id, inpaint_model(engine, model, setup.mode)
     model = inpainter or model  # a fill, expand or remove job on a served inpainting model of its family
     request, plan = setup.request, setup.plan(model.native)
@@ -114,7 +116,7 @@ def run_generation(engine: EngineAPI, request: GenerateRequest, inputs: Inputs, 
     t3 = time.perf_counter()
     layers = []
     for seed, img in zip(seeds, final, strict=True):
-        layer = composite(plan, setup.image, setup.mask, setup.match(plan, img))
+        layer = setup.keep(plan, composite(plan, setup.image, setup.mask, setup.match(plan, img)))
         layers.append(Layer(layer.rgba, layer.x, layer.y, seed))
     used = results[0].info.get("easel", {}) if results else {}  # what the engine really used
     parameters = {

@@ -1,6 +1,7 @@
 """The request side of the selection modes (``inpaint_mode``, ``expand``): checks, the chosen mode, the
-picture the job plans on (grown for ``expand``), its pre-fill, prompt, strength and feather, and the colour
-match of each result. The pixel work is ``imaging/modes.py``; docs/imaging.md explains the modes.
+picture the job plans on (grown for ``expand``), its pre-fill, prompt, strength and feather, the colour
+match of each result and, for ``background``, the subject kept. The pixel work is ``imaging/modes.py``, the
+subject's model ``background.py``; docs/imaging.md explains the modes.
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ import numpy as np
 from PIL import Image as PILImage
 
 from ..client.protocol import GenerateRequest, Image, ProtocolError
+from .background import DEFAULT_MODEL, subject_matte
 from .engine.types import EngineAPI, ModelInfo
 from .families import Family
 from .imaging import modes
-from .imaging.compose import region_selection, region_source, resize
+from .imaging.compose import LayerResult, region_selection, region_source, resize
 from .imaging.geometry import Bounds, Extent
 from .imaging.region import WorkPlan, plan_generation
 from .limits import Limits
 
 _NEEDS_SELECTION = (modes.FILL, modes.ADD, modes.REMOVE)
 #: the modes that run on a served inpainting model of the chosen plain model's family (``prefer_inpaint_models``)
-INPAINT_MODEL_MODES = (modes.FILL, modes.EXPAND, modes.REMOVE)
+INPAINT_MODEL_MODES = (modes.FILL, modes.EXPAND, modes.REMOVE, modes.BACKGROUND)
 _INPAINT_FAMILIES = (Family.SD1, Family.SDXL, Family.FLUX)
 
 
@@ -60,6 +62,9 @@ def check_modes(request: GenerateRequest, images: dict[str, Image], limits: Limi
     elif request.inpaint_mode in _NEEDS_SELECTION and mask is None:
         raise ProtocolError(f"inpaint_mode {request.inpaint_mode!r} regenerates a selection; send a 'mask' "
                             "(white = the part to regenerate) or use 'refine'", field="inpaint_mode")
+    elif request.inpaint_mode == modes.BACKGROUND and image is None:
+        raise ProtocolError("inpaint_mode 'background' keeps the subject of a picture; send the canvas as 'image' "
+                            "(easel generate --image), with a 'mask' to limit it to a selection", field="inpaint_mode")
     elif request.inpaint_mode == modes.EXPAND and mask is None:
         raise ProtocolError("inpaint_mode 'expand' needs 'expand' margins (LEFT, TOP, RIGHT, BOTTOM pixels) or a "
                             "'mask' reaching past the picture", field="inpaint_mode")
@@ -69,13 +74,15 @@ def check_modes(request: GenerateRequest, images: dict[str, Image], limits: Limi
 class ModeSetup:
     """What a job runs on in its mode: ``request`` with the mode's prompt and strength, the picture and
     selection planned on (``image``, ``mask``; grown for expand, in the old canvas's coordinates its
-    top-left is ``margins`` left and top of the sent image's)."""
+    top-left is ``margins`` left and top of the sent image's; for background the selection less the subject),
+    and the ``subject`` a background job keeps (HxW matte of the sent image, 255 = subject)."""
 
     mode: str
     request: GenerateRequest
     image: np.ndarray | None
     mask: np.ndarray | None
     margins: tuple[int, int, int, int] = (0, 0, 0, 0)
+    subject: np.ndarray | None = None
 
     def plan(self, native: Extent | tuple[int, int]) -> WorkPlan:
         """The work plan: the feather widened for new content (unless the request set it), placed in the
@@ -106,8 +113,16 @@ class ModeSetup:
             return generated
         rgb = generated.convert("RGB") if isinstance(generated, PILImage.Image) else generated
         gen = resize(np.asarray(rgb), plan.region.extent)
+        subject = None if self.subject is None else self.subject[plan.region.slices] > 0
         return modes.colour_match(gen, region_source(plan, self.image), region_selection(plan, self.mask),
-                                  plan.feather, contrast=self.mode in modes.CONTRAST_MATCHED)
+                                  plan.feather, contrast=self.mode in modes.CONTRAST_MATCHED, exclude=subject)
+
+    def keep(self, plan: WorkPlan, layer: LayerResult) -> LayerResult:
+        """A result layer with the subject of a background job kept bit-exact (``modes.keep_subject``)."""
+        if self.subject is None or self.image is None:
+            return layer
+        where = layer.bounds.offset(-plan.origin[0], -plan.origin[1]).slices
+        return LayerResult(modes.keep_subject(layer.rgba, self.image[where], self.subject[where]), layer.x, layer.y)
 
     def parameters(self) -> dict[str, Any]:
         """What the result's ``parameters`` say about the mode (none for text to image)."""
@@ -119,8 +134,10 @@ class ModeSetup:
         return out
 
 
-def setup_mode(request: GenerateRequest, image: np.ndarray | None, mask: np.ndarray | None) -> ModeSetup:
-    """The mode this job runs in (``modes.choose_mode``) and what it runs on."""
+def setup_mode(request: GenerateRequest, image: np.ndarray | None, mask: np.ndarray | None,
+               background_model: str = DEFAULT_MODEL) -> ModeSetup:
+    """The mode this job runs in (``modes.choose_mode``) and what it runs on; a background job runs
+    ``background_model`` (the server's ``--background-model``) on the sent image to find its subject."""
     margins = margins_of(request)
     if image is None:
         return ModeSetup(modes.REFINE, request, None, None)
@@ -136,18 +153,28 @@ def setup_mode(request: GenerateRequest, image: np.ndarray | None, mask: np.ndar
         selection = selection.intersect(visible)
         selection = None if selection.is_empty else selection
     mode = modes.choose_mode(request.inpaint_mode, request.strength, selection, canvas, margins)
+    subject = None
+    if mode == modes.BACKGROUND and (mask is None or selection is not None):
+        subject = subject_matte(image, background_model)
+        whole = np.full(image.shape[:2], 255, np.uint8)
+        mask = modes.background_selection(whole if mask is None else mask, subject)
+        selection = Bounds.from_mask(mask)
+        if selection is None:
+            raise ProtocolError(f"inpaint_mode 'background': the background model ({background_model}) finds only "
+                                "subject in the selection; select some background, or use 'fill'",
+                                field="inpaint_mode")
     if mode == modes.REFINE or selection is None:
         return ModeSetup(modes.REFINE, request, image, mask, margins)
     if mode in modes.FULL_STRENGTH:
         request = replace(request, strength=1.0)
     if mode == modes.REMOVE:
         request = replace(request, prompt="")
-    return ModeSetup(mode, request, image, mask, margins)
+    return ModeSetup(mode, request, image, mask, margins, subject)
 
 
 def inpaint_model(engine: EngineAPI, model: ModelInfo, mode: str) -> ModelInfo | None:
     """The inpainting model a ``mode`` job on plain ``model`` runs on instead: the first served one of its family
-    (SD 1.x, SDXL, FLUX.1) when the mode paints new content into a selection and the engine's
+    (SD 1.x, SDXL, FLUX.1) when the mode paints new content into a selection (``INPAINT_MODEL_MODES``) and the engine's
     ``prefer_inpaint_models`` is on; None: the job stays on ``model``."""
     if (mode not in INPAINT_MODEL_MODES or model.inpaint or model.family not in _INPAINT_FAMILIES
             or not getattr(engine, "prefer_inpaint_models", False)):

@@ -143,8 +143,10 @@ class ServeSettings:
     preload: bool = option(True, "load the default model at start-up (--no-preload: on first use)")
     sd3_t5: bool = option(True, "load SD 3/3.5 with their T5 encoder (--no-sd3-t5: about 9.5 GB less; prompts "
                           "followed less closely)", engine=True)
-    prefer_inpaint_models: bool = option(True, "fill, expand and remove jobs on a plain SD 1.x/SDXL/FLUX.1 model run "
-                                         "on a served inpainting model of its family", engine=True)
+    prefer_inpaint_models: bool = option(True, "fill, expand, remove and background jobs on a plain SD 1.x/SDXL/"
+                                         "FLUX.1 model run on a served inpainting model of its family", engine=True)
+    background_model: str = option("isnet-general-use", "rembg model (name or .onnx file) that finds the subject "
+                                   "background jobs keep (docs/imaging.md)", metavar="NAME|FILE", engine=True)
     channels_last: str = option("auto", "convolution weights in channels-last layout: auto = on for bfloat16 on "
                                 "the CPU, where it is faster (docs/performance.md)", choices=CHANNELS_LAST,
                                 engine=True)

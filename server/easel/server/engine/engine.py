@@ -16,6 +16,7 @@ from PIL import Image
 
 from ...client.codes import ErrorCode
 from ...client.protocol import MAX_CONTROLS, Control
+from ..background import DEFAULT_MODEL as DEFAULT_BACKGROUND
 from ..families import MODE_WORDS
 from ..library.scan import Library
 from ..upscalers import Upscalers
@@ -59,7 +60,7 @@ class Engine:
                  safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
                  channels_last: str = "auto", compile: bool = False,
                  ip_adapters: Sequence[str | os.PathLike] = (), decoder: str = "full", live_decoder: str = "auto",
-                 prefer_inpaint_models: bool = True):
+                 prefer_inpaint_models: bool = True, background_model: str = DEFAULT_BACKGROUND):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -91,6 +92,7 @@ class Engine:
         self._lock = threading.RLock()
         self._closed = False
         self.prefer_inpaint_models = prefer_inpaint_models  # selection_modes.inpaint_model
+        self.background_model = background_model  # the background mode's subject (background.py)
         self.load_count = 0  # how many times weights were loaded (tests, diagnostics)
         log.info("engine: %s, %s, models %s", self.device, self.dtype, ", ".join(self._catalog.ids()))
 
