@@ -124,7 +124,8 @@ class Description:
         """``SD 1.x inpainting``, ``SDXL LoRA``, ``unknown VAE`` …"""
         family = self.family.label if self.family else ""
         if self.transformer:
-            return f"{family or 'unknown'} transformer" + (f" (GGUF {self.quant})" if self.quant else "")
+            inpainting = " inpainting" if self.inpaint else ""  # FLUX.1 Fill's
+            return f"{family or 'unknown'}{inpainting} transformer" + (f" (GGUF {self.quant})" if self.quant else "")
         kind = {"checkpoint": "", "lora": "LoRA", "controlnet": "ControlNet", "vae": "VAE",
                 "upscaler": "upscaler", "base": "base folder"}.get(self.kind, "file")
         parts = [family or ("unknown" if self.kind in ("checkpoint", "unknown") else ""),

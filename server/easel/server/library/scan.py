@@ -270,6 +270,7 @@ def with_config(desc: Description, config: str | None, path: str) -> Description
         stem = os.path.splitext(os.path.basename(path))[0]
         if desc.transformer:
             family = desc.family.label if desc.family else "matching"
+            family += " inpainting (FluxFillPipeline)" if desc.inpaint else ""  # a Fill transformer: a Fill folder
             return replace(desc, problem=f"a {desc.label} needs the text encoders and VAE of a {family} base folder: "
                            f"put a diffusers folder of the same model beside it, named {stem}/ (its transformer/ "
                            "needs only config.json), or anywhere in the models folders")
