@@ -110,6 +110,25 @@ def url(tiny_sd_path, tmp_path_factory):
         yield u
 
 
+# ----------------------------------------------------------------------------- the background mode
+@pytest.fixture(scope="session")
+def redness_model(tmp_path_factory) -> str:
+    """A tiny rembg background-removal model (.onnx) whose subject is what is redder than blue
+    (tests/helpers/tiny_background.py): the ``background`` selection mode's tests run it."""
+    from helpers.tiny_background import build_redness_model
+
+    return str(build_redness_model(tmp_path_factory.mktemp("rembg") / "redness.onnx"))
+
+
+@pytest.fixture(scope="module")
+def background_engine(tiny_sd_path, redness_model):
+    """An Engine with the tiny SD model whose background jobs find the subject with ``redness_model``."""
+    from easel.server.engine import Engine
+
+    with Engine([tiny_sd_path], device="cpu", dtype="float32", background_model=redness_model) as eng:
+        yield eng
+
+
 # ----------------------------------------------------------------------------- engine loading
 @pytest.fixture(scope="module")
 def folder_result(tiny_sd_path):

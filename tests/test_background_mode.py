@@ -21,22 +21,11 @@ from easel.server.limits import Limits
 from easel.server.settings import ServeSettings, engine_kwargs
 from easel.server.work import Inputs
 from helpers.pictures import box_mask, rgba_image
-from helpers.tiny_background import build_redness_model, disc_core, subject_picture
+from helpers.tiny_background import disc_core, subject_picture
 
 torch.set_num_threads(1)  # 2 shared cores
 PICTURE = subject_picture()
 CORE = disc_core()
-
-
-@pytest.fixture(scope="module")
-def redness(tmp_path_factory) -> str:
-    return str(build_redness_model(tmp_path_factory.mktemp("rembg") / "redness.onnx"))
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_sd_path, redness):
-    with Engine([tiny_sd_path], device="cpu", dtype="float32", background_model=redness) as eng:
-        yield eng
 
 
 def generate(engine, mask=None, **fields):
@@ -51,21 +40,21 @@ def flattened(out) -> np.ndarray:
     return flatten(PICTURE, LayerResult(layer.rgba, layer.x, layer.y))
 
 
-def test_the_tiny_model_finds_the_drawn_subject(redness):
-    matte = background.subject_matte(PICTURE, redness)
+def test_the_tiny_model_finds_the_drawn_subject(redness_model):
+    matte = background.subject_matte(PICTURE, redness_model)
     assert matte.shape == PICTURE.shape[:2] and matte.dtype == np.uint8
     assert (matte[CORE] == 255).all()  # the disc's inside is subject, fully
     assert matte[:6].max() == 0 and matte[:, :6].max() == 0  # the backdrop along the edges is not
 
 
-def test_whole_picture_keeps_the_subject_and_paints_a_new_background(engine, redness):
-    out = generate(engine)
+def test_whole_picture_keeps_the_subject_and_paints_a_new_background(background_engine, redness_model):
+    out = generate(background_engine)
     result = flattened(out)
-    subject = background.subject_matte(PICTURE, redness) == 255
+    subject = background.subject_matte(PICTURE, redness_model) == 255
     assert result.shape == PICTURE.shape
     assert np.array_equal(result[subject], PICTURE[subject])  # every pixel of the subject bit-exact
     assert subject[CORE].all()
-    backdrop = background.subject_matte(PICTURE, redness) == 0
+    backdrop = background.subject_matte(PICTURE, redness_model) == 0
     changed = np.any(result[backdrop] != PICTURE[backdrop], axis=-1)
     assert changed.mean() > 0.9  # the background is new
     layer = out.layers[0]
@@ -74,28 +63,28 @@ def test_whole_picture_keeps_the_subject_and_paints_a_new_background(engine, red
     assert p["inpaint_mode"] == "background" and p["strength"] == 1.0 and p["prompt"] == "a field"
 
 
-def test_a_selection_limits_the_new_background(engine, redness):
+def test_a_selection_limits_the_new_background(background_engine, redness_model):
     selection = box_mask(64, 64, (0, 0, 40, 64))  # the left part, with the disc's left half
-    out = generate(engine, mask=selection)
+    out = generate(background_engine, mask=selection)
     result = flattened(out)
-    subject = background.subject_matte(PICTURE, redness) == 255
+    subject = background.subject_matte(PICTURE, redness_model) == 255
     assert np.array_equal(result[subject], PICTURE[subject])
     assert np.array_equal(result[:, 52:], PICTURE[:, 52:])  # beyond the selection and its blend: untouched
     left = np.any(result[:, :12] != PICTURE[:, :12], axis=-1)
     assert left.mean() > 0.9  # the selected backdrop is new
 
 
-def test_the_setting_reaches_the_engine_and_the_cli(redness):
+def test_the_setting_reaches_the_engine_and_the_cli(redness_model):
     assert ServeSettings().background_model == background.DEFAULT_MODEL == "isnet-general-use"
-    assert engine_kwargs(ServeSettings(background_model=redness), [])["background_model"] == redness
+    assert engine_kwargs(ServeSettings(background_model=redness_model), [])["background_model"] == redness_model
 
 
-def test_a_file_named_like_a_rembg_model_runs_with_that_models_session(redness, tmp_path):
+def test_a_file_named_like_a_rembg_model_runs_with_that_models_session(redness_model, tmp_path):
     named = tmp_path / "u2net.onnx"
-    named.write_bytes(open(redness, "rb").read())
+    named.write_bytes(open(redness_model, "rb").read())
     session = background._session(str(named))
     assert isinstance(session, background.session_classes()["u2net"])
-    assert np.array_equal(background.subject_matte(PICTURE, str(named)), background.subject_matte(PICTURE, redness))
+    assert np.array_equal(background.subject_matte(PICTURE, str(named)), background.subject_matte(PICTURE, redness_model))
 
 
 def test_a_missing_model_offline_says_the_setting_and_the_download(tmp_path, monkeypatch):
@@ -122,13 +111,13 @@ def test_background_needs_a_picture():
     assert err.value.field == "inpaint_mode"
 
 
-def test_through_a_real_server(tiny_sd_path, engine, tmp_path, monkeypatch):
+def test_through_a_real_server(tiny_sd_path, background_engine, tmp_path, monkeypatch):
     from easel.client.connection import Client, JobFailed
     from helpers.pictures import pixels
     from helpers.server_harness import inprocess_server
 
     request = GenerateRequest(job="a", prompt="a field", steps=2, seed=5, inpaint_mode="background")
-    with inprocess_server(engine) as (url, _), Client(url, image_format="rgba") as client:
+    with inprocess_server(background_engine) as (url, _), Client(url, image_format="rgba") as client:
         result = client.generate(request, rgba_image(PICTURE), Image.gray(64, 64, np.full((64, 64), 255,
                                                                                         np.uint8).tobytes()))
     image = result.images[0]
