@@ -145,8 +145,9 @@ def plan(image, command: Command, params: editing.Params, features: editing.Feat
     ``use_controls`` is off) and are never part of the picture sent; the region layers give their paint their
     prompts (unless ``use_regions`` is off) and stay part of the picture."""
     doc = GimpDocument(image)
-    if command.kind == "selection" and doc.selection_box() is None:
-        raise CallingError("Regenerate Selection needs a selection: select the area to repaint first")
+    if command.kind == "selection" and doc.selection_box() is None and features.inpaint_mode != editing.BACKGROUND:
+        raise CallingError("Regenerate Selection needs a selection: select the area to repaint first "
+                           "(Selection mode Background works on the whole image without one)")
     controls = [c for _layer, c in easel_controls.control_layers(image)]
     if not use_controls:
         controls = [dataclasses.replace(c, enabled=False) for c in controls]

@@ -50,23 +50,30 @@ class Document(Protocol):
         ...
 
 
+BACKGROUND = "background"  #: the selection mode (protocol ``INPAINT_MODES``) that needs no selection in the editors
+
+
 class RequestProblem(ValueError):
     """A request the server would refuse, said in plain words before anything is sent."""
 
 
 def read_state(doc: Document, strength: float, use_selection: bool = True,
-               exclude: Sequence[str] = ()) -> EditorState:
+               exclude: Sequence[str] = (), inpaint_mode: str = "") -> EditorState:
     """Everything ``plan_request`` needs, reading only what the mode needs (``read_plan``).
 
     ``use_selection`` False reads the document as if nothing were selected (GIMP's Generate and
     Image from Sketch commands, which leave the selection alone); ``exclude``: layers left out of
-    the canvas (the control layers)."""
+    the canvas (the control layers). With ``inpaint_mode`` ``background`` and no selection (none used, or
+    an empty one), the whole canvas is the selection: sent with an all-white mask, so the server replaces
+    the background of the whole picture."""
     width, height = doc.size()
     box = doc.selection_box() if use_selection else None
     mode, region = read_plan(width, height, box, strength)
+    mask = doc.read_selection(region) if mode == INPAINT and region is not None else None
+    if inpaint_mode == BACKGROUND and not (mask and any(mask)):
+        region, mask = (0, 0, width, height), b"\xff" * (width * height)
     if region is None:
         return EditorState(width, height)
-    mask = doc.read_selection(region) if mode == INPAINT else None
     return EditorState(width, height, doc.read_canvas(region, exclude), tuple(region), mask)
 
 
@@ -80,7 +87,8 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
     or not. Region layers (``regions``) stay in the canvas; each enabled one's alpha over the same box is a
     region's mask (``region_items``). An expand job (``features.expand``) sends the whole canvas without the
     selection, control or region layers (theirs would have to be the grown picture's size); the result grows the
-    canvas (``grown_canvas``). With a control model, the sketch
+    canvas (``grown_canvas``). A background job (``features.inpaint_mode``) without a selection sends the whole
+    canvas as the selection (``read_state``). With a control model, the sketch
     guide is the visible picture over the same pixels, inverted when it is drawn dark on light
     (``sketch_guide``)."""
     features = features or Features()
@@ -93,7 +101,7 @@ def build_request(doc: Document, params: Params, features: Features | None = Non
         planned = plan_request(state, replace(params, strength=min(params.strength, 0.5)))  # sends the image
         planned.request.strength = params.strength  # expand runs at 1 whatever is sent
     else:
-        state = read_state(doc, params.strength, use_selection, exclude)
+        state = read_state(doc, params.strength, use_selection, exclude, features.inpaint_mode)
         planned = plan_request(state, params)
     box = state.box
     guide = None
