@@ -14,8 +14,13 @@ Sections (``--only``):
 * ``parts``: what a job is made of on a CPU: the text encoder, one UNet step (a batch of 2 with CFG) and
   the VAE decode, each contiguous and channels_last, fp32 and bf16 weights, and fp32 weights under bf16
   autocast, in turns.
+* ``fp32``: ``jobs`` for a CPU without native bf16 (avx512f/vnni only), where ``--dtype auto`` is float32 and
+  ``--channels-last auto`` off: raw diffusers fp32 against Easel's defaults forced to fp32; the notes split
+  Easel's wait into the engine call and the rest (prepare, compose, encode, transport).
 * ``cold``: ``easel serve`` as a painter starts it: process start to listening, to the model loaded, to
   the first result.
+* ``openvino``: the same job in OpenVINO f32 through optimum-intel, in a venv of its own
+  (``bench/openvino_venv.py``), its pixels held to the tolerance against raw diffusers fp32.
 * ``comfyui``: the same job in ComfyUI over its HTTP API when ``$EASEL_BENCH_COMFYUI`` names an install
   (``bench/comfyui.py``).
 
@@ -40,8 +45,9 @@ from . import fixtures
 from .common import Row, bf16_flags, check, interleaved, loadavg, med, paired_ratio
 from .fullsize import GUIDANCE, SEED, SIZE, context, easel_job, model_folder, threads
 
-SECTIONS = ["jobs", "parts", "cold", "comfyui"]
+SECTIONS = ["jobs", "fp32", "parts", "cold", "openvino", "comfyui"]
 TARGET = ">= 1.3"  # the issue's goal: Easel this much faster than raw diffusers end to end
+FP32_TARGET = ">= 1.0"  # without bf16: Easel no slower than raw diffusers (no overhead of its own)
 #: Easel configurations timed against raw diffusers: label -> Engine options
 VARIANTS: dict[str, dict[str, Any]] = {
     "easel (defaults)": {},
@@ -95,37 +101,45 @@ def easel_server(folder: Path, dtype: str, options: dict[str, Any]) -> Iterator[
         engine.close()
 
 
-def job_rows(folder: Path, dtype: str, steps: int, repeats: int, compiled: bool) -> list[Row]:
-    """Raw diffusers and each Easel variant in turns; times, speed-ups and pixel distance."""
-    variants = {**VARIANTS, **(COMPILED if compiled else {})}
+def job_rows(folder: Path, dtype: str, steps: int, repeats: int, compiled: bool,
+             variants: dict[str, dict[str, Any]] | None = None, target: str = TARGET,
+             images: dict[str, np.ndarray] | None = None) -> list[Row]:
+    """Raw diffusers and each Easel variant in turns; times, speed-ups and pixel distance. ``images`` gets
+    each run's last picture (``raw diffusers`` too)."""
+    variants = variants or {**VARIANTS, **(COMPILED if compiled else {})}
     before = loadavg()
     pipe = raw_pipe(folder, dtype)
-    last: dict[str, np.ndarray] = {}
+    last: dict[str, np.ndarray] = {} if images is None else images
     previews: dict[str, list[float]] = {}
+    outside: dict[str, list[float]] = {}  # per Easel job: the client's wait minus the engine call
     with contextlib.ExitStack() as stack:
         fns = {"raw diffusers": lambda: last.__setitem__("raw diffusers", raw_job(pipe, steps))}
         for label, options in variants.items():
             url = stack.enter_context(easel_server(folder, dtype, options))
             firsts = previews[label] = []
+            rest = outside[label] = []
 
-            def job(label: str = label, url: str = url, firsts: list[float] = firsts) -> None:
+            def job(label: str = label, url: str = url, firsts: list[float] = firsts, rest: list[float] = rest) -> None:
                 firsts.clear()
-                last[label] = easel_job(url, str(folder), steps, firsts)
+                timings: dict[str, float] = {}
+                last[label] = easel_job(url, str(folder), steps, firsts, timings)
+                rest.append(timings["wall_s"] - timings.get("run_s", 0.0) - timings.get("second_pass_s", 0.0))
 
             fns[label] = job
         t0 = time.perf_counter()
         times = interleaved(fns, repeats)
-        print(f"  jobs: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    what = f"SD1.5 512², {steps} steps, cfg {GUIDANCE:g}"
+        print(f"  jobs ({dtype}): {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    what = f"SD1.5 512², {steps} steps, cfg {GUIDANCE:g}" + (", fp32 (a CPU without bf16)" if dtype == "float32" else "")
     note = f"{context(dtype)}; load {before} before, {loadavg()} after"
     raw = times["raw diffusers"]
     rows = [Row("full", f"raw diffusers {what}", med(raw), "s", note=note)]
     for label in variants:
+        first = f"first step preview after {previews[label][0]:.1f} s; " if previews[label] else ""
         rows.append(Row("full", f"{label} {what}", med(times[label]), "s",
-                        note=f"first step preview after {previews[label][0]:.1f} s; " + pixel_note(last[label], last["raw diffusers"])
-                        if previews[label] else pixel_note(last[label], last["raw diffusers"])))
-        rows.append(check("full", f"{label}: speed-up over raw diffusers", paired_ratio(raw, times[label]), "×",
-                          TARGET, f"median of {repeats} paired turns; {note}"))
+                        note=f"{first}outside the engine calls {1000 * med(outside[label][-repeats:]):.0f} ms "
+                             f"(prepare, compose, encode, transport); {pixel_note(last[label], last['raw diffusers'])}"))
+        rows.append(check("full", f"{label}{' fp32' if dtype == 'float32' else ''}: speed-up over raw diffusers",
+                          paired_ratio(raw, times[label]), "×", target, f"median of {repeats} paired turns; {note}"))
     return rows
 
 
@@ -208,6 +222,22 @@ def comfyui_rows(steps: int, repeats: int) -> list[Row]:
                      f"{bf16_flags()}; load {before} before, {loadavg()} after")]
 
 
+# ----------------------------------------------------------------------------- OpenVINO
+
+
+def openvino_section(steps: int, repeats: int, reference: np.ndarray | None) -> list[Row]:
+    """OpenVINO f32 on the same job; ``reference``: raw diffusers fp32's picture (made here when None)."""
+    from . import openvino_venv as openvino
+
+    if openvino.disabled():
+        return openvino.openvino_rows(Path(), np.zeros(0), fixtures.PROMPT, SEED, SIZE, steps, GUIDANCE, repeats,
+                                      threads())
+    folder = model_folder()
+    if reference is None:
+        reference = raw_job(raw_pipe(folder, "float32"), steps)
+    return openvino.openvino_rows(folder, reference, fixtures.PROMPT, SEED, SIZE, steps, GUIDANCE, repeats, threads())
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -215,11 +245,17 @@ def run(quick: bool = False, only: list[str] | None = None, dtype: str = "bfloat
         compiled: bool = False) -> list[Row]:
     repeats = 2 if quick else 3
     rows: list[Row] = []
+    fp32: dict[str, np.ndarray] = {}  # the fp32 section's pictures: raw diffusers' is OpenVINO's reference
     for name in only or SECTIONS:
         t0 = time.perf_counter()
         print(f"[full/{name}] running…", file=sys.stderr, flush=True)
         if name == "jobs":
             rows += job_rows(model_folder(), dtype, steps, repeats, compiled)
+        elif name == "fp32":
+            rows += job_rows(model_folder(), "float32", steps, repeats, False, {"easel (defaults)": {}}, FP32_TARGET,
+                             fp32)
+        elif name == "openvino":
+            rows += openvino_section(steps, repeats, fp32.get("raw diffusers"))
         elif name == "parts":
             rows += part_rows(model_folder(), repeats)
         elif name == "cold":

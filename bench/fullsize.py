@@ -56,8 +56,10 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
-def easel_job(url: str, model: str, steps: int, first_preview: list[float] | None = None) -> np.ndarray:
-    """One txt2img job as the plugins send it (raw RGBA, previews on); HxWx3 uint8."""
+def easel_job(url: str, model: str, steps: int, first_preview: list[float] | None = None,
+              timings: dict[str, float] | None = None) -> np.ndarray:
+    """One txt2img job as the plugins send it (raw RGBA, previews on); HxWx3 uint8. ``timings`` gets the
+    server's split of the job (``run_s``, ``second_pass_s``: the engine calls) and ``wall_s``, the client's whole wait."""
     from easel.client.connection import Client, new_job_id
     from easel.client.protocol import GenerateRequest
 
@@ -71,4 +73,6 @@ def easel_job(url: str, model: str, steps: int, first_preview: list[float] | Non
 
     with Client(url, image_format="rgba", client_name="easel-plugin/bench-full") as client:
         result = client.generate(request, on_progress=seen)
+    if timings is not None:
+        timings.update(result.timings, wall_s=time.perf_counter() - t0)
     return fixtures.pixels(result.images[0].image)[..., :3]

@@ -89,3 +89,27 @@ def test_full_size_bench_runs_without_comfyui_and_compares_pixels(tmp_path):
     assert pixel_note(a, b) == "pixels identical to raw diffusers"
     b[0, 0, 0] = 110
     assert "max 10" in pixel_note(b, a) and "PSNR" in pixel_note(b, a)
+
+
+def test_full_size_bench_openvino_section_skips_and_holds_the_tolerance(tmp_path):
+    """`make bench-full --only openvino` with EASEL_BENCH_OPENVINO=off: one skip row that says how to turn it on,
+    no model and no venv built; the fp32 and OpenVINO sections are listed; the tolerance (mean <= 2, PSNR >= 40 dB)
+    tells a close picture from a different one."""
+    from bench.full import SECTIONS
+    from bench.openvino_venv import within_tolerance
+
+    assert {"fp32", "openvino"} <= set(SECTIONS)
+    venv = tmp_path / "venv"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "EASEL_BENCH_CACHE": str(tmp_path / "cache"),
+           "EASEL_BENCH_OPENVINO": "off", "EASEL_BENCH_OPENVINO_VENV": str(venv)}
+    out = tmp_path / "full.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.full", "--only", "openvino", "--json", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["value"] is None and "EASEL_BENCH_OPENVINO" in rows[0]["note"]
+    assert "OpenVINO" in rows[0]["name"] and not venv.exists() and not (tmp_path / "cache").exists()
+    ref = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    close = np.clip(ref.astype(int) + np.random.default_rng(1).integers(-1, 2, ref.shape), 0, 255).astype(np.uint8)
+    assert within_tolerance(ref, ref)[0] and within_tolerance(close, ref)[0]
+    assert not within_tolerance(255 - ref, ref)[0]
