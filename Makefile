@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt $(LOCK) $(AUX_LOCK)
 lock:
 	rm -rf $(VENV)-lock && $(PYTHON) -m venv $(VENV)-lock
 	$(VENV)-lock/bin/pip install --quiet pip-tools
-	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra dev --extra ray -c constraints.txt --strip-extras --allow-unsafe \
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --extra dev --extra ray --extra openvino -c constraints.txt --strip-extras --allow-unsafe \
 	    --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
 	rm -rf $(VENV)-lock
 
@@ -42,7 +42,7 @@ lock:
 # the lock. Not part of .ci/run: an upstream release must not block unrelated work.
 test-latest:
 	rm -rf $(LATEST) && $(PYTHON) -m venv $(LATEST)
-	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,ray]'
+	PIP_CONSTRAINT=$(CURDIR)/constraints.txt $(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev,ray,openvino]'
 	grep -v '^#' $(AUX_LOCK) | sed 's/==.*//' | xargs $(LATEST)/bin/pip install --quiet --no-deps --upgrade  # their newest too
 	HF_HUB_OFFLINE=1 $(LATEST)/bin/python -m pytest -q -m "not editor" -p no:cacheprovider tests; \
 	    rc=$$?; $(LATEST)/bin/python .ci/lock_diff.py $(LOCK) $(AUX_LOCK); exit $$rc

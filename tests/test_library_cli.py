@@ -206,8 +206,8 @@ OLD_KEYS = ["models", "models_dirs", "loras_dir", "control_models", "refiner", "
             "cpu_offload", "preload", "sd3_t5", "channels_last", "compile", "threads", "output_dir", "keep_results",
             "keep_days", "verbose"]
 # added since, each a flag and a config key: reference layers' IP-Adapters, the tiny VAE decoder, inpainting models,
-# the background mode's model
-NEW_KEYS = {"ip_adapters": "control_models", "decoder": "compile", "live_decoder": "decoder",
+# the background mode's model, OpenVINO
+NEW_KEYS = {"ip_adapters": "control_models", "openvino": "compile", "decoder": "openvino", "live_decoder": "decoder",
             "prefer_inpaint_models": "sd3_t5", "background_model": "prefer_inpaint_models"}  # key: the one before
 
 
@@ -220,7 +220,7 @@ def test_flags_keys_and_engine_options_derive_from_the_declarations(tmp_path, mo
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     flags = {s for a in serve._actions for s in a.option_strings} - {"-h", "--help"}
     assert flags == OLD_FLAGS | {"--ip-adapter", "--decoder", "--live-decoder", "--no-prefer-inpaint-models",
-                                 "--background-model"}
+                                 "--background-model", "--openvino"}
     keys = list(OLD_KEYS)
     for key, before in NEW_KEYS.items():
         keys.insert(keys.index(before) + 1, key)

@@ -43,6 +43,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")  # each may carry :N (cuda); a list of 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 CHANNELS_LAST = ("auto", "on", "off")  # the channels_last choices (engine/speed.py)
 OFFLOAD_MODES = ("none", "model", "sequential")  # the cpu_offload choices (engine/loading.py)
+OPENVINO = ("auto", "on", "off")  # the openvino choices (engine/openvino_path.py)
 DECODERS = ("full", "tiny")  # the decoder choices (engine/tiny_vae.py)
 LIVE_DECODERS = ("auto", *DECODERS)  # the live_decoder choices: auto = tiny on the CPU, else as decoder
 DOCS_TABLE = ("<!-- serve settings: generated from ServeSettings by "
@@ -116,6 +117,11 @@ class ServeSettings:
     compile: bool = option(False, "torch.compile the model: faster steps after the first job at each size, which "
                            "compiles for minutes on a CPU (kernels are cached for later starts; docs/performance.md)",
                            engine=True)
+    openvino: str = option("auto", "run SD 1.x/2.x and SDXL UNets and VAE decoders through OpenVINO on the CPU in "
+                           "float32 (the openvino extra: pip install '.[openvino]' in the checkout): auto = when installed, for "
+                           "full-size SD 1.x/2.x models; on = also SDXL and small ones; off = torch "
+                           "(docs/performance.md)",
+                           choices=OPENVINO, engine=True)
     decoder: str = option("full", "the VAE decoder that makes the pixels: full = the model's own; tiny = the TAESD "
                           "decoder of each model's family (a far smaller network: faster, slightly less detail; "
                           "fetched once with easel download, e.g. madebyollin/taesd; docs/performance.md)",

@@ -49,7 +49,8 @@ class Engine:
     True/"model" (model CPU offload) or "sequential" (per layer: least memory, slowest). ``sd3_t5=False``
     loads SD 3/3.5 without their T5 text encoder. ``channels_last`` (auto|on|off) and ``compile`` are the
     speed options of speed.py. ``decoder`` (full|tiny) and ``live_decoder`` (auto|tiny|full) pick the VAE
-    decoder of results and of live frames (tiny_vae.py).
+    decoder of results and of live frames (tiny_vae.py). ``openvino`` (auto|on|off) runs SD UNets and VAE
+    decoders in float32 on the CPU through OpenVINO (openvino_path.py).
     """
 
     def __init__(self, models: Sequence[str | os.PathLike], *, device: str = "auto", dtype: str = "auto", max_loaded: int = 2,
@@ -60,7 +61,8 @@ class Engine:
                  safety_checker: bool | str | os.PathLike = False, sd3_t5: bool = True,
                  channels_last: str = "auto", compile: bool = False,
                  ip_adapters: Sequence[str | os.PathLike] = (), decoder: str = "full", live_decoder: str = "auto",
-                 prefer_inpaint_models: bool = True, background_model: str = DEFAULT_BACKGROUND):
+                 prefer_inpaint_models: bool = True, background_model: str = DEFAULT_BACKGROUND,
+                 openvino: str = "auto"):
         if isinstance(models, (str, os.PathLike)):
             models = [models]
         if max_loaded < 1:
@@ -76,7 +78,7 @@ class Engine:
         self._options = LoadOptions(device=self.device, dtype_requested=(dtype or "auto").lower(),
                                     dtype_default=self.dtype, attention_slicing=attention_slicing,
                                     vae_tiling=vae_tiling, cpu_offload=cpu_offload, sd3_t5=sd3_t5,
-                                    channels_last=channels_last, compile=compile)
+                                    channels_last=channels_last, compile=compile, openvino=openvino)
         self._cache: LRUCache[LoadedModel] = LRUCache(max_loaded)
         self._loras = LoraLibrary(loras_dir, self.library)
         self._controls = ControlNets(control_models, self._options, roots, self.library,

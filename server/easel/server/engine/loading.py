@@ -29,7 +29,7 @@ from .. import builtin_models
 from ..families import Family
 from ..settings import CHANNELS_LAST, OFFLOAD_MODES
 from ..traits import INPAINT_CLASSES, SUPPORTED_CLASSES, Traits, detect, folder_configs
-from . import flow, hub, qwen_edit, single_file
+from . import flow, hub, openvino_path, qwen_edit, single_file
 from .device import DTYPES, model_dtype
 from .oom import LoadSize, is_out_of_memory, load_message
 from .preview import LatentPreview
@@ -59,8 +59,10 @@ class LoadOptions:
     sd3_t5: bool = True  # False: SD 3/3.5 load without their T5 encoder (far less memory, weaker prompts)
     channels_last: str = "auto"  # auto | on | off (speed.py)
     compile: bool = False  # torch.compile the denoiser and VAE decoder (speed.py)
+    openvino: str = "auto"  # auto | on | off: the UNet and VAE decoder through OpenVINO (openvino_path.py)
 
     def __post_init__(self) -> None:
+        openvino_path.check_choice(self.openvino)
         if self.channels_last not in CHANNELS_LAST:
             raise EngineError(f"unknown channels_last choice {self.channels_last!r}; use one of "
                               f"{', '.join(CHANNELS_LAST)}", field="channels_last")
@@ -85,6 +87,7 @@ class LoadedModel:
     pipes: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False  # conv weights channels-last (speed.py)
     compiled: CompiledShapes | None = None  # set when torch.compile is on
+    openvino: openvino_path.OpenVINOModel | None = None  # its UNet and decoder in OpenVINO (openvino_path.py)
     _offload_owner: Any = None
 
     def pipeline(self, mode: str) -> Any:
@@ -161,6 +164,7 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
             set_channels_last(pipe)
         if opts.compile:
             compile_pipeline(pipe)
+        accelerated = _openvino(pipe, traits, dtype, opts, say)
         preview = _fitted_preview(builtin) if builtin is not None else None
         preview = preview or LatentPreview.for_vae(pipe.vae, traits.vae_scale)
     except (EngineError, JobCancelled):
@@ -177,7 +181,22 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
     say(Progress("load", 1, 1, f"loaded {ref.id} in {seconds:.1f} s"))
     return LoadedModel(ref, traits, dtype, pipe, preview, opts.device if offload else None,
                        opts.offload_mode if offload else "none", channels_last=channels_last,
-                       compiled=CompiledShapes() if opts.compile else None)
+                       compiled=CompiledShapes() if opts.compile else None, openvino=accelerated)
+
+
+def _openvino(pipe: Any, traits: Traits, dtype: str, opts: LoadOptions, say: ProgressFn) -> Any:
+    """The model's UNet and VAE decoder in OpenVINO where ``opts.openvino`` wants them (openvino_path.py);
+    a conversion that fails leaves the model on torch under ``auto`` and is an error under ``on``."""
+    if not openvino_path.wanted(opts.openvino, opts.device, dtype, str(traits.family), getattr(pipe, "unet", None)):
+        return None
+    try:
+        return openvino_path.OpenVINOModel(pipe, str(traits.family), say)
+    except Exception as exc:
+        if opts.openvino == "on":
+            raise EngineError(f"could not run the model through OpenVINO (--openvino on): {type(exc).__name__}: "
+                              f"{str(exc)[:300]}", field="openvino", code=ErrorCode.MODEL_LOAD_FAILED) from None
+        log.warning("OpenVINO conversion failed, the model runs on torch: %s: %s", type(exc).__name__, exc)
+        return None
 
 
 def _quiet() -> None:

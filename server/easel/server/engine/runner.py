@@ -19,7 +19,7 @@ from PIL import Image
 from ...client.codes import ErrorCode
 from ...client.fields import FieldError
 from ...client.protocol import REFERENCE_KINDS, request_fields
-from . import flow, regional, tiny_vae, variations
+from . import flow, openvino_path, regional, tiny_vae, variations
 from . import refiner as refine
 from .controlnet import ControlLayer, control_kwargs, control_pipeline, control_rng, per_seed
 from .device import free_memory
@@ -212,7 +212,8 @@ def run_job(lm: LoadedModel, job: EngineJob, progress: ProgressFn, cancelled: Ca
             if region_masks is not None:  # the blocks' embeddings for this call only (the refiner: base prompt)
                 prompts, masks = regional.encode(pipe, job, region_masks)
                 call = {**kwargs, **prompts}
-            with control_rng(extras.controls, seeds[0]), regional.applied(pipe, masks):
+            with control_rng(extras.controls, seeds[0]), regional.applied(pipe, masks), \
+                    openvino_path.applied(lm.openvino, openvino_path.usable(job, extras), progress):
                 result = pipe(**{key: v for key, v in call.items() if key in accepted}).images
             if extras.refiner is not None:
                 count["stage"] = "refiner"
