@@ -46,6 +46,19 @@ def model_folder() -> Path:
     return folder
 
 
+def tiny_decoder_root() -> Path:
+    """A models folder holding ``taesd/``: a random-weight TAESD (diffusers' AutoencoderTiny at its default,
+    full-size shape), for ``--decoder tiny`` rows; built once in the bench cache."""
+    root = cache_root() / "taesd-models"
+    if not (root / "taesd" / "config.json").is_file():
+        import torch
+        from diffusers import AutoencoderTiny
+
+        torch.manual_seed(0)
+        AutoencoderTiny().save_pretrained(root / "taesd")
+    return root
+
+
 def context(dtype: str) -> str:
     return f"{dtype}, {threads()} thread(s), CPU bf16: {bf16_flags()}"
 
