@@ -149,6 +149,11 @@ class Family(str, Enum):
         return vae_scale * 2 if self.flow else vae_scale
 
     @property
+    def openvino(self) -> str | None:
+        """Which ``--openvino`` choice runs its UNet through OpenVINO: "auto" (the default) or only "on"; None: never."""
+        return _OPENVINO.get(self)
+
+    @property
     def served(self) -> bool:
         """A model of its own (False: a refiner, served with ``--refiner``)."""
         return self._spec.served
@@ -402,3 +407,5 @@ _TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", 
               Family.FLUX: "madebyollin/taef1", Family.CHROMA: "madebyollin/taef1",
               Family.Z_IMAGE: "madebyollin/taef1"}  # Chroma and Z-Image: FLUX.1's VAE
 _TINY_VAES[Family.FLUX_KONTEXT] = _TINY_VAES[Family.FLUX]  # Kontext edits in FLUX.1's latent space
+# --openvino (engine/openvino_path.py): the UNets it converts; SDXL's compiled copy would cost 10 GB in fp32
+_OPENVINO = {Family.SD1: "auto", Family.SD2: "auto", Family.SDXL: "on"}

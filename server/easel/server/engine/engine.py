@@ -232,7 +232,7 @@ class Engine:
                  "control_model": job.control_model is not None, "controls": bool(job.controls), "refiner": job.refiner,
                  "variation_seed": job.variation_seed is not None, "loras": bool(job.loras),
                  "regions": bool(job.regions)}
-        why = traits.family.mode_unsupported(job.mode)
+        why = traits.family.mode_unsupported(job.mode) if job.mode in MODE_WORDS else None  # unknown: validate
         if why:  # an edit-only model (Qwen-Image-Edit) and no picture to edit
             raise EngineError(f"model {model_id!r} ({traits.family}) does not do {MODE_WORDS[job.mode]}: {why}; send "
                               "the picture to edit as the image (easel generate --image)", field="image",

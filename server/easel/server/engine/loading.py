@@ -187,10 +187,10 @@ def load_model(ref: ModelRef, opts: LoadOptions, progress: ProgressFn | None,
 def _openvino(pipe: Any, traits: Traits, dtype: str, opts: LoadOptions, say: ProgressFn) -> Any:
     """The model's UNet and VAE decoder in OpenVINO where ``opts.openvino`` wants them (openvino_path.py);
     a conversion that fails leaves the model on torch under ``auto`` and is an error under ``on``."""
-    if not openvino_path.wanted(opts.openvino, opts.device, dtype, str(traits.family), getattr(pipe, "unet", None)):
+    if not openvino_path.wanted(opts.openvino, opts.device, dtype, traits.family, getattr(pipe, "unet", None)):
         return None
     try:
-        return openvino_path.OpenVINOModel(pipe, str(traits.family), say)
+        return openvino_path.OpenVINOModel(pipe, say)
     except Exception as exc:
         if opts.openvino == "on":
             raise EngineError(f"could not run the model through OpenVINO (--openvino on): {type(exc).__name__}: "

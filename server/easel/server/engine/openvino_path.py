@@ -37,14 +37,13 @@ from typing import Any
 import torch
 
 from ...client.codes import ErrorCode
+from ..families import Family
 from ..settings import OPENVINO
 from .types import EngineError, EngineJob, Progress
 
 log = logging.getLogger(__name__)
 CHOICES = OPENVINO
 MIN_PARAMETERS = 100_000_000  # auto: UNets at least this big (SD 1.5's has 860 M; the demo's a few M)
-FAMILIES = ("sd1", "sd2", "sdxl")  # UNet families whose plain call the converted graph covers
-AUTO_FAMILIES = ("sd1", "sd2")  # auto: OpenVINO's copy of an SDXL UNet in float32 would need 10 GB more
 KEEP_SHAPES = 3  # compiled shapes kept per module (each holds its own buffers)
 INSTALL = "pip install '.[openvino]' in the checkout"
 
@@ -63,14 +62,15 @@ def check_choice(choice: str) -> None:
                           code=ErrorCode.MODEL_LOAD_FAILED)
 
 
-def wanted(choice: str, device: str, dtype: str, family: str, unet: Any) -> bool:
-    """Whether a model of ``family`` loaded on ``device`` in ``dtype`` runs its UNet through OpenVINO."""
-    if choice == "off" or device != "cpu" or dtype != "float32" or family not in FAMILIES or unet is None:
+def wanted(choice: str, device: str, dtype: str, family: Family, unet: Any) -> bool:
+    """Whether a model of ``family`` loaded on ``device`` in ``dtype`` runs its UNet through OpenVINO
+    (``Family.openvino``: the choice that turns it on for the family)."""
+    if choice == "off" or device != "cpu" or dtype != "float32" or family.openvino is None or unet is None:
         return False
     if choice == "on":
         return True
     big = sum(p.numel() for p in unet.parameters()) >= MIN_PARAMETERS
-    return family in AUTO_FAMILIES and big and available()
+    return family.openvino == "auto" and big and available()
 
 
 def cache_folder() -> Path:
@@ -155,9 +155,9 @@ class Converted:
 class OpenVINOModel:
     """A loaded model's UNet and VAE decoder in OpenVINO, swapped in for the jobs it can run (``applied``)."""
 
-    def __init__(self, pipe: Any, family: str, say: Callable[[Progress], None]):
+    def __init__(self, pipe: Any, say: Callable[[Progress], None]):
         self.unet, self.decoder = pipe.unet, pipe.vae.decoder
-        self.xl = family == "sdxl"
+        self.xl = self.unet.config.addition_embed_type == "text_time"  # SDXL: pooled text and size conditioning
         # the trace takes the upsamplers' sizes as doubled: latents whose sides this divides (others: torch)
         self.factor = 2 ** int(getattr(self.unet, "num_upsamplers", 0))
         note = lambda text: say(Progress("load", 0, 1, text))  # noqa: E731
