@@ -60,6 +60,14 @@ def tiny_flux_path(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_ip_adapter_repo(tiny_sd_path, tiny_sdxl_path, tmp_path_factory) -> str:
+    """A tiny random IP-Adapter folder in h94/IP-Adapter's layout (SD 1.5 and SDXL adapters, image encoders)."""
+    from helpers.tiny_ip_adapter import build_tiny_ip_adapter_repo
+
+    return build_tiny_ip_adapter_repo(tmp_path_factory.mktemp("refs") / "IP-Adapter", tiny_sd_path, tiny_sdxl_path)
+
+
+@pytest.fixture(scope="session")
 def tiny_2026_paths(tmp_path_factory) -> dict[str, str]:
     """The tiny 2026 families, built once: Chroma, Z-Image, Qwen-Image and FLUX.2 Klein, the latter as its
     base (``flux2-klein``) and its distilled 4B (``flux2-klein-4B``): the variant follows the folder's name."""

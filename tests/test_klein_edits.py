@@ -14,11 +14,11 @@ from easel.client.items import Control
 from easel.server.engine import Engine, EngineJob
 from easel.server.engine.types import EngineError
 from easel.server.families import Family
-from helpers.engine_checks import arr, assert_close, gradient, run
+from helpers.edit_pictures import H, W, picture, reference, selection, with_reference
+from helpers.engine_checks import arr, assert_close, run
 from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
-W, H = 96, 64  # multiples of Klein's 16 px grid, not square; its pipeline takes pictures of 64 px and up
 PROMPT = "make it night"
 
 
@@ -46,21 +46,6 @@ def raw(klein_path):
     return pipes
 
 
-def picture() -> Image.Image:
-    return gradient(W).crop((0, 0, W, H))
-
-
-def reference() -> Image.Image:
-    """A reference picture of another size than the job's."""
-    return gradient(80).transpose(Image.Transpose.ROTATE_90).crop((0, 0, 80, 64))
-
-
-def selection() -> Image.Image:
-    mask = np.zeros((H, W), np.uint8)
-    mask[16:48, 24:72] = 255
-    return Image.fromarray(mask, "L")
-
-
 def edit_job(mode: str, **kw) -> EngineJob:
     kw.setdefault("seeds", [7])
     return EngineJob(mode=mode, prompt=PROMPT, width=W, height=H, steps=3, strength=0.4, **kw)
@@ -69,10 +54,6 @@ def edit_job(mode: str, **kw) -> EngineJob:
 def raw_call(pipe, seed: int, **kw) -> Image.Image:
     return pipe(prompt=PROMPT, num_inference_steps=3, guidance_scale=1.0, width=W, height=H,
                 generator=torch.Generator("cpu").manual_seed(seed), **kw).images[0]
-
-
-def with_reference(strength: float = 1.0) -> dict:
-    return {"controls": [Control(kind="reference", image="ref", strength=strength)], "attached": {"ref": reference()}}
 
 
 def test_the_welcome_lists_edit_and_reference_layers(engine):

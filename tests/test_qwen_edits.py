@@ -14,17 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from easel.client.items import Control
 from easel.server.engine import Engine, EngineJob
 from easel.server.engine.qwen_edit import load_processor
 from easel.server.engine.types import EngineError, JobCancelled
 from easel.server.families import Family
 from easel.server.traits import guess
-from helpers.engine_checks import arr, assert_close, gradient, run
+from helpers.edit_pictures import H, W, picture, reference, selection, with_reference
+from helpers.engine_checks import arr, assert_close, run
 from helpers.server_harness import inprocess_server
 
 torch.set_num_threads(1)
-W, H = 96, 64  # multiples of the 16 px grid, not square: results come back at exactly this size
 PROMPT = "make it blue"
 STEPS = 2
 
@@ -65,30 +64,11 @@ def raw(paths):
     return call
 
 
-def picture() -> Image.Image:
-    return gradient(W).crop((0, 0, W, H))
-
-
-def reference() -> Image.Image:
-    """A reference picture of another size than the job's."""
-    return gradient(80).transpose(Image.Transpose.ROTATE_90).crop((0, 0, 80, 64))
-
-
-def selection() -> Image.Image:
-    mask = np.zeros((H, W), np.uint8)
-    mask[16:48, 24:72] = 255
-    return Image.fromarray(mask, "L")
-
-
 def edit_job(model: str, mode: str = "img2img", **kw) -> EngineJob:
     kw.setdefault("seeds", [7])
     if mode != "txt2img":
         kw.setdefault("image", picture())
     return EngineJob(mode=mode, model=model, prompt=PROMPT, width=W, height=H, steps=STEPS, strength=0.4, **kw)
-
-
-def with_reference(strength: float = 1.0) -> dict:
-    return {"controls": [Control(kind="reference", image="ref", strength=strength)], "attached": {"ref": reference()}}
 
 
 def test_detected_with_the_model_cards_defaults(engine):

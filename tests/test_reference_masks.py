@@ -17,7 +17,6 @@ from easel.client.protocol import Image as WireImage
 from easel.server.engine import Engine, EngineError, EngineJob
 from helpers.engine_checks import assert_close, gradient
 from helpers.server_harness import inprocess_server
-from helpers.tiny_ip_adapter import build_tiny_ip_adapter_repo
 
 torch.set_num_threads(1)  # 2 shared cores
 SIZE = 64
@@ -25,8 +24,8 @@ PROMPT = "a red cat"
 
 
 @pytest.fixture(scope="module")
-def repo(tiny_sd_path, tiny_sdxl_path, tmp_path_factory) -> str:
-    return build_tiny_ip_adapter_repo(tmp_path_factory.mktemp("refs") / "IP-Adapter", tiny_sd_path, tiny_sdxl_path)
+def repo(tiny_ip_adapter_repo) -> str:
+    return tiny_ip_adapter_repo
 
 
 @pytest.fixture(scope="module")
