@@ -8,76 +8,35 @@ and size step, whether it is a flow-matching transformer (SD 3/3.5, FLUX.1, Chro
 guidance (with the few-step variants' in ``VARIANTS``), which request ``FEATURES`` it supports and why
 not, its second pass ("hires fix") defaults, whether it is a toy, its modes and diffusers pipeline
 classes, and which control kinds fit it (the ``sketch`` ControlNet guide of SD 1.x/2.x/SDXL, the control
-``layers`` of every served family; IP-Adapters or other control layers are added here, in ``_SPECS``) with
+``layers`` of every served family; IP-Adapters or other control layers are added in family_specs.py's table) with
 their diffusers classes and the modes they run in (SD 3/3.5: text to image only).
-This module imports nothing of Easel: the engine and the library both use it.
+This module and its table (family_specs.py) import nothing else of Easel: the engine and the library both use them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import Enum
 
-MODES = ("txt2img", "img2img", "inpaint")
+from .family_specs import (  # noqa: F401 - re-exported: the family names and variants others import from here
+    FEW_STEP,
+    LAYERS,
+    MODES,
+    OPENVINO,
+    REFERENCES,
+    SKETCH,
+    SPECS,
+    TINY_VAES,
+    VARIANTS,
+    Spec,
+)
+
 _MODE_PARTS = {"txt2img": "", "img2img": "Img2Img", "inpaint": "Inpaint"}
 MODE_WORDS = {"txt2img": "text to image", "img2img": "image to image", "inpaint": "inpainting"}
 # Request fields (power features) a model may or may not support; the welcome lists each model's own.
 # ``edit``: an instruction-edit model (FLUX.1 Kontext, FLUX.2 Klein, Qwen-Image-Edit): with an image the prompt is an
 # instruction, no strength.
 FEATURES = ("negative_prompt", "scheduler", "loras", "control_model", "variation_seed", "regions", "refiner", "edit")
-#: The control kinds a request's ``control_model`` can be (a sketch ControlNet: scribble, line art, canny).
-SKETCH = "sketch"
-#: Control layers (a request's ``controls``): ControlNets of every kind the server holds for the family.
-LAYERS = "layers"
-#: Reference layers (``controls`` of a reference kind): IP-Adapters of the family the server holds (FLUX.1: Redux).
-REFERENCES = "references"
-# (steps, guidance) per variant. Few-step SD/SDXL variants: turbo (1 step, no CFG), lightning (4 steps,
-# no CFG), lcm (4 steps, guidance 1; 8 when the UNet embeds guidance). Flow-matching models, as their
-# model cards recommend: SD 3.5 large 28 / 3.5, SD 3.5 medium 40 / 4.5, large-turbo 4 / 0 (no CFG);
-# FLUX.1-dev 28 steps with distilled guidance 3.5 (an embedding, one transformer pass per step),
-# schnell 4 steps without guidance; FLUX.1-Fill-dev (inpainting) 50 steps with guidance 30.
-VARIANTS: dict[str, tuple[int, float]] = {
-    "turbo": (1, 0.0), "lightning": (4, 0.0), "lcm": (4, 1.0),
-    "sd3.5-large": (28, 3.5), "sd3.5-medium": (40, 4.5), "sd3.5-turbo": (4, 0.0),
-    "flux-dev": (28, 3.5), "flux-schnell": (4, 0.0), "flux-fill": (50, 30.0),
-    # the 2026 families' few-step models, named "<family>-<word in the model's name>": Z-Image-Turbo 8 steps
-    # (8 transformer passes in diffusers 0.42) without CFG
-    "z-image-turbo": (8, 0.0),
-    # FLUX.2 Klein 4B/9B are step-distilled (4 steps, no CFG); FLUX.2-klein-base-4B/9B 50 steps with CFG 4
-    "flux2-klein": (4, 1.0), "flux2-klein-base": (50, 4.0)}
-FEW_STEP = frozenset({"turbo", "lightning", "lcm", "sd3.5-turbo", "flux-schnell", "z-image-turbo", "flux2-klein"})
-
-
-@dataclass(frozen=True)
-class _Spec:
-    label: str  # for people: "SD 1.x"
-    native: int  # px, its usual models' side (SD 2.x: the 768 v-prediction models)
-    steps: int  # defaults without a variant
-    guidance: float
-    pipelines: str  # diffusers' class-name stem: f"{stem}Pipeline", f"{stem}Img2ImgPipeline", ...
-    context: int | None = None  # the UNet's cross-attention width (LoRAs and ControlNets must match it)
-    base_native: int | None = None  # its epsilon-prediction models' side, where they differ (SD 2.x base)
-    flow: bool = False  # a flow-matching transformer: its own scheduler, 16-channel latents
-    controls: frozenset[str] = frozenset()  # control kinds (ControlNets, adapters) that fit it
-    controlnet: str = "ControlNet"  # diffusers' ControlNet class stem: f"{stem}Model"
-    control_modes: tuple[str, ...] = MODES  # the modes diffusers has a ControlNet pipeline for
-    union_classes: bool = False  # union ControlNets have classes of their own (…UnionModel, …ControlNetUnion…)
-    refiner: bool = False  # takes the (SDXL) refiner
-    no_negative: str | None = None  # why it has no negative prompt
-    served: bool = True  # False: only ever a refiner (--refiner), never a model of its own
-    hires_strength: float = 0.5  # the second pass's img2img strength (hires.py)
-    toy: bool = False  # a toy model (the demo): big pictures and upscales come with a note, no auto second pass
-    edit: bool = False  # instruction edits: the image is context (not init latents), img2img is the plain pipeline
-    lora_layouts: str | None = None  # another family whose LoRAs load into it (its blocks are that family's)
-    single_file: bool = True  # flow families: single transformer files load with a config folder
-    true_cfg: bool = False  # its pipelines' CFG is true_cfg_scale, on only with a negative prompt (Qwen-Image)
-    variant: str | None = None  # the VARIANTS key of its models whose names say no other
-    no_variation: str | None = None  # why variation seeds are refused
-    edit_images: bool = False  # an edit model whose pipelines take more pictures: reference layers go in as those
-    modes: tuple[str, ...] = MODES  # the job modes its pipelines run (an edit-only model: none from text alone)
-    inpaint_pipeline: bool = True  # False (an edit model): a selection runs its edit pipeline, the server's blend
-    # keeps the rest of the picture
 
 
 class Family(str, Enum):
@@ -102,8 +61,8 @@ class Family(str, Enum):
     __format__ = str.__format__
 
     @property
-    def _spec(self) -> _Spec:
-        return _SPECS[self]
+    def _spec(self) -> Spec:
+        return SPECS[self.value]
 
     @property
     def label(self) -> str:
@@ -142,7 +101,7 @@ class Family(str, Enum):
     def tiny_vae(self) -> str | None:
         """The hub id of the tiny VAE (TAESD family, diffusers' AutoencoderTiny) made for its latents; None: none
         (the demo has a VAE of its own)."""
-        return _TINY_VAES.get(self)
+        return TINY_VAES.get(self.value)
 
     def size_step(self, vae_scale: int) -> int:
         """Sizes must be multiples of this: the VAE's scale, times the transformer's 2x2 patches for flow models."""
@@ -151,7 +110,7 @@ class Family(str, Enum):
     @property
     def openvino(self) -> str | None:
         """Which ``--openvino`` choice runs its UNet through OpenVINO: "auto" (the default) or only "on"; None: never."""
-        return _OPENVINO.get(self)
+        return OPENVINO.get(self.value)
 
     @property
     def served(self) -> bool:
@@ -339,52 +298,6 @@ class Family(str, Enum):
         return next((f for f in cls if width is not None and f.context == width), None)
 
 
-_SD_CONTROLS = frozenset({SKETCH, LAYERS})
-_IP_CONTROLS = _SD_CONTROLS | {REFERENCES}  # h94's IP-Adapters: SD 1.5 and SDXL (none for SD 2.x); FLUX.1: Redux
-_SPECS: dict[Family, _Spec] = {
-    Family.SD1: _Spec("SD 1.x", 512, 20, 7.5, "StableDiffusion", context=768, controls=_IP_CONTROLS),
-    Family.SD2: _Spec("SD 2.x", 768, 20, 7.5, "StableDiffusion", context=1024, base_native=512,
-                      controls=_SD_CONTROLS),
-    Family.SDXL: _Spec("SDXL", 1024, 25, 6.0, "StableDiffusionXL", context=2048, controls=_IP_CONTROLS,
-                       union_classes=True, refiner=True, hires_strength=0.4),
-    Family.SDXL_REFINER: _Spec("SDXL refiner", 1024, 25, 6.0, "StableDiffusionXL", context=1280, served=False),
-    Family.SD3: _Spec("SD 3/3.5", 1024, 28, 7.0, "StableDiffusion3", flow=True, controls=frozenset({LAYERS}),
-                      controlnet="SD3ControlNet", control_modes=("txt2img",)),
-    Family.FLUX: _Spec("FLUX.1", 1024, *VARIANTS["flux-dev"], "Flux", flow=True, controls=frozenset({LAYERS, REFERENCES}),
-                       controlnet="FluxControlNet", no_negative="FLUX.1 is guidance-distilled and has no negative prompt"),
-    # FLUX.1 Kontext [dev]: 28 steps, guidance 2.5 (diffusers' docs); no ControlNet/Redux pipelines of its own
-    Family.FLUX_KONTEXT: _Spec("FLUX.1 Kontext", 1024, 28, 2.5, "FluxKontext", flow=True, edit=True,
-                               lora_layouts="flux",  # FLUX.1-dev's blocks: FLUX.1 LoRAs fit
-                               no_negative="FLUX.1 Kontext is guidance-distilled and has no negative prompt"),
-    # 2026 families: flow-matching transformers with real CFG (a negative prompt), defaults from the model cards
-    # lodestones/Chroma1-HD: FLUX.1-like, T5 only
-    Family.CHROMA: _Spec("Chroma", 1024, 40, 3.0, "Chroma", flow=True, lora_layouts="flux"),
-    # Z-Image (base): the pipelines' defaults, 50 steps with CFG 5; Tongyi-MAI/Z-Image-Turbo: "z-image-turbo"
-    Family.Z_IMAGE: _Spec("Z-Image", 1024, 50, 5.0, "ZImage", flow=True),
-    # Qwen/Qwen-Image: 50 steps, true CFG 4.0, 1328 px for 1:1 (its model card)
-    Family.QWEN_IMAGE: _Spec("Qwen-Image", 1328, 50, 4.0, "QwenImage", flow=True, true_cfg=True),
-    # Qwen/Qwen-Image-Edit: 50 steps, true CFG 4.0 (its model card). Qwen-Image's blocks (its LoRAs fit), the picture
-    # seen at about 1024² whatever the job's size. A selection runs the edit pipeline (QwenImageEditInpaintPipeline
-    # always paints about 1 MP, not the job's size) and the server's blend keeps the rest.
-    Family.QWEN_IMAGE_EDIT: _Spec("Qwen-Image-Edit", 1024, 50, 4.0, "QwenImageEdit", flow=True, true_cfg=True,
-                                  edit=True, modes=("img2img", "inpaint"), inpaint_pipeline=False,
-                                  lora_layouts="qwen-image", single_file=False),
-    # Qwen/Qwen-Image-Edit-2509 and -2511 (QwenImageEditPlusPipeline): 40 steps, true CFG 4.0 (their model cards);
-    # several pictures: the edited one, then the reference layers'. diffusers has no inpaint pipeline for it.
-    Family.QWEN_IMAGE_EDIT_PLUS: _Spec("Qwen-Image-Edit-Plus", 1024, 40, 4.0, "QwenImageEditPlus", flow=True,
-                                       true_cfg=True, edit=True, edit_images=True, modes=("img2img", "inpaint"),
-                                       inpaint_pipeline=False, lora_layouts="qwen-image", single_file=False),
-    # black-forest-labs/FLUX.2-klein-4B and -9B (distilled) and their -base- models; a negative prompt is always "".
-    # Its pipelines edit: a job with an image is an edit (Flux2KleinPipeline's image, the inpaint one for a selection)
-    Family.FLUX2_KLEIN: _Spec("FLUX.2 Klein", 1024, *VARIANTS["flux2-klein"], "Flux2Klein", flow=True,
-                              variant="flux2-klein", edit=True, edit_images=True,
-                              no_negative="FLUX.2 Klein's pipelines take no negative prompt",
-                              no_variation="variation seeds are not wired to FLUX.2 Klein's latents yet"),
-    # the built-in toy: a tiny SD 1.x-style pipeline (cross-attention 64 wide)
-    Family.DEMO: _Spec("demo", 64, 20, 7.5, "StableDiffusion", controls=_IP_CONTROLS, toy=True),
-}
-
-
 def _joined(families: Iterable[Family]) -> str:
     """Labels joined, the previous one's first word said once: ``SD 1.x/2.x/SDXL/SD 3/3.5`` (toys, the demo,
     left out)."""
@@ -399,13 +312,3 @@ def _joined(families: Iterable[Family]) -> str:
         previous = label
     return "/".join(out)
 
-
-# The tiny VAEs (madebyollin's TAESD family) by the latents they decode (engine/tiny_vae.py): SD 1.x and 2.x share a
-# latent space, the SDXL refiner's is SDXL's, SD 3 and 3.5 share theirs.
-_TINY_VAES = {Family.SD1: "madebyollin/taesd", Family.SD2: "madebyollin/taesd", Family.SDXL: "madebyollin/taesdxl",
-              Family.SDXL_REFINER: "madebyollin/taesdxl", Family.SD3: "madebyollin/taesd3",
-              Family.FLUX: "madebyollin/taef1", Family.CHROMA: "madebyollin/taef1",
-              Family.Z_IMAGE: "madebyollin/taef1"}  # Chroma and Z-Image: FLUX.1's VAE
-_TINY_VAES[Family.FLUX_KONTEXT] = _TINY_VAES[Family.FLUX]  # Kontext edits in FLUX.1's latent space
-# --openvino (engine/openvino_path.py): the UNets it converts; SDXL's compiled copy would cost 10 GB in fp32
-_OPENVINO = {Family.SD1: "auto", Family.SD2: "auto", Family.SDXL: "on"}
