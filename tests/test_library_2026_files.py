@@ -203,3 +203,25 @@ def test_klein_files_load_through_diffusers_single_file_path(files, tiny_2026_pa
     assert np.array_equal(arr(same), arr(reference)) and np.array_equal(arr(converted), arr(reference))
     diff = np.abs(arr(close) - arr(reference))
     assert diff.max() <= 3  # Q8_0: int8 weights with one fp16 scale per 32 values (test_gguf_files.py)
+
+
+def test_a_file_named_at_start_up_takes_its_base_folder_from_the_library(files, tiny_2026_paths, tmp_path):
+    """``easel serve --model FILE.gguf --models-dir ROOT``: no '#config=', no sibling folder; the library's
+    base folder of its family gives the text encoders and VAE (the folder model's pixels); without a models
+    folder the error still says what to add."""
+    from easel.server.engine import EngineError
+
+    family = "z-image"
+    gguf = shutil.copy(files[family]["gguf"], tmp_path / "z-image-named.gguf")
+    root = tmp_path / "models"
+    shutil.copytree(files[family]["base"], root / "z-image-encoders")
+    settings = {"seeds": [2], "steps": 2, "guidance": 2.0, "negative_prompt": "ugly"}
+    with Engine([gguf], models_dir=root, device="cpu", dtype="float32") as eng:
+        assert eng.model_info("z-image-named").family == family
+        (served,) = run(eng, job(model="z-image-named", **settings))
+    with Engine([tiny_2026_paths[family]], device="cpu", dtype="float32") as eng:
+        (reference,) = run(eng, job(model=os.path.basename(tiny_2026_paths[family]), **settings))
+    assert np.array_equal(arr(served), arr(reference))
+    with pytest.raises(EngineError, match="config="):
+        with Engine([gguf], device="cpu", dtype="float32") as eng:
+            run(eng, job(model="z-image-named", **settings))

@@ -19,7 +19,7 @@ from ...client.codes import ErrorCode
 from .. import builtin_models
 from ..families import Family
 from ..library.detect import Description
-from ..library.scan import Entry, Library
+from ..library.scan import Entry, Library, base_folders, base_for
 from ..traits import Traits, detect, folder_configs, guess, read_json, variant_of
 from .loading import check_supported
 from .refs import ModelRef, builtin_ref, parse_ref
@@ -45,6 +45,8 @@ class Catalog:
         for item in models:
             text = os.fspath(item)
             ref = parse_ref(text, models_dir, confine=False)  # named at start-up
+            if ref.source == "single_file" and ref.config is None and library is not None:
+                ref = _library_base(ref, library)
             model_id, n = ref.id, 2
             while model_id in self._refs:
                 model_id, n = f"{ref.id}-{n}", n + 1
@@ -239,3 +241,19 @@ def _cached_hub_traits(repo: str) -> Traits:
         found = [try_to_load_from_cache(repo, name) for name in names]
         configs.append(next((read_json(p) for p in found if isinstance(p, str)), None))
     return detect(repo, *configs) if configs[0] else guess(repo)
+
+
+def _library_base(ref: ModelRef, library: Library) -> ModelRef:
+    """A transformer-only file named at start-up without a config folder takes the library's base folder
+    of its model, as the library's own files do (scan.base_for); anything else stays as it is."""
+    from .single_file import describe_file
+
+    try:
+        desc = describe_file(ref.location)
+    except EngineError:  # unreadable: loading it says so
+        return ref
+    base = base_for(desc, base_folders(library.entries())) if desc.transformer and desc.problem is None else None
+    if base is None:
+        return ref
+    log.info("model %s: its text encoders and VAE come from the library's %s", ref.id, base)
+    return dataclasses.replace(ref, config=base)

@@ -54,7 +54,8 @@ def shipped_config(path: str, model_id: str) -> tuple[str, Description]:
         raise EngineError(
             f"model {model_id!r}: {os.path.basename(path)} is a {desc.label}; serve it as 'FILE#config=FOLDER', "
             "FOLDER a diffusers folder of the same model for the text encoders and VAE (its transformer/ needs "
-            "only config.json), or put that folder beside it, named like the file without the extension",
+            "only config.json), or put that folder beside it, named like the file without the extension, or in a "
+            "models folder (--models-dir)",
             field="model", code=ErrorCode.MODEL_LOAD_FAILED)
     if desc.arch is None:
         family = desc.family.label if desc.family else "an unknown family"

@@ -234,15 +234,26 @@ def describe_flow_folder(path: str, configs: tuple) -> Description:
                        context if isinstance(context, int) else None)
 
 
+def base_folders(entries: list[Entry]) -> list[Entry]:
+    """The library's folders a transformer file may take its text encoders and VAE from: config-only ones
+    (kind ``base``) first, then whole folders."""
+    return sorted((e for e in entries if e.folder and e.kind in ("base", "checkpoint") and e.problem is None),
+                  key=lambda e: e.kind != "base")
+
+
+def base_for(desc: Description, bases: list[Entry]) -> str | None:
+    """The first of ``bases`` (``base_folders``) a transformer file of ``desc`` runs with (``fits_base``)."""
+    return next((b.path for b in bases if fits_base(desc, b.desc)), None)
+
+
 def with_bases(entries: list[Entry]) -> list[Entry]:
     """Transformer files without a sibling config folder get the first base folder of their model in the
-    library (config-only ones first, then whole folders of the family: ``fits_base``), or say what to add."""
-    bases = sorted((e for e in entries if e.folder and e.kind in ("base", "checkpoint") and e.problem is None),
-                   key=lambda e: e.kind != "base")
+    library (``base_for``), or say what to add."""
+    bases = base_folders(entries)
     out = []
     for entry in entries:
         if entry.desc.transformer and entry.config is None and entry.problem is None:
-            base = next((b.path for b in bases if fits_base(entry.desc, b.desc)), None)
+            base = base_for(entry.desc, bases)
             entry = replace(entry, config=base, desc=with_config(entry.desc, base, entry.path))
         out.append(entry)
     return out
