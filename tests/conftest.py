@@ -67,6 +67,16 @@ def tiny_ip_adapter_repo(tiny_sd_path, tiny_sdxl_path, tmp_path_factory) -> str:
     return build_tiny_ip_adapter_repo(tmp_path_factory.mktemp("refs") / "IP-Adapter", tiny_sd_path, tiny_sdxl_path)
 
 
+@pytest.fixture(scope="module")
+def ip_adapter_engine(tiny_sd_path, tiny_sdxl_path, tiny_ip_adapter_repo):
+    """An engine of the tiny SD 1.x and SDXL models with the tiny IP-Adapters (a module's reference tests)."""
+    from easel.server.engine import Engine
+
+    with Engine([tiny_sd_path, tiny_sdxl_path], device="cpu", dtype="float32",
+                ip_adapters=[tiny_ip_adapter_repo]) as eng:
+        yield eng
+
+
 @pytest.fixture(scope="session")
 def tiny_2026_paths(tmp_path_factory) -> dict[str, str]:
     """The tiny 2026 families, built once: Chroma, Z-Image, Qwen-Image and FLUX.2 Klein, the latter as its
