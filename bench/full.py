@@ -21,6 +21,8 @@ Sections (``--only``):
   the first result.
 * ``openvino``: the same job in OpenVINO f32 through optimum-intel, in a venv of its own
   (``bench/openvino_venv.py``), its pixels held to the tolerance against raw diffusers fp32.
+* ``int8``: int8 in OpenVINO (NNCF post-training quantization, VNNI kernels only) against torch and OpenVINO
+  fp32 in paired turns, with each one's pixels against torch fp32 (``bench/openvino_int8.py``, the same venv).
 * ``comfyui``: the same job in ComfyUI over its HTTP API when ``$EASEL_BENCH_COMFYUI`` names an install
   (``bench/comfyui.py``).
 
@@ -45,7 +47,7 @@ from . import fixtures
 from .common import Row, bf16_flags, check, interleaved, loadavg, med, paired_ratio
 from .fullsize import GUIDANCE, SEED, SIZE, context, easel_job, model_folder, threads, tiny_decoder_root
 
-SECTIONS = ["jobs", "fp32", "parts", "cold", "openvino", "comfyui"]
+SECTIONS = ["jobs", "fp32", "parts", "cold", "openvino", "int8", "comfyui"]
 TARGET = ">= 1.3"  # the issue's goal: Easel this much faster than raw diffusers end to end
 FP32_TARGET = ">= 1.3"  # without bf16: Easel's defaults this much faster than raw diffusers fp32
 TINY_TARGET = ">= 1.6"  # and with the tiny decoder
@@ -163,6 +165,39 @@ def job_rows(folder: Path, dtype: str, steps: int, repeats: int, compiled: bool,
 # ----------------------------------------------------------------------------- parts
 
 
+@contextlib.contextmanager
+def winograd(module: Any) -> Iterator[None]:
+    """``module``'s 3×3 stride-1 convolutions through NNPACK's Winograd kernels for the duration (the
+    bench's try of fewer multiplications in float32; torch ships NNPACK but calls it only for some shapes)."""
+    import torch
+
+    torch.backends.nnpack.is_available()  # initialises NNPACK: its convolution fails before that
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+             and m.stride == (1, 1) and m.groups == 1 and m.padding_mode == "zeros"]
+    for m in convs:
+        m.forward = lambda x, m=m: torch._nnpack_spatial_convolution(x, m.weight, m.bias, list(m.padding))
+    try:
+        yield
+    finally:
+        for m in convs:
+            del m.forward
+
+
+def winograd_pixels(pipe: Any, latents: Any) -> str:
+    """How far the decode through ``winograd`` is from torch's own, in 0-255 levels."""
+    import torch
+
+    def decode() -> np.ndarray:
+        with torch.no_grad():
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+        return ((image.clamp(-1, 1) / 2 + 0.5) * 255).round().numpy()
+
+    plain = decode()
+    with winograd(pipe.vae):
+        diff = np.abs(decode() - plain)
+    return f"pixels vs fp32: max {diff.max():.0f}, mean {diff.mean():.4f}"
+
+
 def part_rows(folder: Path, repeats: int) -> list[Row]:
     """Text encoder, one UNet step and the VAE decode: each layout/dtype variant, in turns."""
     import torch
@@ -179,14 +214,14 @@ def part_rows(folder: Path, repeats: int) -> list[Row]:
         pipe.unet.to(memory_format=fmt)
         pipe.vae.to(memory_format=fmt)
 
-    def part(name: str, weights: str, channels_last: bool, autocast: bool = False) -> Any:
+    def part(name: str, weights: str, channels_last: bool, autocast: bool = False, nnpack: bool = False) -> Any:
         pipe = pipes[weights]
         dtype = pipe.unet.dtype
 
         def call() -> None:
             layout(pipe, channels_last)
             ctx = torch.autocast("cpu", torch.bfloat16) if autocast else contextlib.nullcontext()
-            with torch.no_grad(), ctx:
+            with torch.no_grad(), ctx, winograd(pipe.vae) if nnpack else contextlib.nullcontext():
                 if name == "text encoder":
                     pipe.text_encoder(ids)
                 elif name == "UNet step (batch 2, CFG)":
@@ -203,11 +238,15 @@ def part_rows(folder: Path, repeats: int) -> list[Row]:
                     "fp32 + bf16 autocast": part(name, "fp32", False, True)}
         if name == "text encoder":  # no convolutions: the layout does not apply
             variants = {k: v for k, v in variants.items() if "channels_last" not in k}
+        if name.startswith("VAE"):  # the decoder's 3×3 convolutions as Winograd (fewer multiplications)
+            variants["fp32 Winograd (NNPACK)"] = part(name, "fp32", False, nnpack=True)
         times = interleaved(variants, repeats)
         base = times["bf16"]
         for label, series in times.items():
             note = "" if label == "bf16" else f"{paired_ratio(base, series):.2f}× the speed of bf16 contiguous"
             rows.append(Row("full", f"{name}: {label}", med(series), "s", note=note))
+            if "Winograd" in label:
+                rows[-1].note += f"; {paired_ratio(times['fp32'], series):.2f}× fp32; {winograd_pixels(pipes['fp32'], latents[:1])}"
     for pipe in pipes.values():
         layout(pipe, False)
     rows[-1].note += f"; {threads()} thread(s), CPU bf16: {bf16_flags()}; load {before} before, {loadavg()} after"
@@ -273,6 +312,11 @@ def run(quick: bool = False, only: list[str] | None = None, dtype: str = "bfloat
             rows += job_rows(model_folder(), "float32", steps, repeats, False, tiny_variants(), TINY_TARGET)
         elif name == "openvino":
             rows += openvino_section(steps, repeats, fp32.get("raw diffusers"))
+        elif name == "int8":
+            from . import openvino_venv
+
+            folder = Path() if openvino_venv.disabled() else model_folder()  # skipped: no model built
+            rows += openvino_venv.int8_rows(folder, fixtures.PROMPT, SEED, SIZE, steps, GUIDANCE, repeats, threads())
         elif name == "parts":
             rows += part_rows(model_folder(), repeats)
         elif name == "cold":

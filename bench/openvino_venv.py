@@ -15,11 +15,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import fixtures
-from .common import Row, loadavg, med
+from .common import Row, loadavg, med, paired_ratio
 
 PACKAGES = ["openvino==2026.4.1", "optimum-intel[openvino,diffusers]==2.2.0"]
 #: The pixel tolerance of a speed option against raw diffusers (docs/performance.md, "Pixel tolerance").
@@ -64,6 +65,16 @@ def within_tolerance(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float, flo
     return mean <= MAX_MEAN and psnr >= MIN_PSNR, mean, psnr
 
 
+def venv_job(script: str, args: list[str], threads: int, **env: str) -> dict[str, Any]:
+    """Run ``script`` (next to this file) in the OpenVINO venv; its last stdout line, read as JSON."""
+    cmd = [str(ensure_venv()), str(Path(__file__).with_name(script)), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), **env})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def openvino_rows(folder: Path, reference: np.ndarray, prompt: str, seed: int, size: int, steps: int,
                   guidance: float, repeats: int, threads: int) -> list[Row]:
     """The job in OpenVINO f32 (median after a warm-up) and its pixels against raw diffusers fp32 ``reference``."""
@@ -71,20 +82,13 @@ def openvino_rows(folder: Path, reference: np.ndarray, prompt: str, seed: int, s
     why = disabled()
     if why:
         return [Row("full", what, None, "", note=why)]
-    python = ensure_venv()
-    export = folder.with_name(folder.name + "-openvino")
     before = loadavg()
+    job = ["--prompt", prompt, "--seed", str(seed), "--size", str(size), "--steps", str(steps), "--repeats",
+           str(repeats), "--threads", str(threads), "--guidance", str(guidance)]
     with tempfile.TemporaryDirectory(prefix="easel-openvino-") as tmp:
         out = Path(tmp) / "image.npy"
-        cmd = [str(python), str(Path(__file__).with_name("openvino_job.py")), "--folder", str(folder),
-               "--export", str(export), "--prompt", prompt, "--out", str(out), "--seed", str(seed),
-               "--size", str(size), "--steps", str(steps), "--repeats", str(repeats), "--threads", str(threads),
-               "--guidance", str(guidance)]
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)})
-        if proc.returncode != 0:
-            raise RuntimeError(f"the OpenVINO job failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-        info = json.loads(proc.stdout.strip().splitlines()[-1])
+        info = venv_job("openvino_job.py", ["--folder", str(folder), "--export", str(folder.with_name(folder.name + "-openvino")),
+                                            "--out", str(out), *job], threads)
         image = np.load(out)
     ok, mean, psnr = within_tolerance(image, reference)
     note = (f"openvino {info['openvino']}, optimum-intel {info['optimum_intel']}, {info['scheduler']}, static "
@@ -94,3 +98,32 @@ def openvino_rows(folder: Path, reference: np.ndarray, prompt: str, seed: int, s
             Row("full", "OpenVINO f32 pixels vs raw diffusers fp32: mean |difference|", mean, "",
                 f"<= {MAX_MEAN:g}", mean <= MAX_MEAN, f"PSNR {psnr:.1f} dB (>= {MIN_PSNR:g}: "
                 f"{'yes' if psnr >= MIN_PSNR else 'no'}); within the tolerance: {'yes' if ok else 'no'}")]
+
+
+def int8_rows(folder: Path, prompt: str, seed: int, size: int, steps: int, guidance: float, repeats: int,
+              threads: int) -> list[Row]:
+    """int8 in OpenVINO (NNCF, bench/openvino_int8.py) against torch and OpenVINO fp32, VNNI kernels only."""
+    what = f"OpenVINO int8 (NNCF) SD1.5 512², {steps} steps, cfg {guidance:g}"
+    why = disabled()
+    if why:
+        return [Row("full", what, None, "", note=why)]
+    before = loadavg()
+    info = venv_job("openvino_int8.py", [
+        "--folder", str(folder), "--cache", str(folder.with_name(folder.name + "-int8")), "--prompt", prompt,
+        "--seed", str(seed), "--size", str(size), "--steps", str(steps), "--repeats", str(repeats),
+        "--threads", str(threads), "--guidance", str(guidance)], threads, ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI")
+    times, base = info["times"], info["times"]["torch fp32"]
+    rows = []
+    for name, series in times.items():
+        pixels = info["pixels"][name]
+        psnr = pixels["psnr"]
+        inside = pixels["mean"] <= MAX_MEAN and (psnr is None or psnr >= MIN_PSNR)
+        note = "the reference" if psnr is None else (
+            f"{paired_ratio(base, series):.2f}× torch fp32 (paired); pixels vs torch fp32: mean {pixels['mean']:.2f}, "
+            f"PSNR {psnr:.1f} dB, within the tolerance: {'yes' if inside else 'no'}")
+        rows.append(Row("full", f"int8 turns: {name}", med(series), "s", note=note))
+    rows[-1].note += (f"; openvino {info['openvino'].split('-')[0]}, nncf {info['nncf']}, ONEDNN_MAX_CPU_ISA="
+                      f"AVX512_CORE_VNNI (convolution kernels: UNet {info['unet_kernels']}, decoder "
+                      f"{info['decoder_kernels']}); calibration on 2 other jobs, quantizing took {info['quantize_s']} s; "
+                      f"{threads} thread(s); load {before} before, {loadavg()} after")
+    return rows

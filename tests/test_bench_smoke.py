@@ -92,23 +92,24 @@ def test_full_size_bench_runs_without_comfyui_and_compares_pixels(tmp_path):
 
 
 def test_full_size_bench_openvino_section_skips_and_holds_the_tolerance(tmp_path):
-    """`make bench-full --only openvino` with EASEL_BENCH_OPENVINO=off: one skip row that says how to turn it on,
-    no model and no venv built; the fp32 and OpenVINO sections are listed; the tolerance (mean <= 2, PSNR >= 40 dB)
+    """`make bench-full --only openvino int8` with EASEL_BENCH_OPENVINO=off: a skip row each that says how to turn
+    it on, no model and no venv built; the fp32, OpenVINO and int8 sections are listed; the tolerance (mean <= 2, PSNR >= 40 dB)
     tells a close picture from a different one."""
     from bench.full import SECTIONS
     from bench.openvino_venv import within_tolerance
 
-    assert {"fp32", "openvino"} <= set(SECTIONS)
+    assert {"fp32", "openvino", "int8"} <= set(SECTIONS)
     venv = tmp_path / "venv"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "EASEL_BENCH_CACHE": str(tmp_path / "cache"),
            "EASEL_BENCH_OPENVINO": "off", "EASEL_BENCH_OPENVINO_VENV": str(venv)}
     out = tmp_path / "full.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.full", "--only", "openvino", "--json", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "bench.full", "--only", "openvino", "int8", "--json", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 1 and rows[0]["value"] is None and "EASEL_BENCH_OPENVINO" in rows[0]["note"]
-    assert "OpenVINO" in rows[0]["name"] and not venv.exists() and not (tmp_path / "cache").exists()
+    assert len(rows) == 2 and all(r["value"] is None and "EASEL_BENCH_OPENVINO" in r["note"] for r in rows)
+    assert "OpenVINO" in rows[0]["name"] and "int8" in rows[1]["name"]
+    assert not venv.exists() and not (tmp_path / "cache").exists()
     ref = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     close = np.clip(ref.astype(int) + np.random.default_rng(1).integers(-1, 2, ref.shape), 0, 255).astype(np.uint8)
     assert within_tolerance(ref, ref)[0] and within_tolerance(close, ref)[0]
