@@ -9,7 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from easel.client.editing import BACKGROUND, IMG2IMG, INPAINT, TXT2IMG, Features, Params, build_request, generate_work
+from easel.client.editing import (
+    BACKGROUND,
+    IMG2IMG,
+    INPAINT,
+    SELECTION_MODES,
+    TXT2IMG,
+    Features,
+    Params,
+    build_request,
+    generate_work,
+    selection_mode_help,
+)
 from easel.client.protocol import INPAINT_MODES
 from easel.client.send_region import send_region
 from helpers.documents import ArrayDocument
@@ -30,6 +41,15 @@ def background(doc: ArrayDocument, strength: float = 1.0, use_selection: bool = 
 
 def test_background_is_a_protocol_mode():
     assert BACKGROUND in INPAINT_MODES
+
+
+def test_the_editors_list_every_selection_mode_once_with_help():
+    """Both plugins build their mode list and its help from SELECTION_MODES: no mode may be missing."""
+    assert sorted(SELECTION_MODES) == sorted(INPAINT_MODES)
+    assert list(SELECTION_MODES)[0] == "auto"
+    help_text = selection_mode_help()
+    for mode, words in SELECTION_MODES.items():
+        assert f"{mode.capitalize()} ({words})" in help_text
 
 
 @pytest.mark.parametrize("box, strength, use_selection", [

@@ -40,7 +40,7 @@ from easel_pixels import (  # noqa: E402
 )
 from gi.repository import Gimp, GLib, GObject  # noqa: E402
 from shared import editing  # noqa: E402
-from shared.protocol import INPAINT_MODES, MAX_EXPAND, request_fields  # noqa: E402
+from shared.protocol import MAX_EXPAND, request_fields  # noqa: E402
 
 MENU = "<Image>/Filters/Easel"
 RW = GObject.ParamFlags.READWRITE
@@ -274,9 +274,8 @@ def add_arguments(proc, command: Command) -> None:
             proc.add_int_argument("batch", "_Batch", "How many results (one layer each)", low, high, default, RW)
         proc.add_string_argument("model", "_Model", "Model id on the server (empty: the server's default)", "", RW)
         if kind == "selection":
-            proc.add_choice_argument("inpaint-mode", "Selection _mode", "How the selection is repainted: auto (fill "
-                                     "at strength 1, else refine), fill, add (a new object), remove (prompt-free), "
-                                     "expand, refine (keep it as context)", _modes(), "auto", RW)
+            proc.add_choice_argument("inpaint-mode", "Selection _mode", editing.selection_mode_help(), _modes(),
+                                     "auto", RW)
         if kind == "expand":
             for name in MARGINS:
                 proc.add_int_argument(name, f"{name.capitalize()} (px)", f"Pixels to add on the {name}", 0,
@@ -301,9 +300,9 @@ def add_arguments(proc, command: Command) -> None:
 
 
 def _modes() -> Gimp.Choice:
-    """The selection modes (``inpaint_mode``), in the protocol's order."""
+    """The selection modes (``inpaint_mode``), in the editors' order."""
     choice = Gimp.Choice.new()
-    for i, mode in enumerate(INPAINT_MODES):
+    for i, mode in enumerate(editing.SELECTION_MODES):
         choice.add(mode, i, mode.capitalize(), "")
     return choice
 

@@ -208,6 +208,8 @@ class Controller(QObject):
                  editing.INPAINT: "Regenerating the selection"}[planned.mode]
         if edit:
             words = "Editing the selection" if planned.mode == editing.INPAINT else "Editing the canvas"
+        if planned.request.inpaint_mode == editing.BACKGROUND:
+            words = "Replacing the background"
         if planned.request.expand:
             words = "Expanding the canvas"
         self._run(job, editing.generate_work(planned, self._queue_progress), words)  # with any sketch guide

@@ -31,11 +31,10 @@ from .qt import (
     named,
 )
 from .shared import editing
-from .shared.protocol import INPAINT_MODES, MAX_EXPAND, request_fields
+from .shared.protocol import MAX_EXPAND, request_fields
 
 PICK_LABEL = "add a LoRA…"
 # the picker's order: auto, the new-content modes, refine last
-MODE_ORDER = ("auto", *(m for m in INPAINT_MODES if m not in ("auto", "refine")), "refine")
 MARGINS = ("left", "top", "right", "bottom")  # the request's expand, in its order
 
 
@@ -120,10 +119,8 @@ class PowerPanel(QWidget):
                                  "small regions; no second pass)")
         _row(box, "", self.second_pass, self.hires_strength, self.exact_size, stretch_first=False)
 
-        self.mode = named(QComboBox(), "easel_inpaint_mode", "How a selection is repainted: Auto (fill at 100%, "
-                          "else refine), Fill, Add (a new object), Remove (prompt-free), Expand, Background (a new one "
-                          "around the subject), Refine (keep it)")
-        for mode in MODE_ORDER:
+        self.mode = named(QComboBox(), "easel_inpaint_mode", editing.selection_mode_help())
+        for mode in editing.SELECTION_MODES:
             self.mode.addItem(mode.capitalize(), mode)
         _row(box, "Selection", self.mode)
         self.margins = {}

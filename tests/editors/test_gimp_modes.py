@@ -1,7 +1,9 @@
 """Selection modes, Expand Canvas and upscaler models in a real GIMP 3 (batch mode, the chroot of test_gimp.py)
 against a real `easel serve` with the tiny SD model and a tiny random Real-ESRGAN Compact ×2 in its models folder.
 
-Regenerate Selection in mode remove takes a red square off a plain background: the layer equals the direct
+Regenerate Selection in mode background with nothing selected (the server's background model a tiny ONNX one
+that finds what is red) gives the direct request's layer for the whole image: clear over the square, the blue
+backdrop repainted. Regenerate Selection in mode remove takes a red square off a plain background: the layer equals the direct
 request's and no red is left in the flattened picture. Expand Canvas grows the image 32 px to the right: the
 image grows, the old layers stay where they were, the layer equals the direct request's at its place, the old
 pixels left of the blend band are untouched and the margin is painted opaque. Upscale with the upscaler model at
@@ -22,20 +24,23 @@ from gimp_batch import check_layers, run_batch, unchanged
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest, Image
+from helpers import tiny_background
 from helpers.server_harness import running_server
 
 pytestmark = pytest.mark.editor
 W, H, GROW = 96, 80, 32
 PAPER, RED = (200, 180, 150, 255), (220, 30, 30, 255)
+BACKDROP = (*tiny_background.BACKDROP, 255)  # blue: the tiny background model's "not the subject"
 SHAPE, SEL_BOX = (38, 28, 20, 20), (30, 20, 36, 36)  # the red square, the selection around it
+BACKGROUND = dict(prompt="a beach", seed=7, steps=3, strength=1.0, **{"inpaint-mode": "background"})
 REMOVE = dict(prompt="", seed=5, steps=3, strength=1.0, **{"inpaint-mode": "remove"})
 EXPAND = dict(prompt="a meadow", seed=6, steps=3, right=GROW)
 UPSCALE = dict(prompt="", factor=2, strength=0.0, seed=1, steps=3)
 
 
-def picture() -> np.ndarray:
+def picture(paper: tuple[int, ...] = PAPER) -> np.ndarray:
     out = np.empty((H, W, 4), np.uint8)
-    out[:] = PAPER
+    out[:] = paper
     x, y, w, h = SHAPE
     out[y:y + h, x:x + w] = RED
     return out
@@ -48,9 +53,10 @@ def selection() -> np.ndarray:
     return mask
 
 
-def image_spec(folder: Path, selected: bool) -> dict:
-    (folder / "paper.rgba").write_bytes(picture().tobytes())
-    spec = dict(width=W, height=H, layers=[dict(name="Background", file="paper.rgba", x=0, y=0, w=W, h=H)],
+def image_spec(folder: Path, selected: bool, paper: tuple[int, ...] = PAPER) -> dict:
+    name = "paper.rgba" if paper == PAPER else "backdrop.rgba"
+    (folder / name).write_bytes(picture(paper).tobytes())
+    spec = dict(width=W, height=H, layers=[dict(name="Background", file=name, x=0, y=0, w=W, h=H)],
                 active="Background")
     if selected:
         (folder / "selection.gray").write_bytes(selection().tobytes())
@@ -59,18 +65,21 @@ def image_spec(folder: Path, selected: bool) -> dict:
 
 
 @pytest.fixture(scope="module")
-def modes_url(tiny_sd_path, tmp_path_factory):
+def modes_url(tiny_sd_path, redness_model, tmp_path_factory):
     from helpers.upscalers import compact, save
 
     root = tmp_path_factory.mktemp("gimp_modes")
     save(compact(2, seed=1), root / "models" / "upscale_models" / "two.safetensors")
-    with running_server([tiny_sd_path], "--models-dir", str(root / "models"), "--output-dir", str(root / "out")) as url:
+    with running_server([tiny_sd_path], "--background-model", redness_model, "--models-dir", str(root / "models"),
+                        "--output-dir", str(root / "out")) as url:
         yield url
 
 
 def cases(folder: Path, url: str) -> list[dict]:
     plain, selected = image_spec(folder, False), image_spec(folder, True)
-    return [dict(name="remove", procedure="easel-regenerate-selection", image=selected, args=dict(REMOVE, url=url)),
+    return [dict(name="background", procedure="easel-regenerate-selection", image=image_spec(folder, False, BACKDROP),
+                 args=dict(BACKGROUND, url=url)),
+            dict(name="remove", procedure="easel-regenerate-selection", image=selected, args=dict(REMOVE, url=url)),
             dict(name="expand", procedure="easel-expand", image=plain, args=dict(EXPAND, url=url)),
             dict(name="expand-nothing", procedure="easel-expand", image=plain, args=dict(prompt="x", url=url)),
             dict(name="upscale-model", procedure="easel-upscale", image=plain,
@@ -97,6 +106,31 @@ def flatten(base: np.ndarray, layer: dict) -> np.ndarray:
     alpha = px[..., 3:] / 255
     out[y:y + layer["h"], x:x + layer["w"], :3] = px[..., :3] * alpha + region * (1 - alpha)
     return np.rint(out).astype(np.uint8)
+
+
+def test_background_without_a_selection_repaints_around_the_square(batch, modes_url, redness_model):
+    from easel.server import background
+
+    case = batch["background"]
+    assert "error" not in case, case["error"]
+    assert case["status"] == "success", case
+    unchanged(case)
+    params = editing.params_from_ui(BACKGROUND["prompt"], "", 1.0, BACKGROUND["steps"], -1.0, BACKGROUND["seed"], 1, "")
+    state = editing.EditorState(W, H, picture(BACKDROP).tobytes(), (0, 0, W, H), b"\xff" * (W * H))  # no selection
+    planned = editing.apply_features(editing.plan_request(state, params), editing.Features(inpaint_mode="background"))
+    expected = ask(modes_url, planned.request, planned.image, planned.mask)
+    check_layers(case["new_layers"], expected, BACKGROUND["prompt"])
+    assert expected.parameters["inpaint_mode"] == "background"
+    layer = case["new_layers"][0]
+    got = np.frombuffer(layer["pixels"], np.uint8).reshape(layer["h"], layer["w"], 4)
+    matte = background.subject_matte(picture(BACKDROP), redness_model)
+    subject, backdrop = matte == 255, matte == 0
+    x, y, w, h = SHAPE
+    assert (matte[y:y + h, x:x + w] > 200).all() and subject.sum() > w * h // 2  # the model finds the square
+    assert (layer["x"], layer["y"], layer["w"], layer["h"]) == (0, 0, W, H)
+    assert (got[subject, 3] == 0).all() and (got[backdrop, 3] == 255).all()  # clear over the square only
+    assert backdrop.mean() > 0.8  # the model tells the square from the backdrop
+    assert np.any(got[backdrop, :3] != picture(BACKDROP)[backdrop, :3], axis=-1).mean() > 0.9  # repainted
 
 
 def test_remove_takes_the_shape_away(batch, modes_url):

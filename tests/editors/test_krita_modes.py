@@ -2,7 +2,9 @@
 
 A real `easel serve` with the tiny SD model and a tiny random Real-ESRGAN Compact ×2 in its models folder. The
 self-test plugin runs only its "modes" part (tests/editors/krita/easel_selftest/modes_part.py) on its painted
-document (a red box on a plain background): the mode picker at Remove with a selection around the box takes it
+document (a red box on a plain background): Background with nothing selected (the server's background model a
+tiny ONNX one that finds what is red) says so in the status, gives the direct request's layer and keeps the box's
+pixels; the mode picker at Remove with a selection around the box takes it
 away (the layer equals the direct request's, no red left in the picture); Expand with 32 px on the right grows
 the document, keeps the old layers and the old pixels left of the blend band, and the layer equals the direct
 request's at its place; Upscale ×2 with the upscaler model equals the server's result (the slider's lowest
@@ -27,19 +29,20 @@ from krita_host import ARTIFACTS, paste
 pytestmark = pytest.mark.editor
 GROW = 32
 COMMON = dict(negative="", steps=3, guidance=None, batch=1)
-MODES = {"remove": dict(COMMON, prompt="", strength=100, seed=5), "selection": [14, 8, 52, 42],
+MODES = {"background": dict(COMMON, prompt="a beach", strength=100, seed=7),
+         "remove": dict(COMMON, prompt="", strength=100, seed=5), "selection": [14, 8, 52, 42],
          "expand": dict(COMMON, prompt="a meadow", strength=100, seed=6), "right": GROW,
          "upscale": dict(COMMON, prompt="", strength=1, seed=1), "upscaler": "two"}
 
 
 @pytest.fixture(scope="module")
-def url(tiny_sd_path, tmp_path_factory):
+def url(tiny_sd_path, redness_model, tmp_path_factory):
     from helpers.server_harness import running_server
     from helpers.upscalers import compact, save
 
     root = tmp_path_factory.mktemp("krita-modes-server")
     save(compact(2, seed=1), root / "models" / "upscale_models" / "two.safetensors")
-    with running_server([str(tiny_sd_path)], "--models-dir", str(root / "models"), "--output-dir",
+    with running_server([str(tiny_sd_path)], "--background-model", redness_model, "--models-dir", str(root / "models"), "--output-dir",
                         str(root / "results"), log_path=root / "server.log") as found:
         yield found
 
@@ -61,6 +64,37 @@ def ask(gui, planned_request: GenerateRequest, image: Image, mask: Image | None 
         return client.generate(planned_request, image, mask)
 
 
+def reddish(rgba: np.ndarray) -> np.ndarray:  # the background's R - G is -30, the box's 180
+    return rgba[..., 0].astype(int) - rgba[..., 1] > 100
+
+
+def test_background_without_a_selection_keeps_the_box_and_repaints_the_rest(gui, redness_model):
+    from easel.server import background
+
+    record = recorded(gui, "modes", "background")
+    assert recorded(gui, "modes", "background_picked") == "background"
+    assert recorded(gui, "modes", "background_unselected")
+    assert recorded(gui, "modes", "background_words").startswith("Replacing the background")
+    assert record["done"] and record["started_busy"] and record["unchanged"], record["status"]
+    assert len(record["layers"]) == 1, record["status"]
+    canvas = dump(gui, "background-canvas.rgba")
+    params = ui_params(MODES["background"], gui.result["model"])
+    state = editing.EditorState(W, H, canvas.tobytes(), (0, 0, W, H), b"\xff" * (W * H))  # what no selection sends
+    planned = editing.apply_features(editing.plan_request(state, params), editing.Features(inpaint_mode="background"))
+    result = ask(gui, planned.request, planned.image, planned.mask)
+    assert result.parameters["inpaint_mode"] == "background"
+    (image,) = result.images
+    assert record["layers"][0]["name"] == editing.layer_name(MODES["background"]["prompt"], image.seed)
+    layer = (gui.out / record["layers"][0]["file"]).read_bytes()
+    assert layer == paste(image, W, H), "differs from the server's"
+    got, matte = np.frombuffer(layer, np.uint8).reshape(H, W, 4), background.subject_matte(canvas, redness_model)
+    subject, backdrop = matte == 255, matte == 0
+    assert subject[reddish(canvas)].mean() > 0.9  # the model found the box
+    assert (got[subject, 3] == 0).all()  # the layer is clear over the subject: the sketch's own pixels show
+    assert (got[backdrop, 3] == 255).all()  # and covers the background
+    assert np.any(got[backdrop, :3] != canvas[backdrop, :3], axis=-1).mean() > 0.9  # with new paint
+
+
 def test_remove_takes_the_box_away(gui):
     record = recorded(gui, "modes", "remove")
     assert recorded(gui, "modes", "mode_picked") == "remove"
@@ -77,9 +111,6 @@ def test_remove_takes_the_box_away(gui):
     (image,) = result.images
     assert record["layers"][0]["name"] == editing.layer_name("", image.seed)
     assert (gui.out / record["layers"][0]["file"]).read_bytes() == paste(image, W, H), "differs from the server's"
-    def reddish(rgba: np.ndarray) -> np.ndarray:  # the background's R - G is -30, the box's 180
-        return rgba[..., 0].astype(int) - rgba[..., 1] > 100
-
     assert reddish(dump(gui, "remove-canvas.rgba")).sum() == 40 * 30  # the box, before
     left = reddish(dump(gui, "remove-projection.rgba"))
     assert not left.any(), f"{int(left.sum())} red pixels left"

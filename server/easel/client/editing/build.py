@@ -51,6 +51,15 @@ class Document(Protocol):
 
 
 BACKGROUND = "background"  #: the selection mode (protocol ``INPAINT_MODES``) that needs no selection in the editors
+#: The selection modes (protocol ``INPAINT_MODES``) in the editors' order, each with its few words of help.
+SELECTION_MODES = {"auto": "fill at 100 %, else refine", "fill": "new content", "add": "a new object",
+                   "remove": "prompt-free", "expand": "outpaint", BACKGROUND: "a new one around the subject",
+                   "refine": "keep it as context"}
+
+
+def selection_mode_help() -> str:
+    """The editors' help line for the selection mode: every mode with its words."""
+    return "How a selection is repainted: " + ", ".join(f"{m.capitalize()} ({w})" for m, w in SELECTION_MODES.items())
 
 
 class RequestProblem(ValueError):

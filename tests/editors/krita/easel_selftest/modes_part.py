@@ -1,5 +1,6 @@
-"""The docker's selection mode, Expand and upscaler model in a real Krita: Remove takes the sketch's red box off
-the plain background (a selection around it, the mode picker at Remove), Expand grows the canvas by the
+"""The docker's selection mode, Expand and upscaler model in a real Krita: Background with nothing selected
+repaints everything but the sketch's red box (the server's background model finds it; the new layer is then
+hidden), Remove takes the red box off the plain background (a selection around it, the mode picker at Remove), Expand grows the canvas by the
 spec's right margin, Upscale ×2 runs the server's upscaler model.
 
 Run by driver.py on its main document, through public widgets (objectName) and actions only. Writes the
@@ -33,6 +34,24 @@ def run(d, doc, spec):
     res = d.res["modes"] = {}
     more = d.w(QPushButton, "easel_more")
     more.click()
+    yield sleep(0.3)
+
+    # Background: nothing selected, the mode picker at Background; the whole canvas is sent
+    d.set_params(spec["background"])
+    res["background_picked"] = _pick(d, "easel_inpaint_mode", "background")
+    res["background_unselected"] = doc.selection() is None
+    d.write("modes-background-canvas.rgba", swap(doc.pixelData(0, 0, W, H)))
+
+    def replace() -> None:
+        app.action("easel_generate").trigger()
+        res["background_words"] = d.w_status()  # what the docker says while the job runs
+
+    res["background"] = yield from _generate(d, doc, "background", W, H, replace)
+    for node in d.layers(doc):  # hidden again: the steps below work on the sketch
+        if node.name() in {layer["name"] for layer in res["background"]["layers"]}:
+            node.setVisible(False)
+    doc.refreshProjection()
+    doc.waitForDone()
     yield sleep(0.3)
 
     # Remove: a selection around the red box, the mode picker at Remove
