@@ -65,6 +65,12 @@ def within_tolerance(got: np.ndarray, ref: np.ndarray) -> tuple[bool, float, flo
     return mean <= MAX_MEAN and psnr >= MIN_PSNR, mean, psnr
 
 
+def job_args(prompt: str, seed: int, size: int, steps: int, guidance: float, repeats: int, threads: int) -> list[str]:
+    """The job's arguments, as both venv scripts take them."""
+    return ["--prompt", prompt, "--seed", str(seed), "--size", str(size), "--steps", str(steps), "--repeats",
+            str(repeats), "--threads", str(threads), "--guidance", str(guidance)]
+
+
 def venv_job(script: str, args: list[str], threads: int, **env: str) -> dict[str, Any]:
     """Run ``script`` (next to this file) in the OpenVINO venv; its last stdout line, read as JSON."""
     cmd = [str(ensure_venv()), str(Path(__file__).with_name(script)), *args]
@@ -83,8 +89,7 @@ def openvino_rows(folder: Path, reference: np.ndarray, prompt: str, seed: int, s
     if why:
         return [Row("full", what, None, "", note=why)]
     before = loadavg()
-    job = ["--prompt", prompt, "--seed", str(seed), "--size", str(size), "--steps", str(steps), "--repeats",
-           str(repeats), "--threads", str(threads), "--guidance", str(guidance)]
+    job = job_args(prompt, seed, size, steps, guidance, repeats, threads)
     with tempfile.TemporaryDirectory(prefix="easel-openvino-") as tmp:
         out = Path(tmp) / "image.npy"
         info = venv_job("openvino_job.py", ["--folder", str(folder), "--export", str(folder.with_name(folder.name + "-openvino")),
@@ -108,10 +113,9 @@ def int8_rows(folder: Path, prompt: str, seed: int, size: int, steps: int, guida
     if why:
         return [Row("full", what, None, "", note=why)]
     before = loadavg()
-    info = venv_job("openvino_int8.py", [
-        "--folder", str(folder), "--cache", str(folder.with_name(folder.name + "-int8")), "--prompt", prompt,
-        "--seed", str(seed), "--size", str(size), "--steps", str(steps), "--repeats", str(repeats),
-        "--threads", str(threads), "--guidance", str(guidance)], threads, ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI")
+    info = venv_job("openvino_int8.py", ["--folder", str(folder), "--cache", str(folder.with_name(folder.name + "-int8")),
+                                         *job_args(prompt, seed, size, steps, guidance, repeats, threads)],
+                    threads, ONEDNN_MAX_CPU_ISA="AVX512_CORE_VNNI")
     times, base = info["times"], info["times"]["torch fp32"]
     rows = []
     for name, series in times.items():
