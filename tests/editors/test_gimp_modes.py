@@ -25,6 +25,7 @@ from easel.client import editing
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest, Image
 from helpers import tiny_background
+from helpers.documents import ArrayDocument
 from helpers.server_harness import running_server
 
 pytestmark = pytest.mark.editor
@@ -116,8 +117,7 @@ def test_background_without_a_selection_repaints_around_the_square(batch, modes_
     assert case["status"] == "success", case
     unchanged(case)
     params = editing.params_from_ui(BACKGROUND["prompt"], "", 1.0, BACKGROUND["steps"], -1.0, BACKGROUND["seed"], 1, "")
-    state = editing.EditorState(W, H, picture(BACKDROP).tobytes(), (0, 0, W, H), b"\xff" * (W * H))  # no selection
-    planned = editing.apply_features(editing.plan_request(state, params), editing.Features(inpaint_mode="background"))
+    planned = editing.build_request(ArrayDocument(picture(BACKDROP)), params, editing.Features(inpaint_mode="background"))
     expected = ask(modes_url, planned.request, planned.image, planned.mask)
     check_layers(case["new_layers"], expected, BACKGROUND["prompt"])
     assert expected.parameters["inpaint_mode"] == "background"

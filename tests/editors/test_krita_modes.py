@@ -21,6 +21,7 @@ import pytest
 from easel.client import editing
 from easel.client.connection import Client, new_job_id
 from easel.client.protocol import GenerateRequest, Image
+from helpers.documents import ArrayDocument
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "krita"))
 from gui_run import H, W, gui_spec, krita_gui_session, recorded, ui_params
@@ -79,8 +80,7 @@ def test_background_without_a_selection_keeps_the_box_and_repaints_the_rest(gui,
     assert len(record["layers"]) == 1, record["status"]
     canvas = dump(gui, "background-canvas.rgba")
     params = ui_params(MODES["background"], gui.result["model"])
-    state = editing.EditorState(W, H, canvas.tobytes(), (0, 0, W, H), b"\xff" * (W * H))  # what no selection sends
-    planned = editing.apply_features(editing.plan_request(state, params), editing.Features(inpaint_mode="background"))
+    planned = editing.build_request(ArrayDocument(canvas), params, editing.Features(inpaint_mode="background"))
     result = ask(gui, planned.request, planned.image, planned.mask)
     assert result.parameters["inpaint_mode"] == "background"
     (image,) = result.images
